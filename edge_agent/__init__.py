@@ -1,0 +1,1 @@
+"""storefleet: edge_agent."""

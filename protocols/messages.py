@@ -1,0 +1,209 @@
+"""Message models for the uplink and the store-local bus (ARCHITECTURE section 5).
+
+Every model has a ``v`` field; unknown fields are ignored, missing or ill-typed
+ones are rejected (strict types: ``"5"`` is not an int). Money is integer minor
+units, times are UTC epoch milliseconds, ids are UUIDv7 strings (``protocols.ids``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocols.topics import valid_id
+
+# Event kinds the cloud accepts. A new kind is added here first, so that store
+# and cloud agree; an event of any other kind is rejected as ``unknown_kind``.
+EVENT_KINDS: frozenset[str] = frozenset(
+    {
+        "sale",
+        "refund",
+        "vend",
+        "coupon_issued",
+        "coupon_redeemed",
+        "member_visit",
+        "device_alarm",
+        "device_event",
+        "order_status",
+        "cart_session",
+        "label_ack",
+    }
+)
+
+EpochMs = Annotated[int, Field(ge=0, le=10**14)]
+Ident = Annotated[str, Field(min_length=1, max_length=64)]
+Scalar = str | int | float | bool | None
+
+
+class Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+def _check_ident(value: str, what: str) -> str:
+    if not valid_id(value):
+        raise ValueError(f"{what} must be 1-64 chars of letters, digits, '-', '_', '.', ':'")
+    return value
+
+
+# ---- birth / death -----------------------------------------------------------
+
+
+class DeviceInfo(Msg):
+    device_id: Ident
+    kind: Ident
+    online: bool = True
+    model: str | None = None
+    fw: str | None = None
+    last_seen: EpochMs | None = None
+
+
+class Birth(Msg):
+    """Retained on ``state``: everything the cloud needs to rebuild its view of a store."""
+
+    v: Literal[1] = 1
+    online: Literal[True] = True
+    bd_seq: int = Field(ge=0)
+    ts: EpochMs
+    agent_version: str
+    devices: list[DeviceInfo] = Field(default_factory=list, max_length=10_000)
+    shadow_version: int = Field(default=0, ge=0)
+    outbox_depth: int = Field(default=0, ge=0)
+
+
+class Death(Msg):
+    """The Last Will on ``state`` (also published on a clean shutdown)."""
+
+    v: Literal[1] = 1
+    online: Literal[False] = False
+    bd_seq: int = Field(ge=0)
+    ts: EpochMs | None = None
+
+
+State = Birth | Death
+
+
+# ---- events --------------------------------------------------------------------
+
+
+class Event(Msg):
+    """A business event on ``evt/{kind}``. ``id`` is the idempotency key."""
+
+    v: Literal[1] = 1
+    id: Ident
+    kind: str
+    store_id: Ident
+    device_id: Ident | None = None
+    seq: int = Field(ge=0)
+    ts: EpochMs
+    historical: bool = False
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {value!r}")
+        return value
+
+
+class DeviceEvent(Msg):
+    """An event as a device publishes it on the store-local bus (``up/evt``).
+
+    The agent adds ``store_id`` and the store ``seq`` and forwards it as an ``Event``.
+    """
+
+    v: Literal[1] = 1
+    id: Ident
+    kind: str
+    ts: EpochMs
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {value!r}")
+        return value
+
+
+# ---- telemetry ----------------------------------------------------------------------
+
+
+class Sample(Msg):
+    ts: EpochMs
+    values: dict[str, Scalar] = Field(max_length=256)
+
+
+class Telemetry(Msg):
+    """Batched telemetry of one device (``tele/{device_kind}/{device_id}``)."""
+
+    v: Literal[1] = 1
+    device_id: Ident
+    device_kind: Ident
+    samples: list[Sample] = Field(min_length=1, max_length=1000)
+
+
+# ---- shadows -------------------------------------------------------------------------
+
+
+class ShadowDesired(Msg):
+    v: Literal[1] = 1
+    version: int = Field(ge=1)
+    ts: EpochMs
+    state: dict[str, Any]
+
+
+class ShadowReported(Msg):
+    v: Literal[1] = 1
+    version: int = Field(ge=0, description="the desired version this state has applied")
+    ts: EpochMs
+    state: dict[str, Any]
+
+
+# ---- commands --------------------------------------------------------------------------
+
+AGENT_COMMANDS: frozenset[str] = frozenset({"ping", "get_diagnostics", "set_log_level", "rebirth"})
+
+CommandStatus = Literal["ok", "error", "expired", "unknown_command", "rejected"]
+
+
+class Command(Msg):
+    v: Literal[1] = 1
+    cmd_id: Ident
+    name: Ident
+    args: dict[str, Any] = Field(default_factory=dict)
+    expires_at: EpochMs
+    ts: EpochMs
+
+
+class CommandResult(Msg):
+    v: Literal[1] = 1
+    cmd_id: Ident
+    target: Ident = "agent"
+    status: CommandStatus
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    ts: EpochMs
+
+
+# ---- fleet announcements ------------------------------------------------------------------
+
+
+class RebirthRequest(Msg):
+    v: Literal[1] = 1
+    ts: EpochMs
+    stores: list[Ident] | None = None  # None = every store
+
+
+# ---- store-local bus: device state ----------------------------------------------------------
+
+
+class DeviceState(Msg):
+    """A device's retained ``up/state`` on the local bus (its Last Will says offline)."""
+
+    v: Literal[1] = 1
+    online: bool
+    model: str | None = None
+    fw: str | None = None
+    ts: EpochMs | None = None
