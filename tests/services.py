@@ -1,0 +1,180 @@
+"""Real services for tests: a Mosquitto broker and a PostgreSQL server on loopback.
+
+Both are started from the machine's own binaries. When a binary is missing or the
+service cannot start, tests are skipped, unless ``STOREFLEET_REQUIRE_SERVICES=1``
+(set by CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REQUIRE = os.environ.get("STOREFLEET_REQUIRE_SERVICES") == "1"
+
+
+def unavailable(reason: str) -> None:
+    if REQUIRE:
+        pytest.fail(f"required service unavailable: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, *, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+
+
+@dataclass
+class Mosquitto:
+    """A Mosquitto broker on 127.0.0.1 with persistence, restartable on the same port."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    extra_conf: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+    host = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            # Offline persistent sessions (cloud ingest, the agent's local-bus
+            # session) must be able to queue a whole outage's worth of events.
+            "max_queued_messages 0\n"
+            "max_inflight_messages 0\n"
+            "log_dest stderr\n"
+            "log_type error\n"
+            "log_type warning\n"
+            # As root Mosquitto drops to the 'mosquitto' user, which cannot write
+            # into pytest's private temp dirs; keep root for these test brokers.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + self.extra_conf
+        )
+        return conf
+
+    def start(self) -> None:
+        binary = find_mosquitto()
+        if binary is None:
+            unavailable("mosquitto is not installed (apt-get install mosquitto)")
+        assert binary is not None
+        conf = self.config()
+        with open(self.workdir / "mosquitto.log", "ab") as log:
+            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        if not wait_port(self.port):
+            self.proc.kill()
+            unavailable(f"mosquitto did not listen on {self.port}")
+
+    def stop(self) -> None:
+        """Graceful stop: Mosquitto writes its persistence file on SIGTERM."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def find_pg_bin() -> Path | None:
+    for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (base / "initdb").exists():
+            return base
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster in a temp dir, run as the postgres user when root."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    bindir: Path | None = None
+
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
+        if os.geteuid() == 0:
+            args = ["runuser", "-u", "postgres", "--", *args]
+        return subprocess.run(args, capture_output=True, timeout=120, check=False)
+
+    def start(self) -> None:
+        self.bindir = find_pg_bin()
+        if self.bindir is None:
+            unavailable("PostgreSQL is not installed (apt-get install postgresql)")
+        assert self.bindir is not None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        data = self.workdir / "data"
+        if os.geteuid() == 0:
+            # initdb refuses to run as root: the cluster belongs to 'postgres',
+            # which must be able to reach the directory.
+            for parent in (self.workdir.parent, self.workdir):
+                parent.chmod(0o755)
+            shutil.chown(self.workdir, "postgres", "postgres")
+        res = self._run(
+            [str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
+        )
+        if res.returncode != 0:
+            unavailable(f"initdb failed: {res.stderr.decode(errors='replace')[-500:]}")
+        opts = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        res = self._run(
+            [str(self.bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
+             str(self.workdir / "pg.log"), "-w", "start"]
+        )
+        if res.returncode != 0 or not wait_port(self.port):
+            unavailable(f"postgres did not start: {res.stderr.decode(errors='replace')[-500:]}")
+
+    def stop(self) -> None:
+        if self.bindir is not None:
+            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.workdir / "data"), "-m", "immediate", "stop"])
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
