@@ -1,0 +1,81 @@
+"""A small typed client for the cloud REST API (used by the CLI and by tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class FleetError(Exception):
+    """An API call failed; ``status`` and the problem+json ``detail`` say why."""
+
+    def __init__(self, status: int, title: str, detail: str | None = None) -> None:
+        super().__init__(f"{status} {title}" + (f": {detail}" if detail else ""))
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+class FleetClient:
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FleetClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as err:
+            raise FleetError(0, "cannot reach the cloud API", str(err)) from err
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {}
+            raise FleetError(resp.status_code, body.get("title", resp.reason_phrase),
+                             body.get("detail"))
+        return resp.json() if resp.content else None
+
+    def stores(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/v1/stores"))
+
+    def store(self, store_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/v1/stores/{store_id}"))
+
+    def devices(self, store_id: str | None = None) -> list[dict[str, Any]]:
+        params = {"store_id": store_id} if store_id else {}
+        return list(self._call("GET", "/api/v1/devices", params=params))
+
+    def events(self, *, store_id: str | None = None, kind: str | None = None,
+               after: str | None = None, limit: int = 50) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        for key, value in (("store_id", store_id), ("kind", kind), ("after", after)):
+            if value is not None:
+                params[key] = value
+        return dict(self._call("GET", "/api/v1/events", params=params))
+
+    def send_command(self, store_id: str, name: str, *, args: dict[str, Any] | None = None,
+                     target: str = "agent", ttl_s: int = 60) -> dict[str, Any]:
+        body = {"name": name, "args": args or {}, "target": target, "ttl_s": ttl_s}
+        return dict(self._call("POST", f"/api/v1/stores/{store_id}/commands", json=body))
+
+    def command(self, cmd_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/v1/commands/{cmd_id}"))
+
+    def shadow(self, store_id: str, target: str = "agent") -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/v1/stores/{store_id}/shadow/{target}"))
+
+    def set_desired(self, store_id: str, state: dict[str, Any], *, target: str = "agent") -> dict[str, Any]:
+        return dict(self._call("PUT", f"/api/v1/stores/{store_id}/shadow/{target}/desired",
+                               json={"state": state}))

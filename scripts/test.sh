@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run storefleet's whole test suite against real services, on a fresh machine.
+#
+# Installs what the tests need (Mosquitto, PostgreSQL, Python deps into .venv),
+# then runs pytest. Real services are REQUIRED: a test that cannot start
+# Mosquitto or PostgreSQL fails instead of skipping (STOREFLEET_REQUIRE_SERVICES=1).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k outbox`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+need_apt=()
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto mosquitto-clients)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "== installing ${need_apt[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The Debian packages start system-wide instances; the tests run their own on
+# free loopback ports, so those are not needed (and not touched).
+
+PY="${PYTHON:-python3}"
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+    [ -x .venv/bin/python ] || "$PY" -m venv .venv
+    PY=.venv/bin/python
+fi
+echo "== installing storefleet[test] into $("$PY" -c 'import sys; print(sys.prefix)')"
+"$PY" -m pip install -q --upgrade pip >/dev/null
+"$PY" -m pip install -q -e ".[test]"
+
+export STOREFLEET_REQUIRE_SERVICES="${STOREFLEET_REQUIRE_SERVICES:-1}"
+echo "== pytest (STOREFLEET_REQUIRE_SERVICES=$STOREFLEET_REQUIRE_SERVICES)"
+exec "$PY" -m pytest -ra "$@"

@@ -1,0 +1,31 @@
+"""``storefleet``: demo, cloud, edge agent and simulators under one command."""
+
+from __future__ import annotations
+
+import typer
+
+from cloud.cli import app as cloud_app
+from edge_agent.cli import app as edge_app
+from firmware_sim.cli import app as sim_app
+from storefleet import __version__
+from storefleet.demo import demo
+
+app = typer.Typer(
+    help="storefleet: edge/IoT fleet system for smart retail stores.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("demo")(demo)
+app.add_typer(cloud_app, name="cloud", help="Cloud API server and MQTT ingest workers.")
+app.add_typer(edge_app, name="edge", help="The store-box edge agent.")
+app.add_typer(sim_app, name="sim", help="Device and store simulators.")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the storefleet version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app(prog_name="storefleet")
