@@ -1,0 +1,1 @@
+"""Alembic migrations of the cloud database (a package, so that setuptools ships it)."""

@@ -1,0 +1,122 @@
+"""SQLAlchemy 2 declarative models of the cloud's view of the fleet.
+
+Times are UTC epoch milliseconds (``BigInteger``), as on the wire. There are no
+foreign keys between stores, devices and events on purpose: MQTT gives no order
+across topics, so an event may arrive before the birth of its store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Index, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Id = String(64)  # protocols.topics ids are at most 64 chars
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, int: BigInteger}
+
+
+class Store(Base):
+    __tablename__ = "stores"
+
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    # bd_seq of the newest session we know of; dead_bd_seq = the session whose death
+    # we applied, so a redelivered birth of that same session cannot revive the store.
+    bd_seq: Mapped[int | None] = mapped_column(BigInteger)
+    dead_bd_seq: Mapped[int | None] = mapped_column(BigInteger)
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    last_birth_ms: Mapped[int | None]
+    last_death_ms: Mapped[int | None]
+    last_seen_ms: Mapped[int | None]
+    birth: Mapped[dict[str, Any] | None]
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    device_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(Id)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    model: Mapped[str | None] = mapped_column(String(128))
+    fw: Mapped[str | None] = mapped_column(String(128))
+    last_seen_ms: Mapped[int | None]
+    health: Mapped[dict[str, Any] | None]
+
+
+class Event(Base):
+    """A business event; ``id`` is the event's idempotency key."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_store_seq", "store_id", "seq"),
+        # The API pages through events in (received_ms, id) order.
+        Index("ix_events_received", "received_ms", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    store_id: Mapped[str] = mapped_column(Id)
+    kind: Mapped[str] = mapped_column(Id)
+    device_id: Mapped[str | None] = mapped_column(Id)
+    seq: Mapped[int]
+    ts: Mapped[int]
+    historical: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict[str, Any]]
+    received_ms: Mapped[int]
+
+
+class TelemetryLatest(Base):
+    """The newest value of each metric of each device (bounded: one row per metric)."""
+
+    __tablename__ = "telemetry_latest"
+
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    device_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    ts: Mapped[int]
+
+
+class Shadow(Base):
+    __tablename__ = "shadows"
+
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    target: Mapped[str] = mapped_column(Id, primary_key=True)
+    desired: Mapped[dict[str, Any] | None]
+    desired_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    reported: Mapped[dict[str, Any] | None]
+    reported_version: Mapped[int | None] = mapped_column(BigInteger)
+    updated_ms: Mapped[int]
+
+
+class Command(Base):
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_store", "store_id", "created_ms"),)
+
+    cmd_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    store_id: Mapped[str] = mapped_column(Id)
+    target: Mapped[str] = mapped_column(Id)
+    name: Mapped[str] = mapped_column(Id)
+    args: Mapped[dict[str, Any]]
+    expires_at: Mapped[int]
+    created_ms: Mapped[int]
+    # pending | undeliverable | ok | error | expired | unknown_command | rejected
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    completed_ms: Mapped[int | None]
+

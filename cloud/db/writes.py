@@ -1,0 +1,62 @@
+"""Dialect-aware idempotent writes (``INSERT ... ON CONFLICT``).
+
+SQLite and PostgreSQL both support ``ON CONFLICT`` and ``RETURNING``; SQLAlchemy
+spells them with a dialect-specific ``insert``, picked here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cloud.db.models import Event, TelemetryLatest
+
+
+def dialect_insert(session: Session, table: Table) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"no idempotent insert for dialect {name!r}")
+
+
+def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert events keyed on ``id``; returns the ids actually inserted.
+
+    A row whose id is already stored is skipped by the database (``DO NOTHING``) and
+    is absent from the result: the caller counts it as a duplicate.
+    """
+    if not rows:
+        return set()
+    stmt = (
+        dialect_insert(session, Event.__table__)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(Event.__table__.c.id)
+    )
+    inserted: set[str] = set()
+    # One statement per chunk: SQLite caps bound parameters (32766 since 3.32); a chunk
+    # of 500 rows x 9 columns stays far below it.
+    for start in range(0, len(rows), 500):
+        result = session.execute(stmt.values(list(rows[start : start + 500])))
+        inserted.update(result.scalars())
+    return inserted
+
+
+def upsert_latest_telemetry(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep the newest value per (store, device, metric); an older sample never wins."""
+    if not rows:
+        return
+    table = TelemetryLatest.__table__
+    base = dialect_insert(session, table)
+    stmt = base.on_conflict_do_update(
+        index_elements=["store_id", "device_id", "metric"],
+        set_={"value": base.excluded.value, "ts": base.excluded.ts},
+        where=table.c.ts <= base.excluded.ts,
+    )
+    for start in range(0, len(rows), 500):
+        session.execute(stmt.values(list(rows[start : start + 500])))

@@ -1,0 +1,106 @@
+"""Decode and store one batch of MQTT messages in one transaction (synchronous).
+
+``BatchProcessor.process`` runs in a worker thread (see ``worker.py``). It returns
+normally only when everything that should be stored is committed: the caller may
+then acknowledge every message of the batch. It raises ``DatabaseUnavailable``
+when nothing may be acknowledged.
+
+Failure handling, in order:
+
+1. a message that fails decoding is rejected up front (counted, acknowledged, never
+   stored);
+2. the batch is applied in one transaction;
+3. if the database refuses it for a reason tied to the data (``IntegrityError``,
+   ``DataError``: e.g. a race with another worker creating the same store, or a value
+   PostgreSQL will not store), the batch is retried once, then message by message, and a
+   message the database still refuses is rejected as ``db_rejected``;
+4. any other error (connection lost, disk full, locked, a bug) raises
+   ``DatabaseUnavailable``: nothing is acknowledged, the broker redelivers later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.errors import DatabaseUnavailable
+from cloud.ingest.apply import Outcome, apply_batch
+from cloud.ingest.decode import Inbound, channel_of, decode_uplink
+from protocols.clock import Clock
+from protocols.errors import ProtocolError
+
+logger = logging.getLogger(__name__)
+
+_DATA_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError)
+
+
+@dataclass
+class BatchResult:
+    outcome: Outcome
+    channels: Counter[str] = field(default_factory=Counter)
+
+
+class BatchProcessor:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, clock: Clock, max_payload: int
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._max_payload = max_payload
+
+    def process(self, raw: list[tuple[str, bytes]]) -> BatchResult:
+        result = BatchResult(Outcome())
+        items: list[Inbound] = []
+        for topic, payload in raw:
+            result.channels[channel_of(topic)] += 1
+            try:
+                items.append(decode_uplink(topic, payload, max_payload=self._max_payload))
+            except ProtocolError as err:
+                reason = getattr(err, "reason", "invalid")
+                result.outcome.rejected[reason] += 1
+                logger.warning("rejected message on %s: %s", topic[:200], err)
+        if items:
+            result.outcome.add(self._store(items))
+        return result
+
+    def _store(self, items: list[Inbound]) -> Outcome:
+        try:
+            return self._transaction(items)
+        except _DATA_ERRORS as err:
+            logger.info("batch of %d refused (%s); retrying", len(items), type(err).__name__)
+        try:
+            return self._transaction(items)
+        except _DATA_ERRORS:
+            logger.warning("batch of %d refused twice; storing message by message", len(items))
+        out = Outcome()
+        for item in items:
+            out.add(self._store_one(item))
+        return out
+
+    def _store_one(self, item: Inbound) -> Outcome:
+        for attempt in (1, 2):
+            try:
+                return self._transaction([item])
+            except _DATA_ERRORS as err:
+                if attempt == 2:
+                    logger.error("store %s: database refused %s message: %s",
+                                 item.store_id, item.topic.channel, err.orig)
+        out = Outcome()
+        out.rejected["db_rejected"] += 1
+        return out
+
+    def _transaction(self, items: list[Inbound]) -> Outcome:
+        now_ms = self._clock.now_ms()
+        try:
+            with self._sessions.begin() as session:
+                return apply_batch(session, items, now_ms=now_ms)
+        except _DATA_ERRORS:
+            raise
+        except Exception as err:
+            # Connection refused, server gone, database locked, a bug: none of these
+            # is the message's fault, so none of the batch may be acknowledged.
+            raise DatabaseUnavailable(f"{type(err).__name__}: {err}") from err

@@ -1,0 +1,218 @@
+"""The ingest worker: MQTT uplink -> database, acknowledging only what is committed.
+
+    worker = IngestWorker(settings, registry=CollectorRegistry())
+    await worker.run(stop_event)          # returns after stop_event is set
+
+Nothing lost: the worker holds a persistent session (fixed client id,
+``clean_session=False``, QoS 1 subscriptions), turns off paho's automatic PUBACK and
+acknowledges each QoS 1 message only after the transaction that stored it has
+committed. A crash or lost connection before that leaves the message unacknowledged
+in the broker's session, which redelivers it on reconnect; storage is idempotent, so
+a redelivered message changes nothing the second time.
+
+Batching: the first message of a batch is awaited, then more are drained for up to
+``batch_window_s`` or ``batch_max`` messages; the batch is decoded and committed in one
+transaction in a worker thread, and acknowledged in arrival order (MQTT 3.1.1 wants
+PUBACKs in the order the PUBLISHes came).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiomqtt
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
+
+from cloud.backoff import Backoff
+from cloud.db.engine import make_engine, make_session_factory, writer
+from cloud.db.migrate import upgrade
+from cloud.errors import DatabaseUnavailable
+from cloud.ingest.batch import BatchProcessor, BatchResult
+from cloud.metrics import IngestMetrics
+from cloud.settings import CloudSettings
+from protocols import topics
+from protocols.clock import Clock, SystemClock
+
+logger = logging.getLogger(__name__)
+
+# 50 ms / 500 messages: large enough to amortise a commit (one fsync) over many
+# messages at load, short enough that a lone event is stored within a blink.
+BATCH_WINDOW_S = 0.05
+BATCH_MAX = 500
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        settings: CloudSettings,
+        *,
+        registry: CollectorRegistry,
+        clock: Clock | None = None,
+        engine: Engine | None = None,
+        batch_window_s: float = BATCH_WINDOW_S,
+        batch_max: int = BATCH_MAX,
+        backoff: Backoff | None = None,
+        migrate: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.metrics = IngestMetrics(registry)
+        self._clock = clock or SystemClock()
+        self._own_engine = engine is None
+        self._engine = engine or make_engine(settings.database_url)
+        self._processor = BatchProcessor(
+            make_session_factory(writer(self._engine)),
+            clock=self._clock,
+            max_payload=settings.max_payload,
+        )
+        self._batch_window_s = batch_window_s
+        self._batch_max = batch_max
+        self._backoff = backoff or Backoff()
+        self._migrate = migrate
+        self.connected = asyncio.Event()  # set while subscribed; tests wait on it
+
+    async def run(self, stop_event: asyncio.Event | None = None) -> None:
+        """Supervise the connection until ``stop_event`` is set (or the task is cancelled)."""
+        stop = stop_event or asyncio.Event()
+        if self._migrate:
+            # Blocking DDL: keep it off the event loop (the API may share the loop).
+            await asyncio.to_thread(upgrade, self._engine)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._connect_and_consume(stop)
+                except aiomqtt.MqttError as err:
+                    self.metrics.connect_failures.inc()
+                    logger.warning("ingest: broker connection failed or lost: %s", err)
+                except DatabaseUnavailable as err:
+                    self.metrics.db_errors.inc()
+                    logger.error("ingest: %s; not acknowledging, will reconnect", err)
+                finally:
+                    self.connected.clear()
+                    self.metrics.connected.set(0)
+                if not stop.is_set():
+                    delay = self._backoff.next()
+                    logger.info("ingest: reconnecting in %.1f s", delay)
+                    await _wait(stop, delay)
+        finally:
+            if self._own_engine:
+                self._engine.dispose()
+
+    def _client(self) -> aiomqtt.Client:
+        addr = self.settings.mqtt
+        client = aiomqtt.Client(
+            addr.host,
+            addr.port,
+            username=self.settings.mqtt_username,
+            password=self.settings.mqtt_password,
+            identifier=self.settings.ingest_client_id,
+            clean_session=False,  # persistent session: the broker keeps what we missed
+            keepalive=self.settings.keepalive_s,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            tls_params=aiomqtt.TLSParameters() if addr.tls else None,
+        )
+        # aiomqtt has no public switch for manual acknowledgement; paho has
+        # (Client.manual_ack_set / Client.ack), and aiomqtt documents ``_client`` as the
+        # escape hatch to the paho client. Without this paho PUBACKs a message as soon
+        # as it is queued, before it is stored, and a crash then loses it.
+        client._client.manual_ack_set(True)
+        return client
+
+    async def _connect_and_consume(self, stop: asyncio.Event) -> None:
+        async with self._client() as client:
+            for filter_ in topics.cloud_uplink_filters():
+                group = self.settings.share_group
+                await client.subscribe(topics.shared(filter_, group) if group else filter_, qos=1)
+            logger.info("ingest: connected to %s as %s (share group %s)",
+                        self.settings.mqtt_url, self.settings.ingest_client_id,
+                        self.settings.share_group)
+            self.metrics.connected.set(1)
+            self.connected.set()
+            messages = client.messages
+            while not stop.is_set():
+                batch = await self._next_batch(messages, stop)
+                if batch:
+                    await self._handle(client, batch)
+                    self._backoff.reset()
+
+    async def _next_batch(
+        self, messages: aiomqtt.client.MessagesIterator, stop: asyncio.Event
+    ) -> list[aiomqtt.Message]:
+        first = asyncio.ensure_future(anext(messages))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({first, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not first.done():
+                first.cancel()
+        if not first.done() or first.cancelled():
+            return []
+        batch = [first.result()]  # raises MqttError when the connection dropped
+        deadline = time.monotonic() + self._batch_window_s
+        while len(batch) < self._batch_max:
+            if len(messages):  # already queued: take it without waiting
+                batch.append(await anext(messages))
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(anext(messages), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _handle(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+        raw = [(m.topic.value, _as_bytes(m.payload)) for m in batch]
+        started = time.perf_counter()
+        # Decoding and the transaction block (SQLite fsync, network round trips to
+        # PostgreSQL): run them in a thread so the loop keeps reading the socket and
+        # serving the API that may share it.
+        result = await asyncio.to_thread(self._processor.process, raw)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(batch))
+        # Committed: now, and only now, the broker may forget these messages.
+        for message in batch:
+            if message.qos > 0:
+                rc = client._client.ack(message.mid, message.qos)
+                if rc != 0:
+                    logger.warning("ingest: could not ack mid %d (rc %s)", message.mid, rc)
+        self._count(result)
+
+    def _count(self, result: BatchResult) -> None:
+        m = self.metrics
+        for channel, n in result.channels.items():
+            m.messages.labels(channel=channel).inc(n)
+        for reason, n in result.outcome.rejected.items():
+            m.rejected.labels(reason=reason).inc(n)
+        m.events_stored.inc(result.outcome.events_stored)
+        m.duplicates.inc(result.outcome.duplicates)
+        m.stale.inc(result.outcome.stale)
+
+
+async def run_ingest(
+    settings: CloudSettings,
+    *,
+    registry: CollectorRegistry,
+    stop_event: asyncio.Event,
+    clock: Clock | None = None,
+) -> None:
+    """Run one ingest worker until ``stop_event`` is set (the demo and the CLI use this)."""
+    await IngestWorker(settings, registry=registry, clock=clock).run(stop_event)
+
+
+def _as_bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload).encode() if payload is not None else b""
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

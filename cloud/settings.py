@@ -1,0 +1,150 @@
+"""Cloud settings, validated once at start-up.
+
+    settings = CloudSettings.from_env()        # STOREFLEET_* environment variables
+    settings = CloudSettings(database_url="postgresql+psycopg://...", api_tokens={...})
+
+Environment variables (all optional):
+
+=================================  =========================================================
+``STOREFLEET_DATABASE_URL``        SQLAlchemy URL (``sqlite:///./storefleet.db``)
+``STOREFLEET_MQTT_URL``            ``mqtt://host:port`` (``mqtt://127.0.0.1:1883``)
+``STOREFLEET_MQTT_USERNAME``       broker user name
+``STOREFLEET_MQTT_PASSWORD``       broker password
+``STOREFLEET_SHARE_GROUP``         shared-subscription group; empty or ``none`` = plain
+``STOREFLEET_INGEST_CLIENT_ID``    fixed MQTT client id of this ingest worker
+``STOREFLEET_API_TOKENS``          ``token:role,token:role`` or a JSON object
+``STOREFLEET_KEEPALIVE_S``         MQTT keepalive seconds
+``STOREFLEET_MAX_PAYLOAD``         largest accepted payload in bytes
+=================================  =========================================================
+
+Tokens that look like placeholders (``changeme``, ``secret`` ...) or are shorter than
+12 characters are refused, so a copied example config never reaches production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocols.codec import DEFAULT_MAX_PAYLOAD
+from protocols.topics import valid_id
+
+ENV_PREFIX = "STOREFLEET_"
+
+# Lower-cased values that are obviously copied from an example and never a real secret.
+PLACEHOLDER_TOKENS = frozenset(
+    {"changeme", "change-me", "change_me", "secret", "password", "token", "example", "test",
+     "xxx", "todo", "default", "admin"}
+)
+# Shorter tokens can be guessed; 12 chars of a random alphabet is the floor we accept.
+MIN_TOKEN_LEN = 12
+
+
+class Role(StrEnum):
+    HQ_ADMIN = "hq-admin"
+    STORE_MANAGER = "store-manager"
+    FIELD_TECH = "field-tech"
+    DEVICE = "device"
+
+
+class MqttAddress(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int
+    tls: bool = False
+
+
+class CloudSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str = "sqlite:///./storefleet.db"
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    # None = plain subscriptions, for brokers without $share (the embedded amqtt).
+    share_group: str | None = "storefleet-ingest"
+    ingest_client_id: str = "storefleet-ingest-1"
+    api_tokens: dict[str, Role] = Field(default_factory=dict)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    max_payload: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1024, le=16 * 1024 * 1024)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str) -> str:
+        parse_mqtt_url(value)
+        return value
+
+    @field_validator("share_group", "ingest_client_id")
+    @classmethod
+    def _check_ident(cls, value: str | None) -> str | None:
+        if value is not None and not valid_id(value):
+            raise ValueError("must be 1-64 chars of letters, digits, '-', '_', '.', ':'")
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _refuse_placeholders(cls, value: dict[str, Role]) -> dict[str, Role]:
+        for token in value:
+            if token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < MIN_TOKEN_LEN:
+                raise ValueError(
+                    f"API token {token[:4]!r}... is a placeholder or shorter than "
+                    f"{MIN_TOKEN_LEN} chars; generate one with `python -c "
+                    "'import secrets; print(secrets.token_urlsafe(24))'`"
+                )
+        return value
+
+    @property
+    def mqtt(self) -> MqttAddress:
+        return parse_mqtt_url(self.mqtt_url)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> CloudSettings:
+        """Settings from ``STOREFLEET_*`` variables; keyword overrides win (CLI options)."""
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        for name in ("database_url", "mqtt_url", "mqtt_username", "mqtt_password",
+                     "ingest_client_id", "keepalive_s", "max_payload"):
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw not in (None, ""):
+                data[name] = int(raw) if name in ("keepalive_s", "max_payload") else raw
+        if (group := env.get(ENV_PREFIX + "SHARE_GROUP")) is not None:
+            data["share_group"] = None if group.strip().lower() in ("", "none", "-") else group
+        if raw_tokens := env.get(ENV_PREFIX + "API_TOKENS"):
+            data["api_tokens"] = parse_tokens(raw_tokens)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """``tok1:hq-admin,tok2:field-tech`` or ``{"tok1": "hq-admin"}``."""
+    raw = raw.strip()
+    if raw.startswith("{"):
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError("STOREFLEET_API_TOKENS must be a JSON object")
+        return {str(k): str(v) for k, v in doc.items()}
+    tokens: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        token, sep, role = pair.rpartition(":")
+        if not sep or not token:
+            raise ValueError("STOREFLEET_API_TOKENS entries must be token:role")
+        tokens[token] = role
+    return tokens
+
+
+def parse_mqtt_url(url: str) -> MqttAddress:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp") or not parts.hostname:
+        raise ValueError(f"mqtt url must look like mqtt://host:port, got {url!r}")
+    tls = parts.scheme == "mqtts"
+    # 1883 / 8883: the IANA ports for MQTT and MQTT over TLS.
+    return MqttAddress(host=parts.hostname, port=parts.port or (8883 if tls else 1883), tls=tls)
