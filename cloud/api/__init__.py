@@ -1,0 +1,1 @@
+"""The cloud REST API (FastAPI): routes, dependencies, schemas, problem+json errors."""

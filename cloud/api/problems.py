@@ -1,0 +1,108 @@
+"""Every error as RFC 9457 problem details (``application/problem+json``).
+
+Routes raise ``ApiProblem``; FastAPI's own errors (404 for unknown routes, 405, 422
+validation) and unexpected exceptions are converted by the handlers installed with
+``install_problem_handlers``. Each rejection is counted in
+``storefleet_api_rejected_total{reason}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloud.metrics import ApiMetrics
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://storefleet.dev/problems/"
+
+_REASON_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    422: "invalid",
+    503: "unavailable",
+}
+
+
+class ApiProblem(Exception):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        reason: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.reason = reason or _REASON_BY_STATUS.get(status, "error")
+        self.headers = headers
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str | None,
+    *,
+    reason: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    metrics: ApiMetrics | None = getattr(request.app.state, "api_metrics", None)
+    if metrics is not None:
+        metrics.rejected.labels(reason=reason).inc()
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + reason,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return problem_response(request, exc.status, exc.detail, reason=exc.reason,
+                                headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = _REASON_BY_STATUS.get(exc.status_code, "error")
+        return problem_response(request, exc.status_code, str(exc.detail), reason=reason,
+                                headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return problem_response(
+            request, 422, f"{where}: {first['msg']}", reason="invalid",
+            extra={"errors": jsonable_encoder(errors)},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(request, 500, "internal error; see the server log",
+                                reason="internal")

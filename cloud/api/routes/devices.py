@@ -1,0 +1,31 @@
+"""Devices across the fleet."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from cloud.api.deps import ReadRole, SessionDep
+from cloud.api.schemas import ID_PATTERN, DevicePublic
+from cloud.db.models import Device
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+
+@router.get("", summary="List devices, optionally of one store and/or by online status")
+def list_devices(
+    session: SessionDep,
+    _: ReadRole,
+    store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    online: bool | None = None,
+    # A page bound, so one call can never pull a whole chain's devices into memory.
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> list[DevicePublic]:
+    stmt = select(Device).order_by(Device.store_id, Device.device_id).limit(limit)
+    if store_id is not None:
+        stmt = stmt.where(Device.store_id == store_id)
+    if online is not None:
+        stmt = stmt.where(Device.online == online)
+    return [DevicePublic.model_validate(d) for d in session.scalars(stmt)]

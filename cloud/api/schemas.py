@@ -1,0 +1,124 @@
+"""Request (``...Create`` / ``...Update``) and response (``...Public``) schemas.
+
+Response schemas are separate from the database models, so a column added for
+ingest bookkeeping (``dead_bd_seq``) never leaks into the API by accident.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The protocols' id alphabet (protocols.topics.valid_id), for path/query/body checks.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+IdStr = Annotated[str, Field(pattern=ID_PATTERN, examples=["store-0001"])]
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class StorePublic(Public):
+    store_id: str
+    online: bool
+    agent_version: str | None
+    bd_seq: int | None
+    last_birth_ms: int | None
+    last_death_ms: int | None
+    last_seen_ms: int | None
+    devices_total: int = 0
+    devices_online: int = 0
+
+
+class StoreDetailPublic(StorePublic):
+    birth: dict[str, Any] | None = Field(description="the last accepted birth, as received")
+
+
+class DevicePublic(Public):
+    store_id: str
+    device_id: str
+    kind: str
+    online: bool
+    model: str | None
+    fw: str | None
+    last_seen_ms: int | None
+    health: dict[str, Any] | None = Field(description="latest telemetry values")
+
+
+class EventPublic(Public):
+    id: str
+    store_id: str
+    kind: str
+    device_id: str | None
+    seq: int
+    ts: int
+    historical: bool
+    data: dict[str, Any]
+    received_ms: int
+
+
+class EventPage(BaseModel):
+    items: list[EventPublic]
+    next: str | None = Field(description="cursor for the next page (pass as `after`); null at the end")
+
+
+class ShadowPublic(Public):
+    store_id: str
+    target: str
+    desired: dict[str, Any] | None
+    desired_version: int
+    reported: dict[str, Any] | None
+    reported_version: int | None
+    in_sync: bool = Field(default=False, description="the store applied the latest desired version")
+    updated_ms: int
+
+
+class ShadowDesiredUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: dict[str, Any] = Field(examples=[{"log_level": "debug"}])
+
+
+class CommandCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: IdStr = Field(examples=["ping"])
+    args: dict[str, Any] = Field(default_factory=dict)
+    target: IdStr = "agent"
+    # One day at most: a command older than that is better sent again than run late.
+    ttl_s: int = Field(default=60, ge=1, le=86_400)
+
+
+class CommandPublic(Public):
+    cmd_id: str
+    store_id: str
+    target: str
+    name: str
+    args: dict[str, Any]
+    status: str = Field(
+        description="pending, undeliverable, ok, error, expired, unknown_command or rejected"
+    )
+    expires_at: int
+    created_ms: int
+    result: dict[str, Any] | None
+    error: str | None
+    completed_ms: int | None
+
+
+class HealthPublic(BaseModel):
+    status: str
+    database: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="per-field validation errors (422 only)"
+    )

@@ -1,0 +1,122 @@
+"""``storefleet cloud ...``: a thin CLI over ``create_app`` and ``IngestWorker``.
+
+The top-level CLI mounts this as ``app.add_typer(cloud.cli.app, name="cloud")``.
+Every option falls back to its ``STOREFLEET_*`` environment variable (see
+``cloud.settings``), then to the default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+from prometheus_client import CollectorRegistry, start_http_server
+from pydantic import ValidationError
+
+from cloud.ingest.worker import run_ingest
+from cloud.settings import CloudSettings
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(help="storefleet cloud: REST API and MQTT ingest.", no_args_is_help=True)
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", envvar="STOREFLEET_DATABASE_URL", show_envvar=True,
+                 help="SQLAlchemy URL [default: sqlite:///./storefleet.db]"),
+]
+MqttOpt = Annotated[
+    str | None,
+    typer.Option("--mqtt", envvar="STOREFLEET_MQTT_URL", show_envvar=True,
+                 help="broker URL [default: mqtt://127.0.0.1:1883]"),
+]
+LogOpt = Annotated[str, typer.Option("--log-level", envvar="STOREFLEET_LOG_LEVEL")]
+
+
+def _settings(**overrides: object) -> CloudSettings:
+    try:
+        return CloudSettings.from_env(**overrides)
+    except (ValidationError, ValueError) as err:
+        typer.echo(f"invalid settings: {err}", err=True)
+        raise typer.Exit(2) from err
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="STOREFLEET_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="STOREFLEET_PORT")] = 8000,
+    db: DbOpt = None,
+    mqtt: MqttOpt = None,
+    ingest: Annotated[
+        bool,
+        typer.Option("--ingest/--no-ingest", envvar="STOREFLEET_SERVE_INGEST",
+                     help="also run an ingest worker in the API's event loop"),
+    ] = False,
+    log_level: LogOpt = "info",
+) -> None:
+    """Run the REST API (OpenAPI docs at /docs, metrics at /metrics)."""
+    import uvicorn
+
+    from cloud.main import create_app
+
+    _logging(log_level)
+    settings = _settings(database_url=db, mqtt_url=mqtt)
+    if not settings.api_tokens:
+        logger.warning("no STOREFLEET_API_TOKENS: every /api/v1 request will get 401")
+    uvicorn.run(create_app(settings, ingest=ingest), host=host, port=port,
+                log_level=log_level.lower())
+
+
+@app.command("ingest")
+def ingest_cmd(
+    db: DbOpt = None,
+    mqtt: MqttOpt = None,
+    client_id: Annotated[
+        str | None,
+        typer.Option("--client-id", envvar="STOREFLEET_INGEST_CLIENT_ID",
+                     help="fixed MQTT client id (the persistent session) [default: "
+                          "storefleet-ingest-1]"),
+    ] = None,
+    share_group: Annotated[
+        str | None,
+        typer.Option("--share-group", envvar="STOREFLEET_SHARE_GROUP",
+                     help="$share group [default: storefleet-ingest]"),
+    ] = None,
+    no_share: Annotated[
+        bool, typer.Option("--no-share", help="plain subscriptions (brokers without $share)")
+    ] = False,
+    metrics_port: Annotated[
+        int,
+        typer.Option(envvar="STOREFLEET_INGEST_METRICS_PORT",
+                     help="serve Prometheus metrics on this port; 0 = off"),
+    ] = 9108,
+    log_level: LogOpt = "info",
+) -> None:
+    """Run one ingest worker: MQTT uplink -> database, acknowledged after commit."""
+    _logging(log_level)
+    if share_group is not None and share_group.strip().lower() in ("", "none", "-"):
+        share_group, no_share = None, True
+    settings = _settings(database_url=db, mqtt_url=mqtt, ingest_client_id=client_id,
+                         share_group=share_group)
+    if no_share:
+        settings = settings.model_copy(update={"share_group": None})
+    registry = CollectorRegistry()
+    if metrics_port:
+        start_http_server(metrics_port, registry=registry)
+    asyncio.run(_ingest_until_signal(settings, registry))
+
+
+async def _ingest_until_signal(settings: CloudSettings, registry: CollectorRegistry) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_ingest(settings, registry=registry, stop_event=stop)

@@ -1,0 +1,115 @@
+"""Composition root of the cloud API: ``create_app(settings)``.
+
+    app = create_app(CloudSettings.from_env())                      # production
+    app = create_app(settings, publisher=MemoryPublisher())          # tests
+    app = create_app(settings, registry=reg, ingest=True)            # API + ingest in one loop
+
+The lifespan migrates the database (``alembic upgrade head``), and when ``ingest``
+is on runs an ``IngestWorker`` as a named task in the same event loop, stopping and
+awaiting it on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CollectorRegistry
+
+from cloud.api.deps import AppState
+from cloud.api.problems import install_problem_handlers
+from cloud.api.routes import commands, devices, events, health, shadows, stores
+from cloud.db.engine import make_engine, make_session_factory, writer
+from cloud.db.migrate import upgrade
+from cloud.ingest.worker import IngestWorker
+from cloud.metrics import ApiMetrics
+from cloud.publish import MqttPublisher, Publisher
+from cloud.settings import CloudSettings
+from protocols.clock import Clock, SystemClock
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(
+    settings: CloudSettings,
+    *,
+    registry: CollectorRegistry | None = None,
+    publisher: Publisher | None = None,
+    clock: Clock | None = None,
+    ingest: bool = False,
+    migrate: bool = True,
+) -> FastAPI:
+    registry = registry if registry is not None else CollectorRegistry()
+    engine = make_engine(settings.database_url)
+    own_publisher = publisher is None
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        reader=make_session_factory(engine),
+        writer=make_session_factory(writer(engine)),
+        publisher=publisher if publisher is not None else MqttPublisher(settings),
+        clock=clock or SystemClock(),
+        registry=registry,
+        metrics=ApiMetrics(registry),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            await asyncio.to_thread(upgrade, engine)  # blocking DDL, off the loop
+        stop = asyncio.Event()
+        task: asyncio.Task[None] | None = None
+        if ingest:
+            worker = IngestWorker(settings, registry=registry, clock=state.clock,
+                                  engine=engine, migrate=False)
+            app.state.ingest = worker
+            task = asyncio.create_task(worker.run(stop), name="cloud-ingest")
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+            if own_publisher and isinstance(state.publisher, MqttPublisher):
+                await state.publisher.aclose()
+            engine.dispose()
+
+    app = FastAPI(
+        title="storefleet cloud",
+        version="1",
+        summary="Stores, devices, events, shadows and commands of a storefleet fleet.",
+        lifespan=lifespan,
+    )
+    app.state.cloud = state
+    app.state.api_metrics = state.metrics
+    install_problem_handlers(app)
+    app.middleware("http")(_count_requests(state.metrics))
+
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (stores, devices, events, shadows, commands):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    return app
+
+
+def _count_requests(
+    metrics: ApiMetrics,
+) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    async def middleware(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The route template, not the raw path: label values must stay few.
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(method=request.method, route=path,
+                                status=str(response.status_code)).inc()
+        return response
+
+    return middleware
