@@ -1,0 +1,299 @@
+"""The composition root: ``Agent`` wires config, storage, local bus, uplink and handlers.
+
+    agent = Agent(AgentConfig(store_id="s-001", data_dir=path, local_bus="mqtt://..."))
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop=stop))
+    await agent.ready.wait()
+    ...
+    stop.set(); await task        # drains, publishes Death, closes everything
+
+Shutdown order: stop taking local messages (unacked ones stay at the local broker),
+let the uplink drain the outbox for ``shutdown_drain_s`` and publish the Death, then
+close the database, the embedded broker and the metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from edge_agent.backoff import Backoff
+from edge_agent.commands import CommandError, CommandHandler, Handler
+from edge_agent.config import AgentConfig
+from edge_agent.errors import StorageError
+from edge_agent.localbus.consumer import LocalBusConsumer
+from edge_agent.localbus.embedded import EmbeddedBroker
+from edge_agent.localbus.registry import DeviceRegistry
+from edge_agent.metrics import AgentMetrics, MetricsServer
+from edge_agent.shadow import (
+    LOG_LEVELS,
+    AgentShadow,
+    ShadowKey,
+    check_devices,
+    check_interval,
+    check_log_level,
+)
+from edge_agent.storage import Database, KvStore
+from edge_agent.uplink.link import UplinkLink
+from edge_agent.uplink.outbox import Outbox
+from edge_agent.uplink.session import UplinkSupervisor
+from edge_agent.uplink.telemetry import TelemetryForwarder
+from protocols import topics
+from protocols.clock import Clock, SystemClock
+from protocols.codec import decode
+from protocols.errors import ProtocolError
+from protocols.messages import Birth, RebirthRequest
+
+logger = logging.getLogger(__name__)
+
+_BOUNDS_EVERY_S = 30.0  # age bound check period; the byte bound is checked on every put
+_PACKAGE_LOGGER = "edge_agent"  # set_log_level / shadow log_level act on our own loggers
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        clock: Clock | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = AgentMetrics(registry)
+        self.ready = asyncio.Event()  # set once storage is open and the tasks are started
+        self._started = self.clock.monotonic()
+        self._db = Database(config.outbox_path, synchronous=config.outbox_synchronous)
+        self.kv = KvStore(self._db)
+        self.outbox = Outbox(
+            self._db,
+            clock=self.clock,
+            metrics=self.metrics,
+            max_bytes=config.outbox_max_bytes,
+            max_age_s=config.outbox_max_age_s,
+        )
+        self.telemetry = TelemetryForwarder(
+            store_id=config.store_id,
+            metrics=self.metrics,
+            interval_s=config.telemetry_interval_s,
+            buffer_max=config.telemetry_buffer_max,
+        )
+        self.uplink = UplinkSupervisor(
+            config,
+            kv=self.kv,
+            outbox=self.outbox,
+            telemetry=self.telemetry,
+            metrics=self.metrics,
+            clock=self.clock,
+            make_birth=self._birth,
+            on_downlink=self._on_downlink,
+        )
+        self.devices = DeviceRegistry(metrics=self.metrics, on_change=self.uplink.request_rebirth)
+        self.local = LocalBusConsumer(
+            config.local,
+            store_id=config.store_id,
+            outbox=self.outbox,
+            registry=self.devices,
+            telemetry=self.telemetry,
+            metrics=self.metrics,
+            clock=self.clock,
+            batch_max=config.local_batch_max,
+            queue_max=config.local_queue_max,
+            keepalive_s=config.keepalive_s,
+            backoff=Backoff(min_s=config.reconnect_min_s, max_s=config.reconnect_max_s),
+        )
+        self.shadow = AgentShadow(
+            self.kv,
+            store_id=config.store_id,
+            clock=self.clock,
+            metrics=self.metrics,
+            keys={k.name: k for k in self._shadow_keys()},
+        )
+        self.commands = CommandHandler(
+            self.kv,
+            store_id=config.store_id,
+            clock=self.clock,
+            metrics=self.metrics,
+            handlers=self._command_handlers(),
+        )
+        self.broker: EmbeddedBroker | None = None
+        self._metrics_server: MetricsServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_server.port if self._metrics_server is not None else None
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set (or cancelled), then shut down cleanly."""
+        stop = stop or asyncio.Event()
+        async with contextlib.AsyncExitStack() as stack:
+            if self.config.embedded_local_bus:
+                self.broker = EmbeddedBroker(
+                    host=self.config.local_bus_host, port=self.config.local_bus_port
+                )
+                await stack.enter_async_context(self.broker)
+            await self._db.open()
+            stack.push_async_callback(self._db.close)
+            await self.outbox.load()
+            await self.shadow.load()
+            if self.config.metrics_port:
+                self._metrics_server = MetricsServer(
+                    self.metrics.registry,
+                    host=self.config.metrics_host,
+                    port=self.config.metrics_port,
+                )
+                self._metrics_server.start()
+                stack.callback(self._metrics_server.stop)
+            await self._serve(stop)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        uplink_stop = asyncio.Event()
+        local = asyncio.create_task(self.local.run(), name="agent-local-bus")
+        uplink = asyncio.create_task(self.uplink.run(uplink_stop), name="agent-uplink")
+        bounds = asyncio.create_task(self._enforce_bounds(), name="agent-outbox-bounds")
+        stopper = asyncio.create_task(stop.wait(), name="agent-stop-wait")
+        self.ready.set()
+        logger.info(
+            "agent %s running (version %s)", self.config.store_id, self.config.agent_version
+        )
+        try:
+            await asyncio.wait(
+                [local, uplink, bounds, stopper], return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            logger.info("agent %s stopping", self.config.store_id)
+            for task in (local, bounds, stopper):
+                task.cancel()
+            await asyncio.gather(local, bounds, stopper, return_exceptions=True)
+            uplink_stop.set()
+            # The uplink drains for shutdown_drain_s, then waits for the Death's PUBACK.
+            try:
+                await asyncio.wait_for(uplink, self.config.shutdown_drain_s + 10)
+            except TimeoutError:
+                logger.warning("uplink did not stop in time")
+            self.ready.clear()
+        for task in (local, uplink, bounds):  # surface a crash of a part (a bug) to the caller
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def _enforce_bounds(self) -> None:
+        while True:
+            await asyncio.sleep(_BOUNDS_EVERY_S)
+            try:
+                await self.outbox.enforce_bounds()
+            except StorageError as err:
+                logger.error("outbox bounds check failed: %s", err)
+
+    # ---- birth and downlink ------------------------------------------------------------
+
+    def _birth(self, bd_seq: int) -> Birth:
+        return Birth(
+            bd_seq=bd_seq,
+            ts=self.clock.now_ms(),
+            agent_version=self.config.agent_version,
+            devices=self.devices.snapshot(),
+            shadow_version=self.shadow.version,
+            outbox_depth=self.outbox.depth(),
+        )
+
+    async def _on_downlink(self, link: UplinkLink, topic: str, payload: bytes) -> None:
+        if topic.startswith(f"{topics.PREFIX}/{topics.FLEET}/"):
+            await self._on_fleet(topic, payload)
+            return
+        try:
+            where = topics.parse_uplink(topic)
+        except ProtocolError as err:
+            self.metrics.bad_payloads.labels(source="cloud", reason="bad_topic").inc()
+            logger.warning("downlink on unexpected topic: %s", err)
+            return
+        if where.channel == "shadow" and where.direction == "desired":
+            if where.target == "agent":
+                await self.shadow.handle_desired(payload, link)
+            else:
+                logger.debug("desired shadow for device %s: no driver handles it yet", where.target)
+        elif where.channel == "cmd":
+            await self.commands.handle(payload, target=where.target or "", link=link)
+        elif where.channel == "content":
+            logger.info("content manifest received (%d bytes); not handled yet", len(payload))
+
+    async def _on_fleet(self, topic: str, payload: bytes) -> None:
+        if topic != topics.fleet("rebirth"):
+            logger.debug("fleet announcement %s ignored", topic)
+            return
+        try:
+            request = decode(payload, RebirthRequest)
+        except ProtocolError as err:
+            reason = getattr(err, "reason", "invalid")
+            self.metrics.bad_payloads.labels(source="cloud", reason=reason).inc()
+            logger.warning("bad rebirth request: %s", err)
+            return
+        if request.stores is None or self.config.store_id in request.stores:
+            await self.uplink.publish_birth()
+
+    # ---- shadow keys and commands ----------------------------------------------------------
+
+    def _shadow_keys(self) -> list[ShadowKey]:
+        def set_interval(value: Any) -> None:
+            self.telemetry.interval_s = float(value)
+
+        return [
+            ShadowKey("log_level", check_log_level, _set_log_level),
+            ShadowKey("telemetry_interval_s", check_interval, set_interval),
+            ShadowKey("devices", check_devices, lambda _value: None),  # kept for the drivers
+        ]
+
+    def _command_handlers(self) -> dict[str, Handler]:
+        async def ping(_args: dict[str, Any]) -> dict[str, Any]:
+            return {"pong": True, "ts": self.clock.now_ms()}
+
+        async def diagnostics(_args: dict[str, Any]) -> dict[str, Any]:
+            return self.diagnostics()
+
+        async def set_log_level(args: dict[str, Any]) -> dict[str, Any]:
+            level = args.get("level")
+            try:
+                check_log_level(level)
+            except ValueError as err:
+                raise CommandError(str(err)) from err
+            _set_log_level(level)
+            return {"level": str(level).upper()}
+
+        async def rebirth(_args: dict[str, Any]) -> dict[str, Any]:
+            await self.uplink.publish_birth()
+            return {"bd_seq": self.uplink.bd_seq}
+
+        return {
+            "ping": ping,
+            "get_diagnostics": diagnostics,
+            "set_log_level": set_log_level,
+            "rebirth": rebirth,
+        }
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "store_id": self.config.store_id,
+            "agent_version": self.config.agent_version,
+            "uptime_s": round(self.clock.monotonic() - self._started, 3),
+            "uplink_connected": self.uplink.connected,
+            "local_bus_connected": self.local.connected,
+            "bd_seq": self.uplink.bd_seq,
+            "outbox_depth": self.outbox.depth(),
+            "outbox_bytes": self.outbox.bytes(),
+            "outbox_oldest_age_ms": self.outbox.oldest_age_ms(),
+            "outbox_last_seq": self.outbox.last_seq,
+            "shadow_version": self.shadow.version,
+            "devices": [d.model_dump() for d in self.devices.snapshot()],
+        }
+
+
+def _set_log_level(value: Any) -> None:
+    level = str(value).upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"bad log level {value!r}")
+    logging.getLogger(_PACKAGE_LOGGER).setLevel(level)

@@ -1,0 +1,87 @@
+"""``storefleet edge run``: a thin CLI over ``AgentConfig`` and ``Agent``.
+
+Mounted by the top-level CLI with ``app.add_typer(edge_agent.cli.app, name="edge")``;
+also runnable alone as ``python -m edge_agent run ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge_agent.app import Agent
+from edge_agent.config import AgentConfig, load_config
+from edge_agent.errors import AgentError, ConfigError
+
+app = typer.Typer(help="The store-box edge agent.", no_args_is_help=True)
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@app.callback()
+def _group() -> None:
+    """The store-box edge agent."""
+
+
+@app.command("run")
+def run(
+    store: Annotated[str | None, typer.Option("--store", help="store id")] = None,
+    cloud: Annotated[
+        str | None,
+        typer.Option("--cloud", help="cloud broker, mqtt://host:port (user:pass@ optional)"),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="where outbox.db lives")
+    ] = None,
+    local_bus: Annotated[
+        str | None,
+        typer.Option("--local-bus", help="'embedded' (host an amqtt broker) or mqtt://host:port"),
+    ] = None,
+    local_bus_port: Annotated[
+        int | None, typer.Option("--local-bus-port", help="port of the embedded broker")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Prometheus port, 0 = off")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file with AgentConfig fields")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+) -> None:
+    """Run the agent until SIGTERM or SIGINT."""
+    logging.basicConfig(level=log_level.upper(), format=_LOG_FORMAT)
+    try:
+        cfg = load_config(
+            config,
+            store_id=store,
+            cloud_url=cloud,
+            data_dir=data_dir,
+            local_bus=local_bus,
+            local_bus_port=local_bus_port,
+            metrics_port=metrics_port,
+        )
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    try:
+        asyncio.run(_run(cfg))
+    except AgentError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+
+
+async def _run(cfg: AgentConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Agent(cfg).run(stop=stop)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,94 @@
+"""Cloud commands for the agent (``cmd/agent``), results on ``cmd-res``.
+
+Each command runs at most once: its ``cmd_id`` is recorded (persisted, bounded) before
+it runs, so a redelivery after a reconnect or restart is ignored. An expired command
+(``now > expires_at``) is answered ``expired`` and not run.
+
+Handlers are a table name -> async function(args) -> result dict, built by the
+composition root; ``CommandError`` from a handler becomes status ``error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from edge_agent.errors import AgentError
+from edge_agent.metrics import AgentMetrics
+from edge_agent.storage import KvStore
+from edge_agent.uplink.publisher import Publish
+from protocols import topics
+from protocols.clock import Clock
+from protocols.codec import decode, encode
+from protocols.errors import DecodeError
+from protocols.messages import Command, CommandResult, CommandStatus
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class CommandError(AgentError):
+    """A command's arguments or execution failed; ``detail`` goes back to the cloud."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class CommandHandler:
+    def __init__(
+        self,
+        kv: KvStore,
+        *,
+        store_id: str,
+        clock: Clock,
+        metrics: AgentMetrics,
+        handlers: Mapping[str, Handler],
+    ) -> None:
+        self._kv = kv
+        self._store_id = store_id
+        self._clock = clock
+        self._metrics = metrics
+        self._handlers = dict(handlers)
+
+    async def handle(self, payload: bytes, *, target: str, link: Publish) -> None:
+        try:
+            command = decode(payload, Command)
+        except DecodeError as err:
+            self._metrics.bad_payloads.labels(source="cloud", reason=err.reason).inc()
+            logger.warning("bad command payload: %s", err)
+            return
+        now = self._clock.now_ms()
+        if not await self._kv.remember_command(command.cmd_id, now_ms=now):
+            self._metrics.commands.labels(name=command.name, status="duplicate").inc()
+            logger.info("command %s (%s) already seen; ignored", command.cmd_id, command.name)
+            return
+        status, result, error = await self._run(command, target=target, now_ms=now)
+        self._metrics.commands.labels(name=command.name, status=status).inc()
+        logger.info("command %s %s -> %s", command.name, command.cmd_id, status)
+        reply = CommandResult(
+            cmd_id=command.cmd_id,
+            target=target,
+            status=status,
+            result=result,
+            error=error,
+            ts=self._clock.now_ms(),
+        )
+        await link.publish(topics.cmd_res(self._store_id), encode(reply), qos=1)
+
+    async def _run(
+        self, command: Command, *, target: str, now_ms: int
+    ) -> tuple[CommandStatus, dict[str, Any], str | None]:
+        if target != "agent":
+            return "rejected", {}, f"no command target {target!r} on this agent"
+        if now_ms > command.expires_at:
+            return "expired", {}, f"expired {now_ms - command.expires_at} ms ago"
+        handler = self._handlers.get(command.name)
+        if handler is None:
+            return "unknown_command", {}, f"unknown command {command.name!r}"
+        try:
+            return "ok", await handler(dict(command.args)), None
+        except CommandError as err:
+            return "error", {}, err.detail

@@ -1,0 +1,174 @@
+"""Agent settings: one frozen dataclass, validated once at start-up.
+
+    cfg = AgentConfig(store_id="s-001", data_dir=Path("/var/lib/storefleet"))
+    cfg = load_config(Path("agent.toml"), store_id="s-001")   # file, then overrides
+
+A TOML file holds the same field names at the top level (or under ``[agent]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from edge_agent import __version__
+from edge_agent.errors import ConfigError
+from protocols.topics import valid_id
+
+EMBEDDED = "embedded"
+MiB = 1024 * 1024
+DAY_S = 24 * 3600
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where an MQTT broker listens, parsed from ``mqtt://[user[:password]@]host[:port]``."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, url: str, *, setting: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme != "mqtt":
+            raise ConfigError(setting, f"{url!r} is not an mqtt://host:port URL")
+        if not parts.hostname:
+            raise ConfigError(setting, f"{url!r} has no host")
+        try:
+            port = parts.port or 1883  # the IANA MQTT port
+        except ValueError as err:
+            raise ConfigError(setting, f"{url!r} has a bad port") from err
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    store_id: str
+    data_dir: Path
+    cloud_url: str = "mqtt://127.0.0.1:1883"
+    # Credentials in fields win over credentials in cloud_url.
+    cloud_username: str | None = None
+    cloud_password: str | None = None
+    # "embedded" hosts an amqtt broker on local_bus_host:local_bus_port (demo);
+    # otherwise the mqtt:// URL of the store's own broker (Mosquitto in production).
+    local_bus: str = EMBEDDED
+    local_bus_host: str = "127.0.0.1"
+    local_bus_port: int = 1884  # next to 1883 so a box can run both a cloud and a local broker
+    metrics_port: int = 9108  # 0 disables the metrics endpoint
+    metrics_host: str = "0.0.0.0"  # scraped by a Prometheus elsewhere on the store network
+    keepalive_s: int = 10  # a dead uplink is noticed (and the Death published) within 1.5x this
+    outbox_max_bytes: int = 256 * MiB
+    outbox_max_age_s: float = 7 * DAY_S
+    # FULL: fsync on every commit, so an acknowledged local event survives power loss too;
+    # NORMAL survives kill -9 but may lose the last commits on power loss (decision 0003).
+    outbox_synchronous: Synchronous = "FULL"
+    publish_window: int = 100  # QoS 1 publishes in flight (awaiting PUBACK) on the uplink
+    local_batch_max: int = 500  # local messages committed to the outbox in one transaction
+    local_queue_max: int = 10_000  # received-but-unprocessed local messages held in memory
+    telemetry_interval_s: float = 1.0  # telemetry batching period (per device)
+    telemetry_buffer_max: int = 20_000  # samples held for the next telemetry flush
+    birth_debounce_s: float = 1.0  # device set changes within this window -> one rebirth
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    shutdown_drain_s: float = 3.0  # on a clean stop, time given to empty the outbox
+    agent_version: str = __version__
+
+    def __post_init__(self) -> None:
+        if not valid_id(self.store_id):
+            raise ConfigError("store_id", f"{self.store_id!r} is not a valid id")
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        self.cloud  # noqa: B018 - validates cloud_url
+        if self.local_bus != EMBEDDED:
+            BrokerAddress.parse(self.local_bus, setting="local_bus")
+        for name in ("local_bus_port", "metrics_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError(name, f"{value} is not a TCP port")
+        positive = (
+            "keepalive_s",
+            "outbox_max_bytes",
+            "outbox_max_age_s",
+            "publish_window",
+            "local_batch_max",
+            "local_queue_max",
+            "telemetry_interval_s",
+            "telemetry_buffer_max",
+            "reconnect_min_s",
+            "reconnect_max_s",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, "must be > 0")
+        if self.outbox_synchronous not in ("NORMAL", "FULL"):
+            raise ConfigError("outbox_synchronous", "must be NORMAL or FULL")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ConfigError("reconnect_max_s", "must be >= reconnect_min_s")
+
+    @property
+    def cloud(self) -> BrokerAddress:
+        addr = BrokerAddress.parse(self.cloud_url, setting="cloud_url")
+        return dataclasses.replace(
+            addr,
+            username=self.cloud_username or addr.username,
+            password=self.cloud_password or addr.password,
+        )
+
+    @property
+    def embedded_local_bus(self) -> bool:
+        return self.local_bus == EMBEDDED
+
+    @property
+    def local(self) -> BrokerAddress:
+        """The store-local broker the agent's local client connects to."""
+        if self.embedded_local_bus:
+            return BrokerAddress(host=self.local_bus_host, port=self.local_bus_port)
+        return BrokerAddress.parse(self.local_bus, setting="local_bus")
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.data_dir / "outbox.db"
+
+
+_FIELDS = {f.name for f in dataclasses.fields(AgentConfig)}
+
+
+def load_config(path: Path | None = None, /, **overrides: Any) -> AgentConfig:
+    """Settings from a TOML file (optional), then ``overrides`` (``None`` values ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError("config", f"cannot read {path}: {err}") from err
+        section = doc.get("agent", doc)
+        if not isinstance(section, dict):
+            raise ConfigError("config", "[agent] must be a table")
+        values.update(section)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - _FIELDS)
+    if unknown:
+        raise ConfigError(unknown[0], "unknown setting")
+    for name in ("store_id", "data_dir"):
+        if name not in values:
+            raise ConfigError(name, "required")
+    try:
+        return AgentConfig(**values)
+    except TypeError as err:
+        raise ConfigError("config", str(err)) from err

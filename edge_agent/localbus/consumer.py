@@ -1,0 +1,218 @@
+"""The agent's client on the store-local bus: ``store/{kind}/{device_id}/up/{type}``.
+
+Nothing lost across a ``kill -9`` of the agent: the session is persistent
+(``clean_session=False``, client id ``{store}-agent``), the subscription is QoS 1, and
+each QoS 1 message is acknowledged (PUBACK) only after what it carries is committed to
+the outbox. Until then the broker keeps it and redelivers it to the next session; the
+outbox ignores a redelivered event whose id it already holds.
+
+Messages are taken in batches (whatever has arrived, up to ``batch_max``) and a batch's
+events are committed in one transaction: while one commit runs, the next batch gathers.
+
+Memory is bounded: the receive queue holds at most ``queue_max`` messages. Beyond it a
+QoS 0 message is dropped (counted); a QoS 1 message is left unacknowledged and the
+session is restarted afterwards, so the broker redelivers it (it never left the broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiomqtt
+
+from edge_agent.backoff import Backoff
+from edge_agent.config import BrokerAddress
+from edge_agent.errors import LinkError, StorageError
+from edge_agent.localbus.registry import DeviceRegistry
+from edge_agent.metrics import AgentMetrics
+from edge_agent.uplink.outbox import NewRow, Outbox
+from edge_agent.uplink.telemetry import TelemetryForwarder
+from protocols import topics
+from protocols.clock import Clock
+from protocols.codec import decode, encode
+from protocols.errors import ProtocolError
+from protocols.messages import DeviceEvent, DeviceState, Event, Telemetry
+
+logger = logging.getLogger(__name__)
+
+
+class _BoundedQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's receive queue with a bound that drops QoS 0 and flags QoS 1 overflow."""
+
+    def __init__(self, maxsize: int = 0, *, limit: int, metrics: AgentMetrics) -> None:
+        super().__init__(maxsize=0)  # we bound it ourselves; aiomqtt's full queue just drops
+        self.limit = limit
+        self.overflowed = False
+        self._metrics = metrics
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        if self.qsize() >= self.limit:
+            self._metrics.local_dropped.labels(qos=str(item.qos)).inc()
+            if item.qos > 0:
+                self.overflowed = True  # unacked: the broker redelivers it after a reconnect
+            return
+        super().put_nowait(item)
+
+
+class _Overflow(Exception):
+    """The receive queue overflowed: reconnect so the broker redelivers what we skipped."""
+
+
+class LocalBusConsumer:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        store_id: str,
+        outbox: Outbox,
+        registry: DeviceRegistry,
+        telemetry: TelemetryForwarder,
+        metrics: AgentMetrics,
+        clock: Clock,
+        batch_max: int,
+        queue_max: int,
+        keepalive_s: int,
+        backoff: Backoff,
+    ) -> None:
+        self._address = address
+        self._store_id = store_id
+        self._outbox = outbox
+        self._registry = registry
+        self._telemetry = telemetry
+        self._metrics = metrics
+        self._clock = clock
+        self._batch_max = batch_max
+        self._queue_max = queue_max
+        self._keepalive_s = keepalive_s
+        self._backoff = backoff
+        self.connected = False
+
+    async def run(self) -> None:
+        """Consume until cancelled, reconnecting with backoff."""
+        while True:
+            try:
+                await self._session()
+            except _Overflow:
+                logger.warning("local receive queue overflowed; reconnecting for redelivery")
+                continue
+            except (LinkError, StorageError) as err:
+                logger.warning("local bus session ended: %s", err)
+            finally:
+                self.connected = False
+            await asyncio.sleep(self._backoff.next())
+
+    async def _session(self) -> None:
+        queues: list[_BoundedQueue] = []
+
+        def make_queue(maxsize: int = 0) -> _BoundedQueue:
+            queue = _BoundedQueue(maxsize, limit=self._queue_max, metrics=self._metrics)
+            queues.append(queue)
+            return queue
+
+        client = aiomqtt.Client(
+            self._address.host,
+            self._address.port,
+            username=self._address.username,
+            password=self._address.password,
+            identifier=f"{self._store_id}-agent",
+            clean_session=False,
+            keepalive=self._keepalive_s,
+            queue_type=make_queue,  # type: ignore[arg-type]  # a factory, called with maxsize=
+        )
+        # Manual PUBACKs (paho, under aiomqtt): a QoS 1 message is acknowledged only after
+        # its event is committed to the outbox, so a crash in between loses nothing.
+        client._client.manual_ack_set(True)
+        queue = queues[0]
+        try:
+            async with client:
+                await client.subscribe(topics.local_up_filter(), qos=1)
+                self.connected = True
+                self._backoff.reset()
+                logger.info("local bus connected to %s", self._address.url)
+                iterator = client.messages.__aiter__()
+                while True:
+                    batch = [await iterator.__anext__()]
+                    while len(batch) < self._batch_max and not queue.empty():
+                        batch.append(queue.get_nowait())
+                    await self._process(batch)
+                    for message in batch:
+                        if message.qos > 0:
+                            client._client.ack(message.mid, message.qos)
+                    if queue.overflowed:
+                        raise _Overflow
+        except aiomqtt.MqttError as err:
+            raise LinkError("local", str(err)) from err
+
+    async def _process(self, batch: list[aiomqtt.Message]) -> None:
+        rows: list[NewRow] = []
+        now = self._clock.now_ms()
+        for message in batch:
+            try:
+                row = self._handle(str(message.topic), _payload(message.payload), now_ms=now)
+            except ProtocolError as err:
+                reason = getattr(err, "reason", "invalid")
+                self._metrics.bad_payloads.labels(source="local", reason=reason).inc()
+                logger.warning("bad local message on %s: %s", message.topic, err)
+                continue
+            if row is not None:
+                rows.append(row)
+        if rows:
+            await self._outbox.put_many(rows)
+
+    def _handle(self, topic: str, payload: bytes, *, now_ms: int) -> NewRow | None:
+        where = topics.parse_local(topic)
+        if where.direction != "up" or where.rest:
+            raise _BadLocal("bad_topic", f"not an up/<type> topic: {topic}")
+        kind, device_id = where.device_kind, where.device_id
+        match where.type:
+            case "evt":
+                self._registry.seen(device_id, now_ms=now_ms)
+                return self._event_row(kind, device_id, decode(payload, DeviceEvent))
+            case "tele":
+                tele = decode(payload, Telemetry)
+                if (tele.device_kind, tele.device_id) != (kind, device_id):
+                    raise _BadLocal("topic_mismatch", "device in payload differs from topic")
+                self._registry.seen(device_id, now_ms=now_ms)
+                self._telemetry.add(tele)
+                return None
+            case "state":
+                if not payload:  # an emptied retained state: the device was removed
+                    self._registry.remove(device_id)
+                    return None
+                state = decode(payload, DeviceState)
+                self._registry.update_state(kind, device_id, state, now_ms=now_ms)
+                return None
+        raise _BadLocal("unknown_type", f"unknown local message type {where.type!r}")
+
+    def _event_row(self, kind: str, device_id: str, dev: DeviceEvent) -> NewRow:
+        store_id = self._store_id
+
+        def build(seq: int) -> bytes:
+            event = Event(
+                id=dev.id,
+                kind=dev.kind,
+                store_id=store_id,
+                device_id=device_id,
+                seq=seq,
+                ts=dev.ts,
+                data=dev.data,
+            )
+            return encode(event)
+
+        return NewRow(id=dev.id, topic=topics.evt(store_id, dev.kind), encode=build)
+
+
+class _BadLocal(ProtocolError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _payload(raw: Any) -> bytes:
+    if isinstance(raw, bytes | bytearray):
+        return bytes(raw)
+    if raw is None:
+        return b""
+    return str(raw).encode()

@@ -1,0 +1,130 @@
+"""Prometheus metrics of one agent, on an explicit registry (no global state).
+
+Several agents can run in one process (tests, the demo): each gets its own
+``CollectorRegistry``. ``MetricsServer`` serves one registry over HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+logger = logging.getLogger(__name__)
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.uplink_connected = Gauge(
+            "storefleet_uplink_connected", "1 while the uplink MQTT session is up", registry=r
+        )
+        self.uplink_connects = Counter(
+            "storefleet_uplink_connects_total", "uplink sessions established", registry=r
+        )
+        self.bd_seq = Gauge("storefleet_agent_bd_seq", "bd_seq of the current session", registry=r)
+        self.outbox_depth = Gauge(
+            "storefleet_outbox_depth", "events waiting in the outbox", registry=r
+        )
+        self.outbox_bytes = Gauge(
+            "storefleet_outbox_bytes", "payload bytes waiting in the outbox", registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "storefleet_outbox_oldest_age_seconds", "age of the oldest outbox event", registry=r
+        )
+        self.outbox_dropped = Counter(
+            "storefleet_outbox_dropped_total",
+            "events dropped from the outbox by its bounds",
+            ["reason"],
+            registry=r,
+        )
+        self.events_enqueued = Counter(
+            "storefleet_events_enqueued_total", "events written to the outbox", registry=r
+        )
+        self.events_published = Counter(
+            "storefleet_events_published_total",
+            "events acknowledged by the uplink broker",
+            registry=r,
+        )
+        self.events_duplicate = Counter(
+            "storefleet_events_duplicate_total",
+            "local events ignored because their id is already in the outbox",
+            registry=r,
+        )
+        self.bad_payloads = Counter(
+            "storefleet_agent_bad_payloads_total",
+            "rejected messages",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.telemetry_forwarded = Counter(
+            "storefleet_telemetry_forwarded_total",
+            "local telemetry messages forwarded to the cloud",
+            registry=r,
+        )
+        self.telemetry_dropped = Counter(
+            "storefleet_telemetry_dropped_total",
+            "local telemetry messages dropped (offline or buffer full)",
+            ["reason"],
+            registry=r,
+        )
+        self.local_dropped = Counter(
+            "storefleet_local_messages_dropped_total",
+            "local messages not taken in because the agent's queue was full",
+            ["qos"],
+            registry=r,
+        )
+        self.devices_online = Gauge(
+            "storefleet_local_devices_online", "devices online on the local bus", registry=r
+        )
+        self.commands = Counter(
+            "storefleet_agent_commands_total", "commands handled", ["name", "status"], registry=r
+        )
+        self.shadow_version = Gauge(
+            "storefleet_agent_shadow_version", "applied desired-shadow version", registry=r
+        )
+
+    def bind_outbox(
+        self,
+        *,
+        depth: Callable[[], float],
+        size: Callable[[], float],
+        oldest_age_s: Callable[[], float],
+    ) -> None:
+        """Gauges read at scrape time from the outbox's in-memory counters (no I/O)."""
+        self.outbox_depth.set_function(depth)
+        self.outbox_bytes.set_function(size)
+        self.outbox_oldest_age.set_function(oldest_age_s)
+
+
+class MetricsServer:
+    """``/metrics`` for one registry on a background HTTP thread (prometheus_client's)."""
+
+    def __init__(self, registry: CollectorRegistry, *, host: str, port: int) -> None:
+        self._registry = registry
+        self._host = host
+        self._port = port
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_port if self._server is not None else self._port
+
+    def start(self) -> None:
+        self._server, self._thread = start_http_server(
+            self._port, addr=self._host, registry=self._registry
+        )
+        logger.info("metrics on http://%s:%s/metrics", self._host, self.port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None

@@ -1,0 +1,1 @@
+"""The uplink to the cloud: durable outbox, one MQTT session, publisher, telemetry."""

@@ -1,0 +1,106 @@
+"""One MQTT session to the cloud broker: ``async with UplinkLink(...) as link``.
+
+The link knows MQTT, not the agent: it connects with client id = store id and the
+Last Will (``Death(bd_seq)``, retained, QoS 1, on ``state``), publishes, subscribes and
+yields downlink messages. It does not reconnect; ``uplink.session`` supervises it
+(backoff around ``async with``), aiomqtt style. aiomqtt errors become ``LinkError``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Self
+
+import aiomqtt
+
+from edge_agent.config import BrokerAddress
+from edge_agent.errors import LinkError
+from protocols import topics
+from protocols.codec import encode
+from protocols.messages import Death
+
+logger = logging.getLogger(__name__)
+
+
+class UplinkLink:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        store_id: str,
+        bd_seq: int,
+        keepalive_s: int,
+        window: int,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.store_id = store_id
+        self.bd_seq = bd_seq
+        self._address = address
+        will = aiomqtt.Will(
+            topics.state(store_id), encode(Death(bd_seq=bd_seq)), qos=1, retain=True
+        )
+        self._client = aiomqtt.Client(
+            address.host,
+            address.port,
+            username=address.username,
+            password=address.password,
+            identifier=store_id,
+            will=will,
+            # A persistent session: commands sent during a short outage are queued by the
+            # broker and delivered on reconnect (they carry expires_at for long ones).
+            clean_session=False,
+            keepalive=keepalive_s,
+            timeout=timeout_s,
+            # paho sends at most this many QoS 1 publishes before PUBACKs; match our window
+            # so paho never holds back messages we consider in flight.
+            max_inflight_messages=window,
+        )
+        # aiomqtt logs a warning above 10 pending calls; our window is deliberately larger.
+        self._client.pending_calls_threshold = window + 16
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._client.__aenter__()
+        except aiomqtt.MqttError as err:
+            raise LinkError("uplink", f"connect to {self._address.url} failed: {err}") from err
+        logger.info(
+            "uplink connected to %s as %s (bd_seq %d)",
+            self._address.url,
+            self.store_id,
+            self.bd_seq,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._client.__aexit__(exc_type, exc, tb)
+        except aiomqtt.MqttError as err:
+            logger.debug("uplink disconnect: %s", err)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
+        """Publish; with QoS 1 this returns once the broker's PUBACK has arrived."""
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as err:
+            raise LinkError("uplink", f"publish to {topic} failed: {err}") from err
+
+    async def subscribe(self, filters: list[str]) -> None:
+        try:
+            await self._client.subscribe([(f, 1) for f in filters])
+        except aiomqtt.MqttError as err:
+            raise LinkError("uplink", f"subscribe failed: {err}") from err
+
+    async def messages(self) -> AsyncIterator[aiomqtt.Message]:
+        """Downlink messages until the session drops (then ``LinkError``)."""
+        try:
+            async for message in self._client.messages:
+                yield message
+        except aiomqtt.MqttError as err:
+            raise LinkError("uplink", f"session lost: {err}") from err

@@ -1,0 +1,192 @@
+"""Supervises the uplink: connect, birth, serve, reconnect with backoff, die cleanly.
+
+For each session:
+
+1. ``bd_seq`` is incremented and persisted *before* connecting, so every session's
+   Last Will (``Death(bd_seq)``) and birth carry a new, higher ``bd_seq``.
+2. connect (``UplinkLink``), publish the retained ``Birth``, subscribe to the downlink.
+3. run together: the outbox publisher, the telemetry forwarder, the downlink handler
+   and the rebirth loop (device set changes, debounced). The first to fail ends the
+   session; the others are cancelled and awaited.
+4. on a clean stop: let the publisher drain the outbox (bounded), publish the
+   ``Death`` ourselves (the broker sends the Will only on an unclean loss), disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from edge_agent.backoff import Backoff
+from edge_agent.config import AgentConfig
+from edge_agent.errors import AgentError, LinkError
+from edge_agent.metrics import AgentMetrics
+from edge_agent.storage import KvStore
+from edge_agent.uplink.link import UplinkLink
+from edge_agent.uplink.outbox import Outbox
+from edge_agent.uplink.publisher import OutboxPublisher
+from edge_agent.uplink.telemetry import TelemetryForwarder
+from protocols import topics
+from protocols.clock import Clock
+from protocols.codec import encode
+from protocols.messages import Birth, Death
+
+logger = logging.getLogger(__name__)
+
+BirthFactory = Callable[[int], Birth]
+DownlinkHandler = Callable[[UplinkLink, str, bytes], Awaitable[None]]
+
+_DEATH_TIMEOUT_S = 3.0  # a clean shutdown waits at most this long for the Death's PUBACK
+
+
+class UplinkSupervisor:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        kv: KvStore,
+        outbox: Outbox,
+        telemetry: TelemetryForwarder,
+        metrics: AgentMetrics,
+        clock: Clock,
+        make_birth: BirthFactory,
+        on_downlink: DownlinkHandler,
+    ) -> None:
+        self._config = config
+        self._kv = kv
+        self._outbox = outbox
+        self._telemetry = telemetry
+        self._metrics = metrics
+        self._clock = clock
+        self._make_birth = make_birth
+        self._on_downlink = on_downlink
+        self._publisher = OutboxPublisher(outbox, window=config.publish_window, metrics=metrics)
+        self._backoff = Backoff(min_s=config.reconnect_min_s, max_s=config.reconnect_max_s)
+        self._rebirth = asyncio.Event()
+        self._link: UplinkLink | None = None
+        self.bd_seq = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None
+
+    def request_rebirth(self) -> None:
+        """Publish a new birth soon (debounced), e.g. when the device set changed."""
+        self._rebirth.set()
+
+    async def publish_birth(self) -> None:
+        """Publish a birth now on the current session (no-op while disconnected)."""
+        if self._link is not None:
+            await self._send_birth(self._link)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep a session up until ``stop`` is set; then end it cleanly."""
+        while not stop.is_set():
+            self.bd_seq = await self._kv.incr("bd_seq")
+            self._metrics.bd_seq.set(self.bd_seq)
+            link = UplinkLink(
+                self._config.cloud,
+                store_id=self._config.store_id,
+                bd_seq=self.bd_seq,
+                keepalive_s=self._config.keepalive_s,
+                window=self._config.publish_window,
+            )
+            try:
+                async with link:
+                    await self._serve(link, stop)
+            except AgentError as err:  # link lost, or the outbox failed: a new session
+                logger.warning("uplink session ended: %s", err)
+            finally:
+                self._link = None
+                self._metrics.uplink_connected.set(0)
+            if stop.is_set():
+                break
+            delay = self._backoff.next()
+            logger.info("uplink reconnect in %.1f s", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _serve(self, link: UplinkLink, stop: asyncio.Event) -> None:
+        historical_upto = self._outbox.last_seq  # rows up to here were enqueued before now
+        await self._send_birth(link)
+        await link.subscribe(topics.store_downlink_filters(self._config.store_id))
+        self._link = link
+        self._metrics.uplink_connected.set(1)
+        self._metrics.uplink_connects.inc()
+        self._backoff.reset()
+        publisher = _task(self._publisher.run(link, historical_upto=historical_upto), "publisher")
+        workers = [
+            _task(self._telemetry.run(link), "telemetry"),
+            _task(self._downlink(link), "downlink"),
+            _task(self._rebirth_loop(link), "rebirth"),
+        ]
+        stopper = _task(stop.wait(), "stop-wait")
+        everything = [publisher, *workers, stopper]
+        try:
+            done, _ = await asyncio.wait(everything, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                await self._drain(publisher)
+        finally:
+            for task in everything:
+                task.cancel()
+            results = await asyncio.gather(*everything, return_exceptions=True)
+        failures = [
+            r
+            for r in results
+            if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+        ]
+        if failures:
+            raise failures[0]
+        if stop.is_set():
+            await self._send_death(link)
+
+    async def _drain(self, publisher: asyncio.Task[Any]) -> None:
+        deadline = self._clock.monotonic() + self._config.shutdown_drain_s
+        while self._outbox.depth() and not publisher.done():
+            if self._clock.monotonic() >= deadline:
+                logger.info("stopping with %d events still in the outbox", self._outbox.depth())
+                return
+            await asyncio.sleep(0.05)
+
+    async def _downlink(self, link: UplinkLink) -> None:
+        async for message in link.messages():
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            try:
+                await self._on_downlink(link, str(message.topic), payload)
+            except LinkError:
+                raise
+            except (AgentError, ValueError) as err:  # one bad message never ends the session
+                self._metrics.bad_payloads.labels(source="cloud", reason="handler_error").inc()
+                logger.exception("downlink %s failed: %s", message.topic, err)
+
+    async def _rebirth_loop(self, link: UplinkLink) -> None:
+        while True:
+            await self._rebirth.wait()
+            await asyncio.sleep(self._config.birth_debounce_s)  # coalesce a burst of changes
+            self._rebirth.clear()
+            await self._send_birth(link)
+
+    async def _send_birth(self, link: UplinkLink) -> None:
+        birth = self._make_birth(link.bd_seq)
+        await link.publish(topics.state(self._config.store_id), encode(birth), qos=1, retain=True)
+        logger.info("birth published (bd_seq %d, %d devices)", birth.bd_seq, len(birth.devices))
+
+    async def _send_death(self, link: UplinkLink) -> None:
+        death = Death(bd_seq=link.bd_seq, ts=self._clock.now_ms())
+        try:
+            await asyncio.wait_for(
+                link.publish(
+                    topics.state(self._config.store_id), encode(death), qos=1, retain=True
+                ),
+                _DEATH_TIMEOUT_S,
+            )
+            logger.info("death published (bd_seq %d)", link.bd_seq)
+        except (LinkError, TimeoutError) as err:
+            logger.warning("could not publish death: %s", err)
+
+
+def _task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    return asyncio.create_task(coro, name=f"uplink-{name}")
