@@ -19,6 +19,7 @@ PUBACKs in the order the PUBLISHes came).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -172,7 +173,16 @@ class IngestWorker:
         # Decoding and the transaction block (SQLite fsync, network round trips to
         # PostgreSQL): run them in a thread so the loop keeps reading the socket and
         # serving the API that may share it.
-        result = await asyncio.to_thread(self._processor.process, raw)
+        work = asyncio.ensure_future(asyncio.to_thread(self._processor.process, raw))
+        try:
+            result = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # A thread cannot be interrupted: let the transaction finish so the engine
+            # is not disposed under it, then stop without acknowledging anything (the
+            # broker redelivers; storage is idempotent).
+            with contextlib.suppress(Exception):
+                await work
+            raise
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(batch))
         # Committed: now, and only now, the broker may forget these messages.
