@@ -1,0 +1,61 @@
+"""Errors raised by the pricing engine.
+
+One base class; every subclass carries its context as attributes::
+
+    PricingError                      anything the engine refuses to price
+     +-- UnknownSku(sku, line_id)      a basket line names a sku the catalog lacks
+     +-- CurrencyMismatch(expected, found, where)
+     |                                 basket, catalog, store, member or snapshot disagree
+     +-- InvalidPromotion(promotion_id, reason)
+     |                                 a promotion or snapshot that cannot be priced from
+     +-- InvalidBasket(reason, line_id)
+     |                                 duplicate line ids, a price override in another
+     |                                 currency, and other baskets that make no sense
+     +-- InvalidRefund(reason, line_id)
+                                       returning more than was sold, an unknown line
+
+pydantic's ``ValidationError`` is converted to ``InvalidPromotion`` where snapshots are
+loaded from JSON (``snapshot.load_snapshot``), so callers catch one tree.
+"""
+
+from __future__ import annotations
+
+
+class PricingError(Exception):
+    """Base of every error the pricing package raises."""
+
+
+class UnknownSku(PricingError):
+    def __init__(self, sku: str, *, line_id: str | None = None) -> None:
+        self.sku = sku
+        self.line_id = line_id
+        super().__init__(f"unknown sku {sku!r}" + (f" on line {line_id!r}" if line_id else ""))
+
+
+class CurrencyMismatch(PricingError):
+    def __init__(self, *, expected: str, found: str, where: str) -> None:
+        self.expected = expected
+        self.found = found
+        self.where = where
+        super().__init__(f"currency mismatch in {where}: expected {expected}, found {found}")
+
+
+class InvalidPromotion(PricingError):
+    def __init__(self, promotion_id: str | None, reason: str) -> None:
+        self.promotion_id = promotion_id
+        self.reason = reason
+        super().__init__(f"invalid promotion {promotion_id!r}: {reason}")
+
+
+class InvalidBasket(PricingError):
+    def __init__(self, reason: str, *, line_id: str | None = None) -> None:
+        self.reason = reason
+        self.line_id = line_id
+        super().__init__(reason + (f" (line {line_id!r})" if line_id else ""))
+
+
+class InvalidRefund(PricingError):
+    def __init__(self, reason: str, *, line_id: str | None = None) -> None:
+        self.reason = reason
+        self.line_id = line_id
+        super().__init__(reason + (f" (line {line_id!r})" if line_id else ""))
