@@ -9,7 +9,9 @@ Bounds: total payload bytes and age. Beyond them the oldest rows are dropped and
 counted (``storefleet_outbox_dropped_total{reason}``) - the cloud sees the gap in seq.
 
 Depth, bytes and the oldest row's timestamp are kept in memory (loaded at open,
-updated by each call) so that metrics and diagnostics never touch the disk.
+updated by each call) so that metrics and diagnostics never touch the disk. They are
+updated on the database thread right after each commit, not after the ``await``: a
+caller cancelled while its commit runs must not leave them off by that commit.
 """
 
 from __future__ import annotations
@@ -80,7 +82,11 @@ class Outbox:
 
     async def load(self) -> None:
         """Read the totals of what an earlier run left; apply the bounds."""
-        self._totals = await self._db.call(_read_totals, op="outbox.load")
+
+        def run(conn: sqlite3.Connection) -> None:
+            self._totals = _read_totals(conn)
+
+        await self._db.call(run, op="outbox.load")
         if self._totals.depth:
             logger.info(
                 "outbox holds %d events (%d bytes) from an earlier run",
@@ -123,7 +129,7 @@ class Outbox:
             return []
         now = self._clock.now_ms()
 
-        def run(conn: sqlite3.Connection) -> tuple[list[int | None], int, int]:
+        def run(conn: sqlite3.Connection) -> list[int | None]:
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchone()
             next_seq = (row[0] if row else 0) + 1
@@ -143,21 +149,22 @@ class Outbox:
                 else:
                     seqs.append(None)
             conn.execute("COMMIT")
-            return seqs, added_bytes, next_seq - 1
-
-        seqs, added_bytes, last_seq = await self._db.call(run, op="outbox.put_many")
-        added = sum(1 for s in seqs if s is not None)
-        if added:
+            added = sum(1 for s in seqs if s is not None)
             t = self._totals
-            t.depth += added
-            t.bytes += added_bytes
-            t.last_seq = last_seq
-            if t.oldest_ms is None:
-                t.oldest_ms = now
-            self._metrics.events_enqueued.inc(added)
+            if added:
+                t.depth += added
+                t.bytes += added_bytes
+                t.last_seq = next_seq - 1
+                if t.oldest_ms is None:
+                    t.oldest_ms = now
+                self._metrics.events_enqueued.inc(added)
+            if added < len(items):
+                self._metrics.events_duplicate.inc(len(items) - added)
+            return seqs
+
+        seqs = await self._db.call(run, op="outbox.put_many")
+        if any(s is not None for s in seqs):
             self._added.set()
-        if added < len(items):
-            self._metrics.events_duplicate.inc(len(items) - added)
         if self._totals.bytes > self._max_bytes:
             await self.enforce_bounds()
         return seqs
@@ -189,7 +196,7 @@ class Outbox:
             return 0
         seq_list = list(seqs)
 
-        def run(conn: sqlite3.Connection) -> tuple[int, int, int | None]:
+        def run(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
             count = freed = 0
             chunk = 500  # stay far below SQLite's bound-parameter limit
@@ -202,20 +209,19 @@ class Outbox:
                     count += 1
                     freed += size
             conn.execute("COMMIT")
-            return count, freed, _oldest(conn)
+            self._totals.depth -= count
+            self._totals.bytes -= freed
+            self._totals.oldest_ms = _oldest(conn)
+            return count
 
-        count, freed, oldest = await self._db.call(run, op="outbox.delete")
-        self._totals.depth -= count
-        self._totals.bytes -= freed
-        self._totals.oldest_ms = oldest
-        return count
+        return await self._db.call(run, op="outbox.delete")
 
     async def enforce_bounds(self) -> dict[str, int]:
         """Drop the oldest rows beyond the age and byte bounds; counts per reason."""
         cutoff = self._clock.now_ms() - self._max_age_ms
         max_bytes = self._max_bytes
 
-        def run(conn: sqlite3.Connection) -> tuple[int, int, _Totals]:
+        def run(conn: sqlite3.Connection) -> tuple[int, int]:
             conn.execute("BEGIN IMMEDIATE")
             by_age = conn.execute("DELETE FROM rows WHERE created_ms < ?", (cutoff,)).rowcount
             total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM rows").fetchone()[0]
@@ -230,10 +236,10 @@ class Outbox:
                         break
                 by_bytes = conn.execute("DELETE FROM rows WHERE seq <= ?", (last,)).rowcount
             conn.execute("COMMIT")
-            return by_age, by_bytes, _read_totals(conn)
+            self._totals = _read_totals(conn)
+            return by_age, by_bytes
 
-        by_age, by_bytes, totals = await self._db.call(run, op="outbox.enforce_bounds")
-        self._totals = totals
+        by_age, by_bytes = await self._db.call(run, op="outbox.enforce_bounds")
         dropped = {"max_age": by_age, "max_bytes": by_bytes}
         for reason, count in dropped.items():
             if count:

@@ -143,7 +143,9 @@ async def test_malformed_local_messages_are_counted_and_the_agent_goes_on(
         assert decode(seen.on(evt_up)[0], Event).id == good.id
 
         def bad_count(reason: str) -> float:
-            return metric(agent, "storefleet_agent_bad_payloads_total", source="local", reason=reason)
+            return metric(
+                agent, "storefleet_agent_bad_payloads_total", source="local", reason=reason
+            )
 
         assert bad_count("not_json") == 1
         assert bad_count("unknown_kind") == 1
