@@ -23,18 +23,10 @@ def largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
         if total:
             raise ValueError("cannot allocate a non-zero amount onto zero weights")
         return [0] * len(weights)
-    shares = []
-    remainders = []
-    given = 0
-    for idx, w in enumerate(weights):
-        q, r = divmod(total * w, whole)
-        shares.append(q)
-        given += q
-        if r:
-            remainders.append((-r, idx))
-    left = total - given
+    shares = [total * w // whole for w in weights]
+    left = total - sum(shares)
     if left:
-        remainders.sort()
-        for _, idx in remainders[:left]:
-            shares[idx] += 1
+        order = sorted(range(len(weights)), key=lambda k: (-(total * weights[k] % whole), k))
+        for k in order[:left]:
+            shares[k] += 1
     return shares

@@ -117,7 +117,7 @@ def price(
     by_sku, by_cat, everywhere, nslots = rs.by_sku, rs.by_cat, rs.everywhere, rs.slots
     for i in range(n):
         s = skus[i]
-        for entries in (by_sku.get(s), by_cat.get(cats[i]), everywhere):
+        for entries in (by_sku.get(s), by_cat.get(cats[i])):
             if not entries:
                 continue
             for rule, slot, excl in entries:
@@ -140,6 +140,22 @@ def price(
                 got = h[slot]
                 if not got or got[-1] != i:
                     got.append(i)
+    for rule, slot, excl in everywhere:  # basket-wide scopes: once, not once per line
+        if not rule.active(st):
+            continue
+        matched = [i for i in range(n) if skus[i] not in excl] if excl else list(range(n))
+        if rule.phase <= TIER:
+            for i in matched:
+                if rule not in unit_rules[i]:
+                    unit_rules[i].append(rule)  # type: ignore[arg-type]
+            continue
+        o = rule.ordinal
+        h = hits.get(o)
+        if h is None:
+            h = hits[o] = [[] for _ in range(nslots[o])]
+        if h[slot]:  # also indexed by sku or category: merge, keep canonical order
+            matched = sorted(set(matched) | set(h[slot]))
+        h[slot] = matched
 
     # phases 1-2: the lowest unit price from markdowns and tier rules, per line
     unit_done: dict[int, list] = {}

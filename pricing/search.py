@@ -33,13 +33,24 @@ def choose(options: list[Option], conflict: Callable[[Option, Option], bool]) ->
         return options, True
     order = sorted(options, key=lambda o: -o.value)  # stable: ties keep (priority, id)
     conf = [0] * m
-    for a in range(m):
-        oa = order[a]
-        for b in range(a + 1, m):
-            ob = order[b]
-            if oa.mask & ob.mask and conflict(oa, ob):
-                conf[a] |= 1 << b
+    touching: dict[int, int] = {}  # line -> options touching it, as a bitmask
+    for a, opt in enumerate(order):
+        for i in opt.lines:
+            touching[i] = touching.get(i, 0) | 1 << a
+    for a, opt in enumerate(order):
+        near = 0
+        for i in opt.lines:
+            near |= touching[i]
+        near &= ~((2 << a) - 1)  # later options only; each pair once
+        while near:
+            low = near & -near
+            near ^= low
+            b = low.bit_length() - 1
+            if conflict(opt, order[b]):
+                conf[a] |= low
                 conf[b] |= 1 << a
+    if not any(conf):
+        return sorted(options, key=lambda o: o.rule.ordinal), True
     chosen: list[Option] = []
     exact = True
     seen = 0

@@ -2,7 +2,8 @@
 
 Basket coupons (amount or percent, optionally with ``min_spend``) work like thresholds.
 Item coupons (``max_units``) discount up to that many of the dearest eligible units, each
-by the amount (at most the unit's net) or by the percent; the sum is rounded once.
+by the amount (at most the unit's net) or by the percent; the sum is rounded once and
+split onto the lines in proportion to what each unit's benefit was.
 """
 
 from __future__ import annotations
@@ -60,17 +61,18 @@ class CouponRule(Rule):
                 break
         if not used:
             return None
-        off = Fraction(0)
+        parts = []
         for i, k in zip(used, counts, strict=True):
             if self.percent_bp:
-                off += unit_net[i] * k * self.percent_bp / 10_000
+                parts.append(unit_net[i] * k * self.percent_bp / 10_000)
             else:
-                off += min(Fraction(self.amount_off), unit_net[i]) * k
+                parts.append(min(Fraction(self.amount_off), unit_net[i]) * k)
+        off = sum(parts, Fraction(0))
         value = round_half_up(off.numerator, off.denominator)
         if not value:
             return None
-        scale = lcm(*(qty[i] for i in used))
-        weights = [net[i] * k * (scale // qty[i]) for i, k in zip(used, counts, strict=True)]
+        scale = lcm(*(p.denominator for p in parts))
+        weights = [int(p * scale) for p in parts]  # each unit's own benefit, exactly
         units = sum(counts)
         what = f"{self.percent_bp / 100:g}%" if self.percent_bp else f"{self.amount_off}"
         return Option(self, value, used, weights, units, f"coupon {self.code}: {what} off x{units}")

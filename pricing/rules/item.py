@@ -11,12 +11,27 @@ from __future__ import annotations
 
 from pricing.money import percent_of
 from pricing.promotions import BuyXGetY, Gift, Scope
-from pricing.rules.base import ITEM, Option, Rule, State, line_allows
+from pricing.rules.base import ITEM, Option, Rule, State
 
 
 def eligible(st: State, rule: Rule, lines: list[int]) -> list[int]:
+    """``lines`` with money left whose earlier promotions all combine with ``rule``."""
     net, applied = st.net, st.applied
-    return [i for i in lines if net[i] > 0 and (not applied[i] or line_allows(st, i, rule))]
+    group, anything, combines = rule.group, rule.all_groups, rule.combines
+    out = []
+    for i in lines:
+        if net[i] <= 0:
+            continue
+        for a in applied[i]:  # inlined compatible(a, rule): this loop is hot
+            if (
+                a.group == group
+                or not (a.all_groups or group in a.combines)
+                or not (anything or a.group in combines)
+            ):
+                break
+        else:
+            out.append(i)
+    return out
 
 
 def dearest_first(st: State, lines: list[int]) -> list[int]:

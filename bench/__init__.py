@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.<name> --json`` (wired into ``storefleet bench <name>``)."""
