@@ -50,13 +50,13 @@ def make_config(
     return AgentConfig(**values)
 
 
-def metric(agent: Agent, name: str, **labels: str) -> float:
-    value = agent.metrics.registry.get_sample_value(name, labels or None)
+def metric(agent: Agent, metric_name: str, /, **labels: str) -> float:
+    value = agent.metrics.registry.get_sample_value(metric_name, labels or None)
     return 0.0 if value is None else value
 
 
-async def wait_until(cond: Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(cond: Callable[[], bool], *, within_s: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + within_s
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")

@@ -187,7 +187,7 @@ async def test_local_flood_beyond_the_queue_bound_loses_nothing(
         topic = topics.evt(cfg.store_id, "sale")
         await wait_until(
             lambda: {json.loads(p)["id"] for p in seen.on(topic)} == {e.id for e in sent},
-            timeout=30,
+            within_s=30,
             what="all 400 events despite overflow",
         )
         assert metric(agent, "storefleet_local_messages_dropped_total", qos="1") > 0

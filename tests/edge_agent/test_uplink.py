@@ -50,7 +50,7 @@ async def test_events_wait_in_the_outbox_while_the_uplink_is_down(
 
         uplink_broker.start()
         async with watch(uplink_broker, cfg.store_id) as seen:
-            await wait_until(lambda: agent.outbox.depth() == 0, timeout=15, what="drained")
+            await wait_until(lambda: agent.outbox.depth() == 0, within_s=15, what="drained")
             await wait_until(lambda: len(seen.on(topic)) >= 30, what="replayed events")
         events = [decode(p, Event) for p in seen.on(topic)]
         assert [e.id for e in events] == [e.id for e in offline]
@@ -143,7 +143,7 @@ async def test_an_in_flight_window_across_a_cut_connection_loses_nothing(
             await publish_events(pos, "pos", "pos-3", sent[300:])
         await wait_until(
             lambda: {json.loads(p)["id"] for p in seen.on(topic)} == {e.id for e in sent},
-            timeout=20,
+            within_s=20,
             what="every event",
         )
         await wait_until(lambda: agent.outbox.depth() == 0, what="drained")
