@@ -18,7 +18,7 @@ class Backoff:
         ceiling = min(self.max_s, self.initial_s * self.factor**self._attempt)
         self._attempt += 1
         # Full jitter: N workers that lost the same broker do not return in lockstep.
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - not crypto
+        return random.uniform(ceiling / 2, ceiling)
 
     def reset(self) -> None:
         self._attempt = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from prometheus_client import CollectorRegistry, start_http_server
@@ -36,7 +36,7 @@ MqttOpt = Annotated[
 LogOpt = Annotated[str, typer.Option("--log-level", envvar="STOREFLEET_LOG_LEVEL")]
 
 
-def _settings(**overrides: object) -> CloudSettings:
+def _settings(**overrides: Any) -> CloudSettings:
     try:
         return CloudSettings.from_env(**overrides)
     except (ValidationError, ValueError) as err:

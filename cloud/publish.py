@@ -76,7 +76,11 @@ class MqttPublisher:
 
     async def _connect(self) -> aiomqtt.Client:
         if self._client is not None:
-            return self._client
+            # aiomqtt resolves ``_disconnected`` when the socket drops; without this
+            # check a publish on a dead connection waits for its timeout first.
+            if not self._client._disconnected.done():
+                return self._client
+            await self._drop()
         addr = self._settings.mqtt
         client = aiomqtt.Client(
             addr.host,

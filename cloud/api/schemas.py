@@ -60,7 +60,9 @@ class EventPublic(Public):
 
 class EventPage(BaseModel):
     items: list[EventPublic]
-    next: str | None = Field(description="cursor for the next page (pass as `after`); null at the end")
+    next: str | None = Field(
+        description="cursor of the next page (pass it as `after`); null at the end"
+    )
 
 
 class ShadowPublic(Public):

@@ -9,19 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cloud.db.models import Event, TelemetryLatest
+from cloud.db.models import Base, Event, TelemetryLatest
 
 
-def dialect_insert(session: Session, table: Table) -> Any:
+def dialect_insert(session: Session, model: type[Base]) -> Any:
     name = session.get_bind().dialect.name
     if name == "postgresql":
-        return postgresql.insert(table)
+        return postgresql.insert(model)
     if name == "sqlite":
-        return sqlite.insert(table)
+        return sqlite.insert(model)
     raise NotImplementedError(f"no idempotent insert for dialect {name!r}")
 
 
@@ -34,9 +33,9 @@ def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
     if not rows:
         return set()
     stmt = (
-        dialect_insert(session, Event.__table__)
+        dialect_insert(session, Event)
         .on_conflict_do_nothing(index_elements=["id"])
-        .returning(Event.__table__.c.id)
+        .returning(Event.id)
     )
     inserted: set[str] = set()
     # One statement per chunk: SQLite caps bound parameters (32766 since 3.32); a chunk
@@ -51,12 +50,11 @@ def upsert_latest_telemetry(session: Session, rows: Sequence[dict[str, Any]]) ->
     """Keep the newest value per (store, device, metric); an older sample never wins."""
     if not rows:
         return
-    table = TelemetryLatest.__table__
-    base = dialect_insert(session, table)
+    base = dialect_insert(session, TelemetryLatest)
     stmt = base.on_conflict_do_update(
         index_elements=["store_id", "device_id", "metric"],
         set_={"value": base.excluded.value, "ts": base.excluded.ts},
-        where=table.c.ts <= base.excluded.ts,
+        where=TelemetryLatest.ts <= base.excluded.ts,
     )
     for start in range(0, len(rows), 500):
         session.execute(stmt.values(list(rows[start : start + 500])))

@@ -112,9 +112,8 @@ def _touch_store(session: Session, store_id: str, *, now_ms: int) -> Store:
 def apply_birth(session: Session, store_id: str, msg: Birth, *, now_ms: int) -> bool:
     """Returns False for a stale birth (older session, or a session already dead)."""
     store = _touch_store(session, store_id, now_ms=now_ms)
-    if store.bd_seq is not None and (
-        msg.bd_seq < store.bd_seq or (msg.bd_seq == store.bd_seq and store.dead_bd_seq == msg.bd_seq)
-    ):
+    same_session_dead = msg.bd_seq == store.bd_seq and store.dead_bd_seq == msg.bd_seq
+    if store.bd_seq is not None and (msg.bd_seq < store.bd_seq or same_session_dead):
         logger.info("store %s: ignoring stale birth bd_seq=%d (stored %d, dead %s)",
                     store_id, msg.bd_seq, store.bd_seq, store.dead_bd_seq)
         return False
@@ -131,10 +130,9 @@ def apply_birth(session: Session, store_id: str, msg: Birth, *, now_ms: int) -> 
         if dev.device_id not in listed:
             dev.online = False
     for info in msg.devices:
-        dev = session.get(Device, (store_id, info.device_id))
-        if dev is None:
-            dev = Device(store_id=store_id, device_id=info.device_id)
-            session.add(dev)
+        dev = session.get(Device, (store_id, info.device_id)) or _new_device(
+            session, store_id, info.device_id
+        )
         dev.kind = info.kind
         dev.online = info.online
         dev.model = info.model
@@ -142,6 +140,12 @@ def apply_birth(session: Session, store_id: str, msg: Birth, *, now_ms: int) -> 
         if info.last_seen is not None:
             dev.last_seen_ms = max(dev.last_seen_ms or 0, info.last_seen)
     return True
+
+
+def _new_device(session: Session, store_id: str, device_id: str) -> Device:
+    dev = Device(store_id=store_id, device_id=device_id)
+    session.add(dev)
+    return dev
 
 
 def apply_death(session: Session, store_id: str, msg: Death, *, now_ms: int) -> bool:

@@ -74,6 +74,7 @@ class IngestWorker:
         self._backoff = backoff or Backoff()
         self._migrate = migrate
         self.connected = asyncio.Event()  # set while subscribed; tests wait on it
+        self._pending: asyncio.Future[Any] | None = None  # the next message, being awaited
 
     async def run(self, stop_event: asyncio.Event | None = None) -> None:
         """Supervise the connection until ``stop_event`` is set (or the task is cancelled)."""
@@ -133,39 +134,53 @@ class IngestWorker:
             self.metrics.connected.set(1)
             self.connected.set()
             messages = client.messages
-            while not stop.is_set():
-                batch = await self._next_batch(messages, stop)
-                if batch:
-                    await self._handle(client, batch)
-                    self._backoff.reset()
+            try:
+                while not stop.is_set():
+                    batch = await self._next_batch(messages, stop)
+                    if batch:
+                        await self._handle(client, batch)
+                        self._backoff.reset()
+            finally:
+                # A message taken but not stored was not acknowledged: the broker
+                # redelivers it on the next connection.
+                pending, self._pending = self._pending, None
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await pending
 
     async def _next_batch(
         self, messages: aiomqtt.client.MessagesIterator, stop: asyncio.Event
     ) -> list[aiomqtt.Message]:
-        first = asyncio.ensure_future(anext(messages))
+        # aiomqtt's iterator is not cancellation-safe: cancelling ``anext`` right after
+        # it took a message off the queue drops that message (it is then redelivered
+        # only after a reconnect, as it is never acknowledged). So a pending ``anext``
+        # is never cancelled on a timeout; it is kept and becomes the next message.
         stopped = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait({first, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({self._receive(messages), stopped},
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
-            if not first.done():
-                first.cancel()
-        if not first.done() or first.cancelled():
-            return []
-        batch = [first.result()]  # raises MqttError when the connection dropped
+        batch: list[aiomqtt.Message] = []
         deadline = time.monotonic() + self._batch_window_s
         while len(batch) < self._batch_max:
-            if len(messages):  # already queued: take it without waiting
-                batch.append(await anext(messages))
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(anext(messages), remaining))
-            except TimeoutError:
-                break
+            pending = self._receive(messages)
+            if not pending.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or stop.is_set():
+                    break
+                await asyncio.wait({pending}, timeout=remaining)
+                if not pending.done():
+                    break
+            self._pending = None
+            batch.append(pending.result())  # raises MqttError when the connection dropped
         return batch
+
+    def _receive(self, messages: aiomqtt.client.MessagesIterator) -> asyncio.Future[Any]:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(messages))
+        return self._pending
 
     async def _handle(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
         raw = [(m.topic.value, _as_bytes(m.payload)) for m in batch]

@@ -9,7 +9,16 @@ from prometheus_client import CollectorRegistry
 from cloud.main import create_app
 from cloud.publish import MemoryPublisher
 from cloud.settings import CloudSettings
-from tests.cloud.conftest import ADMIN, DEVICE, MANAGER, TECH, api_client, auth, make_settings, metric
+from tests.cloud.conftest import (
+    ADMIN,
+    DEVICE,
+    MANAGER,
+    TECH,
+    api_client,
+    auth,
+    make_settings,
+    metric,
+)
 
 
 def assert_problem(resp: httpx.Response, status: int) -> dict:  # type: ignore[type-arg]
