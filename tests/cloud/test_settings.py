@@ -1,0 +1,53 @@
+"""CloudSettings: environment variables, validation, refusal of placeholder secrets."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from cloud.settings import CloudSettings, Role
+
+
+def test_from_env_reads_storefleet_variables() -> None:
+    settings = CloudSettings.from_env({
+        "STOREFLEET_DATABASE_URL": "postgresql+psycopg://u@h/db",
+        "STOREFLEET_MQTT_URL": "mqtts://broker.example:8884",
+        "STOREFLEET_SHARE_GROUP": "none",
+        "STOREFLEET_INGEST_CLIENT_ID": "ingest-7",
+        "STOREFLEET_API_TOKENS": "tok-aaaaaaaaaaaa:hq-admin,tok-bbbbbbbbbbbb:field-tech",
+        "STOREFLEET_KEEPALIVE_S": "15",
+    })
+    assert settings.database_url.startswith("postgresql")
+    assert (settings.mqtt.host, settings.mqtt.port, settings.mqtt.tls) == (
+        "broker.example", 8884, True)
+    assert settings.share_group is None
+    assert settings.ingest_client_id == "ingest-7"
+    assert settings.api_tokens == {"tok-aaaaaaaaaaaa": Role.HQ_ADMIN,
+                                   "tok-bbbbbbbbbbbb": Role.FIELD_TECH}
+    assert settings.keepalive_s == 15
+
+
+def test_defaults_and_overrides() -> None:
+    settings = CloudSettings.from_env({}, mqtt_url="mqtt://10.0.0.2", database_url=None)
+    assert settings.database_url == "sqlite:///./storefleet.db"
+    assert settings.share_group == "storefleet-ingest"
+    assert (settings.mqtt.host, settings.mqtt.port) == ("10.0.0.2", 1883)
+
+
+def test_json_tokens() -> None:
+    raw = '{"a-very-long-token-1": "store-manager"}'
+    assert CloudSettings.from_env({"STOREFLEET_API_TOKENS": raw}).api_tokens == {
+        "a-very-long-token-1": Role.STORE_MANAGER}
+
+
+@pytest.mark.parametrize("env", [
+    {"STOREFLEET_API_TOKENS": "changeme:hq-admin"},
+    {"STOREFLEET_API_TOKENS": "Secret:hq-admin"},
+    {"STOREFLEET_API_TOKENS": "a-very-long-token-1:root"},
+    {"STOREFLEET_MQTT_URL": "http://broker"},
+    {"STOREFLEET_SHARE_GROUP": "bad/group"},
+    {"STOREFLEET_KEEPALIVE_S": "1"},
+])
+def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        CloudSettings.from_env(env)
