@@ -1,0 +1,260 @@
+"""``storefleet demo``: the whole system embedded in one process.
+
+An amqtt broker stands in for the cloud broker, the cloud API and an ingest worker
+run on SQLite, one store's edge agent hosts its own embedded local bus, and a
+simulated store of devices produces telemetry and events. The summary compares
+what the devices produced with what the cloud stored, event id by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import sqlalchemy as sa
+import typer
+from prometheus_client import CollectorRegistry
+from rich.console import Console
+
+logger = logging.getLogger(__name__)
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` if it is free on loopback, else any free port."""
+    for candidate in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free TCP port")
+
+
+@dataclass
+class DemoOptions:
+    duration: float | None
+    store_id: str = "S001"
+    devices: int = 6
+    rate: float = 20.0
+    data_dir: Path | None = None
+    api_port: int = 8000
+    broker_port: int = 1883
+    local_bus_port: int = 1884
+    metrics_port: int = 9108
+    drain_timeout_s: float = 30.0
+
+
+@dataclass
+class DemoResult:
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _metric(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
+    value = registry.get_sample_value(name, labels or {})
+    return float(value or 0.0)
+
+
+async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) -> dict[str, Any]:
+    # Imported here so `storefleet --help` stays fast.
+    import uvicorn
+
+    from cloud.main import create_app
+    from cloud.settings import CloudSettings
+    from edge_agent.app import Agent
+    from edge_agent.config import AgentConfig
+    from edge_agent.localbus import amqtt_fix
+    from edge_agent.localbus.embedded import EmbeddedBroker
+    from firmware_sim.store import StoreSimulator
+
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if opts.data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="storefleet-demo-")
+        data_dir = Path(tmp.name)
+    else:
+        data_dir = opts.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    token = secrets.token_urlsafe(24)
+    api_port, broker_port = _port(opts.api_port), _port(opts.broker_port)
+    local_port, metrics_port = _port(opts.local_bus_port), _port(opts.metrics_port)
+    db_path = data_dir / "cloud.db"
+    api = f"http://127.0.0.1:{api_port}"
+
+    amqtt_fix.apply()
+    async with contextlib.AsyncExitStack() as stack:
+        broker = EmbeddedBroker(host="127.0.0.1", port=broker_port)
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+
+        cloud_registry = CollectorRegistry()
+        settings = CloudSettings(
+            database_url=f"sqlite:///{db_path}",
+            mqtt_url=broker.url,
+            share_group=None,  # amqtt has no $share
+            ingest_client_id="demo-ingest",
+            api_tokens={token: "hq-admin"},
+        )
+        app = create_app(settings, registry=cloud_registry, ingest=True)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=api_port,
+                                               log_level="warning", lifespan="on"))
+        server_task = asyncio.create_task(server.serve(), name="demo-api")
+
+        async def stop_server() -> None:
+            server.should_exit = True
+            await asyncio.wait_for(server_task, timeout=15)
+
+        stack.push_async_callback(stop_server)
+        while not server.started:
+            if server_task.done():
+                server_task.result()
+                raise RuntimeError("the API server stopped during start-up")
+            await asyncio.sleep(0.05)
+
+        agent_registry = CollectorRegistry()
+        agent = Agent(
+            AgentConfig(store_id=opts.store_id, data_dir=data_dir / "edge", cloud_url=broker.url,
+                        local_bus="embedded", local_bus_port=local_port,
+                        metrics_port=metrics_port, metrics_host="127.0.0.1"),
+            registry=agent_registry,
+        )
+        agent_stop = asyncio.Event()
+        agent_task = asyncio.create_task(agent.run(stop=agent_stop), name="demo-agent")
+
+        async def stop_agent() -> None:
+            agent_stop.set()
+            await asyncio.wait_for(agent_task, timeout=20)
+
+        stack.push_async_callback(stop_agent)
+        await asyncio.wait_for(agent.ready.wait(), timeout=20)
+
+        sim = StoreSimulator(bus_url=f"mqtt://127.0.0.1:{local_port}", store_id=opts.store_id,
+                             devices=opts.devices, rate=opts.rate, tele_interval_s=2.0)
+        sim_stop = asyncio.Event()
+        sim_task = asyncio.create_task(sim.run(sim_stop), name="demo-sim")
+
+        console.print(f"[bold]storefleet demo[/bold]  data: {data_dir}")
+        console.print(f"  API + docs     {api}/docs   (token: {token})")
+        console.print(f"  cloud metrics  {api}/metrics")
+        console.print(f"  agent metrics  http://127.0.0.1:{metrics_port}/metrics")
+        console.print(f"  cloud broker   {broker.url}   store-local bus mqtt://127.0.0.1:{local_port}")
+        console.print(f"  try: fleet stores --api {api} --token {token}")
+
+        engine = sa.create_engine(f"sqlite:///{db_path}")
+        stack.callback(engine.dispose)
+
+        def stored_ids() -> set[str]:
+            with engine.connect() as conn:
+                return {r[0] for r in conn.execute(sa.text("SELECT id FROM events"))}
+
+        def stored_rows() -> int:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text("SELECT count(*) FROM events")).scalar() or 0)
+
+        async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"},
+                                     timeout=10) as http:
+            deadline = None if opts.duration is None else started + opts.duration
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                if sim_task.done():
+                    sim_task.result()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=2.0)
+                stores = (await http.get("/api/v1/stores")).json()
+                online = sum(1 for s in stores if s["online"])
+                devs = sum(s["devices_online"] for s in stores)
+                rows = await asyncio.to_thread(stored_rows)
+                console.print(
+                    f"  t={time.monotonic() - started:5.1f}s  stores online {online}  "
+                    f"devices online {devs}  events produced {sim.produced}  stored {rows}  "
+                    f"outbox {int(_metric(agent_registry, 'storefleet_outbox_depth'))}"
+                )
+
+            # What the cloud sees while the store is running ...
+            stores = (await http.get("/api/v1/stores")).json()
+            devices = (await http.get("/api/v1/devices")).json()
+            # ... then stop producing and give the pipeline time to deliver everything.
+            sim_stop.set()
+            await asyncio.wait_for(sim_task, timeout=20)
+            produced = set(sim.produced_ids)
+            drain_deadline = time.monotonic() + opts.drain_timeout_s
+            while time.monotonic() < drain_deadline:
+                if produced <= await asyncio.to_thread(stored_ids):
+                    break
+                await asyncio.sleep(0.2)
+            events_page = (await http.get("/api/v1/events", params={"limit": 1})).json()
+
+        stored = await asyncio.to_thread(stored_ids)
+        rows = await asyncio.to_thread(stored_rows)
+        families = sorted({d["kind"] for d in devices if d["online"]})
+        summary = {
+            "duration_s": round(time.monotonic() - started, 1),
+            "stores_online": sum(1 for s in stores if s["online"]),
+            "devices_online": sum(1 for d in devices if d["online"]),
+            "device_families_online": families,
+            "events_produced": len(produced),
+            "events_published": int(_metric(agent_registry, "storefleet_events_published_total")),
+            "events_stored": len(stored & produced),
+            "events_lost": len(produced - stored),
+            "events_duplicated": rows - len(stored),
+            "duplicates_suppressed": int(
+                _metric(cloud_registry, "storefleet_ingest_duplicates_total")
+            ),
+            "outbox_depth": int(_metric(agent_registry, "storefleet_outbox_depth")),
+            "api_events_page_ok": bool(events_page.get("items")),
+        }
+    if tmp is not None:
+        tmp.cleanup()
+    return summary
+
+
+def demo(
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds "
+                                                    "(default: run until Ctrl-C)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="end with a one-line JSON summary")] = False,
+    store: Annotated[str, typer.Option(help="store id")] = "S001",
+    devices: Annotated[int, typer.Option(min=1, help="simulated devices")] = 6,
+    rate: Annotated[float, typer.Option(min=0.1, help="events per second")] = 20.0,
+    data_dir: Annotated[Path | None, typer.Option(help="keep databases here "
+                                                   "(default: a temp dir, removed)")] = None,
+    api_port: Annotated[int, typer.Option(help="API port (another is picked if busy)")] = 8000,
+    log_level: Annotated[str, typer.Option(help="log level of the components")] = "warning",
+) -> None:
+    """Run cloud, broker, one store's agent and simulated devices in one process."""
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # amqtt logs every client disconnect at warning level; keep the demo readable.
+    logging.getLogger("amqtt").setLevel(max(logging.ERROR, logging.getLogger().level))
+    console = Console(stderr=as_json)
+    opts = DemoOptions(duration=duration, store_id=store, devices=devices, rate=rate,
+                       data_dir=data_dir, api_port=api_port)
+
+    async def main() -> dict[str, Any]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        return await run_demo(opts, console=console, stop=stop)
+
+    summary = asyncio.run(main())
+    console.print("[bold]summary[/bold]")
+    for key, value in summary.items():
+        console.print(f"  {key:24} {value}")
+    ok = summary["events_lost"] == 0 and summary["events_duplicated"] == 0
+    console.print("[green]nothing lost, nothing duplicated[/green]" if ok
+                  else "[red]events were lost or duplicated[/red]")
+    if as_json:
+        typer.echo(json.dumps(summary))
+    if not ok:
+        raise typer.Exit(1)
