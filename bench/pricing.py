@@ -73,13 +73,18 @@ def cat(k: int) -> str:
 
 def make_catalog(rng: random.Random) -> Catalog:
     items = [
-        Item(sku=sku(k), category=cat(k % N_CATS), price=rng.randrange(50, 5_000), earns_points=k % 97 != 0)
+        Item(
+            sku=sku(k),
+            category=cat(k % N_CATS),
+            price=rng.randrange(50, 5_000),
+            earns_points=k % 97 != 0,
+        )
         for k in range(N_SKUS)
     ]
     return Catalog.of(items, version=1, currency=CURRENCY)
 
 
-def make_promotions(rng: random.Random) -> PromotionSnapshot:  # noqa: PLR0915
+def make_promotions(rng: random.Random) -> PromotionSnapshot:
     promos: list[Any] = []
     pop = [sku(k) for k in range(N_POPULAR)]
 
@@ -89,7 +94,10 @@ def make_promotions(rng: random.Random) -> PromotionSnapshot:  # noqa: PLR0915
     item_groups = ["deals-a", "deals-b", "deals-c", "deals-d"]
     for k in range(167):  # sku markdowns, some near-expiry, some weekday-only
         kw: dict[str, Any] = rng.choice(
-            [{"percent_bp": rng.choice([500, 1000, 1500, 2500])}, {"amount_off": rng.randrange(5, 80)}]
+            [
+                {"percent_bp": rng.choice([500, 1000, 1500, 2500])},
+                {"amount_off": rng.randrange(5, 80)},
+            ]
         )
         cond = Conditions(weekdays=(rng.randrange(1, 8),)) if k % 10 == 0 else Conditions()
         promos.append(
@@ -104,7 +112,11 @@ def make_promotions(rng: random.Random) -> PromotionSnapshot:  # noqa: PLR0915
         )
     for k in range(15):
         promos.append(
-            Markdown(id=f"mdc-{k:03d}", scope=Scope(categories=(cat(k),)), percent_bp=rng.choice([300, 500, 800]))
+            Markdown(
+                id=f"mdc-{k:03d}",
+                scope=Scope(categories=(cat(k),)),
+                percent_bp=rng.choice([300, 500, 800]),
+            )
         )
     for k in range(40):
         scope = Scope(skus=pick_skus(2)) if k % 2 else Scope(categories=(cat(k % N_CATS),))
@@ -120,7 +132,10 @@ def make_promotions(rng: random.Random) -> PromotionSnapshot:  # noqa: PLR0915
     for k in range(100):
         if k < 70:
             promo = BuyXGetY(
-                id=f"bxgy-{k:03d}", buy=Scope(skus=pick_skus(2)), buy_qty=rng.choice([1, 2]), get_qty=1
+                id=f"bxgy-{k:03d}",
+                buy=Scope(skus=pick_skus(2)),
+                buy_qty=rng.choice([1, 2]),
+                get_qty=1,
             )
         elif k < 90:
             promo = BuyXGetY(
@@ -132,17 +147,28 @@ def make_promotions(rng: random.Random) -> PromotionSnapshot:  # noqa: PLR0915
             )
         else:
             a, b = rng.sample(pop, 2)
-            promo = BuyXGetY(id=f"bxgy-{k:03d}", buy=Scope(skus=(a,)), buy_qty=1, get=Scope(skus=(b,)))
-        promos.append(promo.model_copy(update={"group": item_groups[k % 4], "priority": 50 + k % 5}))
+            promo = BuyXGetY(
+                id=f"bxgy-{k:03d}", buy=Scope(skus=(a,)), buy_qty=1, get=Scope(skus=(b,))
+            )
+        promos.append(
+            promo.model_copy(update={"group": item_groups[k % 4], "priority": 50 + k % 5})
+        )
     for k in range(60):
         if k % 2:
             a, b = rng.sample(pop, 2)
-            comps = (BundleComponent(scope=Scope(skus=(a,)), qty=1), BundleComponent(scope=Scope(skus=(b,)), qty=1))
+            comps = (
+                BundleComponent(scope=Scope(skus=(a,)), qty=1),
+                BundleComponent(scope=Scope(skus=(b,)), qty=1),
+            )
             bprice = rng.randrange(200, 4_000)
         else:
             comps = (BundleComponent(scope=Scope(categories=(cat(k % N_CATS),)), qty=3),)
             bprice = rng.randrange(300, 6_000)
-        promos.append(Bundle(id=f"bundle-{k:03d}", components=comps, price=bprice, group=item_groups[(k + 1) % 4]))
+        promos.append(
+            Bundle(
+                id=f"bundle-{k:03d}", components=comps, price=bprice, group=item_groups[(k + 1) % 4]
+            )
+        )
     for k in range(20):
         a, b = rng.sample(pop, 2)
         promos.append(Gift(id=f"gift-{k:03d}", trigger=Scope(skus=(a,)), min_qty=1, gift_sku=b))
@@ -153,7 +179,11 @@ def make_promotions(rng: random.Random) -> PromotionSnapshot:  # noqa: PLR0915
         if k % 3 == 0:
             kw = {"percent_bp": rng.choice([300, 500, 1000]), "min_spend": rng.randrange(0, 3_000)}
         else:
-            kw = {"amount_off": rng.randrange(100, 800), "min_spend": rng.randrange(1_000, 8_000), "repeat": k % 3 == 1}
+            kw = {
+                "amount_off": rng.randrange(100, 800),
+                "min_spend": rng.randrange(1_000, 8_000),
+                "repeat": k % 3 == 1,
+            }
         promos.append(
             Threshold(
                 id=f"thr-{k:03d}",
@@ -172,12 +202,32 @@ def make_promotions(rng: random.Random) -> PromotionSnapshot:  # noqa: PLR0915
                 {"amount_off": 100, "max_units": 2, "scope": Scope(categories=(cat(k % 10),))},
             ]
         )
-        promos.append(Coupon(id=f"cpn-{k:03d}", code=f"CODE{k % 10}", group="coupons" if k % 2 else "", **kw))
+        promos.append(
+            Coupon(id=f"cpn-{k:03d}", code=f"CODE{k % 10}", group="coupons" if k % 2 else "", **kw)
+        )
     promos.append(PointsEarn(id="earn-base", points=1, per_minor=100))
-    promos.append(PointsEarn(id="earn-gold", points=2, per_minor=100, group="earn-base", conditions=Conditions(tiers=("gold",))))
-    promos.append(PointsEarn(id="earn-dairy", points=1, per_minor=100, scope=Scope(categories=(cat(1),))))
-    promos.append(PointsEarn(id="earn-memberday", points=1, per_minor=100, conditions=Conditions(weekdays=(3,))))
-    promos.append(PointsTender(id="points", block_points=100, block_minor=100, max_share_bp=5_000, min_points=100))
+    promos.append(
+        PointsEarn(
+            id="earn-gold",
+            points=2,
+            per_minor=100,
+            group="earn-base",
+            conditions=Conditions(tiers=("gold",)),
+        )
+    )
+    promos.append(
+        PointsEarn(id="earn-dairy", points=1, per_minor=100, scope=Scope(categories=(cat(1),)))
+    )
+    promos.append(
+        PointsEarn(
+            id="earn-memberday", points=1, per_minor=100, conditions=Conditions(weekdays=(3,))
+        )
+    )
+    promos.append(
+        PointsTender(
+            id="points", block_points=100, block_minor=100, max_share_bp=5_000, min_points=100
+        )
+    )
     promos.append(StoredValueTender(id="stored-value"))
     return PromotionSnapshot(version=1, currency=CURRENCY, promotions=tuple(promos))
 
@@ -189,7 +239,14 @@ def make_baskets(rng: random.Random) -> list[tuple[Basket, Member | None, int]]:
         for k in range(LINES):
             pick = rng.randrange(N_POPULAR) if rng.random() < 0.5 else rng.randrange(N_SKUS)
             expiry = T0 + rng.randrange(0, 72) * HOUR if rng.random() < 0.1 else None
-            lines.append(Line(line_id=f"{b}-{k}", sku=sku(pick), qty=rng.choice([1, 1, 1, 2, 2, 3, 4]), best_before_ms=expiry))
+            lines.append(
+                Line(
+                    line_id=f"{b}-{k}",
+                    sku=sku(pick),
+                    qty=rng.choice([1, 1, 1, 2, 2, 3, 4]),
+                    best_before_ms=expiry,
+                )
+            )
         member = None
         if rng.random() < 0.6:
             member = Member(
@@ -319,8 +376,12 @@ def _run(seconds: float, seed: int, pinned: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="storefleet bench pricing", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="end with one JSON line (always printed last)")
+    parser = argparse.ArgumentParser(
+        prog="storefleet bench pricing", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="end with one JSON line (always printed last)"
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ see ``pricing.money`` for the rounding rule and ``docs/decisions/0004-pricing-en
 for phases, combination rules and the best-price search bound.
 """
 
+from pricing.engine import price
 from pricing.errors import (
     CurrencyMismatch,
     InvalidBasket,
@@ -40,7 +41,6 @@ from pricing.refund import refund
 from pricing.result import Allocation, Applied, PricedBasket, PricedLine, RefundLine, RefundResult
 from pricing.ruleset import Ruleset, compile
 from pricing.snapshot import ENGINE_VERSION, PromotionSnapshot, load_snapshot
-from pricing.engine import price
 
 __all__ = [
     "ENGINE_VERSION",

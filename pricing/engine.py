@@ -27,6 +27,7 @@ from pricing.rules.base import (
     THRESHOLD,
     TIER,
     Option,
+    OptionRule,
     Rule,
     State,
     compatible,
@@ -166,21 +167,24 @@ def price(
     for o in sorted(unit_done):
         rule, amount, count, line_ids = unit_done[o]
         explain.append(
-            Applied(rule.id, rule.kind, PHASE_NAMES[rule.phase], amount, 0, count, tuple(line_ids), "")
+            Applied(
+                rule.id, rule.kind, PHASE_NAMES[rule.phase], amount, 0, count, tuple(line_ids), ""
+            )
         )
 
     # phases 3-5
     if hits:
         rules = rs.rules
-        by_phase: dict[int, list[Option]] = {ITEM: [], THRESHOLD: []}
+        by_phase: dict[int, list[OptionRule]] = {ITEM: [], THRESHOLD: []}
         for o in sorted(hits):
-            rule = rules[o]
-            by_phase[rule.phase].append(rule)  # type: ignore[arg-type]
+            found = rules[o]
+            assert isinstance(found, OptionRule)
+            by_phase[found.phase].append(found)
         exact = True
         for phase, conflict in ((ITEM, _item_conflict), (THRESHOLD, _stack_conflict)):
             options = []
-            for rule in by_phase[phase]:
-                opt = rule.option(st, hits[rule.ordinal])  # type: ignore[attr-defined]
+            for orule in by_phase[phase]:
+                opt = orule.option(st, hits[orule.ordinal])
                 if opt is not None:
                     options.append(opt)
             if options:
@@ -246,9 +250,7 @@ def price(
                     break
         earn_rules = [r for r in rs.earn if r.active(st)]
         if earn_rules:
-            earn_base = [
-                net[i] - pv[i] if earns[i] else 0 for i in range(n)
-            ]
+            earn_base = [net[i] - pv[i] if earns[i] else 0 for i in range(n)]
             earned, counted = earn_points(st, earn_rules, earn_base)
             for rule, points, used in counted:
                 explain.append(
@@ -338,11 +340,11 @@ def _unit_phase(st: State, i: int, cands: list[UnitRule], done: dict[int, list])
                 best, pick = after_tr, (md, tr, after_md)
     if pick is None:
         return
-    md, tr, after_md = pick
+    md_pick, tr_pick, after_md = pick
     q = st.qty[i]
     st.unit[i] = best
     st.net[i] = best * q
-    for rule, amount in ((md, (start - after_md) * q), (tr, (after_md - best) * q)):
+    for rule, amount in ((md_pick, (start - after_md) * q), (tr_pick, (after_md - best) * q)):
         if rule is None:
             continue
         st.allocs[i].append(Allocation(rule.id, PHASE_NAMES[rule.phase], amount))
@@ -387,6 +389,8 @@ def _apply(st: State, chosen: list[Option], phase: str, explain: list[Applied]) 
         )
 
 
-def _tender_applied(rule: Rule, amount: int, points: int, lines: list, shares: list[int]) -> Applied:
+def _tender_applied(
+    rule: Rule, amount: int, points: int, lines: list, shares: list[int]
+) -> Applied:
     used = tuple(lines[i].line_id for i, s in enumerate(shares) if s)
     return Applied(rule.id, rule.kind, "tender", amount, points, 1, used, "")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any
-
 from functools import cached_property
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 

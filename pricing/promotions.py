@@ -108,7 +108,11 @@ class _Benefit(_Base):
 
     @model_validator(mode="after")
     def _one_benefit(self) -> _Benefit:
-        given = (self.percent_bp > 0) + (self.amount_off > 0) + (getattr(self, "new_price", None) is not None)
+        given = (
+            (self.percent_bp > 0)
+            + (self.amount_off > 0)
+            + (getattr(self, "new_price", None) is not None)
+        )
         if given != 1:
             raise ValueError("give exactly one of percent_bp, amount_off, new_price")
         return self

@@ -27,7 +27,9 @@ def refund(
     if isinstance(lines_returned, Mapping):
         wanted = dict(lines_returned)
     else:
-        wanted = {line_id: by_id[line_id].qty if line_id in by_id else 0 for line_id in lines_returned}
+        wanted = {
+            line_id: by_id[line_id].qty if line_id in by_id else 0 for line_id in lines_returned
+        }
     before = already_returned or {}
     out = []
     position = {ln.line_id: k for k, ln in enumerate(priced_basket.lines)}
@@ -38,9 +40,7 @@ def refund(
         k = wanted[line_id]
         r = before.get(line_id, 0)
         if k <= 0 or r < 0 or r + k > ln.qty:
-            raise InvalidRefund(
-                f"cannot return {k} after {r} of {ln.qty} units", line_id=line_id
-            )
+            raise InvalidRefund(f"cannot return {k} after {r} of {ln.qty} units", line_id=line_id)
 
         def part(x: int, *, _q: int = ln.qty, _r: int = r, _k: int = k) -> int:
             return prorate(x, _r + _k, _q) - prorate(x, _r, _q)
@@ -71,4 +71,3 @@ def refund(
         sum(x.points_returned for x in out),
         sum(x.points_reversed for x in out),
     )
-

@@ -132,10 +132,17 @@ def _compile_one(promo: Promotion) -> Rule:
     raise InvalidPromotion(getattr(promo, "id", None), f"unknown kind {type(promo).__name__}")
 
 
-def compile(promotions: PromotionSnapshot | Iterable[Promotion], *, version: int = 0, currency: str | None = None) -> Ruleset:  # noqa: A001
+def compile(
+    promotions: PromotionSnapshot | Iterable[Promotion],
+    *,
+    version: int = 0,
+    currency: str | None = None,
+) -> Ruleset:
     """Compile a snapshot (or a list of promotions plus ``version`` and ``currency``)."""
     if not isinstance(promotions, PromotionSnapshot):
         if currency is None:
             raise InvalidPromotion(None, "a list of promotions needs a currency")
-        promotions = PromotionSnapshot(version=version, currency=currency, promotions=tuple(promotions))
+        promotions = PromotionSnapshot(
+            version=version, currency=currency, promotions=tuple(promotions)
+        )
     return Ruleset(promotions, [_compile_one(p) for p in promotions.promotions])

@@ -26,7 +26,9 @@ from pricing.rules.base import Option
 MAX_NODES = 4_096  # 2**12: a 12-option component is always searched to the end
 
 
-def choose(options: list[Option], conflict: Callable[[Option, Option], bool]) -> tuple[list[Option], bool]:
+def choose(
+    options: list[Option], conflict: Callable[[Option, Option], bool]
+) -> tuple[list[Option], bool]:
     """The best conflict-free subset of ``options`` and whether it is proven optimal."""
     m = len(options)
     if m <= 1:

@@ -9,6 +9,7 @@ sorted by id, every set-like list sorted) so the cloud can re-price it with the 
 from __future__ import annotations
 
 from functools import cached_property
+from itertools import pairwise
 from typing import Annotated
 
 from pydantic import Field, Strict, ValidationError, field_validator
@@ -30,7 +31,7 @@ class PromotionSnapshot(Frozen):
     @classmethod
     def _sorted_unique_ids(cls, promos: tuple[Promotion, ...]) -> tuple[Promotion, ...]:
         ordered = tuple(sorted(promos, key=lambda p: p.id))
-        for a, b in zip(ordered, ordered[1:], strict=False):
+        for a, b in pairwise(ordered):
             if a.id == b.id:
                 raise ValueError(f"duplicate promotion id {a.id!r}")
         return ordered

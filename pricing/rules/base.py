@@ -34,9 +34,10 @@ class State:
         "coupons",
         "earns",
         "expiry",
-        "minute",
+        "has_member",
         "line_ids",
         "local_days",
+        "minute",
         "month_day",
         "n",
         "net",
@@ -47,8 +48,22 @@ class State:
         "tier",
         "unit",
         "weekday",
-        "has_member",
     )
+    n: int
+    line_ids: list[str]
+    skus: list[str]
+    cats: list[str]
+    qty: list[int]
+    base: list[int]
+    """Unit price before any promotion (catalog or override)."""
+    unit: list[int]
+    """Unit price after markdowns and tier prices."""
+    net: list[int]
+    """Line net so far."""
+    earns: list[bool]
+    expiry: list[int | None]
+    allocs: list[list[Any]]
+    applied: list[list[Rule]]
 
     def __init__(self, now: int, offset_min: int, store_id: str) -> None:
         self.now = now
@@ -162,6 +177,15 @@ def line_allows(st: State, i: int, rule: Rule) -> bool:
         if not compatible(other, rule):
             return False
     return True
+
+
+class OptionRule(Rule):
+    """A rule of phases 3-5: it offers at most one ``Option`` per basket."""
+
+    __slots__ = ()
+
+    def option(self, st: State, slots: list[list[int]]) -> Option | None:
+        raise NotImplementedError
 
 
 class Option:

@@ -5,11 +5,11 @@ price; a bundle is only formed while it is cheaper than its units."""
 from __future__ import annotations
 
 from pricing.promotions import Bundle, Scope
-from pricing.rules.base import ITEM, Option, Rule, State
+from pricing.rules.base import ITEM, Option, OptionRule, State
 from pricing.rules.item import dearest_first, eligible
 
 
-class BundleRule(Rule):
+class BundleRule(OptionRule):
     __slots__ = ("bundle_price", "max_sets", "sizes")
     phase_of = ITEM
 

@@ -13,12 +13,12 @@ from math import lcm
 
 from pricing.money import round_half_up
 from pricing.promotions import Coupon
-from pricing.rules.base import COUPON, Option, Rule, State
+from pricing.rules.base import COUPON, Option, OptionRule, State
 from pricing.rules.item import eligible
 from pricing.rules.threshold import spend_option
 
 
-class CouponRule(Rule):
+class CouponRule(OptionRule):
     __slots__ = ("amount_off", "code", "max_units", "min_spend", "percent_bp")
     phase_of = COUPON
 
@@ -76,4 +76,3 @@ class CouponRule(Rule):
         units = sum(counts)
         what = f"{self.percent_bp / 100:g}%" if self.percent_bp else f"{self.amount_off}"
         return Option(self, value, used, weights, units, f"coupon {self.code}: {what} off x{units}")
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pricing.money import percent_of
 from pricing.promotions import BuyXGetY, Gift, Scope
-from pricing.rules.base import ITEM, Option, Rule, State
+from pricing.rules.base import ITEM, Option, OptionRule, Rule, State
 
 
 def eligible(st: State, rule: Rule, lines: list[int]) -> list[int]:
@@ -39,7 +39,7 @@ def dearest_first(st: State, lines: list[int]) -> list[int]:
     return sorted(lines, key=lambda i: (-unit[i], i))
 
 
-class BuyXGetYRule(Rule):
+class BuyXGetYRule(OptionRule):
     __slots__ = ("buy_qty", "get_qty", "get_scope", "max_sets", "percent_bp")
     phase_of = ITEM
 
@@ -128,7 +128,7 @@ class BuyXGetYRule(Rule):
         return Option(self, value, used, weights, sets, f"buy {self.buy_qty} get {self.get_qty}")
 
 
-class GiftRule(Rule):
+class GiftRule(OptionRule):
     __slots__ = ("gift_qty", "gift_sku", "min_qty", "min_spend", "repeat", "trigger")
     phase_of = ITEM
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pricing.money import percent_of
-from pricing.promotions import Markdown
+from pricing.promotions import Markdown, Scope, TierPrice
 from pricing.rules.base import MARKDOWN, Rule, State
 
 
@@ -12,11 +12,11 @@ class UnitRule(Rule):
 
     __slots__ = ("amount_off", "new_price", "percent_bp")
 
-    def __init__(self, promo: Markdown | object, scope: object) -> None:
-        super().__init__(promo, scope)  # type: ignore[arg-type]
-        self.percent_bp: int = promo.percent_bp  # type: ignore[attr-defined]
-        self.amount_off: int = promo.amount_off  # type: ignore[attr-defined]
-        self.new_price: int | None = promo.new_price  # type: ignore[attr-defined]
+    def __init__(self, promo: Markdown | TierPrice, scope: Scope) -> None:
+        super().__init__(promo, scope)
+        self.percent_bp: int = promo.percent_bp
+        self.amount_off: int = promo.amount_off
+        self.new_price: int | None = promo.new_price
 
     def unit_after(self, unit: int, st: State, i: int) -> int:
         """The unit price this rule gives line ``i`` starting from ``unit`` (never higher)."""

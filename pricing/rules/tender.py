@@ -65,7 +65,9 @@ class EarnRule(Rule):
         self.per_minor = promo.per_minor
 
 
-def earn_points(st: State, rules: list[EarnRule], base: list[int]) -> tuple[list[int], list[tuple[EarnRule, int, list[int]]]]:
+def earn_points(
+    st: State, rules: list[EarnRule], base: list[int]
+) -> tuple[list[int], list[tuple[EarnRule, int, list[int]]]]:
     """Points per line, and ``(rule, points, lines)`` for each rule that counted."""
     best: dict[str, tuple[int, EarnRule, list[int]]] = {}
     skus, cats = st.skus, st.cats

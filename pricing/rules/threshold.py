@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pricing.money import percent_of
 from pricing.promotions import Scope, Threshold
-from pricing.rules.base import THRESHOLD, Option, Rule, State
+from pricing.rules.base import THRESHOLD, Option, OptionRule, Rule, State
 from pricing.rules.item import eligible
 
 
-class ThresholdRule(Rule):
+class ThresholdRule(OptionRule):
     __slots__ = ("amount_off", "max_times", "min_spend", "percent_bp", "scope")
     phase_of = THRESHOLD
 

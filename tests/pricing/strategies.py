@@ -23,7 +23,9 @@ def scopes(draw: st.DrawFn) -> dict[str, Any]:
         return {}
     if pick == 1:
         return {"skus": draw(st.lists(st.sampled_from(SKUS), min_size=1, max_size=3, unique=True))}
-    return {"categories": draw(st.lists(st.sampled_from(CATS), min_size=1, max_size=2, unique=True))}
+    return {
+        "categories": draw(st.lists(st.sampled_from(CATS), min_size=1, max_size=2, unique=True))
+    }
 
 
 @st.composite
@@ -52,10 +54,20 @@ def promotion(draw: st.DrawFn, n: int) -> dict[str, Any]:
         )
     )
     if kind == "markdown":
-        return {"kind": "markdown", "scope": draw(scopes()), **draw(benefit(new_price=True)), **common}
+        return {
+            "kind": "markdown",
+            "scope": draw(scopes()),
+            **draw(benefit(new_price=True)),
+            **common,
+        }
     if kind == "tier":
         common["conditions"] = {"tiers": ["gold"]}
-        return {"kind": "tier_price", "scope": draw(scopes()), **draw(benefit(new_price=True)), **common}
+        return {
+            "kind": "tier_price",
+            "scope": draw(scopes()),
+            **draw(benefit(new_price=True)),
+            **common,
+        }
     if kind == "bxgy":
         return {
             "kind": "buy_x_get_y",
@@ -68,38 +80,83 @@ def promotion(draw: st.DrawFn, n: int) -> dict[str, Any]:
         }
     if kind == "bxgy_other":
         a, b = draw(st.lists(st.sampled_from(SKUS), min_size=2, max_size=2, unique=True))
-        return {"kind": "buy_x_get_y", "buy": {"skus": [a]}, "buy_qty": draw(st.integers(1, 2)),
-                "get": {"skus": [b]}, **common}
+        return {
+            "kind": "buy_x_get_y",
+            "buy": {"skus": [a]},
+            "buy_qty": draw(st.integers(1, 2)),
+            "get": {"skus": [b]},
+            **common,
+        }
     if kind == "bundle":
         comps = draw(st.lists(st.tuples(scopes(), st.integers(1, 3)), min_size=1, max_size=3))
-        return {"kind": "bundle", "components": [{"scope": s, "qty": q} for s, q in comps],
-                "price": draw(st.integers(0, 3_000)), "repeat": draw(st.booleans()), **common}
+        return {
+            "kind": "bundle",
+            "components": [{"scope": s, "qty": q} for s, q in comps],
+            "price": draw(st.integers(0, 3_000)),
+            "repeat": draw(st.booleans()),
+            **common,
+        }
     if kind == "gift":
         a, b = draw(st.lists(st.sampled_from(SKUS), min_size=2, max_size=2, unique=True))
-        return {"kind": "gift", "trigger": {"skus": [a]}, "min_qty": 1, "gift_sku": b,
-                "gift_qty": draw(st.integers(1, 2)), "repeat": draw(st.booleans()), **common}
+        return {
+            "kind": "gift",
+            "trigger": {"skus": [a]},
+            "min_qty": 1,
+            "gift_sku": b,
+            "gift_qty": draw(st.integers(1, 2)),
+            "repeat": draw(st.booleans()),
+            **common,
+        }
     if kind == "threshold":
         if draw(st.booleans()):
-            return {"kind": "threshold", "scope": draw(scopes()), "amount_off": draw(st.integers(1, 900)),
-                    "min_spend": draw(st.integers(1, 3_000)), "repeat": draw(st.booleans()), **common}
-        return {"kind": "threshold", "scope": draw(scopes()), "percent_bp": draw(st.integers(1, 10_000)),
-                "min_spend": draw(st.integers(0, 3_000)), **common}
+            return {
+                "kind": "threshold",
+                "scope": draw(scopes()),
+                "amount_off": draw(st.integers(1, 900)),
+                "min_spend": draw(st.integers(1, 3_000)),
+                "repeat": draw(st.booleans()),
+                **common,
+            }
+        return {
+            "kind": "threshold",
+            "scope": draw(scopes()),
+            "percent_bp": draw(st.integers(1, 10_000)),
+            "min_spend": draw(st.integers(0, 3_000)),
+            **common,
+        }
     extra: dict[str, Any] = {}
     if draw(st.booleans()):
         extra["max_units"] = draw(st.integers(1, 4))
-    return {"kind": "coupon", "code": draw(st.sampled_from(["A", "B"])), "scope": draw(scopes()),
-            **draw(benefit()), "min_spend": draw(st.integers(0, 2_000)), **extra, **common}
+    return {
+        "kind": "coupon",
+        "code": draw(st.sampled_from(["A", "B"])),
+        "scope": draw(scopes()),
+        **draw(benefit()),
+        "min_spend": draw(st.integers(0, 2_000)),
+        **extra,
+        **common,
+    }
 
 
 @st.composite
 def snapshots(draw: st.DrawFn) -> PromotionSnapshot:
     n = draw(st.integers(0, 8))
     promos = [draw(promotion(k)) for k in range(n)]
-    promos.append({"kind": "points_earn", "id": "earn", "points": draw(st.integers(1, 5)), "per_minor": 100})
-    promos.append({"kind": "points_tender", "id": "pts", "block_points": draw(st.sampled_from([1, 100])),
-                   "block_minor": draw(st.sampled_from([1, 50, 100])),
-                   "max_share_bp": draw(st.integers(0, 10_000))})
-    promos.append({"kind": "stored_value_tender", "id": "sv", "max_share_bp": draw(st.integers(0, 10_000))})
+    promos.append(
+        {"kind": "points_earn", "id": "earn", "points": draw(st.integers(1, 5)), "per_minor": 100}
+    )
+    promos.append(
+        {
+            "kind": "points_tender",
+            "id": "pts",
+            "block_points": draw(st.sampled_from([1, 100])),
+            "block_minor": draw(st.sampled_from([1, 50, 100])),
+            "max_share_bp": draw(st.integers(0, 10_000)),
+        }
+    )
+    promos.append(
+        {"kind": "stored_value_tender", "id": "sv", "max_share_bp": draw(st.integers(0, 10_000))}
+    )
     return PromotionSnapshot.model_validate({"version": 1, "currency": CUR, "promotions": promos})
 
 
@@ -108,8 +165,11 @@ def baskets(draw: st.DrawFn) -> Basket:
     n = draw(st.integers(1, 8))
     lines = []
     for k in range(n):
-        line: dict[str, Any] = {"line_id": f"L{k}", "sku": draw(st.sampled_from(SKUS)),
-                                "qty": draw(st.integers(1, 5))}
+        line: dict[str, Any] = {
+            "line_id": f"L{k}",
+            "sku": draw(st.sampled_from(SKUS)),
+            "qty": draw(st.integers(1, 5)),
+        }
         if draw(st.integers(0, 5)) == 0:
             line["unit_price"] = draw(st.integers(0, 2_000))
         lines.append(Line.model_validate(line))
@@ -126,8 +186,9 @@ def baskets(draw: st.DrawFn) -> Basket:
 members = st.one_of(
     st.none(),
     st.builds(
-        lambda tier, pts, sv: Member(id="m", tier=tier, currency=CUR, points_balance=pts,
-                                     stored_value_balance=sv),
+        lambda tier, pts, sv: Member(
+            id="m", tier=tier, currency=CUR, points_balance=pts, stored_value_balance=sv
+        ),
         st.sampled_from([None, "gold"]),
         st.integers(0, 5_000),
         st.integers(0, 5_000),

@@ -33,7 +33,9 @@ def test_replay_golden_reports_mismatches() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_case_with_compiled_ruleset(case) -> None:
-    result = price(case.basket, case.catalog, compile(case.promotions), case.member, case.now, case.store)
+    result = price(
+        case.basket, case.catalog, compile(case.promotions), case.member, case.now, case.store
+    )
     assert list(check_case(case, result)) == []
     assert result.ruleset_hash == case.promotions.ruleset_hash()
     assert result.catalog_hash == case.catalog.ruleset_hash()

@@ -7,7 +7,16 @@ from collections import defaultdict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pricing import Basket, Member, PricedBasket, PromotionSnapshot, compile, load_snapshot, price, refund
+from pricing import (
+    Basket,
+    Member,
+    PricedBasket,
+    PromotionSnapshot,
+    compile,
+    load_snapshot,
+    price,
+    refund,
+)
 from tests.pricing.build_golden import CATALOG
 from tests.pricing.strategies import NOW, STORE_MODEL, baskets, members, snapshots
 

@@ -32,7 +32,9 @@ STORE = Store(id="store-1", currency=CUR, utc_offset_min=60)
 
 
 def snap(*promos: dict[str, Any]) -> PromotionSnapshot:
-    return PromotionSnapshot.model_validate({"version": 3, "currency": CUR, "promotions": list(promos)})
+    return PromotionSnapshot.model_validate(
+        {"version": 3, "currency": CUR, "promotions": list(promos)}
+    )
 
 
 def basket(*lines: tuple[str, str, int], **kw: Any) -> Basket:
@@ -41,7 +43,13 @@ def basket(*lines: tuple[str, str, int], **kw: Any) -> Basket:
     )
 
 
-def run(b: Basket, s: PromotionSnapshot, member: Member | None = None, now: int = WED_10, store: Store = STORE):
+def run(
+    b: Basket,
+    s: PromotionSnapshot,
+    member: Member | None = None,
+    now: int = WED_10,
+    store: Store = STORE,
+):
     return price(b, CATALOG, compile(s), member, now, store)
 
 
@@ -65,7 +73,12 @@ def test_pure_same_inputs_same_output_inputs_untouched() -> None:
 def test_month_day_and_store_conditions() -> None:
     s = snap(
         {"kind": "threshold", "id": "seventh", "amount_off": 10, "conditions": {"month_days": [7]}},
-        {"kind": "threshold", "id": "other-store", "amount_off": 5, "conditions": {"stores": ["store-9"]}},
+        {
+            "kind": "threshold",
+            "id": "other-store",
+            "amount_off": 5,
+            "conditions": {"stores": ["store-9"]},
+        },
     )
     r = run(basket(("1", "coffee", 1)), s)
     assert [a.promotion_id for a in r.applied] == ["seventh"]
@@ -101,7 +114,9 @@ def test_stored_value_cap_by_balance_and_share() -> None:
     b = basket(("1", "coffee", 1), stored_value_to_use=1000)
     assert run(b, s, m).stored_value == 150  # balance
     m2 = m.model_copy(update={"stored_value_balance": 10_000})
-    assert run(b, s, m2).stored_value == 224  # 25% of 899 = 224.75, floored: a cap is never exceeded
+    assert (
+        run(b, s, m2).stored_value == 224
+    )  # 25% of 899 = 224.75, floored: a cap is never exceeded
 
 
 def test_points_tender_rate_and_balance() -> None:
@@ -164,7 +179,13 @@ def test_invalid_promotion_shapes() -> None:
         {"kind": "tier_price", "id": "t", "scope": {}, "percent_bp": 100},
         {"kind": "threshold", "id": "t", "percent_bp": 100, "min_spend": 5, "repeat": True},
         {"kind": "gift", "id": "g", "trigger": {"skus": ["a"]}, "gift_sku": "b"},
-        {"kind": "buy_x_get_y", "id": "b", "buy": {"skus": ["a"]}, "buy_qty": 1, "get": {"skus": ["a"]}},
+        {
+            "kind": "buy_x_get_y",
+            "id": "b",
+            "buy": {"skus": ["a"]},
+            "buy_qty": 1,
+            "get": {"skus": ["a"]},
+        },
     ):
         with pytest.raises(ValidationError):
             snap(bad)

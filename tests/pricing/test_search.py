@@ -18,7 +18,9 @@ class _Rule:
 
 
 def _options(specs: list[tuple[int, list[int]]]) -> list[Option]:
-    return [Option(_Rule(k), v, lines, [1] * len(lines), 1, "") for k, (v, lines) in enumerate(specs)]  # type: ignore[arg-type]
+    return [
+        Option(_Rule(k), v, lines, [1] * len(lines), 1, "") for k, (v, lines) in enumerate(specs)
+    ]  # type: ignore[arg-type]
 
 
 def _always(a: Option, b: Option) -> bool:
@@ -42,7 +44,12 @@ def test_matches_brute_force(specs) -> None:
     chosen, exact = choose(options, _always)
     assert exact and _ok(chosen)
     best = max(
-        (sum(o.value for o in sub) for r in range(len(options) + 1) for sub in combinations(options, r) if _ok(list(sub))),
+        (
+            sum(o.value for o in sub)
+            for r in range(len(options) + 1)
+            for sub in combinations(options, r)
+            if _ok(list(sub))
+        ),
         default=0,
     )
     assert sum(o.value for o in chosen) == best
