@@ -35,21 +35,11 @@ def choose(
         return options, True
     order = sorted(options, key=lambda o: -o.value)  # stable: ties keep (priority, id)
     conf = [0] * m
-    touching: dict[int, int] = {}  # line -> options touching it, as a bitmask
-    for a, opt in enumerate(order):
-        for i in opt.lines:
-            touching[i] = touching.get(i, 0) | 1 << a
-    for a, opt in enumerate(order):
-        near = 0
-        for i in opt.lines:
-            near |= touching[i]
-        near &= ~((2 << a) - 1)  # later options only; each pair once
-        while near:
-            low = near & -near
-            near ^= low
-            b = low.bit_length() - 1
-            if conflict(opt, order[b]):
-                conf[a] |= low
+    for a in range(m):
+        ma = order[a].mask
+        for b in range(a + 1, m):
+            if ma & order[b].mask and (conflict is None or conflict(order[a], order[b])):
+                conf[a] |= 1 << b
                 conf[b] |= 1 << a
     if not any(conf):
         return sorted(options, key=lambda o: o.rule.ordinal), True
