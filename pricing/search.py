@@ -27,9 +27,13 @@ MAX_NODES = 4_096  # 2**12: a 12-option component is always searched to the end
 
 
 def choose(
-    options: list[Option], conflict: Callable[[Option, Option], bool]
+    options: list[Option], conflict: Callable[[Option, Option], bool] | None
 ) -> tuple[list[Option], bool]:
-    """The best conflict-free subset of ``options`` and whether it is proven optimal."""
+    """The best conflict-free subset of ``options`` and whether it is proven optimal.
+
+    ``conflict(a, b)`` is asked only for options that share a line; ``None`` means options
+    sharing a line always conflict.
+    """
     m = len(options)
     if m <= 1:
         return options, True
