@@ -35,7 +35,8 @@ from cloud.errors import DatabaseUnavailable
 from cloud.ingest.batch import BatchProcessor, BatchResult
 from cloud.metrics import IngestMetrics
 from cloud.settings import CloudSettings
-from protocols import topics
+from protocols import encode, topics
+from protocols.messages import RebirthRequest
 from protocols.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,16 @@ class IngestWorker:
             logger.info("ingest: connected to %s as %s (share group %s)",
                         self.settings.mqtt_url, self.settings.ingest_client_id,
                         self.settings.share_group)
+            # Births are retained, but a broker does not deliver retained messages to
+            # shared subscriptions, and births published before this worker's session
+            # existed were never queued for it. Ask every store to be born again
+            # (Sparkplug's rule for a host application coming online); a store answers
+            # with its current birth, which ingest applies idempotently by bd_seq.
+            await client.publish(
+                topics.fleet("rebirth"),
+                encode(RebirthRequest(ts=self._clock.now_ms())),
+                qos=1,
+            )
             self.metrics.connected.set(1)
             self.connected.set()
             messages = client.messages
