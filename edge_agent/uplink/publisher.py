@@ -24,8 +24,10 @@ from protocols.messages import Event
 
 logger = logging.getLogger(__name__)
 
-_DELETE_BATCH = 256  # acknowledged rows deleted per transaction
-_DELETE_EVERY_S = 0.05  # ...or after this long, so an idle outbox empties promptly
+_DELETE_BATCH = 500  # acknowledged rows deleted per transaction (at most)
+# Acknowledged rows are deleted every this often: fewer, larger transactions. A crash
+# in between re-sends at most this long's worth of acknowledged events (deduped by id).
+_DELETE_EVERY_S = 0.1
 _IDLE_POLL_S = 1.0  # re-check the outbox this often even without a wake-up
 
 
@@ -119,14 +121,9 @@ class _SessionRun:
             await asyncio.gather(wake, fail, return_exceptions=True)
 
     async def _acquire_slot(self) -> None:
-        while True:
-            self._raise_if_failed()
-            try:
-                # Short waits so that a failed publish is noticed while the window is full.
-                await asyncio.wait_for(self._slots.acquire(), 0.5)
-                return
-            except TimeoutError:
-                continue
+        # A failed publish releases its slot too, so this wakes up and sees the failure.
+        await self._slots.acquire()
+        self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
         if self._failed is not None:

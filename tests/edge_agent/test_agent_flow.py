@@ -178,12 +178,16 @@ async def test_local_flood_beyond_the_queue_bound_loses_nothing(
 ) -> None:
     # A tiny receive queue: a burst overflows it; unacked QoS 1 messages must come back.
     cfg = make_config(
-        tmp_path, uplink=uplink_broker, local=local_broker, local_queue_max=20, local_batch_max=10
+        tmp_path, uplink=uplink_broker, local=local_broker, local_queue_max=10, local_batch_max=5
     )
     sent = [device_event("sale", n=i) for i in range(400)]
     async with watch(uplink_broker, cfg.store_id) as seen, running_agent(cfg) as agent:
-        async with aiomqtt.Client(local_broker.host, local_broker.port) as dev:
-            await asyncio.gather(*(publish_events(dev, "pos", "p-2", sent[i::4]) for i in range(4)))
+        async with aiomqtt.Client(
+            local_broker.host, local_broker.port, max_inflight_messages=len(sent)
+        ) as dev:
+            dev.pending_calls_threshold = len(sent)  # one burst, all in flight at once
+            local_topic = topics.local("pos", "p-2", "up", "evt")
+            await asyncio.gather(*(dev.publish(local_topic, encode(e), qos=1) for e in sent))
         topic = topics.evt(cfg.store_id, "sale")
         await wait_until(
             lambda: {json.loads(p)["id"] for p in seen.on(topic)} == {e.id for e in sent},

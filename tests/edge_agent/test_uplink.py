@@ -38,6 +38,7 @@ async def test_events_wait_in_the_outbox_while_the_uplink_is_down(
         async with watch(uplink_broker, cfg.store_id) as seen:
             await publish_events(pos, "pos", "pos-1", live)
             await wait_until(lambda: len(seen.on(topic)) == 5, what="live events")
+            await wait_until(lambda: agent.outbox.depth() == 0, what="live events acknowledged")
         uplink_broker.stop()
         await wait_until(lambda: not agent.uplink.connected, what="uplink down")
         assert metric(agent, "storefleet_uplink_connected") == 0
