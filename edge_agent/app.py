@@ -7,6 +7,9 @@
     ...
     stop.set(); await task        # drains, publishes Death, closes everything
 
+    async with Agent(config) as agent:   # the same, as a context manager
+        ...
+
 Shutdown order: stop taking local messages (unacked ones stay at the local broker),
 let the uplink drain the outbox for ``shutdown_drain_s`` and publish the Death, then
 close the database, the embedded broker and the metrics endpoint.
@@ -122,6 +125,25 @@ class Agent:
         )
         self.broker: EmbeddedBroker | None = None
         self._metrics_server: MetricsServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    async def __aenter__(self) -> Agent:
+        """Start ``run`` in a task and return once it is ready (for the demo and tests)."""
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self.run(stop=self._stop), name="agent-run")
+        ready = asyncio.create_task(self.ready.wait(), name="agent-ready-wait")
+        await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._task.done():
+            self._task.result()  # raises what made the start fail
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None and self._stop is not None:
+            self._stop.set()
+            await self._task
+            self._task = self._stop = None
 
     @property
     def metrics_port(self) -> int | None:

@@ -16,6 +16,7 @@ from typing import Any, Self
 from amqtt.broker import Broker
 
 from edge_agent.errors import LinkError
+from edge_agent.localbus import amqtt_fix
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class EmbeddedBroker:
         }
 
     async def start(self) -> None:
+        # Our subscribers acknowledge after a durable commit, which can exceed amqtt's
+        # fixed 5 s PUBACK wait on a loaded box (see amqtt_fix).
+        amqtt_fix.apply()
         broker = Broker(self._config())
         try:
             await broker.start()

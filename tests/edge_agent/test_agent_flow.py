@@ -195,3 +195,31 @@ async def test_local_flood_beyond_the_queue_bound_loses_nothing(
             what="all 400 events despite overflow",
         )
         assert metric(agent, "storefleet_local_messages_dropped_total", qos="1") > 0
+
+
+async def test_agent_as_a_context_manager_and_metrics_port(
+    tmp_path: Path, uplink_broker: Mosquitto, local_broker: Mosquitto
+) -> None:
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from edge_agent.app import Agent
+    from tests.services import free_port
+
+    port = free_port()
+    cfg = make_config(
+        tmp_path, uplink=uplink_broker, local=local_broker, metrics_port=port,
+        metrics_host="127.0.0.1",
+    )  # fmt: skip
+    async with Agent(cfg, registry=CollectorRegistry()) as agent:
+        await wait_until(lambda: agent.uplink.connected, what="connected")
+        assert agent.metrics_port == port
+
+        def scrape() -> bytes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return bytes(r.read())
+
+        text = await asyncio.to_thread(scrape)
+        assert b"storefleet_uplink_connected 1.0" in text
+    assert not agent.ready.is_set()

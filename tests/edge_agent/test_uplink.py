@@ -149,7 +149,7 @@ async def test_an_in_flight_window_across_a_cut_connection_loses_nothing(
         )
         await wait_until(lambda: agent.outbox.depth() == 0, what="drained")
     seqs = [json.loads(p)["seq"] for p in seen.on(topic)]
-    first = {}
+    first: dict[int, int] = {}
     for s in seqs:
         first.setdefault(s, len(first))
     assert sorted(first, key=first.__getitem__) == sorted(first)  # first deliveries in order
