@@ -21,6 +21,7 @@ from edge_agent.errors import AgentError, ConfigError
 app = typer.Typer(help="The store-box edge agent.", no_args_is_help=True)
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_NOISY_LOGGERS = ("transitions", "amqtt")
 
 
 @app.callback()
@@ -55,6 +56,9 @@ def run(
 ) -> None:
     """Run the agent until SIGTERM or SIGINT."""
     logging.basicConfig(level=log_level.upper(), format=_LOG_FORMAT)
+    if logging.getLogger().level > logging.DEBUG:
+        for noisy in _NOISY_LOGGERS:  # per-packet / per-state-change INFO lines
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cfg = load_config(
             config,
