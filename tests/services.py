@@ -79,7 +79,7 @@ class Mosquitto:
             "max_inflight_messages 0\n"
             "log_dest stderr\n"
             "log_type error\n"
-            "log_type warning\n"
+            "log_type warning\nlog_type notice\nlog_type information\nconnection_messages true\nlog_timestamp_format %H:%M:%S\n"
             # As root Mosquitto drops to the 'mosquitto' user, which cannot write
             # into pytest's private temp dirs; keep root for these test brokers.
             + ("user root\n" if os.geteuid() == 0 else "")
