@@ -15,6 +15,10 @@ Environment variables (all optional):
 ``STOREFLEET_API_TOKENS``          ``token:role,token:role`` or a JSON object
 ``STOREFLEET_KEEPALIVE_S``         MQTT keepalive seconds
 ``STOREFLEET_MAX_PAYLOAD``         largest accepted payload in bytes
+``STOREFLEET_MEMBER_HASH_KEY``     server secret for keyed phone-number hashes (>= 16 chars)
+``STOREFLEET_SIGNING_KEY_FILE``    Ed25519 private key (PEM) signing promotion snapshots
+``STOREFLEET_TRUSTED_KEYS``        older public keys still announced (base64, comma list)
+``STOREFLEET_CURRENCY``            the chain's ISO currency (``EUR``)
 =================================  =========================================================
 
 Tokens that look like placeholders (``changeme``, ``secret`` ...) or are shorter than
@@ -30,7 +34,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from protocols.codec import DEFAULT_MAX_PAYLOAD
 from protocols.topics import valid_id
@@ -74,6 +78,15 @@ class CloudSettings(BaseModel):
     api_tokens: dict[str, Role] = Field(default_factory=dict)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     max_payload: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1024, le=16 * 1024 * 1024)
+    # Loyalty: the HMAC key of phone-number hashes. None = phone lookups are refused
+    # (a random per-process key would silently orphan every stored hash on restart).
+    member_hash_key: SecretStr | None = None
+    # Promotions: the Ed25519 signing key (PEM file); None = an ephemeral key per
+    # process (demo, tests), logged as a warning. trusted_keys: previous public keys
+    # (raw, base64) still listed for stores during a key rotation.
+    signing_key_file: str | None = None
+    trusted_keys: tuple[str, ...] = ()
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
 
     @field_validator("mqtt_url")
     @classmethod
@@ -100,6 +113,17 @@ class CloudSettings(BaseModel):
                 )
         return value
 
+    @field_validator("member_hash_key")
+    @classmethod
+    def _check_hash_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            raw = value.get_secret_value()
+            # 16 chars: below that the key could be brute-forced together with the
+            # small space of phone numbers.
+            if raw.strip().lower() in PLACEHOLDER_TOKENS or len(raw) < 16:
+                raise ValueError("member_hash_key is a placeholder or shorter than 16 chars")
+        return value
+
     @property
     def mqtt(self) -> MqttAddress:
         return parse_mqtt_url(self.mqtt_url)
@@ -120,6 +144,11 @@ class CloudSettings(BaseModel):
             data["share_group"] = None if group.strip().lower() in ("", "none", "-") else group
         if raw_tokens := env.get(ENV_PREFIX + "API_TOKENS"):
             data["api_tokens"] = parse_tokens(raw_tokens)
+        for name in ("member_hash_key", "signing_key_file", "currency"):
+            if raw := env.get(ENV_PREFIX + name.upper()):
+                data[name] = raw
+        if raw_keys := env.get(ENV_PREFIX + "TRUSTED_KEYS"):
+            data["trusted_keys"] = tuple(k.strip() for k in raw_keys.split(",") if k.strip())
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(data)
 

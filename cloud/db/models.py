@@ -120,3 +120,8 @@ class Command(Base):
     error: Mapped[str | None] = mapped_column(Text)
     completed_ms: Mapped[int | None]
 
+
+
+# Loyalty and promotions tables live in their own module; importing it here puts them
+# in Base.metadata for Alembic and the model/migration drift test.
+from cloud.db import models_loyalty as models_loyalty  # noqa: E402

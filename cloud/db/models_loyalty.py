@@ -1,0 +1,227 @@
+"""Models of loyalty (members, points, tiers, coupons, stored value, commissions) and
+promotions (definitions, immutable publications, re-pricing mismatches).
+
+Imported by ``cloud.db.models`` so that ``Base.metadata`` (Alembic, the drift test)
+holds every table. Times are UTC epoch ms; money is integer minor units; ids are
+UUIDv7 strings. Ledgers are append-only: nothing here is ever updated except the
+stored-value balance (kept next to its ledger so the database can refuse a negative
+one with a CHECK constraint) and the commission state machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloud.db.models import Base, Id
+
+Key = String(128)  # idempotency keys: "<kind>:<event id>" and the like
+
+
+class StoreRegion(Base):
+    """Which region a store belongs to; promotions may be scoped to regions."""
+
+    __tablename__ = "store_regions"
+
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    region: Mapped[str] = mapped_column(Id, index=True)
+
+
+class Member(Base):
+    """A loyalty member. Personal data is kept to a keyed hash of the phone number."""
+
+    __tablename__ = "members"
+
+    member_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    # HMAC-SHA256 hex of the normalised phone number (see cloud.loyalty.members).
+    phone_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_ms: Mapped[int]
+    referred_by: Mapped[str | None] = mapped_column(Id)
+    recruited_by: Mapped[str | None] = mapped_column(Id)
+    is_distributor: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PointsOp(Base):
+    """One points operation (its id is the idempotency key); its entries are below."""
+
+    __tablename__ = "points_ops"
+
+    op_id: Mapped[str] = mapped_column(Key, primary_key=True)
+    member_id: Mapped[str] = mapped_column(Id, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    points: Mapped[int]
+    created_ms: Mapped[int]
+
+
+class PointsEntry(Base):
+    """Append-only points ledger; the sum of a member's ``points`` is the balance.
+
+    Positive rows (earn, commission, a positive reverse) are *lots* with an expiry;
+    negative rows (spend, expire, a negative reverse) name the lot they consume.
+    """
+
+    __tablename__ = "points_ledger"
+    __table_args__ = (
+        Index("ix_points_ledger_member", "member_id", "created_ms"),
+        Index("ix_points_ledger_lot", "lot_id"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    op_id: Mapped[str] = mapped_column(Key)
+    member_id: Mapped[str] = mapped_column(Id)
+    kind: Mapped[str] = mapped_column(String(16))
+    points: Mapped[int]
+    created_ms: Mapped[int]
+    expires_ms: Mapped[int | None]
+    lot_id: Mapped[str | None] = mapped_column(Id)
+
+
+class Tier(Base):
+    """A tier and its benefits; the name is the pricing engine's ``Member.tier``."""
+
+    __tablename__ = "tiers"
+
+    name: Mapped[str] = mapped_column(Id, primary_key=True)
+    min_points: Mapped[int]
+    multiplier_bp: Mapped[int] = mapped_column(Integer, default=10_000)
+    discount_bp: Mapped[int] = mapped_column(Integer, default=0)
+    prices: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    campaign_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # manual | sale | referral
+    trigger: Mapped[str] = mapped_column(String(16))
+    # The code the engine's Coupon rule of this campaign answers to.
+    engine_code: Mapped[str] = mapped_column(Id, unique=True)
+    benefit: Mapped[dict[str, Any]]
+    rules: Mapped[dict[str, Any]]
+    validity_days: Mapped[int]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_ms: Mapped[int]
+
+
+class Coupon(Base):
+    __tablename__ = "coupons"
+    __table_args__ = (
+        # Issuing is idempotent: one coupon per campaign, member and cause (event id).
+        UniqueConstraint("campaign_id", "member_id", "source_key",
+                         name="uq_coupons_campaign_member_source"),
+        Index("ix_coupons_member", "member_id", "issued_ms"),
+    )
+
+    code: Mapped[str] = mapped_column(Id, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Id)
+    member_id: Mapped[str] = mapped_column(Id)
+    source_key: Mapped[str] = mapped_column(Key)
+    issued_ms: Mapped[int]
+    expires_ms: Mapped[int]
+
+
+class CouponRedemption(Base):
+    """The primary key on ``code`` is what makes a coupon single-use."""
+
+    __tablename__ = "coupon_redemptions"
+
+    code: Mapped[str] = mapped_column(Id, primary_key=True)
+    redeemed_ms: Mapped[int]
+    store_id: Mapped[str | None] = mapped_column(Id)
+    sale_id: Mapped[str | None] = mapped_column(Key)
+
+
+class StoredValueAccount(Base):
+    __tablename__ = "stored_value_accounts"
+    __table_args__ = (CheckConstraint("balance >= 0", name="balance_nonneg"),)
+
+    member_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    balance: Mapped[int]
+    updated_ms: Mapped[int]
+
+
+class StoredValueEntry(Base):
+    __tablename__ = "stored_value_ledger"
+    __table_args__ = (
+        UniqueConstraint("member_id", "ref", name="uq_stored_value_ledger_member_ref"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    member_id: Mapped[str] = mapped_column(Id)
+    kind: Mapped[str] = mapped_column(String(16))  # load | spend | refund
+    amount: Mapped[int]
+    ref: Mapped[str] = mapped_column(Key)
+    created_ms: Mapped[int]
+
+
+class Commission(Base):
+    """A commission held pending until the sale's return window closes."""
+
+    __tablename__ = "commissions"
+    __table_args__ = (
+        UniqueConstraint("sale_id", "beneficiary_id", "level",
+                         name="uq_commissions_sale_beneficiary"),
+        Index("ix_commissions_status", "status", "settle_after_ms"),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    sale_id: Mapped[str] = mapped_column(Id)
+    beneficiary_id: Mapped[str] = mapped_column(Id)
+    buyer_id: Mapped[str | None] = mapped_column(Id)
+    level: Mapped[int] = mapped_column(Integer)  # 1: the sharer; 2: who recruited them
+    points: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))  # pending | settled | reversed
+    created_ms: Mapped[int]
+    settle_after_ms: Mapped[int]
+    closed_ms: Mapped[int | None]
+
+
+class PromotionDef(Base):
+    """An editable promotion: an engine promotion plus the cloud's scope."""
+
+    __tablename__ = "promotions"
+
+    promotion_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    definition: Mapped[dict[str, Any]]
+    stores: Mapped[list[str]] = mapped_column(JSON)
+    regions: Mapped[list[str]] = mapped_column(JSON)
+    channels: Mapped[list[str]] = mapped_column(JSON)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_ms: Mapped[int]
+    updated_ms: Mapped[int]
+
+
+class PromotionPublication(Base):
+    """An immutable published version: every entry with its resolved store list."""
+
+    __tablename__ = "promotion_publications"
+
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    currency: Mapped[str] = mapped_column(String(3))
+    published_ms: Mapped[int]
+    entries: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+
+class SalePriceMismatch(Base):
+    __tablename__ = "sale_price_mismatches"
+    __table_args__ = (Index("ix_sale_price_mismatches_store", "store_id", "detected_ms"),)
+
+    event_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    store_id: Mapped[str] = mapped_column(Id)
+    snapshot_version: Mapped[int | None]
+    reason: Mapped[str] = mapped_column(String(32))
+    expected: Mapped[dict[str, Any] | None]
+    reported: Mapped[dict[str, Any] | None]
+    detected_ms: Mapped[int]
