@@ -24,10 +24,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+import edge_agent.drivers  # noqa: F401 - loads every driver family into DRIVERS
 from edge_agent.backoff import Backoff
-from edge_agent.commands import CommandError, CommandHandler, Handler
+from edge_agent.commands import CommandError, CommandHandler, CommandRefused, Handler
 from edge_agent.config import AgentConfig
-from edge_agent.errors import StorageError
+from edge_agent.drivers.base import CommandRejected, DeviceConfig, Driver, DriverError
+from edge_agent.drivers.context import AgentDriverContext
+from edge_agent.drivers.supervisor import DriverSupervisor
+from edge_agent.errors import AgentError, StorageError
 from edge_agent.localbus.consumer import LocalBusConsumer
 from edge_agent.localbus.embedded import EmbeddedBroker
 from edge_agent.localbus.registry import DeviceRegistry
@@ -49,7 +53,7 @@ from protocols import topics
 from protocols.clock import Clock, SystemClock
 from protocols.codec import decode
 from protocols.errors import ProtocolError
-from protocols.messages import Birth, RebirthRequest
+from protocols.messages import Birth, DeviceInfo, RebirthRequest
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +113,26 @@ class Agent:
             keepalive_s=config.keepalive_s,
             backoff=Backoff(min_s=config.reconnect_min_s, max_s=config.reconnect_max_s),
         )
+        # Drivers: configured devices (file + desired shadow ``devices``) run supervised.
+        self.driver_context = AgentDriverContext(
+            store_id=config.store_id,
+            clock=self.clock,
+            registry=self.metrics.registry,
+            outbox=self.outbox,
+            telemetry=self.telemetry,
+            local=self.local,
+        )
+        self.drivers = DriverSupervisor(self.driver_context)
+        self._desired_devices: dict[str, Any] = {}
+        self._drivers_live = False  # configure() needs the running loop of _serve
+        self._health_sig: dict[str, Any] = {}
         self.shadow = AgentShadow(
             self.kv,
             store_id=config.store_id,
             clock=self.clock,
             metrics=self.metrics,
             keys={k.name: k for k in self._shadow_keys()},
+            extra_reported=lambda: {"devices_health": self.drivers.health()},
         )
         self.commands = CommandHandler(
             self.kv,
@@ -122,6 +140,7 @@ class Agent:
             clock=self.clock,
             metrics=self.metrics,
             handlers=self._command_handlers(),
+            device_handler=self._device_command,
         )
         self.broker: EmbeddedBroker | None = None
         self._metrics_server: MetricsServer | None = None
@@ -180,6 +199,9 @@ class Agent:
         uplink = asyncio.create_task(self.uplink.run(uplink_stop), name="agent-uplink")
         bounds = asyncio.create_task(self._enforce_bounds(), name="agent-outbox-bounds")
         stopper = asyncio.create_task(stop.wait(), name="agent-stop-wait")
+        self._drivers_live = True
+        self._configure_drivers()
+        health = asyncio.create_task(self._watch_driver_health(), name="agent-driver-health")
         self.ready.set()
         logger.info(
             "agent %s running (version %s)", self.config.store_id, self.config.agent_version
@@ -190,6 +212,11 @@ class Agent:
             )
         finally:
             logger.info("agent %s stopping", self.config.store_id)
+            # Drivers first: they may still emit events while the outbox is open.
+            health.cancel()
+            await asyncio.gather(health, return_exceptions=True)
+            self._drivers_live = False
+            await self.drivers.aclose()
             for task in (local, bounds, stopper):
                 task.cancel()
             await asyncio.gather(local, bounds, stopper, return_exceptions=True)
@@ -219,7 +246,7 @@ class Agent:
             bd_seq=bd_seq,
             ts=self.clock.now_ms(),
             agent_version=self.config.agent_version,
-            devices=self.devices.snapshot(),
+            devices=self._birth_devices(),
             shadow_version=self.shadow.version,
             outbox_depth=self.outbox.depth(),
         )
@@ -267,7 +294,7 @@ class Agent:
         return [
             ShadowKey("log_level", check_log_level, _set_log_level),
             ShadowKey("telemetry_interval_s", check_interval, set_interval),
-            ShadowKey("devices", check_devices, lambda _value: None),  # kept for the drivers
+            ShadowKey("devices", check_devices, self._set_desired_devices),
         ]
 
     def _command_handlers(self) -> dict[str, Handler]:
@@ -311,7 +338,86 @@ class Agent:
             "outbox_last_seq": self.outbox.last_seq,
             "shadow_version": self.shadow.version,
             "devices": [d.model_dump() for d in self.devices.snapshot()],
+            "devices_health": self.drivers.health(),
         }
+
+    # ---- drivers ---------------------------------------------------------------------------
+
+    def driver(self, device_id: str) -> Driver | None:
+        """A running driver, for agent modules that use its in-process API."""
+        return self.drivers.driver(device_id)
+
+    def device_configs(self) -> list[DeviceConfig]:
+        """Configured devices: the config file's, then the desired shadow's (wins by id)."""
+        merged = {c.device_id: c for c in self.config.devices}
+        for device_id, doc in self._desired_devices.items():
+            merged[device_id] = DeviceConfig.from_dict({"id": device_id, **doc})
+        return list(merged.values())
+
+    def _set_desired_devices(self, value: Any) -> None:
+        self._desired_devices = dict(value)
+        if self._drivers_live:
+            self._configure_drivers()
+
+    def _configure_drivers(self) -> None:
+        try:
+            configs = self.device_configs()
+        except DriverError as err:
+            self.metrics.bad_payloads.labels(source="config", reason="bad_device").inc()
+            logger.error("device configuration refused: %s", err)
+            return
+        for error in self.drivers.configure(configs):
+            self.metrics.bad_payloads.labels(source="config", reason="bad_device").inc()
+            logger.error("device not started: %s", error)
+        self.uplink.request_rebirth()  # the birth lists driver-managed devices
+
+    async def _device_command(
+        self, target: str, name: str, args: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            return await self.drivers.command(target, name, args)
+        except CommandRejected as err:
+            raise CommandRefused(err.detail) from err
+        except DriverError as err:
+            raise CommandError(err.detail) from err
+
+    def _birth_devices(self) -> list[DeviceInfo]:
+        """Local-bus devices plus driver-managed ones (a driver's entry wins by id)."""
+        devices = {d.device_id: d for d in self.devices.snapshot()}
+        for device_id, h in self.drivers.health().items():
+            devices[device_id] = DeviceInfo(
+                device_id=device_id,
+                kind=h["family"],
+                online=bool(h["online"]),
+                model=h.get("model"),
+                last_seen=h.get("last_seen_ms"),
+            )
+        return [devices[k] for k in sorted(devices)]
+
+    async def _watch_driver_health(self) -> None:
+        """Refresh driver gauges; on a change, report the shadow and (online flips) rebirth."""
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            health = self.drivers.health()
+            # last_seen and live readings change all the time; these are what a reader acts on.
+            sig = {
+                k: (v["online"], tuple(v["alarms"]), v["restarts"], v["last_error"])
+                for k, v in health.items()
+            }
+            if sig == self._health_sig:
+                continue
+            online_changed = {k: v[0] for k, v in sig.items()} != {
+                k: v[0] for k, v in self._health_sig.items()
+            }
+            self._health_sig = sig
+            if online_changed:
+                self.uplink.request_rebirth()
+            link = self.uplink.link
+            if link is not None:
+                try:
+                    await self.shadow.report(link)
+                except AgentError as err:
+                    logger.warning("could not report device health: %s", err)
 
 
 def _set_log_level(value: Any) -> None:

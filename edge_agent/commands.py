@@ -6,6 +6,8 @@ it runs, so a redelivery after a reconnect or restart is ignored. An expired com
 
 Handlers are a table name -> async function(args) -> result dict, built by the
 composition root; ``CommandError`` from a handler becomes status ``error``.
+Commands for another target (``cmd/{device_id}``) go to ``device_handler``
+(target, name, args) when one is given; ``CommandRefused`` becomes ``rejected``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from protocols.messages import Command, CommandResult, CommandStatus
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+DeviceHandler = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class CommandError(AgentError):
@@ -35,6 +38,10 @@ class CommandError(AgentError):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class CommandRefused(CommandError):
+    """No such target, or a command/arguments the target refuses: status ``rejected``."""
 
 
 class CommandHandler:
@@ -46,7 +53,9 @@ class CommandHandler:
         clock: Clock,
         metrics: AgentMetrics,
         handlers: Mapping[str, Handler],
+        device_handler: DeviceHandler | None = None,
     ) -> None:
+        self._device_handler = device_handler
         self._kv = kv
         self._store_id = store_id
         self._clock = clock
@@ -81,10 +90,18 @@ class CommandHandler:
     async def _run(
         self, command: Command, *, target: str, now_ms: int
     ) -> tuple[CommandStatus, dict[str, Any], str | None]:
-        if target != "agent":
+        if target != "agent" and self._device_handler is None:
             return "rejected", {}, f"no command target {target!r} on this agent"
         if now_ms > command.expires_at:
             return "expired", {}, f"expired {now_ms - command.expires_at} ms ago"
+        if target != "agent" and self._device_handler is not None:
+            try:
+                result = await self._device_handler(target, command.name, dict(command.args))
+                return "ok", result, None
+            except CommandRefused as err:
+                return "rejected", {}, err.detail
+            except CommandError as err:
+                return "error", {}, err.detail
         handler = self._handlers.get(command.name)
         if handler is None:
             return "unknown_command", {}, f"unknown command {command.name!r}"

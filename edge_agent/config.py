@@ -4,6 +4,13 @@
     cfg = load_config(Path("agent.toml"), store_id="s-001")   # file, then overrides
 
 A TOML file holds the same field names at the top level (or under ``[agent]``).
+Devices driven by the agent's drivers are a list of tables:
+
+    [[agent.devices]]
+    id = "ble-scanner"
+    family = "beacon"
+    model = "bluez"
+    options = { backend = "bleak", adapter = "hci0" }
 """
 
 from __future__ import annotations
@@ -12,12 +19,15 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from edge_agent import __version__
 from edge_agent.errors import ConfigError
 from protocols.topics import valid_id
+
+if TYPE_CHECKING:
+    from edge_agent.drivers.base import DeviceConfig
 
 EMBEDDED = "embedded"
 MiB = 1024 * 1024
@@ -89,10 +99,15 @@ class AgentConfig:
     reconnect_max_s: float = 30.0
     shutdown_drain_s: float = 3.0  # on a clean stop, time given to empty the outbox
     agent_version: str = __version__
+    # Driver-managed devices (serial, BLE, TCP, cart fleets); the desired shadow's
+    # ``devices`` adds to / overrides these by id. Dicts are accepted and converted.
+    devices: tuple[DeviceConfig, ...] = ()
+    health_interval_s: float = 5.0  # driver health -> reported shadow, metrics, birth
 
     def __post_init__(self) -> None:
         if not valid_id(self.store_id):
             raise ConfigError("store_id", f"{self.store_id!r} is not a valid id")
+        object.__setattr__(self, "devices", _device_configs(self.devices))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         self.cloud  # noqa: B018 - validates cloud_url
         if self.local_bus != EMBEDDED:
@@ -112,6 +127,7 @@ class AgentConfig:
             "telemetry_buffer_max",
             "reconnect_min_s",
             "reconnect_max_s",
+            "health_interval_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -144,6 +160,33 @@ class AgentConfig:
     @property
     def outbox_path(self) -> Path:
         return self.data_dir / "outbox.db"
+
+
+def _device_configs(values: Any) -> tuple[DeviceConfig, ...]:
+    # Imported here: importing ``edge_agent.drivers`` loads every driver family, and a
+    # family may import agent modules that import this one.
+    from edge_agent.drivers.base import DeviceConfig, DriverError
+
+    if not isinstance(values, list | tuple):
+        raise ConfigError("devices", "must be a list of [[agent.devices]] tables")
+    out: list[DeviceConfig] = []
+    for value in values:
+        if isinstance(value, DeviceConfig):
+            config = value
+        elif isinstance(value, dict):
+            try:
+                config = DeviceConfig.from_dict(value)
+            except DriverError as err:
+                raise ConfigError("devices", str(err)) from err
+        else:
+            raise ConfigError("devices", f"{value!r} is not a table")
+        if not valid_id(config.device_id) or not valid_id(config.family):
+            raise ConfigError("devices", f"bad device id or family in {config.device_id!r}")
+        out.append(config)
+    ids = [c.device_id for c in out]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("devices", "device ids must be unique")
+    return tuple(out)
 
 
 _FIELDS = {f.name for f in dataclasses.fields(AgentConfig)}

@@ -55,8 +55,16 @@ def check_interval(value: Any) -> None:
 
 
 def check_devices(value: Any) -> None:
+    """``{device_id: {family, model?, options?}}``: the drivers' desired devices."""
     if not isinstance(value, dict):
         raise ValueError("devices must be an object keyed by device id")
+    for device_id, doc in value.items():
+        if not isinstance(doc, dict) or not isinstance(doc.get("family"), str):
+            raise ValueError(f"devices.{device_id} must be an object with a family")
+        if doc.get("model") is not None and not isinstance(doc["model"], str):
+            raise ValueError(f"devices.{device_id}.model must be a string")
+        if not isinstance(doc.get("options", {}), dict):
+            raise ValueError(f"devices.{device_id}.options must be an object")
 
 
 class AgentShadow:
@@ -68,7 +76,11 @@ class AgentShadow:
         clock: Clock,
         metrics: AgentMetrics,
         keys: Mapping[str, ShadowKey],
+        extra_reported: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
+        # extra_reported: live state reported beside the applied desired keys
+        # (e.g. ``devices_health`` from the drivers); never persisted.
+        self._extra_reported = extra_reported
         self._kv = kv
         self._store_id = store_id
         self._clock = clock
@@ -112,7 +124,10 @@ class AgentShadow:
         await self.report(link)
 
     async def report(self, link: Publish) -> None:
-        reported = ShadowReported(version=self.version, ts=self._clock.now_ms(), state=self.state)
+        state = dict(self.state)
+        if self._extra_reported is not None:
+            state.update(self._extra_reported())
+        reported = ShadowReported(version=self.version, ts=self._clock.now_ms(), state=state)
         await link.publish(topics.shadow_reported(self._store_id), encode(reported), qos=1)
 
     def _apply(self, state: Mapping[str, Any]) -> None:

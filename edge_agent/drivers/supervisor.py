@@ -175,6 +175,15 @@ class DriverSupervisor:
     def device_ids(self) -> list[str]:
         return list(self._slots)
 
+    def driver(self, device_id: str) -> Driver | None:
+        """The running driver of a device, for agent modules that use its in-process API
+        (e.g. coupon triggers -> the cart driver's ``send_screen``)."""
+        slot = self._slots.get(device_id)
+        return None if slot is None else slot.driver
+
+    def configs(self) -> list[DeviceConfig]:
+        return [slot.config for slot in self._slots.values()]
+
     async def command(self, device_id: str, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         slot = self._slots.get(device_id)
         if slot is None:

@@ -12,15 +12,23 @@ events are committed in one transaction: while one commit runs, the next batch g
 Memory is bounded: the receive queue holds at most ``queue_max`` messages. Beyond it a
 QoS 0 message is dropped (counted); a QoS 1 message is left unacknowledged and the
 session is restarted afterwards, so the broker redelivers it (it never left the broker).
+
+Driver traffic: a message of any other type (``up/scan``, ``up/ack`` ...) goes to the
+handlers drivers registered for its device kind (``add_handler``), after the batch's
+events are committed and before the batch is acknowledged. A failing handler is logged
+and counted (``storefleet_local_handler_errors_total``) and never ends the session.
+``publish`` sends on the local bus while connected (drivers' ``down/...`` messages).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiomqtt
+from prometheus_client import Counter
 
 from edge_agent.backoff import Backoff
 from edge_agent.config import BrokerAddress
@@ -36,6 +44,38 @@ from protocols.errors import ProtocolError
 from protocols.messages import DeviceEvent, DeviceState, Event, Telemetry
 
 logger = logging.getLogger(__name__)
+
+LocalHandler = Callable[[str, str, bytes], Awaitable[None]]
+"""(device_id, message type, payload); the same shape as ``drivers.base.LocalHandler``."""
+
+_AGENT_TYPES = frozenset({"evt", "tele", "state"})  # the types the consumer itself handles
+
+
+def event_row(
+    store_id: str,
+    *,
+    event_id: str,
+    kind: str,
+    device_id: str | None,
+    ts: int,
+    data: Mapping[str, Any],
+) -> NewRow:
+    """The outbox row of one business event: the one shape for device and driver events."""
+    payload_data = dict(data)
+
+    def build(seq: int) -> bytes:
+        event = Event(
+            id=event_id,
+            kind=kind,
+            store_id=store_id,
+            device_id=device_id,
+            seq=seq,
+            ts=ts,
+            data=payload_data,
+        )
+        return encode(event)
+
+    return NewRow(id=event_id, topic=topics.evt(store_id, kind), encode=build)
 
 
 class _BoundedQueue(asyncio.Queue[aiomqtt.Message]):
@@ -88,6 +128,37 @@ class LocalBusConsumer:
         self._keepalive_s = keepalive_s
         self._backoff = backoff
         self.connected = False
+        self._client: aiomqtt.Client | None = None
+        self._handlers: dict[str, list[LocalHandler]] = {}
+        self._handler_errors = Counter(
+            "storefleet_local_handler_errors_total",
+            "driver handlers of local-bus messages that raised",
+            ["device_kind"],
+            registry=metrics.registry,
+        )
+
+    # ---- driver hooks -------------------------------------------------------------------
+
+    def add_handler(self, device_kind: str, handler: LocalHandler) -> None:
+        """Receive ``store/{device_kind}/+/up/{type}`` for types other than evt/tele/state."""
+        self._handlers.setdefault(device_kind, []).append(handler)
+
+    def remove_handler(self, device_kind: str, handler: LocalHandler) -> None:
+        handlers = self._handlers.get(device_kind, [])
+        if handler in handlers:
+            handlers.remove(handler)
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish on the local bus; ``LinkError`` while the session is down."""
+        client = self._client
+        if client is None:
+            raise LinkError("local", f"not connected; cannot publish {topic}")
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as err:
+            raise LinkError("local", f"publish {topic}: {err}") from err
 
     async def run(self) -> None:
         """Consume until cancelled, reconnecting with backoff."""
@@ -128,6 +199,7 @@ class LocalBusConsumer:
         try:
             async with client:
                 await client.subscribe(topics.local_up_filter(), qos=1)
+                self._client = client
                 self.connected = True
                 self._backoff.reset()
                 logger.info("local bus connected to %s", self._address.url)
@@ -144,13 +216,17 @@ class LocalBusConsumer:
                         raise _Overflow
         except aiomqtt.MqttError as err:
             raise LinkError("local", str(err)) from err
+        finally:
+            self._client = None
 
     async def _process(self, batch: list[aiomqtt.Message]) -> None:
         rows: list[NewRow] = []
+        dispatch: list[tuple[str, str, str, bytes]] = []
         now = self._clock.now_ms()
         for message in batch:
+            topic, payload = str(message.topic), _payload(message.payload)
             try:
-                row = self._handle(str(message.topic), _payload(message.payload), now_ms=now)
+                row = self._handle(topic, payload, now_ms=now, dispatch=dispatch)
             except ProtocolError as err:
                 reason = getattr(err, "reason", "invalid")
                 self._metrics.bad_payloads.labels(source="local", reason=reason).inc()
@@ -160,12 +236,33 @@ class LocalBusConsumer:
                 rows.append(row)
         if rows:
             await self._outbox.put_many(rows)
+        for kind, device_id, type_, payload in dispatch:
+            await self._dispatch(kind, device_id, type_, payload)
 
-    def _handle(self, topic: str, payload: bytes, *, now_ms: int) -> NewRow | None:
+    async def _dispatch(self, kind: str, device_id: str, type_: str, payload: bytes) -> None:
+        for handler in list(self._handlers.get(kind, ())):
+            try:
+                await handler(device_id, type_, payload)
+            except Exception:  # isolation: a driver bug never ends the session
+                self._handler_errors.labels(device_kind=kind).inc()
+                logger.exception("local handler for %s/%s (%s) failed", kind, device_id, type_)
+
+    def _handle(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        now_ms: int,
+        dispatch: list[tuple[str, str, str, bytes]],
+    ) -> NewRow | None:
         where = topics.parse_local(topic)
         if where.direction != "up" or where.rest:
             raise _BadLocal("bad_topic", f"not an up/<type> topic: {topic}")
         kind, device_id = where.device_kind, where.device_id
+        if where.type not in _AGENT_TYPES and self._handlers.get(kind):
+            self._registry.seen(device_id, now_ms=now_ms)
+            dispatch.append((kind, device_id, where.type, payload))
+            return None
         match where.type:
             case "evt":
                 self._registry.seen(device_id, now_ms=now_ms)
@@ -187,21 +284,14 @@ class LocalBusConsumer:
         raise _BadLocal("unknown_type", f"unknown local message type {where.type!r}")
 
     def _event_row(self, kind: str, device_id: str, dev: DeviceEvent) -> NewRow:
-        store_id = self._store_id
-
-        def build(seq: int) -> bytes:
-            event = Event(
-                id=dev.id,
-                kind=dev.kind,
-                store_id=store_id,
-                device_id=device_id,
-                seq=seq,
-                ts=dev.ts,
-                data=dev.data,
-            )
-            return encode(event)
-
-        return NewRow(id=dev.id, topic=topics.evt(store_id, dev.kind), encode=build)
+        return event_row(
+            self._store_id,
+            event_id=dev.id,
+            kind=dev.kind,
+            device_id=device_id,
+            ts=dev.ts,
+            data=dev.data,
+        )
 
 
 class _BadLocal(ProtocolError):

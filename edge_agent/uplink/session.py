@@ -73,6 +73,11 @@ class UplinkSupervisor:
     def connected(self) -> bool:
         return self._link is not None
 
+    @property
+    def link(self) -> UplinkLink | None:
+        """The current session's link (None while disconnected), for unsolicited reports."""
+        return self._link
+
     def request_rebirth(self) -> None:
         """Publish a new birth soon (debounced), e.g. when the device set changed."""
         self._rebirth.set()
