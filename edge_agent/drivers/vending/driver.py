@@ -1,0 +1,255 @@
+"""Vending cabinet driver: lock board + cashless reader on one serial line.
+
+Options (``[[agent.devices]] options``)::
+
+    port = "/dev/serial/by-id/usb-cabinet-1"   # or a pty path in tests
+    baudrate = 9600
+    poll_interval_s = 0.2        # how often the reader is polled (MDB polls every ~0.2 s)
+    reply_timeout_s = 0.5
+    status_every = 10            # read door bitmap + temperature every N polls
+    max_temperature_c = 8.0      # above this: ``temperature_high`` alarm
+    [options.doors.0]            # planogram: door -> item number, price (minor units), sku
+    item = 101
+    price = 250
+    sku = "COLA-330"
+
+The driver polls the reader and runs the cashless session (``protocols.mdb``): a
+selection becomes a vend request; an approval releases the door, and the door state
+is always read back before the vend is declared a success. Every settled vend emits
+exactly one ``vend`` event whose id is derived from the session id (a retried emit is
+stored once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from edge_agent.drivers.base import (
+    CommandRejected,
+    DeviceConfig,
+    DeviceHealth,
+    Driver,
+    DriverContext,
+    DriverError,
+    register,
+)
+from edge_agent.drivers.printer.transport import SerialLink, link_metrics, registry_scoped
+from edge_agent.drivers.vending.transport import BoardClient
+from protocols import mdb
+from protocols import vending as v
+from protocols.ids import uuid7
+
+logger = logging.getLogger(__name__)
+
+UNLOCK_SETTLE_S = 0.05  # a latch needs a few ms to release before the door sensor reads open
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    item: int
+    price: int
+    sku: str | None = None
+
+
+def parse_planogram(device_id: str, doors: Mapping[str, Any]) -> dict[int, Slot]:
+    out: dict[int, Slot] = {}
+    for key, spec in doors.items():
+        try:
+            door = int(key)
+            slot = Slot(int(spec["item"]), int(spec["price"]), spec.get("sku"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise DriverError(device_id, f"bad planogram entry for door {key!r}: {err}") from err
+        if not 0 <= door < 16 or slot.price < 0:
+            raise DriverError(device_id, f"door {door} / price {slot.price} out of range")
+        out[door] = slot
+    return out
+
+
+@register
+class VendingDriver(Driver):
+    family = "vending"
+
+    def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
+        super().__init__(config, ctx)
+        o = config.options
+        if not o.get("port"):
+            raise DriverError(self.device_id, "options.port (serial device) is required")
+        self._port = str(o["port"])
+        self._baud = int(o.get("baudrate", 9600))
+        self._poll_s = float(o.get("poll_interval_s", 0.2))
+        self._timeout_s = float(o.get("reply_timeout_s", 0.5))
+        self._status_every = max(1, int(o.get("status_every", 10)))
+        self._max_temp = float(o.get("max_temperature_c", 8.0))
+        self._planogram = parse_planogram(self.device_id, o.get("doors") or {})
+        self._metrics = link_metrics(ctx.registry)
+        self._vends = _vend_counter(ctx)
+        self._board: BoardClient | None = None
+        self._session = mdb.Session()
+        self._emitted: set[str] = set()  # session ids whose vend event is committed
+        self._online = False
+        self._last_seen: int | None = None
+        self._status: v.CabinetStatus | None = None
+        self._jammed: set[int] = set()
+
+    # ---- run --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        link = await SerialLink(self.device_id, self._port, baudrate=self._baud).open()
+        self._board = BoardClient(link, device_id=self.device_id, metrics=self._metrics,
+                                  timeout_s=self._timeout_s)
+        try:
+            await self._read_status()
+            n = 0
+            while True:
+                await self._poll_once()
+                n += 1
+                if n % self._status_every == 0:
+                    await self._read_status()
+                await asyncio.sleep(self._poll_s)
+        finally:
+            self._online = False
+            self._board = None
+            await link.close()
+
+    async def _request(self, cmd: v.Cmd, payload: bytes = b"") -> bytes:
+        if self._board is None:
+            raise DriverError(self.device_id, "not connected")
+        reply = await self._board.request(cmd, payload)
+        self._online = True
+        self._last_seen = self.ctx.clock.now_ms()
+        return reply
+
+    async def _read_status(self) -> v.CabinetStatus:
+        status = v.CabinetStatus.decode(await self._request(v.Cmd.STATUS))
+        self._status = status
+        self.ctx.telemetry("vending", self.device_id, {
+            "temperature_c": status.temperature_c, "open_doors": len(status.open_doors)})
+        return status
+
+    # ---- cashless session -----------------------------------------------------------------
+
+    async def _poll_once(self) -> None:
+        try:
+            reply = v.PollReply.decode(await self._request(v.Cmd.POLL))
+        except v.VendingFrameError as err:
+            self._metrics.rejected.labels(device=self.device_id, reason=err.reason).inc()
+            return
+        try:
+            await self._on_poll(reply)
+        except mdb.SequenceError as err:
+            self._metrics.rejected.labels(device=self.device_id, reason=err.reason).inc()
+            logger.warning("%s: reader event %s out of sequence (%s)", self.device_id,
+                           reply.event.name, err)
+
+    async def _on_poll(self, reply: v.PollReply) -> None:
+        ev = v.PollEvent
+        s = self._session
+        if reply.event is ev.NONE:
+            return
+        if reply.event is ev.BEGIN_SESSION:
+            self._session = mdb.transition(s, mdb.Begin(uuid7(self.ctx.clock.now_ms()),
+                                                        reply.funds, reply.media_id))
+        elif reply.event is ev.SELECTION:
+            slot = self._planogram.get(reply.door)
+            if slot is None or s.state is not mdb.State.SESSION:
+                logger.info("%s: selection of door %d not vendable", self.device_id, reply.door)
+                if s.state is mdb.State.SESSION:
+                    self._session = mdb.transition(s, mdb.Cancel())
+                    await self._request(v.Cmd.SESSION_DONE)
+                return
+            self._session = mdb.transition(s, mdb.Request(slot.price, slot.item, reply.door))
+            await self._request(v.Cmd.VEND_REQUEST, v.vend_request_payload(slot.price, slot.item))
+        elif reply.event is ev.VEND_APPROVED:
+            self._session = mdb.transition(s, mdb.Approved(reply.amount))
+            ok = await self._dispense(self._session.door)
+            self._session = mdb.transition(self._session, mdb.Dispensed(ok))
+            if ok:
+                await self._request(v.Cmd.VEND_SUCCESS, self._session.item.to_bytes(2, "big"))
+            else:
+                await self._request(v.Cmd.VEND_FAILURE)
+            await self._settle()
+        elif reply.event is ev.VEND_DENIED:
+            self._session = mdb.transition(s, mdb.Denied())
+            await self._settle()
+        elif reply.event is ev.CANCEL_REQUEST:
+            was_requested = s.state is mdb.State.REQUESTED
+            self._session = mdb.transition(s, mdb.Cancel())
+            await self._request(v.Cmd.VEND_CANCEL if was_requested else v.Cmd.SESSION_DONE)
+        elif reply.event is ev.END_SESSION:
+            self._session = mdb.transition(s, mdb.End())
+            await self._emit_vend()  # an approved vend the reader ended is still reported
+            self._session = mdb.Session()
+
+    async def _settle(self) -> None:
+        await self._emit_vend()
+        await self._request(v.Cmd.SESSION_DONE)
+
+    async def _emit_vend(self) -> None:
+        s = self._session
+        if not s.vend_settled or s.session_id is None or s.session_id in self._emitted:
+            return
+        slot = self._planogram.get(s.door)
+        await self.ctx.emit_event(
+            "vend", device_id=self.device_id,
+            data=mdb.vend_event_data(s, device_id=self.device_id,
+                                     item_sku=slot.sku if slot else None),
+            event_id=mdb.vend_event_id(self.ctx.store_id, self.device_id, s.session_id))
+        self._emitted.add(s.session_id)
+        if len(self._emitted) > 1024:  # only the current session can repeat; stay bounded
+            self._emitted = {s.session_id}
+        self._vends.labels(device=self.device_id, outcome=s.outcome).inc()
+
+    async def _dispense(self, door: int) -> bool:
+        """Unlock, then read the door state back: only a door seen open is a vend."""
+        door_no, result = v.parse_unlock_reply(await self._request(v.Cmd.UNLOCK, bytes((door,))))
+        if door_no != door or result is not v.UnlockResult.OK:
+            logger.warning("%s: unlock door %d answered %s", self.device_id, door, result.name)
+            self._jammed.add(door)
+            return False
+        await asyncio.sleep(UNLOCK_SETTLE_S)
+        opened = door in (await self._read_status()).open_doors
+        if opened:
+            self._jammed.discard(door)
+        else:
+            logger.warning("%s: door %d still shut after unlock (jammed)", self.device_id, door)
+            self._jammed.add(door)
+        return opened
+
+    # ---- health and commands -----------------------------------------------------------------
+
+    def health(self) -> DeviceHealth:
+        alarms = [f"door_jammed:{d}" for d in sorted(self._jammed)]
+        st = self._status
+        if st is not None and st.temperature_c > self._max_temp:
+            alarms.append("temperature_high")
+        details: dict[str, Any] = {"session": self._session.state.value}
+        if st is not None:
+            details |= {"temperature_c": st.temperature_c, "open_doors": sorted(st.open_doors)}
+        return DeviceHealth(online=self._online, last_seen_ms=self._last_seen,
+                            alarms=tuple(alarms), details=details)
+
+    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        if self._board is None:
+            raise CommandRejected(self.device_id, "cabinet offline")
+        if name == "unlock":
+            door = args.get("door")
+            if not isinstance(door, int) or not 0 <= door < 16:
+                raise CommandRejected(self.device_id, "unlock needs an integer 'door' 0..15")
+            if self._session.state is not mdb.State.IDLE:
+                raise CommandRejected(self.device_id, "a vend session is in progress")
+            return {"door": door, "opened": await self._dispense(door)}
+        if name == "status":
+            st = await self._read_status()
+            return {"open_doors": sorted(st.open_doors), "temperature_c": st.temperature_c}
+        return await super().handle_command(name, args)
+
+
+def _vend_counter(ctx: DriverContext) -> Counter:
+    return registry_scoped(ctx.registry, "vends", lambda r: Counter(
+        "storefleet_vends", "settled vend sessions", ["device", "outcome"], registry=r))

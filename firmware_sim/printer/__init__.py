@@ -1,0 +1,1 @@
+"""Simulated ESC/POS receipt printer (TCP 9100 or serial) with a cash drawer."""
