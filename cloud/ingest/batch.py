@@ -30,8 +30,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.errors import DatabaseUnavailable
 from cloud.ingest.apply import Outcome, apply_batch
 from cloud.ingest.decode import Inbound, channel_of, decode_uplink
+from cloud.ingest.hooks import PostCommitHooks
 from protocols.clock import Clock
 from protocols.errors import ProtocolError
+from protocols.messages import Event
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +48,13 @@ class BatchResult:
 
 class BatchProcessor:
     def __init__(
-        self, sessions: sessionmaker[Session], *, clock: Clock, max_payload: int
+        self, sessions: sessionmaker[Session], *, clock: Clock, max_payload: int,
+        hooks: PostCommitHooks | None = None,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
         self._max_payload = max_payload
+        self._hooks = hooks
 
     def process(self, raw: list[tuple[str, bytes]]) -> BatchResult:
         result = BatchResult(Outcome())
@@ -65,7 +69,22 @@ class BatchProcessor:
                 logger.warning("rejected message on %s: %s", topic[:200], err)
         if items:
             result.outcome.add(self._store(items))
+            self._after_commit(items)
         return result
+
+    def _after_commit(self, items: list[Inbound]) -> None:
+        """Run post-commit hooks (see hooks.py) on every event of the batch."""
+        if not self._hooks:
+            return
+        events = [item.msg for item in items if isinstance(item.msg, Event)]
+        if not events:
+            return
+        try:
+            self._hooks.run(self._sessions, events, now_ms=self._clock.now_ms())
+        except Exception as err:
+            # Only a database failure gets here: acknowledge nothing, so the broker
+            # redelivers and the (idempotent) hooks run again.
+            raise DatabaseUnavailable(f"hook: {type(err).__name__}: {err}") from err
 
     def _store(self, items: list[Inbound]) -> Outcome:
         try:

@@ -33,6 +33,7 @@ from cloud.db.engine import make_engine, make_session_factory, writer
 from cloud.db.migrate import upgrade
 from cloud.errors import DatabaseUnavailable
 from cloud.ingest.batch import BatchProcessor, BatchResult
+from cloud.ingest.hooks import PostCommitHooks
 from cloud.metrics import IngestMetrics
 from cloud.settings import CloudSettings
 from protocols import encode, topics
@@ -59,6 +60,7 @@ class IngestWorker:
         batch_max: int = BATCH_MAX,
         backoff: Backoff | None = None,
         migrate: bool = True,
+        hooks: PostCommitHooks | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = IngestMetrics(registry)
@@ -69,6 +71,7 @@ class IngestWorker:
             make_session_factory(writer(self._engine)),
             clock=self._clock,
             max_payload=settings.max_payload,
+            hooks=hooks,
         )
         self._batch_window_s = batch_window_s
         self._batch_max = batch_max
@@ -236,9 +239,10 @@ async def run_ingest(
     registry: CollectorRegistry,
     stop_event: asyncio.Event,
     clock: Clock | None = None,
+    hooks: PostCommitHooks | None = None,
 ) -> None:
     """Run one ingest worker until ``stop_event`` is set (the demo and the CLI use this)."""
-    await IngestWorker(settings, registry=registry, clock=clock).run(stop_event)
+    await IngestWorker(settings, registry=registry, clock=clock, hooks=hooks).run(stop_event)
 
 
 def _as_bytes(payload: Any) -> bytes:
