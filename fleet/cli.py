@@ -12,13 +12,17 @@ from rich.table import Table
 
 from fleet.client import FleetClient, FleetError
 
-app = typer.Typer(help="storefleet field-tech CLI: look at stores and devices, send commands.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="storefleet field-tech CLI: look at stores and devices, send commands.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 
 ApiOpt = Annotated[str, typer.Option("--api", envvar="STOREFLEET_API", help="cloud API base URL")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="STOREFLEET_TOKEN",
-                                              help="API bearer token")]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", envvar="STOREFLEET_TOKEN", help="API bearer token")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 DEFAULT_API = "http://127.0.0.1:8000"
 
@@ -52,13 +56,20 @@ def stores(api: ApiOpt = DEFAULT_API, token: TokenOpt = None, as_json: JsonOpt =
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    _table(rows, ["store_id", "online", "bd_seq", "agent_version", "devices_online", "devices"],
-           "stores")
+    _table(
+        rows,
+        ["store_id", "online", "bd_seq", "agent_version", "devices_online", "devices"],
+        "stores",
+    )
 
 
 @app.command()
-def devices(store: Annotated[str | None, typer.Option(help="only this store")] = None,
-            api: ApiOpt = DEFAULT_API, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+def devices(
+    store: Annotated[str | None, typer.Option(help="only this store")] = None,
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """List devices with their online status."""
     try:
         with _client(api, token) as c:
@@ -72,11 +83,14 @@ def devices(store: Annotated[str | None, typer.Option(help="only this store")] =
 
 
 @app.command()
-def cmd(store: Annotated[str, typer.Argument(help="store id")],
-        name: Annotated[str, typer.Argument(help="ping | get_diagnostics | set_log_level | rebirth")],
-        arg: Annotated[list[str] | None, typer.Option("--arg", help="key=value (repeatable)")] = None,
-        wait: Annotated[float, typer.Option(help="seconds to wait for the result")] = 10.0,
-        api: ApiOpt = DEFAULT_API, token: TokenOpt = None) -> None:
+def cmd(
+    store: Annotated[str, typer.Argument(help="store id")],
+    name: Annotated[str, typer.Argument(help="ping | get_diagnostics | set_log_level | rebirth")],
+    arg: Annotated[list[str] | None, typer.Option("--arg", help="key=value (repeatable)")] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the result")] = 10.0,
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = None,
+) -> None:
     """Send a command to a store's agent and print its result."""
     args: dict[str, Any] = {}
     for item in arg or []:

@@ -18,11 +18,18 @@ class FleetError(Exception):
 
 
 class FleetClient:
-    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout,
-                                  transport=transport)
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -43,8 +50,9 @@ class FleetClient:
                 body = resp.json()
             except ValueError:
                 body = {}
-            raise FleetError(resp.status_code, body.get("title", resp.reason_phrase),
-                             body.get("detail"))
+            raise FleetError(
+                resp.status_code, body.get("title", resp.reason_phrase), body.get("detail")
+            )
         return resp.json() if resp.content else None
 
     def stores(self) -> list[dict[str, Any]]:
@@ -57,16 +65,29 @@ class FleetClient:
         params = {"store_id": store_id} if store_id else {}
         return list(self._call("GET", "/api/v1/devices", params=params))
 
-    def events(self, *, store_id: str | None = None, kind: str | None = None,
-               after: str | None = None, limit: int = 50) -> dict[str, Any]:
+    def events(
+        self,
+        *,
+        store_id: str | None = None,
+        kind: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         for key, value in (("store_id", store_id), ("kind", kind), ("after", after)):
             if value is not None:
                 params[key] = value
         return dict(self._call("GET", "/api/v1/events", params=params))
 
-    def send_command(self, store_id: str, name: str, *, args: dict[str, Any] | None = None,
-                     target: str = "agent", ttl_s: int = 60) -> dict[str, Any]:
+    def send_command(
+        self,
+        store_id: str,
+        name: str,
+        *,
+        args: dict[str, Any] | None = None,
+        target: str = "agent",
+        ttl_s: int = 60,
+    ) -> dict[str, Any]:
         body = {"name": name, "args": args or {}, "target": target, "ttl_s": ttl_s}
         return dict(self._call("POST", f"/api/v1/stores/{store_id}/commands", json=body))
 
@@ -76,6 +97,11 @@ class FleetClient:
     def shadow(self, store_id: str, target: str = "agent") -> dict[str, Any]:
         return dict(self._call("GET", f"/api/v1/stores/{store_id}/shadow/{target}"))
 
-    def set_desired(self, store_id: str, state: dict[str, Any], *, target: str = "agent") -> dict[str, Any]:
-        return dict(self._call("PUT", f"/api/v1/stores/{store_id}/shadow/{target}/desired",
-                               json={"state": state}))
+    def set_desired(
+        self, store_id: str, state: dict[str, Any], *, target: str = "agent"
+    ) -> dict[str, Any]:
+        return dict(
+            self._call(
+                "PUT", f"/api/v1/stores/{store_id}/shadow/{target}/desired", json={"state": state}
+            )
+        )

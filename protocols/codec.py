@@ -44,7 +44,7 @@ def _from_validation(err: ValidationError) -> DecodeError:
         return DecodeError("unknown_kind", msg.removeprefix("Value error, "), field=field)
     if kind == "json_invalid":
         return DecodeError("not_json", msg)
-    if kind == "model_type" or kind == "dict_type" and field is None:
+    if kind == "model_type" or (kind == "dict_type" and field is None):
         return DecodeError("invalid_field", "payload must be a JSON object", field=field)
     return DecodeError("invalid_field", msg, field=field)
 
@@ -59,7 +59,9 @@ def decode(
         raise _from_validation(err) from err
 
 
-def decode_state(payload: bytes | bytearray | str, *, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> State:
+def decode_state(
+    payload: bytes | bytearray | str, *, max_bytes: int = DEFAULT_MAX_PAYLOAD
+) -> State:
     raw = _check_size(payload, max_bytes)
     try:
         doc = json.loads(raw)

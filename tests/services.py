@@ -79,7 +79,11 @@ class Mosquitto:
             "max_inflight_messages 0\n"
             "log_dest stderr\n"
             "log_type error\n"
-            "log_type warning\nlog_type notice\nlog_type information\nconnection_messages true\nlog_timestamp_format %H:%M:%S\n"
+            "log_type warning\n"
+            "log_type notice\n"
+            "log_type information\n"  # connects/disconnects: what liveness tests need to debug
+            "connection_messages true\n"
+            "log_timestamp_format %H:%M:%S\n"
             # As root Mosquitto drops to the 'mosquitto' user, which cannot write
             # into pytest's private temp dirs; keep root for these test brokers.
             + ("user root\n" if os.geteuid() == 0 else "")
@@ -152,21 +156,49 @@ class Postgres:
                 parent.chmod(0o755)
             shutil.chown(self.workdir, "postgres", "postgres")
         res = self._run(
-            [str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+            ]
         )
         if res.returncode != 0:
             unavailable(f"initdb failed: {res.stderr.decode(errors='replace')[-500:]}")
         opts = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
         res = self._run(
-            [str(self.bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
-             str(self.workdir / "pg.log"), "-w", "start"]
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                opts,
+                "-l",
+                str(self.workdir / "pg.log"),
+                "-w",
+                "start",
+            ]
         )
         if res.returncode != 0 or not wait_port(self.port):
             unavailable(f"postgres did not start: {res.stderr.decode(errors='replace')[-500:]}")
 
     def stop(self) -> None:
         if self.bindir is not None:
-            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.workdir / "data"), "-m", "immediate", "stop"])
+            self._run(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.workdir / "data"),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ]
+            )
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -174,7 +206,8 @@ class Postgres:
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)

@@ -46,18 +46,40 @@ class Stack:
     def ingest(self, client_id: str = "ingest-test-1") -> Proc:
         return self.proc(
             f"ingest-{client_id}",
-            ["cloud", "ingest", "--db", self.db_url, "--mqtt", self.cloud_broker.url,
-             "--client-id", client_id, "--metrics-port", "0"],
+            [
+                "cloud",
+                "ingest",
+                "--db",
+                self.db_url,
+                "--mqtt",
+                self.cloud_broker.url,
+                "--client-id",
+                client_id,
+                "--metrics-port",
+                "0",
+            ],
         )
 
     def api(self, *, ingest: bool = True) -> Proc:
         return self.proc(
             "api",
-            ["cloud", "serve", "--port", str(self.api_port), "--db", self.db_url,
-             "--mqtt", self.cloud_broker.url, "--ingest" if ingest else "--no-ingest",
-             "--log-level", "warning"],
-            env={"STOREFLEET_API_TOKENS": f"{self.token}:hq-admin",
-                 "STOREFLEET_INGEST_CLIENT_ID": "api-ingest"},
+            [
+                "cloud",
+                "serve",
+                "--port",
+                str(self.api_port),
+                "--db",
+                self.db_url,
+                "--mqtt",
+                self.cloud_broker.url,
+                "--ingest" if ingest else "--no-ingest",
+                "--log-level",
+                "warning",
+            ],
+            env={
+                "STOREFLEET_API_TOKENS": f"{self.token}:hq-admin",
+                "STOREFLEET_INGEST_CLIENT_ID": "api-ingest",
+            },
         )
 
     def agent(self, *, keepalive_s: int = 10) -> Proc:
@@ -65,9 +87,22 @@ class Stack:
         conf.write_text(f"[agent]\nkeepalive_s = {keepalive_s}\nreconnect_max_s = 2.0\n")
         return self.proc(
             "agent",
-            ["edge", "run", "--store", STORE, "--cloud", self.cloud_broker.url,
-             "--local-bus", self.local_broker.url, "--data-dir", str(self.tmp / "edge"),
-             "--metrics-port", str(self.agent_metrics_port), "--config", str(conf)],
+            [
+                "edge",
+                "run",
+                "--store",
+                STORE,
+                "--cloud",
+                self.cloud_broker.url,
+                "--local-bus",
+                self.local_broker.url,
+                "--data-dir",
+                str(self.tmp / "edge"),
+                "--metrics-port",
+                str(self.agent_metrics_port),
+                "--config",
+                str(conf),
+            ],
         )
 
     # ---- what the cloud database holds -------------------------------------------
@@ -82,9 +117,14 @@ class Stack:
     def store_row(self) -> dict[str, object] | None:
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(
-                    sa.text("SELECT online, bd_seq FROM stores WHERE store_id = :s"), {"s": STORE}
-                ).mappings().first()
+                row = (
+                    conn.execute(
+                        sa.text("SELECT online, bd_seq FROM stores WHERE store_id = :s"),
+                        {"s": STORE},
+                    )
+                    .mappings()
+                    .first()
+                )
         except (sa.exc.OperationalError, sa.exc.ProgrammingError):
             return None
         return dict(row) if row else None
@@ -98,16 +138,21 @@ class Stack:
 def stack(
     tmp_path: Path, db_url: str, mosquitto_factory: Callable[[], Mosquitto]
 ) -> Iterator[Stack]:
-    s = Stack(tmp=tmp_path, db_url=db_url, cloud_broker=mosquitto_factory(),
-              local_broker=mosquitto_factory())
+    s = Stack(
+        tmp=tmp_path,
+        db_url=db_url,
+        cloud_broker=mosquitto_factory(),
+        local_broker=mosquitto_factory(),
+    )
     yield s
     for p in reversed(s.procs):
         p.terminate(timeout=10)
     s.dispose()
 
 
-async def wait_for(pred: Callable[[], bool], *, timeout: float, what: str,
-                   interval: float = 0.25) -> float:
+async def wait_for(
+    pred: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.25
+) -> float:
     """Poll ``pred`` (in a thread: it may query the database) without blocking the loop.
     Returns the seconds it took."""
     loop = asyncio.get_running_loop()

@@ -35,7 +35,9 @@ class Proc:
             log.write(f"\n=== start #{self.starts}: {' '.join(self.args)}\n".encode())
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "storefleet", *self.args],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         return self
 
@@ -73,8 +75,9 @@ class Proc:
             return "(no log)"
 
 
-def wait_until(pred: Callable[[], bool], *, timeout: float, interval: float = 0.2,
-               what: str = "condition") -> None:
+def wait_until(
+    pred: Callable[[], bool], *, timeout: float, interval: float = 0.2, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():

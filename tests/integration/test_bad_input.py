@@ -46,13 +46,21 @@ def _samples(url: str, name: str) -> dict[str, float]:
 def _events_snapshot(stack: Stack) -> list[tuple[str, str]]:
     with stack.engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT id, data FROM events ORDER BY id"))
-        return [(r[0], json.dumps(r[1], sort_keys=True) if not isinstance(r[1], str) else r[1])
-                for r in rows]
+        return [
+            (r[0], json.dumps(r[1], sort_keys=True) if not isinstance(r[1], str) else r[1])
+            for r in rows
+        ]
 
 
 def _event(**over: object) -> bytes:
-    doc: dict[str, object] = {"v": 1, "id": "01ab-bad", "kind": "sale", "store_id": STORE,
-                              "seq": 1, "ts": 1}
+    doc: dict[str, object] = {
+        "v": 1,
+        "id": "01ab-bad",
+        "kind": "sale",
+        "store_id": STORE,
+        "seq": 1,
+        "ts": 1,
+    }
     doc.update(over)
     return json.dumps(doc).encode()
 
@@ -61,40 +69,56 @@ async def test_bad_input_is_rejected_counted_and_harmless(stack: Stack) -> None:
     api = stack.api(ingest=True).start()
     agent = stack.agent().start()
     base = f"http://127.0.0.1:{stack.api_port}"
-    await wait_for(lambda: bool((stack.store_row() or {}).get("online")), timeout=40,
-                   what="store online")
+    await wait_for(
+        lambda: bool((stack.store_row() or {}).get("online")), timeout=40, what="store online"
+    )
 
     # Some good traffic first, so there is stored data that must stay intact.
-    sim = StoreSimulator(bus_url=stack.local_broker.url, store_id=STORE, devices=2, rate=0,
-                         max_events=100, tele_interval_s=0.5)
+    sim = StoreSimulator(
+        bus_url=stack.local_broker.url,
+        store_id=STORE,
+        devices=2,
+        rate=0,
+        max_events=100,
+        tele_interval_s=0.5,
+    )
     await asyncio.wait_for(sim.run(asyncio.Event()), timeout=60)
     await wait_for(lambda: len(stack.stored_ids()) == 100, timeout=30, what="100 events stored")
     before = await asyncio.to_thread(_events_snapshot, stack)
 
     # --- uplink: a client writing garbage straight to the cloud broker -------------------
     evt = topics.evt(STORE, "sale")
-    await asyncio.to_thread(_publish_raw, stack.cloud_broker, [
-        (evt, b"\x00\xffnot json"),
-        (evt, _event(seq="one")),
-        (evt, _event(data={"blob": "x" * 300_000})),
-        (topics.evt(STORE, "teleport"), _event(kind="teleport")),
-        (f"sf/v1/{STORE}/tele/cart/not valid!", b"{}"),  # matches tele/+/+, bad device id
-        (topics.evt("S999", "sale"), _event()),  # payload store S001 on store S999's topic
-        (topics.state(STORE), b'{"online": "maybe"}'),
-    ])
+    await asyncio.to_thread(
+        _publish_raw,
+        stack.cloud_broker,
+        [
+            (evt, b"\x00\xffnot json"),
+            (evt, _event(seq="one")),
+            (evt, _event(data={"blob": "x" * 300_000})),
+            (topics.evt(STORE, "teleport"), _event(kind="teleport")),
+            (f"sf/v1/{STORE}/tele/cart/not valid!", b"{}"),  # matches tele/+/+, bad device id
+            (topics.evt("S999", "sale"), _event()),  # payload store S001 on store S999's topic
+            (topics.state(STORE), b'{"online": "maybe"}'),
+        ],
+    )
     # --- local bus: a device speaking nonsense to the agent ------------------------------
     dev = topics.local("sensor", "bad-dev", "up", "evt")
-    await asyncio.to_thread(_publish_raw, stack.local_broker, [
-        (dev, b"{{{"),
-        (dev, json.dumps({"v": 1, "id": "x1", "kind": "sale", "ts": "noon"}).encode()),
-        (dev, json.dumps({"v": 1, "id": "x2", "kind": "warp", "ts": 1}).encode()),
-        (dev, b"[" + b"1," * 200_000 + b"1]"),
-    ])
+    await asyncio.to_thread(
+        _publish_raw,
+        stack.local_broker,
+        [
+            (dev, b"{{{"),
+            (dev, json.dumps({"v": 1, "id": "x1", "kind": "sale", "ts": "noon"}).encode()),
+            (dev, json.dumps({"v": 1, "id": "x2", "kind": "warp", "ts": 1}).encode()),
+            (dev, b"[" + b"1," * 200_000 + b"1]"),
+        ],
+    )
 
     ingest_rejected = f"{base}/metrics"
     await wait_for(
         lambda: sum(_samples(ingest_rejected, "storefleet_ingest_rejected_total").values()) >= 7,
-        timeout=20, what="7 uplink rejections counted",
+        timeout=20,
+        what="7 uplink rejections counted",
     )
     rejected = _samples(ingest_rejected, "storefleet_ingest_rejected_total")
     for reason in ("not_json", "invalid_field", "too_large", "unknown_kind", "bad_topic"):
@@ -103,7 +127,8 @@ async def test_bad_input_is_rejected_counted_and_harmless(stack: Stack) -> None:
     agent_metrics = f"http://127.0.0.1:{stack.agent_metrics_port}/metrics"
     await wait_for(
         lambda: sum(_samples(agent_metrics, "storefleet_agent_bad_payloads_total").values()) >= 4,
-        timeout=20, what="4 local rejections counted",
+        timeout=20,
+        what="4 local rejections counted",
     )
     local = _samples(agent_metrics, "storefleet_agent_bad_payloads_total")
     for reason in ("not_json", "invalid_field", "unknown_kind"):
@@ -114,13 +139,31 @@ async def test_bad_input_is_rejected_counted_and_harmless(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         cases = [
             (await http.get("/api/v1/stores"), 401),
-            (await http.get("/api/v1/stores", headers={"Authorization": "Bearer wrong-token-xyz"}), 401),
+            (
+                await http.get(
+                    "/api/v1/stores", headers={"Authorization": "Bearer wrong-token-xyz"}
+                ),
+                401,
+            ),
             (await http.get("/api/v1/events", params={"limit": -5}, headers=auth), 422),
-            (await http.post(f"/api/v1/stores/{STORE}/commands", content=b"{not json",
-                             headers={**auth, "Content-Type": "application/json"}), 422),
-            (await http.post(f"/api/v1/stores/{STORE}/commands", json={"name": 5}, headers=auth), 422),
-            (await http.put(f"/api/v1/stores/{STORE}/shadow/agent/desired", json={"state": []},
-                            headers=auth), 422),
+            (
+                await http.post(
+                    f"/api/v1/stores/{STORE}/commands",
+                    content=b"{not json",
+                    headers={**auth, "Content-Type": "application/json"},
+                ),
+                422,
+            ),
+            (
+                await http.post(f"/api/v1/stores/{STORE}/commands", json={"name": 5}, headers=auth),
+                422,
+            ),
+            (
+                await http.put(
+                    f"/api/v1/stores/{STORE}/shadow/agent/desired", json={"state": []}, headers=auth
+                ),
+                422,
+            ),
             (await http.get("/api/v1/stores/NOPE", headers=auth), 404),
         ]
         for resp, status in cases:
@@ -133,10 +176,17 @@ async def test_bad_input_is_rejected_counted_and_harmless(stack: Stack) -> None:
 
         # --- nothing stored was damaged, and everything still works ---------------------------
         assert await asyncio.to_thread(_events_snapshot, stack) == before
-        sim2 = StoreSimulator(bus_url=stack.local_broker.url, store_id=STORE, devices=2, rate=0,
-                              max_events=50, seed=99)
+        sim2 = StoreSimulator(
+            bus_url=stack.local_broker.url,
+            store_id=STORE,
+            devices=2,
+            rate=0,
+            max_events=50,
+            seed=99,
+        )
         await asyncio.wait_for(sim2.run(asyncio.Event()), timeout=60)
-        await wait_for(lambda: len(stack.stored_ids()) == 150, timeout=30,
-                       what="new good events still stored")
+        await wait_for(
+            lambda: len(stack.stored_ids()) == 150, timeout=30, what="new good events still stored"
+        )
         assert (await http.get("/healthz")).status_code == 200
     assert api.alive and agent.alive

@@ -39,8 +39,11 @@ async def test_frozen_agent_goes_offline_within_keepalive_and_returns_with_highe
     agent.freeze()
     frozen_at = time.monotonic()
     try:
-        await wait_for(lambda: not _online(stack), timeout=OFFLINE_BOUND_S,
-                       what="store offline after the keep-alive window")
+        await wait_for(
+            lambda: not _online(stack),
+            timeout=OFFLINE_BOUND_S,
+            what="store offline after the keep-alive window",
+        )
         took = time.monotonic() - frozen_at
     finally:
         agent.thaw()
@@ -59,11 +62,15 @@ async def test_killed_agent_goes_offline_and_restart_comes_back_with_higher_bd_s
     first = _bd_seq(stack)
 
     agent.kill9()  # the socket closes: the broker publishes the Will at once
-    await wait_for(lambda: not _online(stack), timeout=OFFLINE_BOUND_S,
-                   what="store offline after kill -9")
+    await wait_for(
+        lambda: not _online(stack), timeout=OFFLINE_BOUND_S, what="store offline after kill -9"
+    )
     agent.start()
-    await wait_for(lambda: _online(stack) and _bd_seq(stack) > first, timeout=30,
-                   what="store online with a higher bd_seq")
+    await wait_for(
+        lambda: _online(stack) and _bd_seq(stack) > first,
+        timeout=30,
+        what="store online with a higher bd_seq",
+    )
 
 
 async def test_clean_stop_publishes_death(stack: Stack) -> None:

@@ -31,8 +31,11 @@ def _assert_exactly_once(stack: Stack, produced: list[str]) -> None:
 
 
 async def _all_stored(stack: Stack, sim: StoreSimulator, *, timeout: float) -> None:
-    await wait_for(lambda: set(sim.produced_ids) <= set(stack.stored_ids()), timeout=timeout,
-                   what="every produced event in the cloud database")
+    await wait_for(
+        lambda: set(sim.produced_ids) <= set(stack.stored_ids()),
+        timeout=timeout,
+        what="every produced event in the cloud database",
+    )
 
 
 async def test_agent_kill9_mid_stream_loses_and_duplicates_nothing(
@@ -40,10 +43,18 @@ async def test_agent_kill9_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     ingest = stack.ingest().start()
     agent = stack.agent().start()
-    await wait_for(lambda: bool((stack.store_row() or {}).get("online")), timeout=30,
-                   what="store online")
-    sim = StoreSimulator(bus_url=stack.local_broker.url, store_id=STORE, devices=4, rate=800,
-                         max_events=EVENTS, tele_interval_s=0.5, ledger=tmp_path / "ledger")
+    await wait_for(
+        lambda: bool((stack.store_row() or {}).get("online")), timeout=30, what="store online"
+    )
+    sim = StoreSimulator(
+        bus_url=stack.local_broker.url,
+        store_id=STORE,
+        devices=4,
+        rate=800,
+        max_events=EVENTS,
+        tele_interval_s=0.5,
+        ledger=tmp_path / "ledger",
+    )
     run = asyncio.create_task(sim.run(asyncio.Event()))
 
     await wait_for(lambda: sim.produced >= 1500, timeout=60, what="1500 events produced")
@@ -65,10 +76,18 @@ async def test_broker_restart_and_60s_ingest_outage_lose_nothing(
 ) -> None:
     ingest = stack.ingest().start()
     agent = stack.agent().start()
-    await wait_for(lambda: bool((stack.store_row() or {}).get("online")), timeout=30,
-                   what="store online")
-    sim = StoreSimulator(bus_url=stack.local_broker.url, store_id=STORE, devices=4, rate=250,
-                         max_events=EVENTS, tele_interval_s=0.5, ledger=tmp_path / "ledger")
+    await wait_for(
+        lambda: bool((stack.store_row() or {}).get("online")), timeout=30, what="store online"
+    )
+    sim = StoreSimulator(
+        bus_url=stack.local_broker.url,
+        store_id=STORE,
+        devices=4,
+        rate=250,
+        max_events=EVENTS,
+        tele_interval_s=0.5,
+        ledger=tmp_path / "ledger",
+    )
     run = asyncio.create_task(sim.run(asyncio.Event()))
 
     # 1. The cloud broker restarts mid-stream (graceful: it saves its persistent sessions).
