@@ -207,3 +207,18 @@ class DeviceState(Msg):
     model: str | None = None
     fw: str | None = None
     ts: EpochMs | None = None
+
+
+# ---- promotions ------------------------------------------------------------------------------
+
+
+class PromotionsAnnouncement(Msg):
+    """Retained on ``sf/v1/{store_id}/content/promotions``: a new signed promotion
+    snapshot for this store is ready at ``path`` (GET with the store's device token)."""
+
+    v: Literal[1] = 1
+    version: int = Field(ge=1)
+    published_ms: EpochMs
+    key_id: str = Field(min_length=1, max_length=64)
+    path: str = Field(min_length=1, max_length=512)
+    ruleset_hashes: dict[str, str] = Field(default_factory=dict, max_length=8)

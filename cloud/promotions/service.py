@@ -1,0 +1,184 @@
+"""Promotions: HQ definitions, immutable publications, per-store signed snapshots.
+
+A definition is an engine promotion (``pricing.Promotion``: tiers, weekdays, time
+windows and validity live in its ``conditions``) plus the cloud's scope: stores,
+regions and channels (pos, cart, online). ``publish`` freezes every live definition,
+the tiers' benefits and the active campaigns' coupon rules into the next version,
+with regions resolved to store lists *at publish time*, so a version always prices
+the same whatever happens to regions later. Versions are never changed or deleted:
+re-pricing a sale uses exactly the version it was priced with.
+
+``store_snapshot(publication, store, channel)`` is the engine's ``PromotionSnapshot``
+a till in that store and channel prices with; ``store_document`` is the signed
+document of all three channels that a store box downloads.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cloud.db.models_loyalty import PromotionDef, PromotionPublication, StoreRegion
+from cloud.loyalty.coupons import active_campaigns, campaign_promotion
+from cloud.loyalty.sale import CHANNELS
+from cloud.loyalty.tiers import list_tiers, tier_promotions
+from cloud.promotions.errors import InvalidDefinition, PromotionError, UnknownPromotion
+from cloud.promotions.signing import SnapshotSigner
+from pricing import ENGINE_VERSION, Promotion, PromotionSnapshot
+
+logger = logging.getLogger(__name__)
+
+PROMOTION = TypeAdapter(Promotion)
+# Ids the cloud generates for tier benefits and campaign coupons.
+RESERVED_PREFIXES = ("tier-", "campaign-")
+DOCUMENT_KIND = "storefleet.promotions"
+
+
+def parse_promotion(definition: dict[str, Any]) -> Promotion:
+    try:
+        promo = PROMOTION.validate_python(definition)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidDefinition(f"{where}: {first['msg']}") from err
+    if promo.id.startswith(RESERVED_PREFIXES) or len(promo.id) > 64:
+        raise InvalidDefinition(f"id must be at most 64 chars and not start with "
+                                f"{' or '.join(RESERVED_PREFIXES)}")
+    return promo
+
+
+def upsert_promotion(
+    session: Session,
+    definition: dict[str, Any],
+    *,
+    now_ms: int,
+    stores: list[str] | None = None,
+    regions: list[str] | None = None,
+    channels: list[str] | None = None,
+) -> PromotionDef:
+    """Create or replace a definition (keyed by the promotion's ``id``)."""
+    promo = parse_promotion(definition)
+    chans = sorted(set(channels or CHANNELS))
+    if not set(chans) <= set(CHANNELS):
+        raise InvalidDefinition(f"channels must be among {', '.join(CHANNELS)}")
+    row = session.get(PromotionDef, promo.id, with_for_update=True)
+    if row is None:
+        row = PromotionDef(promotion_id=promo.id, created_ms=now_ms, archived=False)
+        session.add(row)
+    row.definition = PROMOTION.dump_python(promo, mode="json")
+    row.stores = sorted(set(stores or ()))
+    row.regions = sorted(set(regions or ()))
+    row.channels = chans
+    row.archived = False
+    row.updated_ms = now_ms
+    session.flush()
+    return row
+
+
+def archive_promotion(session: Session, promotion_id: str, *, now_ms: int) -> PromotionDef:
+    row = session.get(PromotionDef, promotion_id, with_for_update=True)
+    if row is None:
+        raise UnknownPromotion("promotion", promotion_id)
+    row.archived = True
+    row.updated_ms = now_ms
+    return row
+
+
+def set_store_region(session: Session, store_id: str, region: str) -> None:
+    row = session.get(StoreRegion, store_id)
+    if row is None:
+        session.add(StoreRegion(store_id=store_id, region=region))
+    else:
+        row.region = region
+    session.flush()
+
+
+def _resolve_stores(session: Session, row: PromotionDef) -> list[str] | None:
+    """None = every store; otherwise the explicit stores plus those of its regions."""
+    if not row.stores and not row.regions:
+        return None
+    in_regions = set(session.scalars(
+        select(StoreRegion.store_id).where(StoreRegion.region.in_(row.regions))
+    )) if row.regions else set()
+    return sorted(set(row.stores) | in_regions)
+
+
+def publish(session: Session, *, now_ms: int, currency: str) -> PromotionPublication:
+    """Freeze the live definitions (and tier / campaign rules) as the next version."""
+    entries: list[dict[str, Any]] = []
+    base: list[Promotion] = []
+    for row in session.scalars(select(PromotionDef).where(~PromotionDef.archived)
+                               .order_by(PromotionDef.promotion_id)):
+        promo = PROMOTION.validate_python(row.definition)
+        until = promo.conditions.valid_until_ms
+        if until is not None and until <= now_ms:
+            continue  # over for good: no till needs it any more
+        base.append(promo)
+        entries.append({"promotion": row.definition, "stores": _resolve_stores(session, row),
+                        "channels": list(row.channels)})
+    generated = [*tier_promotions(list_tiers(session), base),
+                 *(campaign_promotion(c) for c in active_campaigns(session))]
+    for promo in generated:
+        entries.append({"promotion": PROMOTION.dump_python(promo, mode="json"),
+                        "stores": None, "channels": list(CHANNELS)})
+    try:
+        # The whole set must be one valid snapshot (unique ids, one currency).
+        PromotionSnapshot(version=0, currency=currency,
+                          promotions=tuple(PROMOTION.validate_python(e["promotion"])
+                                           for e in entries))
+    except ValidationError as err:
+        raise InvalidDefinition(str(err.errors()[0]["msg"])) from err
+    last = session.scalar(select(func.max(PromotionPublication.version))) or 0
+    publication = PromotionPublication(version=last + 1, currency=currency,
+                                       published_ms=now_ms, entries=entries)
+    try:
+        with session.begin_nested():
+            session.add(publication)
+    except sa_exc.IntegrityError as err:
+        raise PromotionError("another publish took this version; try again") from err
+    logger.info("promotions: published version %d (%d promotions)", publication.version,
+                len(entries))
+    return publication
+
+
+def get_publication(session: Session, version: int | None = None) -> PromotionPublication:
+    if version is None:
+        version = session.scalar(select(func.max(PromotionPublication.version)))
+    publication = session.get(PromotionPublication, version) if version is not None else None
+    if publication is None:
+        raise UnknownPromotion("publication", str(version))
+    return publication
+
+
+def store_snapshot(publication: PromotionPublication, store_id: str,
+                   channel: str) -> PromotionSnapshot:
+    promos = tuple(
+        PROMOTION.validate_python(e["promotion"]) for e in publication.entries
+        if channel in e["channels"] and (e["stores"] is None or store_id in e["stores"])
+    )
+    return PromotionSnapshot(version=publication.version, currency=publication.currency,
+                             promotions=promos)
+
+
+def store_payload(publication: PromotionPublication, store_id: str) -> dict[str, Any]:
+    snapshots = {ch: store_snapshot(publication, store_id, ch) for ch in CHANNELS}
+    return {
+        "kind": DOCUMENT_KIND,
+        "store_id": store_id,
+        "version": publication.version,
+        "currency": publication.currency,
+        "published_ms": publication.published_ms,
+        "engine_version": ENGINE_VERSION,
+        "snapshots": {ch: s.model_dump(mode="json") for ch, s in snapshots.items()},
+        "ruleset_hashes": {ch: s.ruleset_hash() for ch, s in snapshots.items()},
+    }
+
+
+def store_document(publication: PromotionPublication, store_id: str,
+                   signer: SnapshotSigner) -> dict[str, Any]:
+    return signer.sign(store_payload(publication, store_id))
