@@ -114,7 +114,8 @@ class EslDriver(Driver):
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise CommandRejected(self.device_id, f"bad price book at {where}: {first['msg']}") from err
+            detail = f"bad price book at {where}: {first['msg']}"
+            raise CommandRejected(self.device_id, detail) from err
         return self.apply_price_book(book)
 
     def apply_price_book(self, book: PriceBook) -> dict[str, Any]:
@@ -168,10 +169,14 @@ class EslDriver(Driver):
 
     # ---- run loop -------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        if not self._subscribed:  # run() is called again after a restart; subscribe once
+    def subscribe(self) -> None:
+        """Listen to this AP's messages (once: run() is called again after a restart)."""
+        if not self._subscribed:
             self.ctx.on_local(DEVICE_KIND, self._on_local)
             self._subscribed = True
+
+    async def run(self) -> None:
+        self.subscribe()
         while True:
             await self.tick()
             self._wake.clear()

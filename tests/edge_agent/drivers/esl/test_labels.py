@@ -24,7 +24,8 @@ def test_only_the_delta_is_sent_and_old_versions_are_ignored() -> None:
     for j in jobs:
         assert lb.on_ack(ack(j)) is AckResult.CONVERGED
     delta = lb.set_price_book(book(2, A=100, B=250, C=300), now_ms=1000)
-    assert delta is not None and [(j.label_id, j.content.price_minor) for j in delta] == [("L2", 250)]
+    assert delta is not None
+    assert [(j.label_id, j.content.price_minor) for j in delta] == [("L2", 250)]
     assert lb.set_price_book(book(2, A=1, B=1, C=1), now_ms=2000) is None  # same version
     assert lb.set_price_book(book(1, A=1, B=1, C=1), now_ms=2000) is None  # older
 
