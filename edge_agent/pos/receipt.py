@@ -1,0 +1,71 @@
+"""The receipt the POS and online-order printing hand to ``PosPeripherals``.
+
+Money is integer minor units of ``currency``; ``minor_digits`` says how many of them
+make a major unit (2 for EUR/USD, 0 for JPY). The model checks that the lines add up
+to the subtotal and the totals to the total, so a receipt never prints numbers that
+disagree with each other.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+class ReceiptLine(_Model):
+    name: str = Field(min_length=1, max_length=80)
+    qty: int = Field(default=1, ge=1, le=100_000)
+    unit_price: int
+    amount: int  # qty * unit_price less line discounts, as priced by ``pricing``
+
+
+class Adjustment(_Model):
+    label: str = Field(min_length=1, max_length=40)
+    amount: int  # negative for a discount
+
+
+class Tender(_Model):
+    method: str = Field(min_length=1, max_length=24)  # cash, card, stored_value, points
+    amount: int = Field(ge=0)
+
+
+class Totals(_Model):
+    subtotal: int
+    tax: int = 0  # included tax, shown for information
+    total: int
+
+
+class Receipt(_Model):
+    receipt_id: str = Field(min_length=1, max_length=64)
+    ts_ms: int = Field(ge=0)
+    header: list[str] = Field(default_factory=list, max_length=8)
+    lines: list[ReceiptLine] = Field(min_length=1, max_length=500)
+    adjustments: list[Adjustment] = Field(default_factory=list, max_length=50)
+    totals: Totals
+    currency: str = Field(default="EUR", min_length=3, max_length=3)
+    minor_digits: int = Field(default=2, ge=0, le=3)
+    tenders: list[Tender] = Field(default_factory=list, max_length=10)
+    change: int = Field(default=0, ge=0)
+    qr: str | None = Field(default=None, max_length=500)  # e.g. an e-receipt / survey URL
+    barcode: str | None = Field(default=None, max_length=40)  # CODE128, for returns lookup
+    footer: list[str] = Field(default_factory=list, max_length=8)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> Receipt:
+        if sum(line.amount for line in self.lines) != self.totals.subtotal:
+            raise ValueError("lines do not add up to totals.subtotal")
+        if self.totals.subtotal + sum(a.amount for a in self.adjustments) != self.totals.total:
+            raise ValueError("subtotal plus adjustments is not totals.total")
+        if self.tenders and sum(t.amount for t in self.tenders) - self.change != self.totals.total:
+            raise ValueError("tenders less change do not pay totals.total")
+        return self
+
+
+def money(amount: int, *, minor_digits: int = 2) -> str:
+    """Minor units as a decimal string without floats: 1234 -> "12.34", -5 -> "-0.05"."""
+    sign = "-" if amount < 0 else ""
+    major, minor = divmod(abs(amount), 10**minor_digits)
+    return f"{sign}{major}.{minor:0{minor_digits}d}" if minor_digits else f"{sign}{major}"
