@@ -1,0 +1,177 @@
+"""A simulated smart-cart tablet on the store-local bus (``protocols.cart``).
+
+Life of a cart: connect (retained ``up/state`` online, Last Will offline) -> start a
+session at the entrance (anonymous, or a member who scans a member QR code) -> walk to
+shelves and scan items -> walk to the checkout -> end the session -> start again.
+All along: BLE scan reports at ``scan_hz`` (about 5 Hz), battery telemetry, and an
+``up/ack`` for every ``down/screen`` message shown.
+
+Misbehaviour for isolation tests: ``flood_hz`` sends scan reports far faster than a
+real tablet does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+from firmware_sim.cart.walker import Walker
+from firmware_sim.layouts import Layout
+from firmware_sim.mqtturl import MqttUrl
+from protocols import decode, encode, topics
+from protocols.cart import (
+    CART_KIND,
+    BeaconReading,
+    CartItem,
+    CartScan,
+    CartSessionMsg,
+    ScreenAck,
+    ScreenMessage,
+)
+from protocols.clock import Clock, SystemClock
+from protocols.errors import ProtocolError
+from protocols.ids import uuid7
+from protocols.messages import DeviceState, Sample, Telemetry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CartSimulator:
+    cart_id: str
+    bus_url: str
+    layout: Layout
+    clock: Clock = field(default_factory=SystemClock)
+    seed: int = 1
+    scan_hz: float = 5.0
+    speed_mps: float = 1.2
+    member_share: float = 0.5  # shoppers who scan a member card at the start
+    items_per_session: tuple[int, int] = (3, 8)
+    dwell_s: float = 1.0  # time at a shelf before scanning the item
+    tele_interval_s: float = 5.0
+    flood_hz: float | None = None
+    model: str = "sim-cart-10in"
+    fw: str = "2.3.1"
+    # what happened, for tests and the demo summary
+    sessions: list[str] = field(default_factory=list)
+    items_scanned: int = 0
+    scans_sent: int = 0
+    screens: list[ScreenMessage] = field(default_factory=list)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _topic(self, type_: str, direction: topics.LocalDirection = "up") -> str:
+        return topics.local(CART_KIND, self.cart_id, direction, type_)
+
+    def _state(self, *, online: bool) -> bytes:
+        return encode(DeviceState(online=online, model=self.model, fw=self.fw,
+                                  ts=self.clock.now_ms()))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        bus = MqttUrl.parse(self.bus_url)
+        rng = random.Random(self.seed)
+        will = aiomqtt.Will(self._topic("state"), self._state(online=False), qos=1, retain=True)
+        async with aiomqtt.Client(bus.host, bus.port, username=bus.username,
+                                  password=bus.password, identifier=f"sim-cart-{self.cart_id}",
+                                  will=will, keepalive=10) as client:
+            await client.subscribe(self._topic("screen", "down"), qos=1)
+            await client.publish(self._topic("state"), self._state(online=True), qos=1,
+                                 retain=True)
+            self.connected.set()
+            tasks = [
+                asyncio.create_task(self._screen(client), name=f"cart-screen-{self.cart_id}"),
+                asyncio.create_task(self._telemetry(client, rng), name=f"cart-tele-{self.cart_id}"),
+                asyncio.create_task(self._shop(client, rng), name=f"cart-shop-{self.cart_id}"),
+            ]
+            try:
+                stopper = asyncio.create_task(stop.wait(), name=f"cart-stop-{self.cart_id}")
+                done, _ = await asyncio.wait([*tasks, stopper],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not stopper:
+                        task.result()  # a crashed loop is a simulator bug: surface it
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.publish(self._topic("state"), self._state(online=False),
+                                         qos=1, retain=True)
+
+    # ---- shopping --------------------------------------------------------------------
+
+    async def _shop(self, client: aiomqtt.Client, rng: random.Random) -> None:
+        walker = Walker(self.layout, rng, speed_mps=self.speed_mps)
+        period = 1.0 / (self.flood_hz or self.scan_hz)
+        while True:
+            session_id = uuid7(self.clock.now_ms())
+            qr = rng.choice(self.layout.members) if (
+                self.layout.members and rng.random() < self.member_share) else None
+            await self._session(client, session_id, "start", qr)
+            for _ in range(rng.randint(*self.items_per_session)):
+                shelf = walker.go_to_shelf()
+                await self._walk(client, walker, session_id, period)
+                await self._dwell(client, walker, session_id, period)
+                await self._item(client, session_id, rng.choice(shelf.skus))
+            walker.go_to(self.layout.entrance)  # checkout by the door
+            await self._walk(client, walker, session_id, period)
+            await self._session(client, session_id, "end", None)
+
+    async def _walk(self, client: aiomqtt.Client, walker: Walker, session_id: str,
+                    period: float) -> None:
+        while not walker.arrived:
+            walker.step(period)
+            await self._scan(client, walker, session_id)
+            await asyncio.sleep(period)
+
+    async def _dwell(self, client: aiomqtt.Client, walker: Walker, session_id: str,
+                     period: float) -> None:
+        for _ in range(max(1, round(self.dwell_s / period))):
+            await self._scan(client, walker, session_id)
+            await asyncio.sleep(period)
+
+    async def _scan(self, client: aiomqtt.Client, walker: Walker, session_id: str) -> None:
+        readings = [BeaconReading(beacon=k, rssi=r) for k, r in walker.readings()]
+        msg = CartScan(ts=self.clock.now_ms(), session_id=session_id, readings=readings)
+        await client.publish(self._topic("scan"), encode(msg), qos=0)
+        self.scans_sent += 1
+
+    async def _session(self, client: aiomqtt.Client, session_id: str, action: str,
+                       qr: str | None) -> None:
+        msg = CartSessionMsg(session_id=session_id, action=action,  # type: ignore[arg-type]
+                             member_qr=qr, ts=self.clock.now_ms())
+        await client.publish(self._topic("session"), encode(msg), qos=1)
+        if action == "start":
+            self.sessions.append(session_id)
+
+    async def _item(self, client: aiomqtt.Client, session_id: str, barcode: str) -> None:
+        msg = CartItem(ts=self.clock.now_ms(), session_id=session_id, barcode=barcode)
+        await client.publish(self._topic("item"), encode(msg), qos=1)
+        self.items_scanned += 1
+
+    # ---- screen and telemetry ----------------------------------------------------------
+
+    async def _screen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            raw = message.payload if isinstance(message.payload, bytes) else b""
+            try:
+                screen = decode(raw, ScreenMessage)
+            except ProtocolError as err:
+                logger.warning("cart %s: bad screen message: %s", self.cart_id, err)
+                continue
+            self.screens.append(screen)
+            ack = ScreenAck(msg_id=screen.msg_id, ts=self.clock.now_ms())
+            await client.publish(self._topic("ack"), encode(ack), qos=1)
+
+    async def _telemetry(self, client: aiomqtt.Client, rng: random.Random) -> None:
+        battery = rng.uniform(60, 100)
+        while True:
+            battery = max(0.0, battery - rng.uniform(0.0, 0.05))
+            msg = Telemetry(device_id=self.cart_id, device_kind=CART_KIND, samples=[
+                Sample(ts=self.clock.now_ms(), values={"battery_pct": round(battery, 1)})])
+            await client.publish(self._topic("tele"), encode(msg), qos=0)
+            await asyncio.sleep(self.tele_interval_s)
