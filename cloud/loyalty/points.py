@@ -52,21 +52,21 @@ def balance(session: Session, member_id: str) -> int:
 
 def lots(session: Session, member_id: str) -> list[Lot]:
     """Lots with points left, nearest expiry first (no expiry last), then oldest."""
-    used = dict(
-        session.execute(
+    used: dict[str | None, int] = {
+        lot: int(total or 0) for lot, total in session.execute(
             select(PointsEntry.lot_id, func.sum(PointsEntry.points))
             .where(PointsEntry.member_id == member_id, PointsEntry.lot_id.is_not(None))
             .group_by(PointsEntry.lot_id)
-        ).tuples()
-    )
+        ).all()
+    }
     rows = session.execute(
         select(PointsEntry.id, PointsEntry.points, PointsEntry.expires_ms, PointsEntry.created_ms)
         .where(PointsEntry.member_id == member_id, PointsEntry.points > 0,
                PointsEntry.lot_id.is_(None))
-    ).tuples()
+    ).all()
     out = []
     for lot_id, points, expires_ms, created_ms in rows:
-        left = points + int(used.get(lot_id) or 0)
+        left = points + used.get(lot_id, 0)
         if left > 0:
             out.append((expires_ms is None, expires_ms or 0, created_ms, lot_id, left))
     out.sort()
