@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run storefleet's whole test suite against real services, on a fresh machine.
 #
-# Installs what the tests need (Mosquitto, PostgreSQL, Python deps into .venv),
+# Installs what the tests need (Mosquitto, PostgreSQL, Prometheus, Python deps into .venv),
 # then runs pytest. Real services are REQUIRED: a test that cannot start
 # Mosquitto or PostgreSQL fails instead of skipping (STOREFLEET_REQUIRE_SERVICES=1).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k outbox`.
@@ -14,6 +14,7 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 need_apt=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto mosquitto-clients)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v prometheus >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive

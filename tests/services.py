@@ -211,3 +211,45 @@ class Postgres:
         ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+
+@dataclass
+class Prometheus:
+    """A Prometheus server on loopback scraping the given targets every second."""
+
+    workdir: Path
+    targets: list[str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        if not Path(binary).exists():
+            unavailable("prometheus is not installed (apt-get install prometheus)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "prometheus.yml"
+        targets = ", ".join(f'"{t}"' for t in self.targets)
+        conf.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"scrape_configs:\n  - job_name: storefleet\n    static_configs:\n"
+            f"      - targets: [{targets}]\n"
+        )
+        with open(self.workdir / "prometheus.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [binary, f"--config.file={conf}", f"--storage.tsdb.path={self.workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=log, stderr=log,
+            )
+        if not wait_port(self.port, timeout=20):
+            self.stop()
+            unavailable("prometheus did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None

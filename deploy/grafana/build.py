@@ -1,0 +1,102 @@
+"""Regenerate the Grafana dashboards in ``dashboards/`` from the panel lists below.
+
+    python deploy/grafana/build.py
+
+Each panel is (title, PromQL, unit, must_have_data). ``tests/deploy/test_dashboards.py``
+runs every query against a real Prometheus scraping a running agent and cloud, and
+checks that every metric a panel uses is one the code exports.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STORES = [
+    ("Uplink connected (per store box)", "min by (instance) (storefleet_uplink_connected)",
+     "none", True),
+    ("Outbox depth", "max by (instance) (storefleet_outbox_depth)", "none", True),
+    ("Oldest event in outbox", "max by (instance) (storefleet_outbox_oldest_age_seconds)",
+     "s", True),
+    ("Events published / s",
+     "sum by (instance) (rate(storefleet_events_published_total[1m]))", "ops", True),
+    ("Events enqueued / s",
+     "sum by (instance) (rate(storefleet_events_enqueued_total[1m]))", "ops", True),
+    ("Bad payloads / s by reason",
+     "sum by (source, reason) (rate(storefleet_agent_bad_payloads_total[5m]))", "ops", True),
+    ("Local devices online", "sum by (instance) (storefleet_local_devices_online)", "none", True),
+    ("Events dropped from outbox (1 h)",
+     "sum by (instance, reason) (increase(storefleet_outbox_dropped_total[1h]))", "none", False),
+    ("Telemetry forwarded / s",
+     "sum by (instance) (rate(storefleet_telemetry_forwarded_total[1m]))", "ops", True),
+    ("Telemetry dropped / s",
+     "sum by (instance, reason) (rate(storefleet_telemetry_dropped_total[5m]))", "ops", False),
+    ("Uplink reconnects (1 h)",
+     "sum by (instance) (increase(storefleet_uplink_connects_total[1h]))", "none", True),
+]
+
+CLOUD = [
+    ("Ingest messages / s by channel",
+     "sum by (channel) (rate(storefleet_ingest_messages_total[1m]))", "ops", True),
+    ("Events stored / s", "sum(rate(storefleet_ingest_events_stored_total[1m]))", "ops", True),
+    ("Duplicates suppressed / s", "sum(rate(storefleet_ingest_duplicates_total[5m]))", "ops",
+     True),
+    ("Rejected uplink messages / s by reason",
+     "sum by (reason) (rate(storefleet_ingest_rejected_total[5m]))", "ops", True),
+    ("Ingest batch commit p99",
+     "histogram_quantile(0.99, sum by (le) (rate(storefleet_ingest_batch_seconds_bucket[5m])))",
+     "s", True),
+    ("Ingest workers connected", "sum(storefleet_ingest_connected)", "none", True),
+    ("Ingest database errors / s", "sum(rate(storefleet_ingest_db_errors_total[5m]))", "ops",
+     True),
+    ("API requests / s by status",
+     "sum by (status) (rate(storefleet_api_requests_total[1m]))", "reqps", True),
+    ("API rejected requests / s by reason",
+     "sum by (reason) (rate(storefleet_api_rejected_total[5m]))", "reqps", True),
+    ("Messages published to stores / s",
+     "sum by (kind) (rate(storefleet_api_published_total[5m]))", "ops", False),
+]
+
+
+def dashboard(uid: str, title: str, panels: list[tuple[str, str, str, bool]]) -> dict[str, object]:
+    out = []
+    for i, (name, expr, unit, must) in enumerate(panels):
+        out.append({
+            "id": i + 1,
+            "type": "timeseries",
+            "title": name,
+            "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": (i // 2) * 8},
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "targets": [{"refId": "A", "expr": expr, "legendFormat": "__auto"}],
+            "storefleet": {"must_have_data": must},
+        })
+    return {
+        "uid": uid,
+        "title": title,
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "time": {"from": "now-1h", "to": "now"},
+        "refresh": "30s",
+        "tags": ["storefleet"],
+        "templating": {"list": [{
+            "name": "datasource", "type": "datasource", "query": "prometheus",
+            "label": "Prometheus",
+        }]},
+        "panels": out,
+    }
+
+
+def main() -> None:
+    here = Path(__file__).parent / "dashboards"
+    here.mkdir(exist_ok=True)
+    for uid, title, panels in (
+        ("storefleet-stores", "storefleet — store boxes", STORES),
+        ("storefleet-cloud", "storefleet — cloud ingest and API", CLOUD),
+    ):
+        (here / f"{uid}.json").write_text(json.dumps(dashboard(uid, title, panels), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
