@@ -1,0 +1,1 @@
+"""Point of sale at the store box: receipts and the till's peripherals."""
