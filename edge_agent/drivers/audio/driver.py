@@ -1,0 +1,286 @@
+"""The audio broadcast unit driver: plays the store's schedule on one unit.
+
+One driver per unit (family and bus kind ``audio``). The schedule (``audio_schedule``
+command or desired-shadow key) is validated, stored in the local cache with its
+assets (``audio_asset`` puts one, content-addressed by sha256) and survives restarts,
+so playback goes on while the cloud is unreachable. At each change of the schedule's
+output the driver publishes the unit's ``AudioOutput`` (retained, with a rising
+``seq``); between changes it sleeps until ``Scheduler.next_change_ms``. Presence
+reports (``store/presence/{sensor}/up/presence``) start presence-triggered spots.
+
+Options: ``zones`` (list; default every zone of the schedule), ``cache_dir`` (default
+``<ctx.data_dir>/audio/<device id>``), ``tick_s`` (longest sleep), ``offline_after_s``,
+``max_msgs_per_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfoNotFoundError
+
+from pydantic import ValidationError
+
+from edge_agent.drivers.audio.cache import AssetCache
+from edge_agent.drivers.audio.metrics import audio_metrics
+from edge_agent.drivers.audio.schedule import Scheduler
+from edge_agent.drivers.base import (
+    CommandRejected,
+    DeviceConfig,
+    DeviceHealth,
+    Driver,
+    DriverContext,
+    DriverError,
+    register,
+)
+from edge_agent.drivers.esl.flood import TokenBucket
+from protocols import decode, encode, topics
+from protocols.audio import (
+    DEVICE_KIND,
+    OUTPUT,
+    PLAYING,
+    PRESENCE,
+    PRESENCE_KIND,
+    STATUS,
+    AudioOutput,
+    AudioSchedule,
+    PresenceReport,
+    UnitPlaying,
+    UnitStatus,
+    ZoneOutput,
+)
+from protocols.errors import ProtocolError
+
+logger = logging.getLogger(__name__)
+
+NO_SCHEDULE = "audio_no_schedule"
+ASSET_MISSING = "audio_asset_missing"
+# Unit and sensor messages are tiny; a schedule document may be large.
+MAX_MESSAGE_BYTES = 4 * 1024
+MAX_SCHEDULE_BYTES = 1024 * 1024
+# One asset per command: a 5 MiB spot is minutes of speech; music comes with the manifest.
+MAX_ASSET_BYTES = 5 * 1024 * 1024
+
+
+@register
+class AudioDriver(Driver):
+    family = "audio"
+
+    def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
+        super().__init__(config, ctx)
+        opts = config.options
+        cache_dir = opts.get("cache_dir")
+        if cache_dir is None and getattr(ctx, "data_dir", None) is not None:
+            cache_dir = Path(ctx.data_dir) / "audio" / config.device_id  # type: ignore[attr-defined]
+        if cache_dir is None:
+            raise DriverError(config.device_id, "needs option cache_dir (or an agent data_dir)")
+        zones = opts.get("zones")
+        if zones is not None and not (isinstance(zones, list) and all(isinstance(z, str)
+                                                                      for z in zones)):
+            raise DriverError(config.device_id, "option zones must be a list of zone ids")
+        self.zones: list[str] | None = zones
+        self.tick_s = float(opts.get("tick_s", 1.0))
+        # Units send a status every 10 s; three missed ones and the unit counts as offline.
+        self.offline_after_ms = int(float(opts.get("offline_after_s", 30.0)) * 1000)
+        rate = float(opts.get("max_msgs_per_s", 50.0))
+        self._bucket = TokenBucket(rate=rate, burst=rate * 4, clock=ctx.clock)
+        self.cache = AssetCache(Path(cache_dir))
+        self.metrics = audio_metrics(ctx.registry)
+        self.scheduler: Scheduler | None = None
+        self.missing: list[str] = []  # track ids of the schedule without a cached asset
+        self.seq = 0
+        self.last_output: dict[str, ZoneOutput] | None = None
+        self.acked_seq = 0
+        self.last_seen_ms: int | None = None
+        self._wake = asyncio.Event()
+        self._subscribed = False
+        self._loaded = False
+
+    # ---- schedule and assets ---------------------------------------------------------------
+
+    async def _load_cached(self) -> None:
+        """Start from the schedule stored by an earlier run (offline start)."""
+        self._loaded = True
+        raw = await asyncio.to_thread(self.cache.load_schedule)  # file I/O off the loop
+        if raw is None:
+            return
+        try:
+            schedule = decode(raw, AudioSchedule, max_bytes=MAX_SCHEDULE_BYTES)
+            await self._activate(schedule)
+            logger.info("audio %s: playing cached schedule v%d", self.device_id, schedule.version)
+        except (ProtocolError, ZoneInfoNotFoundError) as err:
+            self.metrics.bad.labels(device_id=self.device_id, reason="cached_schedule").inc()
+            logger.error("audio %s: cached schedule unusable: %s", self.device_id, err)
+
+    async def _activate(self, schedule: AudioSchedule) -> None:
+        def check() -> list[str]:  # re-hashes every asset: blocking file I/O, so in a thread
+            return sorted(t for t, tr in schedule.tracks.items() if not self.cache.has(tr.sha256))
+
+        missing = await asyncio.to_thread(check)
+        available = set(schedule.tracks) - set(missing)
+        self.scheduler = Scheduler(schedule, available=available)
+        self.missing = missing
+        self.metrics.missing.labels(device_id=self.device_id).set(len(missing))
+        self.metrics.version.labels(device_id=self.device_id).set(schedule.version)
+        self._wake.set()
+
+    async def set_schedule(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            schedule = AudioSchedule.model_validate(dict(document))
+            Scheduler(schedule)  # the timezone must exist
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            detail = f"bad schedule at {where}: {first['msg']}"
+            raise CommandRejected(self.device_id, detail) from err
+        except ZoneInfoNotFoundError as err:
+            raise CommandRejected(self.device_id, f"unknown timezone {document.get('timezone')!r}"
+                                  ) from err
+        current = self.scheduler.schedule.version if self.scheduler else 0
+        if schedule.version <= current:
+            return {"applied": False, "version": current, "missing_assets": self.missing}
+        await asyncio.to_thread(self.cache.save_schedule, encode(schedule))  # fsync: thread
+        await self._activate(schedule)
+        return {"applied": True, "version": schedule.version, "missing_assets": self.missing}
+
+    async def put_asset(self, data: bytes) -> str:
+        digest = await asyncio.to_thread(self.cache.put, data)  # fsync: thread
+        if self.scheduler is not None and self.missing:
+            await self._activate(self.scheduler.schedule)  # a missing track may be playable now
+        return digest
+
+    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        if name in ("audio_schedule", "set_schedule"):
+            doc = args.get("schedule", args)
+            if not isinstance(doc, Mapping):
+                raise CommandRejected(self.device_id, "schedule must be an object")
+            return await self.set_schedule(doc)
+        if name == "audio_asset":
+            data_b64 = args.get("data_b64")
+            if not isinstance(data_b64, str) or len(data_b64) > MAX_ASSET_BYTES * 4 // 3 + 4:
+                raise CommandRejected(self.device_id, f"data_b64 (at most {MAX_ASSET_BYTES} B)")
+            try:
+                data = base64.b64decode(data_b64, validate=True)
+            except binascii.Error as err:
+                raise CommandRejected(self.device_id, "data_b64 is not base64") from err
+            try:
+                return {"sha256": await self.put_asset(data)}
+            except OSError as err:
+                raise CommandRejected(self.device_id, str(err)) from err
+        if name == "audio_status":
+            return self._status()
+        return await super().handle_command(name, args)
+
+    # ---- run loop ------------------------------------------------------------------------------
+
+    def subscribe(self) -> None:
+        """Listen to the unit and the presence sensors (once: run() restarts)."""
+        if not self._subscribed:
+            self.ctx.on_local(DEVICE_KIND, self._on_unit)
+            self.ctx.on_local(PRESENCE_KIND, self._on_presence)
+            self._subscribed = True
+
+    async def run(self) -> None:
+        self.subscribe()
+        if not self._loaded:
+            await self._load_cached()
+        self.last_output = None  # after a restart, publish the current output again
+        while True:
+            wait_s = await self.tick()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait_s))
+            except TimeoutError:
+                pass
+
+    async def tick(self) -> float:
+        """Publish the output if it changed; returns seconds until the next possible change."""
+        if not self._loaded:
+            await self._load_cached()
+        if self.scheduler is None:
+            return self.tick_s
+        now = self.ctx.clock.now_ms()
+        output = self.scheduler.output(now, self.zones)
+        if output != self.last_output:
+            self.seq += 1
+            msg = AudioOutput(seq=self.seq, ts=now, zones=list(output.values()))
+            topic = topics.local(DEVICE_KIND, self.device_id, "down", OUTPUT)
+            # Retained: a unit that (re)connects starts with what should play now.
+            await self.ctx.publish_local(topic, encode(msg), qos=1, retain=True)
+            self.last_output = output
+            self.metrics.outputs.labels(device_id=self.device_id).inc()
+        return min(self.tick_s, (self.scheduler.next_change_ms(now) - now) / 1000)
+
+    # ---- messages from the unit and the presence sensors ------------------------------------
+
+    def _bad(self, reason: str) -> None:
+        self.metrics.bad.labels(device_id=self.device_id, reason=reason).inc()
+
+    async def _on_unit(self, device_id: str, type_: str, payload: bytes) -> None:
+        if device_id != self.device_id:
+            return  # another unit's driver
+        if not self._bucket.take():
+            self._bad("flood")
+            return
+        try:
+            if type_ == PLAYING:
+                playing = decode(payload, UnitPlaying, max_bytes=MAX_MESSAGE_BYTES)
+                self.acked_seq = max(self.acked_seq, min(playing.seq, self.seq))
+            elif type_ == STATUS:
+                decode(payload, UnitStatus, max_bytes=MAX_MESSAGE_BYTES)
+            else:
+                self._bad("unknown_type")
+                return
+        except ProtocolError as err:
+            self._bad(getattr(err, "reason", "invalid"))
+            return
+        self.last_seen_ms = self.ctx.clock.now_ms()
+
+    async def _on_presence(self, sensor_id: str, type_: str, payload: bytes) -> None:
+        if type_ != PRESENCE or self.scheduler is None:
+            return
+        if not self._bucket.take():
+            self._bad("flood")
+            return
+        try:
+            report = decode(payload, PresenceReport, max_bytes=MAX_MESSAGE_BYTES)
+        except ProtocolError as err:
+            self._bad(getattr(err, "reason", "invalid"))
+            return
+        started = self.scheduler.on_presence(sensor_id, present=report.present,
+                                             now_ms=self.ctx.clock.now_ms())
+        if started:
+            logger.info("audio %s: presence at %s starts %s", self.device_id, sensor_id, started)
+            self._wake.set()
+
+    # ---- health --------------------------------------------------------------------------------
+
+    def _status(self) -> dict[str, Any]:
+        playing = {
+            zone: {"music": out.music.track_id if out.music else None,
+                   "voice": out.voice.track_id if out.voice else None}
+            for zone, out in (self.last_output or {}).items()
+        }
+        return {
+            "schedule_version": self.scheduler.schedule.version if self.scheduler else None,
+            "missing_assets": self.missing[:20],
+            "seq": self.seq,
+            "acked_seq": self.acked_seq,
+            "playing": playing,
+        }
+
+    def health(self) -> DeviceHealth:
+        now = self.ctx.clock.now_ms()
+        alarms = []
+        if self.scheduler is None:
+            alarms.append(NO_SCHEDULE)
+        if self.missing:
+            alarms.append(ASSET_MISSING)
+        online = self.last_seen_ms is not None and now - self.last_seen_ms <= self.offline_after_ms
+        return DeviceHealth(online=online, last_seen_ms=self.last_seen_ms, alarms=tuple(alarms),
+                            details=self._status())

@@ -1,0 +1,179 @@
+"""Audio broadcast: the store's schedule document and the local-bus messages.
+
+The agent owns the schedule (``AudioSchedule``, accepted by the audio driver as the
+command / desired-shadow key ``audio_schedule``) and tells each unit what to play now:
+
+=========================================  ====  =====================================
+``store/audio/{unit}/down/output``         down  ``AudioOutput`` (retained): per zone a
+                                                 music layer and a voice layer, each with
+                                                 its track, start time and gain
+``store/audio/{unit}/up/playing``          up    ``UnitPlaying``: the unit applied ``seq``
+``store/audio/{unit}/up/status``           up    ``UnitStatus``: heartbeat
+``store/presence/{sensor}/up/presence``    up    ``PresenceReport``: a shopper is near
+=========================================  ====  =====================================
+
+The output is state, not a command stream: a unit that reconnects gets the retained
+current output and plays from there; a stale ``seq`` is ignored. Gains are in dB
+relative to full scale; music under an announcement is ducked by ``duck_db``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from protocols.messages import EpochMs, Ident, Msg
+
+DEVICE_KIND = "audio"
+OUTPUT = "output"
+PLAYING = "playing"
+STATUS = "status"
+PRESENCE_KIND = "presence"
+PRESENCE = "presence"
+
+Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+# -96 dB is below a 16-bit converter's floor; +12 dB is the most any unit's amp takes.
+Gain = Field(default=0.0, ge=-96.0, le=12.0)
+
+
+def hhmm_seconds(value: str) -> int:
+    hours, minutes = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60
+
+
+def _check_hhmm(value: str | None) -> str | None:
+    if value is not None and not _HHMM.match(value):
+        raise ValueError("time of day must be HH:MM (00:00-24:00)")
+    return value
+
+
+# ---- the schedule document ------------------------------------------------------------
+
+
+class Track(Msg):
+    sha256: str = Sha256
+    duration_ms: int = Field(gt=0, le=3_600_000)
+    title: str | None = Field(default=None, max_length=200)
+
+
+class Zone(Msg):
+    volume_db: float = Gain
+    presence_sensors: list[Ident] = Field(default_factory=list, max_length=64)
+
+
+class Daypart(Msg):
+    name: Ident
+    start: str
+    end: str
+    playlist: list[Ident] = Field(min_length=1, max_length=1000)
+    zones: list[Ident] | None = None  # None = every zone
+    gain_db: float = Gain
+
+    _hhmm = field_validator("start", "end")(_check_hhmm)
+
+
+class Announcement(Msg):
+    name: Ident
+    at: str
+    track_id: Ident
+    zones: list[Ident] | None = None
+    gain_db: float = Gain
+    priority: int = Field(default=100, ge=0, le=1000)
+
+    _hhmm = field_validator("at")(_check_hhmm)
+
+
+class Spot(Msg):
+    """A promotion spot: every ``every_s`` inside its window, or when a shopper is near."""
+
+    name: Ident
+    track_id: Ident
+    trigger: Literal["interval", "presence"] = "interval"
+    every_s: int | None = Field(default=None, gt=0, le=86_400)
+    cooldown_s: int = Field(default=120, ge=0, le=86_400)  # presence: not again before this
+    start: str | None = None  # window; None = all day
+    end: str | None = None
+    zones: list[Ident] | None = None
+    gain_db: float = Gain
+    priority: int = Field(default=10, ge=0, le=1000)
+
+    _hhmm = field_validator("start", "end")(_check_hhmm)
+
+    @model_validator(mode="after")
+    def _interval_needs_every(self) -> Spot:
+        if self.trigger == "interval" and self.every_s is None:
+            raise ValueError("an interval spot needs every_s")
+        return self
+
+
+class AudioSchedule(Msg):
+    v: Literal[1] = 1
+    version: int = Field(ge=1)
+    timezone: str = Field(default="UTC", max_length=64)
+    duck_db: float = Field(default=-12.0, ge=-96.0, le=0.0)
+    tracks: dict[Ident, Track] = Field(max_length=10_000)
+    zones: dict[Ident, Zone] = Field(min_length=1, max_length=64)
+    dayparts: list[Daypart] = Field(default_factory=list, max_length=48)
+    announcements: list[Announcement] = Field(default_factory=list, max_length=200)
+    spots: list[Spot] = Field(default_factory=list, max_length=200)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> AudioSchedule:
+        used = [t for d in self.dayparts for t in d.playlist]
+        used += [a.track_id for a in self.announcements] + [s.track_id for s in self.spots]
+        missing = sorted(set(used) - set(self.tracks))
+        if missing:
+            raise ValueError(f"unknown track ids {missing[:5]}")
+        zones = [z for d in self.dayparts for z in d.zones or ()]
+        zones += [z for a in self.announcements for z in a.zones or ()]
+        zones += [z for s in self.spots for z in s.zones or ()]
+        unknown = sorted(set(zones) - set(self.zones))
+        if unknown:
+            raise ValueError(f"unknown zones {unknown[:5]}")
+        return self
+
+
+# ---- local-bus messages -----------------------------------------------------------------
+
+
+class Layer(Msg):
+    track_id: Ident
+    sha256: str = Sha256
+    kind: Literal["music", "announcement", "spot"]
+    item: Ident  # the daypart, announcement or spot that put it there
+    started_ms: EpochMs  # the unit plays from offset (now - started_ms)
+    gain_db: float = Field(ge=-96.0, le=12.0)
+
+
+class ZoneOutput(Msg):
+    zone: Ident
+    music: Layer | None = None
+    voice: Layer | None = None
+
+
+class AudioOutput(Msg):
+    v: Literal[1] = 1
+    seq: int = Field(ge=1)
+    ts: EpochMs  # when this output takes effect
+    zones: list[ZoneOutput] = Field(max_length=64)
+
+
+class UnitPlaying(Msg):
+    v: Literal[1] = 1
+    seq: int = Field(ge=0)
+    ts: EpochMs
+
+
+class UnitStatus(Msg):
+    v: Literal[1] = 1
+    boot_id: Ident
+    ts: EpochMs
+
+
+class PresenceReport(Msg):
+    v: Literal[1] = 1
+    present: bool
+    ts: EpochMs

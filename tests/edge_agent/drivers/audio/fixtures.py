@@ -1,0 +1,52 @@
+"""A small store schedule used by the audio tests (assets are a few bytes each)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+DAY = 86_400_000
+MIDNIGHT = 1_767_225_600_000  # ManualClock's start: 2026-01-01T00:00Z
+
+
+def asset(track_id: str) -> bytes:
+    return f"audio of {track_id}".encode()
+
+
+def sha(track_id: str) -> str:
+    return hashlib.sha256(asset(track_id)).hexdigest()
+
+
+TRACK_MS = {"m1": 180_000, "m2": 240_000, "e1": 200_000, "open": 30_000, "close": 45_000,
+            "promo": 20_000, "near": 15_000}
+
+
+def hhmm(h: int, m: int = 0) -> int:
+    return MIDNIGHT + (h * 3600 + m * 60) * 1000
+
+
+def schedule_doc(version: int = 1, **changes: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "version": version,
+        "duck_db": -12.0,
+        "tracks": {t: {"sha256": sha(t), "duration_ms": ms} for t, ms in TRACK_MS.items()},
+        "zones": {"floor": {"volume_db": -6.0},
+                  "aisle": {"volume_db": -3.0, "presence_sensors": ["P1"]}},
+        "dayparts": [
+            {"name": "day", "start": "08:00", "end": "18:00", "playlist": ["m1", "m2"]},
+            {"name": "evening", "start": "18:00", "end": "22:00", "playlist": ["e1"],
+             "zones": ["floor"], "gain_db": -2.0},
+        ],
+        "announcements": [
+            {"name": "opening", "at": "08:00", "track_id": "open"},
+            {"name": "closing", "at": "21:45", "track_id": "close", "priority": 200},
+        ],
+        "spots": [
+            {"name": "promo", "track_id": "promo", "every_s": 900, "start": "09:00",
+             "end": "17:00", "priority": 20, "zones": ["floor"]},
+            {"name": "near", "track_id": "near", "trigger": "presence", "cooldown_s": 60,
+             "zones": ["aisle"], "priority": 30},
+        ],
+    }
+    doc.update(changes)
+    return doc
