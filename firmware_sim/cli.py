@@ -28,11 +28,30 @@ def store(
     tele_interval: Annotated[float, typer.Option(help="telemetry interval, seconds")] = 5.0,
     ledger: Annotated[Path | None, typer.Option(help="append produced event ids to this file")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 7,
+    layout: Annotated[Path | None, typer.Option(
+        help="store layout TOML: run the whole store (carts, beacons, other families); "
+             "'default' = the shipped demo store")] = None,
+    carts: Annotated[int, typer.Option(min=0, help="smart carts (with --layout)")] = 3,
+    radio: Annotated[Path | None, typer.Option(
+        help="append simulated BLE advertisements here (with --layout); point the agent's "
+             "beacon driver (backend=replay, follow=true) at it")] = None,
 ) -> None:
     """Start a simulated store: devices publishing state, telemetry and events."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if layout is not None and str(layout) == "default":
+        from firmware_sim.layouts import DEFAULT_LAYOUT
+
+        layout = DEFAULT_LAYOUT
     sim = StoreSimulator(bus_url=bus, store_id=store_id, devices=devices, rate=rate,
-                         max_events=events, tele_interval_s=tele_interval, ledger=ledger, seed=seed)
+                         max_events=events, tele_interval_s=tele_interval, ledger=ledger, seed=seed,
+                         layout=layout, carts=carts if layout is not None else 0,
+                         radio_path=radio if layout is not None else None)
+    if layout is not None and radio is not None:
+        from firmware_sim.store import store_device_configs
+
+        typer.echo("agent devices for this store (desired shadow `devices` or agent.toml):")
+        for dev in store_device_configs(layout, radio_path=radio):
+            typer.echo(f"  {dev}")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -46,3 +65,5 @@ def store(
 
     asyncio.run(main())
     typer.echo(f"produced {sim.produced} events from {devices} devices")
+    if sim.families_started:
+        typer.echo(f"families simulated: {', '.join(sim.families_started)}")

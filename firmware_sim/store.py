@@ -3,16 +3,26 @@
 The simulator is the ground truth for "nothing lost" tests and the demo: every
 event id a device got acknowledged by the bus is recorded (in memory and, with
 ``ledger``, one id per line in a file that survives the simulator).
+
+With a ``layout`` (``firmware_sim/layouts/demo_store.toml``) it is the whole store:
+besides the generic devices it runs ``carts`` smart-cart tablets walking the layout,
+the layout's BLE beacons (advertisements appended to ``radio_path``, which the agent's
+beacon driver follows with its replay backend), and every other device family whose
+simulator package is present (``OTHER_FAMILIES``; imported guardedly, so a family that
+is not there is skipped). ``store_device_configs`` gives the agent the matching
+``[[agent.devices]]`` entries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from firmware_sim.generic import DeviceSpec, GenericDevice
 from firmware_sim.mqtturl import MqttUrl
@@ -41,6 +51,13 @@ class StoreSimulator:
     clock: Clock = field(default_factory=SystemClock)
     produced_ids: list[str] = field(default_factory=list)
     queued: int = 0
+    # the whole store (all off by default: the generic behaviour is unchanged)
+    layout: Path | None = None
+    carts: int = 0
+    radio_path: Path | None = None
+    other_families: bool = True
+    cart_sims: list[Any] = field(default_factory=list)
+    families_started: list[str] = field(default_factory=list)
 
     def specs(self) -> list[DeviceSpec]:
         return [
@@ -79,16 +96,25 @@ class StoreSimulator:
             asyncio.create_task(dev.run(q, device_stop), name=f"sim-{dev.spec.device_id}")
             for dev, q in zip(devices, queues, strict=True)
         ]
+        families = asyncio.create_task(self._run_families(device_stop), name="sim-families")
         try:
             await self._generate(queues, rng, stop, tasks)
         finally:
             device_stop.set()
+            try:
+                await families
+            except Exception as err:  # a family simulator's failure must not hide the ledger
+                logger.warning("store families ended with %r", err)
             results = await asyncio.gather(*tasks, return_exceptions=True)
             for dev, res in zip(devices, results, strict=True):
                 if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
                     logger.warning("device %s ended with %r", dev.spec.device_id, res)
             if ledger is not None:
                 ledger.close()
+
+    async def _run_families(self, stop: asyncio.Event) -> None:
+        if self.layout is not None:
+            await _run_families_impl(self, stop)
 
     async def _generate(
         self,
@@ -125,3 +151,89 @@ class StoreSimulator:
         # Let devices drain their queues before the caller stops them.
         while any(not q.empty() for q in queues) and not all(t.done() for t in tasks):
             await asyncio.sleep(0.05)
+
+
+# ---- the whole store ---------------------------------------------------------------------
+
+Closer = Callable[[], Awaitable[None]]
+
+# Other engineers' device families: (family, module, start function). Each is started
+# only if its simulator package imports; see ``_start_other``.
+OTHER_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("audio", "firmware_sim.audio", "start_audio_unit_sim"),
+    ("esl", "firmware_sim.esl", "start_esl_ap_sim"),
+)
+
+
+def store_device_configs(layout: Path, *, radio_path: Path,
+                         silent_after_s: float = 30.0) -> list[dict[str, Any]]:
+    """The agent's ``devices`` for a simulated store: its BLE scanner and its carts."""
+    from firmware_sim.layouts import Layout
+
+    plan = Layout.load(layout)
+    return [
+        {"id": "ble-scanner", "family": "beacon", "model": "sim-radio", "options": {
+            "backend": "replay", "recording": str(radio_path), "follow": True,
+            "installed": [{"key": b.key, "name": b.id} for b in plan.beacons],
+            "silent_after_s": silent_after_s}},
+        {"id": "carts", "family": "cart", "model": "cart-fleet"},
+    ]
+
+
+async def _run_families_impl(sim: StoreSimulator, stop: asyncio.Event) -> None:
+    from firmware_sim.beacon import BeaconRadio
+    from firmware_sim.cart import CartSimulator
+    from firmware_sim.layouts import Layout
+
+    assert sim.layout is not None
+    layout = Layout.load(sim.layout)
+    tasks: list[asyncio.Task[None]] = []
+    for i in range(sim.carts):
+        cart = CartSimulator(cart_id=f"{sim.store_id}-cart-{i + 1:02d}", bus_url=sim.bus_url,
+                             layout=layout, clock=sim.clock, seed=sim.seed + i)
+        sim.cart_sims.append(cart)
+        tasks.append(asyncio.create_task(cart.run(stop), name=f"sim-{cart.cart_id}"))
+    if sim.carts:
+        sim.families_started.append("cart")
+    if sim.radio_path is not None:
+        radio = BeaconRadio(layout, sim.radio_path, seed=sim.seed)
+        tasks.append(asyncio.create_task(radio.run(stop), name="sim-beacon-radio"))
+        sim.families_started.append("beacon")
+    closers = await _start_other(sim) if sim.other_families else []
+    try:
+        await stop.wait()
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for close in closers:
+            try:
+                await close()
+            except Exception as err:  # stopping one family must not skip the others
+                logger.warning("stopping a family simulator failed: %r", err)
+
+
+async def _start_other(sim: StoreSimulator) -> list[Closer]:
+    closers: list[Closer] = []
+    for family, module, function in OTHER_FAMILIES:
+        try:
+            start = getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError) as err:
+            logger.info("family %s has no simulator here (%s)", family, err)
+            continue
+        device_id = f"{sim.store_id}-{family}-01"
+        kwargs: dict[str, Any] = {"clock": sim.clock}
+        if family == "audio":
+            kwargs["unit_id"] = device_id
+        elif family == "esl":
+            kwargs |= {"ap_id": device_id,
+                       "labels": [f"{sim.store_id}-lbl-{i:03d}" for i in range(12)]}
+        try:
+            family_sim = await start(sim.bus_url, **kwargs)
+        except Exception as err:  # another family's simulator failing must not stop ours
+            logger.warning("family %s simulator did not start: %r", family, err)
+            continue
+        closers.append(family_sim.aclose)
+        sim.families_started.append(family)
+    return closers

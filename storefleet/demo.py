@@ -54,6 +54,8 @@ class DemoOptions:
     local_bus_port: int = 1884
     metrics_port: int = 9108
     drain_timeout_s: float = 30.0
+    full_store: bool = True  # carts, beacons and the other families on the demo layout
+    carts: int = 3
 
 
 @dataclass
@@ -76,7 +78,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     from edge_agent.config import AgentConfig
     from edge_agent.localbus import amqtt_fix
     from edge_agent.localbus.embedded import EmbeddedBroker
-    from firmware_sim.store import StoreSimulator
+    from firmware_sim.layouts import DEFAULT_LAYOUT
+    from firmware_sim.store import StoreSimulator, store_device_configs
 
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if opts.data_dir is None:
@@ -123,10 +126,17 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             await asyncio.sleep(0.05)
 
         agent_registry = CollectorRegistry()
+        # The whole simulated store: the agent drives its BLE scanner (following the
+        # simulated air) and its carts; the simulator runs every family it has.
+        radio_path = data_dir / "ble-air.jsonl"
+        radio_path.write_bytes(b"")
+        store_devices = (store_device_configs(DEFAULT_LAYOUT, radio_path=radio_path)
+                         if opts.full_store else [])
         agent = Agent(
             AgentConfig(store_id=opts.store_id, data_dir=data_dir / "edge", cloud_url=broker.url,
                         local_bus="embedded", local_bus_port=local_port,
-                        metrics_port=metrics_port, metrics_host="127.0.0.1"),
+                        metrics_port=metrics_port, metrics_host="127.0.0.1",
+                        devices=store_devices, health_interval_s=1.0),
             registry=agent_registry,
         )
         agent_stop = asyncio.Event()
@@ -140,7 +150,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         await asyncio.wait_for(agent.ready.wait(), timeout=20)
 
         sim = StoreSimulator(bus_url=f"mqtt://127.0.0.1:{local_port}", store_id=opts.store_id,
-                             devices=opts.devices, rate=opts.rate, tele_interval_s=2.0)
+                             devices=opts.devices, rate=opts.rate, tele_interval_s=2.0,
+                             layout=DEFAULT_LAYOUT if opts.full_store else None,
+                             carts=opts.carts, radio_path=radio_path)
         sim_stop = asyncio.Event()
         sim_task = asyncio.create_task(sim.run(sim_stop), name="demo-sim")
 
@@ -212,6 +224,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             ),
             "outbox_depth": int(_metric(agent_registry, "storefleet_outbox_depth")),
             "api_events_page_ok": bool(events_page.get("items")),
+            "families_simulated": sorted(sim.families_started),
+            "cart_sessions": sum(len(c.sessions) for c in sim.cart_sims),
         }
     if tmp is not None:
         tmp.cleanup()
