@@ -10,6 +10,7 @@ Uplink (store box <-> cloud), prefix ``sf/v1/{store_id}/``:
 ``shadow/{target}/desired``        down  desired state, QoS 1, retained
 ``cmd/{target}``                   down  commands, QoS 1
 ``cmd-res``                        up    command results, QoS 1
+``cmd/orders``                     down  online orders (``protocols.orders``), QoS 1
 ``content/manifest``               down  signed content manifest, retained
 ``sf/v1/_fleet/{what}``            down  fleet-wide announcements
 =================================  ====  ===============================
@@ -89,6 +90,16 @@ def cmd_res(store_id: str) -> str:
 
 def content_manifest(store_id: str) -> str:
     return f"{store_root(store_id)}/content/manifest"
+
+
+# Reserved command target of online orders (``protocols.orders``): the store box's order
+# handler, never a device.
+ORDERS_TARGET = "orders"
+
+
+def orders(store_id: str) -> str:
+    """Where the cloud dispatches online orders to a store (``protocols.orders``)."""
+    return cmd(store_id, ORDERS_TARGET)
 
 
 def fleet(what: str) -> str:
