@@ -255,6 +255,7 @@ class EscPosParser:
             if avail < 8:
                 return 0
             self._skip = (b[i + 4] + 256 * b[i + 5]) * (b[i + 6] + 256 * b[i + 7])
+            self._end_line(force=False)
             self._lines_add(PrintedLine("[image]"))
             return 8
         n = _GS_ARGS.get(cmd)
