@@ -119,4 +119,7 @@ async def _ingest_until_signal(settings: CloudSettings, registry: CollectorRegis
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_ingest(settings, registry=registry, stop_event=stop)
+    from cloud.main import ingest_hooks, make_retail  # lazily, like `serve` imports the app
+
+    hooks = ingest_hooks(registry, retail=make_retail(settings, registry))
+    await run_ingest(settings, registry=registry, stop_event=stop, hooks=hooks)

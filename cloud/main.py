@@ -22,10 +22,19 @@ from prometheus_client import CollectorRegistry
 from cloud.api.deps import AppState
 from cloud.api.problems import install_problem_handlers
 from cloud.api.routes import commands, devices, events, health, shadows, stores
+from cloud.api.routes import coupons, members, promotions
+from cloud.api.routes.retail_common import RetailState
 from cloud.db.engine import make_engine, make_session_factory, writer
 from cloud.db.migrate import upgrade
+from cloud.ingest.hooks import PostCommitHooks
 from cloud.ingest.worker import IngestWorker
+from cloud.loyalty.ingest import LoyaltyHook
+from cloud.loyalty.metrics import LoyaltyMetrics
+from cloud.loyalty.program import LoyaltyProgram
 from cloud.metrics import ApiMetrics
+from cloud.promotions.metrics import PromotionMetrics
+from cloud.promotions.reprice import RepriceHook
+from cloud.promotions.signing import SnapshotSigner
 from cloud.publish import MqttPublisher, Publisher
 from cloud.settings import CloudSettings
 from protocols.clock import Clock, SystemClock
@@ -43,8 +52,11 @@ def create_app(
     clock: Clock | None = None,
     ingest: bool = False,
     migrate: bool = True,
+    loyalty: LoyaltyProgram | None = None,
+    signer: SnapshotSigner | None = None,
 ) -> FastAPI:
     registry = registry if registry is not None else CollectorRegistry()
+    retail = make_retail(settings, registry, program=loyalty, signer=signer)
     engine = make_engine(settings.database_url)
     own_publisher = publisher is None
     state = AppState(
@@ -66,7 +78,8 @@ def create_app(
         task: asyncio.Task[None] | None = None
         if ingest:
             worker = IngestWorker(settings, registry=registry, clock=state.clock,
-                                  engine=engine, migrate=False)
+                                  engine=engine, migrate=False,
+                                  hooks=ingest_hooks(registry, retail=retail))
             app.state.ingest = worker
             task = asyncio.create_task(worker.run(stop), name="cloud-ingest")
         try:
@@ -86,16 +99,43 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.cloud = state
+    app.state.retail = retail
     app.state.api_metrics = state.metrics
     install_problem_handlers(app)
     app.middleware("http")(_count_requests(state.metrics))
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (stores, devices, events, shadows, commands):
+    for module in (stores, devices, events, shadows, commands, members, coupons, promotions):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
     return app
+
+
+def make_retail(
+    settings: CloudSettings,
+    registry: CollectorRegistry,
+    *,
+    program: LoyaltyProgram | None = None,
+    signer: SnapshotSigner | None = None,
+) -> RetailState:
+    """Loyalty and promotions state shared by their routes and ingest hooks."""
+    return RetailState(
+        program=program or LoyaltyProgram(),
+        signer=signer or SnapshotSigner.from_settings(settings),
+        loyalty_metrics=LoyaltyMetrics(registry),
+        promotion_metrics=PromotionMetrics(registry),
+    )
+
+
+def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState) -> PostCommitHooks:
+    """What stored events trigger: loyalty (points, coupons, commissions) and re-pricing."""
+    hooks = PostCommitHooks(registry=registry)
+    hooks.register("loyalty", {"sale", "refund"},
+                   LoyaltyHook(program=retail.program, metrics=retail.loyalty_metrics))
+    hooks.register("reprice", {"sale"},
+                   RepriceHook(metrics=retail.promotion_metrics, repricer=retail.repricer))
+    return hooks
 
 
 def _count_requests(

@@ -1,0 +1,242 @@
+"""Promotions: HQ defines, scopes and publishes; stores download signed snapshots.
+
+Also the programme's admin surface: regions, tiers, re-pricing mismatches and the
+Clock-driven jobs (commission settlement, points expiry) for a scheduler to call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.api.deps import StateDep
+from cloud.api.routes.retail_common import HqRole, RetailDep, RetailRead, reads, writes
+from cloud.api.schemas import ID_PATTERN
+from cloud.db.models import Store
+from cloud.db.models_loyalty import (
+    PromotionDef,
+    PromotionPublication,
+    SalePriceMismatch,
+    StoreRegion,
+    Tier,
+)
+from cloud.loyalty import distribution, points
+from cloud.loyalty.sale import Channel
+from cloud.promotions import service
+from cloud.promotions.announce import announce
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["promotions"])
+
+StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
+PathId = Annotated[str, Path(pattern=ID_PATTERN)]
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class PromotionPut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    promotion: dict[str, Any] = Field(
+        description="a pricing-engine promotion (kind, id, benefit, conditions: tiers, "
+                    "weekdays, time windows, validity)",
+        examples=[{"kind": "markdown", "id": "milk-10", "percent_bp": 1000,
+                   "scope": {"skus": ["milk"]}}])
+    stores: list[Id] = Field(default_factory=list, description="empty with no regions: all")
+    regions: list[Id] = Field(default_factory=list)
+    channels: list[Channel] = Field(default_factory=lambda: ["pos", "cart", "online"])
+
+
+class PromotionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    promotion_id: str
+    definition: dict[str, Any]
+    stores: list[str]
+    regions: list[str]
+    channels: list[str]
+    archived: bool
+    updated_ms: int
+
+
+class PublishResult(BaseModel):
+    version: int
+    published_ms: int
+    promotions: int
+    announced: int = Field(description="stores told over MQTT")
+    announce_failed: list[str]
+
+
+class PublicationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    currency: str
+    published_ms: int
+    entries: list[dict[str, Any]]
+
+
+class SignedDocument(BaseModel):
+    payload: dict[str, Any] = Field(description="kind, store_id, version, snapshots per "
+                                    "channel (pricing.PromotionSnapshot), ruleset_hashes")
+    key_id: str
+    signature: str = Field(description="base64 Ed25519 over the payload's canonical JSON")
+
+
+class PublicKey(BaseModel):
+    key_id: str
+    public_key: str = Field(description="raw Ed25519 public key, base64")
+    current: bool
+
+
+class TierPut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_points: Annotated[int, Field(ge=0)]
+    multiplier_bp: Annotated[int, Field(ge=0, le=100_000)] = 10_000
+    discount_bp: Annotated[int, Field(ge=0, le=10_000)] = 0
+    prices: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+
+
+class TierPublic(TierPut):
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+    name: str
+
+
+class MismatchPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    event_id: str
+    store_id: str
+    snapshot_version: int | None
+    reason: str
+    expected: dict[str, Any] | None
+    reported: dict[str, Any] | None
+    detected_ms: int
+
+
+class JobResult(BaseModel):
+    done: int
+
+
+@router.put("/promotions/{promotion_id}", summary="Create or replace a promotion",
+            responses={422: {"description": "the engine refuses the promotion"}})
+def put_promotion(promotion_id: PathId, body: PromotionPut, state: StateDep,
+                  _: HqRole) -> PromotionPublic:
+    definition = {**body.promotion, "id": promotion_id}
+    return writes(state, lambda s: PromotionPublic.model_validate(service.upsert_promotion(
+        s, definition, now_ms=state.clock.now_ms(), stores=body.stores,
+        regions=body.regions, channels=list(body.channels))))
+
+
+@router.delete("/promotions/{promotion_id}", summary="Archive (left out of the next publish)")
+def archive(promotion_id: PathId, state: StateDep, _: HqRole) -> PromotionPublic:
+    return writes(state, lambda s: PromotionPublic.model_validate(
+        service.archive_promotion(s, promotion_id, now_ms=state.clock.now_ms())))
+
+
+@router.get("/promotions", summary="List promotion definitions")
+def list_promotions(state: StateDep, _: RetailRead) -> list[PromotionPublic]:
+    return reads(state, lambda s: [PromotionPublic.model_validate(p) for p in s.scalars(
+        select(PromotionDef).order_by(PromotionDef.promotion_id))])
+
+
+@router.post("/promotions/publish", summary="Publish the next immutable, signed version and "
+             "announce it to every known store")
+async def publish(state: StateDep, retail: RetailDep, _: HqRole) -> PublishResult:
+    def work(s: Session) -> tuple[PromotionPublication, list[str]]:
+        pub = service.publish(s, now_ms=state.clock.now_ms(), currency=state.settings.currency)
+        stores = sorted(set(s.scalars(select(Store.store_id)))
+                        | set(s.scalars(select(StoreRegion.store_id))))
+        return pub, stores
+
+    # Database work blocks: off the event loop.
+    pub, stores = await asyncio.to_thread(writes, state, work)
+    retail.promotion_metrics.published.inc()
+    failed = await announce(state.publisher, pub, stores, signer=retail.signer)
+    return PublishResult(version=pub.version, published_ms=pub.published_ms,
+                         promotions=len(pub.entries), announced=len(stores) - len(failed),
+                         announce_failed=failed)
+
+
+@router.get("/promotions/versions/{version}", summary="One published version, as frozen")
+def get_version(version: Annotated[int, Path(ge=1)], state: StateDep,
+                _: RetailRead) -> PublicationPublic:
+    return reads(state, lambda s: PublicationPublic.model_validate(
+        service.get_publication(s, version)))
+
+
+@router.get("/promotions/keys", summary="Public keys that verify snapshot signatures")
+def keys(retail: RetailDep, _: RetailRead) -> list[PublicKey]:
+    return [PublicKey(**k) for k in retail.signer.public_keys()]
+
+
+@router.get("/stores/{store_id}/promotions/snapshot",
+            summary="The signed promotion snapshot for this store (latest or a version)",
+            responses={404: {"description": "nothing published yet / unknown version"}})
+def snapshot(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailRead,
+             version: Annotated[int | None, Query(ge=1)] = None) -> SignedDocument:
+    return reads(state, lambda s: SignedDocument(**service.store_document(
+        service.get_publication(s, version), store_id, retail.signer)))
+
+
+@router.put("/regions/{region}/stores/{store_id}", summary="Put a store in a region")
+def put_region(region: PathId, store_id: StoreId, state: StateDep, _: HqRole) -> JobResult:
+    writes(state, lambda s: service.set_store_region(s, store_id, region))
+    return JobResult(done=1)
+
+
+@router.put("/tiers/{name}", summary="Create or change a tier and its benefits")
+def put_tier(name: PathId, body: TierPut, state: StateDep, _: HqRole) -> TierPublic:
+    def work(s: Session) -> TierPublic:
+        tier = s.get(Tier, name) or Tier(name=name)
+        for key, value in body.model_dump().items():
+            setattr(tier, key, value)
+        s.add(tier)
+        s.flush()
+        return TierPublic.model_validate(tier)
+
+    return writes(state, work)
+
+
+@router.get("/tiers", summary="Tiers, lowest first")
+def list_tiers(state: StateDep, _: RetailRead) -> list[TierPublic]:
+    return reads(state, lambda s: [TierPublic.model_validate(t) for t in s.scalars(
+        select(Tier).order_by(Tier.min_points, Tier.name))])
+
+
+@router.get("/promotions/mismatches", summary="Sales whose totals the cloud could not "
+            "reproduce, newest first")
+def mismatches(state: StateDep, _: RetailRead,
+               store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[MismatchPublic]:
+    def work(s: Session) -> list[MismatchPublic]:
+        stmt = select(SalePriceMismatch).order_by(SalePriceMismatch.detected_ms.desc(),
+                                                  SalePriceMismatch.event_id).limit(limit)
+        if store_id is not None:
+            stmt = stmt.where(SalePriceMismatch.store_id == store_id)
+        return [MismatchPublic.model_validate(r) for r in s.scalars(stmt)]
+
+    return reads(state, work)
+
+
+@router.post("/loyalty/jobs/settle-commissions",
+             summary="Settle commissions whose return window closed (for a scheduler)")
+def settle(state: StateDep, retail: RetailDep, _: HqRole) -> JobResult:
+    done = writes(state, lambda s: distribution.settle_commissions(
+        s, now_ms=state.clock.now_ms(), program=retail.program))
+    retail.loyalty_metrics.commissions.labels(status="settled").inc(done)
+    return JobResult(done=done)
+
+
+@router.post("/loyalty/jobs/expire-points", summary="Expire points past their expiry")
+def expire(state: StateDep, _: HqRole) -> JobResult:
+    return JobResult(done=writes(state, lambda s: points.expire_due(
+        s, now_ms=state.clock.now_ms())))
