@@ -67,3 +67,9 @@ def store(
     typer.echo(f"produced {sim.produced} events from {devices} devices")
     if sim.families_started:
         typer.echo(f"families simulated: {', '.join(sim.families_started)}")
+
+
+# POS peripherals and vending: storefleet sim printer | vending | scanner | display
+from firmware_sim.printer.cli import register as _register_pos_sims  # noqa: E402
+
+_register_pos_sims(app)
