@@ -189,8 +189,8 @@ async def _run_families_impl(sim: StoreSimulator, stop: asyncio.Event) -> None:
     layout = Layout.load(sim.layout)
     tasks: list[asyncio.Task[None]] = []
     for i in range(sim.carts):
-        cart = CartSimulator(cart_id=f"{sim.store_id}-cart-{i + 1:02d}", bus_url=sim.bus_url,
-                             layout=layout, clock=sim.clock, seed=sim.seed + i)
+        cart = CartSimulator(cart_id=f"{sim.store_id}-smartcart-{i + 1:02d}",
+                             bus_url=sim.bus_url, layout=layout, clock=sim.clock, seed=sim.seed + i)
         sim.cart_sims.append(cart)
         tasks.append(asyncio.create_task(cart.run(stop), name=f"sim-{cart.cart_id}"))
     if sim.carts:

@@ -76,7 +76,8 @@ class CartSimulator:
         rng = random.Random(self.seed)
         will = aiomqtt.Will(self._topic("state"), self._state(online=False), qos=1, retain=True)
         async with aiomqtt.Client(bus.host, bus.port, username=bus.username,
-                                  password=bus.password, identifier=f"sim-cart-{self.cart_id}",
+                                  password=bus.password,
+                                  identifier=f"sim-smartcart-{self.cart_id}",
                                   will=will, keepalive=10) as client:
             await client.subscribe(self._topic("screen", "down"), qos=1)
             await client.publish(self._topic("state"), self._state(online=True), qos=1,
