@@ -219,9 +219,11 @@ class AudioUnitSim:
             w = 2 * math.pi * tone_hz(seg.track_id) / sample_rate
             first = (lo - start_ms) * sample_rate // 1000
             last = (hi - start_ms) * sample_rate // 1000
-            for i in range(first, last):
-                mix[i] += amp * math.sin(w * i)
-        pcm = array.array("h", (max(-32767, min(32767, int(s * 32767))) for s in mix))
+            mix[first:last] = [m + amp * math.sin(w * i)
+                               for i, m in zip(range(first, last), mix[first:last], strict=True)]
+        peak = 32767
+        pcm = array.array("h", [peak if s >= 1.0 else -peak if s <= -1.0 else int(s * peak)
+                                for s in mix])
         with wave.open(str(path), "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)

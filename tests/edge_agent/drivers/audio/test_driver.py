@@ -14,7 +14,7 @@ from edge_agent.drivers.testing import FakeContext
 from protocols import decode, encode
 from protocols.audio import AudioOutput, PresenceReport, UnitPlaying
 from protocols.clock import ManualClock
-from tests.edge_agent.drivers.audio.fixtures import TRACK_MS, asset, hhmm, schedule_doc
+from tests.edge_agent.drivers.audio.fixtures import TRACK_MS, asset, schedule_doc
 
 TOPIC = "store/audio/U1/down/output"
 
