@@ -58,6 +58,7 @@ def printer(
             typer.echo(f"printer serial port {pty.path}")
         await stop.wait()
         server.close()
+        await sim.aclose()
         if serial_task is not None:
             serial_task.cancel()
         typer.echo(f"printed {len(sim.pages)} receipts, {len(sim.kicks)} drawer kicks")

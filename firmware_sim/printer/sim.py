@@ -35,6 +35,7 @@ class PrinterSim:
         self.width = width
         self.connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[object]] = set()
         self._page_ready = asyncio.Event()
 
     # ---- what the shop floor does to the printer -------------------------------------------
@@ -58,6 +59,13 @@ class PrinterSim:
                 # linger 0 turns close() into an RST instead of an orderly FIN
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
+
+    async def aclose(self) -> None:
+        """Drop every open connection and wait for its handler (after ``server.close()``)."""
+        handlers = list(self._handlers)
+        for writer in list(self._writers):
+            writer.transport.abort()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     async def wait_pages(self, n: int, wait_s: float = 5.0) -> list[escpos.Page]:
         async def wait() -> None:
@@ -103,6 +111,8 @@ class PrinterSim:
                          writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
+        if (me := asyncio.current_task()) is not None:
+            self._handlers.add(me)
         parser = escpos.EscPosParser()
         try:
             while data := await reader.read(4096):
@@ -113,6 +123,8 @@ class PrinterSim:
             pass  # the client went away mid-job; what we have is printed below
         finally:
             self._writers.discard(writer)
+            if me is not None:
+                self._handlers.discard(me)
             self._finish(parser)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):

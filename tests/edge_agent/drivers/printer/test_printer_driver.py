@@ -49,6 +49,7 @@ async def tcp_printer(tmp_path: Path, ctx: FakeContext | None = None
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         server.close()
+        await sim.aclose()
         await server.wait_closed()
 
 
@@ -130,6 +131,7 @@ async def test_tcp_reset_is_survived_under_the_supervisor(tmp_path: Path) -> Non
     finally:
         await sup.aclose()
         server.close()
+        await sim.aclose()
         await server.wait_closed()
 
 

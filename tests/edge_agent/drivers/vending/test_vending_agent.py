@@ -64,4 +64,5 @@ async def test_vend_and_printer_alarm_through_the_agent(
         await asyncio.gather(cabinet_task, return_exceptions=True)
         cabinet.port.close()
         server.close()
+        await printer.aclose()
         await server.wait_closed()
