@@ -231,11 +231,11 @@ class EscPosParser:
         if cmd == ord("V"):  # cut: GS V m, or GS V m n for m in 65, 66, 97, 98, 103, 104
             if avail < 3:
                 return 0
-            n = 4 if b[i + 2] >= 65 else 3
-            if avail < n:
+            used = 4 if b[i + 2] >= 65 else 3
+            if avail < used:
                 return 0
             out.append(self._cut())
-            return n
+            return used
         if cmd == ord("k"):
             return self._barcode(b, i, avail)
         if cmd in (ord("("), ord("8")):  # GS ( x pL pH ... / GS 8 L p1..p4 ...

@@ -25,8 +25,8 @@ def render_receipt(receipt: Receipt, *, width: int = 42) -> bytes:
     m = receipt.minor_digits
     job = new_job()
     job.set(align="center", bold=True)
-    for line in receipt.header:
-        job.textln(line[:width])
+    for head in receipt.header:
+        job.textln(head[:width])
     job.set(align="left", bold=False)
     job.textln(_row(receipt.receipt_id, receipt.currency, width))
     job.textln("-" * width)
@@ -56,8 +56,8 @@ def render_receipt(receipt: Receipt, *, width: int = 42) -> bytes:
         job.set(align="center")
         job.qr(receipt.qr, ec=QR_ECLEVEL_M, size=4, native=True)
     job.set(align="center")
-    for line in receipt.footer:
-        job.textln(line[:width])
+    for foot in receipt.footer:
+        job.textln(foot[:width])
     job.cut()
     return bytes(job.output)
 

@@ -14,6 +14,7 @@ from escpos.printer import Network
 
 from firmware_sim.printer.sim import start_printer_sim
 from protocols import vending as v
+from tests.edge_agent.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,9 +48,7 @@ async def test_cli_printer_takes_python_escpos_and_writes_receipts(tmp_path: Pat
         online, paper = await asyncio.to_thread(escpos_client, port)
         assert online is True and paper == 2
         receipt = tmp_path / "receipt-0001.txt"
-        async with asyncio.timeout(5):
-            while not receipt.exists():
-                await asyncio.sleep(0.02)
+        await wait_until(receipt.exists, within_s=5, what="receipt file")
         assert receipt.read_text().splitlines() == ["                 ORDER 42",
                                                     "1 x Pizza          9.50"]
     finally:
@@ -63,9 +62,7 @@ async def test_python_escpos_reads_paper_out_from_the_simulator() -> None:
     try:
         online, paper = await asyncio.to_thread(escpos_client, server.sockets[0].getsockname()[1])
         assert (online, paper) == (False, 0)
-        async with asyncio.timeout(5):
-            while not sim.held:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: bool(sim.held), within_s=5, what="held page")
         assert sim.pages == [] and len(sim.held) == 1  # held until paper is back
         sim.set_state(paper="ok")
         assert sim.pages[0].lines[0].text == "ORDER 42"

@@ -169,7 +169,12 @@ class SerialLink(_Buffered):
     async def _writable(self, fd: int) -> None:
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        self._loop.add_writer(fd, ready)
         try:
             await asyncio.wait_for(fut, 2.0)  # a tty that cannot drain in 2 s is stuck
         except TimeoutError as err:

@@ -18,12 +18,11 @@ from edge_agent.pos.receipt import Receipt, ReceiptLine, Totals, money
 from firmware_sim.display import start_display_sim
 from firmware_sim.scanner import start_scanner_sim
 from protocols.linedisplay import two_columns
+from tests.edge_agent.helpers import wait_until
 
 
 async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
+    await wait_until(cond, within_s=timeout)
 
 
 async def test_scans_reach_iterator_and_callback_and_garbage_is_counted() -> None:

@@ -18,6 +18,7 @@ from edge_agent.pos.peripherals import PeripheralUnavailable, PosPeripherals
 from edge_agent.pos.receipt import Receipt, ReceiptLine, Tender, Totals
 from firmware_sim.printer.sim import PrinterSim, start_printer_sim, start_serial_printer_sim
 from protocols.clock import ManualClock
+from tests.edge_agent.helpers import wait_until
 
 RECEIPT = Receipt(
     receipt_id="R-0001", ts_ms=1_767_225_600_000, header=["STOREFLEET", "Main St 1"],
@@ -28,9 +29,7 @@ RECEIPT = Receipt(
 
 
 async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
+    await wait_until(cond, within_s=timeout)
 
 
 @contextlib.asynccontextmanager

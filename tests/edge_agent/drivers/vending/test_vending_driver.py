@@ -16,6 +16,7 @@ from edge_agent.drivers.testing import FakeContext
 from edge_agent.drivers.vending import VendingDriver
 from firmware_sim.vending import VendingCabinetSim, VendingFaults, start_vending_sim
 from protocols import mdb
+from tests.edge_agent.helpers import wait_until
 
 PLANOGRAM = {"2": {"item": 101, "price": 250, "sku": "COLA-330"},
              "3": {"item": 102, "price": 400, "sku": "SANDWICH"}}
@@ -44,9 +45,7 @@ async def running(sim_faults: VendingFaults | None = None, *, link: Path | None 
 
 
 async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
+    await wait_until(cond, within_s=timeout)
 
 
 def rejected(ctx: FakeContext, reason: str) -> float:
@@ -72,7 +71,7 @@ async def test_vend_success_emits_one_event_with_deterministic_id() -> None:
 
 
 async def test_denied_vend_is_reported_and_opens_nothing() -> None:
-    async with running() as (sim, ctx, driver):
+    async with running() as (sim, ctx, _driver):
         sim.customer(door=3, funds=100)
         (event,) = await ctx.wait_events(1)
         assert event.data["outcome"] == "denied" and event.data["amount"] == 0
@@ -114,7 +113,7 @@ async def test_dropped_and_late_replies_are_retried() -> None:
 
 
 async def test_silent_board_raises_timeout_and_goes_offline() -> None:
-    async with running(VendingFaults(drop_every=1)) as (sim, ctx, driver):
+    async with running(VendingFaults(drop_every=1)) as (_sim, ctx, driver):
         await asyncio.sleep(0.5)
         assert not driver.health().online
         assert ctx.registry.get_sample_value(
@@ -135,7 +134,7 @@ async def test_flood_costs_bounded_memory_and_the_cabinet_keeps_vending() -> Non
 
 
 async def test_unlock_command_reads_back_and_rejects_bad_args() -> None:
-    async with running() as (sim, ctx, driver):
+    async with running() as (_sim, _ctx, driver):
         await until(lambda: driver.health().online)
         assert await driver.handle_command("unlock", {"door": 5}) == {"door": 5, "opened": True}
         status = await driver.handle_command("status", {})
