@@ -124,8 +124,7 @@ class Layout:
             height_m=float(store["height_m"]),
             entrance=_pt(store["entrance"]),
             scanner=_pt(store.get("scanner", store["entrance"])),
-            zones=tuple(Zone(z["id"], tuple(float(v) for v in z["rect"])) for z in
-                        doc.get("zones", [])),  # type: ignore[arg-type]
+            zones=tuple(Zone(z["id"], _rect(z["rect"])) for z in doc.get("zones", [])),
             aisles=tuple(Aisle(a["id"], _pt(a["from"]), _pt(a["to"])) for a in
                          doc.get("aisles", [])),
             beacons=tuple(_beacon(b) for b in doc.get("beacons", [])),
@@ -155,6 +154,11 @@ def rssi_at(beacon: BeaconAnchor, where: Point, rng: random.Random) -> int | Non
     d = max(0.1, distance(beacon.pos, where))  # closer than 10 cm saturates anyway
     rssi = beacon.power_1m - 10 * PATH_LOSS_EXPONENT * math.log10(d) + rng.gauss(0, RSSI_NOISE_DB)
     return None if rssi < RSSI_FLOOR_DBM else round(rssi)
+
+
+def _rect(value: Any) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = value
+    return float(x0), float(y0), float(x1), float(y1)
 
 
 def _pt(value: Any) -> Point:
