@@ -33,7 +33,7 @@ from pricing import ENGINE_VERSION, Promotion, PromotionSnapshot
 
 logger = logging.getLogger(__name__)
 
-PROMOTION = TypeAdapter(Promotion)
+PROMOTION: TypeAdapter[Promotion] = TypeAdapter(Promotion)
 # Ids the cloud generates for tier benefits and campaign coupons.
 RESERVED_PREFIXES = ("tier-", "campaign-")
 DOCUMENT_KIND = "storefleet.promotions"

@@ -27,7 +27,7 @@ from cloud.db.models_loyalty import (
     Tier,
 )
 from cloud.loyalty import distribution, points
-from cloud.loyalty.sale import Channel
+from cloud.loyalty.sale import CHANNELS, Channel
 from cloud.promotions import service
 from cloud.promotions.announce import announce
 
@@ -50,7 +50,7 @@ class PromotionPut(BaseModel):
                    "scope": {"skus": ["milk"]}}])
     stores: list[Id] = Field(default_factory=list, description="empty with no regions: all")
     regions: list[Id] = Field(default_factory=list)
-    channels: list[Channel] = Field(default_factory=lambda: ["pos", "cart", "online"])
+    channels: list[Channel] = Field(default_factory=lambda: list(CHANNELS))
 
 
 class PromotionPublic(BaseModel):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-import pytest
 from cloud.db.models_loyalty import PointsEntry, Tier
 from cloud.loyalty import points
 from cloud.loyalty.errors import InsufficientBalance
@@ -30,7 +30,7 @@ def test_spend_takes_nearest_expiry_first(sessions: sessionmaker[Session],
         points.spend(s, m, 70, op_id="spend-1", now_ms=clock.now_ms())
     with sessions() as s:
         rows = list(s.scalars(select(PointsEntry).where(PointsEntry.op_id == "spend-1")))
-        lot_of = {e.id: e.op_id for e in s.scalars(select(PointsEntry).where(
+        lot_of: dict[str | None, str] = {e.id: e.op_id for e in s.scalars(select(PointsEntry).where(
             PointsEntry.lot_id.is_(None)))}
         consumed = sorted((lot_of[r.lot_id], r.points) for r in rows)
         # 50 from the lot expiring in 5 days, then 20 from the 30-day lot.

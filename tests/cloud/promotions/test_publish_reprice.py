@@ -15,7 +15,7 @@ from cloud.ingest.batch import BatchProcessor
 from cloud.ingest.hooks import PostCommitHooks
 from cloud.promotions import service
 from cloud.promotions.metrics import PromotionMetrics
-from cloud.promotions.reprice import Repricer, RepriceHook
+from cloud.promotions.reprice import RepriceHook, Repricer
 from pricing import (
     ENGINE_VERSION,
     Basket,
