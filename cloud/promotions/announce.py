@@ -3,7 +3,7 @@ learns it at its next connect).
 
 Topic ``sf/v1/{store_id}/content/promotions``: beside the content manifest rather than
 inside it, because the manifest is one retained message owned by content publishing;
-the agent subscribes to ``content/+`` to receive both (see decision record 0006).
+the agent subscribes to ``content/+`` to receive both (see decision record 0007).
 """
 
 from __future__ import annotations
