@@ -23,6 +23,7 @@ from cloud.api.deps import AppState
 from cloud.api.problems import install_problem_handlers
 from cloud.api.routes import commands, devices, events, health, shadows, stores
 from cloud.api.routes import coupons, members, promotions
+from cloud.api.routes import orders as orders_routes
 from cloud.api.routes.retail_common import RetailState
 from cloud.db.engine import make_engine, make_session_factory, writer
 from cloud.db.migrate import upgrade
@@ -32,6 +33,8 @@ from cloud.loyalty.ingest import LoyaltyHook
 from cloud.loyalty.metrics import LoyaltyMetrics
 from cloud.loyalty.program import LoyaltyProgram
 from cloud.metrics import ApiMetrics
+from cloud.orders import OrderMetrics
+from cloud.orders import hooks as order_hooks
 from cloud.promotions.metrics import PromotionMetrics
 from cloud.promotions.reprice import RepriceHook
 from cloud.promotions.signing import SnapshotSigner
@@ -69,6 +72,7 @@ def create_app(
         registry=registry,
         metrics=ApiMetrics(registry),
     )
+    order_metrics = OrderMetrics(registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,7 +83,8 @@ def create_app(
         if ingest:
             worker = IngestWorker(settings, registry=registry, clock=state.clock,
                                   engine=engine, migrate=False,
-                                  hooks=ingest_hooks(registry, retail=retail))
+                                  hooks=ingest_hooks(registry, retail=retail,
+                                                     orders=order_metrics))
             app.state.ingest = worker
             task = asyncio.create_task(worker.run(stop), name="cloud-ingest")
         try:
@@ -101,12 +106,14 @@ def create_app(
     app.state.cloud = state
     app.state.retail = retail
     app.state.api_metrics = state.metrics
+    app.state.orders = orders_routes.OrdersState(metrics=order_metrics)
     install_problem_handlers(app)
     app.middleware("http")(_count_requests(state.metrics))
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions):
         api.include_router(module.router)
+    api.include_router(orders_routes.router)
     app.include_router(api)
     app.include_router(health.router)
     return app
@@ -128,13 +135,16 @@ def make_retail(
     )
 
 
-def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState) -> PostCommitHooks:
+def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
+                 orders: OrderMetrics | None = None) -> PostCommitHooks:
     """What stored events trigger: loyalty (points, coupons, commissions) and re-pricing."""
     hooks = PostCommitHooks(registry=registry)
     hooks.register("loyalty", {"sale", "refund"},
                    LoyaltyHook(program=retail.program, metrics=retail.loyalty_metrics))
     hooks.register("reprice", {"sale"},
                    RepriceHook(metrics=retail.promotion_metrics, repricer=retail.repricer))
+    # Orders: order_status state machine; offline coupon-range reconciliation.
+    order_hooks.register(hooks, metrics=orders or OrderMetrics(registry))
     return hooks
 
 

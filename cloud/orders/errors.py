@@ -1,0 +1,43 @@
+"""Errors of online orders and offline coupon ranges.
+
+    OrderError                  base of everything raised here
+     +-- InvalidOrder           a request the service refuses (``detail``)
+     +-- NoStoreAvailable       no store accepting orders has every line in stock
+     |                          (``missing``: sku -> units short at the nearest store)
+     +-- IdempotencyConflict    the idempotency key was used for a different request
+     +-- UnknownOrder           no such order / range / store location (``what``, ``key``)
+
+Routes map them to problem+json (422, 409, 409, 404).
+"""
+
+from __future__ import annotations
+
+
+class OrderError(Exception):
+    """Base error of cloud.orders."""
+
+
+class InvalidOrder(OrderError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NoStoreAvailable(OrderError):
+    def __init__(self, detail: str, *, candidates: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.candidates = candidates
+
+
+class IdempotencyConflict(OrderError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used for a different order")
+        self.key = key
+
+
+class UnknownOrder(OrderError):
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(f"no {what} {key!r}")
+        self.what = what
+        self.key = key
