@@ -115,7 +115,7 @@ def store_downlink_filters(store_id: str) -> list[str]:
     return [
         f"{root}/shadow/+/desired",
         f"{root}/cmd/+",
-        f"{root}/content/manifest",
+        f"{root}/content/+",  # manifest, promotions announcements ...
         f"{PREFIX}/{FLEET}/#",
     ]
 
@@ -176,8 +176,8 @@ def parse_uplink(topic: str) -> UplinkTopic:
             return UplinkTopic(store_id, "cmd", target=rest[1])
         case "cmd-res", 1:
             return UplinkTopic(store_id, "cmd-res")
-        case "content", 2 if rest[1] == "manifest":
-            return UplinkTopic(store_id, "content", kind="manifest")
+        case "content", 2:
+            return UplinkTopic(store_id, "content", kind=rest[1])
     raise TopicError(topic, f"unknown channel {head!r}")
 
 
