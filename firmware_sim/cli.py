@@ -73,3 +73,10 @@ def store(
 from firmware_sim.printer.cli import register as _register_pos_sims  # noqa: E402
 
 _register_pos_sims(app)
+
+# E-shelf labels and audio units: storefleet sim esl | audio
+from firmware_sim.audio.cli import register as _register_audio_sim  # noqa: E402
+from firmware_sim.esl.cli import register as _register_esl_sim  # noqa: E402
+
+_register_esl_sim(app)
+_register_audio_sim(app)
