@@ -86,7 +86,7 @@ async def test_a_store_day_plays_as_scheduled(mosquitto: Mosquitto, tmp_path: Pa
             elapsed = time.monotonic() - started
         finally:
             await unit.aclose()
-    assert steps < 1000 and elapsed < 20, (steps, elapsed)
+    assert steps < 1000 and elapsed < 60, (steps, elapsed)  # ~5 s idle; CI is shared
     # nothing before opening, the opening announcement over ducked music
     assert unit.played("floor", "music", hhmm(7, 59)) is None
     opening = unit.played("floor", "voice", hhmm(8) + 1_000)

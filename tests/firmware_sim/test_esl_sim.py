@@ -95,7 +95,7 @@ async def test_a_day_of_checkins_converges_with_deltas_only(mosquitto: Mosquitto
     assert health.details["labels_acked"] == 100
     assert sum(s.missed for s in sim.labels.values()) > 0  # the seeded misses happened
     assert not ctx.events  # never stale: misses were absorbed by the next check-in
-    assert elapsed < 30, f"a simulated day took {elapsed:.1f} s"
+    assert elapsed < 60, f"a simulated day took {elapsed:.1f} s"  # ~3 s idle; CI is shared
 
 
 async def test_disconnected_ap_goes_stale_then_recovers_after_restart(
