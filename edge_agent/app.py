@@ -36,6 +36,8 @@ from edge_agent.localbus.consumer import LocalBusConsumer
 from edge_agent.localbus.embedded import EmbeddedBroker
 from edge_agent.localbus.registry import DeviceRegistry
 from edge_agent.metrics import AgentMetrics, MetricsServer
+from edge_agent.pos.peripherals import PosPeripherals
+from edge_agent.pos.runtime import PosRuntime
 from edge_agent.shadow import (
     LOG_LEVELS,
     AgentShadow,
@@ -123,6 +125,10 @@ class Agent:
             local=self.local,
         )
         self.drivers = DriverSupervisor(self.driver_context)
+        # The till and online orders: priced from cached snapshots, events via the outbox.
+        self.pos = PosRuntime(config, clock=self.clock, registry=self.metrics.registry,
+                              sink=self.driver_context, online=lambda: self.uplink.connected,
+                              peripherals=self._pos_peripherals)
         self._desired_devices: dict[str, Any] = {}
         self._drivers_live = False  # configure() needs the running loop of _serve
         self._health_sig: dict[str, Any] = {}
@@ -182,6 +188,9 @@ class Agent:
             await self._db.open()
             stack.push_async_callback(self._db.close)
             await self.outbox.load()
+            await self.pos.open()
+            stack.push_async_callback(self.pos.close)
+            await self.pos.resume()
             await self.shadow.load()
             if self.config.metrics_port:
                 self._metrics_server = MetricsServer(
@@ -202,6 +211,7 @@ class Agent:
         self._drivers_live = True
         self._configure_drivers()
         health = asyncio.create_task(self._watch_driver_health(), name="agent-driver-health")
+        pos_sync = asyncio.create_task(self.pos.sync_forever(), name="agent-pos-sync")
         self.ready.set()
         logger.info(
             "agent %s running (version %s)", self.config.store_id, self.config.agent_version
@@ -214,7 +224,8 @@ class Agent:
             logger.info("agent %s stopping", self.config.store_id)
             # Drivers first: they may still emit events while the outbox is open.
             health.cancel()
-            await asyncio.gather(health, return_exceptions=True)
+            pos_sync.cancel()
+            await asyncio.gather(health, pos_sync, return_exceptions=True)
             self._drivers_live = False
             await self.drivers.aclose()
             for task in (local, bounds, stopper):
@@ -266,6 +277,8 @@ class Agent:
                 await self.shadow.handle_desired(payload, link)
             else:
                 logger.debug("desired shadow for device %s: no driver handles it yet", where.target)
+        elif where.channel == "cmd" and where.target == topics.ORDERS_TARGET:
+            await self.pos.orders.handle(payload)
         elif where.channel == "cmd":
             await self.commands.handle(payload, target=where.target or "", link=link)
         elif where.channel == "content":
@@ -342,6 +355,12 @@ class Agent:
         }
 
     # ---- drivers ---------------------------------------------------------------------------
+
+    def _pos_peripherals(self) -> PosPeripherals | None:
+        """The till's printer / scanner / display among the running drivers, if any."""
+        running = [d for i in self.drivers.device_ids() if (d := self.drivers.driver(i))]
+        pos = PosPeripherals.from_drivers(running)
+        return pos if pos.printer or pos.scanner or pos.display else None
 
     def driver(self, device_id: str) -> Driver | None:
         """A running driver, for agent modules that use its in-process API."""

@@ -103,12 +103,25 @@ class AgentConfig:
     # ``devices`` adds to / overrides these by id. Dicts are accepted and converted.
     devices: tuple[DeviceConfig, ...] = ()
     health_interval_s: float = 5.0  # driver health -> reported shadow, metrics, birth
+    # POS and online orders (edge_agent.pos). cloud_api: the cloud's HTTP base URL for
+    # promotion snapshots, coupon ranges and online coupon redemption (None: the till
+    # prices from what is cached/provisioned under data_dir/pos). pos_trusted_keys: the
+    # cloud's Ed25519 public keys (base64) that snapshot signatures must verify against.
+    cloud_api: str | None = None
+    cloud_api_token: str | None = None
+    pos_trusted_keys: tuple[str, ...] = ()
+    pos_currency: str = "EUR"
+    pos_utc_offset_min: int = 0
+    pos_refresh_interval_s: float = 300.0  # snapshot/range poll while the uplink is up
+    pos_offline_points_per_day: int = 2_000  # per card, while offline
+    pos_offline_stored_value_per_day: int = 5_000  # minor units per card, while offline
 
     def __post_init__(self) -> None:
         if not valid_id(self.store_id):
             raise ConfigError("store_id", f"{self.store_id!r} is not a valid id")
         object.__setattr__(self, "devices", _device_configs(self.devices))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "pos_trusted_keys", tuple(self.pos_trusted_keys))
         self.cloud  # noqa: B018 - validates cloud_url
         if self.local_bus != EMBEDDED:
             BrokerAddress.parse(self.local_bus, setting="local_bus")
@@ -128,6 +141,7 @@ class AgentConfig:
             "reconnect_min_s",
             "reconnect_max_s",
             "health_interval_s",
+            "pos_refresh_interval_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -1,0 +1,156 @@
+"""Online orders at the store box: receive, print the pick ticket, report status.
+
+    desk = OrderDesk(store_id="S001", ledger=ledger, sink=agent.driver_context,
+                     clock=clock, registry=registry, tickets_dir=data_dir / "orders",
+                     peripherals=lambda: pos_peripherals)
+    await desk.handle(payload)                 # an OrderDispatch from cmd/orders
+    await desk.advance(order_id, "picking")    # staff: picking, ready, handed_over ...
+
+A received order is stored (``pos_orders``, keyed by order id) before anything else, so
+a redelivered dispatch is recognised: it prints once. The pick ticket goes to the
+receipt printer through ``PosPeripherals.print_ticket``; without a printer (or while it
+cannot print) the rendering is written to ``tickets_dir/{order_id}.txt`` and printing is
+retried on the next delivery of the same order. Every transition (``accepted`` on
+receipt, then what staff do) is checked against ``protocols.orders.can_transition`` and
+sent as an ``order_status`` event through the durable outbox; its event id is
+``{order_id}-{status}``, so a repeated report is one event for the cloud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter
+
+from edge_agent.pos.ledger import PosLedger, StoredOrder
+from edge_agent.pos.peripherals import PeripheralUnavailable, PosError, PosPeripherals
+from edge_agent.pos.sales import EventSink
+from protocols.clock import Clock
+from protocols.codec import decode
+from protocols.errors import DecodeError
+from protocols.orders import OrderDispatch, OrderStatusData, can_transition
+
+logger = logging.getLogger(__name__)
+
+
+class IllegalTransition(PosError):
+    def __init__(self, order_id: str, current: str, new: str) -> None:
+        super().__init__(f"order {order_id}: {current} -> {new} is not allowed")
+        self.order_id = order_id
+        self.current = current
+        self.new = new
+
+
+class OrderMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.received = Counter(
+            "storefleet_pos_orders_received",
+            "order dispatches by result (new, duplicate, bad_payload, wrong_store)",
+            ["result"], registry=registry)
+        self.tickets = Counter(
+            "storefleet_pos_order_tickets", "pick tickets by where they went (printer, file)",
+            ["where"], registry=registry)
+        self.transitions = Counter(
+            "storefleet_pos_order_transitions", "order status changes by result",
+            ["result"], registry=registry)
+
+
+def ticket_lines(order: OrderDispatch) -> list[str]:
+    kind = "DELIVERY" if order.fulfilment == "delivery" else "PICKUP"
+    lines = [f"ONLINE ORDER - {kind}", f"Order {order.order_id}",
+             f"Customer: {order.customer.name}"]
+    if order.customer.phone:
+        lines.append(f"Phone: {order.customer.phone}")
+    if order.customer.address:
+        lines.append(f"Deliver to: {order.customer.address}")
+    lines.append("-" * 20)
+    lines += [f"{ln.qty:>3} x {ln.sku}  {ln.name}".rstrip() for ln in order.lines]
+    if order.note:
+        lines += ["-" * 20, f"Note: {order.note}"]
+    return lines
+
+
+class OrderDesk:
+    def __init__(self, *, store_id: str, ledger: PosLedger, sink: EventSink, clock: Clock,
+                 registry: CollectorRegistry, tickets_dir: Path,
+                 peripherals: Callable[[], PosPeripherals | None] = lambda: None,
+                 device_id: str = "orders") -> None:
+        self.store_id = store_id
+        self._ledger = ledger
+        self._sink = sink
+        self._clock = clock
+        self.metrics = OrderMetrics(registry)
+        self.tickets_dir = tickets_dir
+        self._peripherals = peripherals
+        self._device_id = device_id
+        self._lock = asyncio.Lock()  # one dispatch at a time: print-once needs no race
+
+    async def handle(self, payload: bytes) -> StoredOrder | None:
+        try:
+            order = decode(payload, OrderDispatch)
+        except DecodeError as err:
+            self.metrics.received.labels(result="bad_payload").inc()
+            logger.warning("order dispatch refused: %s", err)
+            return None
+        if order.store_id != self.store_id:
+            self.metrics.received.labels(result="wrong_store").inc()
+            logger.warning("order %s is for store %s, not %s", order.order_id, order.store_id,
+                           self.store_id)
+            return None
+        async with self._lock:
+            stored = await self._ledger.remember_order(
+                order.order_id, order.model_dump(mode="json"), ts=self._clock.now_ms())
+            new = stored.status == "placed"
+            self.metrics.received.labels(result="new" if new else "duplicate").inc()
+            if not stored.printed:
+                if await self._print(order):
+                    await self._ledger.set_order(order.order_id, printed=True)
+            if new:
+                await self._report(order.order_id, "accepted")
+                await self._ledger.set_order(order.order_id, status="accepted")
+        return await self._ledger.order(order.order_id)
+
+    async def advance(self, order_id: str, status: str, *, reason: str | None = None) -> None:
+        async with self._lock:
+            stored = await self._ledger.order(order_id)
+            if stored is None:
+                self.metrics.transitions.labels(result="unknown_order").inc()
+                raise PosError(f"no order {order_id!r} at this store")
+            fulfilment = stored.doc["fulfilment"]
+            if not can_transition(fulfilment, stored.status, status):
+                self.metrics.transitions.labels(result="illegal").inc()
+                raise IllegalTransition(order_id, stored.status, status)
+            await self._report(order_id, status, reason=reason)
+            await self._ledger.set_order(order_id, status=status)
+
+    async def _report(self, order_id: str, status: str, *, reason: str | None = None) -> None:
+        data = OrderStatusData(order_id=order_id, status=status,  # type: ignore[arg-type]
+                               ts=self._clock.now_ms(), reason=reason)
+        await self._sink.emit_event("order_status", device_id=self._device_id,
+                                    data=data.model_dump(mode="json"),
+                                    event_id=f"{order_id}-{status}")
+        self.metrics.transitions.labels(result="reported").inc()
+
+    async def _print(self, order: OrderDispatch) -> bool:
+        lines = ticket_lines(order)
+        peripherals = self._peripherals()
+        if peripherals is not None and peripherals.printer is not None:
+            try:
+                await peripherals.print_ticket(lines)
+                self.metrics.tickets.labels(where="printer").inc()
+                return True
+            except PeripheralUnavailable as err:
+                logger.warning("pick ticket %s not printed: %s", order.order_id, err)
+        path = self.tickets_dir / f"{order.order_id}.txt"
+        # A few hundred bytes once per order; off the loop anyway (an SD card can stall).
+        await asyncio.to_thread(_write_ticket, path, "\n".join(lines) + "\n")
+        self.metrics.tickets.labels(where="file").inc()
+        return False
+
+
+def _write_ticket(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")

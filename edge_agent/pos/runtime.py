@@ -1,0 +1,126 @@
+"""``PosRuntime``: the till and the order desk as the agent runs them.
+
+Built by ``edge_agent.app.Agent`` (the composition root) from ``AgentConfig``:
+
+    pos = PosRuntime(config, clock=clock, registry=registry, sink=agent.driver_context,
+                     online=lambda: agent.uplink.connected, peripherals=find_peripherals)
+    await pos.open()                    # ledger, cached snapshot/catalog/ranges, resume
+    task = asyncio.create_task(pos.sync_forever(), name="agent-pos-sync")
+    await pos.service.sell(...); await pos.orders.handle(payload)
+    await pos.close()
+
+``sync_forever`` refreshes the signed promotion snapshot and the coupon ranges over
+HTTP at start, whenever the uplink comes back, and every ``pos_refresh_interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from edge_agent.config import AgentConfig
+from edge_agent.pos.cache import (
+    CacheError,
+    CacheMetrics,
+    CatalogCache,
+    CloudApi,
+    PromotionCache,
+    RangeCache,
+    load_keys,
+)
+from edge_agent.pos.ledger import PosLedger
+from edge_agent.pos.offline import OfflineLimits
+from edge_agent.pos.orders import OrderDesk
+from edge_agent.pos.peripherals import PosPeripherals
+from edge_agent.pos.sales import EventSink, PosMetrics, PosService
+from protocols.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+_LINK_POLL_S = 1.0  # how soon a returning uplink triggers a refresh
+
+
+class PosRuntime:
+    def __init__(self, config: AgentConfig, *, clock: Clock, registry: CollectorRegistry,
+                 sink: EventSink, online: Callable[[], bool],
+                 peripherals: Callable[[], PosPeripherals | None] = lambda: None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._config = config
+        self._clock = clock
+        self._online = online
+        data = config.data_dir / "pos"
+        cache_metrics = CacheMetrics(registry)
+        self.ledger = PosLedger(config.data_dir / "pos.db")
+        self.promotions = PromotionCache(data / "promotions.json", store_id=config.store_id,
+                                         keys=load_keys(config.pos_trusted_keys),
+                                         metrics=cache_metrics)
+        self.catalog = CatalogCache(data / "catalog.json")
+        self.ranges = RangeCache(data / "coupon_ranges.json", store_id=config.store_id,
+                                 metrics=cache_metrics)
+        self.api = (CloudApi(config.cloud_api, token=config.cloud_api_token,
+                             transport=transport) if config.cloud_api else None)
+        self.service = PosService(
+            store_id=config.store_id, ledger=self.ledger, promotions=self.promotions,
+            catalog=self.catalog, ranges=self.ranges, sink=sink, clock=clock,
+            metrics=PosMetrics(registry), online=online, api=self.api,
+            peripherals=peripherals,
+            limits=OfflineLimits(config.pos_offline_points_per_day,
+                                 config.pos_offline_stored_value_per_day),
+            currency=config.pos_currency, utc_offset_min=config.pos_utc_offset_min)
+        self.orders = OrderDesk(store_id=config.store_id, ledger=self.ledger, sink=sink,
+                                clock=clock, registry=registry, tickets_dir=data / "tickets",
+                                peripherals=peripherals)
+        self.synced = asyncio.Event()  # set after the first successful refresh (tests wait)
+
+    async def open(self) -> None:
+        await self.ledger.open()
+        await self.promotions.load()
+        await self.catalog.load()
+        await self.ranges.load()
+
+    async def resume(self) -> None:
+        """After the outbox is open: re-emit sales a crash left half-written."""
+        await self.service.resume()
+
+    async def close(self) -> None:
+        if self.api is not None:
+            await self.api.aclose()
+        await self.ledger.close()
+
+    async def refresh(self) -> bool:
+        """Download what the till caches; True when both downloads worked."""
+        if self.api is None:
+            return False
+        if not self.promotions.keys:
+            # Trust on first use only when no key was provisioned; logged loudly.
+            try:
+                doc = await self.api.request("GET", "/api/v1/promotions/keys")
+                self.promotions.keys = load_keys([k["public_key"] for k in doc])
+                logger.warning("no pos_trusted_keys configured: trusting the cloud's "
+                               "current keys %s", sorted(self.promotions.keys))
+            except (CacheError, KeyError, TypeError) as err:
+                logger.warning("could not fetch snapshot keys: %s", err)
+                return False
+        await self.promotions.refresh(self.api)
+        ok_ranges = await self.ranges.refresh(self.api)
+        ok = self.promotions.version is not None and ok_ranges
+        if ok:
+            self.synced.set()
+        return ok
+
+    async def sync_forever(self) -> None:
+        was_online = False
+        next_due = 0.0
+        while True:
+            online = self._online()
+            now = self._clock.monotonic()
+            if online and (not was_online or now >= next_due):
+                ok = await self.refresh()
+                # Failed: try again soon rather than after a whole interval.
+                next_due = now + (self._config.pos_refresh_interval_s if ok else 5.0)
+            was_online = online
+            await asyncio.sleep(_LINK_POLL_S)

@@ -1,0 +1,362 @@
+"""The till: ``PosService.sell`` and ``refund``, priced locally, online or offline.
+
+    pos = PosService(store_id="S001", ledger=ledger, promotions=promos, catalog=catalog,
+                     ranges=ranges, sink=agent.driver_context, clock=clock,
+                     registry=registry, online=lambda: agent.uplink.connected)
+    sale = await pos.sell([Line(line_id="1", sku="milk", qty=2)], member=None,
+                          coupons=["R7KQ2M9AB-000012"], tenders=Tenders(method="cash",
+                                                                     cash_given=1000))
+    sale.receipt          # edge_agent.pos.receipt.Receipt (printed when a printer is there)
+    back = await pos.refund(sale.sale_id, {"1": 1})   # exact reversal (pricing.refund)
+
+Pricing is ``pricing.price`` over the cached, signature-checked snapshot (``cache``) and
+the cached catalog, so cloud, till and cart compute the same total. Each sale is written
+to the POS ledger first and then to the agent's durable outbox as a ``sale`` event (id =
+sale id) carrying everything the cloud needs to re-price it: snapshot version, engine
+version, ruleset hash, the basket, the catalog entries used, member, store, totals and
+the per-line allocation (``priced``). Range coupons used add ``coupon_redeemed`` events;
+refunds add ``refund`` events. A crash between ledger and outbox is repaired by
+``resume()`` at start (the outbox ignores an id it already holds).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter
+
+from edge_agent.errors import StorageError
+from edge_agent.pos.cache import CacheError, CatalogCache, CloudApi, PromotionCache, RangeCache
+from edge_agent.pos.ledger import PosLedger
+from edge_agent.pos.offline import OfflineGuard, OfflineLimits, local_day
+from edge_agent.pos.peripherals import PeripheralUnavailable, PosError, PosPeripherals
+from edge_agent.pos.receipt import Adjustment, Receipt, ReceiptLine, Tender, Totals
+from pricing import (
+    Basket,
+    Catalog,
+    Line,
+    Member,
+    PricedBasket,
+    PricingError,
+    RefundResult,
+    Store,
+    price,
+    refund,
+)
+from protocols.clock import Clock
+from protocols.ids import uuid7
+
+logger = logging.getLogger(__name__)
+
+
+class NotReady(PosError):
+    """No promotion snapshot or catalog cached yet: the till cannot price."""
+
+
+class SaleRefused(PosError):
+    """A sale or refund the till will not make (``reason``, ``detail``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class EventSink(Protocol):
+    """The agent's outbox door (``AgentDriverContext`` / ``FakeContext`` satisfy it)."""
+
+    async def emit_event(self, kind: str, *, device_id: str, data: Mapping[str, Any],
+                         event_id: str | None = None) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Tenders:
+    points: int = 0  # points the shopper wants to pay with
+    stored_value: int = 0  # stored value (minor units) the shopper wants to use
+    method: str = "card"  # how the rest is paid: card | cash
+    cash_given: int | None = None  # for change
+
+
+@dataclass(frozen=True, slots=True)
+class Sale:
+    sale_id: str
+    receipt: Receipt
+    priced: PricedBasket
+    offline: bool
+    printed: bool
+    capped: tuple[str, ...] = ()  # offline caps that reduced the requested spending
+    refused_coupons: dict[str, str] = field(default_factory=dict)  # code -> reason
+
+
+class PosMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sales = Counter("storefleet_pos_sales", "sales made at the till", ["mode"],
+                             registry=registry)
+        self.refunds = Counter("storefleet_pos_refunds", "refunds made at the till",
+                               registry=registry)
+        self.refused = Counter("storefleet_pos_refused",
+                               "sales, refunds and coupons the till refused", ["reason"],
+                               registry=registry)
+        self.capped = Counter("storefleet_pos_offline_capped",
+                              "offline sales whose points/stored value a daily cap reduced",
+                              ["what"], registry=registry)
+        self.print_failures = Counter("storefleet_pos_print_failures",
+                                      "receipts or tickets that could not be printed",
+                                      ["what"], registry=registry)
+
+
+class PosService:
+    def __init__(
+        self,
+        *,
+        store_id: str,
+        ledger: PosLedger,
+        promotions: PromotionCache,
+        catalog: CatalogCache,
+        ranges: RangeCache,
+        sink: EventSink,
+        clock: Clock,
+        metrics: PosMetrics,
+        online: Callable[[], bool],
+        api: CloudApi | None = None,
+        peripherals: Callable[[], PosPeripherals | None] = lambda: None,
+        limits: OfflineLimits | None = None,
+        currency: str = "EUR",
+        utc_offset_min: int = 0,
+        till_id: str = "pos",
+    ) -> None:
+        self.store_id = store_id
+        self.ledger = ledger
+        self.promotions = promotions
+        self.catalog = catalog
+        self.ranges = ranges
+        self._sink = sink
+        self._clock = clock
+        self.metrics = metrics
+        self._online = online
+        self._api = api
+        self._peripherals = peripherals
+        self.guard = OfflineGuard(ledger, limits=limits or OfflineLimits())
+        self.store = Store(id=store_id, currency=currency, utc_offset_min=utc_offset_min)
+        self.till_id = till_id
+
+    # ---- selling -----------------------------------------------------------------------
+
+    def price_basket(self, basket: Basket, member: Member | None, now_ms: int) -> PricedBasket:
+        """The POS pricing path (also what the golden corpus is replayed through)."""
+        cached = self.promotions.ruleset("pos")
+        if cached is None or self.catalog.catalog is None:
+            raise NotReady("no promotion snapshot or catalog cached yet")
+        return price(basket, self.catalog.catalog, cached[1], member, now_ms, self.store)
+
+    async def sell(self, lines: Sequence[Line], *, member: Member | None = None,
+                   coupons: Sequence[str] = (), tenders: Tenders = Tenders()) -> Sale:
+        now = self._clock.now_ms()
+        offline = not self._online()
+        sale_id = uuid7(now)
+        day = local_day(now, self.store.utc_offset_min)
+        engine_codes, range_used, refused = await self._coupons(
+            coupons, sale_id=sale_id, member=member, offline=offline, now_ms=now)
+        points, stored_value = tenders.points, tenders.stored_value
+        capped: tuple[str, ...] = ()
+        if member is None:
+            points = stored_value = 0
+        elif offline:
+            allow = await self.guard.allowance(member.id, points=points,
+                                               stored_value=stored_value, day=day)
+            points, stored_value, capped = allow.points, allow.stored_value, allow.capped
+            for what in capped:
+                self.metrics.capped.labels(what=what).inc()
+        basket = Basket(id=sale_id, currency=self.store.currency, lines=tuple(lines),
+                        coupons=tuple(engine_codes), points_to_redeem=points,
+                        stored_value_to_use=stored_value)
+        try:
+            priced = self.price_basket(basket, member, now)
+        except PricingError as err:
+            self.metrics.refused.labels(reason="unpriceable").inc()
+            raise SaleRefused("unpriceable", str(err)) from err
+        events = self._events(sale_id, basket, member, priced, range_used, offline=offline,
+                              now_ms=now, coupons=list(coupons))
+        try:
+            await self.ledger.record_sale(sale_id, ts=now, member_id=member.id if member else None,
+                                          priced=priced.to_json(), events=events,
+                                          codes=[code for code, _ in range_used])
+        except StorageError as err:
+            # Most likely a range code used by a concurrent sale at another lane.
+            self.metrics.refused.labels(reason="ledger").inc()
+            raise SaleRefused("ledger", err.detail) from err
+        if offline and member is not None:
+            await self.guard.record(member.id, points=priced.points_used,
+                                    stored_value=priced.stored_value, day=day)
+        await self._emit(sale_id, events)
+        self.metrics.sales.labels(mode="offline" if offline else "online").inc()
+        receipt = self._receipt(sale_id, priced, tenders, now_ms=now, offline=offline)
+        printed = await self._print(receipt)
+        return Sale(sale_id, receipt, priced, offline, printed, capped, refused)
+
+    async def _coupons(self, codes: Sequence[str], *, sale_id: str, member: Member | None,
+                       offline: bool, now_ms: int
+                       ) -> tuple[list[str], list[tuple[str, dict[str, Any]]], dict[str, str]]:
+        cached = self.promotions.ruleset("pos")
+        public = {getattr(p, "code", None) for p in cached[0].promotions} if cached else set()
+        engine_codes: list[str] = []
+        range_used: list[tuple[str, dict[str, Any]]] = []
+        refused: dict[str, str] = {}
+        for code in dict.fromkeys(codes):  # the same code twice counts once
+            if code in public:
+                engine_codes.append(code)
+            elif (rng := self.ranges.lookup(code, now_ms=now_ms)) is not None:
+                if await self.ledger.code_used(code):
+                    refused[code] = "already_used"
+                else:
+                    range_used.append((code, rng))
+                    engine_codes.append(rng["engine_code"])
+            elif offline or self._api is None:
+                refused[code] = "needs_cloud"
+            else:
+                try:
+                    doc = await self._api.request(
+                        "POST", f"/api/v1/coupons/{code}/redeem",
+                        json_body={"store_id": self.store_id, "sale_id": sale_id,
+                                   "member_id": member.id if member else None})
+                    engine_codes.append(str(doc["engine_code"]))
+                except (CacheError, KeyError, TypeError) as err:
+                    refused[code] = "refused_by_cloud"
+                    logger.info("coupon %s refused: %s", code, err)
+        for reason in refused.values():
+            self.metrics.refused.labels(reason=f"coupon_{reason}").inc()
+        return engine_codes, range_used, refused
+
+    def _events(self, sale_id: str, basket: Basket, member: Member | None,
+                priced: PricedBasket, range_used: list[tuple[str, dict[str, Any]]], *,
+                offline: bool, now_ms: int, coupons: list[str]
+                ) -> list[tuple[str, str, dict[str, Any]]]:
+        cached = self.promotions.ruleset("pos")
+        assert cached is not None and self.catalog.catalog is not None  # priced just now
+        snapshot = cached[0]
+        catalog = self.catalog.catalog
+        # Only the items of this basket: the pricing inputs the cloud needs, not the
+        # whole price book (which would blow the payload cap).
+        used = Catalog(version=catalog.version, currency=catalog.currency,
+                       items={ln.sku: catalog.items[ln.sku] for ln in basket.lines})
+        totals = {k: getattr(priced, k) for k in ("subtotal", "discount", "total", "paid",
+                                                  "points_earned", "points_used",
+                                                  "stored_value")}
+        sale = {
+            "member_id": member.id if member else None, "channel": "pos",
+            "till_id": self.till_id, "snapshot_version": snapshot.version,
+            "engine_version": priced.engine_version, "ruleset_hash": snapshot.ruleset_hash(),
+            "priced_at": now_ms, "basket": basket.model_dump(mode="json"),
+            "catalog": used.model_dump(mode="json"),
+            "member": member.model_dump(mode="json") if member else None,
+            "store": self.store.model_dump(mode="json"), "totals": totals,
+            "priced": priced.to_dict(), "offline": offline,
+            "points_pending": offline and priced.points_earned > 0,
+            "coupons": coupons,
+        }
+        events = [("sale", sale_id, sale)]
+        for n, (code, rng) in enumerate(range_used, start=1):
+            events.append(("coupon_redeemed", f"{sale_id}-c{n}", {
+                "source": "range", "code": code, "range_id": rng["range_id"],
+                "engine_code": rng["engine_code"], "sale_id": sale_id, "offline": offline}))
+        return events
+
+    async def _emit(self, sale_id: str, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+        for kind, event_id, data in events:
+            await self._sink.emit_event(kind, device_id=self.till_id, data=data,
+                                        event_id=event_id)
+        await self.ledger.mark_emitted(sale_id)
+
+    async def resume(self) -> int:
+        """Emit the events of sales a crash left between ledger and outbox."""
+        pending = await self.ledger.pending_sales()
+        for sale_id, events in pending:
+            await self._emit(sale_id, events)
+        if pending:
+            logger.warning("re-emitted %d sales left pending by a crash", len(pending))
+        return len(pending)
+
+    # ---- refunds -------------------------------------------------------------------------
+
+    async def refund(self, sale_id: str, lines: Mapping[str, int] | None = None
+                     ) -> RefundResult:
+        """Return ``lines`` (line id -> units; None = everything not yet returned)."""
+        stored = await self.ledger.sale(sale_id)
+        if stored is None:
+            self.metrics.refused.labels(reason="unknown_sale").inc()
+            raise SaleRefused("unknown_sale", f"no sale {sale_id!r} at this store")
+        priced = PricedBasket.from_json(stored[0])
+        before = await self.ledger.returned(sale_id)
+        wanted = dict(lines) if lines is not None else {
+            ln.line_id: ln.qty - before.get(ln.line_id, 0) for ln in priced.lines
+            if ln.qty > before.get(ln.line_id, 0)}
+        try:
+            result = refund(priced, wanted, already_returned=before)
+        except PricingError as err:
+            self.metrics.refused.labels(reason="bad_refund").inc()
+            raise SaleRefused("bad_refund", str(err)) from err
+        now = self._clock.now_ms()
+        refund_id = uuid7(now)
+        data = {"sale_id": sale_id, "member_id": stored[1], "refund_id": refund_id,
+                "points_reversed": result.points_reversed,
+                "points_returned": result.points_returned,
+                "stored_value": result.stored_value, "amount": result.amount,
+                "paid": result.paid, "refund": result.to_dict(),
+                "offline": not self._online()}
+        # The event first (idempotent by id), then the local record: a crash between them
+        # leaves the return unrecorded here but never lost for the cloud's ledger.
+        await self._sink.emit_event("refund", device_id=self.till_id, data=data,
+                                    event_id=refund_id)
+        await self.ledger.record_return(refund_id, sale_id, wanted, ts=now)
+        self.metrics.refunds.inc()
+        return result
+
+    # ---- receipts --------------------------------------------------------------------------
+
+    def _receipt(self, sale_id: str, priced: PricedBasket, tenders: Tenders, *, now_ms: int,
+                 offline: bool) -> Receipt:
+        catalog = self.catalog.catalog
+        names = {sku: item.name or sku for sku, item in catalog.items.items()} if catalog else {}
+        by_promo: dict[str, int] = {}
+        for ln in priced.lines:
+            for a in ln.discounts:
+                by_promo[a.promotion_id] = by_promo.get(a.promotion_id, 0) + a.amount
+        pay: list[Tender] = []
+        if priced.stored_value:
+            pay.append(Tender(method="stored_value", amount=priced.stored_value))
+        if priced.points_value:
+            pay.append(Tender(method="points", amount=priced.points_value))
+        change = 0
+        if tenders.method == "cash" and tenders.cash_given is not None:
+            change = max(0, tenders.cash_given - priced.paid)
+            pay.append(Tender(method="cash", amount=max(tenders.cash_given, priced.paid)))
+        else:
+            pay.append(Tender(method=tenders.method[:24] or "card", amount=priced.paid))
+        footer = ["Offline sale: points will be credited later"] if offline and \
+            priced.points_earned else []
+        return Receipt(
+            receipt_id=sale_id, ts_ms=now_ms, header=[f"Store {self.store_id}"],
+            lines=[ReceiptLine(name=names.get(ln.sku, ln.sku)[:80], qty=ln.qty,
+                               unit_price=ln.unit_price, amount=ln.gross)
+                   for ln in priced.lines],
+            adjustments=[Adjustment(label=pid[:40], amount=-amount)
+                         for pid, amount in sorted(by_promo.items()) if amount],
+            totals=Totals(subtotal=priced.subtotal, total=priced.total),
+            currency=priced.currency, tenders=pay, change=change, barcode=sale_id[-20:],
+            footer=footer)
+
+    async def _print(self, receipt: Receipt) -> bool:
+        peripherals = self._peripherals()
+        if peripherals is None or peripherals.printer is None:
+            return False
+        try:
+            await peripherals.print_receipt(receipt)
+        except PeripheralUnavailable as err:
+            # The sale stands; the shopper can get a reprint. Counted for the dashboard.
+            self.metrics.print_failures.labels(what="receipt").inc()
+            logger.warning("receipt %s not printed: %s", receipt.receipt_id, err)
+            return False
+        return True
