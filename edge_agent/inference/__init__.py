@@ -1,0 +1,1 @@
+"""On-box inference: models that run on the store box (positioning, vision, triggers)."""
