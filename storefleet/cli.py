@@ -6,6 +6,7 @@ import typer
 
 from cloud.cli import app as cloud_app
 from edge_agent.cli import app as edge_app
+from edge_agent.inference.positioning.cli import app as positioning_app
 from firmware_sim.cli import app as sim_app
 from storefleet import __version__
 from storefleet.demo import demo
@@ -19,6 +20,7 @@ app.command("demo")(demo)
 app.add_typer(cloud_app, name="cloud", help="Cloud API server and MQTT ingest workers.")
 app.add_typer(edge_app, name="edge", help="The store-box edge agent.")
 app.add_typer(sim_app, name="sim", help="Device and store simulators.")
+app.add_typer(positioning_app, name="positioning", help="Indoor positioning of carts (BLE).")
 
 
 bench_app = typer.Typer(help="Benchmarks: one command each, JSON as the last line.",
