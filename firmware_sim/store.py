@@ -30,9 +30,10 @@ from protocols.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
 
-# Device kinds of the generic simulator; the device-specific simulators
-# (carts, labels, printers ...) replace these family by family.
-GENERIC_KINDS = ("sensor", "cart", "esl_ap", "audio", "vending", "pos")
+# Device kinds of the generic simulator: plain IoT sensors that only report telemetry
+# and events. They are deliberately not named after a driver family (cart, esl ...),
+# so a family shows as online only when its real driver and simulator run.
+GENERIC_KINDS = ("sensor", "footfall", "door_contact", "fridge_probe", "env_sensor", "gateway")
 
 # (event kind, relative weight): mostly device events, some retail activity.
 _EVENT_MIX = (("device_event", 6), ("sale", 2), ("member_visit", 1), ("vend", 1))
@@ -165,19 +166,98 @@ OTHER_FAMILIES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def store_device_configs(layout: Path, *, radio_path: Path,
-                         silent_after_s: float = 30.0) -> list[dict[str, Any]]:
-    """The agent's ``devices`` for a simulated store: its BLE scanner and its carts."""
+ESL_LABELS = 12  # labels on the simulated access point (see ``_start_other``)
+
+
+def store_device_configs(layout: Path, *, radio_path: Path, store_id: str = "S001",
+                         silent_after_s: float = 30.0,
+                         audio_cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The agent's ``devices`` for a simulated store: its BLE scanner, its carts, and
+    (with ``audio_cache_dir``) the ESL access point and the audio unit that
+    ``_start_other`` simulates on the local bus."""
     from firmware_sim.layouts import Layout
 
     plan = Layout.load(layout)
-    return [
+    configs: list[dict[str, Any]] = [
         {"id": "ble-scanner", "family": "beacon", "model": "sim-radio", "options": {
             "backend": "replay", "recording": str(radio_path), "follow": True,
             "installed": [{"key": b.key, "name": b.id} for b in plan.beacons],
             "silent_after_s": silent_after_s}},
         {"id": "carts", "family": "cart", "model": "cart-fleet"},
     ]
+    if audio_cache_dir is not None:
+        skus = plan_skus(layout) or ["SKU-0"]
+        configs += [
+            {"id": f"{store_id}-esl-01", "family": "esl", "model": "sim-esl-ap", "options": {
+                "labels": {f"{store_id}-lbl-{i:03d}": skus[i % len(skus)]
+                           for i in range(ESL_LABELS)}}},
+            {"id": f"{store_id}-audio-01", "family": "audio", "model": "sim-audio-unit",
+             "options": {"cache_dir": str(audio_cache_dir)}},
+        ]
+    return configs
+
+
+def plan_skus(layout: Path) -> list[str]:
+    """Every sku on the layout's shelves, in shelf order."""
+    from firmware_sim.layouts import Layout
+
+    plan = Layout.load(layout)
+    return [sku for shelf in plan.shelves for sku in shelf.skus]
+
+
+async def start_wired_sims(store_id: str) -> tuple[list[dict[str, Any]], list[Closer]]:
+    """Start the store's serial and TCP devices — a vending cabinet and a lock board on
+    a pty, an ESC/POS receipt printer (with its cash drawer) on TCP, a barcode scanner
+    and a customer display on ptys — and return the agent ``devices`` that drive them."""
+    from firmware_sim.display import start_display_sim
+    from firmware_sim.printer.sim import start_printer_sim
+    from firmware_sim.scanner import start_scanner_sim
+    from firmware_sim.vending.sim import start_vending_sim
+
+    closers: list[Closer] = []
+    cabinet, cabinet_task = await start_vending_sim()
+
+    async def close_cabinet() -> None:
+        cabinet_task.cancel()
+        await asyncio.gather(cabinet_task, return_exceptions=True)
+        cabinet.port.close()
+
+    closers.append(close_cabinet)
+    printer, server = await start_printer_sim(port=0)
+
+    async def close_printer() -> None:
+        server.close()
+        await printer.aclose()
+        await server.wait_closed()
+
+    closers.append(close_printer)
+    scanner = await start_scanner_sim()
+
+    async def close_scanner() -> None:
+        scanner.port.close()
+
+    closers.append(close_scanner)
+    display, display_task = await start_display_sim()
+
+    async def close_display() -> None:
+        display_task.cancel()
+        await asyncio.gather(display_task, return_exceptions=True)
+        display.port.close()
+
+    closers.append(close_display)
+    configs: list[dict[str, Any]] = [
+        {"id": f"{store_id}-vend-01", "family": "vending", "model": "sim-lockboard",
+         "options": {"port": cabinet.port.path,
+                     "doors": {"1": {"item": 11, "price": 300, "sku": "WATER-500"},
+                               "2": {"item": 12, "price": 450, "sku": "COLA-330"}}}},
+        {"id": f"{store_id}-printer-01", "family": "printer", "model": "sim-escpos",
+         "options": {"host": "127.0.0.1", "tcp_port": server.sockets[0].getsockname()[1]}},
+        {"id": f"{store_id}-scanner-01", "family": "scanner", "model": "sim-aim",
+         "options": {"port": scanner.port.path}},
+        {"id": f"{store_id}-display-01", "family": "display", "model": "sim-vfd-2x20",
+         "options": {"port": display.port.path}},
+    ]
+    return configs, closers
 
 
 async def _run_families_impl(sim: StoreSimulator, stop: asyncio.Event) -> None:

@@ -79,7 +79,13 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     from edge_agent.localbus import amqtt_fix
     from edge_agent.localbus.embedded import EmbeddedBroker
     from firmware_sim.layouts import DEFAULT_LAYOUT
-    from firmware_sim.store import StoreSimulator, store_device_configs
+    from firmware_sim.store import (
+        StoreSimulator,
+        plan_skus,
+        start_wired_sims,
+        store_device_configs,
+    )
+    from storefleet.demo_content import device_families, push_store_content
 
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if opts.data_dir is None:
@@ -102,12 +108,23 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         stack.push_async_callback(broker.stop)
 
         cloud_registry = CollectorRegistry()
+        # The demo's own promotion-signing key, kept with its data (PEM, Ed25519).
+        key_file = data_dir / "signing-key.pem"
+        if not key_file.exists():
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            key_file.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()))
+            key_file.chmod(0o600)
         settings = CloudSettings(
             database_url=f"sqlite:///{db_path}",
             mqtt_url=broker.url,
             share_group=None,  # amqtt has no $share
             ingest_client_id="demo-ingest",
             api_tokens={token: "hq-admin"},
+            signing_key_file=str(key_file),
         )
         app = create_app(settings, registry=cloud_registry, ingest=True)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=api_port,
@@ -130,8 +147,17 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         # simulated air) and its carts; the simulator runs every family it has.
         radio_path = data_dir / "ble-air.jsonl"
         radio_path.write_bytes(b"")
-        store_devices = (store_device_configs(DEFAULT_LAYOUT, radio_path=radio_path)
-                         if opts.full_store else [])
+        store_devices: list[dict[str, Any]] = []
+        if opts.full_store:
+            store_devices = store_device_configs(DEFAULT_LAYOUT, radio_path=radio_path,
+                                                 store_id=opts.store_id,
+                                                 audio_cache_dir=data_dir / "edge" / "audio")
+            # Serial and TCP devices (vending, receipt printer + drawer, scanner,
+            # customer display) run on ptys and a TCP port before the agent opens them.
+            wired, closers = await start_wired_sims(opts.store_id)
+            store_devices += wired
+            for close in closers:
+                stack.push_async_callback(close)
         agent = Agent(
             AgentConfig(store_id=opts.store_id, data_dir=data_dir / "edge", cloud_url=broker.url,
                         local_bus="embedded", local_bus_port=local_port,
@@ -176,6 +202,12 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
 
         async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"},
                                      timeout=10) as http:
+            content: dict[str, str] = {}
+            if opts.full_store:
+                # HQ pushes the price book and the audio schedule through the real path.
+                await wait_store_online(http)
+                content = await push_store_content(http, opts.store_id,
+                                                   skus=plan_skus(DEFAULT_LAYOUT))
             deadline = None if opts.duration is None else started + opts.duration
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 if sim_task.done():
@@ -208,7 +240,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
 
         stored = await asyncio.to_thread(stored_ids)
         rows = await asyncio.to_thread(stored_rows)
-        families = sorted({d["kind"] for d in devices if d["online"]})
+        families = device_families(devices)
         summary = {
             "duration_s": round(time.monotonic() - started, 1),
             "stores_online": sum(1 for s in stores if s["online"]),
@@ -224,12 +256,25 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             ),
             "outbox_depth": int(_metric(agent_registry, "storefleet_outbox_depth")),
             "api_events_page_ok": bool(events_page.get("items")),
-            "families_simulated": sorted(sim.families_started),
+            "families_simulated": sorted(
+                set(sim.families_started) | ({"vending", "pos"} if opts.full_store else set())
+            ),
+            "content_applied": content,
             "cart_sessions": sum(len(c.sessions) for c in sim.cart_sims),
         }
     if tmp is not None:
         tmp.cleanup()
     return summary
+
+
+async def wait_store_online(http: httpx.AsyncClient, *, timeout_s: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        stores = (await http.get("/api/v1/stores")).json()
+        if any(s["online"] for s in stores):
+            return
+        await asyncio.sleep(0.2)
 
 
 def demo(

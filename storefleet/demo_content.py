@@ -1,0 +1,99 @@
+"""What HQ does in the demo once the store is up: push the store's content to its
+devices through the real path (REST API -> MQTT command -> agent -> driver ->
+device simulator), and how the demo names device families in its summary."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+# Device kind (as the cloud's device registry shows it) -> the six families of the
+# store-devices issue. Generic simulated sensors map to none of them.
+FAMILY_OF: Mapping[str, str] = {
+    "beacon": "beacons",
+    "cart": "carts",
+    "esl": "esl",
+    "esl_ap": "esl",
+    "audio": "audio",
+    "vending": "vending",
+    "printer": "pos",
+    "scanner": "pos",
+    "display": "pos",
+    "drawer": "pos",
+}
+
+
+def device_families(devices: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The families with at least one online device."""
+    return sorted({FAMILY_OF[d["kind"]] for d in devices if d["online"] and d["kind"] in FAMILY_OF})
+
+
+# Two short "tracks": the simulated audio unit plays a tone per track id.
+_TRACKS = {"music-a": 180_000, "music-b": 240_000, "promo-milk": 20_000}
+
+
+def _asset(track: str) -> bytes:
+    return f"storefleet demo audio: {track}".encode()
+
+
+def audio_schedule(version: int = 1) -> dict[str, Any]:
+    return {
+        "version": version,
+        "tracks": {t: {"sha256": hashlib.sha256(_asset(t)).hexdigest(), "duration_ms": ms}
+                   for t, ms in _TRACKS.items()},
+        "zones": {"floor": {"volume_db": -6.0}},
+        # Open around the clock so the demo plays whenever it runs.
+        "dayparts": [{"name": "all-day", "start": "00:00", "end": "24:00",
+                      "playlist": ["music-a", "music-b"]}],
+        "spots": [{"name": "milk-promo", "track_id": "promo-milk", "every_s": 60,
+                   "priority": 50}],
+    }
+
+
+def price_book(skus: list[str], version: int = 1) -> dict[str, Any]:
+    # Deterministic demo prices in minor units (1.99 .. 12.49).
+    return {"version": version,
+            "items": {sku: {"price_minor": 199 + (i * 137) % 1050} for i, sku in enumerate(skus)}}
+
+
+async def _command(http: httpx.AsyncClient, store_id: str, target: str, name: str,
+                   args: dict[str, Any], *, wait_s: float = 15.0) -> dict[str, Any]:
+    resp = await http.post(f"/api/v1/stores/{store_id}/commands",
+                           json={"name": name, "args": args, "target": target, "ttl_s": 60})
+    resp.raise_for_status()
+    cmd_id = resp.json()["cmd_id"]
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        result: dict[str, Any] = (await http.get(f"/api/v1/commands/{cmd_id}")).json()
+        if result.get("status") != "pending" or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.2)
+
+
+async def push_store_content(http: httpx.AsyncClient, store_id: str, *,
+                             skus: list[str]) -> dict[str, str]:
+    """Send the price book to the e-shelf labels and the schedule (with its assets) to the
+    audio unit; returns each command's final status."""
+    statuses: dict[str, str] = {}
+    esl, audio = f"{store_id}-esl-01", f"{store_id}-audio-01"
+    res = await _command(http, store_id, esl, "esl_price_book", price_book(skus))
+    statuses["esl_price_book"] = str(res.get("status"))
+    for track in _TRACKS:
+        res = await _command(http, store_id, audio, "audio_asset",
+                             {"data_b64": base64.b64encode(_asset(track)).decode()})
+        statuses[f"audio_asset:{track}"] = str(res.get("status"))
+    res = await _command(http, store_id, audio, "audio_schedule",
+                         {"schedule": audio_schedule()})
+    statuses["audio_schedule"] = str(res.get("status"))
+    bad = {k: v for k, v in statuses.items() if v != "ok"}
+    if bad:
+        logger.warning("store content not fully applied: %s", bad)
+    return statuses
