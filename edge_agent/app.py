@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 import edge_agent.drivers  # noqa: F401 - loads every driver family into DRIVERS
 from edge_agent.backoff import Backoff
+from edge_agent.cartscreen.runtime import InAisle, InAisleSettings, check_rules
 from edge_agent.commands import CommandError, CommandHandler, CommandRefused, Handler
 from edge_agent.config import AgentConfig
 from edge_agent.drivers.base import CommandRejected, DeviceConfig, Driver, DriverError
@@ -58,6 +59,9 @@ from protocols.errors import ProtocolError
 from protocols.messages import Birth, DeviceInfo, RebirthRequest
 
 logger = logging.getLogger(__name__)
+
+# Health fields that describe the device rather than measure it.
+_NOT_TELEMETRY = frozenset({"family", "model", "last_error", "online", "alarms"})
 
 _BOUNDS_EVERY_S = 30.0  # age bound check period; the byte bound is checked on every put
 _PACKAGE_LOGGER = "edge_agent"  # set_log_level / shadow log_level act on our own loggers
@@ -129,6 +133,8 @@ class Agent:
         self.pos = PosRuntime(config, clock=self.clock, registry=self.metrics.registry,
                               sink=self.driver_context, online=lambda: self.uplink.connected,
                               peripherals=self._pos_peripherals)
+        # In-aisle coupons (triggers) and the cart-screen web app, when configured.
+        self.in_aisle: InAisle | None = self._make_in_aisle()
         self._desired_devices: dict[str, Any] = {}
         self._drivers_live = False  # configure() needs the running loop of _serve
         self._health_sig: dict[str, Any] = {}
@@ -211,6 +217,14 @@ class Agent:
         self._drivers_live = True
         self._configure_drivers()
         health = asyncio.create_task(self._watch_driver_health(), name="agent-driver-health")
+        if self.in_aisle is not None:
+            try:
+                await self.in_aisle.start()
+            except AgentError as err:  # e.g. the screen port is taken: sell on without it
+                self.metrics.bad_payloads.labels(source="config", reason="in_aisle").inc()
+                logger.error("in-aisle coupons and cart screens not started: %s", err)
+                await self.in_aisle.stop()
+                self.in_aisle = None
         pos_sync = asyncio.create_task(self.pos.sync_forever(), name="agent-pos-sync")
         self.ready.set()
         logger.info(
@@ -222,6 +236,8 @@ class Agent:
             )
         finally:
             logger.info("agent %s stopping", self.config.store_id)
+            if self.in_aisle is not None:
+                await self.in_aisle.stop()  # issues coupons into the outbox: before it closes
             # Drivers first: they may still emit events while the outbox is open.
             health.cancel()
             pos_sync.cancel()
@@ -308,6 +324,7 @@ class Agent:
             ShadowKey("log_level", check_log_level, _set_log_level),
             ShadowKey("telemetry_interval_s", check_interval, set_interval),
             ShadowKey("devices", check_devices, self._set_desired_devices),
+            ShadowKey("trigger_rules", check_rules, self._set_trigger_rules),
         ]
 
     def _command_handlers(self) -> dict[str, Handler]:
@@ -362,6 +379,38 @@ class Agent:
         pos = PosPeripherals.from_drivers(running)
         return pos if pos.printer or pos.scanner or pos.display else None
 
+    def _make_in_aisle(self) -> InAisle | None:
+        c = self.config
+        if c.cartscreen_port is None and not c.trigger_rules and c.retail_data is None:
+            return None
+
+        def pos_pricing() -> Any:
+            catalog = self.pos.catalog.catalog
+            compiled = self.pos.promotions.ruleset("cart") or self.pos.promotions.ruleset("pos")
+            return None if catalog is None or compiled is None else (catalog, compiled[1])
+
+        return InAisle(
+            InAisleSettings(store_id=c.store_id, data_dir=c.data_dir,
+                            cartscreen_port=c.cartscreen_port, cartscreen_host=c.cartscreen_host,
+                            store_layout=c.store_layout, retail_data=c.retail_data,
+                            trigger_rules=c.trigger_rules, utc_offset_min=c.pos_utc_offset_min),
+            ctx=self.driver_context, carts=self.cart_driver, pos_pricing=pos_pricing,
+            pos_ranges=lambda: list(self.pos.ranges.ranges))
+
+    def cart_driver(self) -> Driver | None:
+        """The running driver of the store's carts (family ``cart``), if any."""
+        for device_id in self.drivers.device_ids():
+            driver = self.drivers.driver(device_id)
+            if driver is not None and driver.family == "cart":
+                return driver
+        return None
+
+    def _set_trigger_rules(self, value: Any) -> None:
+        if self.in_aisle is None:
+            logger.warning("trigger_rules in the desired shadow, but in-aisle is not configured")
+            return
+        self.in_aisle.set_rules(value)
+
     def driver(self, device_id: str) -> Driver | None:
         """A running driver, for agent modules that use its in-process API."""
         return self.drivers.driver(device_id)
@@ -389,6 +438,17 @@ class Agent:
             self.metrics.bad_payloads.labels(source="config", reason="bad_device").inc()
             logger.error("device not started: %s", error)
         self.uplink.request_rebirth()  # the birth lists driver-managed devices
+
+    def _health_telemetry(self, health: dict[str, dict[str, Any]]) -> None:
+        """Every driver-managed device reports its health readings (battery, RSSI, labels
+        acknowledged, paper state ...) as telemetry, so the cloud sees every family's
+        telemetry whether or not the device speaks MQTT itself."""
+        for device_id, h in health.items():
+            values = {k: v for k, v in h.items()
+                      if isinstance(v, bool | int | float | str) and k not in _NOT_TELEMETRY}
+            values["online"] = bool(h["online"])
+            values["alarms"] = len(h["alarms"])
+            self.driver_context.telemetry(str(h["family"]), device_id, values)
 
     async def _device_command(
         self, target: str, name: str, args: dict[str, Any]
@@ -418,6 +478,7 @@ class Agent:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
             health = self.drivers.health()
+            self._health_telemetry(health)
             # last_seen and live readings change all the time; these are what a reader acts on.
             sig = {
                 k: (v["online"], tuple(v["alarms"]), v["restarts"], v["last_error"])

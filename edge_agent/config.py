@@ -115,6 +115,18 @@ class AgentConfig:
     pos_refresh_interval_s: float = 300.0  # snapshot/range poll while the uplink is up
     pos_offline_points_per_day: int = 2_000  # per card, while offline
     pos_offline_stored_value_per_day: int = 5_000  # minor units per card, while offline
+    # In-aisle coupons and cart screens (edge_agent.cartscreen, inference.triggers).
+    # cartscreen_port: the cart-screen web app (/cart/{cart_id}); None = not served, 0 = any
+    # free port. store_layout: the layout TOML (zones, shelves, anchors) for the map and the
+    # positioning fallback. retail_data: an offline JSON bundle (catalog, promotions,
+    # members, coupon ranges, trigger rules) used where the till's caches have nothing.
+    # trigger_rules: protocols.triggers.TriggerRule dicts (the desired shadow's
+    # ``trigger_rules`` replaces them at run time).
+    cartscreen_port: int | None = None
+    cartscreen_host: str = "0.0.0.0"
+    store_layout: Path | None = None
+    retail_data: Path | None = None
+    trigger_rules: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if not valid_id(self.store_id):
@@ -122,6 +134,9 @@ class AgentConfig:
         object.__setattr__(self, "devices", _device_configs(self.devices))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "pos_trusted_keys", tuple(self.pos_trusted_keys))
+        object.__setattr__(self, "trigger_rules", tuple(self.trigger_rules))
+        if self.cartscreen_port is not None and not 0 <= self.cartscreen_port <= 65535:
+            raise ConfigError("cartscreen_port", f"{self.cartscreen_port} is not a TCP port")
         self.cloud  # noqa: B018 - validates cloud_url
         if self.local_bus != EMBEDDED:
             BrokerAddress.parse(self.local_bus, setting="local_bus")

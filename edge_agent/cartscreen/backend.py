@@ -1,0 +1,326 @@
+"""What the cart screen shows and does, per cart, computed on the store box.
+
+The basket is the cart driver's session (barcodes scanned on the cart), priced by the
+shared engine (``pricing.price``) with the store's cached catalog and promotion
+snapshot, so the screen's total is the till's total to the minor unit. Coupons issued by
+the trigger engine are single-use codes from pre-allocated ranges; applying one puts its
+range's *engine* code into the basket (the ``pricing.Coupon`` it answers to), and paying
+marks the code redeemed in the ledger and reports a ``coupon_redeemed`` event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import qrcode
+import qrcode.image.svg
+
+from edge_agent.cartscreen.hub import ScreenHub
+from edge_agent.cartscreen.recommend import Recommender
+from edge_agent.cartscreen.route import Grid, plan_route
+from edge_agent.cartscreen.svgmap import to_svg
+from edge_agent.inference.triggers.ledger import CouponLedger, IssuedCoupon
+from edge_agent.inference.triggers.service import EventSink, Members, StaticMembers
+from edge_agent.inference.triggers.storemap import Location, StoreMap
+from pricing import Basket, Catalog, Line, Member, PricingError, Ruleset, Store, price
+from protocols.ids import uuid7
+from protocols.triggers import TriggerRule
+
+logger = logging.getLogger(__name__)
+
+MAX_LIST = 50  # shopping-list entries per cart
+
+
+class ScreenError(Exception):
+    """A cart-screen request that cannot be done (``status`` = HTTP status to answer)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class CartView:
+    member_override: str | None = None
+    session_id: str | None = None
+    offered: dict[str, dict[str, Any]] = field(default_factory=dict)  # code -> coupon view
+    applied: list[str] = field(default_factory=list)
+    shopping_list: list[str] = field(default_factory=list)
+    checkout: dict[str, Any] | None = None
+    receipt: dict[str, Any] | None = None
+    item_events: int = -1
+
+
+PricingSource = Callable[[], tuple[Catalog, Ruleset] | None]
+
+
+class CartScreenBackend:
+    def __init__(self, *, ctx: EventSink, store_id: str, hub: ScreenHub,
+                 pricing: PricingSource, ledger: CouponLedger | None = None,
+                 carts: Callable[[], Any] | None = None, members: Members | None = None,
+                 store_map: StoreMap | None = None, names_zh: Mapping[str, str] | None = None,
+                 co_occurrence: list[tuple[str, str]] | None = None,
+                 utc_offset_min: int = 0) -> None:
+        self.ctx = ctx
+        self.store_id = store_id
+        self.hub = hub
+        self._pricing = pricing
+        self.ledger = ledger
+        self._carts = carts
+        self.members = members or StaticMembers()
+        self.map = store_map
+        self.grid = Grid(store_map) if store_map is not None else None
+        self.names_zh = dict(names_zh or {})
+        self.recommender = Recommender(co_occurrence or [])
+        self.utc_offset_min = utc_offset_min
+        self.views: dict[str, CartView] = {}
+        self.locations: dict[str, Location] = {}
+
+    # ---- per cart ----------------------------------------------------------------------
+
+    def view(self, cart_id: str) -> CartView:
+        view = self.views.get(cart_id)
+        session = self._session(cart_id)
+        sid = session.session_id if session is not None else None
+        if view is None or (sid is not None and view.session_id not in (None, sid)):
+            view = self.views[cart_id] = CartView()  # a new shopper: a clean screen
+        if sid is not None:
+            view.session_id = sid
+        return view
+
+    def _session(self, cart_id: str) -> Any:
+        driver = self._carts() if self._carts is not None else None
+        return driver.session_of(cart_id) if driver is not None else None
+
+    def member_id(self, cart_id: str) -> str | None:
+        session = self._session(cart_id)
+        if session is not None and session.member_id:
+            return str(session.member_id)
+        return self.view(cart_id).member_override
+
+    def member_view(self, cart_id: str) -> dict[str, Any] | None:
+        mid = self.member_id(cart_id)
+        if mid is None:
+            return None
+        profile = self.members.get(mid)
+        return {"member_id": mid, "name": profile.name if profile else mid,
+                "tier": profile.tier if profile else None,
+                "points": profile.points if profile else 0}
+
+    def sign_in(self, cart_id: str, qr: str) -> dict[str, Any]:
+        """Member QR typed or scanned on the screen (``SFM:{member_id}``)."""
+        from protocols.cart import member_from_qr
+
+        mid = member_from_qr(qr.strip())
+        if mid is None:
+            raise ScreenError(400, "not a member QR code")
+        self.view(cart_id).member_override = mid
+        return self.member_view(cart_id) or {}
+
+    # ---- basket ---------------------------------------------------------------------------
+
+    def items(self, cart_id: str) -> dict[str, int]:
+        session = self._session(cart_id)
+        return dict(session.items) if session is not None else {}
+
+    def priced(self, cart_id: str) -> dict[str, Any]:
+        view = self.view(cart_id)
+        source = self._pricing()
+        items = self.items(cart_id)
+        if source is None:
+            raise ScreenError(503, "no price book yet")
+        catalog, ruleset = source
+        known = {sku: q for sku, q in sorted(items.items()) if sku in catalog.items}
+        engine_codes = tuple(sorted({view.offered[c]["engine_code"] for c in view.applied
+                                     if c in view.offered}))
+        mid = self.member_id(cart_id)
+        profile = self.members.get(mid) if mid else None
+        member = (Member(id=mid, tier=profile.tier if profile else None,
+                         currency=catalog.currency,
+                         points_balance=profile.points if profile else 0)
+                  if mid else None)
+        basket = Basket(id=f"cart-{cart_id}", currency=catalog.currency, coupons=engine_codes,
+                        lines=tuple(Line(line_id=f"l-{sku}", sku=sku, qty=q)
+                                    for sku, q in known.items()))
+        try:
+            result = price(basket, catalog, ruleset, member, self.ctx.clock.now_ms(),
+                           Store(id=self.store_id, currency=catalog.currency,
+                                 utc_offset_min=self.utc_offset_min))
+        except PricingError as err:
+            raise ScreenError(409, f"cannot price the basket: {err}") from err
+        lines = []
+        for ln in result.lines:
+            item = catalog.items[ln.sku]
+            lines.append({"sku": ln.sku, "name": item.name,
+                          "name_zh": self.names_zh.get(ln.sku, item.name), "qty": ln.qty,
+                          "unit_price": ln.unit_price, "gross": ln.gross, "net": ln.net,
+                          "discount": ln.gross - ln.net})
+        rejected = set(result.rejected_coupons)
+        return {"currency": result.currency, "lines": lines, "subtotal": result.subtotal,
+                "discount": result.discount, "total": result.total,
+                "points_earned": result.points_earned,
+                "applied": [{"id": a.promotion_id, "kind": a.kind, "amount": a.amount,
+                             "detail": a.detail} for a in result.applied if a.amount],
+                "coupons_applied": [c for c in view.applied
+                                    if view.offered.get(c, {}).get("engine_code") not in rejected],
+                "unknown": sorted(set(items) - set(known)),
+                "ruleset_hash": result.ruleset_hash}
+
+    # ---- coupons ----------------------------------------------------------------------------
+
+    def coupon_view(self, c: IssuedCoupon, rule: TriggerRule | None) -> dict[str, Any]:
+        t = rule.coupon if rule is not None else None
+        return {"code": c.code, "engine_code": c.engine_code, "rule_id": c.rule_id,
+                "title": t.title if t else c.engine_code, "title_zh": t.title_zh if t else "",
+                "body": t.body if t else "", "body_zh": t.body_zh if t else "",
+                "expires_ms": c.expires_ms, "issued_ms": c.issued_ms}
+
+    def on_coupon(self, cart_id: str, coupon: IssuedCoupon, rule: TriggerRule) -> None:
+        """From the trigger service, on the trigger path: remember it and push it now."""
+        payload = self.coupon_view(coupon, rule)
+        self.view(cart_id).offered[coupon.code] = payload
+        self.hub.push(cart_id, "coupon", payload)
+
+    async def coupons(self, cart_id: str) -> list[dict[str, Any]]:
+        view = self.view(cart_id)
+        if self.ledger is not None:
+            mid = self.member_id(cart_id)
+            rows = await self.ledger.for_member(mid) if mid else []
+            if view.session_id:
+                rows += await self.ledger.for_session(view.session_id)
+            now = self.ctx.clock.now_ms()
+            for c in rows:
+                if c.usable(now) and c.code not in view.offered:
+                    view.offered[c.code] = self.coupon_view(c, None)
+        return [dict(v, applied=k in view.applied) for k, v in view.offered.items()]
+
+    async def apply(self, cart_id: str, code: str) -> dict[str, Any]:
+        view = self.view(cart_id)
+        await self.coupons(cart_id)  # the member's earlier coupons count too
+        if code not in view.offered:
+            raise ScreenError(404, "no such coupon for this cart")
+        if self.ledger is not None:
+            c = await self.ledger.by_code(code)
+            if c is None or not c.usable(self.ctx.clock.now_ms()):
+                raise ScreenError(409, "coupon expired or already used")
+        if code not in view.applied:
+            view.applied.append(code)
+        return self.priced(cart_id)
+
+    # ---- products, map, list -----------------------------------------------------------------
+
+    def product(self, sku: str) -> dict[str, Any] | None:
+        source = self._pricing()
+        if source is None or sku not in source[0].items:
+            return None
+        item = source[0].items[sku]
+        shelf = self.map.shelf_of_sku(sku) if self.map is not None else None
+        return {"sku": sku, "name": item.name, "name_zh": self.names_zh.get(sku, item.name),
+                "category": item.category, "price": item.price,
+                "currency": source[0].currency, "shelf": shelf.id if shelf else None}
+
+    def search(self, query: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        source = self._pricing()
+        q = query.strip().lower()
+        if source is None or not q:
+            return []
+        hits = [sku for sku, item in sorted(source[0].items.items())
+                if q in sku or q in item.name.lower() or q in self.names_zh.get(sku, "")
+                or q in item.category.lower()]
+        return [p for p in (self.product(s) for s in hits[:limit]) if p is not None]
+
+    def recommendations(self, cart_id: str, *, limit: int = 4) -> list[dict[str, Any]]:
+        source = self._pricing()
+        if source is None:
+            return []
+        skus = self.recommender.suggest(self.items(cart_id), source[0], limit=limit)
+        return [p for p in (self.product(s) for s in skus) if p is not None]
+
+    def set_list(self, cart_id: str, skus: list[str]) -> list[str]:
+        source = self._pricing()
+        known = source[0].items if source is not None else {}
+        clean = [s for s in dict.fromkeys(skus) if s in known][:MAX_LIST]
+        self.view(cart_id).shopping_list = clean
+        return clean
+
+    def on_location(self, cart_id: str, loc: Location) -> None:
+        """From the trigger service on every located scan: move the dot, refresh the basket."""
+        self.locations[cart_id] = loc
+        if not self.hub.watching(cart_id):
+            return
+        data: dict[str, Any] = {"zone": loc.zone, "shelf": loc.shelf}
+        if self.map is not None:
+            data["svg"] = to_svg(self.map, (loc.x, loc.y))
+        self.hub.push(cart_id, "position", data)
+        session = self._session(cart_id)
+        events = session.item_events if session is not None else 0
+        view = self.view(cart_id)
+        if events != view.item_events:
+            view.item_events = events
+            self.hub.push(cart_id, "basket", {"item_events": events})
+
+    def route(self, cart_id: str) -> dict[str, Any]:
+        if self.map is None or self.grid is None:
+            raise ScreenError(404, "no store layout")
+        view = self.view(cart_id)
+        loc = self.locations.get(cart_id)
+        start = (loc.x, loc.y) if loc is not None else self.map.entrance
+        stops: dict[str, tuple[float, float]] = {}
+        for sku in view.shopping_list:
+            shelf = self.map.shelf_of_sku(sku)
+            if shelf is not None:
+                stops[shelf.id] = shelf.pos
+        checkout = next((z for z in self.map.zones if z.id == "checkout"), None)
+        end = None if checkout is None else ((checkout.rect[0] + checkout.rect[2]) / 2,
+                                             (checkout.rect[1] + checkout.rect[3]) / 2)
+        order, line = plan_route(self.grid, start, sorted(stops.items()), end=end)
+        return {"order": order, "points": [to_svg(self.map, p) for p in line]}
+
+    # ---- checkout ----------------------------------------------------------------------------
+
+    def checkout(self, cart_id: str) -> dict[str, Any]:
+        priced = self.priced(cart_id)
+        if not priced["lines"]:
+            raise ScreenError(409, "the basket is empty")
+        checkout_id = uuid7(self.ctx.clock.now_ms())
+        digest = hashlib.sha256(priced["ruleset_hash"].encode() + repr(priced["lines"]).encode())
+        # What a payment app scans: store, cart, checkout, amount in minor units, and a
+        # digest of the priced basket so the payment matches exactly this basket.
+        payload = (f"SFPAY:{self.store_id}:{cart_id}:{checkout_id}:{priced['total']}:"
+                   f"{priced['currency']}:{digest.hexdigest()[:16]}")
+        img = qrcode.make(payload, image_factory=qrcode.image.svg.SvgPathImage, border=2)
+        view = self.view(cart_id)
+        view.checkout = {"checkout_id": checkout_id, "payload": payload, "priced": priced}
+        return {"checkout_id": checkout_id, "total": priced["total"],
+                "currency": priced["currency"], "qr_svg": img.to_string(encoding="unicode"),
+                "payload": payload}
+
+    async def paid(self, cart_id: str, checkout_id: str) -> dict[str, Any]:
+        """The payment provider confirmed ``checkout_id``: redeem coupons, issue the receipt."""
+        view = self.view(cart_id)
+        if view.checkout is None or view.checkout["checkout_id"] != checkout_id:
+            raise ScreenError(404, "no such checkout")
+        priced = view.checkout["priced"]
+        now = self.ctx.clock.now_ms()
+        redeemed = []
+        for code in priced["coupons_applied"]:
+            if self.ledger is not None and await self.ledger.redeem(code, now_ms=now):
+                redeemed.append(code)
+                await self.ctx.emit_event(
+                    "coupon_redeemed", device_id=cart_id, event_id=f"rdm-{checkout_id}-{code}"[:64],
+                    data={"source": "range", "code": code, "sale_id": checkout_id,
+                          "channel": "cart", "cart_id": cart_id})
+        self.recommender.learn(self.items(cart_id))
+        view.receipt = {"receipt_id": checkout_id, "ts": now, "store_id": self.store_id,
+                        "cart_id": cart_id, "member": self.member_view(cart_id),
+                        "coupons_redeemed": redeemed, **priced}
+        view.checkout = None
+        view.applied = []
+        for code in redeemed:
+            view.offered.pop(code, None)
+        return view.receipt

@@ -1,0 +1,190 @@
+"""In-aisle intelligence on the store box: coupon triggers + the cart-screen server.
+
+The agent's composition root builds one ``InAisle`` and runs it next to its drivers:
+
+    in_aisle = InAisle.build(settings, ctx=driver_context, carts=find_cart_driver)
+    await in_aisle.start()          # ledger, code ranges, screen server, trigger task
+    ...
+    in_aisle.set_rules(rules)       # desired shadow ``trigger_rules`` (or a new snapshot)
+    await in_aisle.stop()
+
+Offline data (``retail_data``, a JSON bundle; ``sample/demo_store.json`` is the demo's):
+``catalog`` (``pricing.Catalog``), ``promotions`` (``pricing.PromotionSnapshot``),
+``members`` (profiles by id: name, tier, segments, points), ``names_zh``,
+``coupon_ranges`` (``CodeRange`` fields), ``trigger_rules``, ``co_occurrence``. The POS
+caches (signed snapshot, price book, ranges) are the production source of the same data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from edge_agent.cartscreen.backend import CartScreenBackend, PricingSource
+from edge_agent.cartscreen.hub import ScreenHub
+from edge_agent.cartscreen.server import CartScreenServer
+from edge_agent.cartscreen.web import create_app
+from edge_agent.errors import ConfigError
+from edge_agent.inference.triggers.engine import TriggerEngine
+from edge_agent.inference.triggers.ledger import CodeRange, CouponLedger, IssuedCoupon
+from edge_agent.inference.triggers.service import EventSink, StaticMembers, TriggerService
+from edge_agent.inference.triggers.storemap import BeaconLocator, StoreMap
+from pricing import Catalog, PromotionSnapshot, Ruleset, compile
+from protocols.errors import DecodeError
+from protocols.triggers import TriggerRule, parse_rules
+
+logger = logging.getLogger(__name__)
+
+_RANGE_SYNC_S = 60.0  # the till refreshes its ranges every few minutes; a minute is plenty
+SAMPLE_DATA = Path(__file__).with_name("sample") / "demo_store.json"
+
+
+@dataclass(frozen=True, slots=True)
+class InAisleSettings:
+    store_id: str
+    data_dir: Path
+    cartscreen_port: int | None = None  # None: no web server (triggers only)
+    cartscreen_host: str = "0.0.0.0"
+    store_layout: Path | None = None
+    retail_data: Path | None = None
+    trigger_rules: tuple[Any, ...] = ()
+    utc_offset_min: int = 0
+
+
+class InAisle:
+    def __init__(self, settings: InAisleSettings, *, ctx: EventSink, carts: Callable[[], Any],
+                 pos_pricing: PricingSource | None = None,
+                 pos_ranges: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self._pos_pricing = pos_pricing
+        self._pos_ranges = pos_ranges
+        data = _load_bundle(settings.retail_data)
+        try:
+            self.catalog: Catalog | None = (Catalog.model_validate(data["catalog"])
+                                            if "catalog" in data else None)
+            self.snapshot: PromotionSnapshot | None = (
+                PromotionSnapshot.model_validate(data["promotions"])
+                if "promotions" in data else None)
+            self.ranges = [CodeRange(**r) for r in data.get("coupon_ranges", [])]
+        except (ValidationError, TypeError) as err:
+            raise ConfigError("retail_data", f"{settings.retail_data}: {err}") from err
+        self.ruleset: Ruleset | None = compile(self.snapshot) if self.snapshot else None
+        rules = _rules(data.get("trigger_rules", [])) + _rules(list(settings.trigger_rules))
+        self.store_map = StoreMap.load(settings.store_layout) if settings.store_layout else None
+        self.hub = ScreenHub(clock=ctx.clock, registry=ctx.registry)
+        self.ledger = CouponLedger(settings.data_dir / "triggers.db")
+        self.engine = TriggerEngine(rules, utc_offset_min=settings.utc_offset_min)
+        members = StaticMembers(data.get("members"))
+        self._carts = carts
+        self.backend = CartScreenBackend(
+            ctx=ctx, store_id=settings.store_id, hub=self.hub, pricing=self._pricing,
+            ledger=self.ledger, carts=carts, members=members, store_map=self.store_map,
+            names_zh=data.get("names_zh"), co_occurrence=data.get("co_occurrence"),
+            utc_offset_min=settings.utc_offset_min)
+        self.triggers = TriggerService(
+            ctx, ledger=self.ledger, engine=self.engine,
+            locator=BeaconLocator(self.store_map) if self.store_map else None, carts=carts,
+            members=members, on_coupon=self.backend.on_coupon,
+            on_location=self.backend.on_location, send_screen=self._send_native)
+        self.server: CartScreenServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sync: asyncio.Task[None] | None = None
+
+    def _pricing(self) -> tuple[Catalog, Ruleset] | None:
+        # the till's verified caches win: the cart must price exactly like the till
+        if self._pos_pricing is not None and (pos := self._pos_pricing()) is not None:
+            return pos
+        if self.catalog is None or self.ruleset is None:
+            return None
+        return self.catalog, self.ruleset
+
+    @property
+    def url(self) -> str | None:
+        return self.server.url if self.server is not None else None
+
+    def cart_url(self, cart_id: str) -> str | None:
+        return f"{self.url}/cart/{cart_id}" if self.url else None
+
+    async def start(self) -> None:
+        await self.triggers.start()
+        for r in self.ranges:
+            await self.ledger.add_range(r)
+        if self.settings.cartscreen_port is not None:
+            app = create_app(self.backend, registry=self.ctx.registry)
+            self.server = CartScreenServer(app, host=self.settings.cartscreen_host,
+                                           port=self.settings.cartscreen_port)
+            await self.server.start()
+        self._task = asyncio.create_task(self.triggers.run(), name="triggers-scans")
+        self._sync = asyncio.create_task(self._sync_ranges(), name="triggers-range-sync")
+
+    async def _sync_ranges(self) -> None:
+        """Take the ranges the till downloaded (cloud-allocated, so the till and the cloud
+        know every code we issue); the ledger keeps each range's ``next``."""
+        while self._pos_ranges is not None:
+            for r in self._pos_ranges():
+                try:
+                    await self.ledger.add_range(CodeRange(
+                        start=int(r["first"]), end=int(r["first"]) + int(r["count"]),
+                        prefix=str(r["prefix"]), engine_code=str(r["engine_code"]),
+                        expires_ms=int(r["expires_ms"])))
+                except (KeyError, TypeError, ValueError) as err:
+                    self.triggers.metrics.bad_input.labels(reason="code_range").inc()
+                    logger.warning("coupon range %r unusable: %s", r, err)
+            await asyncio.sleep(_RANGE_SYNC_S)
+
+    async def stop(self) -> None:
+        for task in (self._task, self._sync):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._sync = None
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        await self.triggers.aclose()
+
+    def set_rules(self, value: Any) -> None:
+        """Desired shadow ``trigger_rules``: validated, then swapped in whole."""
+        self.triggers.set_rules(_rules(value))
+
+    async def _send_native(self, cart_id: str, coupon: IssuedCoupon, rule: TriggerRule) -> None:
+        driver = self._carts()
+        if driver is None or not hasattr(driver, "send_screen"):
+            return
+        await driver.send_screen(cart_id, kind="coupon", title=rule.coupon.title[:80],
+                                 body=f"{rule.coupon.body} {coupon.code}".strip()[:500])
+
+
+def check_rules(value: Any) -> None:
+    """Shadow-key validator: raises ``ValueError`` naming the bad field."""
+    try:
+        parse_rules(value)
+    except DecodeError as err:
+        raise ValueError(str(err)) from err
+
+
+def _rules(value: Any) -> tuple[TriggerRule, ...]:
+    try:
+        return parse_rules(value)
+    except DecodeError as err:
+        raise ConfigError("trigger_rules", str(err)) from err
+
+
+def _load_bundle(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError("retail_data", f"cannot read {path}: {err}") from err
+    if not isinstance(doc, dict):
+        raise ConfigError("retail_data", "must be a JSON object")
+    return doc

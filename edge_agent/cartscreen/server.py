@@ -1,0 +1,75 @@
+"""Serve the cart-screen app with uvicorn inside the agent's event loop.
+
+    server = CartScreenServer(app, host="0.0.0.0", port=8090)
+    await server.start()      # returns once listening; ``server.port`` is the bound port
+    ...
+    await server.stop()
+
+Port 0 picks a free port (tests). uvicorn runs as a task of the agent's loop - no thread,
+no second process - so the WebSocket pushes are plain ``queue.put_nowait`` calls from the
+trigger path. ``websockets-sansio`` is uvicorn's WebSocket implementation on top of the
+``websockets`` package without its deprecated legacy server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import uvicorn
+from starlette.applications import Starlette
+
+from edge_agent.errors import AgentError
+
+logger = logging.getLogger(__name__)
+
+
+class CartScreenError(AgentError):
+    """The cart-screen server could not start."""
+
+
+class CartScreenServer:
+    def __init__(self, app: Starlette, *, host: str, port: int) -> None:
+        self.host = host
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            # bound here so that port 0 resolves before uvicorn starts and errors are ours
+            self._sock.bind((host, port))
+        except OSError as err:
+            self._sock.close()
+            raise CartScreenError(f"cart screen cannot listen on {host}:{port}: {err}") from err
+        self.port = int(self._sock.getsockname()[1])
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="websockets-sansio",
+                                ws_ping_interval=20.0, access_log=False)
+        self._server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]),
+                                         name="cartscreen-http")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise CartScreenError("the cart-screen server stopped during start-up")
+            await asyncio.sleep(0.02)
+        logger.info("cart screens at %s/cart/{cart_id}", self.url)
+
+    async def stop(self) -> None:
+        if self._task is None:
+            self._sock.close()
+            return
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(self._task, timeout=10)
+        except TimeoutError:
+            self._task.cancel()
+            logger.warning("cart-screen server did not stop in time")
+        self._task = None
+        self._sock.close()

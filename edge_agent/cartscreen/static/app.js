@@ -1,0 +1,204 @@
+// storefleet cart screen: plain JS, no build step, no CDN; everything from the store box.
+"use strict";
+(() => {
+  const cartId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
+  const $ = (id) => document.getElementById(id);
+  let T = { en: {}, zh: {} };
+  let lang = localStorage.getItem("sf-lang") || "en";
+  let state = null;
+  let popupCode = null;
+  let checkoutId = null;
+
+  const t = (key) => (T[lang] && T[lang][key]) || (T.en && T.en[key]) || key;
+  const money = (minor) => (minor / 100).toFixed(2);
+  const el = (tag, attrs = {}, ...kids) => {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v);
+    }
+    for (const k of kids) e.append(k);
+    return e;
+  };
+  async function api(method, path, body) {
+    const r = await fetch(path, { method, headers: { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body) });
+    const doc = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(doc.detail || r.statusText);
+    return doc;
+  }
+  const pick = (obj, base) => (lang === "zh" && obj[base + "_zh"]) || obj[base];
+
+  function translate() {
+    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+    document.querySelectorAll("[data-t]").forEach((e) => { e.textContent = t(e.dataset.t); });
+    document.querySelectorAll("[data-ph]").forEach((e) => { e.placeholder = t(e.dataset.ph); });
+    render();
+  }
+
+  function renderMember() {
+    const m = state && state.member;
+    $("greeting").textContent = m ? t("hello_member").replace("{name}", m.name) : t("welcome");
+    $("member-name").textContent = "";
+    $("member-info").hidden = !m;
+    $("signin").hidden = !!m;
+    if (m) { $("member-tier").textContent = m.tier || "–"; $("member-points").textContent = m.points; }
+  }
+
+  function renderBasket() {
+    const b = state && state.basket;
+    const list = $("basket-lines");
+    list.replaceChildren();
+    const lines = b ? b.lines : [];
+    for (const ln of lines) {
+      const name = el("span", {}, `${pick(ln, "name")} ×${ln.qty}`);
+      if (ln.discount) name.append(el("span", { class: "disc" }, `−${money(ln.discount)}`));
+      list.append(el("li", { "data-sku": ln.sku }, name, el("b", {}, money(ln.net))));
+    }
+    $("basket-empty").hidden = lines.length > 0;
+    $("basket-subtotal").textContent = money(b ? b.subtotal : 0);
+    $("basket-savings").textContent = money(b ? b.discount : 0);
+    $("basket-total").textContent = money(b ? b.total : 0);
+    $("basket-total").dataset.minor = b ? b.total : 0;
+  }
+
+  function renderCoupons() {
+    const list = $("coupon-list");
+    list.replaceChildren();
+    const coupons = (state && state.coupons) || [];
+    for (const c of coupons) {
+      const btn = c.applied ? el("span", { class: "save" }, t("applied"))
+        : el("button", { class: "small", onclick: () => applyCoupon(c.code) }, t("apply"));
+      list.append(el("li", { class: c.applied ? "coupon applied" : "coupon", "data-code": c.code },
+        el("div", {}, el("div", { class: "title" }, pick(c, "title")),
+          el("div", { class: "code" }, c.code)), btn));
+    }
+    $("no-coupons").hidden = coupons.length > 0;
+  }
+
+  function product(p, extra) {
+    return el("li", { "data-sku": p.sku }, el("span", {}, pick(p, "name")),
+      el("span", {}, `${money(p.price)}${p.shelf ? " · " + p.shelf : ""}`), extra || "");
+  }
+
+  function renderSide() {
+    const recs = $("recommendations");
+    recs.replaceChildren();
+    for (const p of (state && state.recommendations) || []) {
+      recs.append(product(p, el("button", { class: "small", onclick: () => addToList(p.sku) }, "+")));
+    }
+    const sl = $("shopping-list");
+    sl.replaceChildren();
+    for (const sku of (state && state.shopping_list) || []) sl.append(el("li", {}, sku));
+    const pos = state && state.position;
+    $("zone").textContent = pos && pos.zone ? pos.zone : "–";
+  }
+
+  function render() { if (state) { renderMember(); renderBasket(); renderCoupons(); renderSide(); } }
+
+  async function refresh() {
+    try { state = await api("GET", `/api/cart/${cartId}/state`); render(); } catch (e) { /* next push retries */ }
+  }
+
+  function showCoupon(c) {
+    popupCode = c.code;
+    $("popup-title").textContent = pick(c, "title");
+    $("popup-body").textContent = pick(c, "body") || "";
+    $("popup-expires").textContent = new Date(c.expires_ms).toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB");
+    $("popup-code").textContent = c.code;
+    $("coupon-popup").hidden = false;
+  }
+
+  async function applyCoupon(code) {
+    try { await api("POST", `/api/cart/${cartId}/coupons/${encodeURIComponent(code)}/apply`); }
+    catch (e) { alert(e.message); }
+    $("coupon-popup").hidden = true;
+    await refresh();
+  }
+
+  async function addToList(sku) {
+    const skus = [...((state && state.shopping_list) || []), sku];
+    await api("PUT", `/api/cart/${cartId}/list`, { skus });
+    await refresh();
+    await showRoute();
+  }
+
+  async function showRoute() {
+    try {
+      const r = await api("GET", `/api/cart/${cartId}/route`);
+      const line = document.getElementById("route");
+      if (line) line.setAttribute("points", r.points.map((p) => p.join(",")).join(" "));
+    } catch (e) { /* no layout */ }
+  }
+
+  function connect() {
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/cart/${cartId}`);
+    ws.onopen = () => { $("conn").hidden = true; refresh(); };
+    ws.onclose = () => { $("conn").hidden = false; setTimeout(connect, 1000); };
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === "coupon") { showCoupon(msg.data); refresh(); }
+      else if (msg.type === "basket" || msg.type === "member") refresh();
+      else if (msg.type === "position") {
+        const dot = document.getElementById("cart-dot");
+        if (dot && msg.data.svg) { dot.setAttribute("cx", msg.data.svg[0]); dot.setAttribute("cy", msg.data.svg[1]); }
+        $("zone").textContent = msg.data.zone || "–";
+      }
+    };
+  }
+
+  $("lang-toggle").addEventListener("click", () => {
+    lang = lang === "en" ? "zh" : "en"; localStorage.setItem("sf-lang", lang); translate();
+  });
+  $("popup-apply").addEventListener("click", () => applyCoupon(popupCode));
+  $("popup-later").addEventListener("click", () => { $("coupon-popup").hidden = true; });
+  $("signin").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try { await api("POST", `/api/cart/${cartId}/member`, { qr: $("member-qr").value }); await refresh(); }
+    catch (e) { alert(e.message); }
+  });
+  $("search").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const q = $("search-q").value.trim();
+    const out = $("search-results");
+    out.replaceChildren();
+    let items = [];
+    if (/^[0-9]{6,14}$/.test(q)) {
+      try { items = [await api("GET", `/api/products/${q}`)]; } catch (e) { items = []; }
+    } else items = (await api("GET", `/api/products?q=${encodeURIComponent(q)}`)).items;
+    if (!items.length) out.append(el("li", { class: "muted" }, t("not_found")));
+    for (const p of items) out.append(product(p, el("button", { class: "small", onclick: () => addToList(p.sku) }, "+")));
+  });
+  $("route-btn").addEventListener("click", showRoute);
+  $("checkout").addEventListener("click", async () => {
+    try {
+      const c = await api("POST", `/api/cart/${cartId}/checkout`);
+      checkoutId = c.checkout_id;
+      $("pay-qr").innerHTML = c.qr_svg;  // SVG rendered by the store box from our own payload
+      $("pay-total").textContent = money(c.total);
+      $("pay-popup").hidden = false;
+    } catch (e) { alert(e.message); }
+  });
+  $("pay-close").addEventListener("click", () => { $("pay-popup").hidden = true; });
+  $("pay-done").addEventListener("click", async () => {
+    const r = await api("POST", `/api/cart/${cartId}/checkout/${checkoutId}/paid`);
+    $("pay-popup").hidden = true;
+    const list = $("receipt-lines");
+    list.replaceChildren();
+    for (const ln of r.lines) list.append(el("li", {}, el("span", {}, `${pick(ln, "name")} ×${ln.qty}`), el("b", {}, money(ln.net))));
+    $("receipt-savings").textContent = money(r.discount);
+    $("receipt-total").textContent = money(r.total);
+    $("receipt-points").textContent = r.points_earned;
+    $("receipt-popup").hidden = false;
+    await refresh();
+  });
+  $("receipt-close").addEventListener("click", () => { $("receipt-popup").hidden = true; });
+
+  (async () => {
+    T = await api("GET", "/api/i18n");
+    try { $("map").innerHTML = await (await fetch("/map.svg")).text(); } catch (e) { /* no layout */ }
+    translate();
+    await refresh();
+    connect();
+  })();
+})();

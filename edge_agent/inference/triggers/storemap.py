@@ -1,0 +1,165 @@
+"""The store as the agent sees it: floor size, zones, aisles, shelves (with skus) and BLE
+anchors, read from the layout TOML the simulators use (``[store]``, ``[[zones]]``,
+``[[aisles]]``, ``[[beacons]]``, ``[[shelves]]``). The agent does not import
+``firmware_sim`` (dependency rule), so it reads the file format itself.
+
+``BeaconLocator`` is the positioning fallback the trigger service uses while no trained
+positioning model is installed for the store: the zone is the zone of the strongest
+anchor heard (anchors are installed one or more per zone, so this is right whenever the
+cart is nearer its zone's anchor than any other), the point is an RSSI-weighted centroid
+of the three strongest anchors (for the map dot), and the shelf is the nearest shelf
+within ``SHELF_RADIUS_M`` of that point.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_agent.inference.triggers.errors import TriggerError
+
+Point = tuple[float, float]
+SHELF_RADIUS_M = 2.0  # a shopper "at" a shelf stands within an arm and a cart of it
+CENTROID_ANCHORS = 3  # more anchors pull the centroid towards the middle of the store
+
+
+class LayoutError(TriggerError):
+    """The layout file is missing or malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class MapZone:
+    id: str
+    rect: tuple[float, float, float, float]
+
+    def contains(self, p: Point) -> bool:
+        x0, y0, x1, y1 = self.rect
+        return x0 <= p[0] <= x1 and y0 <= p[1] <= y1
+
+
+@dataclass(frozen=True, slots=True)
+class MapShelf:
+    id: str
+    pos: Point
+    skus: tuple[str, ...]
+    aisle: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MapAisle:
+    id: str
+    start: Point
+    end: Point
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    key: str  # protocols.ble identity, as carts report it
+    pos: Point
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    x: float
+    y: float
+    zone: str | None
+    shelf: str | None
+
+
+@dataclass(frozen=True)
+class StoreMap:
+    name: str
+    width_m: float
+    height_m: float
+    entrance: Point
+    zones: tuple[MapZone, ...]
+    aisles: tuple[MapAisle, ...]
+    shelves: tuple[MapShelf, ...]
+    anchors: tuple[Anchor, ...]
+
+    @classmethod
+    def load(cls, path: Path) -> StoreMap:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+            return cls.from_dict(doc)
+        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as err:
+            raise LayoutError(f"layout {path}: {err!r}") from err
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> StoreMap:
+        store = doc["store"]
+        return cls(
+            name=str(store.get("name", "store")),
+            width_m=float(store["width_m"]),
+            height_m=float(store["height_m"]),
+            entrance=_pt(store["entrance"]),
+            zones=tuple(MapZone(str(z["id"]), _rect(z["rect"])) for z in doc.get("zones", [])),
+            aisles=tuple(MapAisle(str(a["id"]), _pt(a["from"]), _pt(a["to"]))
+                         for a in doc.get("aisles", [])),
+            shelves=tuple(MapShelf(str(s["id"]), _pt(s["pos"]), tuple(str(k) for k in s["skus"]),
+                                   s.get("aisle")) for s in doc.get("shelves", [])),
+            anchors=tuple(Anchor(_beacon_key(b), _pt(b["pos"])) for b in doc.get("beacons", [])),
+        )
+
+    def zone_at(self, p: Point) -> str | None:
+        return next((z.id for z in self.zones if z.contains(p)), None)
+
+    def shelf_near(self, p: Point, *, radius_m: float = SHELF_RADIUS_M) -> MapShelf | None:
+        best = min(self.shelves, key=lambda s: _dist(s.pos, p), default=None)
+        return best if best is not None and _dist(best.pos, p) <= radius_m else None
+
+    def shelf_of_sku(self, sku: str) -> MapShelf | None:
+        return next((s for s in self.shelves if sku in s.skus), None)
+
+    def shelf(self, shelf_id: str) -> MapShelf | None:
+        return next((s for s in self.shelves if s.id == shelf_id), None)
+
+
+class BeaconLocator:
+    """Zone of the strongest anchor, centroid point, nearest shelf (see module doc)."""
+
+    def __init__(self, store_map: StoreMap) -> None:
+        self.map = store_map
+        self._anchors = {a.key: a for a in store_map.anchors}
+        self._zone_of = {a.key: store_map.zone_at(a.pos) for a in store_map.anchors}
+
+    def locate(self, readings: Sequence[tuple[str, int]]) -> Location | None:
+        known = sorted(((rssi, key) for key, rssi in readings if key in self._anchors),
+                       reverse=True)
+        if not known:
+            return None
+        top = known[:CENTROID_ANCHORS]
+        # weight ~ received power in mW: 10 dB stronger counts 10x
+        weights = [10 ** (rssi / 10) for rssi, _ in top]
+        total = sum(weights)
+        x = sum(w * self._anchors[k].pos[0] for w, (_, k) in zip(weights, top, strict=True))
+        y = sum(w * self._anchors[k].pos[1] for w, (_, k) in zip(weights, top, strict=True))
+        point = (x / total, y / total)
+        shelf = self.map.shelf_near(point)
+        return Location(x=point[0], y=point[1], zone=self._zone_of[top[0][1]],
+                        shelf=shelf.id if shelf else None)
+
+
+def _beacon_key(b: dict[str, Any]) -> str:
+    # the same identity strings as protocols.ble / firmware_sim.layouts.BeaconAnchor.key
+    if str(b.get("kind", "ibeacon")) == "ibeacon":
+        return f"ibeacon:{b['uuid']}:{int(b['major'])}:{int(b['minor'])}"
+    return f"eddystone:{b['namespace']}:{b['instance']}"
+
+
+def _dist(a: Point, b: Point) -> float:
+    return math.hypot(a[0] - b[0], a[1] - b[1])
+
+
+def _pt(v: Any) -> Point:
+    x, y = v
+    return float(x), float(y)
+
+
+def _rect(v: Any) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = v
+    return float(x0), float(y0), float(x1), float(y1)
