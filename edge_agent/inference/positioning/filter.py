@@ -52,6 +52,10 @@ class ParticleFilter:
         self._w: FloatArray = np.empty(0)
         self._t = 0.0
         self._out: FloatArray | None = None
+        self._w_prev: FloatArray = np.empty(0)
+        self._lik_slow = 0.0
+        self._lik_fast = 0.0
+        self.relocalisations = 0
 
     @property
     def initialised(self) -> bool:
@@ -107,18 +111,27 @@ class ParticleFilter:
 
     def _update(self, z: FloatArray) -> None:
         assert self._p is not None
+        self._w_prev = self._w
         d2 = np.sum((self._p - z) ** 2, axis=1)
         lik = np.exp(-0.5 * d2 / self.meas_sigma**2)
         # a floor on the likelihood keeps one wild fingerprint from wiping out the cloud
         w = self._w * (lik + 1e-3)
         total = w.sum()
         self._w = w / total if total > 0 and np.isfinite(total) else np.full(len(w), 1 / len(w))
-        if float(np.max(lik)) < 1e-2:  # z is > 3 sigma from every particle
-            k = max(1, int(self.params.reseed_fraction * len(self._p)))
-            idx = np.argsort(self._w)[:k]
-            self._p[idx] = self._sample_free(z, self.meas_sigma, k)
-            self._w[idx] = 1.0 / len(self._p)
-            self._w /= self._w.sum()
+        # Augmented MCL: when the fixes have agreed with the cloud much less lately than
+        # usual, the cart is elsewhere (e.g. the cloud locked onto the wrong side of a
+        # shelf run): re-seed a share of the particles around the fix.
+        avg = float(np.dot(self._w_prev, lik))
+        self._lik_slow += 0.05 * (avg - self._lik_slow)
+        self._lik_fast += 0.5 * (avg - self._lik_fast)
+        if self._lik_slow > 0:
+            share = min(self.params.reseed_fraction, 1.0 - self._lik_fast / self._lik_slow)
+            k = int(share * len(self._p))
+            if k > 0:
+                idx = np.argsort(self._w)[:k]
+                self._p[idx] = self._sample_free(z, self.meas_sigma, k)
+                self._w[idx] = 1.0 / len(self._p)
+                self._w /= self._w.sum()
         if 1.0 / np.sum(self._w**2) < len(self._p) / 2:
             self._resample()
 
@@ -140,8 +153,12 @@ class ParticleFilter:
             return float(self._out[0]), float(self._out[1])
         last = self._out
         reach = ~self.plan.crosses_wall(np.repeat(last[None], len(self._p), axis=0), self._p)
-        if not reach.any():
-            return float(last[0]), float(last[1])
+        if float(self._w[reach].sum()) < 0.25:
+            # most of the belief is behind a wall from the last report: the filter has
+            # relocalised, and walking the report through the wall would be worse than a jump
+            self.relocalisations += 1
+            self._out = self._snap(np.average(self._p, axis=0, weights=self._w))
+            return float(self._out[0]), float(self._out[1])
         w = self._w[reach]
         target = np.average(self._p[reach], axis=0, weights=w if w.sum() > 0 else None)
         move = target - last

@@ -36,7 +36,8 @@ class FloorPlan:
     outline: tuple[Point, ...]
     obstacles: tuple[tuple[Point, ...], ...] = ()
     zones: tuple[Zone, ...] = ()
-    _seg: FloatArray = field(init=False, repr=False, compare=False)
+    _walls: tuple[FloatArray, ...] = field(init=False, repr=False, compare=False)
+    _rings: tuple[tuple[FloatArray, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.outline) < 3:
@@ -47,7 +48,15 @@ class FloorPlan:
                 b = poly[(i + 1) % len(poly)]
                 if a != b:
                     segs.append((a[0], a[1], b[0], b[1]))
-        object.__setattr__(self, "_seg", np.array(segs, dtype=np.float64))
+        seg = np.array(segs, dtype=np.float64).reshape(-1, 4)
+        cx, cy = seg[:, 0], seg[:, 1]
+        dx, dy = seg[:, 2] - cx, seg[:, 3] - cy
+        object.__setattr__(self, "_walls", (cx, cy, dx, dy, dx * cy - dy * cx))
+        object.__setattr__(
+            self,
+            "_rings",
+            tuple(_ring(poly) for poly in (self.outline, *self.obstacles)),
+        )
 
     @classmethod
     def rectangle(cls, x0: float, y0: float, x1: float, y1: float) -> FloorPlan:
@@ -61,20 +70,24 @@ class FloorPlan:
 
     def free(self, p: FloatArray) -> npt.NDArray[np.bool_]:
         """Which of the points ``p`` (N x 2) are in walkable space."""
-        ok = _inside(self.outline, p)
-        for poly in self.obstacles:
-            ok &= ~_inside(poly, p)
+        ok = _inside(self._rings[0], p)
+        for ring in self._rings[1:]:
+            ok &= ~_inside(ring, p)
         return ok
 
     def crosses_wall(self, a: FloatArray, b: FloatArray) -> npt.NDArray[np.bool_]:
-        """Which of the moves ``a[i] -> b[i]`` (N x 2 each) cross a wall segment."""
-        s = self._seg
-        c, d = s[None, :, 0:2], s[None, :, 2:4]
-        pa, pb = a[:, None, :], b[:, None, :]
-        d1 = _orient(pa, pb, c)
-        d2 = _orient(pa, pb, d)
-        d3 = _orient(c, d, pa)
-        d4 = _orient(c, d, pb)
+        """Which of the moves ``a[i] -> b[i]`` (N x 2 each) properly cross a wall segment.
+
+        Four orientation tests per (move, wall) pair, written as outer products over
+        precomputed wall vectors: this runs for every particle on every update."""
+        cx, cy, dx, dy, kc = self._walls
+        ax, ay, bx, by = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
+        ex, ey = bx - ax, by - ay
+        s = (ex * ay - ey * ax)[:, None]
+        d1 = np.outer(ex, cy) - np.outer(ey, cx) - s
+        d2 = np.outer(ex, cy + dy) - np.outer(ey, cx + dx) - s
+        d3 = np.outer(ay, dx) - np.outer(ax, dy) - kc
+        d4 = np.outer(by, dx) - np.outer(bx, dy) - kc
         hit: npt.NDArray[np.bool_] = ((d1 * d2 < 0) & (d3 * d4 < 0)).any(axis=1)
         return hit
 
@@ -130,21 +143,21 @@ class FloorPlan:
         return plan
 
 
-def _orient(p: FloatArray, q: FloatArray, r: FloatArray) -> FloatArray:
-    out: FloatArray = (q[..., 0] - p[..., 0]) * (r[..., 1] - p[..., 1]) - (
-        q[..., 1] - p[..., 1]
-    ) * (r[..., 0] - p[..., 0])
-    return out
-
-
-def _inside(poly: tuple[Point, ...], p: FloatArray) -> npt.NDArray[np.bool_]:
-    """Even-odd ray casting, vectorised over points."""
+def _ring(poly: tuple[Point, ...]) -> tuple[FloatArray, ...]:
     v = np.asarray(poly, dtype=np.float64)
     x0, y0 = v[:, 0], v[:, 1]
     x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    dy = y1 - y0
+    # horizontal edges never straddle a ray; the substitute only avoids dividing by zero
+    slope = (x1 - x0) / np.where(dy == 0, 1.0, dy)
+    return x0, y0, y1, slope
+
+
+def _inside(ring: tuple[FloatArray, ...], p: FloatArray) -> npt.NDArray[np.bool_]:
+    """Even-odd ray casting, vectorised over points."""
+    x0, y0, y1, slope = ring
     px, py = p[:, 0:1], p[:, 1:2]
     straddle = (y0 > py) != (y1 > py)
-    # the tiny term only keeps horizontal edges (never straddling) from dividing by zero
-    xcross = (x1 - x0) * (py - y0) / (y1 - y0 + 1e-12) + x0
+    xcross = slope * (py - y0) + x0
     res: npt.NDArray[np.bool_] = (np.count_nonzero(straddle & (px < xcross), axis=1) % 2) == 1
     return res
