@@ -15,6 +15,9 @@ need_apt=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto mosquitto-clients)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+# headless Chromium for the cart-screen end-to-end test (Playwright drives it; its own
+# browser download is not used)
+command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
