@@ -1,0 +1,119 @@
+"""End to end in a real browser: a simulated shopper walks to a promoted aisle and the
+coupon pops up on the cart's screen; applying it lowers the basket total.
+
+Real parts: Mosquitto (store-local bus and uplink), the agent with its cart driver, the
+cart simulator walking the demo layout at 5 Hz, the trigger service (zone from the
+strongest beacon: the documented positioning fallback), the cart-screen server, and
+headless Chromium driven by Playwright. The coupon also reaches the tablet's native
+shell over MQTT (``down/screen``), and the ``coupon_issued`` event reaches the uplink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.cartscreen import SAMPLE_DATA
+from firmware_sim.cart import CartSimulator
+from firmware_sim.layouts import DEFAULT_LAYOUT, Layout
+from protocols.triggers import CouponIssuedData
+from tests.edge_agent.helpers import make_config, running_agent, wait_until, watch
+from tests.services import Mosquitto, unavailable
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.browser]
+
+CHROMIUM = os.environ.get("STOREFLEET_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# A shopper (fixed seed) whose walk crosses the promoted grocery aisles within 40 s.
+SEED = 3
+
+
+def _chromium() -> str:
+    path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if path is None:
+        unavailable(f"Chromium not found at {CHROMIUM}")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        unavailable("the playwright package is not installed")
+    return str(path)
+
+
+async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
+        tmp_path: Path, uplink_broker: Mosquitto, local_broker: Mosquitto) -> None:
+    executable = _chromium()
+    from playwright.async_api import async_playwright
+
+    config = make_config(tmp_path, uplink=uplink_broker, local=local_broker,
+                         devices=({"id": "carts", "family": "cart"},), cartscreen_port=0,
+                         cartscreen_host="127.0.0.1", store_layout=DEFAULT_LAYOUT,
+                         retail_data=SAMPLE_DATA, health_interval_s=0.5)
+    layout = Layout.load(DEFAULT_LAYOUT)
+    sim = CartSimulator("C1", local_broker.url, layout, seed=SEED, member_share=1.0,
+                        items_per_session=(3, 3), dwell_s=1.0)
+    sim_stop = asyncio.Event()
+    async with running_agent(config) as agent, watch(uplink_broker, config.store_id) as up, \
+            async_playwright() as pw:
+        assert agent.in_aisle is not None and agent.in_aisle.url is not None
+        url = f"{agent.in_aisle.url}/cart/C1"
+        browser = await pw.chromium.launch(executable_path=executable, headless=True,
+                                           args=CHROMIUM_ARGS)
+        sim_task: asyncio.Task[Any] | None = None
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(url)
+            await page.wait_for_selector("#storemap")
+            await wait_until(lambda: agent.in_aisle is not None
+                             and agent.in_aisle.hub.watching("C1"), what="page's WebSocket")
+
+            sim_task = asyncio.create_task(sim.run(sim_stop), name="test-cart-sim")
+            # the shopper walks into the grocery aisles, lingers 2 s: the coupon pops up
+            await page.wait_for_selector("#coupon-popup:not([hidden])", timeout=40_000)
+            title = await page.text_content("#popup-title")
+            code = (await page.text_content("#popup-code")) or ""
+            assert title == "5 off your basket" and code.startswith("RDEMOGRC5-")
+            await page.screenshot(path=str(tmp_path / "cart-screen-coupon.png"))
+            await page.click("#popup-later")
+
+            # wait for an item in the basket, then keep the basket still
+            await wait_until(lambda: sim.items_scanned >= 1, within_s=40, what="an item")
+            sim_stop.set()
+            await asyncio.wait_for(sim_task, 10)
+            await page.wait_for_function(
+                "Number(document.querySelector('#basket-total').dataset.minor) > 0",
+                timeout=10_000)
+            before = int(await page.get_attribute("#basket-total", "data-minor") or 0)
+            await page.click(f"#coupon-list li[data-code='{code}'] button")
+            await page.wait_for_function(
+                f"Number(document.querySelector('#basket-total').dataset.minor) < {before}",
+                timeout=10_000)
+            after = int(await page.get_attribute("#basket-total", "data-minor") or 0)
+            assert before - after == min(500, before)  # 5.00 off, never below zero
+            assert await page.is_visible(f"#coupon-list li.applied[data-code='{code}']")
+            assert await page.text_content("#greeting") != "Welcome"  # a member QR shopper
+
+            await page.click("#lang-toggle")
+            assert await page.text_content("#checkout") == "结账"
+            await page.screenshot(path=str(tmp_path / "cart-screen.png"))
+            assert errors == []
+        finally:
+            sim_stop.set()
+            if sim_task is not None:
+                await asyncio.gather(sim_task, return_exceptions=True)
+            await browser.close()
+
+        # the tablet's native shell got it too, and the cloud ledger gets the event
+        assert any(s.kind == "coupon" and code in s.body for s in sim.screens)
+        issued_topic = f"sf/v1/{config.store_id}/evt/coupon_issued"
+        await wait_until(lambda: bool(up.on(issued_topic)), within_s=10, what="coupon_issued")
+        event = json.loads(up.on(issued_topic)[0])
+        assert CouponIssuedData.model_validate(event["data"]).code == code
