@@ -63,6 +63,17 @@ class DemoResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
+    """Agent settings for coupon triggers and cart screens (the demo layout's sample data)."""
+    if not full_store:
+        return {}
+    from edge_agent.cartscreen import SAMPLE_DATA
+    from firmware_sim.layouts import DEFAULT_LAYOUT
+
+    return {"cartscreen_port": _port(8090), "cartscreen_host": "127.0.0.1",
+            "store_layout": DEFAULT_LAYOUT, "retail_data": SAMPLE_DATA}
+
+
 def _metric(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
     value = registry.get_sample_value(name, labels or {})
     return float(value or 0.0)
@@ -162,7 +173,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             AgentConfig(store_id=opts.store_id, data_dir=data_dir / "edge", cloud_url=broker.url,
                         local_bus="embedded", local_bus_port=local_port,
                         metrics_port=metrics_port, metrics_host="127.0.0.1",
-                        devices=store_devices, health_interval_s=1.0),
+                        devices=store_devices, health_interval_s=1.0,
+                        # in-aisle coupons and cart screens on the demo layout and sample data
+                        **_in_aisle_settings(opts.full_store)),
             registry=agent_registry,
         )
         agent_stop = asyncio.Event()
@@ -186,6 +199,10 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         console.print(f"  API + docs     {api}/docs   (token: {token})")
         console.print(f"  cloud metrics  {api}/metrics")
         console.print(f"  agent metrics  http://127.0.0.1:{metrics_port}/metrics")
+        if agent.in_aisle is not None and agent.in_aisle.url is not None:
+            carts = ", ".join(f"{agent.in_aisle.url}/cart/{c.cart_id}"
+                              for c in sim.cart_sims) or f"{agent.in_aisle.url}/cart/<cart id>"
+            console.print(f"  cart screens   {carts}")
         console.print(f"  cloud broker   {broker.url}   store-local bus mqtt://127.0.0.1:{local_port}")
         console.print(f"  try: fleet stores --api {api} --token {token}")
 
@@ -261,6 +278,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             ),
             "content_applied": content,
             "cart_sessions": sum(len(c.sessions) for c in sim.cart_sims),
+            "coupons_triggered": (agent.in_aisle.triggers.issued_total
+                                  if agent.in_aisle is not None else 0),
         }
     if tmp is not None:
         tmp.cleanup()

@@ -103,7 +103,12 @@ def train_model(
 
 
 def train_files(
-    survey_paths: list[Path], *, anchors_path: Path, layout_path: Path | None, zones_path: Path | None
+    survey_paths: list[Path],
+    *,
+    anchors_path: Path,
+    layout_path: Path | None,
+    zones_path: Path | None,
+    max_iter: int = 800,
 ) -> bytes:
     surveys = [read_survey(p) for p in survey_paths]
     plan = FloorPlan.load(layout_path, zones=zones_path) if layout_path else None
@@ -112,6 +117,7 @@ def train_files(
         anchors=read_anchors(anchors_path),
         floorplan=plan,
         names=tuple(p.name for p in survey_paths),
+        max_iter=max_iter,
     )
 
 

@@ -25,13 +25,16 @@ def train(
     out: Path = typer.Option(..., "--out", help="where to write MODEL.onnx"),
     layout: Path | None = typer.Option(None, "--layout", help="floor outline CSV x,y or JSON"),
     zones: Path | None = typer.Option(None, "--zones", help="zones CSV name,x0,y0,x1,y1"),
+    max_iter: int = typer.Option(800, "--max-iter", help="training epochs (fewer: faster, rougher)"),
 ) -> None:
     """Train the fingerprint model from one or more site surveys (one recording each)."""
     # imported here: training needs scikit-learn/skl2onnx, the store box does not
     from models.positioning.train import train_files
 
     try:
-        data = train_files(survey, anchors_path=anchors, layout_path=layout, zones_path=zones)
+        data = train_files(
+            survey, anchors_path=anchors, layout_path=layout, zones_path=zones, max_iter=max_iter
+        )
     except PositioningError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
