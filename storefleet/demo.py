@@ -263,6 +263,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             "stores_online": sum(1 for s in stores if s["online"]),
             "devices_online": sum(1 for d in devices if d["online"]),
             "device_families_online": families,
+            "device_families_with_telemetry": device_families(
+                [d for d in devices if d.get("health")]
+            ),
             "events_produced": len(produced),
             "events_published": int(_metric(agent_registry, "storefleet_events_published_total")),
             "events_stored": len(stored & produced),

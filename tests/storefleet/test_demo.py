@@ -24,6 +24,7 @@ def test_demo_runs_the_whole_store_and_loses_nothing(tmp_path: Path) -> None:
     assert summary["events_duplicated"] == 0
     assert summary["events_stored"] == summary["events_produced"]
     assert summary["device_families_online"] == SIX_FAMILIES
+    assert summary["device_families_with_telemetry"] == SIX_FAMILIES
     assert summary["devices_online"] >= 10
     assert set(summary["content_applied"].values()) == {"ok"}
     assert summary["cart_sessions"] >= 1
