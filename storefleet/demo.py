@@ -200,8 +200,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         console.print(f"  cloud metrics  {api}/metrics")
         console.print(f"  agent metrics  http://127.0.0.1:{metrics_port}/metrics")
         if agent.in_aisle is not None and agent.in_aisle.url is not None:
-            carts = ", ".join(f"{agent.in_aisle.url}/cart/{c.cart_id}"
-                              for c in sim.cart_sims) or f"{agent.in_aisle.url}/cart/<cart id>"
+            # the whole-store simulator names its carts {store}-smartcart-NN
+            carts = ", ".join(f"{agent.in_aisle.url}/cart/{opts.store_id}-smartcart-{i + 1:02d}"
+                              for i in range(opts.carts)) or f"{agent.in_aisle.url}/cart/<id>"
             console.print(f"  cart screens   {carts}")
         console.print(f"  cloud broker   {broker.url}   store-local bus mqtt://127.0.0.1:{local_port}")
         console.print(f"  try: fleet stores --api {api} --token {token}")
