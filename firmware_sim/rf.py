@@ -18,6 +18,7 @@ anchor, and missed scans that grow more likely near the receiver's sensitivity.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import random
 import zlib
@@ -65,7 +66,9 @@ class AnchorRadio:
         return s * math.sqrt(2.0 / len(self.waves))
 
 
-def anchor_radio(anchor_id: str, *, env_seed: int = 0, params: RfParams | None = None) -> AnchorRadio:
+def anchor_radio(
+    anchor_id: str, *, env_seed: int = 0, params: RfParams | None = None
+) -> AnchorRadio:
     prm = params or RfParams()
     r = random.Random(zlib.crc32(f"{env_seed}:{anchor_id}".encode()))
     waves = []
@@ -118,7 +121,9 @@ def rssi_samples(
         if _body_blocked(position, heading, (pos[0], pos[1])):
             rssi -= prm.body_loss_db
         margin = rssi - prm.sensitivity_dbm
-        p_miss = prm.base_miss + (1 - prm.base_miss) * min(1.0, max(0.0, 1 - margin / prm.fade_margin_db))
+        p_miss = prm.base_miss + (1 - prm.base_miss) * min(
+            1.0, max(0.0, 1 - margin / prm.fade_margin_db)
+        )
         out[aid] = None if rng.random() < p_miss else round(rssi, 1)
     return out
 
@@ -149,7 +154,7 @@ def _walk(
     rows: list[dict[str, float | None]] = []
     t = t0
     dt = 1.0 / rate_hz
-    for a, b in zip(waypoints, waypoints[1:], strict=False):
+    for a, b in itertools.pairwise(waypoints):
         seg = math.dist(a, b)
         heading = math.atan2(b[1] - a[1], b[0] - a[0])
         steps = max(1, int(seg / (speed * dt)))
@@ -157,7 +162,12 @@ def _walk(
             f = k / steps
             p = (a[0] + f * (b[0] - a[0]), a[1] + f * (b[1] - a[1]))
             scan = rssi_samples(
-                anchors, p, rng=rng, heading=heading if body else None, env_seed=env_seed, params=params
+                anchors,
+                p,
+                rng=rng,
+                heading=heading if body else None,
+                env_seed=env_seed,
+                params=params,
             )
             rows.append({"ts": round(t, 3), "x": round(p[0], 3), "y": round(p[1], 3), **scan})
             t += dt
@@ -177,8 +187,17 @@ def survey(
 ) -> list[dict[str, float | None]]:
     """A site survey: a slow robot (no body in the way) along ``waypoints``, one row per
     scan window: ``{"ts", "x", "y", <anchor id>: rssi | None}``."""
-    return _walk(anchors, waypoints, rng=rng, speed=speed, rate_hz=rate_hz, t0=t0,
-                 body=False, env_seed=env_seed, params=params)
+    return _walk(
+        anchors,
+        waypoints,
+        rng=rng,
+        speed=speed,
+        rate_hz=rate_hz,
+        t0=t0,
+        body=False,
+        env_seed=env_seed,
+        params=params,
+    )
 
 
 def track(
@@ -193,14 +212,27 @@ def track(
     params: RfParams | None = None,
 ) -> list[dict[str, float | None]]:
     """A live cart track: a shopper at walking pace, their body blocking anchors behind."""
-    return _walk(anchors, waypoints, rng=rng, speed=speed, rate_hz=rate_hz, t0=t0,
-                 body=True, env_seed=env_seed, params=params)
+    return _walk(
+        anchors,
+        waypoints,
+        rng=rng,
+        speed=speed,
+        rate_hz=rate_hz,
+        t0=t0,
+        body=True,
+        env_seed=env_seed,
+        params=params,
+    )
 
 
-def write_csv(path: Path | str, rows: Sequence[Mapping[str, float | None]], *, anchor_ids: Sequence[str]) -> None:
+def write_csv(
+    path: Path | str, rows: Sequence[Mapping[str, float | None]], *, anchor_ids: Sequence[str]
+) -> None:
     """Rows in the survey CSV format ``ts,x,y,rssi_<id>...`` (empty = not heard)."""
     with Path(path).open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["ts", "x", "y", *(f"rssi_{a}" for a in anchor_ids)])
         for r in rows:
-            w.writerow([r["ts"], r["x"], r["y"], *("" if r.get(a) is None else r[a] for a in anchor_ids)])
+            w.writerow(
+                [r["ts"], r["x"], r["y"], *("" if r.get(a) is None else r[a] for a in anchor_ids)]
+            )

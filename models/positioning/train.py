@@ -48,7 +48,9 @@ HIDDEN = (64, 64)
 ALPHA = 1e-2
 
 
-def bounding_plan(surveys: list[Survey], anchors: dict[str, tuple[float, float, float]]) -> FloorPlan:
+def bounding_plan(
+    surveys: list[Survey], anchors: dict[str, tuple[float, float, float]]
+) -> FloorPlan:
     """Without a floor plan: the box around the survey and the anchors, 0.5 m margin."""
     pts = np.vstack([s.xy for s in surveys] + [np.array([a[:2] for a in anchors.values()])])
     x0, y0 = np.nanmin(pts, axis=0) - 0.5
@@ -129,7 +131,10 @@ def rebuild_committed(src: Path) -> None:
         tracks = [out / f"calib{i}.csv" for i in range(1, 5)]
         for dest, use in ((DEFAULT_MODEL, tracks), (HOLDOUT_MODEL, tracks[:3])):
             data = train_files(
-                use, anchors_path=out / "anchors.csv", layout_path=out / "layout.csv", zones_path=None
+                use,
+                anchors_path=out / "anchors.csv",
+                layout_path=out / "layout.csv",
+                zones_path=None,
             )
             dest.write_bytes(data)
             logger.info("wrote %s (%d bytes) from %s", dest, len(data), [p.name for p in use])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -48,7 +49,10 @@ def test_body_blocking_costs_dbm_behind_the_walker() -> None:
 
     def mean(heading: float) -> float:
         rng = random.Random(2)
-        vals = [rf.rssi_samples(a, (6.0, 0.0), rng=rng, heading=heading, params=params)["a1"] for _ in range(500)]
+        vals = [
+            rf.rssi_samples(a, (6.0, 0.0), rng=rng, heading=heading, params=params)["a1"]
+            for _ in range(500)
+        ]
         return statistics.fmean(v for v in vals if v is not None)
 
     # walking towards the anchor (heading pi) vs away from it (0): the body is in the way
@@ -61,7 +65,10 @@ def test_survey_and_track_rows_are_seeded_and_written(tmp_path: Path) -> None:
     assert s1 == rf.survey(ANCHORS, path, rng=random.Random(3))
     t = rf.track(ANCHORS, [(1.0, 1.0), (15.0, 1.0)], rng=random.Random(3), speed=1.0)
     assert len(t) == 42  # 14 m at 1 m/s, 3 scans a second
-    speeds = [math.dist((a["x"], a["y"]), (b["x"], b["y"])) / (b["ts"] - a["ts"]) for a, b in zip(t, t[1:])]  # type: ignore[arg-type]
+    speeds = [
+        math.dist((a["x"], a["y"]), (b["x"], b["y"])) / (b["ts"] - a["ts"])
+        for a, b in itertools.pairwise(t)
+    ]  # type: ignore[arg-type]
     assert max(speeds) < 1.1
     rf.write_csv(tmp_path / "s.csv", s1, anchor_ids=list(ANCHORS))
     lines = (tmp_path / "s.csv").read_text().splitlines()

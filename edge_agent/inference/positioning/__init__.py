@@ -9,7 +9,7 @@ from edge_agent.inference.positioning.errors import ModelError, PositioningError
 from edge_agent.inference.positioning.filter import FilterParams, ParticleFilter
 from edge_agent.inference.positioning.layout import FloorPlan, Zone
 from edge_agent.inference.positioning.model import PositionModel
-from edge_agent.inference.positioning.pipeline import PositionUpdate, Positioner, ScanReport
+from edge_agent.inference.positioning.pipeline import Positioner, PositionUpdate, ScanReport
 
 __all__ = [
     "FilterParams",

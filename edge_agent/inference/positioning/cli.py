@@ -1,5 +1,8 @@
 """``storefleet positioning``: train a store's model, replay a track, convert calib2021."""
 
+# typer declares options as call defaults by design
+# ruff: noqa: B008
+
 from __future__ import annotations
 
 import json
@@ -25,7 +28,9 @@ def train(
     out: Path = typer.Option(..., "--out", help="where to write MODEL.onnx"),
     layout: Path | None = typer.Option(None, "--layout", help="floor outline CSV x,y or JSON"),
     zones: Path | None = typer.Option(None, "--zones", help="zones CSV name,x0,y0,x1,y1"),
-    max_iter: int = typer.Option(800, "--max-iter", help="training epochs (fewer: faster, rougher)"),
+    max_iter: int = typer.Option(
+        800, "--max-iter", help="training epochs (fewer: faster, rougher)"
+    ),
 ) -> None:
     """Train the fingerprint model from one or more site surveys (one recording each)."""
     # imported here: training needs scikit-learn/skl2onnx, the store box does not
@@ -76,7 +81,9 @@ def evaluate(
 @app.command("convert-calib2021")
 def convert(
     src: Path = typer.Option(None, "--src", help="dataset folder (default ../shared/datasets/...)"),
-    out: Path = typer.Option(..., "--out", help="folder for calib1..4.csv, anchors.csv, layout.csv"),
+    out: Path = typer.Option(
+        ..., "--out", help="folder for calib1..4.csv, anchors.csv, layout.csv"
+    ),
 ) -> None:
     """Convert the ble-rss-calib2021 dataset into one survey CSV per recorded track."""
     from edge_agent.inference.positioning.survey import convert_calib2021

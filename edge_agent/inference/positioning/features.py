@@ -40,7 +40,11 @@ class RssiSmoother:
         if math.isnan(v) or dt > self._params.expiry_s:
             self._value[anchor] = rssi
         else:
-            alpha = 1.0 - math.exp(-max(dt, 0.0) / self._params.tau_s) if self._params.tau_s > 0 else 1.0
+            alpha = (
+                1.0 - math.exp(-max(dt, 0.0) / self._params.tau_s)
+                if self._params.tau_s > 0
+                else 1.0
+            )
             self._value[anchor] = v + alpha * (rssi - v)
         self._last_t[anchor] = max(t, self._last_t[anchor])
 

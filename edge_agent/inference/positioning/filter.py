@@ -152,6 +152,13 @@ class ParticleFilter:
             self._out = self._snap(np.average(self._p, axis=0, weights=self._w))
             return float(self._out[0]), float(self._out[1])
         last = self._out
+        target = np.average(self._p, axis=0, weights=self._w)
+        if (
+            self.plan.free(target[None])[0]
+            and not self.plan.crosses_wall(last[None], target[None])[0]
+        ):
+            return self._move_towards(last, target, dt)
+        # the mean is behind a wall (a cloud split by a shelf run): use the reachable part
         reach = ~self.plan.crosses_wall(np.repeat(last[None], len(self._p), axis=0), self._p)
         if float(self._w[reach].sum()) < 0.25:
             # most of the belief is behind a wall from the last report: the filter has
@@ -161,6 +168,9 @@ class ParticleFilter:
             return float(self._out[0]), float(self._out[1])
         w = self._w[reach]
         target = np.average(self._p[reach], axis=0, weights=w if w.sum() > 0 else None)
+        return self._move_towards(last, target, dt)
+
+    def _move_towards(self, last: FloatArray, target: FloatArray, dt: float) -> tuple[float, float]:
         move = target - last
         dist = float(np.hypot(*move))
         cap = self.params.max_speed * dt

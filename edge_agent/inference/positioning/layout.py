@@ -88,7 +88,7 @@ class FloorPlan:
         d2 = np.outer(ex, cy + dy) - np.outer(ey, cx + dx) - s
         d3 = np.outer(ay, dx) - np.outer(ax, dy) - kc
         d4 = np.outer(by, dx) - np.outer(bx, dy) - kc
-        hit: npt.NDArray[np.bool_] = ((d1 * d2 < 0) & (d3 * d4 < 0)).any(axis=1)
+        hit: npt.NDArray[np.bool_] = np.any((d1 * d2 < 0) & (d3 * d4 < 0), axis=1)
         return hit
 
     def zone_at(self, x: float, y: float) -> str | None:
@@ -134,7 +134,10 @@ class FloorPlan:
             if zones is not None:
                 with zones.open(newline="") as fh:
                     zs = tuple(
-                        Zone(r["name"], (float(r["x0"]), float(r["y0"]), float(r["x1"]), float(r["y1"])))
+                        Zone(
+                            r["name"],
+                            (float(r["x0"]), float(r["y0"]), float(r["x1"]), float(r["y1"])),
+                        )
                         for r in csv.DictReader(fh)
                     )
                 plan = cls(outline=plan.outline, obstacles=plan.obstacles, zones=zs)

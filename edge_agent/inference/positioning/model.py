@@ -76,8 +76,6 @@ class PositionModel:
             data = source.read_bytes() if isinstance(source, Path) else source
             self._session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
             meta = self._session.get_modelmeta().custom_metadata_map
-        except (OSError, ort.capi.onnxruntime_pybind11_state.Fail) as err:  # type: ignore[attr-defined]
-            raise ModelError(name, f"cannot load: {err}") from err
         except Exception as err:  # onnxruntime raises several unexported error types
             raise ModelError(name, f"cannot load: {err}") from err
         if METADATA_KEY not in meta:

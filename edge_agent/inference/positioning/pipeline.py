@@ -159,7 +159,11 @@ class Positioner:
 
 
 def replay_rows(
-    positioner: Positioner, cart_id: str, ts: np.ndarray, rssi: np.ndarray, anchor_ids: tuple[str, ...]
+    positioner: Positioner,
+    cart_id: str,
+    ts: np.ndarray,
+    rssi: np.ndarray,
+    anchor_ids: tuple[str, ...],
 ) -> np.ndarray:
     """Feed a recording row by row (one row = one scan window) through ``positioner``;
     returns N x 2 estimates (NaN before the first fix)."""

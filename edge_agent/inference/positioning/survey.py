@@ -6,6 +6,7 @@ heading) are ignored, so the calib2021 dataset's own CSVs read as they are.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import shutil
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ class Survey:
         return out
 
     def slice(self, start: int, stop: int) -> Survey:
-        return Survey(self.ts[start:stop], self.xy[start:stop], self.rssi[start:stop], self.anchor_ids)
+        return Survey(
+            self.ts[start:stop], self.xy[start:stop], self.rssi[start:stop], self.anchor_ids
+        )
 
 
 def _seconds(ts: FloatArray) -> FloatArray:
@@ -100,7 +103,12 @@ def write_survey(path: Path, survey: Survey) -> None:
         w.writerow(["ts", "x", "y", *(RSSI_PREFIX + a for a in survey.anchor_ids)])
         for t, (x, y), row in zip(survey.ts, survey.xy, survey.rssi, strict=True):
             w.writerow(
-                [f"{t:.3f}", f"{x:.4f}", f"{y:.4f}", *("" if math.isnan(v) else f"{v:.2f}" for v in row)]
+                [
+                    f"{t:.3f}",
+                    f"{x:.4f}",
+                    f"{y:.4f}",
+                    *("" if math.isnan(v) else f"{v:.2f}" for v in row),
+                ]
             )
 
 
@@ -133,7 +141,7 @@ def convert_calib2021(src: Path, out: Path) -> list[Path]:
     starts = [0] + [i for i in range(1, len(index)) if index[i] < index[i - 1]] + [len(index)]
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for n, (a, b) in enumerate(zip(starts, starts[1:], strict=False), start=1):
+    for n, (a, b) in enumerate(itertools.pairwise(starts), start=1):
         p = out / f"calib{n}.csv"
         write_survey(p, merged.slice(a, b))
         written.append(p)

@@ -7,22 +7,29 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
+from edge_agent.inference.positioning.cli import app
 from edge_agent.inference.positioning.evaluate import evaluate_track
 from edge_agent.inference.positioning.model import PositionModel
 from edge_agent.inference.positioning.survey import read_survey
 from firmware_sim import rf
 from models.positioning import HOLDOUT_MODEL
 from models.positioning.baseline import KnnBaseline
-from edge_agent.inference.positioning.cli import app
 
-ANCHORS = {"a1": (0.0, 0.0, 2.5), "a2": (12.0, 0.0, 2.5), "a3": (0.0, 8.0, 2.5), "a4": (12.0, 8.0, 2.5),
-           "a5": (6.0, 4.0, 2.5)}
+ANCHORS = {
+    "a1": (0.0, 0.0, 2.5),
+    "a2": (12.0, 0.0, 2.5),
+    "a3": (0.0, 8.0, 2.5),
+    "a4": (12.0, 8.0, 2.5),
+    "a5": (6.0, 4.0, 2.5),
+}
 
 
 def test_train_smoke_on_a_simulated_store(tmp_path: Path) -> None:
     """Train from a simulated survey through the CLI, then replay a simulated walk."""
     rng = random.Random(1)
-    survey = rf.survey(ANCHORS, rf.lawnmower((0.5, 0.5, 11.5, 7.5), spacing=1.0), rng=rng, speed=0.6)
+    survey = rf.survey(
+        ANCHORS, rf.lawnmower((0.5, 0.5, 11.5, 7.5), spacing=1.0), rng=rng, speed=0.6
+    )
     walk = rf.track(ANCHORS, [(1.0, 1.0), (11.0, 1.0), (11.0, 7.0), (1.0, 7.0)], rng=rng)
     rf.write_csv(tmp_path / "survey.csv", survey, anchor_ids=list(ANCHORS))
     rf.write_csv(tmp_path / "walk.csv", walk, anchor_ids=list(ANCHORS))
@@ -32,15 +39,38 @@ def test_train_smoke_on_a_simulated_store(tmp_path: Path) -> None:
     (tmp_path / "zones.csv").write_text("name,x0,y0,x1,y1\nwest,0,0,6,8\neast,6,0,12,8\n")
     (tmp_path / "layout.csv").write_text("x,y\n0,0\n12,0\n12,8\n0,8\n")
     runner = CliRunner()
-    res = runner.invoke(app, ["train", "--survey", str(tmp_path / "survey.csv"),
-                              "--anchors", str(tmp_path / "anchors.csv"), "--layout",
-                              str(tmp_path / "layout.csv"), "--zones", str(tmp_path / "zones.csv"),
-                              "--max-iter", "60", "--out", str(tmp_path / "m.onnx")])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--survey",
+            str(tmp_path / "survey.csv"),
+            "--anchors",
+            str(tmp_path / "anchors.csv"),
+            "--layout",
+            str(tmp_path / "layout.csv"),
+            "--zones",
+            str(tmp_path / "zones.csv"),
+            "--max-iter",
+            "60",
+            "--out",
+            str(tmp_path / "m.onnx"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     model = PositionModel(tmp_path / "m.onnx")
     assert model.info.floorplan.zone_at(9, 4) == "east"
-    res = runner.invoke(app, ["eval", "--model", str(tmp_path / "m.onnx"),
-                              "--track", str(tmp_path / "walk.csv"), "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "m.onnx"),
+            "--track",
+            str(tmp_path / "walk.csv"),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["n"] > 70 and out["median_m"] < 2.5

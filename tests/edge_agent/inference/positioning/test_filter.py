@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -28,7 +29,7 @@ def test_noisy_fixes_are_smoothed() -> None:
         outs.append(est)
     err = [math.dist(o, truth) for o in outs[30:]]
     assert np.median(err) < 0.5 < np.median(raw)
-    steps = [math.dist(a, b) for a, b in zip(outs[30:], outs[31:], strict=False)]
+    steps = [math.dist(a, b) for a, b in itertools.pairwise(outs)]
     # jitter of a parked cart: small steps, never more than walking speed allows
     assert np.median(steps) < 0.3 and max(steps) <= 0.5 + 1e-9
 

@@ -50,8 +50,12 @@ def test_survey_roundtrip_and_units(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["ts,x,rssi_1\n1,2,-50\n", "ts,x,y\n1,2,3\n", "ts,x,y,rssi_1\n2,0,0,-50\n1,0,0,-50\n",
-     "ts,x,y,rssi_1\n1,zero,0,-50\n"],
+    [
+        "ts,x,rssi_1\n1,2,-50\n",
+        "ts,x,y\n1,2,3\n",
+        "ts,x,y,rssi_1\n2,0,0,-50\n1,0,0,-50\n",
+        "ts,x,y,rssi_1\n1,zero,0,-50\n",
+    ],
 )
 def test_bad_surveys_raise_typed_errors(tmp_path: Path, text: str) -> None:
     (tmp_path / "bad.csv").write_text(text)

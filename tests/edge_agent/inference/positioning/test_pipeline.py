@@ -8,12 +8,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
+from edge_agent.inference.positioning.cli import app
 from edge_agent.inference.positioning.errors import ModelError
 from edge_agent.inference.positioning.model import PositionModel
 from edge_agent.inference.positioning.pipeline import Positioner, ScanReport
 from edge_agent.inference.positioning.survey import read_survey, write_survey
 from models.positioning import DEFAULT_MODEL, HOLDOUT_MODEL
-from edge_agent.inference.positioning.cli import app
 
 
 def test_committed_model_loads_and_predicts_inside_the_flat() -> None:
