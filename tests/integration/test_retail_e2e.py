@@ -85,7 +85,7 @@ async def cloud_server(db_url: str, broker: Mosquitto, signer: SnapshotSigner,
     Plain (not ``$share``) ingest subscription: Mosquitto 2.0.11 does not restore shared
     subscriptions from its persistence file, so what a store publishes between a broker
     restart and the worker's re-subscribe is dropped (reproduced with mosquitto_sub/pub;
-    see decision record 0005). A plain persistent subscription is restored and queued.
+    see decision record 0010). A plain persistent subscription is restored and queued.
     """
     app = create_app(make_settings(db_url, broker.url, share_group=None), registry=registry,
                      ingest=True,
