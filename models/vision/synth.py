@@ -35,19 +35,22 @@ Color = tuple[int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class Nuisance:
-    rotation_deg: float = 25.0
-    scale: tuple[float, float] = (0.65, 1.0)
-    shift: float = 0.12  # of the frame side
-    perspective: float = 0.06  # corner jitter, of the frame side
-    clutter: tuple[int, int] = (1, 4)
-    hand_p: float = 0.5
-    hand_size: tuple[float, float] = (0.15, 0.3)
-    gain: tuple[float, float] = (0.7, 1.3)
-    cast: float = 0.12
-    blur_p: float = 0.4
+    """How far a scene may stray from a clean product shot. The defaults are the
+    training regime; ``hard()`` (held out) is stronger in every dimension."""
+
+    rotation_deg: float = 35.0
+    scale: tuple[float, float] = (0.6, 1.0)
+    shift: float = 0.14  # of the frame side
+    perspective: float = 0.08  # corner jitter, of the frame side
+    clutter: tuple[int, int] = (1, 5)
+    hand_p: float = 0.6
+    hand_size: tuple[float, float] = (0.15, 0.34)
+    gain: tuple[float, float] = (0.6, 1.4)
+    cast: float = 0.16
+    blur_p: float = 0.5
     blur_max: int = 2  # kernel half-size
-    noise_sigma: float = 5.0
-    jpeg_quality: tuple[int, int] = (45, 95)
+    noise_sigma: float = 7.0
+    jpeg_quality: tuple[int, int] = (30, 95)
 
     @classmethod
     def hard(cls) -> Nuisance:
@@ -79,6 +82,11 @@ def _color(rng: Rng, lo: int = 30, hi: int = 230) -> Color:
 def _jitter(rng: Rng, base: Color, amount: int) -> Color:
     c = np.clip(np.array(base) + rng.integers(-amount, amount + 1, size=3), 0, 255)
     return (int(c[0]), int(c[1]), int(c[2]))
+
+
+def _scale(c: Color, f: float) -> Color:
+    """The colour ``c`` made darker (f < 1) or lighter (f > 1)."""
+    return (min(255, int(c[0] * f)), min(255, int(c[1] * f)), min(255, int(c[2] * f)))
 
 
 def _poly(img: np.ndarray, mask: np.ndarray, pts: np.ndarray, color: Color) -> None:
@@ -159,11 +167,11 @@ def _cereal_box(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     d = rng.uniform(8, 16)  # visible side depth
     x0, y0 = 64 - (w + d) / 2, 64 - h / 2
     front = _color(rng, 60, 255)
-    side = tuple(int(c * 0.6) for c in front)
+    side = _scale(front, 0.6)
     _poly(img, mask, np.array([[x0 + w, y0], [x0 + w + d, y0 - d * 0.5],
                                [x0 + w + d, y0 + h - d * 0.5], [x0 + w, y0 + h]]), side)
     _poly(img, mask, np.array([[x0, y0], [x0 + d, y0 - d * 0.5], [x0 + w + d, y0 - d * 0.5],
-                               [x0 + w, y0]]), tuple(int(c * 0.8) for c in front))
+                               [x0 + w, y0]]), _scale(front, 0.8))
     _rect(img, mask, x0, y0, x0 + w, y0 + h, front)
     _rect(img, None, x0 + 4, y0 + 6, x0 + w - 4, y0 + 6 + h * 0.18, _color(rng))  # brand
     _text_bars(img, rng, x0 + 8, y0 + 10, w - 16, 2, (255, 255, 255))
@@ -179,12 +187,12 @@ def _milk_carton(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     d = rng.uniform(8, 14)
     x0, y0 = 64 - (w + d) / 2, 64 - h / 2 + 14
     body = _jitter(rng, (235, 235, 235) if rng.random() < 0.7 else (200, 225, 240), 20)
-    side = tuple(int(c * 0.7) for c in body)
+    side = _scale(body, 0.7)
     _rect(img, mask, x0 + w, y0, x0 + w + d, y0 + h, side)
     _rect(img, mask, x0, y0, x0 + w, y0 + h, body)
     roof = y0 - rng.uniform(14, 20)
     _poly(img, mask, np.array([[x0, y0], [x0 + w / 2, roof], [x0 + w, y0]]),
-          tuple(int(c * 0.85) for c in body))
+          _scale(body, 0.85))
     _poly(img, mask, np.array([[x0 + w, y0], [x0 + w / 2, roof], [x0 + w / 2 + d, roof],
                                [x0 + w + d, y0]]), side)
     _rect(img, mask, x0 + w / 2 - 2, roof - 7, x0 + w / 2 + d + 2, roof + 1, body)  # fin
@@ -197,7 +205,7 @@ def _fruit(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     kind = rng.integers(3)
     if kind == 2:  # banana: a thick crescent
         col = _jitter(rng, (40, 210, 230), 25)
-        c, r = (64, int(rng.uniform(20, 34))), int(rng.uniform(50, 60))
+        c, r = (64, int(rng.uniform(20, 34))), int(rng.uniform(50, 60))  # px
         th = rng.uniform(14, 20)
         outer = cv2.ellipse2Poly(c, (r, int(r * 0.9)), 0, 30, 150, 5)
         inner = cv2.ellipse2Poly(c, (int(r - th), int(r * 0.9 - th * 1.3)), 0, 30, 150, 5)
@@ -207,24 +215,26 @@ def _fruit(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
         return
     n = int(rng.integers(1, 4))
     for _ in range(n):
-        r = rng.uniform(22, 36) / math.sqrt(n) * 1.3
+        rad = rng.uniform(22, 36) / math.sqrt(n) * 1.3
         cx, cy = 64 + rng.uniform(-20, 20) * (n > 1), 64 + rng.uniform(-16, 16) * (n > 1)
         base = (40, 40, 200) if kind == 0 and rng.random() < 0.7 else (60, 190, 90)
         if kind == 1:
             base = (30, 140, 245)  # orange
         col = _jitter(rng, base, 30)
-        cv2.circle(img, (int(cx), int(cy)), int(r), col, -1, cv2.LINE_AA)
-        cv2.circle(mask, (int(cx), int(cy)), int(r), 255, -1, cv2.LINE_AA)
-        hi = tuple(min(255, int(c * 1.5) + 40) for c in col)
-        cv2.circle(img, (int(cx - r * 0.35), int(cy - r * 0.35)), max(2, int(r * 0.22)), hi, -1)
+        cv2.circle(img, (int(cx), int(cy)), int(rad), col, -1, cv2.LINE_AA)
+        cv2.circle(mask, (int(cx), int(cy)), int(rad), 255, -1, cv2.LINE_AA)
+        hi = (min(255, int(col[0] * 1.5) + 40), min(255, int(col[1] * 1.5) + 40),
+              min(255, int(col[2] * 1.5) + 40))  # specular highlight
+        glint = (int(cx - rad * 0.35), int(cy - rad * 0.35))
+        cv2.circle(img, glint, max(2, int(rad * 0.22)), hi, -1)
         if kind == 0:
-            cv2.line(img, (int(cx), int(cy - r * 0.8)), (int(cx + 3), int(cy - r * 1.2)),
+            cv2.line(img, (int(cx), int(cy - rad * 0.8)), (int(cx + 3), int(cy - rad * 1.2)),
                      (20, 60, 90), 2, cv2.LINE_AA)
         else:  # orange peel dimples
             for _ in range(12):
-                a, rr = rng.uniform(0, 2 * math.pi), rng.uniform(0, r * 0.85)
+                a, rr = rng.uniform(0, 2 * math.pi), rng.uniform(0, rad * 0.85)
                 p = (int(cx + rr * math.cos(a)), int(cy + rr * math.sin(a)))
-                cv2.circle(img, p, 1, tuple(int(c * 0.8) for c in col), -1)
+                cv2.circle(img, p, 1, _scale(col, 0.8), -1)
 
 
 def _snack_bag(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
@@ -241,7 +251,7 @@ def _snack_bag(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     left = [[x0 + 6 - bulge * math.sin(math.pi * t), y1 - 10 - (h - 20) * t]
             for t in np.linspace(0, 1, 8)]
     col = _color(rng, 40, 255)
-    _poly(img, mask, np.array(top + [[x1, y0]] + right + bottom + [[x0, y1]] + left), col)
+    _poly(img, mask, np.array([*top, [x1, y0], *right, *bottom, [x0, y1], *left]), col)
     cv2.ellipse(img, (64, int(64 + h * 0.12)), (int(w * 0.3), int(h * 0.18)), 0, 0, 360,
                 _jitter(rng, (70, 170, 220), 30), -1)  # window onto the chips
     _rect(img, None, x0 + 8, y0 + h * 0.15, x1 - 8, y0 + h * 0.3, _color(rng))
@@ -280,7 +290,7 @@ def _bread(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
                 crust, -1, cv2.LINE_AA)
     cv2.ellipse(mask, (64, int(y0 + h * 0.4)), (int(w / 2), int(h * 0.45)), 0, 180, 360,
                 255, -1, cv2.LINE_AA)
-    light = tuple(min(255, int(c * 1.35)) for c in crust)
+    light = _scale(crust, 1.35)
     for i in range(int(rng.integers(3, 6))):  # scores across the top
         cx = x0 + w * (0.2 + 0.15 * i)
         cv2.line(img, (int(cx - 6), int(y0 + h * 0.55)), (int(cx + 6), int(y0 + h * 0.05)),
@@ -299,7 +309,7 @@ def _egg_carton(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     _rect(img, mask, x0, y0, x0 + w, y0 + h, col)
     n = int(rng.integers(4, 7))
     r = w / n / 2
-    dark = tuple(int(c * 0.75) for c in col)
+    dark = _scale(col, 0.75)
     for i in range(n):
         c = (int(x0 + r + 2 * r * i), int(y0))
         cv2.ellipse(img, c, (int(r), int(r * 0.8)), 0, 180, 360, col, -1, cv2.LINE_AA)
@@ -366,7 +376,7 @@ def _pose(rng: Rng, nz: Nuisance) -> np.ndarray:
                   [s * math.sin(a), s * math.cos(a), 0.0], [0, 0, 1]])
     m[0, 2] = c + t[0] - (m[0, 0] * c + m[0, 1] * c)
     m[1, 2] = c + t[1] - (m[1, 0] * c + m[1, 1] * c)
-    src = np.float32([[0, 0], [SIZE, 0], [SIZE, SIZE], [0, SIZE]])
+    src = np.array([[0, 0], [SIZE, 0], [SIZE, SIZE], [0, SIZE]], np.float32)
     dst = src + rng.uniform(-nz.perspective, nz.perspective, size=(4, 2)).astype(
         np.float32) * SIZE
     return cv2.getPerspectiveTransform(src, dst) @ m
@@ -395,12 +405,12 @@ def _hand(img: np.ndarray, rng: Rng, nz: Nuisance) -> None:
 def render(category: int, rng: Rng, nz: Nuisance | None = None) -> np.ndarray:
     """One BGR uint8 (SIZE, SIZE, 3) frame of ``PRODUCT_CATEGORIES[category]``."""
     nz = nz or Nuisance()
-    layer = np.zeros((SIZE, SIZE, 3), np.uint8)
-    mask = np.zeros((SIZE, SIZE), np.uint8)
-    DRAW[category](layer, mask, rng)
+    upright = np.zeros((SIZE, SIZE, 3), np.uint8)
+    upright_mask = np.zeros((SIZE, SIZE), np.uint8)
+    DRAW[category](upright, upright_mask, rng)
     h = _pose(rng, nz)
-    layer = cv2.warpPerspective(layer, h, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpPerspective(mask, h, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
+    layer = cv2.warpPerspective(upright, h, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpPerspective(upright_mask, h, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
     img = _background(rng, nz)
     alpha = (mask.astype(np.float32) * np.float32(1 / 255))[..., None]
     img = (img + (layer.astype(np.float32) - img) * alpha).astype(np.uint8)
@@ -442,12 +452,13 @@ def make_dataset(
     from their own stream ``(seed, k)``, so adding classes does not change the others.
     """
     nz = Nuisance.hard() if hard else Nuisance()
-    images, labels = [], []
+    images: list[np.ndarray] = []
+    labels: list[int] = []
     for k in range(len(PRODUCT_CATEGORIES)):
         rng = np.random.default_rng([seed, k])
         for _ in range(n_per_class):
             buf = np.frombuffer(render_jpeg(k, rng, nz), np.uint8)
-            images.append(cv2.imdecode(buf, cv2.IMREAD_COLOR))
+            images.append(np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)))
             labels.append(k)
     order = np.random.default_rng([seed, 999]).permutation(len(labels))
     return np.stack(images)[order], np.array(labels, np.int64)[order]

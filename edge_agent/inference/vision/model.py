@@ -158,7 +158,7 @@ class VisionModel:
             self.session = ort.InferenceSession(
                 data, sess_options=opts, providers=["CPUExecutionProvider"]
             )
-        except (OSError, *_ORT_ERRORS) as err:
+        except (OSError, *_ORT_ERRORS) as err:  # type: ignore[misc]  # mypy: starred tuple
             raise ModelError(str(self.path), str(err)) from err
         self.info = self._read_info(hashlib.sha256(data).hexdigest())
         self.threads = threads
