@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,3 +132,32 @@ async def test_missing_file_is_a_source_error(tmp_path: Path) -> None:
     assert err.value.source == "cam-9"
     with pytest.raises(SourceError):
         VideoSource("x.avi", source_id="cam", clock=ManualClock(), every_n=0)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+async def test_http_stream_yields_frames_then_source_error(tmp_path: Path) -> None:
+    """A real TCP stream (HTTP) through FFmpeg: frames while it lasts; when the camera
+    stops, a SourceError for the supervisor, not a silent end."""
+    frames = [np.full((64, 64, 3), 15 * i, np.uint8) for i in range(8)]
+    write_video(tmp_path / "cam.avi", frames)
+    handler = functools.partial(_Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/cam.avi"
+        got: list[Frame] = []
+        with pytest.raises(SourceError) as err:
+            async with VideoSource(url, source_id="cam-http", clock=ManualClock()) as src:
+                async for frame in src.frames():
+                    got.append(frame)
+        assert len(got) == 8
+        assert "stopped delivering" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -80,3 +80,21 @@ def test_preprocess_refuses_unusable_frames(frame: np.ndarray) -> None:
     with pytest.raises(FrameError) as err:
         preprocess([frame], size=24)
     assert err.value.reason == "bad_shape"
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_sessions_start_no_more_threads_than_configured(model: VisionModel) -> None:
+    size = model.info.input_size
+    batch = np.zeros((4, size, size, 3), np.uint8)
+    before = _os_threads()
+    one = VisionModel(intra_op_threads=1)
+    one.predict(batch)
+    assert _os_threads() == before  # one thread: the graph runs on the caller's thread
+    default = VisionModel()
+    default.predict(batch)
+    # a pool of n intra-op threads is the caller plus n - 1 workers
+    assert _os_threads() - before <= default.threads - 1
