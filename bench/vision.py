@@ -60,8 +60,7 @@ ROUNDS = 6
 def make_snapshots(seed: int) -> list[bytes]:
     rng = np.random.default_rng([seed, 4242])
     hard = synth.Nuisance.hard()
-    return [synth.render_jpeg(i % len(PRODUCT_CATEGORIES), rng, hard)
-            for i in range(N_SNAPSHOTS)]
+    return [synth.render_jpeg(i % len(PRODUCT_CATEGORIES), rng, hard) for i in range(N_SNAPSHOTS)]
 
 
 def make_camera_frames(snapshots: list[bytes]) -> list[np.ndarray]:
@@ -164,8 +163,9 @@ class DefaultSession:
 
     def __init__(self, info: ModelInfo) -> None:
         self.info = info
-        self.session = ort.InferenceSession(str(default_model_path()),
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(default_model_path()), providers=["CPUExecutionProvider"]
+        )
         self._input = self.session.get_inputs()[0].name
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -277,10 +277,12 @@ def run(*, seconds: float, seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.vision",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true",
-                        help="end with one JSON line (always printed last)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.vision", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="end with one JSON line (always printed last)"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="per configuration")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)

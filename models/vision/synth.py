@@ -95,14 +95,22 @@ def _poly(img: np.ndarray, mask: np.ndarray, pts: np.ndarray, color: Color) -> N
     cv2.fillPoly(mask, [p], 255, lineType=cv2.LINE_AA)
 
 
-def _rect(img: np.ndarray, mask: np.ndarray | None, x0: float, y0: float, x1: float,
-          y1: float, color: Color) -> None:
+def _rect(
+    img: np.ndarray,
+    mask: np.ndarray | None,
+    x0: float,
+    y0: float,
+    x1: float,
+    y1: float,
+    color: Color,
+) -> None:
     pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
     _poly(img, mask if mask is not None else np.zeros(img.shape[:2], np.uint8), pts, color)
 
 
-def _text_bars(img: np.ndarray, rng: Rng, x0: float, y0: float, w: float, n: int,
-               color: Color) -> None:
+def _text_bars(
+    img: np.ndarray, rng: Rng, x0: float, y0: float, w: float, n: int, color: Color
+) -> None:
     """Lines of 'text': short dark bars, like a label seen from a metre away."""
     for i in range(n):
         lw = w * rng.uniform(0.4, 1.0)
@@ -148,12 +156,20 @@ def _bottle(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     shoulder = top + h * rng.uniform(0.25, 0.35)
     glass = [(40, 120, 40), (30, 60, 110), (200, 190, 170), (140, 70, 20)][rng.integers(4)]
     glass = _jitter(rng, glass, 25)
-    pts = np.array([
-        [64 - neck / 2, top + 8], [64 + neck / 2, top + 8],
-        [64 + neck / 2, shoulder - 12], [64 + w / 2, shoulder],
-        [64 + w / 2, top + h - 4], [64 + w / 2 - 4, top + h], [64 - w / 2 + 4, top + h],
-        [64 - w / 2, top + h - 4], [64 - w / 2, shoulder], [64 - neck / 2, shoulder - 12],
-    ])
+    pts = np.array(
+        [
+            [64 - neck / 2, top + 8],
+            [64 + neck / 2, top + 8],
+            [64 + neck / 2, shoulder - 12],
+            [64 + w / 2, shoulder],
+            [64 + w / 2, top + h - 4],
+            [64 + w / 2 - 4, top + h],
+            [64 - w / 2 + 4, top + h],
+            [64 - w / 2, top + h - 4],
+            [64 - w / 2, shoulder],
+            [64 - neck / 2, shoulder - 12],
+        ]
+    )
     _poly(img, mask, pts, glass)
     _rect(img, mask, 64 - neck / 2 - 1, top, 64 + neck / 2 + 1, top + 9, _color(rng))
     ly = shoulder + h * rng.uniform(0.08, 0.2)
@@ -168,10 +184,25 @@ def _cereal_box(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     x0, y0 = 64 - (w + d) / 2, 64 - h / 2
     front = _color(rng, 60, 255)
     side = _scale(front, 0.6)
-    _poly(img, mask, np.array([[x0 + w, y0], [x0 + w + d, y0 - d * 0.5],
-                               [x0 + w + d, y0 + h - d * 0.5], [x0 + w, y0 + h]]), side)
-    _poly(img, mask, np.array([[x0, y0], [x0 + d, y0 - d * 0.5], [x0 + w + d, y0 - d * 0.5],
-                               [x0 + w, y0]]), _scale(front, 0.8))
+    _poly(
+        img,
+        mask,
+        np.array(
+            [
+                [x0 + w, y0],
+                [x0 + w + d, y0 - d * 0.5],
+                [x0 + w + d, y0 + h - d * 0.5],
+                [x0 + w, y0 + h],
+            ]
+        ),
+        side,
+    )
+    _poly(
+        img,
+        mask,
+        np.array([[x0, y0], [x0 + d, y0 - d * 0.5], [x0 + w + d, y0 - d * 0.5], [x0 + w, y0]]),
+        _scale(front, 0.8),
+    )
     _rect(img, mask, x0, y0, x0 + w, y0 + h, front)
     _rect(img, None, x0 + 4, y0 + 6, x0 + w - 4, y0 + 6 + h * 0.18, _color(rng))  # brand
     _text_bars(img, rng, x0 + 8, y0 + 10, w - 16, 2, (255, 255, 255))
@@ -191,10 +222,13 @@ def _milk_carton(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     _rect(img, mask, x0 + w, y0, x0 + w + d, y0 + h, side)
     _rect(img, mask, x0, y0, x0 + w, y0 + h, body)
     roof = y0 - rng.uniform(14, 20)
-    _poly(img, mask, np.array([[x0, y0], [x0 + w / 2, roof], [x0 + w, y0]]),
-          _scale(body, 0.85))
-    _poly(img, mask, np.array([[x0 + w, y0], [x0 + w / 2, roof], [x0 + w / 2 + d, roof],
-                               [x0 + w + d, y0]]), side)
+    _poly(img, mask, np.array([[x0, y0], [x0 + w / 2, roof], [x0 + w, y0]]), _scale(body, 0.85))
+    _poly(
+        img,
+        mask,
+        np.array([[x0 + w, y0], [x0 + w / 2, roof], [x0 + w / 2 + d, roof], [x0 + w + d, y0]]),
+        side,
+    )
     _rect(img, mask, x0 + w / 2 - 2, roof - 7, x0 + w / 2 + d + 2, roof + 1, body)  # fin
     band = _color(rng)
     _rect(img, None, x0, y0 + h * 0.45, x0 + w, y0 + h * 0.7, band)
@@ -223,13 +257,22 @@ def _fruit(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
         col = _jitter(rng, base, 30)
         cv2.circle(img, (int(cx), int(cy)), int(rad), col, -1, cv2.LINE_AA)
         cv2.circle(mask, (int(cx), int(cy)), int(rad), 255, -1, cv2.LINE_AA)
-        hi = (min(255, int(col[0] * 1.5) + 40), min(255, int(col[1] * 1.5) + 40),
-              min(255, int(col[2] * 1.5) + 40))  # specular highlight
+        hi = (
+            min(255, int(col[0] * 1.5) + 40),
+            min(255, int(col[1] * 1.5) + 40),
+            min(255, int(col[2] * 1.5) + 40),
+        )  # specular highlight
         glint = (int(cx - rad * 0.35), int(cy - rad * 0.35))
         cv2.circle(img, glint, max(2, int(rad * 0.22)), hi, -1)
         if kind == 0:
-            cv2.line(img, (int(cx), int(cy - rad * 0.8)), (int(cx + 3), int(cy - rad * 1.2)),
-                     (20, 60, 90), 2, cv2.LINE_AA)
+            cv2.line(
+                img,
+                (int(cx), int(cy - rad * 0.8)),
+                (int(cx + 3), int(cy - rad * 1.2)),
+                (20, 60, 90),
+                2,
+                cv2.LINE_AA,
+            )
         else:  # orange peel dimples
             for _ in range(12):
                 a, rr = rng.uniform(0, 2 * math.pi), rng.uniform(0, rad * 0.85)
@@ -241,24 +284,48 @@ def _snack_bag(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     w, h = rng.uniform(60, 76), rng.uniform(80, 96)
     x0, y0, x1, y1 = 64 - w / 2, 64 - h / 2, 64 + w / 2, 64 + h / 2
     teeth = int(rng.integers(7, 11))
-    top = [[x0 + w * i / teeth + (w / teeth / 2 if j else 0), y0 + (0 if j else 4)]
-           for i in range(teeth) for j in (0, 1)]
+    top = [
+        [x0 + w * i / teeth + (w / teeth / 2 if j else 0), y0 + (0 if j else 4)]
+        for i in range(teeth)
+        for j in (0, 1)
+    ]
     bulge = rng.uniform(3, 7)
-    right = [[x1 - 6 + bulge * math.sin(math.pi * t), y0 + 10 + (h - 20) * t]
-             for t in np.linspace(0, 1, 8)]
-    bottom = [[x1 - w * i / teeth - (w / teeth / 2 if j else 0), y1 - (0 if j else 4)]
-              for i in range(teeth) for j in (0, 1)]
-    left = [[x0 + 6 - bulge * math.sin(math.pi * t), y1 - 10 - (h - 20) * t]
-            for t in np.linspace(0, 1, 8)]
+    right = [
+        [x1 - 6 + bulge * math.sin(math.pi * t), y0 + 10 + (h - 20) * t]
+        for t in np.linspace(0, 1, 8)
+    ]
+    bottom = [
+        [x1 - w * i / teeth - (w / teeth / 2 if j else 0), y1 - (0 if j else 4)]
+        for i in range(teeth)
+        for j in (0, 1)
+    ]
+    left = [
+        [x0 + 6 - bulge * math.sin(math.pi * t), y1 - 10 - (h - 20) * t]
+        for t in np.linspace(0, 1, 8)
+    ]
     col = _color(rng, 40, 255)
     _poly(img, mask, np.array([*top, [x1, y0], *right, *bottom, [x0, y1], *left]), col)
-    cv2.ellipse(img, (64, int(64 + h * 0.12)), (int(w * 0.3), int(h * 0.18)), 0, 0, 360,
-                _jitter(rng, (70, 170, 220), 30), -1)  # window onto the chips
+    cv2.ellipse(
+        img,
+        (64, int(64 + h * 0.12)),
+        (int(w * 0.3), int(h * 0.18)),
+        0,
+        0,
+        360,
+        _jitter(rng, (70, 170, 220), 30),
+        -1,
+    )  # window onto the chips
     _rect(img, None, x0 + 8, y0 + h * 0.15, x1 - 8, y0 + h * 0.3, _color(rng))
     for _ in range(2):  # foil glare
         xa = rng.uniform(x0 + 5, x1 - 20)
-        cv2.line(img, (int(xa), int(y0 + 8)), (int(xa + 14), int(y1 - 8)), (245, 245, 245),
-                 int(rng.integers(1, 4)), cv2.LINE_AA)
+        cv2.line(
+            img,
+            (int(xa), int(y0 + 8)),
+            (int(xa + 14), int(y1 - 8)),
+            (245, 245, 245),
+            int(rng.integers(1, 4)),
+            cv2.LINE_AA,
+        )
     img[mask == 0] = 0
 
 
@@ -286,15 +353,39 @@ def _bread(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     x0, y0 = 64 - w / 2, 64 - h / 2
     crust = _jitter(rng, (40, 110, 185), 25)
     _rect(img, mask, x0, y0 + h * 0.35, x0 + w, y0 + h, crust)
-    cv2.ellipse(img, (64, int(y0 + h * 0.4)), (int(w / 2), int(h * 0.45)), 0, 180, 360,
-                crust, -1, cv2.LINE_AA)
-    cv2.ellipse(mask, (64, int(y0 + h * 0.4)), (int(w / 2), int(h * 0.45)), 0, 180, 360,
-                255, -1, cv2.LINE_AA)
+    cv2.ellipse(
+        img,
+        (64, int(y0 + h * 0.4)),
+        (int(w / 2), int(h * 0.45)),
+        0,
+        180,
+        360,
+        crust,
+        -1,
+        cv2.LINE_AA,
+    )
+    cv2.ellipse(
+        mask,
+        (64, int(y0 + h * 0.4)),
+        (int(w / 2), int(h * 0.45)),
+        0,
+        180,
+        360,
+        255,
+        -1,
+        cv2.LINE_AA,
+    )
     light = _scale(crust, 1.35)
     for i in range(int(rng.integers(3, 6))):  # scores across the top
         cx = x0 + w * (0.2 + 0.15 * i)
-        cv2.line(img, (int(cx - 6), int(y0 + h * 0.55)), (int(cx + 6), int(y0 + h * 0.05)),
-                 light, 3, cv2.LINE_AA)
+        cv2.line(
+            img,
+            (int(cx - 6), int(y0 + h * 0.55)),
+            (int(cx + 6), int(y0 + h * 0.05)),
+            light,
+            3,
+            cv2.LINE_AA,
+        )
     shade = np.linspace(1.15, 0.7, SIZE, dtype=np.float32)[:, None, None]
     sel = mask > 0
     img[sel] = np.clip(img.astype(np.float32) * shade, 0, 255).astype(np.uint8)[sel]
@@ -323,8 +414,19 @@ def _yogurt_cup(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
     top_w, bot_w, h = rng.uniform(54, 66), rng.uniform(36, 46), rng.uniform(56, 72)
     y0 = 64 - h / 2
     col = _jitter(rng, (240, 240, 240), 15) if rng.random() < 0.6 else _color(rng, 120, 255)
-    _poly(img, mask, np.array([[64 - top_w / 2, y0], [64 + top_w / 2, y0],
-                               [64 + bot_w / 2, y0 + h], [64 - bot_w / 2, y0 + h]]), col)
+    _poly(
+        img,
+        mask,
+        np.array(
+            [
+                [64 - top_w / 2, y0],
+                [64 + top_w / 2, y0],
+                [64 + bot_w / 2, y0 + h],
+                [64 - bot_w / 2, y0 + h],
+            ]
+        ),
+        col,
+    )
     band_y = y0 + h * rng.uniform(0.3, 0.5)
     cv2.circle(img, (64, int(band_y + 8)), int(bot_w * 0.3), _color(rng), -1, cv2.LINE_AA)
     foil = _jitter(rng, (200, 200, 210), 30)
@@ -334,8 +436,16 @@ def _yogurt_cup(img: np.ndarray, mask: np.ndarray, rng: Rng) -> None:
 
 
 DRAW: tuple[Callable[[np.ndarray, np.ndarray, Rng], None], ...] = (
-    _can, _bottle, _cereal_box, _milk_carton, _fruit, _snack_bag, _detergent, _bread,
-    _egg_carton, _yogurt_cup,
+    _can,
+    _bottle,
+    _cereal_box,
+    _milk_carton,
+    _fruit,
+    _snack_bag,
+    _detergent,
+    _bread,
+    _egg_carton,
+    _yogurt_cup,
 )
 assert len(DRAW) == len(PRODUCT_CATEGORIES)
 
@@ -354,13 +464,23 @@ def _background(rng: Rng, nz: Nuisance) -> np.ndarray:
     img = np.clip(bg, 0, 255).astype(np.uint8)
     for _ in range(int(rng.integers(0, 3))):  # shelf edges / basket wires
         y = int(rng.integers(0, SIZE))
-        cv2.line(img, (0, y), (SIZE, y + int(rng.integers(-20, 20))), _color(rng),
-                 int(rng.integers(1, 6)))
+        cv2.line(
+            img,
+            (0, y),
+            (SIZE, y + int(rng.integers(-20, 20))),
+            _color(rng),
+            int(rng.integers(1, 6)),
+        )
     for _ in range(int(rng.integers(*nz.clutter))):  # other things in the basket
         c = (int(rng.integers(0, SIZE)), int(rng.integers(0, SIZE)))
         if rng.random() < 0.5:
-            cv2.rectangle(img, c, (c[0] + int(rng.integers(10, 50)),
-                                   c[1] + int(rng.integers(10, 50))), _color(rng), -1)
+            cv2.rectangle(
+                img,
+                c,
+                (c[0] + int(rng.integers(10, 50)), c[1] + int(rng.integers(10, 50))),
+                _color(rng),
+                -1,
+            )
         else:
             cv2.circle(img, c, int(rng.integers(5, 22)), _color(rng), -1)
     return img
@@ -372,13 +492,17 @@ def _pose(rng: Rng, nz: Nuisance) -> np.ndarray:
     s = rng.uniform(*nz.scale)
     t = rng.uniform(-nz.shift, nz.shift, size=2) * SIZE
     c = SIZE / 2
-    m = np.array([[s * math.cos(a), -s * math.sin(a), 0.0],
-                  [s * math.sin(a), s * math.cos(a), 0.0], [0, 0, 1]])
+    m = np.array(
+        [
+            [s * math.cos(a), -s * math.sin(a), 0.0],
+            [s * math.sin(a), s * math.cos(a), 0.0],
+            [0, 0, 1],
+        ]
+    )
     m[0, 2] = c + t[0] - (m[0, 0] * c + m[0, 1] * c)
     m[1, 2] = c + t[1] - (m[1, 0] * c + m[1, 1] * c)
     src = np.array([[0, 0], [SIZE, 0], [SIZE, SIZE], [0, SIZE]], np.float32)
-    dst = src + rng.uniform(-nz.perspective, nz.perspective, size=(4, 2)).astype(
-        np.float32) * SIZE
+    dst = src + rng.uniform(-nz.perspective, nz.perspective, size=(4, 2)).astype(np.float32) * SIZE
     return cv2.getPerspectiveTransform(src, dst) @ m
 
 
@@ -396,10 +520,18 @@ def _hand(img: np.ndarray, rng: Rng, nz: Nuisance) -> None:
     for k in range(4):
         off = (k - 1.5) * size * 0.28
         base = (palm[0] + inward[1] * off, palm[1] + inward[0] * off)
-        tip = (base[0] + inward[0] * depth * rng.uniform(0.7, 1.0),
-               base[1] + inward[1] * depth * rng.uniform(0.7, 1.0))
-        cv2.line(img, (int(base[0]), int(base[1])), (int(tip[0]), int(tip[1])), skin,
-                 max(3, int(size * 0.2)), cv2.LINE_AA)
+        tip = (
+            base[0] + inward[0] * depth * rng.uniform(0.7, 1.0),
+            base[1] + inward[1] * depth * rng.uniform(0.7, 1.0),
+        )
+        cv2.line(
+            img,
+            (int(base[0]), int(base[1])),
+            (int(tip[0]), int(tip[1])),
+            skin,
+            max(3, int(size * 0.2)),
+            cv2.LINE_AA,
+        )
 
 
 def render(category: int, rng: Rng, nz: Nuisance | None = None) -> np.ndarray:
@@ -416,8 +548,7 @@ def render(category: int, rng: Rng, nz: Nuisance | None = None) -> np.ndarray:
     img = (img + (layer.astype(np.float32) - img) * alpha).astype(np.uint8)
     if rng.random() < nz.hand_p:
         _hand(img, rng, nz)
-    gain = (rng.uniform(*nz.gain) * (1 + rng.uniform(-nz.cast, nz.cast, size=3))).astype(
-        np.float32)
+    gain = (rng.uniform(*nz.gain) * (1 + rng.uniform(-nz.cast, nz.cast, size=3))).astype(np.float32)
     light = np.linspace(1 - rng.uniform(0, 0.3), 1, SIZE, dtype=np.float32)
     light = light[:, None] if rng.random() < 0.5 else light[None, :]
     out = img.astype(np.float32) * gain[None, None, :] * light[..., None]

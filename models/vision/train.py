@@ -42,8 +42,11 @@ OPSET = 17  # onnxruntime >= 1.14 runs opset 17
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class ProductNet(nn.Module):
@@ -104,16 +107,27 @@ def train(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int) -> ProductNet
             sched.step()
             total += loss.item() * len(idx)
             correct += int((out.argmax(1) == yb).sum())
-        logger.info("epoch %d/%d loss %.3f train acc %.3f (%.0f s)", epoch + 1, epochs,
-                    total / len(x), correct / len(x), time.perf_counter() - t0)
+        logger.info(
+            "epoch %d/%d loss %.3f train acc %.3f (%.0f s)",
+            epoch + 1,
+            epochs,
+            total / len(x),
+            correct / len(x),
+            time.perf_counter() - t0,
+        )
     return model.eval()
 
 
 def export(model: ProductNet, path: Path) -> None:
     dummy = torch.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), dtype=torch.uint8)
     torch.onnx.export(
-        model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-        input_names=["image"], output_names=["probs"],
+        model,
+        (dummy,),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=["image"],
+        output_names=["probs"],
         dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}},
     )
     proto = onnx.load(str(path))
@@ -135,17 +149,23 @@ def export(model: ProductNet, path: Path) -> None:
 def evaluate(model_path: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Held-out accuracy, confusion matrix and one-core latency through the runtime."""
     runtime = VisionModel(model_path, intra_op_threads=1)
-    probs = np.concatenate([
-        runtime.predict(runtime.preprocess(list(images[i : i + 256])))
-        for i in range(0, len(images), 256)
-    ])
+    probs = np.concatenate(
+        [
+            runtime.predict(runtime.preprocess(list(images[i : i + 256])))
+            for i in range(0, len(images), 256)
+        ]
+    )
     pred = probs.argmax(1)
     n = len(PRODUCT_CATEGORIES)
     confusion = np.zeros((n, n), np.int64)
     np.add.at(confusion, (labels, pred), 1)
     recall = confusion.diagonal() / confusion.sum(1)
-    off = [(int(confusion[i, j]), PRODUCT_CATEGORIES[i], PRODUCT_CATEGORIES[j])
-           for i in range(n) for j in range(n) if i != j and confusion[i, j]]
+    off = [
+        (int(confusion[i, j]), PRODUCT_CATEGORIES[i], PRODUCT_CATEGORIES[j])
+        for i in range(n)
+        for j in range(n)
+        if i != j and confusion[i, j]
+    ]
     frame = images[0]
     for _ in range(20):  # warm-up: first runs allocate
         runtime.predict(runtime.preprocess([frame]))
@@ -185,22 +205,27 @@ def main(argv: list[str] | None = None) -> int:
     t_train = time.perf_counter() - t0 - t_data
     export(model, args.out)
     report = evaluate(args.out, raw_test, y_test)
-    report.update({
-        "model": f"{NAME}@{VERSION}",
-        "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
-        "bytes": args.out.stat().st_size,
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_images": len(x),
-        "epochs": args.epochs,
-        "train_seed": TRAIN_SEED,
-        "test_seed": TEST_SEED,
-        "data_seconds": round(t_data, 1),
-        "train_seconds": round(t_train, 1),
-        "torch": torch.__version__,
-    })
+    report.update(
+        {
+            "model": f"{NAME}@{VERSION}",
+            "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
+            "bytes": args.out.stat().st_size,
+            "params": sum(p.numel() for p in model.parameters()),
+            "train_images": len(x),
+            "epochs": args.epochs,
+            "train_seed": TRAIN_SEED,
+            "test_seed": TEST_SEED,
+            "data_seconds": round(t_data, 1),
+            "train_seconds": round(t_train, 1),
+            "torch": torch.__version__,
+        }
+    )
     args.metrics.write_text(json.dumps(report, indent=1) + "\n")
-    logger.info("held-out accuracy %.4f; p50 %.2f ms/frame on one core",
-                report["accuracy"], report["latency_ms_1core_p50"])
+    logger.info(
+        "held-out accuracy %.4f; p50 %.2f ms/frame on one core",
+        report["accuracy"],
+        report["latency_ms_1core_p50"],
+    )
     print(json.dumps({k: report[k] for k in ("accuracy", "latency_ms_1core_p50", "bytes")}))
     return 0
 

@@ -38,10 +38,14 @@ def test_json_roundtrip_carries_metadata() -> None:
         (b"not json", "not_json"),
         (b"[]", "invalid_field"),
         (json.dumps({"v": 1, "snapshot_id": "a", "ts": 1}).encode(), "missing_field"),
-        (json.dumps({"v": 1, "snapshot_id": "a", "ts": 1, "jpeg_b64": "@@@@"}).encode(),
-         "bad_base64"),
-        (json.dumps({"v": 1, "snapshot_id": "a", "ts": "1", "jpeg_b64": "AAAA"}).encode(),
-         "invalid_field"),
+        (
+            json.dumps({"v": 1, "snapshot_id": "a", "ts": 1, "jpeg_b64": "@@@@"}).encode(),
+            "bad_base64",
+        ),
+        (
+            json.dumps({"v": 1, "snapshot_id": "a", "ts": "1", "jpeg_b64": "AAAA"}).encode(),
+            "invalid_field",
+        ),
         (b"\xff\xd8" + b"\0" * SNAPSHOT_MAX_JPEG, "too_large"),
     ],
 )

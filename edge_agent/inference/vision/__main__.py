@@ -1,7 +1,7 @@
 """Classify images or a video with the shipped model (a field tech's sanity check).
 
-    python -m edge_agent.inference.vision snapshot.jpg other.jpg
-    python -m edge_agent.inference.vision --video clip.avi --every-n 10
+python -m edge_agent.inference.vision snapshot.jpg other.jpg
+python -m edge_agent.inference.vision --video clip.avi --every-n 10
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ async def _video(clf: VisionClassifier, uri: str | int, every_n: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edge_agent.inference.vision",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m edge_agent.inference.vision", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("images", nargs="*", type=Path, help="JPEG files")
     ap.add_argument("--video", help="video file, stream URL or camera index")
     ap.add_argument("--every-n", type=int, default=1)

@@ -221,11 +221,12 @@ class CartSnapshots:
             logger.warning("cart %s: bad snapshot: %s", cart_id, err)
             return
         self.received += 1
-        self.sink(Frame(
-            source=cart_id,
-            ts_ms=meta.ts if meta is not None else self.ctx.clock.now_ms(),
-            jpeg=jpeg,
-            snapshot_id=meta.snapshot_id if meta is not None else None,
-            session_id=meta.session_id if meta is not None else None,
-        ))
-
+        self.sink(
+            Frame(
+                source=cart_id,
+                ts_ms=meta.ts if meta is not None else self.ctx.clock.now_ms(),
+                jpeg=jpeg,
+                snapshot_id=meta.snapshot_id if meta is not None else None,
+                session_id=meta.session_id if meta is not None else None,
+            )
+        )

@@ -163,8 +163,7 @@ class VisionModel:
         self.info = self._read_info(hashlib.sha256(data).hexdigest())
         self.threads = threads
         self._input = self.session.get_inputs()[0].name
-        logger.info("vision model %s loaded (%s, %d thread(s))", self.info.tag, self.path,
-                    threads)
+        logger.info("vision model %s loaded (%s, %d thread(s))", self.info.tag, self.path, threads)
 
     def _read_info(self, sha256: str) -> ModelInfo:
         meta = self.session.get_modelmeta().custom_metadata_map

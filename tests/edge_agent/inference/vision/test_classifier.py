@@ -40,11 +40,14 @@ def test_held_out_accuracy_above_floor(
     classifier: VisionClassifier, product_jpeg: JpegMaker
 ) -> None:
     labels = [k for k in range(len(PRODUCT_CATEGORIES)) for _ in range(PER_CLASS)]
-    images = [cv2.imdecode(np.frombuffer(product_jpeg(k, i), np.uint8), cv2.IMREAD_COLOR)
-              for i, k in enumerate(labels)]
+    images = [
+        cv2.imdecode(np.frombuffer(product_jpeg(k, i), np.uint8), cv2.IMREAD_COLOR)
+        for i, k in enumerate(labels)
+    ]
     results = classifier.classify_batch(images)
-    accuracy = np.mean([PRODUCT_CATEGORIES[k] == r.category
-                        for k, r in zip(labels, results, strict=True)])
+    accuracy = np.mean(
+        [PRODUCT_CATEGORIES[k] == r.category for k, r in zip(labels, results, strict=True)]
+    )
     assert accuracy >= ACCURACY_FLOOR, accuracy
     per_class = {c: sum(r.category == c for r in results) for c in PRODUCT_CATEGORIES}
     assert min(per_class.values()) > 0  # the model does not ignore any category
@@ -68,9 +71,11 @@ def test_corrupt_jpeg_is_counted_not_fatal(
     good = product_jpeg(0, 2)
     with pytest.raises(FrameError):
         classifier.classify(good[:300])
-    frames = [Frame(source="C1", ts_ms=1, jpeg=good),
-              Frame(source="C2", ts_ms=1, jpeg=b"\xff\xd8garbage\xff\xd9"),
-              Frame(source="C3", ts_ms=1, jpeg=good[: len(good) // 3])]
+    frames = [
+        Frame(source="C1", ts_ms=1, jpeg=good),
+        Frame(source="C2", ts_ms=1, jpeg=b"\xff\xd8garbage\xff\xd9"),
+        Frame(source="C3", ts_ms=1, jpeg=good[: len(good) // 3]),
+    ]
     results = classifier.classify_frames(frames)
     assert results[0] is not None and results[1] is None and results[2] is None
     assert metric(registry, "storefleet_vision_bad_frames_total", reason="truncated") == 2
@@ -85,8 +90,11 @@ async def test_stream_yields_category_seen(
         stream = svc.stream()
         first = asyncio.ensure_future(anext(stream))
         await asyncio.sleep(0)  # let the subscriber register before frames arrive
-        svc.submit(Frame(source="C7", ts_ms=123, jpeg=product_jpeg(7, 3), snapshot_id="s1",
-                         session_id="sess"))
+        svc.submit(
+            Frame(
+                source="C7", ts_ms=123, jpeg=product_jpeg(7, 3), snapshot_id="s1", session_id="sess"
+            )
+        )
         seen = await asyncio.wait_for(first, 5)
         await stream.aclose()
     assert isinstance(seen, CategorySeen)
@@ -100,9 +108,14 @@ async def test_queue_stays_bounded_under_a_flood(
 ) -> None:
     jpeg = product_jpeg(1, 4)
     seen: list[CategorySeen] = []
-    async with AsyncVisionClassifier(classifier, clock=ManualClock(), queue_size=4,
-                                     max_batch=4, min_confidence=0.0,
-                                     on_seen=seen.append) as svc:
+    async with AsyncVisionClassifier(
+        classifier,
+        clock=ManualClock(),
+        queue_size=4,
+        max_batch=4,
+        min_confidence=0.0,
+        on_seen=seen.append,
+    ) as svc:
         max_depth = 0
         for i in range(500):  # 500 frames faster than any box classifies them
             svc.submit(Frame(source="C1", ts_ms=i, jpeg=jpeg))
@@ -125,13 +138,15 @@ async def test_low_confidence_and_failing_callback_are_counted(
     def boom(seen: CategorySeen) -> None:
         raise RuntimeError("consumer bug")
 
-    async with AsyncVisionClassifier(classifier, clock=ManualClock(), min_confidence=1.01,
-                                     on_seen=boom) as svc:
+    async with AsyncVisionClassifier(
+        classifier, clock=ManualClock(), min_confidence=1.01, on_seen=boom
+    ) as svc:
         svc.submit(Frame(source="C1", ts_ms=1, jpeg=product_jpeg(2, 5)))
         await asyncio.wait_for(svc.drain(), 10)
     assert metric(registry, "storefleet_vision_low_confidence_total") == 1
-    async with AsyncVisionClassifier(classifier, clock=ManualClock(), min_confidence=0.0,
-                                     on_seen=boom) as svc:
+    async with AsyncVisionClassifier(
+        classifier, clock=ManualClock(), min_confidence=0.0, on_seen=boom
+    ) as svc:
         for i in range(3):
             svc.submit(Frame(source="C1", ts_ms=i, jpeg=product_jpeg(2, 5)))
             await asyncio.wait_for(svc.drain(), 10)
@@ -144,13 +159,15 @@ async def test_cart_snapshots_from_the_local_bus(
 ) -> None:
     ctx = FakeContext(clock=ManualClock())
     seen: list[CategorySeen] = []
-    async with AsyncVisionClassifier(classifier, clock=ctx.clock, min_confidence=0.0,
-                                     on_seen=seen.append) as svc:
+    async with AsyncVisionClassifier(
+        classifier, clock=ctx.clock, min_confidence=0.0, on_seen=seen.append
+    ) as svc:
         snaps = CartSnapshots(ctx, sink=svc.submit, metrics=classifier.metrics)
         snaps.attach()
         jpeg = product_jpeg(5, 6)
-        await ctx.deliver_local("cart", "C1", "snapshot",
-                                encode_snapshot(jpeg, snapshot_id="sn-1", ts=42))
+        await ctx.deliver_local(
+            "cart", "C1", "snapshot", encode_snapshot(jpeg, snapshot_id="sn-1", ts=42)
+        )
         await ctx.deliver_local("cart", "C2", "snapshot", jpeg)  # raw bytes
         await ctx.deliver_local("cart", "C3", "snapshot", b"{not json")
         bad_b64 = json.dumps({"v": 1, "snapshot_id": "x", "ts": 1, "jpeg_b64": "!!!!"})
@@ -158,15 +175,23 @@ async def test_cart_snapshots_from_the_local_bus(
         not_jpeg = encode_snapshot(b"PNG....", snapshot_id="x", ts=1)
         await ctx.deliver_local("cart", "C3", "snapshot", not_jpeg)
         corrupt = base64.b64encode(jpeg[:200]).decode()
-        await ctx.deliver_local("cart", "C4", "snapshot", json.dumps(
-            {"v": 1, "snapshot_id": "y", "ts": 2, "jpeg_b64": corrupt}).encode())
+        await ctx.deliver_local(
+            "cart",
+            "C4",
+            "snapshot",
+            json.dumps({"v": 1, "snapshot_id": "y", "ts": 2, "jpeg_b64": corrupt}).encode(),
+        )
         await ctx.deliver_local("cart", "C1", "scan", b"{}")  # not ours: ignored
         await asyncio.wait_for(svc.drain(), 10)
     assert {(s.source, s.snapshot_id, s.ts) for s in seen} == {
-        ("C1", "sn-1", 42), ("C2", None, ctx.clock.now_ms())}
+        ("C1", "sn-1", 42),
+        ("C2", None, ctx.clock.now_ms()),
+    }
     assert snaps.received == 3
-    bad = {r: metric(registry, "storefleet_vision_bad_frames_total", reason=r)
-           for r in ("not_json", "bad_base64", "not_jpeg", "truncated")}
+    bad = {
+        r: metric(registry, "storefleet_vision_bad_frames_total", reason=r)
+        for r in ("not_json", "bad_base64", "not_jpeg", "truncated")
+    }
     assert bad == {"not_json": 1, "bad_base64": 1, "not_jpeg": 1, "truncated": 1}
 
 
@@ -183,8 +208,9 @@ async def test_video_file_to_category_seen(
     write_video(path, frames, fps=3)
     seen: list[CategorySeen] = []
     clock = ManualClock()
-    async with AsyncVisionClassifier(classifier, clock=clock, queue_size=64,
-                                     min_confidence=0.0, on_seen=seen.append) as svc:
+    async with AsyncVisionClassifier(
+        classifier, clock=clock, queue_size=64, min_confidence=0.0, on_seen=seen.append
+    ) as svc:
         async with VideoSource(str(path), source_id="cam-2", clock=clock, every_n=3) as src:
             async for frame in src.frames():
                 svc.submit(frame)

@@ -44,9 +44,7 @@ def test_predict_gives_probabilities(model: VisionModel) -> None:
     assert model.predict(batch[:0]).shape == (0, len(PRODUCT_CATEGORIES))
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"not an onnx model", b"\x08\x07" + b"\xff" * 64]
-)
+@pytest.mark.parametrize("content", [b"", b"not an onnx model", b"\x08\x07" + b"\xff" * 64])
 def test_junk_model_file_is_a_model_error(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.onnx"
     path.write_bytes(content)
@@ -73,8 +71,11 @@ def test_preprocess_centre_crops_and_converts() -> None:
 
 @pytest.mark.parametrize(
     "frame",
-    [np.zeros((0, 10, 3), np.uint8), np.zeros((10, 10, 3), np.float32),
-     np.zeros((10, 10, 2), np.uint8)],
+    [
+        np.zeros((0, 10, 3), np.uint8),
+        np.zeros((10, 10, 3), np.float32),
+        np.zeros((10, 10, 2), np.uint8),
+    ],
 )
 def test_preprocess_refuses_unusable_frames(frame: np.ndarray) -> None:
     with pytest.raises(FrameError) as err:
