@@ -95,6 +95,11 @@ class AgentConfig:
     telemetry_interval_s: float = 1.0  # telemetry batching period (per device)
     telemetry_buffer_max: int = 20_000  # samples held for the next telemetry flush
     birth_debounce_s: float = 1.0  # device set changes within this window -> one rebirth
+    # Drain the outbox only after cloud ingest answered this session's birth
+    # (``topics.ready``): after a broker restart, Mosquitto 2.0 forgets shared
+    # subscriptions until ingest re-subscribes, and drops what arrives meanwhile.
+    await_cloud_ready: bool = True
+    cloud_ready_timeout_s: float = 10.0  # no answer by then: publish the birth again
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     shutdown_drain_s: float = 3.0  # on a clean stop, time given to empty the outbox
@@ -154,6 +159,7 @@ class AgentConfig:
             "telemetry_interval_s",
             "telemetry_buffer_max",
             "reconnect_min_s",
+            "cloud_ready_timeout_s",
             "reconnect_max_s",
             "health_interval_s",
             "pos_refresh_interval_s",

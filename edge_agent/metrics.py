@@ -23,6 +23,11 @@ class AgentMetrics:
         self.uplink_connected = Gauge(
             "storefleet_uplink_connected", "1 while the uplink MQTT session is up", registry=r
         )
+        self.cloud_ready = Gauge(
+            "storefleet_uplink_cloud_ready",
+            "1 once cloud ingest answered this session's birth (the outbox drains)",
+            registry=r,
+        )
         self.uplink_connects = Counter(
             "storefleet_uplink_connects_total", "uplink sessions established", registry=r
         )

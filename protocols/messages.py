@@ -187,6 +187,19 @@ class CommandResult(Msg):
     ts: EpochMs
 
 
+class CloudReady(Msg):
+    """On ``ready``: cloud ingest has applied the birth of session ``bd_seq``.
+
+    A broker may lose a shared subscription across its own restart (Mosquitto 2.0
+    does), and then drops what a store publishes until ingest subscribes again. A
+    store therefore drains its outbox only once the cloud has answered this session's
+    birth: the answer proves a subscriber exists again (decision 0011)."""
+
+    v: Literal[1] = 1
+    bd_seq: int = Field(ge=0)
+    ts: EpochMs
+
+
 # ---- fleet announcements ------------------------------------------------------------------
 
 

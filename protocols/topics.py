@@ -12,6 +12,7 @@ Uplink (store box <-> cloud), prefix ``sf/v1/{store_id}/``:
 ``cmd-res``                        up    command results, QoS 1
 ``cmd/orders``                     down  online orders (``protocols.orders``), QoS 1
 ``content/manifest``               down  signed content manifest, retained
+``ready``                          down  cloud ingest has the store's birth (``CloudReady``)
 ``sf/v1/_fleet/{what}``            down  fleet-wide announcements
 =================================  ====  ===============================
 
@@ -37,7 +38,7 @@ LOCAL_PREFIX = "store"
 # Letters, digits, '-', '_', '.', ':'; 1-64 chars. No MQTT wildcards or separators.
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
-UplinkChannel = Literal["state", "evt", "tele", "shadow", "cmd", "cmd-res", "content"]
+UplinkChannel = Literal["state", "evt", "tele", "shadow", "cmd", "cmd-res", "content", "ready"]
 
 
 def valid_id(value: str) -> bool:
@@ -88,6 +89,12 @@ def cmd_res(store_id: str) -> str:
     return f"{store_root(store_id)}/cmd-res"
 
 
+def ready(store_id: str) -> str:
+    """Cloud -> store: an ingest worker applied this session's birth, so it is
+    subscribed and the store may drain its outbox (see ``messages.CloudReady``)."""
+    return f"{store_root(store_id)}/ready"
+
+
 def content_manifest(store_id: str) -> str:
     return f"{store_root(store_id)}/content/manifest"
 
@@ -116,6 +123,7 @@ def store_downlink_filters(store_id: str) -> list[str]:
         f"{root}/shadow/+/desired",
         f"{root}/cmd/+",
         f"{root}/content/+",  # manifest, promotions announcements ...
+        f"{root}/ready",
         f"{PREFIX}/{FLEET}/#",
     ]
 
@@ -176,6 +184,8 @@ def parse_uplink(topic: str) -> UplinkTopic:
             return UplinkTopic(store_id, "cmd", target=rest[1])
         case "cmd-res", 1:
             return UplinkTopic(store_id, "cmd-res")
+        case "ready", 1:
+            return UplinkTopic(store_id, "ready")
         case "content", 2:
             return UplinkTopic(store_id, "content", kind=rest[1])
     raise TopicError(topic, f"unknown channel {head!r}")

@@ -33,7 +33,7 @@ from cloud.ingest.decode import Inbound, channel_of, decode_uplink
 from cloud.ingest.hooks import PostCommitHooks
 from protocols.clock import Clock
 from protocols.errors import ProtocolError
-from protocols.messages import Event
+from protocols.messages import Birth, Event
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ _DATA_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError)
 class BatchResult:
     outcome: Outcome
     channels: Counter[str] = field(default_factory=Counter)
+    # (store id, bd_seq) of every birth in the committed batch: each store is told
+    # its birth was seen (``topics.ready``) before it drains its outbox.
+    births: list[tuple[str, int]] = field(default_factory=list)
 
 
 class BatchProcessor:
@@ -70,6 +73,8 @@ class BatchProcessor:
         if items:
             result.outcome.add(self._store(items))
             self._after_commit(items)
+            result.births = [(item.store_id, item.msg.bd_seq) for item in items
+                             if isinstance(item.msg, Birth)]
         return result
 
     def _after_commit(self, items: list[Inbound]) -> None:

@@ -37,7 +37,7 @@ from cloud.ingest.hooks import PostCommitHooks
 from cloud.metrics import IngestMetrics
 from cloud.settings import CloudSettings
 from protocols import encode, topics
-from protocols.messages import RebirthRequest
+from protocols.messages import CloudReady, RebirthRequest
 from protocols.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -221,6 +221,11 @@ class IngestWorker:
                 if rc != 0:
                     logger.warning("ingest: could not ack mid %d (rc %s)", message.mid, rc)
         self._count(result)
+        for store_id, bd_seq in result.births:
+            # The birth is stored, so this worker is subscribed: tell the store it may
+            # drain its outbox (a store waits for this after every connect).
+            ready = CloudReady(bd_seq=bd_seq, ts=self._clock.now_ms())
+            await client.publish(topics.ready(store_id), encode(ready), qos=1)
 
     def _count(self, result: BatchResult) -> None:
         m = self.metrics

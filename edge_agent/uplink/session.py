@@ -31,8 +31,9 @@ from edge_agent.uplink.publisher import OutboxPublisher
 from edge_agent.uplink.telemetry import TelemetryForwarder
 from protocols import topics
 from protocols.clock import Clock
-from protocols.codec import encode
-from protocols.messages import Birth, Death
+from protocols.codec import decode, encode
+from protocols.errors import ProtocolError
+from protocols.messages import Birth, CloudReady, Death
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class UplinkSupervisor:
         self._publisher = OutboxPublisher(outbox, window=config.publish_window, metrics=metrics)
         self._backoff = Backoff(min_s=config.reconnect_min_s, max_s=config.reconnect_max_s)
         self._rebirth = asyncio.Event()
+        self._cloud_ready = asyncio.Event()
         self._link: UplinkLink | None = None
         self.bd_seq = 0
 
@@ -116,13 +118,15 @@ class UplinkSupervisor:
 
     async def _serve(self, link: UplinkLink, stop: asyncio.Event) -> None:
         historical_upto = self._outbox.last_seq  # rows up to here were enqueued before now
+        self._cloud_ready.clear()
+        self._metrics.cloud_ready.set(0)
         await self._send_birth(link)
         await link.subscribe(topics.store_downlink_filters(self._config.store_id))
         self._link = link
         self._metrics.uplink_connected.set(1)
         self._metrics.uplink_connects.inc()
         self._backoff.reset()
-        publisher = _task(self._publisher.run(link, historical_upto=historical_upto), "publisher")
+        publisher = _task(self._publish_when_ready(link, historical_upto), "publisher")
         workers = [
             _task(self._telemetry.run(link), "telemetry"),
             _task(self._downlink(link), "downlink"),
@@ -148,6 +152,36 @@ class UplinkSupervisor:
         if stop.is_set():
             await self._send_death(link)
 
+    async def _publish_when_ready(self, link: UplinkLink, historical_upto: int) -> None:
+        """Drain the outbox once the cloud answered this session's birth (``ready``).
+
+        Until then events stay safely in the outbox: after a broker restart nobody may
+        be subscribed yet. No answer within the timeout: publish the birth again (the
+        cloud may have missed it, e.g. it subscribed after we were born)."""
+        if self._config.await_cloud_ready:
+            while not self._cloud_ready.is_set():
+                try:
+                    await asyncio.wait_for(self._cloud_ready.wait(),
+                                           self._config.cloud_ready_timeout_s)
+                except TimeoutError:
+                    logger.info("no answer from the cloud to birth %d yet; born again",
+                                link.bd_seq)
+                    await self._send_birth(link)
+        await self._publisher.run(link, historical_upto=historical_upto)
+
+    def _on_ready(self, link: UplinkLink, payload: bytes) -> None:
+        try:
+            ready = decode(payload, CloudReady)
+        except ProtocolError as err:
+            reason = getattr(err, "reason", "invalid")
+            self._metrics.bad_payloads.labels(source="cloud", reason=reason).inc()
+            logger.warning("bad ready message: %s", err)
+            return
+        if ready.bd_seq == link.bd_seq and not self._cloud_ready.is_set():
+            logger.info("cloud answered birth %d: draining the outbox", ready.bd_seq)
+            self._cloud_ready.set()
+            self._metrics.cloud_ready.set(1)
+
     async def _drain(self, publisher: asyncio.Task[Any]) -> None:
         deadline = self._clock.monotonic() + self._config.shutdown_drain_s
         while self._outbox.depth() and not publisher.done():
@@ -157,8 +191,12 @@ class UplinkSupervisor:
             await asyncio.sleep(0.05)
 
     async def _downlink(self, link: UplinkLink) -> None:
+        ready_topic = topics.ready(self._config.store_id)
         async for message in link.messages():
             payload = message.payload if isinstance(message.payload, bytes) else b""
+            if str(message.topic) == ready_topic:
+                self._on_ready(link, payload)
+                continue
             try:
                 await self._on_downlink(link, str(message.topic), payload)
             except LinkError:

@@ -45,6 +45,9 @@ def make_config(
         "telemetry_interval_s": 0.2,
         "birth_debounce_s": 0.2,
         "shutdown_drain_s": 2.0,
+        # These tests run no cloud ingest, so nobody answers the birth with ``ready``
+        # (test_cloud_ready.py covers the handshake itself).
+        "await_cloud_ready": False,
     }
     values.update(overrides)
     return AgentConfig(**values)

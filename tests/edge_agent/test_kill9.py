@@ -30,8 +30,13 @@ N_EVENTS = 2000
 def agent_process(
     *, store_id: str, cloud: Mosquitto, local: Mosquitto, data_dir: Path, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
+    # No cloud ingest in this test: the uplink broker's PUBACK is the end of the line,
+    # so the agent must not wait for the cloud to answer its birth.
+    conf = data_dir.parent / "agent-no-cloud.toml"
+    conf.write_text("[agent]\nawait_cloud_ready = false\n")
     cmd = [
         sys.executable, "-m", "edge_agent", "run",
+        "--config", str(conf),
         "--store", store_id,
         "--cloud", cloud.url,
         "--local-bus", local.url,
