@@ -193,7 +193,7 @@ class CloudReady(Msg):
     A broker may lose a shared subscription across its own restart (Mosquitto 2.0
     does), and then drops what a store publishes until ingest subscribes again. A
     store therefore drains its outbox only once the cloud has answered this session's
-    birth: the answer proves a subscriber exists again (decision 0011)."""
+    birth: the answer proves a subscriber exists again (decision 0012)."""
 
     v: Literal[1] = 1
     bd_seq: int = Field(ge=0)
