@@ -5,6 +5,8 @@
                    ``CartSnapshots`` (``store/cart/+/up/snapshot`` on the local bus)
     classifier.py  ``VisionClassifier.classify(frame) -> (category, confidence)`` and
                    ``AsyncVisionClassifier`` (bounded queue, ``stream()`` of CategorySeen)
+    pipeline.py    ``VisionPipeline``: model + cart snapshots + supervised cameras, for
+                   the composition root (``on_seen=`` or ``stream()``)
     metrics.py     ``storefleet_vision_*`` counters on the given registry
     errors.py      ``VisionError`` and its subclasses
 
@@ -21,6 +23,7 @@ from edge_agent.inference.vision.errors import FrameError, ModelError, SourceErr
 from edge_agent.inference.vision.frames import CartSnapshots, Frame, VideoSource, decode_jpeg
 from edge_agent.inference.vision.metrics import VisionMetrics
 from edge_agent.inference.vision.model import ModelInfo, VisionModel, preprocess, session_threads
+from edge_agent.inference.vision.pipeline import VisionPipeline
 
 __all__ = [
     "DEFAULT_MIN_CONFIDENCE",
@@ -37,6 +40,7 @@ __all__ = [
     "VisionError",
     "VisionMetrics",
     "VisionModel",
+    "VisionPipeline",
     "decode_jpeg",
     "preprocess",
     "session_threads",
