@@ -46,13 +46,6 @@ def store(
                          max_events=events, tele_interval_s=tele_interval, ledger=ledger, seed=seed,
                          layout=layout, carts=carts if layout is not None else 0,
                          radio_path=radio if layout is not None else None)
-    if layout is not None and radio is not None:
-        from firmware_sim.store import store_device_configs
-
-        typer.echo("agent devices for this store (desired shadow `devices` or agent.toml):")
-        for dev in store_device_configs(layout, radio_path=radio):
-            typer.echo(f"  {dev}")
-
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -61,7 +54,26 @@ def store(
                 loop.add_signal_handler(sig, stop.set)
         if duration is not None:
             loop.call_later(duration, stop.set)
-        await sim.run(stop)
+        closers = []
+        if layout is not None and radio is not None:
+            import json
+
+            from firmware_sim.store import start_wired_sims, store_device_configs
+
+            # The serial and TCP devices (vending, printer + drawer, scanner, display)
+            # run on ptys / a TCP port on this machine; the agent opens them there.
+            wired, closers = await start_wired_sims(store_id)
+            configs = store_device_configs(layout, radio_path=radio, store_id=store_id,
+                                           audio_cache_dir=Path("audio-cache")) + wired
+            typer.echo("agent devices for this store: set them as the desired shadow, e.g.\n"
+                       f"  PUT /api/v1/stores/{store_id}/shadow/agent/desired with")
+            typer.echo(json.dumps({"state": {"devices": {
+                d["id"]: {k: v for k, v in d.items() if k != "id"} for d in configs}}}))
+        try:
+            await sim.run(stop)
+        finally:
+            for close in closers:
+                await close()
 
     asyncio.run(main())
     typer.echo(f"produced {sim.produced} events from {devices} devices")
