@@ -1,0 +1,148 @@
+"""``compile(snapshot) -> Ruleset``: promotions turned into indexed plain objects.
+
+Built once per snapshot (the store box compiles when a new snapshot arrives; the cloud
+keeps one per ruleset hash it re-prices with). At price time the engine only looks up
+the rules indexed under the basket's skus and categories, so the cost of a call grows
+with the promotions that could touch the basket, not with the size of the snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pricing.errors import InvalidPromotion
+from pricing.promotions import (
+    Bundle,
+    BuyXGetY,
+    Coupon,
+    Gift,
+    Markdown,
+    PointsEarn,
+    PointsTender,
+    Promotion,
+    Scope,
+    StoredValueTender,
+    Threshold,
+    TierPrice,
+)
+from tests.pricing.reference.rules.base import Rule
+from tests.pricing.reference.rules.bundle import BundleRule
+from tests.pricing.reference.rules.coupon import CouponRule
+from tests.pricing.reference.rules.item import BuyXGetYRule, GiftRule
+from tests.pricing.reference.rules.markdown import MarkdownRule
+from tests.pricing.reference.rules.tender import EarnRule, PointsTenderRule, StoredValueRule
+from tests.pricing.reference.rules.threshold import ThresholdRule
+from tests.pricing.reference.rules.tier import TierRule
+from pricing.snapshot import PromotionSnapshot
+
+Entry = tuple[Rule, int, frozenset[str]]
+"""An index entry: the rule, which of its scopes matched (slot), that scope's exclusions."""
+
+
+class Ruleset:
+    """A compiled snapshot. Immutable by convention: nothing mutates it after compile."""
+
+    __slots__ = (
+        "by_cat",
+        "by_sku",
+        "coupons",
+        "currency",
+        "earn",
+        "everywhere",
+        "hash",
+        "points_tender",
+        "rules",
+        "slots",
+        "stored_value",
+        "version",
+    )
+
+    def __init__(self, snapshot: PromotionSnapshot, rules: list[Rule]) -> None:
+        self.version = snapshot.version
+        self.currency = snapshot.currency
+        self.hash = snapshot.ruleset_hash()
+        self.rules = tuple(sorted(rules, key=Rule.sort_key))
+        for ordinal, rule in enumerate(self.rules):
+            rule.ordinal = ordinal
+        by_sku: dict[str, list[Entry]] = {}
+        by_cat: dict[str, list[Entry]] = {}
+        everywhere: list[Entry] = []
+        coupons: dict[str, list[CouponRule]] = {}
+        slots: list[int] = []
+        self.earn: tuple[EarnRule, ...] = ()
+        self.points_tender: tuple[PointsTenderRule, ...] = ()
+        self.stored_value: tuple[StoredValueRule, ...] = ()
+        for rule in self.rules:
+            scopes = _index_scopes(rule)
+            slots.append(len(scopes))
+            if isinstance(rule, CouponRule):
+                coupons.setdefault(rule.code, []).append(rule)
+            elif isinstance(rule, EarnRule):
+                self.earn += (rule,)
+            elif isinstance(rule, PointsTenderRule):
+                self.points_tender += (rule,)
+            elif isinstance(rule, StoredValueRule):
+                self.stored_value += (rule,)
+            for slot, scope in enumerate(scopes):
+                entry = (rule, slot, frozenset(scope.exclude_skus))
+                if scope.everything:
+                    everywhere.append(entry)
+                for sku in scope.skus:
+                    by_sku.setdefault(sku, []).append(entry)
+                for cat in scope.categories:
+                    by_cat.setdefault(cat, []).append(entry)
+        self.by_sku = {k: tuple(v) for k, v in by_sku.items()}
+        self.by_cat = {k: tuple(v) for k, v in by_cat.items()}
+        self.everywhere = tuple(everywhere)
+        self.coupons = {k: tuple(v) for k, v in coupons.items()}
+        self.slots = tuple(slots)
+
+
+def _index_scopes(rule: Rule) -> tuple[Scope, ...]:
+    if isinstance(rule, CouponRule | EarnRule | PointsTenderRule | StoredValueRule):
+        return ()  # found by code, or evaluated for every basket
+    index_scopes = getattr(rule, "index_scopes", None)
+    if index_scopes is not None:
+        scopes: tuple[Scope, ...] = index_scopes()
+        return scopes
+    return (rule.promo.scope,)
+
+
+def _compile_one(promo: Promotion) -> Rule:
+    if isinstance(promo, Markdown):
+        return MarkdownRule(promo)
+    if isinstance(promo, TierPrice):
+        return TierRule(promo)
+    if isinstance(promo, BuyXGetY):
+        return BuyXGetYRule(promo)
+    if isinstance(promo, Bundle):
+        return BundleRule(promo)
+    if isinstance(promo, Gift):
+        return GiftRule(promo)
+    if isinstance(promo, Threshold):
+        return ThresholdRule(promo)
+    if isinstance(promo, Coupon):
+        return CouponRule(promo)
+    if isinstance(promo, PointsEarn):
+        return EarnRule(promo)
+    if isinstance(promo, PointsTender):
+        return PointsTenderRule(promo)
+    if isinstance(promo, StoredValueTender):
+        return StoredValueRule(promo)
+    raise InvalidPromotion(getattr(promo, "id", None), f"unknown kind {type(promo).__name__}")
+
+
+def compile(
+    promotions: PromotionSnapshot | Iterable[Promotion],
+    *,
+    version: int = 0,
+    currency: str | None = None,
+) -> Ruleset:
+    """Compile a snapshot (or a list of promotions plus ``version`` and ``currency``)."""
+    if not isinstance(promotions, PromotionSnapshot):
+        if currency is None:
+            raise InvalidPromotion(None, "a list of promotions needs a currency")
+        promotions = PromotionSnapshot(
+            version=version, currency=currency, promotions=tuple(promotions)
+        )
+    return Ruleset(promotions, [_compile_one(p) for p in promotions.promotions])
