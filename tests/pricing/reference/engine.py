@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.pricing.reference.allocate import largest_remainder
 from pricing.errors import CurrencyMismatch, InvalidBasket, UnknownSku
 from pricing.model import Basket, Catalog, Member, Store
 from pricing.result import Allocation, Applied, PricedBasket, PricedLine
+from pricing.snapshot import ENGINE_VERSION, PromotionSnapshot
+from tests.pricing.reference.allocate import largest_remainder
 from tests.pricing.reference.rules.base import (
     COUPON,
     ITEM,
@@ -38,7 +39,6 @@ from tests.pricing.reference.rules.markdown import UnitRule
 from tests.pricing.reference.rules.tender import earn_points
 from tests.pricing.reference.ruleset import Ruleset, compile
 from tests.pricing.reference.search import choose
-from pricing.snapshot import ENGINE_VERSION, PromotionSnapshot
 
 _ITEM_NAME = PHASE_NAMES[ITEM]
 

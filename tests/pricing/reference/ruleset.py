@@ -25,6 +25,7 @@ from pricing.promotions import (
     Threshold,
     TierPrice,
 )
+from pricing.snapshot import PromotionSnapshot
 from tests.pricing.reference.rules.base import Rule
 from tests.pricing.reference.rules.bundle import BundleRule
 from tests.pricing.reference.rules.coupon import CouponRule
@@ -33,7 +34,6 @@ from tests.pricing.reference.rules.markdown import MarkdownRule
 from tests.pricing.reference.rules.tender import EarnRule, PointsTenderRule, StoredValueRule
 from tests.pricing.reference.rules.threshold import ThresholdRule
 from tests.pricing.reference.rules.tier import TierRule
-from pricing.snapshot import PromotionSnapshot
 
 Entry = tuple[Rule, int, frozenset[str]]
 """An index entry: the rule, which of its scopes matched (slot), that scope's exclusions."""

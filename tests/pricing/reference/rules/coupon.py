@@ -11,8 +11,8 @@ from __future__ import annotations
 from fractions import Fraction
 from math import lcm
 
-from tests.pricing.reference.money import round_half_up
 from pricing.promotions import Coupon
+from tests.pricing.reference.money import round_half_up
 from tests.pricing.reference.rules.base import COUPON, Option, OptionRule, State
 from tests.pricing.reference.rules.item import eligible
 from tests.pricing.reference.rules.threshold import spend_option

@@ -9,8 +9,8 @@ A gift's discount stays on the gift lines: the trigger is a condition, not consu
 
 from __future__ import annotations
 
-from tests.pricing.reference.money import percent_of
 from pricing.promotions import BuyXGetY, Gift, Scope
+from tests.pricing.reference.money import percent_of
 from tests.pricing.reference.rules.base import ITEM, Option, OptionRule, Rule, State
 
 

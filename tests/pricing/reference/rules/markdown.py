@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.pricing.reference.money import percent_of
 from pricing.promotions import Markdown, Scope, TierPrice
+from tests.pricing.reference.money import percent_of
 from tests.pricing.reference.rules.base import MARKDOWN, Rule, State
 
 

@@ -15,9 +15,9 @@ exclusivity group only the best rule counts. Items with ``earns_points=False`` n
 
 from __future__ import annotations
 
+from pricing.promotions import PointsEarn, PointsTender, StoredValueTender
 from tests.pricing.reference.allocate import largest_remainder
 from tests.pricing.reference.money import BP
-from pricing.promotions import PointsEarn, PointsTender, StoredValueTender
 from tests.pricing.reference.rules.base import TENDER, Rule, State
 
 

@@ -5,8 +5,8 @@ promotions, on lines whose earlier promotions combine with this one."""
 
 from __future__ import annotations
 
-from tests.pricing.reference.money import percent_of
 from pricing.promotions import Scope, Threshold
+from tests.pricing.reference.money import percent_of
 from tests.pricing.reference.rules.base import THRESHOLD, Option, OptionRule, Rule, State
 from tests.pricing.reference.rules.item import eligible
 
