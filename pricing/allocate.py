@@ -26,7 +26,9 @@ def largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
     shares = [total * w // whole for w in weights]
     left = total - sum(shares)
     if left:
-        order = sorted(range(len(weights)), key=lambda k: (-(total * weights[k] % whole), k))
-        for k in order[:left]:
+        rems = [total * w % whole for w in weights]
+        # reverse=True keeps equal keys in index order (sorts are stable either way), so
+        # this is "largest remainder first, ties to the lower index" without a tuple key
+        for k in sorted(range(len(weights)), key=rems.__getitem__, reverse=True)[:left]:
             shares[k] += 1
     return shares

@@ -113,52 +113,38 @@ def price(
     st.allocs, st.applied = allocs, applied
     explain: list[Applied] = []
 
-    # gather: the rules indexed under this basket's skus and categories, active now
-    unit_rules: list[list[UnitRule]] = [[] for _ in range(n)]
+    # gather: the rules that can touch each line (pre-indexed per sku and category in the
+    # ruleset), active now; conditions are checked once per rule and call
+    unit_rules: list[tuple[UnitRule, ...] | list[UnitRule]] = [()] * n
     hits: dict[int, list[list[int]]] = {}
     active: dict[int, bool] = {}
-    by_sku, by_cat, everywhere, nslots = rs.by_sku, rs.by_cat, rs.everywhere, rs.slots
+    line_rules, cache, nslots = rs.line_rules, rs.line_rules_cache, rs.slots
     for i in range(n):
-        s = skus[i]
-        for entries in (by_sku.get(s), by_cat.get(cats[i])):
-            if not entries:
-                continue
-            for rule, slot, excl in entries:
-                if excl and s in excl:
-                    continue
-                o = rule.ordinal
+        found = cache.get((skus[i], cats[i]))
+        unit_c, opt_c = found if found is not None else line_rules(skus[i], cats[i])
+        if unit_c:
+            mine = []
+            for rule in unit_c:
+                if not rule.always:
+                    o = rule.ordinal
+                    ok = active.get(o)
+                    if ok is None:
+                        ok = active[o] = rule.active(st)
+                    if not ok:
+                        continue
+                mine.append(rule)
+            unit_rules[i] = mine
+        for o, slot, orule in opt_c:
+            if not orule.always:
                 ok = active.get(o)
                 if ok is None:
-                    ok = active[o] = rule.active(st)
+                    ok = active[o] = orule.active(st)
                 if not ok:
                     continue
-                if rule.phase <= TIER:
-                    mine = unit_rules[i]
-                    if rule not in mine:
-                        mine.append(rule)  # type: ignore[arg-type]
-                    continue
-                h = hits.get(o)
-                if h is None:
-                    h = hits[o] = [[] for _ in range(nslots[o])]
-                got = h[slot]
-                if not got or got[-1] != i:
-                    got.append(i)
-    for rule, slot, excl in everywhere:  # basket-wide scopes: once, not once per line
-        if not rule.active(st):
-            continue
-        matched = [i for i in range(n) if skus[i] not in excl] if excl else list(range(n))
-        if rule.phase <= TIER:
-            for i in matched:
-                if rule not in unit_rules[i]:
-                    unit_rules[i].append(rule)  # type: ignore[arg-type]
-            continue
-        o = rule.ordinal
-        h = hits.get(o)
-        if h is None:
-            h = hits[o] = [[] for _ in range(nslots[o])]
-        if h[slot]:  # also indexed by sku or category: merge, keep canonical order
-            matched = sorted(set(matched) | set(h[slot]))
-        h[slot] = matched
+            h = hits.get(o)
+            if h is None:
+                h = hits[o] = [[] for _ in range(nslots[o])]
+            h[slot].append(i)  # lines come in order and each (rule, slot) once per line
 
     # phases 1-2: the lowest unit price from markdowns and tier rules, per line
     unit_done: dict[int, list] = {}
@@ -318,8 +304,7 @@ def price(
 
 
 def _unit_phase(st: State, i: int, cands: list[UnitRule], done: dict[int, list]) -> None:
-    if len(cands) > 1:
-        cands.sort(key=lambda r: r.ordinal)
+    """``cands`` come sorted by ordinal (``Ruleset.line_rules``)."""
     start = st.base[i]
     best = start
     pick: tuple[UnitRule | None, UnitRule | None, int] | None = None

@@ -25,11 +25,11 @@ from pricing.promotions import (
     Threshold,
     TierPrice,
 )
-from pricing.rules.base import Rule
+from pricing.rules.base import TIER, OptionRule, Rule
 from pricing.rules.bundle import BundleRule
 from pricing.rules.coupon import CouponRule
 from pricing.rules.item import BuyXGetYRule, GiftRule
-from pricing.rules.markdown import MarkdownRule
+from pricing.rules.markdown import MarkdownRule, UnitRule
 from pricing.rules.tender import EarnRule, PointsTenderRule, StoredValueRule
 from pricing.rules.threshold import ThresholdRule
 from pricing.rules.tier import TierRule
@@ -37,6 +37,11 @@ from pricing.snapshot import PromotionSnapshot
 
 Entry = tuple[Rule, int, frozenset[str]]
 """An index entry: the rule, which of its scopes matched (slot), that scope's exclusions."""
+
+LineRules = tuple[tuple[UnitRule, ...], tuple[tuple[int, int, OptionRule], ...]]
+"""Every rule that can touch a line of one (sku, category), exclusions applied: the unit
+rules (phases 1-2) by ordinal, and ``(ordinal, slot, rule)`` for the option rules, each
+(rule, slot) once, in index order (sku entries, category entries, basket-wide)."""
 
 
 class Ruleset:
@@ -50,6 +55,7 @@ class Ruleset:
         "earn",
         "everywhere",
         "hash",
+        "line_rules_cache",
         "points_tender",
         "rules",
         "slots",
@@ -96,6 +102,38 @@ class Ruleset:
         self.everywhere = tuple(everywhere)
         self.coupons = {k: tuple(v) for k, v in coupons.items()}
         self.slots = tuple(slots)
+        self.line_rules_cache: dict[tuple[str, str], LineRules] = {}
+
+    def line_rules(self, sku: str, category: str) -> LineRules:
+        """The rules that can touch a line of ``sku`` in ``category`` (cached per pair).
+
+        Derived from the ruleset alone (the category comes from the call's catalog), so
+        the cache is keyed by (sku, category), never by a basket, and holds at most one
+        entry per catalog item. Filling it twice with the same value is harmless, so
+        threads sharing a ruleset need no lock.
+        """
+        key = (sku, category)
+        found = self.line_rules_cache.get(key)
+        if found is not None:
+            return found
+        unit: list[UnitRule] = []
+        opts: list[tuple[int, int, OptionRule]] = []
+        seen: set[tuple[int, int]] = set()
+        for entries in (self.by_sku.get(sku, ()), self.by_cat.get(category, ()), self.everywhere):
+            for rule, slot, excl in entries:
+                if sku in excl:
+                    continue
+                if rule.phase <= TIER:
+                    assert isinstance(rule, UnitRule)
+                    if rule not in unit:
+                        unit.append(rule)
+                elif (rule.ordinal, slot) not in seen:
+                    assert isinstance(rule, OptionRule)
+                    seen.add((rule.ordinal, slot))
+                    opts.append((rule.ordinal, slot, rule))
+        unit.sort(key=lambda r: r.ordinal)
+        found = self.line_rules_cache[key] = (tuple(unit), tuple(opts))
+        return found
 
 
 def _index_scopes(rule: Rule) -> tuple[Scope, ...]:

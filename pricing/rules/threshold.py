@@ -28,6 +28,12 @@ class ThresholdRule(OptionRule):
         return (self.scope,)
 
     def option(self, st: State, slots: list[list[int]]) -> Option | None:
+        if self.min_spend:
+            # eligibility only removes lines and nets are never negative: when every line
+            # in scope together misses the threshold, the eligible ones do too
+            net = st.net
+            if sum([net[i] for i in slots[0]]) < self.min_spend:
+                return None
         return spend_option(
             self,
             st,
