@@ -29,6 +29,8 @@ from sklearn.preprocessing import StandardScaler
 from edge_agent.inference.positioning.features import FeatureParams, survey_features
 from edge_agent.inference.positioning.layout import FloorPlan
 from edge_agent.inference.positioning.model import METADATA_KEY, ModelInfo
+from edge_agent.inference.positioning.radiomap import METADATA_KEY as RADIOMAP_KEY
+from edge_agent.inference.positioning.radiomap import RadioMap, RadioMapParams
 from edge_agent.inference.positioning.survey import (
     Survey,
     convert_calib2021,
@@ -67,8 +69,11 @@ def train_model(
     names: tuple[str, ...] = (),
     seed: int = 0,
     max_iter: int = 800,
+    radio_map: RadioMapParams | None = None,
 ) -> bytes:
-    """Fit on ``surveys`` (each one recording, rows in time order); returns ONNX bytes."""
+    """Fit on ``surveys`` (each one recording, rows in time order); returns ONNX bytes
+    holding the MLP (the point fix: seeds the filter) and, in its metadata, the radio
+    map (the likelihood the filter weighs particles by)."""
     params = features or FeatureParams()
     anchor_ids = tuple(sorted(anchors, key=lambda a: (len(a), a)))
     x = np.vstack(
@@ -91,15 +96,18 @@ def train_model(
         initial_types=[("rssi", FloatTensorType([None, len(anchor_ids)]))],
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
+    plan = floorplan or bounding_plan(surveys, anchors)
+    rmap = RadioMap.fit(y[keep], x[keep].astype(np.float64), bounds=plan.bounds, params=radio_map)
     info = ModelInfo(
         anchor_ids=anchor_ids,
         features=params,
-        floorplan=floorplan or bounding_plan(surveys, anchors),
+        floorplan=plan,
         meas_sigma_m=MEAS_SIGMA_M,
         trained_on=names,
     )
     entry = onnx.StringStringEntryProto(key=METADATA_KEY, value=info.to_json())
     onx.metadata_props.append(entry)
+    onx.metadata_props.append(onnx.StringStringEntryProto(key=RADIOMAP_KEY, value=rmap.to_json()))
     onx.doc_string = "storefleet indoor positioning: smoothed RSSI -> (x, y) metres"
     return bytes(onx.SerializeToString())
 

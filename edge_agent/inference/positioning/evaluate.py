@@ -44,13 +44,22 @@ def score(estimates: FloatArray, truth: FloatArray) -> Score:
 
 
 def replay_track(
-    model: PositionModel, track: Survey, *, filter_params: FilterParams | None = None
+    model: PositionModel,
+    track: Survey,
+    *,
+    filter_params: FilterParams | None = None,
+    use_radio_map: bool = True,
 ) -> FloatArray:
-    positioner = Positioner(model, filter_params=filter_params)
+    positioner = Positioner(model, filter_params=filter_params, use_radio_map=use_radio_map)
     return replay_rows(positioner, "replay", track.ts, track.rssi, track.anchor_ids)
 
 
 def evaluate_track(
-    model: PositionModel, track: Survey, *, filter_params: FilterParams | None = None
+    model: PositionModel,
+    track: Survey,
+    *,
+    filter_params: FilterParams | None = None,
+    use_radio_map: bool = True,
 ) -> Score:
-    return score(replay_track(model, track, filter_params=filter_params), track.xy)
+    est = replay_track(model, track, filter_params=filter_params, use_radio_map=use_radio_map)
+    return score(est, track.xy)

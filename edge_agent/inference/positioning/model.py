@@ -18,6 +18,8 @@ import onnxruntime as ort
 from edge_agent.inference.positioning.errors import ModelError
 from edge_agent.inference.positioning.features import FeatureParams
 from edge_agent.inference.positioning.layout import FloorPlan
+from edge_agent.inference.positioning.radiomap import METADATA_KEY as RADIOMAP_KEY
+from edge_agent.inference.positioning.radiomap import RadioMap
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,14 @@ class PositionModel:
             self.info = ModelInfo.from_json(meta[METADATA_KEY])
         except (KeyError, ValueError, TypeError) as err:
             raise ModelError(name, f"bad metadata: {err}") from err
+        # models from before round 2 have no radio map: the filter then weighs particles
+        # by the point fix alone
+        self.radio_map: RadioMap | None = None
+        if RADIOMAP_KEY in meta:
+            try:
+                self.radio_map = RadioMap.from_json(meta[RADIOMAP_KEY])
+            except (KeyError, ValueError, TypeError, IndexError) as err:
+                raise ModelError(name, f"bad radio map: {err}") from err
         inp = self._session.get_inputs()[0]
         self._input = inp.name
         self._output = self._session.get_outputs()[0].name

@@ -17,6 +17,7 @@ import math
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -87,6 +88,7 @@ class Positioner:
         filter_params: FilterParams | None = None,
         registry: CollectorRegistry | None = None,
         min_anchors: int = 2,
+        use_radio_map: bool = True,
     ) -> None:
         self.model = model
         self.plan = floorplan if floorplan is not None else model.info.floorplan
@@ -95,6 +97,7 @@ class Positioner:
         # fewer anchors than this in a window: the fingerprint is ambiguous, so the filter
         # only predicts (the cart keeps its last position, growing uncertain)
         self.min_anchors = min_anchors
+        self.radio_map = model.radio_map if use_radio_map else None
         self._index = {a: i for i, a in enumerate(model.anchor_ids)}
         self._carts: dict[str, _Cart] = {}
 
@@ -114,6 +117,13 @@ class Positioner:
             )
             self._carts[cart_id] = cart
         return cart
+
+    def _needs_fix(self, cart: _Cart) -> bool:
+        return (
+            self.radio_map is None
+            or not cart.filter.initialised
+            or self.filter_params.map_reseed_fraction > 0
+        )
 
     def forget(self, cart_id: str) -> None:
         """Drop a cart's state (returned to the corral, powered off)."""
@@ -148,9 +158,16 @@ class Positioner:
             cart.last_t = now
             heard = cart.smoother.heard(now)
             z = None
+            likelihood = None
             if heard >= self.min_anchors:
-                z = self.model.predict(cart.smoother.vector(now)[None])[0]
-            est = cart.filter.step(now, z)
+                vec = cart.smoother.vector(now)
+                if self.radio_map is not None:
+                    likelihood = partial(self.radio_map.log_likelihood, vec)
+                # with a radio map the point fix only seeds (and, if enabled, re-seeds)
+                # the particles: skip the model run when neither will happen
+                if self._needs_fix(cart):
+                    z = self.model.predict(vec[None])[0]
+            est = cart.filter.step(now, z, likelihood=likelihood)
             if est is None:
                 return None
             self.metrics.updates.inc()
