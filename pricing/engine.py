@@ -27,7 +27,6 @@ from pricing.rules.base import (
     MARKDOWN,
     PHASE_NAMES,
     THRESHOLD,
-    TIER,
     Option,
     OptionRule,
     Rule,
@@ -48,7 +47,12 @@ _new = tuple.__new__  # builds a NamedTuple without its Python-level __new__: 2x
 
 
 def _stack_conflict(a: Option, b: Option) -> bool:
-    return not compatible(a.rule, b.rule)
+    ra, rb = a.rule, b.rule  # not compatible(ra, rb), inlined: asked for every option pair
+    return (
+        ra.group == rb.group
+        or not (ra.all_groups or rb.group in ra.combines)
+        or not (rb.all_groups or ra.group in rb.combines)
+    )
 
 
 def price(
@@ -115,24 +119,24 @@ def price(
 
     # gather: the rules that can touch each line (pre-indexed per sku and category in the
     # ruleset), active now; conditions are checked once per rule and call
-    unit_rules: list[tuple[UnitRule, ...] | list[UnitRule]] = [()] * n
+    unit_rules: list[list[UnitRule]] = [[]] * n  # the shared empty list is never mutated
     hits: dict[int, list[list[int]]] = {}
     active: dict[int, bool] = {}
     line_rules, cache, nslots = rs.line_rules, rs.line_rules_cache, rs.slots
     for i in range(n):
-        found = cache.get((skus[i], cats[i]))
-        unit_c, opt_c = found if found is not None else line_rules(skus[i], cats[i])
+        cached = cache.get((skus[i], cats[i]))
+        unit_c, opt_c = cached if cached is not None else line_rules(skus[i], cats[i])
         if unit_c:
             mine = []
-            for rule in unit_c:
-                if not rule.always:
-                    o = rule.ordinal
+            for urule in unit_c:
+                if not urule.always:
+                    o = urule.ordinal
                     ok = active.get(o)
                     if ok is None:
-                        ok = active[o] = rule.active(st)
+                        ok = active[o] = urule.active(st)
                     if not ok:
                         continue
-                mine.append(rule)
+                mine.append(urule)
             unit_rules[i] = mine
         for o, slot, orule in opt_c:
             if not orule.always:
@@ -145,6 +149,20 @@ def price(
             if h is None:
                 h = hits[o] = [[] for _ in range(nslots[o])]
             h[slot].append(i)  # lines come in order and each (rule, slot) once per line
+    everyone = list(range(n))
+    for wide, slot, excl in rs.everywhere_options:  # basket-wide scopes: once per call
+        o = wide.ordinal
+        if not wide.always:
+            ok = active.get(o)
+            if ok is None:
+                ok = active[o] = wide.active(st)
+            if not ok:
+                continue
+        h = hits.get(o)
+        if h is None:
+            h = hits[o] = [[] for _ in range(nslots[o])]
+        # a basket-wide scope has no skus or categories, so nothing else fills this slot
+        h[slot] = [i for i in everyone if skus[i] not in excl] if excl else everyone
 
     # phases 1-2: the lowest unit price from markdowns and tier rules, per line
     unit_done: dict[int, list] = {}
@@ -171,6 +189,7 @@ def price(
         exact = True
         for phase, conflict in ((ITEM, _item_conflict), (THRESHOLD, _stack_conflict)):
             options = []
+            st.ok_cache = {}  # the previous phase changed nets and applied promotions
             for orule in by_phase[phase]:
                 opt = orule.option(st, hits[orule.ordinal])
                 if opt is not None:
@@ -185,6 +204,7 @@ def price(
     rejected: tuple[str, ...] = ()
     if basket.coupons:
         st.coupons = frozenset(basket.coupons)
+        st.ok_cache = {}
         options = []
         for code in sorted(st.coupons):
             for rule in rs.coupons.get(code, ()):
@@ -366,6 +386,7 @@ def _apply(st: State, chosen: list[Option], phase: str, explain: list[Applied]) 
                 net[i] -= share
                 allocs[i].append(_new(Allocation, (rule_id, phase, share)))
                 applied[i].append(rule)
+        line_ids = st.line_ids
         explain.append(
             Applied(
                 rule.id,
@@ -374,7 +395,7 @@ def _apply(st: State, chosen: list[Option], phase: str, explain: list[Applied]) 
                 value,
                 0,
                 opt.times,
-                tuple(st.line_ids[i] for i in lines),
+                tuple([line_ids[i] for i in lines]),  # a list first: no generator frame
                 opt.detail,
             )
         )

@@ -40,8 +40,9 @@ Entry = tuple[Rule, int, frozenset[str]]
 
 LineRules = tuple[tuple[UnitRule, ...], tuple[tuple[int, int, OptionRule], ...]]
 """Every rule that can touch a line of one (sku, category), exclusions applied: the unit
-rules (phases 1-2) by ordinal, and ``(ordinal, slot, rule)`` for the option rules, each
-(rule, slot) once, in index order (sku entries, category entries, basket-wide)."""
+rules (phases 1-2) by ordinal, and ``(ordinal, slot, rule)`` for the option rules indexed
+by sku or category (basket-wide ones are in ``Ruleset.everywhere_options``), each (rule,
+slot) once."""
 
 
 class Ruleset:
@@ -54,6 +55,7 @@ class Ruleset:
         "currency",
         "earn",
         "everywhere",
+        "everywhere_options",
         "hash",
         "line_rules_cache",
         "points_tender",
@@ -100,6 +102,9 @@ class Ruleset:
         self.by_sku = {k: tuple(v) for k, v in by_sku.items()}
         self.by_cat = {k: tuple(v) for k, v in by_cat.items()}
         self.everywhere = tuple(everywhere)
+        # basket-wide option rules match (nearly) every line: the engine fills their
+        # slot once per call instead of once per line, so line_rules leaves them out
+        self.everywhere_options = tuple(e for e in everywhere if e[0].phase > TIER)
         self.coupons = {k: tuple(v) for k, v in coupons.items()}
         self.slots = tuple(slots)
         self.line_rules_cache: dict[tuple[str, str], LineRules] = {}
@@ -121,7 +126,7 @@ class Ruleset:
         seen: set[tuple[int, int]] = set()
         for entries in (self.by_sku.get(sku, ()), self.by_cat.get(category, ()), self.everywhere):
             for rule, slot, excl in entries:
-                if sku in excl:
+                if sku in excl or (entries is self.everywhere and rule.phase > TIER):
                     continue
                 if rule.phase <= TIER:
                     assert isinstance(rule, UnitRule)

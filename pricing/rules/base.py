@@ -42,6 +42,7 @@ class State:
         "n",
         "net",
         "now",
+        "ok_cache",
         "qty",
         "skus",
         "store_id",
@@ -77,6 +78,9 @@ class State:
         self.tier: str | None = None
         self.has_member = False
         self.coupons: frozenset[str] = frozenset()
+        self.ok_cache: dict[tuple[str, bool, frozenset[str]], list[bool]] = {}
+        """Per rule profile, which lines it may touch; valid while ``net`` and ``applied``
+        stay put, so the engine empties it before each phase builds its options."""
 
     def local_month_day(self) -> int:
         if not self.month_day:
@@ -103,6 +107,7 @@ class Rule:
         "ordinal",
         "phase",
         "priority",
+        "profile",
         "promo",
         "skus",
     )
@@ -117,6 +122,8 @@ class Rule:
         self.group: str = promo.group or promo.id
         self.all_groups = "*" in promo.combines_with
         self.combines = frozenset(promo.combines_with)
+        # what compatible() reads: rules with equal profiles accept the same lines
+        self.profile = (self.group, self.all_groups, self.combines)
         self.ordinal = 0
         scope = scope or Scope()
         self.skus = frozenset(scope.skus)

@@ -18,6 +18,11 @@ def eligible(st: State, rule: Rule, lines: list[int]) -> list[int]:
     """``lines`` with money left whose earlier promotions all combine with ``rule``."""
     net, applied = st.net, st.applied
     group, anything, combines = rule.group, rule.all_groups, rule.combines
+    if len(lines) >= _SHARE_FROM:
+        ok = st.ok_cache.get(rule.profile)
+        if ok is None:
+            ok = st.ok_cache[rule.profile] = _line_ok(st, rule)
+        return [i for i in lines if ok[i]]
     out = []
     for i in lines:
         if net[i] <= 0:
@@ -32,6 +37,33 @@ def eligible(st: State, rule: Rule, lines: list[int]) -> list[int]:
         else:
             out.append(i)
     return out
+
+
+_SHARE_FROM = 8
+"""Scopes this wide (basket-wide thresholds, big categories) share one per-line verdict per
+rule profile and phase; narrower ones are cheaper to check line by line."""
+
+
+def _line_ok(st: State, rule: Rule) -> list[bool]:
+    """For every line: money left and compatible with all its earlier promotions."""
+    group, anything, combines = rule.group, rule.all_groups, rule.combines
+    applied = st.applied
+    ok = []
+    for i, left in enumerate(st.net):
+        if left <= 0:
+            ok.append(False)
+            continue
+        for a in applied[i]:
+            if (
+                a.group == group
+                or not (a.all_groups or group in a.combines)
+                or not (anything or a.group in combines)
+            ):
+                ok.append(False)
+                break
+        else:
+            ok.append(True)
+    return ok
 
 
 def dearest_first(st: State, lines: list[int]) -> list[int]:
