@@ -23,7 +23,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from edge_agent.inference.positioning.features import RssiSmoother
-from edge_agent.inference.positioning.filter import FilterParams, ParticleFilter
+from edge_agent.inference.positioning.filter import MAP_FILTER, FilterParams, ParticleFilter
 from edge_agent.inference.positioning.layout import FloorPlan
 from edge_agent.inference.positioning.model import PositionModel
 
@@ -92,12 +92,14 @@ class Positioner:
     ) -> None:
         self.model = model
         self.plan = floorplan if floorplan is not None else model.info.floorplan
-        self.filter_params = filter_params or FilterParams()
+        self.radio_map = model.radio_map if use_radio_map else None
+        self.filter_params = filter_params or (
+            MAP_FILTER if self.radio_map is not None else FilterParams()
+        )
         self.metrics = PositioningMetrics(registry if registry is not None else CollectorRegistry())
         # fewer anchors than this in a window: the fingerprint is ambiguous, so the filter
         # only predicts (the cart keeps its last position, growing uncertain)
         self.min_anchors = min_anchors
-        self.radio_map = model.radio_map if use_radio_map else None
         self._index = {a: i for i, a in enumerate(model.anchor_ids)}
         self._carts: dict[str, _Cart] = {}
 
