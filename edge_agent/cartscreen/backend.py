@@ -80,6 +80,7 @@ class CartScreenBackend:
         self.utc_offset_min = utc_offset_min
         self.views: dict[str, CartView] = {}
         self.locations: dict[str, Location] = {}
+        self._pushed: dict[str, tuple[float, str | None, str | None]] = {}
 
     # ---- per cart ----------------------------------------------------------------------
 
@@ -253,6 +254,13 @@ class CartScreenBackend:
         self.locations[cart_id] = loc
         if not self.hub.watching(cart_id):
             return
+        # The dot moves at most once a second unless the zone or shelf changed: a map
+        # redrawn at the 5 Hz scan rate looks no better and costs 5x the socket traffic.
+        now = self.ctx.clock.monotonic()
+        last = self._pushed.get(cart_id)
+        if last is not None and last[1:] == (loc.zone, loc.shelf) and now - last[0] < 1.0:
+            return
+        self._pushed[cart_id] = (now, loc.zone, loc.shelf)
         data: dict[str, Any] = {"zone": loc.zone, "shelf": loc.shelf}
         if self.map is not None:
             data["svg"] = to_svg(self.map, (loc.x, loc.y))

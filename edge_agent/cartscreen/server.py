@@ -42,7 +42,10 @@ class CartScreenServer:
             raise CartScreenError(f"cart screen cannot listen on {host}:{port}: {err}") from err
         self.port = int(self._sock.getsockname()[1])
         config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="websockets-sansio",
-                                ws_ping_interval=20.0, access_log=False)
+                                ws_ping_interval=20.0, access_log=False,
+                                # screen messages are a few hundred bytes: deflating each
+                                # one costs the store box more CPU than the bytes are worth
+                                ws_per_message_deflate=False)
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 

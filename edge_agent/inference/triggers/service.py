@@ -153,13 +153,23 @@ class TriggerService:
             try:
                 while self._carts is not None and self._carts() is driver:
                     try:
-                        report = await asyncio.wait_for(sub.queue.get(), _RESUBSCRIBE_S)
+                        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                        # cancellation that lands as the queue hands over an item
+                        async with asyncio.timeout(_RESUBSCRIBE_S):
+                            report = await sub.queue.get()
                     except TimeoutError:
                         continue
-                    await self.handle_scan(report.cart_id, session_id=report.session_id,
-                                           member_id=report.member_id,
-                                           readings=[(r.beacon, r.rssi)
-                                                     for r in report.scan.readings])
+                    started = self.ctx.clock.monotonic()
+                    decisions = self.observe_scan(
+                        report.cart_id, session_id=report.session_id,
+                        member_id=report.member_id,
+                        readings=[(r.beacon, r.rssi) for r in report.scan.readings])
+                    # Issuing waits for a SQLite commit (an fsync): it runs beside the scan
+                    # loop, so one cart's coupon never holds up every other cart's reports.
+                    # The engine has already counted the decision, so caps hold meanwhile.
+                    for decision in decisions:
+                        self._spawn(self._issue_timed(decision, started),
+                                    f"trigger-issue-{decision.issue_id}")
             finally:
                 sub.close()
 
@@ -174,7 +184,16 @@ class TriggerService:
     async def handle_scan(self, cart_id: str, *, session_id: str | None, member_id: str | None,
                           readings: list[tuple[str, int]],
                           location: Location | None = None) -> list[IssuedCoupon]:
+        """Judge one scan report and issue what fires (awaiting the issues)."""
         started = self.ctx.clock.monotonic()
+        decisions = self.observe_scan(cart_id, session_id=session_id, member_id=member_id,
+                                      readings=readings, location=location)
+        return await self._issue_all(decisions, started)
+
+    def observe_scan(self, cart_id: str, *, session_id: str | None, member_id: str | None,
+                     readings: list[tuple[str, int]],
+                     location: Location | None = None) -> list[Decision]:
+        """The synchronous part: locate, move the screen's dot, ask the engine."""
         if location is None and self.locator is not None:
             location = self.locator.locate(readings)
         if location is None:
@@ -184,10 +203,9 @@ class TriggerService:
         self.locations[cart_id] = location
         if self.on_location is not None:
             self.on_location(cart_id, location)
-        decisions = self.engine.observe_position(
+        return self.engine.observe_position(
             cart_id, zone=location.zone, shelf=location.shelf, ts_ms=self.ctx.clock.now_ms(),
             shopper=self.shopper(session_id, member_id))
-        return await self._issue_all(decisions, started)
 
     async def handle_category(self, cart_id: str, *, category: str) -> list[IssuedCoupon]:
         """A ``CategorySeen`` from the vision pipeline (source = the cart)."""
@@ -211,6 +229,15 @@ class TriggerService:
                 out.append(coupon)
                 self.metrics.latency.observe(self.ctx.clock.monotonic() - started)
         return out
+
+    async def _issue_timed(self, d: Decision, started: float) -> None:
+        if await self._issue(d) is not None:
+            self.metrics.latency.observe(self.ctx.clock.monotonic() - started)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _issue(self, d: Decision) -> IssuedCoupon | None:
         rule = d.rule
@@ -236,12 +263,10 @@ class TriggerService:
             except Exception:  # a screen bug must not stop issuing; counted and logged
                 self.metrics.failed.labels(reason="screen_push").inc()
                 logger.exception("cart screen push failed for %s", coupon.code)
-        await self._emit(coupon, zone=d.zone, shelf=d.shelf)
         if self.send_screen is not None:
-            task = asyncio.create_task(self._send_native(d.cart_id, coupon, rule),
-                                       name=f"trigger-screen-{coupon.issue_id}")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._send_native(d.cart_id, coupon, rule),
+                        f"trigger-screen-{coupon.issue_id}")
+        await self._emit(coupon, zone=d.zone, shelf=d.shelf)
         return coupon
 
     async def _emit(self, c: IssuedCoupon, *, zone: str | None, shelf: str | None) -> None:

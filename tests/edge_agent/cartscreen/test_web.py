@@ -21,6 +21,7 @@ from firmware_sim.layouts import DEFAULT_LAYOUT
 from protocols import encode
 from protocols.cart import CartItem, CartSessionMsg
 from protocols.clock import ManualClock
+from protocols.triggers import CartScreenPush
 
 MILK, CEREAL, BAGUETTE = "6901234568011", "6901234567892", "2000000000060"
 GROCERY = Location(x=12.0, y=10.0, zone="grocery", shelf="A1-1")
@@ -94,7 +95,7 @@ async def test_coupon_is_pushed_over_the_websocket_and_applying_it_lowers_the_to
     await rig.item("C1", "sess-1", MILK, 2)
     async with connect(f"ws://127.0.0.1:{rig.in_aisle.server.port}/ws/cart/C1") as ws:  # type: ignore[union-attr]
         hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        assert hello["type"] == "hello"
+        assert CartScreenPush.model_validate(hello).type == "hello"
         codes = await rig.dwell("C1", "sess-1", "M0001", 3)
         assert codes == ["RDEMOGRC5-000001"]
         msgs = []
