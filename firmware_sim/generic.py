@@ -95,7 +95,10 @@ class GenericDevice:
 
         while not (stop.is_set() and events.empty()):
             try:
-                kind, data = await asyncio.wait_for(events.get(), timeout=0.2)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                # cancellation that races with completion (the task then never stops).
+                async with asyncio.timeout(0.2):
+                    kind, data = await events.get()
             except TimeoutError:
                 continue
             await slots.acquire()
@@ -125,6 +128,9 @@ class GenericDevice:
             )
             await client.publish(self._topic("tele"), encode(msg), qos=0)
             try:
-                await asyncio.wait_for(stop.wait(), timeout=self.tele_interval_s)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                # cancellation that races with completion (the task then never stops).
+                async with asyncio.timeout(self.tele_interval_s):
+                    await stop.wait()
             except TimeoutError:
                 pass

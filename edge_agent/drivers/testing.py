@@ -64,5 +64,8 @@ class FakeContext:
                 self.new_event.clear()
                 await self.new_event.wait()
 
-        await asyncio.wait_for(wait(), timeout)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+        # cancellation that races with completion (the task then never stops).
+        async with asyncio.timeout(timeout):
+            await wait()
         return self.events

@@ -102,7 +102,10 @@ class BeaconRadio:
             delay = started + second - loop.time()
             if delay > 0:
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                    # cancellation that races with completion (the task then never stops).
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
                 except TimeoutError:
                     pass
 

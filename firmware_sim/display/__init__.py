@@ -29,7 +29,10 @@ class DisplaySim:
                 self.changed.clear()
                 await self.changed.wait()
 
-        await asyncio.wait_for(wait(), wait_s)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+        # cancellation that races with completion (the task then never stops).
+        async with asyncio.timeout(wait_s):
+            await wait()
         return self.screen.lines()
 
 

@@ -73,7 +73,10 @@ class PrinterSim:
                 self._page_ready.clear()
                 await self._page_ready.wait()
 
-        await asyncio.wait_for(wait(), wait_s)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+        # cancellation that races with completion (the task then never stops).
+        async with asyncio.timeout(wait_s):
+            await wait()
         return self.pages
 
     # ---- the printer -------------------------------------------------------------------------

@@ -194,7 +194,10 @@ class AudioDriver(Driver):
             wait_s = await self.tick()
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait_s))
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                # cancellation that races with completion (the task then never stops).
+                async with asyncio.timeout(max(0.01, wait_s)):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

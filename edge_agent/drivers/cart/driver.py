@@ -215,7 +215,10 @@ class CartDriver(Driver):
         try:
             await self.ctx.publish_local(topics.local(CART_KIND, cart_id, "down", "screen"),
                                          encode(message), qos=1)
-            ack = await asyncio.wait_for(future, timeout_s or self.ack_timeout_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+            # cancellation that races with completion (the task then never stops).
+            async with asyncio.timeout(timeout_s or self.ack_timeout_s):
+                ack = await future
         except TimeoutError as err:
             self.metrics.screen.labels(outcome="timeout").inc()
             raise ScreenTimeout(self.device_id,

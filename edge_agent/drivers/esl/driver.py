@@ -181,7 +181,10 @@ class EslDriver(Driver):
             await self.tick()
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.tick_s)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                # cancellation that races with completion (the task then never stops).
+                async with asyncio.timeout(self.tick_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

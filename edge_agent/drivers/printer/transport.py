@@ -94,7 +94,10 @@ class _Buffered:
                 await self._ready.wait()
 
         try:
-            await asyncio.wait_for(wait(), wait_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+            # cancellation that races with completion (the task then never stops).
+            async with asyncio.timeout(wait_s):
+                await wait()
         except TimeoutError as err:
             raise LinkTimeout(self.device_id, f"no data in {wait_s} s") from err
         if self._buf:
@@ -176,7 +179,10 @@ class SerialLink(_Buffered):
 
         self._loop.add_writer(fd, ready)
         try:
-            await asyncio.wait_for(fut, 2.0)  # a tty that cannot drain in 2 s is stuck
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+            # cancellation that races with completion (the task then never stops).
+            async with asyncio.timeout(2.0):  # a tty that cannot drain in 2 s is stuck
+                await fut
         except TimeoutError as err:
             raise LinkTimeout(self.device_id, "serial write stalled") from err
         finally:
