@@ -238,7 +238,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                 rows = await asyncio.to_thread(stored_rows)
                 console.print(
                     f"  t={time.monotonic() - started:5.1f}s  stores online {online}  "
-                    f"devices online {devs}  events produced {sim.produced}  stored {rows}  "
+                    f"devices online {devs}  device events produced {sim.produced}  "
+                    f"events stored (all kinds) {rows}  "
                     f"outbox {int(_metric(agent_registry, 'storefleet_outbox_depth'))}"
                 )
 
@@ -317,7 +318,7 @@ def demo(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # amqtt logs every client disconnect at warning level; keep the demo readable.
     logging.getLogger("amqtt").setLevel(max(logging.ERROR, logging.getLogger().level))
-    console = Console(stderr=as_json)
+    console = Console(stderr=as_json, soft_wrap=True)  # keep URLs and tokens on one line
     opts = DemoOptions(duration=duration, store_id=store, devices=devices, rate=rate,
                        data_dir=data_dir, api_port=api_port)
 
