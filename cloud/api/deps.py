@@ -86,7 +86,8 @@ COMMANDERS = frozenset({Role.HQ_ADMIN, Role.FIELD_TECH})
 ADMINS = frozenset({Role.HQ_ADMIN})
 
 
-def _require(allowed: frozenset[Role], what: str) -> object:
+def require_role(allowed: frozenset[Role], what: str) -> object:
+    """A dependency that lets only ``allowed`` roles through (403 problem otherwise)."""
     def check(role: RoleDep) -> Role:
         if role not in allowed:
             raise ApiProblem(403, f"role {role.value!r} may not {what}", reason="forbidden")
@@ -95,6 +96,6 @@ def _require(allowed: frozenset[Role], what: str) -> object:
     return check
 
 
-ReadRole = Annotated[Role, Depends(_require(READERS, "read fleet data"))]
-CommandRole = Annotated[Role, Depends(_require(COMMANDERS, "send commands"))]
-AdminRole = Annotated[Role, Depends(_require(ADMINS, "change desired state"))]
+ReadRole = Annotated[Role, Depends(require_role(READERS, "read fleet data"))]
+CommandRole = Annotated[Role, Depends(require_role(COMMANDERS, "send commands"))]
+AdminRole = Annotated[Role, Depends(require_role(ADMINS, "change desired state"))]

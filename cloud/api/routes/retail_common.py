@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
-from cloud.api.deps import RoleDep, StateDep
+from cloud.api.deps import StateDep, require_role
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import ID_PATTERN
 from cloud.loyalty import errors as le
@@ -53,18 +53,9 @@ _TILL = frozenset({Role.HQ_ADMIN, Role.DEVICE})
 _ADMIN = frozenset({Role.HQ_ADMIN})
 
 
-def _require(allowed: frozenset[Role], what: str) -> object:
-    def check(role: RoleDep) -> Role:
-        if role not in allowed:
-            raise ApiProblem(403, f"role {role.value!r} may not {what}", reason="forbidden")
-        return role
-
-    return check
-
-
-RetailRead = Annotated[Role, Depends(_require(_READ, "read loyalty data"))]
-TillRole = Annotated[Role, Depends(_require(_TILL, "act for a till"))]
-HqRole = Annotated[Role, Depends(_require(_ADMIN, "manage loyalty and promotions"))]
+RetailRead = Annotated[Role, Depends(require_role(_READ, "read loyalty data"))]
+TillRole = Annotated[Role, Depends(require_role(_TILL, "act for a till"))]
+HqRole = Annotated[Role, Depends(require_role(_ADMIN, "manage loyalty and promotions"))]
 
 
 def problem_of(err: Exception) -> ApiProblem:
