@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -24,9 +23,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiomqtt
-
-from firmware_sim.mqtturl import MqttUrl
+from firmware_sim.busdevice import BusDeviceSim
 from protocols import decode, encode, topics
 from protocols.audio import (
     DEVICE_KIND,
@@ -41,14 +38,12 @@ from protocols.audio import (
 from protocols.clock import Clock, SystemClock
 from protocols.errors import ProtocolError
 from protocols.ids import uuid7
-from protocols.messages import DeviceState
 
 logger = logging.getLogger(__name__)
 
 MAX_OUTPUT_BYTES = 64 * 1024
 # Tone amplitude at 0 dB: leaves headroom for music + voice mixed before clipping.
 FULL_SCALE = 0.5
-MAX_QUEUED_IN = 1000
 
 
 @dataclass(slots=True)
@@ -72,7 +67,11 @@ def tone_hz(track_id: str) -> float:
     return 200.0 + int(hashlib.sha256(track_id.encode()).hexdigest()[:4], 16) % 800
 
 
-class AudioUnitSim:
+class AudioUnitSim(BusDeviceSim):
+    kind = DEVICE_KIND
+    model = "sim-audio"
+    down_type = OUTPUT
+
     def __init__(
         self,
         bus_url: str,
@@ -82,8 +81,8 @@ class AudioUnitSim:
         status_interval_s: float = 10.0,
         max_segments: int = 10_000,
     ) -> None:
-        self.bus = MqttUrl.parse(bus_url)
-        self.unit_id = topics.check_id(unit_id, "unit id")
+        super().__init__(bus_url, topics.check_id(unit_id, "unit id"))
+        self.unit_id = self.device_id
         self.clock = clock or SystemClock()
         self.status_interval_ms = int(status_interval_s * 1000)
         self.segments: deque[Segment] = deque(maxlen=max_segments)
@@ -92,69 +91,23 @@ class AudioUnitSim:
         self.boot_id = uuid7(self.clock.now_ms())
         self.stats: Counter[str] = Counter()
         self._next_status_ms = self.clock.now_ms()
-        self._client: aiomqtt.Client | None = None
-        self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
         self.applied = asyncio.Event()
 
-    def _topic(self, direction: topics.LocalDirection, type_: str) -> str:
-        return topics.local(DEVICE_KIND, self.unit_id, direction, type_)
-
-    async def start(self, *, autostep: bool = True, tick_s: float = 1.0) -> None:
-        offline = encode(DeviceState(online=False, model="sim-audio", fw="1.0.0"))
-        self._client = await self._stack.enter_async_context(aiomqtt.Client(
-            self.bus.host, self.bus.port, username=self.bus.username,
-            password=self.bus.password, identifier=f"sim-audio-{self.unit_id}",
-            will=aiomqtt.Will(self._topic("up", "state"), offline, qos=1, retain=True),
-            max_queued_incoming_messages=MAX_QUEUED_IN, keepalive=10,
-        ))
-        await self._client.subscribe(self._topic("down", OUTPUT), qos=1)
-        online = DeviceState(online=True, model="sim-audio", fw="1.0.0", ts=self.clock.now_ms())
-        await self._client.publish(self._topic("up", "state"), encode(online), qos=1, retain=True)
-        self._tasks.append(
-            asyncio.create_task(self._receive(), name=f"audio-sim-rx-{self.unit_id}")
-        )
-        if autostep:
-            self._tasks.append(
-                asyncio.create_task(self._autostep(tick_s), name=f"audio-sim-step-{self.unit_id}")
-            )
-
-    async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        if self._client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                offline = DeviceState(online=False, model="sim-audio", ts=self.clock.now_ms())
-                await self._client.publish(self._topic("up", "state"), encode(offline), qos=1,
-                                           retain=True)
-        await self._stack.aclose()
-        self._client = None
-
-    async def _autostep(self, tick_s: float) -> None:
-        while True:
-            await self.step()
-            await asyncio.sleep(tick_s)
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
 
     async def step(self) -> None:
         """Heartbeat when due (by the injected clock)."""
         now = self.clock.now_ms()
-        if now >= self._next_status_ms and self._client is not None:
+        if now >= self._next_status_ms and self.connected:
             self._next_status_ms = now + self.status_interval_ms
-            status = UnitStatus(boot_id=self.boot_id, ts=now)
-            await self._client.publish(self._topic("up", STATUS), encode(status), qos=1)
+            await self.publish_up(STATUS, encode(UnitStatus(boot_id=self.boot_id, ts=now)))
             self.stats["status"] += 1
 
-    async def _receive(self) -> None:
-        assert self._client is not None
-        async for message in self._client.messages:
-            payload = message.payload
-            raw = (bytes(payload) if isinstance(payload, bytes | bytearray)
-                   else str(payload).encode())
-            if self.on_output(raw):
-                playing = UnitPlaying(seq=self.seq, ts=self.clock.now_ms())
-                await self._client.publish(self._topic("up", PLAYING), encode(playing), qos=1)
+    async def on_message(self, payload: bytes) -> None:
+        if self.on_output(payload):
+            playing = UnitPlaying(seq=self.seq, ts=self.clock.now_ms())
+            await self.publish_up(PLAYING, encode(playing))
 
     # ---- playback log ---------------------------------------------------------------------
 

@@ -12,30 +12,23 @@ Time comes from the injected ``Clock``: with ``autostep=False`` a test moves a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiomqtt
-
-from firmware_sim.mqtturl import MqttUrl
+from firmware_sim.busdevice import BusDeviceSim
 from protocols import decode, encode, topics
 from protocols.clock import Clock, SystemClock
 from protocols.errors import ProtocolError
 from protocols.esl import ACK, DEVICE_KIND, JOB, STATUS, ApStatus, LabelAck, LabelJob
 from protocols.ids import uuid7
-from protocols.messages import DeviceState
 
 logger = logging.getLogger(__name__)
 
 # Jobs are small; anything bigger is garbage and is dropped before parsing.
 MAX_JOB_BYTES = 16 * 1024
-# Messages the client may hold unread; beyond this paho drops them (bounded memory).
-MAX_QUEUED_IN = 10_000
 
 
 @dataclass(slots=True)
@@ -51,7 +44,12 @@ class SimLabel:
     missed: int = 0
 
 
-class EslApSim:
+class EslApSim(BusDeviceSim):
+    kind = DEVICE_KIND
+    model = "sim-esl-ap"
+    down_type = JOB
+    max_queued_in = 10_000
+
     def __init__(
         self,
         bus_url: str,
@@ -64,8 +62,8 @@ class EslApSim:
         status_interval_s: float = 60.0,
         seed: int = 7,
     ) -> None:
-        self.bus = MqttUrl.parse(bus_url)
-        self.ap_id = topics.check_id(ap_id, "access point id")
+        super().__init__(bus_url, topics.check_id(ap_id, "access point id"))
+        self.ap_id = self.device_id
         self.clock = clock or SystemClock()
         self.interval_ms = int(checkin_interval_s * 1000)
         self.status_interval_ms = int(status_interval_s * 1000)
@@ -85,44 +83,9 @@ class EslApSim:
         self.boot_id = uuid7(now)
         self.stats: Counter[str] = Counter()
         self._next_status_ms = now
-        self._client: aiomqtt.Client | None = None
-        self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
 
-    def _topic(self, direction: topics.LocalDirection, type_: str) -> str:
-        return topics.local(DEVICE_KIND, self.ap_id, direction, type_)
-
-    # ---- lifecycle -----------------------------------------------------------------------
-
-    async def start(self, *, autostep: bool = True, tick_s: float = 1.0) -> None:
-        offline = encode(DeviceState(online=False, model="sim-esl-ap", fw="1.0.0"))
-        self._client = await self._stack.enter_async_context(aiomqtt.Client(
-            self.bus.host, self.bus.port, username=self.bus.username,
-            password=self.bus.password, identifier=f"sim-esl-{self.ap_id}",
-            will=aiomqtt.Will(self._topic("up", "state"), offline, qos=1, retain=True),
-            max_queued_incoming_messages=MAX_QUEUED_IN, keepalive=10,
-        ))
-        await self._client.subscribe(self._topic("down", JOB), qos=1)
-        online = DeviceState(online=True, model="sim-esl-ap", fw="1.0.0", ts=self.clock.now_ms())
-        await self._client.publish(self._topic("up", "state"), encode(online), qos=1, retain=True)
-        self._tasks.append(asyncio.create_task(self._receive(), name=f"esl-sim-rx-{self.ap_id}"))
-        if autostep:
-            self._tasks.append(
-                asyncio.create_task(self._autostep(tick_s), name=f"esl-sim-step-{self.ap_id}")
-            )
-
-    async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        if self._client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                offline = DeviceState(online=False, model="sim-esl-ap", ts=self.clock.now_ms())
-                await self._client.publish(self._topic("up", "state"), encode(offline), qos=1,
-                                           retain=True)
-        await self._stack.aclose()
-        self._client = None
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
 
     def restart(self) -> None:
         """Simulate a power cycle: a new boot id and an empty job queue."""
@@ -130,18 +93,10 @@ class EslApSim:
         self.boot_id = uuid7(self.clock.now_ms())
         self._next_status_ms = self.clock.now_ms()
 
-    async def _autostep(self, tick_s: float) -> None:
-        while True:
-            await self.step()
-            await asyncio.sleep(tick_s)
-
     # ---- jobs in ------------------------------------------------------------------------
 
-    async def _receive(self) -> None:
-        assert self._client is not None
-        async for message in self._client.messages:
-            self.on_job(bytes(message.payload) if isinstance(message.payload, bytes | bytearray)
-                        else str(message.payload).encode())
+    async def on_message(self, payload: bytes) -> None:
+        self.on_job(payload)
 
     def on_job(self, payload: bytes) -> None:
         try:
@@ -178,15 +133,14 @@ class EslApSim:
                     skipped = (now - label.next_ms) // self.interval_ms + 1
                     label.checkins += int(skipped)
                     label.next_ms += int(skipped) * self.interval_ms
-        assert self._client is not None
         for ack in acks:
-            await self._client.publish(self._topic("up", ACK), encode(ack), qos=1)
+            await self.publish_up(ACK, encode(ack))
         self.stats["acks"] += len(acks)
         if now >= self._next_status_ms:
             self._next_status_ms = now + self.status_interval_ms
             status = ApStatus(boot_id=self.boot_id, labels=len(self.labels),
                               pending=len(self.pending), ts=now)
-            await self._client.publish(self._topic("up", STATUS), encode(status), qos=1)
+            await self.publish_up(STATUS, encode(status))
             self.stats["status"] += 1
         return len(acks)
 
