@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.store import StoreSimulator
-from tests.integration.conftest import STORE, Stack, wait_for
+from tests.integration.conftest import STORE, Proc, Stack, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -30,17 +30,10 @@ def _assert_exactly_once(stack: Stack, produced: list[str]) -> None:
     assert len(stored) == EVENTS
 
 
-async def _all_stored(stack: Stack, sim: StoreSimulator, *, timeout: float) -> None:
-    await wait_for(
-        lambda: set(sim.produced_ids) <= set(stack.stored_ids()),
-        timeout=timeout,
-        what="every produced event in the cloud database",
-    )
-
-
-async def test_agent_kill9_mid_stream_loses_and_duplicates_nothing(
-    stack: Stack, tmp_path: Path
-) -> None:
+async def _start_store(
+    stack: Stack, tmp_path: Path, *, rate: int
+) -> tuple[StoreSimulator, Proc, Proc]:
+    """Ingest and agent up and the store online; 4 devices ready to produce ``EVENTS``."""
     ingest = stack.ingest().start()
     agent = stack.agent().start()
     await wait_for(
@@ -50,11 +43,28 @@ async def test_agent_kill9_mid_stream_loses_and_duplicates_nothing(
         bus_url=stack.local_broker.url,
         store_id=STORE,
         devices=4,
-        rate=800,
+        rate=rate,
         max_events=EVENTS,
         tele_interval_s=0.5,
         ledger=tmp_path / "ledger",
     )
+    return sim, ingest, agent
+
+
+async def _all_stored_once(stack: Stack, sim: StoreSimulator, *, timeout: float) -> None:
+    await wait_for(
+        lambda: set(sim.produced_ids) <= set(stack.stored_ids()),
+        timeout=timeout,
+        what="every produced event in the cloud database",
+    )
+    await asyncio.sleep(2.0)  # let any late redelivery arrive before counting duplicates
+    _assert_exactly_once(stack, sim.produced_ids)
+
+
+async def test_agent_kill9_mid_stream_loses_and_duplicates_nothing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    sim, ingest, agent = await _start_store(stack, tmp_path, rate=800)
     run = asyncio.create_task(sim.run(asyncio.Event()))
 
     await wait_for(lambda: sim.produced >= 1500, timeout=60, what="1500 events produced")
@@ -65,29 +75,14 @@ async def test_agent_kill9_mid_stream_loses_and_duplicates_nothing(
     await asyncio.wait_for(run, timeout=120)
     assert killed_at < EVENTS, "the kill must land mid-stream"
 
-    await _all_stored(stack, sim, timeout=120)
-    await asyncio.sleep(2.0)  # let any late redelivery arrive before counting duplicates
-    _assert_exactly_once(stack, sim.produced_ids)
+    await _all_stored_once(stack, sim, timeout=120)
     assert ingest.alive and agent.alive, agent.tail()
 
 
 async def test_broker_restart_and_60s_ingest_outage_lose_nothing(
     stack: Stack, tmp_path: Path
 ) -> None:
-    ingest = stack.ingest().start()
-    agent = stack.agent().start()
-    await wait_for(
-        lambda: bool((stack.store_row() or {}).get("online")), timeout=30, what="store online"
-    )
-    sim = StoreSimulator(
-        bus_url=stack.local_broker.url,
-        store_id=STORE,
-        devices=4,
-        rate=250,
-        max_events=EVENTS,
-        tele_interval_s=0.5,
-        ledger=tmp_path / "ledger",
-    )
+    sim, ingest, agent = await _start_store(stack, tmp_path, rate=250)
     run = asyncio.create_task(sim.run(asyncio.Event()))
 
     # 1. The cloud broker restarts mid-stream (graceful: it saves its persistent sessions).
@@ -104,7 +99,5 @@ async def test_broker_restart_and_60s_ingest_outage_lose_nothing(
     ingest.start()
 
     await asyncio.wait_for(run, timeout=120)
-    await _all_stored(stack, sim, timeout=120)
-    await asyncio.sleep(2.0)
-    _assert_exactly_once(stack, sim.produced_ids)
+    await _all_stored_once(stack, sim, timeout=120)
     assert agent.alive, agent.tail()
