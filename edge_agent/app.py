@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 import edge_agent.drivers  # noqa: F401 - loads every driver family into DRIVERS
 from edge_agent.backoff import Backoff
+from edge_agent.cartscreen.checkout import cart_till
 from edge_agent.cartscreen.runtime import InAisle, InAisleSettings, check_rules
 from edge_agent.commands import CommandError, CommandHandler, CommandRefused, Handler
 from edge_agent.config import AgentConfig
@@ -387,15 +388,22 @@ class Agent:
         def pos_pricing() -> Any:
             catalog = self.pos.catalog.catalog
             compiled = self.pos.promotions.ruleset("cart") or self.pos.promotions.ruleset("pos")
-            return None if catalog is None or compiled is None else (catalog, compiled[1])
+            return None if catalog is None or compiled is None else (catalog, *compiled)
 
-        return InAisle(
+        in_aisle = InAisle(
             InAisleSettings(store_id=c.store_id, data_dir=c.data_dir,
                             cartscreen_port=c.cartscreen_port, cartscreen_host=c.cartscreen_host,
                             store_layout=c.store_layout, retail_data=c.retail_data,
                             trigger_rules=c.trigger_rules, utc_offset_min=c.pos_utc_offset_min),
             ctx=self.driver_context, carts=self.cart_driver, pos_pricing=pos_pricing,
             pos_ranges=lambda: list(self.pos.ranges.ranges))
+        # Paying on a cart is a sale at this store's till: same ledger, events, pricing.
+        in_aisle.use_till(cart_till(
+            in_aisle, ledger=self.pos.ledger, sink=self.driver_context, clock=self.clock,
+            metrics=self.pos.service.metrics, online=lambda: self.uplink.connected,
+            till_ranges=self.pos.ranges, api=self.pos.api, currency=c.pos_currency,
+            utc_offset_min=c.pos_utc_offset_min))
+        return in_aisle
 
     def cart_driver(self) -> Driver | None:
         """The running driver of the store's carts (family ``cart``), if any."""

@@ -10,6 +10,7 @@ marks the code redeemed in the ledger and reports a ``coupon_redeemed`` event.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from typing import Any
 
 import qrcode
 import qrcode.image.svg
+from prometheus_client import Counter
 
 from edge_agent.cartscreen.hub import ScreenHub
 from edge_agent.cartscreen.recommend import Recommender
@@ -26,6 +28,7 @@ from edge_agent.cartscreen.svgmap import to_svg
 from edge_agent.inference.triggers.ledger import CouponLedger, IssuedCoupon
 from edge_agent.inference.triggers.service import EventSink, Members, StaticMembers
 from edge_agent.inference.triggers.storemap import Location, StoreMap
+from edge_agent.pos.sales import NotReady, PosService, Sale, SaleRefused, Tenders
 from pricing import Basket, Catalog, Line, Member, PricingError, Ruleset, Store, price
 from protocols.ids import uuid7
 from protocols.triggers import TriggerRule
@@ -65,7 +68,7 @@ class CartScreenBackend:
                  carts: Callable[[], Any] | None = None, members: Members | None = None,
                  store_map: StoreMap | None = None, names_zh: Mapping[str, str] | None = None,
                  co_occurrence: list[tuple[str, str]] | None = None,
-                 utc_offset_min: int = 0) -> None:
+                 utc_offset_min: int = 0, till: PosService | None = None) -> None:
         self.ctx = ctx
         self.store_id = store_id
         self.hub = hub
@@ -81,6 +84,11 @@ class CartScreenBackend:
         self.views: dict[str, CartView] = {}
         self.locations: dict[str, Location] = {}
         self._pushed: dict[str, tuple[float, str | None, str | None]] = {}
+        self.till = till  # records checkouts as sales (checkout.cart_till); None: screen only
+        self._locks: dict[str, asyncio.Lock] = {}  # one payment confirmation at a time per cart
+        self.checkout_mismatches = Counter(
+            "storefleet_cartscreen_checkout_mismatch", "cart payments whose recorded sale "
+            "priced differently from the payment QR", registry=ctx.registry)
 
     # ---- per cart ----------------------------------------------------------------------
 
@@ -129,6 +137,14 @@ class CartScreenBackend:
         session = self._session(cart_id)
         return dict(session.items) if session is not None else {}
 
+    def _member(self, cart_id: str, currency: str) -> Member | None:
+        mid = self.member_id(cart_id)
+        if mid is None:
+            return None
+        profile = self.members.get(mid)
+        return Member(id=mid, tier=profile.tier if profile else None, currency=currency,
+                      points_balance=profile.points if profile else 0)
+
     def priced(self, cart_id: str) -> dict[str, Any]:
         view = self.view(cart_id)
         source = self._pricing()
@@ -139,12 +155,7 @@ class CartScreenBackend:
         known = {sku: q for sku, q in sorted(items.items()) if sku in catalog.items}
         engine_codes = tuple(sorted({view.offered[c]["engine_code"] for c in view.applied
                                      if c in view.offered}))
-        mid = self.member_id(cart_id)
-        profile = self.members.get(mid) if mid else None
-        member = (Member(id=mid, tier=profile.tier if profile else None,
-                         currency=catalog.currency,
-                         points_balance=profile.points if profile else 0)
-                  if mid else None)
+        member = self._member(cart_id, catalog.currency)
         basket = Basket(id=f"cart-{cart_id}", currency=catalog.currency, coupons=engine_codes,
                         lines=tuple(Line(line_id=f"l-{sku}", sku=sku, qty=q)
                                     for sku, q in known.items()))
@@ -170,7 +181,8 @@ class CartScreenBackend:
                 "coupons_applied": [c for c in view.applied
                                     if view.offered.get(c, {}).get("engine_code") not in rejected],
                 "unknown": sorted(set(items) - set(known)),
-                "ruleset_hash": result.ruleset_hash}
+                "ruleset_hash": result.ruleset_hash,
+                "basket": dict(known)}  # what was priced: the sale records exactly this
 
     # ---- coupons ----------------------------------------------------------------------------
 
@@ -309,26 +321,59 @@ class CartScreenBackend:
                 "payload": payload}
 
     async def paid(self, cart_id: str, checkout_id: str) -> dict[str, Any]:
-        """The payment provider confirmed ``checkout_id``: redeem coupons, issue the receipt."""
+        """The payment provider confirmed ``checkout_id``: record the sale (with a till),
+        redeem the coupons, issue the e-receipt. A confirmation delivered again answers
+        the same receipt and records nothing more."""
         view = self.view(cart_id)
-        if view.checkout is None or view.checkout["checkout_id"] != checkout_id:
-            raise ScreenError(404, "no such checkout")
-        priced = view.checkout["priced"]
-        now = self.ctx.clock.now_ms()
-        redeemed = []
-        for code in priced["coupons_applied"]:
-            if self.ledger is not None and await self.ledger.redeem(code, now_ms=now):
-                redeemed.append(code)
-                await self.ctx.emit_event(
-                    "coupon_redeemed", device_id=cart_id, event_id=f"rdm-{checkout_id}-{code}"[:64],
-                    data={"source": "range", "code": code, "sale_id": checkout_id,
-                          "channel": "cart", "cart_id": cart_id})
-        self.recommender.learn(self.items(cart_id))
-        view.receipt = {"receipt_id": checkout_id, "ts": now, "store_id": self.store_id,
-                        "cart_id": cart_id, "member": self.member_view(cart_id),
-                        "coupons_redeemed": redeemed, **priced}
-        view.checkout = None
-        view.applied = []
-        for code in redeemed:
-            view.offered.pop(code, None)
-        return view.receipt
+        async with self._locks.setdefault(cart_id, asyncio.Lock()):
+            if view.receipt is not None and view.receipt["receipt_id"] == checkout_id:
+                return view.receipt
+            if view.checkout is None or view.checkout["checkout_id"] != checkout_id:
+                raise ScreenError(404, "no such checkout")
+            priced = dict(view.checkout["priced"])
+            codes = list(priced["coupons_applied"])
+            now = self.ctx.clock.now_ms()
+            if self.till is not None:
+                sale = await self._sell(cart_id, checkout_id, priced, codes)
+                codes = [c for c in codes if c not in sale.refused_coupons]
+                if sale.priced.total != priced["total"]:
+                    # The shopper paid the QR's amount; the till's sale is the record.
+                    self.checkout_mismatches.inc()
+                    logger.error("cart %s checkout %s: paid %d, sale priced %d", cart_id,
+                                 checkout_id, priced["total"], sale.priced.total)
+                priced.update(sale_id=sale.sale_id, paid=priced["total"],
+                              **{k: getattr(sale.priced, k) for k in
+                                 ("subtotal", "discount", "total", "points_earned")})
+            redeemed = []
+            for code in codes:
+                if self.ledger is not None and await self.ledger.redeem(code, now_ms=now):
+                    redeemed.append(code)
+                    if self.till is None:  # with a till, the sale reports the redemption
+                        await self.ctx.emit_event(
+                            "coupon_redeemed", device_id=cart_id,
+                            event_id=f"rdm-{checkout_id}-{code}"[:64],
+                            data={"source": "range", "code": code, "sale_id": checkout_id,
+                                  "channel": "cart", "cart_id": cart_id})
+            self.recommender.learn(self.items(cart_id))
+            view.receipt = {**priced, "receipt_id": checkout_id, "ts": now,
+                            "store_id": self.store_id, "cart_id": cart_id,
+                            "member": self.member_view(cart_id), "coupons_redeemed": redeemed}
+            view.checkout = None
+            view.applied = []
+            for code in redeemed:
+                view.offered.pop(code, None)
+            return view.receipt
+
+    async def _sell(self, cart_id: str, checkout_id: str, priced: dict[str, Any],
+                    codes: list[str]) -> Sale:
+        assert self.till is not None
+        lines = [Line(line_id=f"l-{sku}", sku=sku, qty=qty)
+                 for sku, qty in sorted(priced["basket"].items())]
+        try:
+            return await self.till.sell(
+                lines, member=self._member(cart_id, priced["currency"]), coupons=codes,
+                tenders=Tenders(method="cart-pay"), sale_id=checkout_id)
+        except NotReady as err:
+            raise ScreenError(503, f"the till cannot price yet: {err}") from err
+        except SaleRefused as err:
+            raise ScreenError(409, f"sale not recorded: {err}") from err

@@ -27,7 +27,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge_agent.cartscreen.backend import CartScreenBackend, PricingSource
+from edge_agent.cartscreen.backend import CartScreenBackend
+from edge_agent.cartscreen.checkout import PricingInputs
 from edge_agent.cartscreen.hub import ScreenHub
 from edge_agent.cartscreen.server import CartScreenServer
 from edge_agent.cartscreen.web import create_app
@@ -36,6 +37,7 @@ from edge_agent.inference.triggers.engine import TriggerEngine
 from edge_agent.inference.triggers.ledger import CodeRange, CouponLedger, IssuedCoupon
 from edge_agent.inference.triggers.service import EventSink, StaticMembers, TriggerService
 from edge_agent.inference.triggers.storemap import BeaconLocator, StoreMap
+from edge_agent.pos.sales import PosService
 from pricing import Catalog, PromotionSnapshot, Ruleset, compile
 from protocols.errors import DecodeError
 from protocols.triggers import TriggerRule, parse_rules
@@ -60,7 +62,7 @@ class InAisleSettings:
 
 class InAisle:
     def __init__(self, settings: InAisleSettings, *, ctx: EventSink, carts: Callable[[], Any],
-                 pos_pricing: PricingSource | None = None,
+                 pos_pricing: PricingInputs | None = None,
                  pos_ranges: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.settings = settings
         self.ctx = ctx
@@ -98,13 +100,22 @@ class InAisle:
         self._task: asyncio.Task[None] | None = None
         self._sync: asyncio.Task[None] | None = None
 
-    def _pricing(self) -> tuple[Catalog, Ruleset] | None:
+    def pricing_inputs(self) -> tuple[Catalog, PromotionSnapshot, Ruleset] | None:
+        """(catalog, snapshot, compiled rules) the carts price with, screen and sale alike."""
         # the till's verified caches win: the cart must price exactly like the till
         if self._pos_pricing is not None and (pos := self._pos_pricing()) is not None:
             return pos
-        if self.catalog is None or self.ruleset is None:
+        if self.catalog is None or self.snapshot is None or self.ruleset is None:
             return None
-        return self.catalog, self.ruleset
+        return self.catalog, self.snapshot, self.ruleset
+
+    def _pricing(self) -> tuple[Catalog, Ruleset] | None:
+        got = self.pricing_inputs()
+        return None if got is None else (got[0], got[2])
+
+    def use_till(self, till: PosService) -> None:
+        """Record cart checkouts as sales through ``till`` (``checkout.cart_till``)."""
+        self.backend.till = till
 
     @property
     def url(self) -> str | None:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter
 
 from edge_agent.errors import StorageError
-from edge_agent.pos.cache import CacheError, CatalogCache, CloudApi, PromotionCache, RangeCache
+from edge_agent.pos.cache import CacheError, CloudApi
 from edge_agent.pos.ledger import PosLedger
 from edge_agent.pos.offline import OfflineGuard, OfflineLimits, local_day
 from edge_agent.pos.peripherals import PeripheralUnavailable, PosError, PosPeripherals
@@ -41,7 +41,9 @@ from pricing import (
     Member,
     PricedBasket,
     PricingError,
+    PromotionSnapshot,
     RefundResult,
+    Ruleset,
     Store,
     price,
     refund,
@@ -63,6 +65,22 @@ class SaleRefused(PosError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class Rulesets(Protocol):
+    """Where the till's promotions come from (``PromotionCache``; the cart screen passes
+    its own source with the same answer it prices the screen with)."""
+
+    def ruleset(self, channel: str = "pos") -> tuple[PromotionSnapshot, Ruleset] | None: ...
+
+
+class CatalogSource(Protocol):
+    @property
+    def catalog(self) -> Catalog | None: ...
+
+
+class RangeLookup(Protocol):
+    def lookup(self, code: str, *, now_ms: int) -> dict[str, Any] | None: ...
 
 
 class EventSink(Protocol):
@@ -114,9 +132,9 @@ class PosService:
         *,
         store_id: str,
         ledger: PosLedger,
-        promotions: PromotionCache,
-        catalog: CatalogCache,
-        ranges: RangeCache,
+        promotions: Rulesets,
+        catalog: CatalogSource,
+        ranges: RangeLookup,
         sink: EventSink,
         clock: Clock,
         metrics: PosMetrics,
@@ -127,6 +145,7 @@ class PosService:
         currency: str = "EUR",
         utc_offset_min: int = 0,
         till_id: str = "pos",
+        channel: str = "pos",  # the snapshot channel priced with and reported (pos | cart)
     ) -> None:
         self.store_id = store_id
         self.ledger = ledger
@@ -142,21 +161,28 @@ class PosService:
         self.guard = OfflineGuard(ledger, limits=limits or OfflineLimits())
         self.store = Store(id=store_id, currency=currency, utc_offset_min=utc_offset_min)
         self.till_id = till_id
+        self.channel = channel
 
     # ---- selling -----------------------------------------------------------------------
 
     def price_basket(self, basket: Basket, member: Member | None, now_ms: int) -> PricedBasket:
         """The POS pricing path (also what the golden corpus is replayed through)."""
-        cached = self.promotions.ruleset("pos")
+        cached = self.promotions.ruleset(self.channel)
         if cached is None or self.catalog.catalog is None:
             raise NotReady("no promotion snapshot or catalog cached yet")
         return price(basket, self.catalog.catalog, cached[1], member, now_ms, self.store)
 
     async def sell(self, lines: Sequence[Line], *, member: Member | None = None,
-                   coupons: Sequence[str] = (), tenders: Tenders = Tenders()) -> Sale:
+                   coupons: Sequence[str] = (), tenders: Tenders = Tenders(),
+                   sale_id: str | None = None) -> Sale:
+        """``sale_id``: the caller's idempotency key (a cart checkout id); a sale already
+        recorded under it is refused as ``duplicate``."""
         now = self._clock.now_ms()
         offline = not self._online()
-        sale_id = uuid7(now)
+        if sale_id is not None and await self.ledger.sale(sale_id) is not None:
+            self.metrics.refused.labels(reason="duplicate").inc()
+            raise SaleRefused("duplicate", f"sale {sale_id!r} is already recorded")
+        sale_id = sale_id or uuid7(now)
         day = local_day(now, self.store.utc_offset_min)
         engine_codes, range_used, refused = await self._coupons(
             coupons, sale_id=sale_id, member=member, offline=offline, now_ms=now)
@@ -200,7 +226,7 @@ class PosService:
     async def _coupons(self, codes: Sequence[str], *, sale_id: str, member: Member | None,
                        offline: bool, now_ms: int
                        ) -> tuple[list[str], list[tuple[str, dict[str, Any]]], dict[str, str]]:
-        cached = self.promotions.ruleset("pos")
+        cached = self.promotions.ruleset(self.channel)
         public = {getattr(p, "code", None) for p in cached[0].promotions} if cached else set()
         engine_codes: list[str] = []
         range_used: list[tuple[str, dict[str, Any]]] = []
@@ -234,7 +260,7 @@ class PosService:
                 priced: PricedBasket, range_used: list[tuple[str, dict[str, Any]]], *,
                 offline: bool, now_ms: int, coupons: list[str]
                 ) -> list[tuple[str, str, dict[str, Any]]]:
-        cached = self.promotions.ruleset("pos")
+        cached = self.promotions.ruleset(self.channel)
         assert cached is not None and self.catalog.catalog is not None  # priced just now
         snapshot = cached[0]
         catalog = self.catalog.catalog
@@ -246,7 +272,7 @@ class PosService:
                                                   "points_earned", "points_used",
                                                   "stored_value")}
         sale = {
-            "member_id": member.id if member else None, "channel": "pos",
+            "member_id": member.id if member else None, "channel": self.channel,
             "till_id": self.till_id, "snapshot_version": snapshot.version,
             "engine_version": priced.engine_version, "ruleset_hash": snapshot.ruleset_hash(),
             "priced_at": now_ms, "basket": basket.model_dump(mode="json"),

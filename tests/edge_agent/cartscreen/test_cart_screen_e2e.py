@@ -101,6 +101,15 @@ async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
             assert await page.is_visible(f"#coupon-list li.applied[data-code='{code}']")
             assert await page.text_content("#greeting") != "Welcome"  # a member QR shopper
 
+            # pay: the payment QR, then the confirmation -> the e-receipt; the agent
+            # records the checkout as a till sale (channel cart) with that total
+            await page.click("#checkout")
+            await page.wait_for_selector("#pay-popup:not([hidden])", timeout=10_000)
+            await page.click("#pay-done")
+            await page.wait_for_selector("#receipt-popup:not([hidden])", timeout=10_000)
+            receipt_total = await page.text_content("#receipt-total")
+            await page.click("#receipt-close")
+
             await page.click("#lang-toggle")
             assert await page.text_content("#checkout") == "结账"
             await page.screenshot(path=str(tmp_path / "cart-screen.png"))
@@ -117,3 +126,13 @@ async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
         await wait_until(lambda: bool(up.on(issued_topic)), within_s=10, what="coupon_issued")
         event = json.loads(up.on(issued_topic)[0])
         assert CouponIssuedData.model_validate(event["data"]).code == code
+        # the cart checkout reached the cloud as one sale, total as on the e-receipt
+        sale_topic = f"sf/v1/{config.store_id}/evt/sale"
+        await wait_until(lambda: bool(up.on(sale_topic)), within_s=10, what="sale")
+        [sale] = [json.loads(m) for m in up.on(sale_topic)]
+        assert sale["data"]["channel"] == "cart" and sale["data"]["totals"]["total"] == after
+        assert receipt_total is not None and f"{after / 100:.2f}" in receipt_total
+        redeemed_topic = f"sf/v1/{config.store_id}/evt/coupon_redeemed"
+        await wait_until(lambda: bool(up.on(redeemed_topic)), within_s=10, what="redeemed")
+        redeemed = [json.loads(m)["data"] for m in up.on(redeemed_topic)]
+        assert [r["code"] for r in redeemed] == [code]
