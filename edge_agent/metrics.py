@@ -8,12 +8,31 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 logger = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+_SCOPED: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = (
+    weakref.WeakKeyDictionary())
+
+
+def registry_scoped(registry: CollectorRegistry, name: str,
+                    factory: Callable[[CollectorRegistry], T]) -> T:
+    """One ``factory(registry)`` per (registry, name): several drivers share the agent's
+    registry, and a collector name can be registered only once per registry. Weak keys:
+    a registry's metrics go with it."""
+    scoped = _SCOPED.setdefault(registry, {})
+    if name not in scoped:
+        scoped[name] = factory(registry)
+    return cast(T, scoped[name])
 
 
 class AgentMetrics:

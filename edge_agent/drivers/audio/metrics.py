@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import weakref
-
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from edge_agent.metrics import registry_scoped
 
 
 class AudioMetrics:
@@ -27,13 +27,5 @@ class AudioMetrics:
         )
 
 
-_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, AudioMetrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def audio_metrics(registry: CollectorRegistry) -> AudioMetrics:
-    metrics = _BY_REGISTRY.get(registry)
-    if metrics is None:
-        metrics = _BY_REGISTRY[registry] = AudioMetrics(registry)
-    return metrics
+    return registry_scoped(registry, "audio", AudioMetrics)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +43,7 @@ from edge_agent.drivers.beacon.transport import (
     RawAdvertisement,
     ScanBackend,
 )
+from edge_agent.metrics import registry_scoped
 from protocols.ble import parse_advertisement
 
 logger = logging.getLogger(__name__)
@@ -61,15 +61,9 @@ class BeaconMetrics:
         )
 
 
-# One set of collectors per registry: several scanners of one agent share it (a registry
-# refuses a second collector of the same name). Weak keys: a registry's metrics go with it.
-_METRICS: weakref.WeakKeyDictionary[Any, BeaconMetrics] = weakref.WeakKeyDictionary()
-
-
 def _metrics(ctx: DriverContext) -> BeaconMetrics:
-    if ctx.registry not in _METRICS:
-        _METRICS[ctx.registry] = BeaconMetrics(ctx)
-    return _METRICS[ctx.registry]
+    # one set per registry: several scanners of one agent share it
+    return registry_scoped(ctx.registry, "beacon", lambda _: BeaconMetrics(ctx))
 
 
 @register

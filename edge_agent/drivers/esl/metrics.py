@@ -3,9 +3,9 @@ share the agent's registry; a second set of the same names would be rejected).""
 
 from __future__ import annotations
 
-import weakref
-
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from edge_agent.metrics import registry_scoped
 
 
 class EslMetrics:
@@ -32,13 +32,5 @@ class EslMetrics:
         )
 
 
-_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, EslMetrics] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def esl_metrics(registry: CollectorRegistry) -> EslMetrics:
-    metrics = _BY_REGISTRY.get(registry)
-    if metrics is None:
-        metrics = _BY_REGISTRY[registry] = EslMetrics(registry)
-    return metrics
+    return registry_scoped(registry, "esl", EslMetrics)

@@ -43,8 +43,8 @@ from edge_agent.drivers.printer.transport import (
     LinkTimeout,
     link_metrics,
     open_link,
-    registry_scoped,
 )
+from edge_agent.metrics import registry_scoped
 from protocols import escpos
 
 logger = logging.getLogger(__name__)

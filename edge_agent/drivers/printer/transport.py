@@ -23,18 +23,16 @@ import asyncio
 import errno
 import logging
 import os
-import weakref
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import serial
 from prometheus_client import CollectorRegistry, Counter
 
 from edge_agent.drivers.base import DriverError
+from edge_agent.metrics import registry_scoped
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 DEFAULT_MAX_BUFFER = 64 * 1024  # far above any reply we wait for, small enough to not matter
 
@@ -277,20 +275,6 @@ class LinkMetrics:
         self.dropped = Counter(
             "storefleet_link_dropped_bytes", "received bytes dropped by a full buffer (flood)",
             ["device"], registry=registry)
-
-
-_SCOPED: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Any]] = (
-    weakref.WeakKeyDictionary())
-
-
-def registry_scoped(registry: CollectorRegistry, name: str,
-                    factory: Callable[[CollectorRegistry], T]) -> T:
-    """One ``factory(registry)`` per (registry, name): several drivers share the agent's
-    registry, and a collector name can be registered only once per registry."""
-    scoped = _SCOPED.setdefault(registry, {})
-    if name not in scoped:
-        scoped[name] = factory(registry)
-    return cast(T, scoped[name])
 
 
 def link_metrics(registry: CollectorRegistry) -> LinkMetrics:

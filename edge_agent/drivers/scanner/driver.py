@@ -24,7 +24,8 @@ from edge_agent.drivers.base import (
     DriverError,
     register,
 )
-from edge_agent.drivers.printer.transport import SerialLink, link_metrics, registry_scoped
+from edge_agent.drivers.printer.transport import SerialLink, link_metrics
+from edge_agent.metrics import registry_scoped
 from protocols import aim
 
 logger = logging.getLogger(__name__)

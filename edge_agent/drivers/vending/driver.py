@@ -39,8 +39,9 @@ from edge_agent.drivers.base import (
     DriverError,
     register,
 )
-from edge_agent.drivers.printer.transport import SerialLink, link_metrics, registry_scoped
+from edge_agent.drivers.printer.transport import SerialLink, link_metrics
 from edge_agent.drivers.vending.transport import BoardClient
+from edge_agent.metrics import registry_scoped
 from protocols import mdb
 from protocols import vending as v
 from protocols.ids import uuid7
