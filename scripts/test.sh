@@ -18,6 +18,8 @@ command -v prometheus >/dev/null || need_apt+=(prometheus)
 # headless Chromium for the cart-screen end-to-end test (Playwright drives it; its own
 # browser download is not used)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# a CJK font, so the cart screen's Chinese strings render as glyphs in screenshots
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
