@@ -16,10 +16,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 
-from cloud.api.deps import AppState
+from cloud.api.deps import AppState, enforce_path_scope
 from cloud.api.problems import install_problem_handlers
 from cloud.api.routes import commands, devices, events, health, shadows, stores
 from cloud.api.routes import coupons, members, promotions
@@ -45,6 +45,13 @@ from protocols.clock import Clock, SystemClock
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+
+_AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"description": "missing or unknown bearer token"},
+    403: {"description": "the token's role may not do this, or the store (path, query, body, "
+                         "or the store of the order/command addressed) is outside the "
+                         "token's store scope (reason `forbidden_store`)"},
+}
 
 
 def create_app(
@@ -73,6 +80,9 @@ def create_app(
         metrics=ApiMetrics(registry),
     )
     order_metrics = OrderMetrics(registry)
+    for prefix in settings.unscoped_store_tokens():
+        logger.warning("API token %s is a store-manager/device token without a store scope: "
+                       "it acts for every store (give it '@<store>'; decision 0015)", prefix)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,7 +120,9 @@ def create_app(
     install_problem_handlers(app)
     app.middleware("http")(_count_requests(state.metrics))
 
-    api = APIRouter(prefix=API_PREFIX)
+    # Every route with a store id in its path or query checks the token's store scope.
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_path_scope)],
+                    responses=_AUTH_RESPONSES)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions):
         api.include_router(module.router)
     api.include_router(orders_routes.router)

@@ -12,7 +12,9 @@ Environment variables (all optional):
 ``STOREFLEET_MQTT_PASSWORD``       broker password
 ``STOREFLEET_SHARE_GROUP``         shared-subscription group; empty or ``none`` = plain
 ``STOREFLEET_INGEST_CLIENT_ID``    fixed MQTT client id of this ingest worker
-``STOREFLEET_API_TOKENS``          ``token:role,token:role`` or a JSON object
+``STOREFLEET_API_TOKENS``          ``token:role[@scope],...`` or a JSON object (see below)
+``STOREFLEET_REQUIRE_TOKEN_SCOPE`` ``1``: refuse store-manager/device tokens without a scope
+``STOREFLEET_SCHEDULER_INTERVAL_S`` seconds between retail job runs; ``0`` = no scheduler
 ``STOREFLEET_KEEPALIVE_S``         MQTT keepalive seconds
 ``STOREFLEET_MAX_PAYLOAD``         largest accepted payload in bytes
 ``STOREFLEET_MEMBER_HASH_KEY``     server secret for keyed phone-number hashes (>= 16 chars)
@@ -20,6 +22,18 @@ Environment variables (all optional):
 ``STOREFLEET_TRUSTED_KEYS``        older public keys still announced (base64, comma list)
 ``STOREFLEET_CURRENCY``            the chain's ISO currency (``EUR``)
 =================================  =========================================================
+
+Token scopes (decision 0015). A store-manager or device token is bound to stores and
+gets 403 for any other store; hq-admin is chain-wide; a field-tech token is chain-wide
+unless given stores and/or regions::
+
+    STOREFLEET_API_TOKENS='tokA:hq-admin,tokB:store-manager@s1,tokC:device@s1|s2,tokD:field-tech@region=north|s9'
+    STOREFLEET_API_TOKENS='{"tokB": {"role": "store-manager", "stores": ["s1"]},
+                            "tokA": "hq-admin"}'
+
+A store-manager or device token configured the old way (no scope) keeps its old,
+chain-wide meaning so an upgrade locks nobody out; each one is logged as a warning at
+start-up, and ``STOREFLEET_REQUIRE_TOKEN_SCOPE=1`` refuses them.
 
 Tokens that look like placeholders (``changeme``, ``secret`` ...) or are shorter than
 12 characters are refused, so a copied example config never reaches production.
@@ -29,12 +43,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from protocols.codec import DEFAULT_MAX_PAYLOAD
 from protocols.topics import valid_id
@@ -57,6 +72,46 @@ class Role(StrEnum):
     DEVICE = "device"
 
 
+# Roles bound to stores: without a scope such a token is a legacy, chain-wide one.
+STORE_BOUND_ROLES = frozenset({Role.STORE_MANAGER, Role.DEVICE})
+# Roles that may be narrowed to stores/regions but are chain-wide by default.
+SCOPABLE_ROLES = STORE_BOUND_ROLES | {Role.FIELD_TECH}
+
+
+class TokenGrant(BaseModel):
+    """What one API token may do: a role and, for store-bound roles, where.
+
+    ``stores`` / ``regions`` empty = chain-wide. Regions are resolved to stores through
+    ``store_regions`` when a request is checked, so moving a store between regions moves
+    its technicians' access with it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Role
+    stores: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+
+    @field_validator("stores", "regions")
+    @classmethod
+    def _check_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for ident in value:
+            if not valid_id(ident):
+                raise ValueError(f"scope entry {ident!r} is not a valid store/region id")
+        return tuple(sorted(set(value)))
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.stores or self.regions)
+
+
+def _grant_of(value: Any) -> Any:
+    """A bare role (the old format) is a grant without a scope."""
+    if isinstance(value, str | Role):
+        return {"role": value}
+    return value
+
+
 class MqttAddress(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -75,7 +130,14 @@ class CloudSettings(BaseModel):
     # None = plain subscriptions, for brokers without $share (the embedded amqtt).
     share_group: str | None = "storefleet-ingest"
     ingest_client_id: str = "storefleet-ingest-1"
-    api_tokens: dict[str, Role] = Field(default_factory=dict)
+    # token -> grant; a bare role string is accepted (old format, no scope).
+    api_tokens: dict[str, TokenGrant] = Field(default_factory=dict)
+    # Refuse store-manager/device tokens without a store scope (legacy, chain-wide).
+    require_token_scope: bool = False
+    # Retail jobs (commission settlement, points and coupon expiry) in the API process:
+    # seconds between runs; 0 = no scheduler (tests, or a cron calling the job routes).
+    # 300 s: settlement is due days after a sale, so minutes of lag cost nothing.
+    scheduler_interval_s: float = Field(default=300.0, ge=0, le=86_400)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     max_payload: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1024, le=16 * 1024 * 1024)
     # Loyalty: the HMAC key of phone-number hashes. None = phone lookups are refused
@@ -101,10 +163,20 @@ class CloudSettings(BaseModel):
             raise ValueError("must be 1-64 chars of letters, digits, '-', '_', '.', ':'")
         return value
 
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _bare_roles(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {token: _grant_of(grant) for token, grant in value.items()}
+        return value
+
     @field_validator("api_tokens")
     @classmethod
-    def _refuse_placeholders(cls, value: dict[str, Role]) -> dict[str, Role]:
-        for token in value:
+    def _refuse_placeholders(cls, value: dict[str, TokenGrant]) -> dict[str, TokenGrant]:
+        for token, grant in value.items():
+            if grant.scoped and grant.role not in SCOPABLE_ROLES:
+                raise ValueError(f"API token {token[:4]!r}...: role {grant.role.value!r} "
+                                 "is chain-wide and takes no store/region scope")
             if token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < MIN_TOKEN_LEN:
                 raise ValueError(
                     f"API token {token[:4]!r}... is a placeholder or shorter than "
@@ -112,6 +184,20 @@ class CloudSettings(BaseModel):
                     "'import secrets; print(secrets.token_urlsafe(24))'`"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _check_scopes(self) -> CloudSettings:
+        if self.require_token_scope:
+            for token, grant in self.api_tokens.items():
+                if grant.role in STORE_BOUND_ROLES and not grant.scoped:
+                    raise ValueError(f"API token {token[:4]!r}... ({grant.role.value}) has no "
+                                     "store scope and require_token_scope is on")
+        return self
+
+    def unscoped_store_tokens(self) -> list[str]:
+        """Prefixes of store-manager/device tokens without a scope (legacy, chain-wide)."""
+        return [token[:4] + "..." for token, grant in self.api_tokens.items()
+                if grant.role in STORE_BOUND_ROLES and not grant.scoped]
 
     @field_validator("member_hash_key")
     @classmethod
@@ -147,26 +233,52 @@ class CloudSettings(BaseModel):
         for name in ("member_hash_key", "signing_key_file", "currency"):
             if raw := env.get(ENV_PREFIX + name.upper()):
                 data[name] = raw
+        if raw := env.get(ENV_PREFIX + "REQUIRE_TOKEN_SCOPE"):
+            data["require_token_scope"] = raw.strip().lower() in ("1", "true", "yes", "on")
+        if raw := env.get(ENV_PREFIX + "SCHEDULER_INTERVAL_S"):
+            data["scheduler_interval_s"] = float(raw)
         if raw_keys := env.get(ENV_PREFIX + "TRUSTED_KEYS"):
             data["trusted_keys"] = tuple(k.strip() for k in raw_keys.split(",") if k.strip())
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(data)
 
 
-def parse_tokens(raw: str) -> dict[str, str]:
-    """``tok1:hq-admin,tok2:field-tech`` or ``{"tok1": "hq-admin"}``."""
+# token:role[@scope] where scope = entries separated by "|": a store id, or
+# "region=<id>". The role is matched by name, so tokens and store ids may contain ":".
+_TOKEN_ENTRY = re.compile(
+    r"^(?P<token>.+):(?P<role>" + "|".join(re.escape(r.value) for r in Role)
+    + r")(?:@(?P<scope>.+))?$")
+
+
+def parse_tokens(raw: str) -> dict[str, Any]:
+    """``tok1:hq-admin,tok2:store-manager@s1|s2,tok3:field-tech@region=north`` or a JSON
+    object ``{"tok1": "hq-admin", "tok2": {"role": "store-manager", "stores": ["s1"]}}``."""
     raw = raw.strip()
     if raw.startswith("{"):
         doc = json.loads(raw)
         if not isinstance(doc, dict):
             raise ValueError("STOREFLEET_API_TOKENS must be a JSON object")
-        return {str(k): str(v) for k, v in doc.items()}
-    tokens: dict[str, str] = {}
+        return {str(k): v if isinstance(v, dict) else str(v) for k, v in doc.items()}
+    tokens: dict[str, Any] = {}
     for pair in filter(None, (p.strip() for p in raw.split(","))):
-        token, sep, role = pair.rpartition(":")
-        if not sep or not token:
-            raise ValueError("STOREFLEET_API_TOKENS entries must be token:role")
-        tokens[token] = role
+        match = _TOKEN_ENTRY.match(pair)
+        if match is None:
+            # Not a known role: keep the old split so validation names the bad role.
+            token, sep, role = pair.rpartition(":")
+            if not sep or not token:
+                raise ValueError("STOREFLEET_API_TOKENS entries must be token:role[@scope]")
+            tokens[token] = role
+            continue
+        scope = match["scope"]
+        if scope is None:
+            tokens[match["token"]] = match["role"]
+            continue
+        entries = [e.strip() for e in scope.split("|") if e.strip()]
+        tokens[match["token"]] = {
+            "role": match["role"],
+            "stores": [e for e in entries if not e.startswith("region=")],
+            "regions": [e.removeprefix("region=") for e in entries if e.startswith("region=")],
+        }
     return tokens
 
 

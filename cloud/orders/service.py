@@ -120,10 +120,13 @@ def get_order(session: Session, order_id: str) -> Order:
 
 
 def list_orders(session: Session, *, store_id: str | None = None, status: str | None = None,
-                limit: int = 100) -> list[Order]:
+                limit: int = 100, stores: frozenset[str] | None = None) -> list[Order]:
+    """Newest first; ``store_id`` / ``stores`` narrow it (both: their intersection)."""
     stmt = select(Order).order_by(Order.created_ms.desc(), Order.order_id.desc()).limit(limit)
     if store_id is not None:
         stmt = stmt.where(Order.store_id == store_id)
+    if stores is not None:
+        stmt = stmt.where(Order.store_id.in_(sorted(stores)))
     if status is not None:
         stmt = stmt.where(Order.status == status)
     return list(session.scalars(stmt))

@@ -22,7 +22,16 @@ ADMIN = "test-admin-token-0001"
 TECH = "test-tech-token-00001"
 MANAGER = "test-manager-token-01"
 DEVICE = "test-device-token-001"
-TOKENS = {ADMIN: "hq-admin", TECH: "field-tech", MANAGER: "store-manager", DEVICE: "device"}
+# Store-scoped tokens (decision 0015); MANAGER and DEVICE above are legacy chain-wide ones.
+MANAGER_S1 = "test-manager-s1-token-1"
+DEVICE_S1 = "test-device-s1-token-01"
+TECH_NORTH = "test-tech-north-token-1"
+TOKENS: dict[str, Any] = {
+    ADMIN: "hq-admin", TECH: "field-tech", MANAGER: "store-manager", DEVICE: "device",
+    MANAGER_S1: {"role": "store-manager", "stores": ["s1"]},
+    DEVICE_S1: {"role": "device", "stores": ["s1"]},
+    TECH_NORTH: {"role": "field-tech", "regions": ["north"]},
+}
 
 _ids = itertools.count()
 
@@ -37,6 +46,7 @@ def make_settings(db_url: str, mqtt_url: str = "mqtt://127.0.0.1:1", **kw: Any) 
         mqtt_url=mqtt_url,
         api_tokens=TOKENS,
         ingest_client_id=kw.pop("ingest_client_id", f"ingest-test-{next(_ids)}"),
+        scheduler_interval_s=kw.pop("scheduler_interval_s", 0),  # jobs run when a test asks
         **kw,
     )
 

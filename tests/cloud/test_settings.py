@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cloud.settings import CloudSettings, Role
+from cloud.settings import CloudSettings, Role, TokenGrant
 
 
 def test_from_env_reads_storefleet_variables() -> None:
@@ -22,8 +22,8 @@ def test_from_env_reads_storefleet_variables() -> None:
         "broker.example", 8884, True)
     assert settings.share_group is None
     assert settings.ingest_client_id == "ingest-7"
-    assert settings.api_tokens == {"tok-aaaaaaaaaaaa": Role.HQ_ADMIN,
-                                   "tok-bbbbbbbbbbbb": Role.FIELD_TECH}
+    assert settings.api_tokens == {"tok-aaaaaaaaaaaa": TokenGrant(role=Role.HQ_ADMIN),
+                                   "tok-bbbbbbbbbbbb": TokenGrant(role=Role.FIELD_TECH)}
     assert settings.keepalive_s == 15
 
 
@@ -37,7 +37,7 @@ def test_defaults_and_overrides() -> None:
 def test_json_tokens() -> None:
     raw = '{"a-very-long-token-1": "store-manager"}'
     assert CloudSettings.from_env({"STOREFLEET_API_TOKENS": raw}).api_tokens == {
-        "a-very-long-token-1": Role.STORE_MANAGER}
+        "a-very-long-token-1": TokenGrant(role=Role.STORE_MANAGER)}
 
 
 @pytest.mark.parametrize("env", [
@@ -51,3 +51,39 @@ def test_json_tokens() -> None:
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         CloudSettings.from_env(env)
+
+
+def test_scoped_tokens_in_env_and_json() -> None:
+    env = ("tok-aaaaaaaaaaaa:hq-admin, tok-bbbbbbbbbbbb:store-manager@s1|s:2,"
+           "tok:cccccccccccc:device@s3,tok-dddddddddddd:field-tech@region=north|s9")
+    tokens = CloudSettings.from_env({"STOREFLEET_API_TOKENS": env}).api_tokens
+    assert tokens == {
+        "tok-aaaaaaaaaaaa": TokenGrant(role=Role.HQ_ADMIN),
+        "tok-bbbbbbbbbbbb": TokenGrant(role=Role.STORE_MANAGER, stores=("s1", "s:2")),
+        "tok:cccccccccccc": TokenGrant(role=Role.DEVICE, stores=("s3",)),
+        "tok-dddddddddddd": TokenGrant(role=Role.FIELD_TECH, stores=("s9",),
+                                       regions=("north",)),
+    }
+    raw = ('{"a-very-long-token-1": {"role": "device", "stores": ["s1"]},'
+           ' "a-very-long-token-2": "hq-admin"}')
+    tokens = CloudSettings.from_env({"STOREFLEET_API_TOKENS": raw}).api_tokens
+    assert tokens["a-very-long-token-1"] == TokenGrant(role=Role.DEVICE, stores=("s1",))
+    assert tokens["a-very-long-token-2"].role is Role.HQ_ADMIN
+
+
+def test_unscoped_store_tokens_are_legacy_unless_scope_is_required() -> None:
+    old = {"STOREFLEET_API_TOKENS": "a-very-long-token-1:store-manager,"
+                                    "a-very-long-token-2:device@s1"}
+    settings = CloudSettings.from_env(old)
+    assert settings.unscoped_store_tokens() == ["a-ve..."]
+    with pytest.raises(ValidationError, match="no store scope"):
+        CloudSettings.from_env({**old, "STOREFLEET_REQUIRE_TOKEN_SCOPE": "1"})
+
+
+@pytest.mark.parametrize("tokens", [
+    "a-very-long-token-1:hq-admin@s1",          # chain-wide role takes no scope
+    "a-very-long-token-1:store-manager@bad/id",  # not an id
+])
+def test_bad_scopes_are_refused(tokens: str) -> None:
+    with pytest.raises(ValidationError):
+        CloudSettings.from_env({"STOREFLEET_API_TOKENS": tokens})

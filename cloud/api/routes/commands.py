@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud.api.deps import CommandRole, ReadRole, SessionDep, StateDep
+from cloud.api.deps import CommandRole, PrincipalDep, ReadRole, SessionDep, StateDep
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import ID_PATTERN, CommandCreate, CommandPublic
 from cloud.db.models import Command, Store
@@ -86,9 +86,10 @@ async def create_command(
             responses={404: {"description": "unknown command"}})
 def get_command(
     cmd_id: Annotated[str, Path(pattern=ID_PATTERN)], session: SessionDep, app: StateDep,
-    _: ReadRole,
+    _: ReadRole, who: PrincipalDep,
 ) -> CommandPublic:
     cmd = session.get(Command, cmd_id)
     if cmd is None:
         raise ApiProblem(404, f"no command {cmd_id!r}")
+    who.check_store(session, cmd.store_id)
     return _public(cmd, app.clock.now_ms())

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.api.deps import StateDep
+from cloud.api.deps import PrincipalDep, StateDep
 from cloud.api.routes.retail_common import (
     HqRole,
     MemberId,
@@ -86,7 +86,9 @@ class CouponPublic(BaseModel):
 class Redeem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    store_id: Id | None = None
+    store_id: Id | None = Field(default=None, description="the redeeming store; a "
+                                "store-bound token must name one of its stores (a token "
+                                "bound to exactly one store defaults to it)")
     sale_id: Annotated[str, Field(max_length=128)] | None = None
     member_id: Id | None = Field(default=None, description="checked against the coupon owner")
 
@@ -157,10 +159,15 @@ def member_coupons(member_id: MemberId, state: StateDep, _: RetailRead) -> list[
                         409: {"description": "already redeemed, or another member's"},
                         410: {"description": "expired"}})
 def redeem(code: Code, body: Redeem, state: StateDep, retail: RetailDep,
-           _: TillRole) -> CouponPublic:
+           _: TillRole, who: PrincipalDep) -> CouponPublic:
+    store_id = body.store_id
+    if store_id is None and len(who.stores) == 1 and not who.regions:
+        (store_id,) = who.stores
+
     def work(s: Session) -> CouponPublic:
+        who.check_store(s, store_id)
         coupon, _campaign = redeem_coupon(s, code, now_ms=state.clock.now_ms(),
-                                          store_id=body.store_id, sale_id=body.sale_id,
+                                          store_id=store_id, sale_id=body.sale_id,
                                           member_id=body.member_id)
         return _public(s, coupon)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from cloud.api.deps import ReadRole, SessionDep
+from cloud.api.deps import PrincipalDep, ReadRole, SessionDep, scoped_store_filter
 from cloud.api.schemas import ID_PATTERN, DevicePublic
 from cloud.db.models import Device
 
@@ -18,14 +18,15 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 def list_devices(
     session: SessionDep,
     _: ReadRole,
+    who: PrincipalDep,
     store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     online: bool | None = None,
     # A page bound, so one call can never pull a whole chain's devices into memory.
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[DevicePublic]:
     stmt = select(Device).order_by(Device.store_id, Device.device_id).limit(limit)
-    if store_id is not None:
-        stmt = stmt.where(Device.store_id == store_id)
+    if (stores := scoped_store_filter(session, who, store_id)) is not None:
+        stmt = stmt.where(Device.store_id.in_(sorted(stores)))
     if online is not None:
         stmt = stmt.where(Device.online == online)
     return [DevicePublic.model_validate(d) for d in session.scalars(stmt)]

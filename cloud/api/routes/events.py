@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import and_, or_, select
 
-from cloud.api.deps import ReadRole, SessionDep
+from cloud.api.deps import PrincipalDep, ReadRole, SessionDep, scoped_store_filter
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import ID_PATTERN, EventPage, EventPublic
 from cloud.db.models import Event
@@ -40,14 +40,15 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 def list_events(
     session: SessionDep,
     _: ReadRole,
+    who: PrincipalDep,
     store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     kind: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     after: Annotated[str | None, Query(description="`next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     stmt = select(Event).order_by(Event.received_ms, Event.id).limit(limit + 1)
-    if store_id is not None:
-        stmt = stmt.where(Event.store_id == store_id)
+    if (stores := scoped_store_filter(session, who, store_id)) is not None:
+        stmt = stmt.where(Event.store_id.in_(sorted(stores)))
     if kind is not None:
         stmt = stmt.where(Event.kind == kind)
     if after is not None:

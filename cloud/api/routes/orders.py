@@ -33,10 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.api.deps import (
     AdminRole,
     CommandRole,
+    PrincipalDep,
     ReadRole,
     RoleDep,
     SessionDep,
     StateDep,
+    scoped_store_filter,
 )
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import ID_PATTERN, IdStr
@@ -264,10 +266,12 @@ async def create_order(
 
 @router.get("/orders/{order_id}", summary="An order with its status history",
             responses={404: {"description": "unknown order"}})
-def get_order(order_id: OrderId, session: SessionDep, _: ReadRole) -> OrderPublic:
+def get_order(order_id: OrderId, session: SessionDep, _: ReadRole,
+              who: PrincipalDep) -> OrderPublic:
     order = session.get(Order, order_id)
     if order is None:
         raise ApiProblem(404, f"no order {order_id!r}")
+    who.check_store(session, order.store_id)
     history = list(session.scalars(
         select(OrderStatusEvent).where(OrderStatusEvent.order_id == order_id)
         .order_by(OrderStatusEvent.received_ms, OrderStatusEvent.ts,
@@ -277,12 +281,13 @@ def get_order(order_id: OrderId, session: SessionDep, _: ReadRole) -> OrderPubli
 
 @router.get("/orders", summary="Recent orders, newest first")
 def list_orders(
-    session: SessionDep, _: ReadRole,
+    session: SessionDep, _: ReadRole, who: PrincipalDep,
     store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     status: Annotated[str | None, Query(max_length=24)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[OrderPublic]:
-    return [_public(o) for o in service.list_orders(session, store_id=store_id, status=status,
+    stores = scoped_store_filter(session, who, store_id)
+    return [_public(o) for o in service.list_orders(session, stores=stores, status=status,
                                                     limit=limit)]
 
 
@@ -290,10 +295,13 @@ def list_orders(
              responses={404: {"description": "unknown order"},
                         503: {"description": "the broker did not take it"}})
 async def redispatch(order_id: OrderId, app: StateDep, orders: OrdersDep,
-                     _: CommandRole) -> OrderPublic:
+                     _: CommandRole, who: PrincipalDep) -> OrderPublic:
     def load() -> Order | None:
         with app.reader() as session:
-            return session.get(Order, order_id)
+            order = session.get(Order, order_id)
+            if order is not None:
+                who.check_store(session, order.store_id)
+            return order
 
     order = await asyncio.to_thread(load)
     if order is None:
@@ -331,14 +339,14 @@ def list_ranges(store_id: StoreId, session: SessionDep, app: StateDep,
 
 @router.get("/coupon-flags", summary="Offline coupon redemptions the cloud flagged")
 def list_flags(
-    session: SessionDep, _: ReadRole,
+    session: SessionDep, _: ReadRole, who: PrincipalDep,
     store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
     reason: Annotated[Literal["double_use", "not_allocated", "expired"] | None,
                       Query()] = None,
 ) -> list[dict[str, Any]]:
     stmt = select(CouponFlag).order_by(CouponFlag.detected_ms, CouponFlag.event_id).limit(1000)
-    if store_id is not None:
-        stmt = stmt.where(CouponFlag.store_id == store_id)
+    if (stores := scoped_store_filter(session, who, store_id)) is not None:
+        stmt = stmt.where(CouponFlag.store_id.in_(sorted(stores)))
     if reason is not None:
         stmt = stmt.where(CouponFlag.reason == reason)
     return [{"event_id": f.event_id, "code": f.code, "store_id": f.store_id,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.api.deps import StateDep
+from cloud.api.deps import PrincipalDep, StateDep, scoped_store_filter
 from cloud.api.routes.retail_common import HqRole, RetailDep, RetailRead, reads, writes
 from cloud.api.schemas import ID_PATTERN
 from cloud.db.models import Store
@@ -214,14 +214,14 @@ def list_tiers(state: StateDep, _: RetailRead) -> list[TierPublic]:
 
 @router.get("/promotions/mismatches", summary="Sales whose totals the cloud could not "
             "reproduce, newest first")
-def mismatches(state: StateDep, _: RetailRead,
+def mismatches(state: StateDep, _: RetailRead, who: PrincipalDep,
                store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[MismatchPublic]:
     def work(s: Session) -> list[MismatchPublic]:
         stmt = select(SalePriceMismatch).order_by(SalePriceMismatch.detected_ms.desc(),
                                                   SalePriceMismatch.event_id).limit(limit)
-        if store_id is not None:
-            stmt = stmt.where(SalePriceMismatch.store_id == store_id)
+        if (stores := scoped_store_filter(s, who, store_id)) is not None:
+            stmt = stmt.where(SalePriceMismatch.store_id.in_(sorted(stores)))
         return [MismatchPublic.model_validate(r) for r in s.scalars(stmt)]
 
     return reads(state, work)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 from sqlalchemy import Integer, Select, func, select
 from sqlalchemy.orm import Session
 
-from cloud.api.deps import ReadRole, SessionDep
+from cloud.api.deps import PrincipalDep, ReadRole, SessionDep
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import ID_PATTERN, DevicePublic, StoreDetailPublic, StorePublic
 from cloud.db.models import Device, Store
@@ -40,8 +40,11 @@ def _public(cls: type[StorePublic], store: Store, total: int | None, online: int
 
 
 @router.get("", summary="List stores with online status and device counts")
-def list_stores(session: SessionDep, _: ReadRole) -> list[StorePublic]:
-    rows = session.execute(_with_counts().order_by(Store.store_id)).all()
+def list_stores(session: SessionDep, _: ReadRole, who: PrincipalDep) -> list[StorePublic]:
+    stmt = _with_counts().order_by(Store.store_id)
+    if (allowed := who.allowed_stores(session)) is not None:
+        stmt = stmt.where(Store.store_id.in_(sorted(allowed)))  # a scoped token: its own
+    rows = session.execute(stmt).all()
     return [_public(StorePublic, s, total, online) for s, total, online in rows]
 
 
