@@ -167,7 +167,12 @@ class StoredValueEntry(Base):
 
 
 class Commission(Base):
-    """A commission held pending until the sale's return window closes."""
+    """A commission held pending until the sale's return window closes.
+
+    Returns reverse it in proportion to the refunded share of ``base_paid`` (decision
+    0015): ``refunded_paid`` and ``reversed_points`` are running totals, never above
+    ``base_paid`` and ``points``; ``commission_reversals`` holds one row per return.
+    """
 
     __tablename__ = "commissions"
     __table_args__ = (
@@ -186,6 +191,23 @@ class Commission(Base):
     created_ms: Mapped[int]
     settle_after_ms: Mapped[int]
     closed_ms: Mapped[int | None]
+    # What the buyer paid (the commission's base); None on rows from before 0004, which
+    # any return reverses entirely (the old rule).
+    base_paid: Mapped[int | None]
+    refunded_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    reversed_points: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CommissionReversal(Base):
+    """One return's effect on one commission; the key makes a redelivered refund a no-op."""
+
+    __tablename__ = "commission_reversals"
+
+    commission_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    refund_id: Mapped[str] = mapped_column(Key, primary_key=True)
+    refunded_paid: Mapped[int]
+    points: Mapped[int]
+    created_ms: Mapped[int]
 
 
 class PromotionDef(Base):

@@ -81,8 +81,11 @@ class LoyaltyHook:
 
     def on_refund(self, session: Session, event: Event, refund: RefundData,
                   now_ms: int) -> None:
-        reversed_ = distribution.reverse_sale(session, sale_id=refund.sale_id, now_ms=now_ms)
-        self.metrics.commissions.labels(status="reversed").inc(len(reversed_))
+        done = distribution.reverse_sale(session, sale_id=refund.sale_id, now_ms=now_ms,
+                                         refund_id=event.id, refunded_paid=refund.paid)
+        for rev in done:
+            status = "reversed" if rev.commission.status == "reversed" else "partly_reversed"
+            self.metrics.commissions.labels(status=status).inc()
         if refund.member_id is None or session.get(Member, refund.member_id) is None:
             return
         if refund.points_reversed:

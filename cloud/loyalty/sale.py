@@ -15,7 +15,9 @@ A ``sale`` event's data (the POS and the cart produce it; money in minor units):
                 "points_earned": .., "points_used": .., "stored_value": ..}}
 
 A ``refund`` event's data: ``{"sale_id", "member_id", "points_reversed",
-"points_returned", "stored_value"}`` (from ``pricing.refund``'s ``RefundResult``).
+"points_returned", "stored_value", "paid"}`` (from ``pricing.refund``'s ``RefundResult``;
+``paid``, the money paid back, prorates commissions; without it a return reverses them
+entirely).
 
 Unknown fields are ignored (forward compatible); wrong types are refused and counted.
 """
@@ -70,3 +72,4 @@ class RefundData(BaseModel):
     points_reversed: NonNeg = 0
     points_returned: NonNeg = 0
     stored_value: NonNeg = 0
+    paid: NonNeg | None = None

@@ -105,7 +105,8 @@ class CommissionPublic(BaseModel):
     id: str
     sale_id: str
     level: int
-    points: int
+    points: int = Field(description="earned when the sale was made")
+    reversed_points: int = Field(description="taken back by returns (in proportion)")
     status: str
     settle_after_ms: int
     closed_ms: int | None
