@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -58,6 +58,10 @@ from protocols.clock import Clock, SystemClock
 from protocols.codec import decode
 from protocols.errors import ProtocolError
 from protocols.messages import Birth, DeviceInfo, RebirthRequest
+
+if TYPE_CHECKING:
+    from edge_agent.inference.vision import VisionPipeline
+    from protocols.vision import CategorySeen
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +140,8 @@ class Agent:
                               peripherals=self._pos_peripherals)
         # In-aisle coupons (triggers) and the cart-screen web app, when configured.
         self.in_aisle: InAisle | None = self._make_in_aisle()
+        # Product recognition (cart snapshots, cameras): started in _serve when configured.
+        self.vision: VisionPipeline | None = None
         self._desired_devices: dict[str, Any] = {}
         self._drivers_live = False  # configure() needs the running loop of _serve
         self._health_sig: dict[str, Any] = {}
@@ -226,6 +232,8 @@ class Agent:
                 logger.error("in-aisle coupons and cart screens not started: %s", err)
                 await self.in_aisle.stop()
                 self.in_aisle = None
+        if self.config.vision:
+            await self._start_vision()
         pos_sync = asyncio.create_task(self.pos.sync_forever(), name="agent-pos-sync")
         self.ready.set()
         logger.info(
@@ -237,6 +245,9 @@ class Agent:
             )
         finally:
             logger.info("agent %s stopping", self.config.store_id)
+            if self.vision is not None:  # feeds the triggers: stop it first
+                await self.vision.__aexit__(None, None, None)
+                self.vision = None
             if self.in_aisle is not None:
                 await self.in_aisle.stop()  # issues coupons into the outbox: before it closes
             # Drivers first: they may still emit events while the outbox is open.
@@ -394,7 +405,8 @@ class Agent:
             InAisleSettings(store_id=c.store_id, data_dir=c.data_dir,
                             cartscreen_port=c.cartscreen_port, cartscreen_host=c.cartscreen_host,
                             store_layout=c.store_layout, retail_data=c.retail_data,
-                            trigger_rules=c.trigger_rules, utc_offset_min=c.pos_utc_offset_min),
+                            trigger_rules=c.trigger_rules, utc_offset_min=c.pos_utc_offset_min,
+                            unscanned_window_s=c.unscanned_window_s),
             ctx=self.driver_context, carts=self.cart_driver, pos_pricing=pos_pricing,
             pos_ranges=lambda: list(self.pos.ranges.ranges))
         # Paying on a cart is a sale at this store's till: same ledger, events, pricing.
@@ -404,6 +416,35 @@ class Agent:
             till_ranges=self.pos.ranges, api=self.pos.api, currency=c.pos_currency,
             utc_offset_min=c.pos_utc_offset_min))
         return in_aisle
+
+    async def _start_vision(self) -> None:
+        # Imported here: OpenCV and onnxruntime load only on boxes that run vision.
+        from edge_agent.inference.vision import VisionError, VisionModel, VisionPipeline
+        from edge_agent.inference.vision.model import physical_cores
+
+        c = self.config
+        # Never more intra-op threads than physical cores (decision 0011: hyper-threads
+        # and oversubscription doubled the latency on the 2-core box).
+        threads = None if c.vision_threads is None else min(c.vision_threads, physical_cores())
+        try:
+            model = await asyncio.to_thread(VisionModel, c.vision_model,  # reads the file
+                                            intra_op_threads=threads)
+            pipeline = VisionPipeline(self.driver_context, model=model, cameras=c.vision_cameras,
+                                      min_confidence=c.vision_min_confidence,
+                                      on_seen=self._on_seen)
+            await pipeline.__aenter__()
+        except VisionError as err:  # a bad model file: run on without vision
+            self.metrics.bad_payloads.labels(source="config", reason="vision").inc()
+            logger.error("vision not started: %s", err)
+            return
+        self.vision = pipeline
+
+    async def _on_seen(self, seen: CategorySeen) -> None:
+        """A recognised product: from a cart's camera it is that cart's (triggers, the
+        unscanned check); a fixed camera's sighting has no cart and is only counted."""
+        if seen.source in self.config.vision_cameras or self.in_aisle is None:
+            return
+        await self.in_aisle.seen.on_seen(seen)
 
     def cart_driver(self) -> Driver | None:
         """The running driver of the store's carts (family ``cart``), if any."""

@@ -132,6 +132,20 @@ class AgentConfig:
     store_layout: Path | None = None
     retail_data: Path | None = None
     trigger_rules: tuple[Any, ...] = ()
+    # Vision (edge_agent.inference.vision, decision 0011): carts' JPEG snapshots on the
+    # local bus (store/cart/{id}/up/snapshot) and cv2.VideoCapture sources
+    # (vision_cameras: camera id -> device index, file or stream URL) are classified by
+    # the ONNX model in a worker thread; cart sightings feed the coupon triggers' vision
+    # cue and the "seen but not scanned" check (both need in-aisle configured).
+    # vision_threads: onnxruntime intra-op threads (None: min(physical cores, 2); never
+    # more than the physical cores). unscanned_window_s: a product seen going into a
+    # cart must be scanned within this, or the cart raises an unscanned_item alarm.
+    vision: bool = False
+    vision_model: Path | None = None  # None: the model shipped in models/vision
+    vision_cameras: dict[str, str | int] = dataclasses.field(default_factory=dict)
+    vision_min_confidence: float = 0.6
+    vision_threads: int | None = None
+    unscanned_window_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not valid_id(self.store_id):
@@ -140,6 +154,14 @@ class AgentConfig:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "pos_trusted_keys", tuple(self.pos_trusted_keys))
         object.__setattr__(self, "trigger_rules", tuple(self.trigger_rules))
+        object.__setattr__(self, "vision_cameras", dict(self.vision_cameras))
+        for camera in self.vision_cameras:
+            if not valid_id(camera):
+                raise ConfigError("vision_cameras", f"{camera!r} is not a valid camera id")
+        if not 0.0 <= self.vision_min_confidence <= 1.0:
+            raise ConfigError("vision_min_confidence", "must be within 0..1")
+        if self.vision_threads is not None and self.vision_threads < 1:
+            raise ConfigError("vision_threads", "must be >= 1")
         if self.cartscreen_port is not None and not 0 <= self.cartscreen_port <= 65535:
             raise ConfigError("cartscreen_port", f"{self.cartscreen_port} is not a TCP port")
         self.cloud  # noqa: B018 - validates cloud_url
@@ -163,6 +185,7 @@ class AgentConfig:
             "reconnect_max_s",
             "health_interval_s",
             "pos_refresh_interval_s",
+            "unscanned_window_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -57,6 +57,10 @@ class StoreSimulator:
     carts: int = 0
     radio_path: Path | None = None
     other_families: bool = True
+    # the carts' basket cameras upload JPEG snapshots; this share of pictured products
+    # goes into the basket unscanned ("seen but not scanned" on the store box)
+    cart_snapshots: bool = False
+    unscanned_share: float = 0.0
     cart_sims: list[Any] = field(default_factory=list)
     families_started: list[str] = field(default_factory=list)
 
@@ -270,7 +274,8 @@ async def _run_families_impl(sim: StoreSimulator, stop: asyncio.Event) -> None:
     tasks: list[asyncio.Task[None]] = []
     for i in range(sim.carts):
         cart = CartSimulator(cart_id=f"{sim.store_id}-smartcart-{i + 1:02d}",
-                             bus_url=sim.bus_url, layout=layout, clock=sim.clock, seed=sim.seed + i)
+                             bus_url=sim.bus_url, layout=layout, clock=sim.clock, seed=sim.seed + i,
+                             snapshots=sim.cart_snapshots, unscanned_share=sim.unscanned_share)
         sim.cart_sims.append(cart)
         tasks.append(asyncio.create_task(cart.run(stop), name=f"sim-{cart.cart_id}"))
     if sim.carts:

@@ -71,7 +71,10 @@ def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
     from firmware_sim.layouts import DEFAULT_LAYOUT
 
     return {"cartscreen_port": _port(8090), "cartscreen_host": "127.0.0.1",
-            "store_layout": DEFAULT_LAYOUT, "retail_data": SAMPLE_DATA}
+            "store_layout": DEFAULT_LAYOUT, "retail_data": SAMPLE_DATA,
+            # the carts' basket cameras: product recognition, vision-cued coupons and
+            # "seen but not scanned" alarms
+            "vision": True, "unscanned_window_s": 10.0}
 
 
 def _metric(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
@@ -96,6 +99,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         start_wired_sims,
         store_device_configs,
     )
+    from protocols.vision import PRODUCT_CATEGORIES
     from storefleet.demo_content import device_families, push_store_content
 
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -191,7 +195,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         sim = StoreSimulator(bus_url=f"mqtt://127.0.0.1:{local_port}", store_id=opts.store_id,
                              devices=opts.devices, rate=opts.rate, tele_interval_s=2.0,
                              layout=DEFAULT_LAYOUT if opts.full_store else None,
-                             carts=opts.carts, radio_path=radio_path)
+                             carts=opts.carts, radio_path=radio_path,
+                             cart_snapshots=opts.full_store, unscanned_share=0.15)
         sim_stop = asyncio.Event()
         sim_task = asyncio.create_task(sim.run(sim_stop), name="demo-sim")
 
@@ -285,6 +290,12 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             "cart_sessions": sum(len(c.sessions) for c in sim.cart_sims),
             "coupons_triggered": (agent.in_aisle.triggers.issued_total
                                   if agent.in_aisle is not None else 0),
+            "snapshots_classified": int(sum(
+                _metric(agent_registry, "storefleet_vision_classified_total", {"category": c})
+                for c in PRODUCT_CATEGORIES)),
+            "unscanned_alarms": int(sum(
+                _metric(agent_registry, "storefleet_vision_unscanned_total", {"category": c})
+                for c in PRODUCT_CATEGORIES)),
         }
     if tmp is not None:
         tmp.cleanup()

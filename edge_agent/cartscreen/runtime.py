@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from edge_agent.cartscreen.backend import CartScreenBackend
 from edge_agent.cartscreen.checkout import PricingInputs
 from edge_agent.cartscreen.hub import ScreenHub
+from edge_agent.cartscreen.seen import SeenInCart
 from edge_agent.cartscreen.server import CartScreenServer
 from edge_agent.cartscreen.web import create_app
 from edge_agent.errors import ConfigError
@@ -58,6 +59,7 @@ class InAisleSettings:
     retail_data: Path | None = None
     trigger_rules: tuple[Any, ...] = ()
     utc_offset_min: int = 0
+    unscanned_window_s: float = 30.0  # a product seen going in must be scanned by then
 
 
 class InAisle:
@@ -96,9 +98,14 @@ class InAisle:
             locator=BeaconLocator(self.store_map) if self.store_map else None, carts=carts,
             members=members, on_coupon=self.backend.on_coupon,
             on_location=self.backend.on_location, send_screen=self._send_native)
+        self.seen = SeenInCart(ctx, triggers=self.triggers, carts=carts,
+                               catalog=lambda: (got := self.pricing_inputs()) and got[0],
+                               window_s=settings.unscanned_window_s,
+                               category_map=data.get("vision_categories"))
         self.server: CartScreenServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sync: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
 
     def pricing_inputs(self) -> tuple[Catalog, PromotionSnapshot, Ruleset] | None:
         """(catalog, snapshot, compiled rules) the carts price with, screen and sale alike."""
@@ -135,6 +142,7 @@ class InAisle:
             await self.server.start()
         self._task = asyncio.create_task(self.triggers.run(), name="triggers-scans")
         self._sync = asyncio.create_task(self._sync_ranges(), name="triggers-range-sync")
+        self._sweep = asyncio.create_task(self.seen.run(), name="vision-unscanned-sweep")
 
     async def _sync_ranges(self) -> None:
         """Take the ranges the till downloaded (cloud-allocated, so the till and the cloud
@@ -152,11 +160,11 @@ class InAisle:
             await asyncio.sleep(_RANGE_SYNC_S)
 
     async def stop(self) -> None:
-        for task in (self._task, self._sync):
+        for task in (self._task, self._sync, self._sweep):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._task = self._sync = None
+        self._task = self._sync = self._sweep = None
         if self.server is not None:
             await self.server.stop()
             self.server = None

@@ -6,6 +6,11 @@ shelves and scan items -> walk to the checkout -> end the session -> start again
 All along: BLE scan reports at ``scan_hz`` (about 5 Hz), battery telemetry, and an
 ``up/ack`` for every ``down/screen`` message shown.
 
+With ``snapshots``, the basket camera uploads a JPEG (``protocols.vision.CartSnapshot``
+on ``up/snapshot``) of each product that goes into the basket and has a look in the
+layout (``Layout.looks``); ``unscanned_share`` of those products go in without being
+scanned (what the store box's "seen but not scanned" check is for).
+
 Misbehaviour for isolation tests: ``flood_hz`` sends scan reports far faster than a
 real tablet does.
 """
@@ -37,6 +42,7 @@ from protocols.clock import Clock, SystemClock
 from protocols.errors import ProtocolError
 from protocols.ids import uuid7
 from protocols.messages import DeviceState, Sample, Telemetry
+from protocols.vision import SNAPSHOT, encode_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +61,16 @@ class CartSimulator:
     dwell_s: float = 1.0  # time at a shelf before scanning the item
     tele_interval_s: float = 5.0
     flood_hz: float | None = None
+    snapshots: bool = False  # the basket camera uploads a JPEG of each product put in
+    unscanned_share: float = 0.0  # products put in the basket without scanning them
     model: str = "sim-cart-10in"
     fw: str = "2.3.1"
     # what happened, for tests and the demo summary
     sessions: list[str] = field(default_factory=list)
     items_scanned: int = 0
     scans_sent: int = 0
+    snapshots_sent: list[str] = field(default_factory=list)  # the categories pictured
+    unscanned: list[str] = field(default_factory=list)  # skus put in without a scan
     screens: list[ScreenMessage] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -117,7 +127,7 @@ class CartSimulator:
                 shelf = walker.go_to_shelf()
                 await self._walk(client, walker, session_id, period)
                 await self._dwell(client, walker, session_id, period)
-                await self._item(client, session_id, rng.choice(shelf.skus))
+                await self._pick(client, session_id, rng.choice(shelf.skus), rng)
             walker.go_to(self.layout.entrance)  # checkout by the door
             await self._walk(client, walker, session_id, period)
             await self._session(client, session_id, "end", None)
@@ -148,6 +158,29 @@ class CartSimulator:
         await client.publish(self._topic("session"), encode(msg), qos=1)
         if action == "start":
             self.sessions.append(session_id)
+
+    async def _pick(self, client: aiomqtt.Client, session_id: str, sku: str,
+                    rng: random.Random) -> None:
+        """The shopper scans the product (mostly) and puts it in; the camera sees it."""
+        look = self.layout.looks.get(sku) if self.snapshots else None
+        if look is not None and rng.random() < self.unscanned_share:
+            self.unscanned.append(sku)
+        else:
+            await self._item(client, session_id, sku)
+        if look is not None:
+            await self._snapshot(client, session_id, look, rng)
+
+    async def _snapshot(self, client: aiomqtt.Client, session_id: str, category: str,
+                        rng: random.Random) -> None:
+        from firmware_sim.cart.camera import basket_jpeg
+
+        seed = random.Random(rng.getrandbits(63))
+        # drawing the picture is ~20 ms of CPU: off the loop, like a camera's own thread
+        jpeg = await asyncio.to_thread(basket_jpeg, category, seed)
+        now = self.clock.now_ms()
+        payload = encode_snapshot(jpeg, snapshot_id=uuid7(now), ts=now, session_id=session_id)
+        await client.publish(self._topic(SNAPSHOT), payload, qos=1)
+        self.snapshots_sent.append(category)
 
     async def _item(self, client: aiomqtt.Client, session_id: str, barcode: str) -> None:
         msg = CartItem(ts=self.clock.now_ms(), session_id=session_id, barcode=barcode)

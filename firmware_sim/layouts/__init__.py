@@ -103,6 +103,9 @@ class Layout:
     beacons: tuple[BeaconAnchor, ...] = ()
     shelves: tuple[Shelf, ...] = ()
     members: tuple[str, ...] = field(default=())  # member QR codes shoppers may scan
+    # sku -> what a cart camera sees (a protocols.vision.PRODUCT_CATEGORIES name); skus
+    # without one (loose vegetables, rice) send no snapshot
+    looks: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Layout:
@@ -131,6 +134,7 @@ class Layout:
             shelves=tuple(Shelf(s["id"], _pt(s["pos"]), tuple(str(k) for k in s["skus"]),
                                 s.get("aisle")) for s in doc.get("shelves", [])),
             members=tuple(str(m) for m in doc.get("members", {}).get("qr_codes", [])),
+            looks={str(k): str(v) for k, v in doc.get("looks", {}).items()},
         )
         for p in [layout.entrance, layout.scanner, *(b.pos for b in layout.beacons),
                   *(s.pos for s in layout.shelves)]:

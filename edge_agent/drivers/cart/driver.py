@@ -264,6 +264,8 @@ class CartDriver(Driver):
                     self._on_item(cart, decode(payload, CartItem))
                 case "ack":
                     self._on_ack(cart, decode(payload, ScreenAck))
+                case "snapshot":  # the basket camera's: the vision pipeline takes those
+                    return
                 case _:
                     self._reject(cart, "unknown_type", type_)
                     return
