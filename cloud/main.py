@@ -6,7 +6,9 @@
 
 The lifespan migrates the database (``alembic upgrade head``), and when ``ingest``
 is on runs an ``IngestWorker`` as a named task in the same event loop, stopping and
-awaiting it on shutdown.
+awaiting it on shutdown. When ``settings.scheduler_interval_s`` > 0 it also runs the
+retail jobs loop (``cloud.scheduler``: commission settlement, points and coupon
+expiry), safe with any number of replicas.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -21,8 +25,17 @@ from prometheus_client import CollectorRegistry
 
 from cloud.api.deps import AppState, enforce_path_scope
 from cloud.api.problems import install_problem_handlers
-from cloud.api.routes import commands, devices, events, health, shadows, stores
-from cloud.api.routes import coupons, members, promotions
+from cloud.api.routes import (
+    commands,
+    coupons,
+    devices,
+    events,
+    health,
+    members,
+    promotions,
+    shadows,
+    stores,
+)
 from cloud.api.routes import orders as orders_routes
 from cloud.api.routes.retail_common import RetailState
 from cloud.db.engine import make_engine, make_session_factory, writer
@@ -39,8 +52,10 @@ from cloud.promotions.metrics import PromotionMetrics
 from cloud.promotions.reprice import RepriceHook
 from cloud.promotions.signing import SnapshotSigner
 from cloud.publish import MqttPublisher, Publisher
+from cloud.scheduler import JobMetrics, JobScheduler, retail_jobs
 from cloud.settings import CloudSettings
 from protocols.clock import Clock, SystemClock
+from protocols.ids import uuid7
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +95,7 @@ def create_app(
         metrics=ApiMetrics(registry),
     )
     order_metrics = OrderMetrics(registry)
+    job_metrics = JobMetrics(registry)
     for prefix in settings.unscoped_store_tokens():
         logger.warning("API token %s is a store-manager/device token without a store scope: "
                        "it acts for every store (give it '@<store>'; decision 0015)", prefix)
@@ -90,6 +106,14 @@ def create_app(
             await asyncio.to_thread(upgrade, engine)  # blocking DDL, off the loop
         stop = asyncio.Event()
         task: asyncio.Task[None] | None = None
+        jobs_task: asyncio.Task[None] | None = None
+        if settings.scheduler_interval_s > 0:
+            scheduler = JobScheduler(
+                retail_jobs(retail.program), sessions=state.writer, clock=state.clock,
+                interval_s=settings.scheduler_interval_s, metrics=job_metrics,
+                holder=f"{socket.gethostname()}:{os.getpid()}:{uuid7(state.clock.now_ms())[-8:]}")
+            app.state.scheduler = scheduler
+            jobs_task = asyncio.create_task(scheduler.run(stop), name="cloud-scheduler")
         if ingest:
             worker = IngestWorker(settings, registry=registry, clock=state.clock,
                                   engine=engine, migrate=False,
@@ -101,8 +125,9 @@ def create_app(
             yield
         finally:
             stop.set()
-            if task is not None:
-                await task
+            for running in (task, jobs_task):
+                if running is not None:
+                    await running
             if own_publisher and isinstance(state.publisher, MqttPublisher):
                 await state.publisher.aclose()
             engine.dispose()

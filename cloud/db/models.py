@@ -125,5 +125,6 @@ class Command(Base):
 # Loyalty and promotions tables live in their own module; importing it here puts them
 # in Base.metadata for Alembic and the model/migration drift test.
 from cloud.db import models_loyalty as models_loyalty  # noqa: E402
+
 # Online orders, stock, store locations and offline coupon ranges (same reason).
 from cloud.db import models_orders as models_orders  # noqa: E402

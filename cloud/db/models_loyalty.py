@@ -130,6 +130,8 @@ class Coupon(Base):
     source_key: Mapped[str] = mapped_column(Key)
     issued_ms: Mapped[int]
     expires_ms: Mapped[int]
+    # Set once by the expiry job for a coupon that lapsed unused (``expire_coupons``).
+    expired_ms: Mapped[int | None]
 
 
 class CouponRedemption(Base):
@@ -208,6 +210,22 @@ class CommissionReversal(Base):
     refunded_paid: Mapped[int]
     points: Mapped[int]
     created_ms: Mapped[int]
+
+
+class JobLease(Base):
+    """Which scheduler replica may run a job until when (``cloud.scheduler``).
+
+    Claimed with ``UPDATE ... WHERE until_ms <= now``: of replicas racing for a due job,
+    the database lets exactly one update the row.
+    """
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(Id, primary_key=True)
+    holder: Mapped[str | None] = mapped_column(Key)
+    until_ms: Mapped[int]
+    last_run_ms: Mapped[int | None]
+    last_rows: Mapped[int | None]
 
 
 class PromotionDef(Base):

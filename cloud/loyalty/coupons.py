@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.db.models_loyalty import Campaign, Coupon, CouponRedemption
@@ -164,6 +164,23 @@ def redeem_coupon(
     except sa_exc.IntegrityError as err:
         raise CouponUnusable(code, "redeemed") from err
     return coupon, campaign
+
+
+def expire_coupons(session: Session, *, now_ms: int) -> int:
+    """Mark coupons that lapsed unused (``expired_ms``); returns how many were marked.
+
+    Clock-driven job. One conditional ``UPDATE``: a coupon is marked once however many
+    schedulers run it at the same time (on PostgreSQL the second waits for the first's
+    row lock and re-checks ``expired_ms IS NULL``; SQLite writers are serialised).
+    Redemption already refuses expired codes by ``expires_ms``; the mark is for reports.
+    """
+    redeemed = select(CouponRedemption.code).where(CouponRedemption.code == Coupon.code)
+    result = session.execute(
+        update(Coupon)
+        .where(Coupon.expired_ms.is_(None), Coupon.expires_ms <= now_ms, ~redeemed.exists())
+        .values(expired_ms=now_ms)
+        .execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def is_redeemed(session: Session, code: str) -> bool:

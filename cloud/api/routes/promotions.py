@@ -26,7 +26,7 @@ from cloud.db.models_loyalty import (
     StoreRegion,
     Tier,
 )
-from cloud.loyalty import distribution, points
+from cloud.loyalty import coupons, distribution, points
 from cloud.loyalty.sale import CHANNELS, Channel
 from cloud.promotions import service
 from cloud.promotions.announce import announce
@@ -234,6 +234,13 @@ def settle(state: StateDep, retail: RetailDep, _: HqRole) -> JobResult:
         s, now_ms=state.clock.now_ms(), program=retail.program))
     retail.loyalty_metrics.commissions.labels(status="settled").inc(done)
     return JobResult(done=done)
+
+
+@router.post("/loyalty/jobs/expire-coupons",
+             summary="Mark coupons that lapsed unused (the scheduler runs this too)")
+def expire_coupons(state: StateDep, _: HqRole) -> JobResult:
+    return JobResult(done=writes(state, lambda s: coupons.expire_coupons(
+        s, now_ms=state.clock.now_ms())))
 
 
 @router.post("/loyalty/jobs/expire-points", summary="Expire points past their expiry")
