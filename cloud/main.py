@@ -32,6 +32,7 @@ from cloud.api.routes import (
     events,
     health,
     members,
+    pricebooks,
     promotions,
     shadows,
     stores,
@@ -148,7 +149,8 @@ def create_app(
     # Every route with a store id in its path or query checks the token's store scope.
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_path_scope)],
                     responses=_AUTH_RESPONSES)
-    for module in (stores, devices, events, shadows, commands, members, coupons, promotions):
+    for module in (stores, devices, events, shadows, commands, members, coupons, promotions,
+                   pricebooks):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
     app.include_router(api)

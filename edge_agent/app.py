@@ -310,7 +310,8 @@ class Agent:
         elif where.channel == "cmd":
             await self.commands.handle(payload, target=where.target or "", link=link)
         elif where.channel == "content":
-            logger.info("content manifest received (%d bytes); not handled yet", len(payload))
+            # pricebook / promotions go to the till; the manifest is not handled yet.
+            await self.pos.handle_content(where.kind or "", payload)
 
     async def _on_fleet(self, topic: str, payload: bytes) -> None:
         if topic != topics.fleet("rebirth"):

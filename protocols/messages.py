@@ -235,3 +235,21 @@ class PromotionsAnnouncement(Msg):
     key_id: str = Field(min_length=1, max_length=64)
     path: str = Field(min_length=1, max_length=512)
     ruleset_hashes: dict[str, str] = Field(default_factory=dict, max_length=8)
+
+
+# ---- price books ------------------------------------------------------------------------------
+
+
+class PriceBookAnnouncement(Msg):
+    """Retained on ``sf/v1/{store_id}/content/pricebook``: the store's price book is now
+    ``version``. ``document`` is the signed price book itself when it fits in a message
+    (the store verifies and installs it without a download); otherwise GET ``path``
+    with the store's device token. Either way the Ed25519 signature is what is trusted,
+    not the topic."""
+
+    v: Literal[1] = 1
+    version: int = Field(ge=1)
+    published_ms: EpochMs
+    key_id: str = Field(min_length=1, max_length=64)
+    path: str = Field(min_length=1, max_length=512)
+    document: dict[str, Any] | None = None

@@ -12,6 +12,8 @@ Uplink (store box <-> cloud), prefix ``sf/v1/{store_id}/``:
 ``cmd-res``                        up    command results, QoS 1
 ``cmd/orders``                     down  online orders (``protocols.orders``), QoS 1
 ``content/manifest``               down  signed content manifest, retained
+``content/promotions``             down  promotion snapshot announcement, retained
+``content/pricebook``              down  signed price book (or where to get it), retained
 ``ready``                          down  cloud ingest has the store's birth (``CloudReady``)
 ``sf/v1/_fleet/{what}``            down  fleet-wide announcements
 =================================  ====  ===============================
@@ -97,6 +99,15 @@ def ready(store_id: str) -> str:
 
 def content_manifest(store_id: str) -> str:
     return f"{store_root(store_id)}/content/manifest"
+
+
+def content_promotions(store_id: str) -> str:
+    return f"{store_root(store_id)}/content/promotions"
+
+
+def content_pricebook(store_id: str) -> str:
+    """Cloud -> store, retained: ``messages.PriceBookAnnouncement``."""
+    return f"{store_root(store_id)}/content/pricebook"
 
 
 # Reserved command target of online orders (``protocols.orders``): the store box's order

@@ -254,6 +254,21 @@ class PromotionPublication(Base):
     entries: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
 
+class PriceBookVersion(Base):
+    """An immutable published price book: the chain's (``scope`` = ``*``) or one store's
+    overrides (``scope`` = store id). Versions are one sequence across scopes, so the
+    version a store gets (the newer of the two) only ever grows (``cloud.pricebook``)."""
+
+    __tablename__ = "price_book_versions"
+    __table_args__ = (Index("ix_price_book_versions_scope", "scope", "version"),)
+
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    scope: Mapped[str] = mapped_column(Id)
+    currency: Mapped[str] = mapped_column(String(3))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    published_ms: Mapped[int]
+
+
 class SalePriceMismatch(Base):
     __tablename__ = "sale_price_mismatches"
     __table_args__ = (Index("ix_sale_price_mismatches_store", "store_id", "detected_ms"),)

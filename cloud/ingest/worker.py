@@ -37,8 +37,8 @@ from cloud.ingest.hooks import PostCommitHooks
 from cloud.metrics import IngestMetrics
 from cloud.settings import CloudSettings
 from protocols import encode, topics
-from protocols.messages import CloudReady, RebirthRequest
 from protocols.clock import Clock, SystemClock
+from protocols.messages import CloudReady, RebirthRequest
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,11 @@ Built by ``edge_agent.app.Agent`` (the composition root) from ``AgentConfig``:
     await pos.service.sell(...); await pos.orders.handle(payload)
     await pos.close()
 
-``sync_forever`` refreshes the signed promotion snapshot and the coupon ranges over
-HTTP at start, whenever the uplink comes back, and every ``pos_refresh_interval_s``.
+``sync_forever`` refreshes the signed promotion snapshot, the signed price book and the
+coupon ranges over HTTP at start, whenever the uplink comes back, and every
+``pos_refresh_interval_s``. ``handle_content`` takes the cloud's retained
+``content/pricebook`` (installs the pushed book) and ``content/promotions``
+(re-downloads the snapshot) announcements.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from edge_agent.pos.ledger import PosLedger
 from edge_agent.pos.offline import OfflineLimits
 from edge_agent.pos.orders import OrderDesk
 from edge_agent.pos.peripherals import PosPeripherals
+from edge_agent.pos.pricebook import PriceBookCache
 from edge_agent.pos.sales import EventSink, PosMetrics, PosService
 from protocols.clock import Clock
 
@@ -59,6 +63,9 @@ class PosRuntime:
                                          keys=load_keys(config.pos_trusted_keys),
                                          metrics=cache_metrics)
         self.catalog = CatalogCache(data / "catalog.json")
+        self.pricebook = PriceBookCache(data / "pricebook.json", store_id=config.store_id,
+                                        keys=self.promotions.keys, catalog=self.catalog,
+                                        metrics=cache_metrics)
         self.ranges = RangeCache(data / "coupon_ranges.json", store_id=config.store_id,
                                  metrics=cache_metrics)
         self.api = (CloudApi(config.cloud_api, token=config.cloud_api_token,
@@ -80,6 +87,7 @@ class PosRuntime:
         await self.ledger.open()
         await self.promotions.load()
         await self.catalog.load()
+        await self.pricebook.load()  # a signed book newer than the provisioned catalog wins
         await self.ranges.load()
 
     async def resume(self) -> None:
@@ -105,12 +113,23 @@ class PosRuntime:
             except (CacheError, KeyError, TypeError) as err:
                 logger.warning("could not fetch snapshot keys: %s", err)
                 return False
+        self.pricebook.keys = dict(self.promotions.keys)  # one key set signs both
         await self.promotions.refresh(self.api)
+        await self.pricebook.refresh(self.api)
         ok_ranges = await self.ranges.refresh(self.api)
         ok = self.promotions.version is not None and ok_ranges
         if ok:
             self.synced.set()
         return ok
+
+    async def handle_content(self, kind: str, payload: bytes) -> None:
+        """A retained ``content/{kind}`` message from the cloud."""
+        if kind == "pricebook":
+            await self.pricebook.handle_announcement(payload, self.api)
+        elif kind == "promotions" and self.api is not None:
+            await self.promotions.refresh(self.api)
+        else:
+            logger.info("content %s received (%d bytes); not handled here", kind, len(payload))
 
     async def sync_forever(self) -> None:
         was_online = False

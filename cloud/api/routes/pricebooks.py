@@ -1,0 +1,110 @@
+"""Price books: HQ publishes item prices for the chain or one store; stores download
+(or are pushed) a signed, versioned document of their effective book (decision 0015)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.api.deps import StateDep
+from cloud.api.routes.retail_common import HqRole, RetailDep, RetailRead, reads, writes
+from cloud.api.schemas import ID_PATTERN
+from cloud.db.models import Store
+from cloud.db.models_loyalty import PriceBookVersion, StoreRegion
+from cloud.loyalty.errors import NotFound
+from cloud.pricebook import service
+from pricing import Item
+
+router = APIRouter(tags=["price books"])
+
+StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
+
+
+class PriceBookPublish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = Field(
+        default=None, description="publish this store's overrides; omitted: the chain's book")
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
+        default=None, description="default: the chain's currency")
+    items: list[Item] = Field(min_length=1, max_length=100_000, description="sku, name, "
+                              "category, price (minor units), earns_points")
+
+
+class PriceBookPublished(BaseModel):
+    version: int
+    scope: str = Field(description='"*" for the chain, else the store id')
+    items: int
+    published_ms: int
+    announced: int = Field(description="stores told over MQTT")
+    announce_failed: list[str]
+
+
+class SignedPriceBook(BaseModel):
+    payload: dict[str, Any] = Field(description="kind, store_id, version, chain_version, "
+                                    "store_version, published_ms, catalog (pricing.Catalog)")
+    key_id: str
+    signature: str = Field(description="base64 Ed25519 over the payload's canonical JSON")
+
+
+def _stores_reached(s: Session, row: PriceBookVersion) -> list[str]:
+    if row.scope != service.CHAIN:
+        return [row.scope]
+    known = (set(s.scalars(select(Store.store_id))) | set(s.scalars(select(StoreRegion.store_id)))
+             | set(s.scalars(select(PriceBookVersion.scope).distinct())))
+    known.discard(service.CHAIN)
+    return sorted(known)
+
+
+@router.post("/price-books", status_code=201,
+             summary="Publish the next price book version for the chain or one store, and "
+                     "push each store reached its signed book (retained MQTT message)",
+             responses={409: {"description": "published concurrently, or currencies differ"},
+                        422: {"description": "not a valid price book"}})
+async def publish(body: PriceBookPublish, state: StateDep, retail: RetailDep,
+                  _: HqRole) -> PriceBookPublished:
+    currency = body.currency or state.settings.currency
+
+    def work(s: Session) -> tuple[PriceBookVersion, dict[str, dict[str, Any]]]:
+        row = service.publish(s, items=body.items, currency=currency,
+                              now_ms=state.clock.now_ms(), store_id=body.store_id)
+        s.flush()
+        docs = {store: service.store_document(s, store, retail.signer)
+                for store in _stores_reached(s, row)}
+        return row, docs
+
+    # Database work and signing block: off the event loop.
+    row, docs = await asyncio.to_thread(writes, state, work)
+    failed = await service.announce(state.publisher, docs, signer=retail.signer)
+    return PriceBookPublished(version=row.version, scope=row.scope, items=len(row.items),
+                              published_ms=row.published_ms,
+                              announced=len(docs) - len(failed), announce_failed=failed)
+
+
+@router.get("/stores/{store_id}/price-book",
+            summary="The store's signed price book (the chain's overlaid with the store's "
+                    "own prices), latest or as of a version",
+            responses={404: {"description": "nothing published for this store yet"}})
+def store_book(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailRead,
+               version: Annotated[int | None, Query(ge=1)] = None) -> SignedPriceBook:
+    return reads(state, lambda s: SignedPriceBook(**service.store_document(
+        s, store_id, retail.signer, version=version)))
+
+
+@router.get("/price-books/versions/{version}", summary="One published version, as frozen",
+            responses={404: {"description": "unknown version"}})
+def get_version(version: Annotated[int, Path(ge=1)], state: StateDep,
+                _: HqRole) -> dict[str, Any]:
+    def work(s: Session) -> dict[str, Any]:
+        row = s.get(PriceBookVersion, version)
+        if row is None:
+            raise NotFound("price book version", str(version))
+        return {"version": row.version, "scope": row.scope, "currency": row.currency,
+                "published_ms": row.published_ms, "items": row.items}
+
+    return reads(state, work)
