@@ -1,6 +1,7 @@
 """storefleet pricing: one pure, deterministic pricing and promotion engine.
 
-The cloud, the offline POS and the cart screen all call the same function::
+The cloud, the offline POS and the cart screen all call the same function (compiled
+to C when built, ``pricing.native``; ``pricing.engine`` is the reference)::
 
     ruleset = compile(snapshot)                       # once per promotion snapshot
     priced = price(basket, catalog, ruleset, member, now_ms, store)
@@ -11,7 +12,7 @@ see ``pricing.money`` for the rounding rule and ``docs/decisions/0004-pricing-en
 for phases, combination rules and the best-price search bound.
 """
 
-from pricing.engine import price
+from pricing import engine, native
 from pricing.errors import (
     CurrencyMismatch,
     InvalidBasket,
@@ -42,7 +43,12 @@ from pricing.result import Allocation, Applied, PricedBasket, PricedLine, Refund
 from pricing.ruleset import Ruleset, compile
 from pricing.snapshot import ENGINE_VERSION, PromotionSnapshot, load_snapshot
 
+ENGINE_IMPL = native.ENGINE_IMPL
+"""``compiled`` or ``python``: the implementation ``price`` is (``pricing.native``)."""
+price = native.compiled.price if ENGINE_IMPL == "compiled" else engine.price  # type: ignore[union-attr]
+
 __all__ = [
+    "ENGINE_IMPL",
     "ENGINE_VERSION",
     "Allocation",
     "Applied",

@@ -9,7 +9,9 @@ with the promotions that could touch the basket, not with the size of the snapsh
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from pricing import native
 from pricing.errors import InvalidPromotion
 from pricing.promotions import (
     Bundle,
@@ -58,6 +60,7 @@ class Ruleset:
         "everywhere_options",
         "hash",
         "line_rules_cache",
+        "native",
         "points_tender",
         "rules",
         "slots",
@@ -108,6 +111,9 @@ class Ruleset:
         self.coupons = {k: tuple(v) for k, v in coupons.items()}
         self.slots = tuple(slots)
         self.line_rules_cache: dict[tuple[str, str], LineRules] = {}
+        # the same rules as C structs, for the compiled engine (pricing.native); derived
+        # from this object alone, like line_rules_cache
+        self.native: Any = native.build(self)
 
     def line_rules(self, sku: str, category: str) -> LineRules:
         """The rules that can touch a line of ``sku`` in ``category`` (cached per pair).
