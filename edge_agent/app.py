@@ -407,7 +407,8 @@ class Agent:
                             cartscreen_port=c.cartscreen_port, cartscreen_host=c.cartscreen_host,
                             store_layout=c.store_layout, retail_data=c.retail_data,
                             trigger_rules=c.trigger_rules, utc_offset_min=c.pos_utc_offset_min,
-                            unscanned_window_s=c.unscanned_window_s),
+                            unscanned_window_s=c.unscanned_window_s,
+                            positioning_model=c.positioning_model),
             ctx=self.driver_context, carts=self.cart_driver, pos_pricing=pos_pricing,
             pos_ranges=lambda: list(self.pos.ranges.ranges))
         # Paying on a cart is a sale at this store's till: same ledger, events, pricing.

@@ -132,6 +132,10 @@ class AgentConfig:
     store_layout: Path | None = None
     retail_data: Path | None = None
     trigger_rules: tuple[Any, ...] = ()
+    # positioning_model: the store's trained positioning model (ONNX, decision 0009;
+    # `storefleet positioning train`); carts are then located by the particle-filter
+    # Positioner. None: by the strongest beacon heard (storemap.BeaconLocator).
+    positioning_model: Path | None = None
     # Vision (edge_agent.inference.vision, decision 0011): carts' JPEG snapshots on the
     # local bus (store/cart/{id}/up/snapshot) and cv2.VideoCapture sources
     # (vision_cameras: camera id -> device index, file or stream URL) are classified by

@@ -18,6 +18,7 @@ import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,6 +64,28 @@ class DemoResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+# The demo store's trained positioning model, shipped as package data of ``models``.
+DEMO_POSITIONING_MODEL = Path(str(resources.files("models.positioning")
+                                  .joinpath("demo_store.onnx")))
+
+# Shelf coupons for everyone at every shelf of the demo layout, on top of the sample
+# bundle's rules (whose one shelf rule is for members lingering 3 s at the dairy shelf):
+# the trained positioner tells shelves apart, the strongest beacon cannot.
+_SHELF_COUPONS = {"D-1": ("DAIRY10", "10% off dairy", "乳制品9折"),
+                  "A1-2": ("SNACK3", "3 off snacks", "零食立减3元"),
+                  "A2-2": ("SNACK3", "3 off snacks", "零食立减3元")}
+_ANY_SHELF = ("GROCERY5", "5 off your basket", "整单立减5元")
+DEMO_SHELF_RULES: tuple[dict[str, Any], ...] = tuple(
+    {"id": f"shelf-{shelf}", "shelf": shelf, "dwell_ms": 2000, "cooldown_ms": 600_000,
+     "coupon": {"engine_code": code, "title": title, "title_zh": title_zh,
+                "body": f"For stopping by shelf {shelf}."}}
+    for shelf in ("P-1", "P-2", "K-1", "A1-1", "A1-2", "A2-1", "A2-2", "A3-1", "D-1")
+    for code, title, title_zh in (_SHELF_COUPONS.get(shelf, _ANY_SHELF),))
+
+# Shoppers who look at a shelf for a few seconds before taking something.
+DEMO_DWELL_S = 3.0
+
+
 def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
     """Agent settings for coupon triggers and cart screens (the demo layout's sample data)."""
     if not full_store:
@@ -72,6 +95,10 @@ def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
 
     return {"cartscreen_port": _port(8090), "cartscreen_host": "127.0.0.1",
             "store_layout": DEFAULT_LAYOUT, "retail_data": SAMPLE_DATA,
+            # carts located by the model trained from a simulated site survey of the demo
+            # store (models/positioning/train_demo_store.py; no training at start)
+            "positioning_model": DEMO_POSITIONING_MODEL,
+            "trigger_rules": DEMO_SHELF_RULES,
             # the carts' basket cameras: product recognition, vision-cued coupons and
             # "seen but not scanned" alarms
             "vision": True, "unscanned_window_s": 10.0}
@@ -196,7 +223,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                              devices=opts.devices, rate=opts.rate, tele_interval_s=2.0,
                              layout=DEFAULT_LAYOUT if opts.full_store else None,
                              carts=opts.carts, radio_path=radio_path,
-                             cart_snapshots=opts.full_store, unscanned_share=0.15)
+                             cart_snapshots=opts.full_store, unscanned_share=0.15,
+                             cart_site_radio=opts.full_store, cart_dwell_s=DEMO_DWELL_S)
         sim_stop = asyncio.Event()
         sim_task = asyncio.create_task(sim.run(sim_stop), name="demo-sim")
 
@@ -209,6 +237,10 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             carts = ", ".join(f"{agent.in_aisle.url}/cart/{opts.store_id}-smartcart-{i + 1:02d}"
                               for i in range(opts.carts)) or f"{agent.in_aisle.url}/cart/<id>"
             console.print(f"  cart screens   {carts}")
+            locator = type(agent.in_aisle.triggers.locator).__name__
+            console.print(f"  positioning    {locator}"
+                          + (f" ({DEMO_POSITIONING_MODEL.name})"
+                             if locator == "PositionerLocator" else ""))
         console.print(f"  cloud broker   {broker.url}   store-local bus mqtt://127.0.0.1:{local_port}")
         console.print(f"  try: fleet stores --api {api} --token {token}")
 
@@ -290,6 +322,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             "cart_sessions": sum(len(c.sessions) for c in sim.cart_sims),
             "coupons_triggered": (agent.in_aisle.triggers.issued_total
                                   if agent.in_aisle is not None else 0),
+            "positioning": (type(agent.in_aisle.triggers.locator).__name__
+                            if agent.in_aisle is not None else None),
+            "shelf_coupons": _shelf_coupons(agent, agent_registry),
             "snapshots_classified": int(sum(
                 _metric(agent_registry, "storefleet_vision_classified_total", {"category": c})
                 for c in PRODUCT_CATEGORIES)),
@@ -300,6 +335,14 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     if tmp is not None:
         tmp.cleanup()
     return summary
+
+
+def _shelf_coupons(agent: Any, registry: CollectorRegistry) -> int:
+    """Coupons issued by shelf rules (the ones positioning has to get right)."""
+    if agent.in_aisle is None:
+        return 0
+    return int(sum(_metric(registry, "storefleet_trigger_coupons_issued_total", {"rule": r.id})
+                   for r in agent.in_aisle.engine.rules if r.shelf is not None))
 
 
 async def wait_store_online(http: httpx.AsyncClient, *, timeout_s: float = 20.0) -> None:

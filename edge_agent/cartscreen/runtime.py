@@ -36,8 +36,13 @@ from edge_agent.cartscreen.web import create_app
 from edge_agent.errors import ConfigError
 from edge_agent.inference.triggers.engine import TriggerEngine
 from edge_agent.inference.triggers.ledger import CodeRange, CouponLedger, IssuedCoupon
-from edge_agent.inference.triggers.service import EventSink, StaticMembers, TriggerService
-from edge_agent.inference.triggers.storemap import BeaconLocator, StoreMap
+from edge_agent.inference.triggers.service import (
+    EventSink,
+    Locator,
+    StaticMembers,
+    TriggerService,
+)
+from edge_agent.inference.triggers.storemap import BeaconLocator, PositionerLocator, StoreMap
 from edge_agent.pos.sales import PosService
 from pricing import Catalog, PromotionSnapshot, Ruleset, compile
 from protocols.errors import DecodeError
@@ -60,6 +65,9 @@ class InAisleSettings:
     trigger_rules: tuple[Any, ...] = ()
     utc_offset_min: int = 0
     unscanned_window_s: float = 30.0  # a product seen going in must be scanned by then
+    # the store's trained positioning model (ONNX, decision 0009); None: the strongest-
+    # beacon fallback (storemap.BeaconLocator)
+    positioning_model: Path | None = None
 
 
 class InAisle:
@@ -88,16 +96,18 @@ class InAisle:
         self.engine = TriggerEngine(rules, utc_offset_min=settings.utc_offset_min)
         members = StaticMembers(data.get("members"))
         self._carts = carts
+        self.locator_error: str | None = None  # why a configured positioning model is unused
         self.backend = CartScreenBackend(
             ctx=ctx, store_id=settings.store_id, hub=self.hub, pricing=self._pricing,
             ledger=self.ledger, carts=carts, members=members, store_map=self.store_map,
             names_zh=data.get("names_zh"), co_occurrence=data.get("co_occurrence"),
             utc_offset_min=settings.utc_offset_min)
         self.triggers = TriggerService(
-            ctx, ledger=self.ledger, engine=self.engine,
-            locator=BeaconLocator(self.store_map) if self.store_map else None, carts=carts,
+            ctx, ledger=self.ledger, engine=self.engine, locator=self._locator(), carts=carts,
             members=members, on_coupon=self.backend.on_coupon,
             on_location=self.backend.on_location, send_screen=self._send_native)
+        if self.locator_error is not None:
+            self.triggers.metrics.bad_input.labels(reason="positioning_model").inc()
         self.seen = SeenInCart(ctx, triggers=self.triggers, carts=carts,
                                catalog=lambda: (got := self.pricing_inputs()) and got[0],
                                window_s=settings.unscanned_window_s,
@@ -106,6 +116,29 @@ class InAisle:
         self._task: asyncio.Task[None] | None = None
         self._sync: asyncio.Task[None] | None = None
         self._sweep: asyncio.Task[None] | None = None
+
+    def _locator(self) -> Locator | None:
+        """The trained positioner when the store has a model, else the strongest beacon."""
+        path = self.settings.positioning_model
+        if path is not None:
+            # Imported here: numpy and onnxruntime load only where a model is configured.
+            from edge_agent.inference.positioning import Positioner, PositioningError, PositionModel
+
+            try:
+                model = PositionModel(path)
+            except PositioningError as err:  # a broken model: locate by beacon, loudly
+                self.locator_error = str(err)
+                logger.error("positioning model not used, falling back to the strongest "
+                             "beacon: %s", err)
+            else:
+                if self.store_map is not None:
+                    missing = {a.key for a in self.store_map.anchors} - set(model.anchor_ids)
+                    if missing:
+                        logger.warning("positioning model %s does not know anchors %s",
+                                       path, sorted(missing))
+                return PositionerLocator(Positioner(model, registry=self.ctx.registry),
+                                         self.store_map)
+        return BeaconLocator(self.store_map) if self.store_map is not None else None
 
     def pricing_inputs(self) -> tuple[Catalog, PromotionSnapshot, Ruleset] | None:
         """(catalog, snapshot, compiled rules) the carts price with, screen and sale alike."""

@@ -63,6 +63,7 @@ class CartSimulator:
     flood_hz: float | None = None
     snapshots: bool = False  # the basket camera uploads a JPEG of each product put in
     unscanned_share: float = 0.0  # products put in the basket without scanning them
+    site_radio: bool = False  # firmware_sim.rf's radio (what the site survey recorded)
     model: str = "sim-cart-10in"
     fw: str = "2.3.1"
     # what happened, for tests and the demo summary
@@ -116,7 +117,8 @@ class CartSimulator:
     # ---- shopping --------------------------------------------------------------------
 
     async def _shop(self, client: aiomqtt.Client, rng: random.Random) -> None:
-        walker = Walker(self.layout, rng, speed_mps=self.speed_mps)
+        walker = Walker(self.layout, rng, speed_mps=self.speed_mps,
+                        radio_env_seed=self.layout.radio_env_seed if self.site_radio else None)
         period = 1.0 / (self.flood_hz or self.scan_hz)
         while True:
             session_id = uuid7(self.clock.now_ms())

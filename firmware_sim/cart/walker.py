@@ -3,13 +3,21 @@
 The shopper walks in straight lines at ``speed_mps`` between waypoints (the entrance,
 shelves, the checkout), so the BLE readings the cart reports drift smoothly from one
 beacon to the next, as a positioning model would see them in a real store.
+
+Two radio models: the simple log-distance one of ``firmware_sim.layouts`` (the default),
+or, with ``radio_env_seed``, the site model of ``firmware_sim.rf`` (per-anchor path loss,
+static shadowing fixed by the store's environment seed, the shopper's body blocking
+anchors behind them): the one a site survey of the store records, so a positioning
+model trained on that survey meets the same radio on the live carts.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
+from firmware_sim import rf
 from firmware_sim.layouts import Layout, Point, Shelf, distance, rssi_at
 
 MAX_READINGS = 8  # strongest beacons per scan report: a tablet's BLE stack caps its list
@@ -21,7 +29,9 @@ class Walker:
     rng: random.Random
     speed_mps: float = 1.0
     pos: Point = (0.0, 0.0)
+    radio_env_seed: int | None = None  # None: the simple model; else firmware_sim.rf's
     _target: Point | None = field(default=None, repr=False)
+    _heading: float | None = field(default=None, repr=False)  # the way the shopper faces
 
     def __post_init__(self) -> None:
         self.pos = self.layout.entrance
@@ -50,10 +60,18 @@ class Walker:
             self.pos, self._target = self._target, None
             return
         f = stride / remaining
+        self._heading = math.atan2(self._target[1] - self.pos[1], self._target[0] - self.pos[0])
         self.pos = (self.pos[0] + (self._target[0] - self.pos[0]) * f,
                     self.pos[1] + (self._target[1] - self.pos[1]) * f)
 
     def readings(self) -> list[tuple[str, int]]:
+        if self.radio_env_seed is not None:
+            scan = rf.rssi_samples({b.key: b.pos for b in self.layout.beacons}, self.pos,
+                                   rng=self.rng, heading=self._heading,
+                                   env_seed=self.radio_env_seed)
+            site = sorted(((k, round(v)) for k, v in scan.items() if v is not None),
+                          key=lambda kr: -kr[1])
+            return site[:MAX_READINGS]
         heard = []
         for beacon in self.layout.beacons:
             rssi = rssi_at(beacon, self.pos, self.rng)

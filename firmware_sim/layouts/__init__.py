@@ -106,6 +106,9 @@ class Layout:
     # sku -> what a cart camera sees (a protocols.vision.PRODUCT_CATEGORIES name); skus
     # without one (loose vegetables, rice) send no snapshot
     looks: dict[str, str] = field(default_factory=dict)
+    # seeds the store's static radio environment in firmware_sim.rf (site survey and
+    # carts with the site radio model share it, as a real store's walls and shelves do)
+    radio_env_seed: int = 0
 
     @classmethod
     def load(cls, path: Path) -> Layout:
@@ -135,6 +138,7 @@ class Layout:
                                 s.get("aisle")) for s in doc.get("shelves", [])),
             members=tuple(str(m) for m in doc.get("members", {}).get("qr_codes", [])),
             looks={str(k): str(v) for k, v in doc.get("looks", {}).items()},
+            radio_env_seed=int(store.get("radio_env_seed", 0)),
         )
         for p in [layout.entrance, layout.scanner, *(b.pos for b in layout.beacons),
                   *(s.pos for s in layout.shelves)]:

@@ -28,3 +28,10 @@ def test_demo_runs_the_whole_store_and_loses_nothing(tmp_path: Path) -> None:
     assert summary["devices_online"] >= 10
     assert set(summary["content_applied"].values()) == {"ok"}
     assert summary["cart_sessions"] >= 1
+    # in-aisle: cart screens printed, carts located by the shipped demo-store model (no
+    # training at start), shelf coupons counted, basket-camera snapshots classified
+    assert "cart screens   http://127.0.0.1:" in proc.stderr
+    assert "/cart/S001-smartcart-01" in proc.stderr
+    assert "PositionerLocator (demo_store.onnx)" in proc.stderr
+    assert summary["positioning"] == "PositionerLocator"
+    assert summary["shelf_coupons"] >= 0 and summary["snapshots_classified"] >= 0

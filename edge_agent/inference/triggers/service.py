@@ -46,7 +46,10 @@ class EventSink(Protocol):
 
 
 class Locator(Protocol):
-    def locate(self, readings: list[tuple[str, int]]) -> Location | None: ...
+    """``t``: seconds (the agent's clock) of the scan, for locators that track each cart."""
+
+    def locate(self, readings: list[tuple[str, int]], *, cart_id: str,
+               t: float) -> Location | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +198,8 @@ class TriggerService:
                      location: Location | None = None) -> list[Decision]:
         """The synchronous part: locate, move the screen's dot, ask the engine."""
         if location is None and self.locator is not None:
-            location = self.locator.locate(readings)
+            location = self.locator.locate(readings, cart_id=cart_id,
+                                           t=self.ctx.clock.now_ms() / 1000)
         if location is None:
             self.metrics.bad_input.labels(reason="unlocatable").inc()
             return []
@@ -218,6 +222,8 @@ class TriggerService:
     def session_ended(self, cart_id: str) -> None:
         self.engine.forget(cart_id)
         self.locations.pop(cart_id, None)
+        if (forget := getattr(self.locator, "forget", None)) is not None:
+            forget(cart_id)  # a tracking locator drops the cart's filter
 
     # ---- issuing ----------------------------------------------------------------------------
 

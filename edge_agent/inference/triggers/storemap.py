@@ -3,8 +3,10 @@ anchors, read from the layout TOML the simulators use (``[store]``, ``[[zones]]`
 ``[[aisles]]``, ``[[beacons]]``, ``[[shelves]]``). The agent does not import
 ``firmware_sim`` (dependency rule), so it reads the file format itself.
 
-``BeaconLocator`` is the positioning fallback the trigger service uses while no trained
-positioning model is installed for the store: the zone is the zone of the strongest
+``PositionerLocator`` puts the trained positioner (``edge_agent.inference.positioning``)
+behind the same ``locate`` call, for stores with a model. ``BeaconLocator`` is the
+positioning fallback the trigger service uses while no trained positioning model is
+installed for the store: the zone is the zone of the strongest
 anchor heard (anchors are installed one or more per zone, so this is right whenever the
 cart is nearer its zone's anchor than any other), the point is an RSSI-weighted centroid
 of the three strongest anchors (for the map dot), and the shelf is the nearest shelf
@@ -18,9 +20,12 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.inference.triggers.errors import TriggerError
+
+if TYPE_CHECKING:  # numpy/onnxruntime load only where a trained model is configured
+    from edge_agent.inference.positioning import Positioner
 
 Point = tuple[float, float]
 SHELF_RADIUS_M = 2.0  # a shopper "at" a shelf stands within an arm and a cart of it
@@ -127,7 +132,8 @@ class BeaconLocator:
         self._anchors = {a.key: a for a in store_map.anchors}
         self._zone_of = {a.key: store_map.zone_at(a.pos) for a in store_map.anchors}
 
-    def locate(self, readings: Sequence[tuple[str, int]]) -> Location | None:
+    def locate(self, readings: Sequence[tuple[str, int]], *, cart_id: str = "",
+               t: float = 0.0) -> Location | None:
         known = sorted(((rssi, key) for key, rssi in readings if key in self._anchors),
                        reverse=True)
         if not known:
@@ -142,6 +148,35 @@ class BeaconLocator:
         shelf = self.map.shelf_near(point)
         return Location(x=point[0], y=point[1], zone=self._zone_of[top[0][1]],
                         shelf=shelf.id if shelf else None)
+
+
+class PositionerLocator:
+    """The trained positioner (decision 0009) behind the trigger service's ``Locator``:
+    per cart, smoothed and filtered. Zone from the model's floor plan (the layout's
+    zones when trained by ``models/positioning/train_demo_store.py``), else the layout's;
+    shelf = nearest shelf within ``SHELF_RADIUS_M``, as for ``BeaconLocator``."""
+
+    def __init__(self, positioner: Positioner, store_map: StoreMap | None) -> None:
+        self.positioner = positioner
+        self.map = store_map
+
+    def locate(self, readings: Sequence[tuple[str, int]], *, cart_id: str = "",
+               t: float = 0.0) -> Location | None:
+        from edge_agent.inference.positioning import ScanReport
+
+        update = self.positioner.observe(
+            cart_id, [ScanReport(key, float(rssi), t) for key, rssi in readings], t=t)
+        if update is None:
+            return None
+        point = (update.x, update.y)
+        zone = update.zone
+        if zone is None and self.map is not None:
+            zone = self.map.zone_at(point)
+        shelf = self.map.shelf_near(point) if self.map is not None else None
+        return Location(x=update.x, y=update.y, zone=zone, shelf=shelf.id if shelf else None)
+
+    def forget(self, cart_id: str) -> None:
+        self.positioner.forget(cart_id)
 
 
 def _beacon_key(b: dict[str, Any]) -> str:
