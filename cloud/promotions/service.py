@@ -11,6 +11,14 @@ re-pricing a sale uses exactly the version it was priced with.
 ``store_snapshot(publication, store, channel)`` is the engine's ``PromotionSnapshot``
 a till in that store and channel prices with; ``store_document`` is the signed
 document of all three channels that a store box downloads.
+
+Coupon-trigger rules (``protocols.triggers.TriggerRule``, in-aisle coupons) ride on the
+coupon promotion they issue: kept in the definition's JSON under ``TRIGGER_RULES_KEY``
+(no column of their own), frozen into the publication entry, and sent to the stores in
+the promotion's scope as the signed document's ``trigger_rules`` (a
+``TriggerRuleSet`` whose version is the publication's). Once any published promotion
+carries rules, every store's document has the key (empty where none apply): HQ then
+owns the store's rules, and the store box treats its configured rules as a fallback.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ from cloud.loyalty.tiers import list_tiers, tier_promotions
 from cloud.promotions.errors import InvalidDefinition, PromotionError, UnknownPromotion
 from cloud.promotions.signing import SnapshotSigner
 from pricing import ENGINE_VERSION, Promotion, PromotionSnapshot
+from protocols.errors import DecodeError
+from protocols.triggers import TriggerRuleSet
+from protocols.triggers import parse_rules as parse_trigger_doc
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +48,8 @@ PROMOTION: TypeAdapter[Promotion] = TypeAdapter(Promotion)
 # Ids the cloud generates for tier benefits and campaign coupons.
 RESERVED_PREFIXES = ("tier-", "campaign-")
 DOCUMENT_KIND = "storefleet.promotions"
+# Where a definition keeps its trigger rules: not an engine field, so never priced.
+TRIGGER_RULES_KEY = "storefleet.trigger_rules"
 
 
 def parse_promotion(definition: dict[str, Any]) -> Promotion:
@@ -52,6 +65,34 @@ def parse_promotion(definition: dict[str, Any]) -> Promotion:
     return promo
 
 
+def parse_trigger_rules(promo: Promotion, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trigger rules for ``promo``: valid ``TriggerRule``s issuing its coupon code."""
+    if not rules:
+        return []
+    code = getattr(promo, "code", None)
+    if code is None:
+        raise InvalidDefinition("only a coupon promotion (one with a code) can carry "
+                                "trigger rules")
+    try:
+        parsed = parse_trigger_doc(rules)
+    except DecodeError as err:
+        raise InvalidDefinition(f"trigger_rules.{err}") from err
+    for rule in parsed:
+        if rule.coupon.engine_code != code:
+            raise InvalidDefinition(f"trigger rule {rule.id} issues "
+                                    f"{rule.coupon.engine_code!r}, not this coupon's {code!r}")
+    return [r.model_dump(mode="json") for r in parsed]
+
+
+def engine_definition(row: PromotionDef) -> dict[str, Any]:
+    """The definition as the pricing engine takes it (without its trigger rules)."""
+    return {k: v for k, v in row.definition.items() if k != TRIGGER_RULES_KEY}
+
+
+def trigger_rules_of(row: PromotionDef) -> list[dict[str, Any]]:
+    return list(row.definition.get(TRIGGER_RULES_KEY, ()))
+
+
 def upsert_promotion(
     session: Session,
     definition: dict[str, Any],
@@ -60,9 +101,12 @@ def upsert_promotion(
     stores: list[str] | None = None,
     regions: list[str] | None = None,
     channels: list[str] | None = None,
+    trigger_rules: list[dict[str, Any]] | None = None,
 ) -> PromotionDef:
-    """Create or replace a definition (keyed by the promotion's ``id``)."""
+    """Create or replace a definition (keyed by the promotion's ``id``), with the
+    trigger rules that issue its coupon (replaced whole; None or [] = none)."""
     promo = parse_promotion(definition)
+    rules = parse_trigger_rules(promo, trigger_rules or [])
     chans = sorted(set(channels or CHANNELS))
     if not set(chans) <= set(CHANNELS):
         raise InvalidDefinition(f"channels must be among {', '.join(CHANNELS)}")
@@ -71,6 +115,8 @@ def upsert_promotion(
         row = PromotionDef(promotion_id=promo.id, created_ms=now_ms, archived=False)
         session.add(row)
     row.definition = PROMOTION.dump_python(promo, mode="json")
+    if rules:
+        row.definition = {**row.definition, TRIGGER_RULES_KEY: rules}
     row.stores = sorted(set(stores or ()))
     row.regions = sorted(set(regions or ()))
     row.channels = chans
@@ -114,13 +160,18 @@ def publish(session: Session, *, now_ms: int, currency: str) -> PromotionPublica
     base: list[Promotion] = []
     for row in session.scalars(select(PromotionDef).where(~PromotionDef.archived)
                                .order_by(PromotionDef.promotion_id)):
-        promo = PROMOTION.validate_python(row.definition)
+        definition = engine_definition(row)
+        promo = PROMOTION.validate_python(definition)
         until = promo.conditions.valid_until_ms
         if until is not None and until <= now_ms:
             continue  # over for good: no till needs it any more
         base.append(promo)
-        entries.append({"promotion": row.definition, "stores": _resolve_stores(session, row),
-                        "channels": list(row.channels)})
+        entry: dict[str, Any] = {"promotion": definition,
+                                 "stores": _resolve_stores(session, row),
+                                 "channels": list(row.channels)}
+        if rules := trigger_rules_of(row):
+            entry["trigger_rules"] = rules
+        entries.append(entry)
     generated = [*tier_promotions(list_tiers(session), base),
                  *(campaign_promotion(c) for c in active_campaigns(session))]
     for promo in generated:
@@ -133,6 +184,10 @@ def publish(session: Session, *, now_ms: int, currency: str) -> PromotionPublica
                                            for e in entries))
     except ValidationError as err:
         raise InvalidDefinition(str(err.errors()[0]["msg"])) from err
+    try:  # rule ids are unique across the whole publication
+        parse_trigger_doc([r for e in entries for r in e.get("trigger_rules", ())])
+    except DecodeError as err:
+        raise InvalidDefinition(f"trigger rules: {err}") from err
     last = session.scalar(select(func.max(PromotionPublication.version))) or 0
     publication = PromotionPublication(version=last + 1, currency=currency,
                                        published_ms=now_ms, entries=entries)
@@ -165,9 +220,23 @@ def store_snapshot(publication: PromotionPublication, store_id: str,
                              promotions=promos)
 
 
+def store_trigger_rules(publication: PromotionPublication,
+                        store_id: str) -> TriggerRuleSet | None:
+    """The rules of the promotions in this store's scope; None if the publication carries
+    no trigger rules at all (the store box then keeps its configured ones)."""
+    carried = [e for e in publication.entries if e.get("trigger_rules")]
+    if not carried:
+        return None
+    rules = [r for e in carried if e["stores"] is None or store_id in e["stores"]
+             for r in e["trigger_rules"]]
+    return TriggerRuleSet(version=publication.version, rules=parse_trigger_doc(rules))
+
+
 def store_payload(publication: PromotionPublication, store_id: str) -> dict[str, Any]:
     snapshots = {ch: store_snapshot(publication, store_id, ch) for ch in CHANNELS}
-    return {
+    rules = store_trigger_rules(publication, store_id)
+    extra = {} if rules is None else {"trigger_rules": rules.model_dump(mode="json")}
+    return {**extra,
         "kind": DOCUMENT_KIND,
         "store_id": store_id,
         "version": publication.version,

@@ -51,6 +51,13 @@ class PromotionPut(BaseModel):
     stores: list[Id] = Field(default_factory=list, description="empty with no regions: all")
     regions: list[Id] = Field(default_factory=list)
     channels: list[Channel] = Field(default_factory=lambda: list(CHANNELS))
+    trigger_rules: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=1_000,
+        description="in-aisle coupon triggers (protocols.triggers.TriggerRule) issuing this "
+                    "coupon promotion's code; sent to the stores in scope with the signed "
+                    "snapshot (replaced whole on every PUT)",
+        examples=[[{"id": "dairy-shelf", "shelf": "D-1", "dwell_ms": 3000,
+                    "coupon": {"engine_code": "DAIRY10", "title": "10% off dairy"}}]])
 
 
 class PromotionPublic(BaseModel):
@@ -63,6 +70,15 @@ class PromotionPublic(BaseModel):
     channels: list[str]
     archived: bool
     updated_ms: int
+    trigger_rules: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, row: PromotionDef) -> PromotionPublic:
+        return cls.model_validate({
+            "promotion_id": row.promotion_id, "definition": service.engine_definition(row),
+            "stores": row.stores, "regions": row.regions, "channels": row.channels,
+            "archived": row.archived, "updated_ms": row.updated_ms,
+            "trigger_rules": service.trigger_rules_of(row)})
 
 
 class PublishResult(BaseModel):
@@ -84,7 +100,9 @@ class PublicationPublic(BaseModel):
 
 class SignedDocument(BaseModel):
     payload: dict[str, Any] = Field(description="kind, store_id, version, snapshots per "
-                                    "channel (pricing.PromotionSnapshot), ruleset_hashes")
+                                    "channel (pricing.PromotionSnapshot), ruleset_hashes, "
+                                    "trigger_rules (protocols.triggers.TriggerRuleSet; only "
+                                    "once a published promotion carries rules)")
     key_id: str
     signature: str = Field(description="base64 Ed25519 over the payload's canonical JSON")
 
@@ -131,20 +149,20 @@ class JobResult(BaseModel):
 def put_promotion(promotion_id: PathId, body: PromotionPut, state: StateDep,
                   _: HqRole) -> PromotionPublic:
     definition = {**body.promotion, "id": promotion_id}
-    return writes(state, lambda s: PromotionPublic.model_validate(service.upsert_promotion(
+    return writes(state, lambda s: PromotionPublic.of(service.upsert_promotion(
         s, definition, now_ms=state.clock.now_ms(), stores=body.stores,
-        regions=body.regions, channels=list(body.channels))))
+        regions=body.regions, channels=list(body.channels), trigger_rules=body.trigger_rules)))
 
 
 @router.delete("/promotions/{promotion_id}", summary="Archive (left out of the next publish)")
 def archive(promotion_id: PathId, state: StateDep, _: HqRole) -> PromotionPublic:
-    return writes(state, lambda s: PromotionPublic.model_validate(
+    return writes(state, lambda s: PromotionPublic.of(
         service.archive_promotion(s, promotion_id, now_ms=state.clock.now_ms())))
 
 
 @router.get("/promotions", summary="List promotion definitions")
 def list_promotions(state: StateDep, _: RetailRead) -> list[PromotionPublic]:
-    return reads(state, lambda s: [PromotionPublic.model_validate(p) for p in s.scalars(
+    return reads(state, lambda s: [PromotionPublic.of(p) for p in s.scalars(
         select(PromotionDef).order_by(PromotionDef.promotion_id))])
 
 
