@@ -111,6 +111,33 @@ cdef extern from *:
         return h != -1 ? h : PyObject_Hash(s);
     }
 
+    static inline void sf_prefetch(const void *p) { __builtin_prefetch(p); }
+
+    /* Start loading n pydantic models of a tuple, their __dicts__ and the dicts' keys
+       before reading them: the misses overlap instead of queueing one model at a time
+       (a basket's lines are cold: the cloud and the bench price many different baskets). */
+    static void sf_warm(PyObject *tuple, Py_ssize_t n) {
+        PyObject **items = ((PyTupleObject *)tuple)->ob_item;
+        Py_ssize_t k;
+        for (k = 0; k < n; k++) {
+            __builtin_prefetch(items[k]);
+            __builtin_prefetch((char *)items[k] + 64);
+        }
+        for (k = 0; k < n; k++) {
+            PyObject **dp = _PyObject_GetDictPtr(items[k]);
+            if (dp != NULL && *dp != NULL) __builtin_prefetch(*dp);
+        }
+        for (k = 0; k < n; k++) {
+            PyObject **dp = _PyObject_GetDictPtr(items[k]);
+            if (dp != NULL && *dp != NULL && PyDict_CheckExact(*dp)) {
+                char *keys = (char *)((PyDictObject *)*dp)->ma_keys;
+                __builtin_prefetch(keys);
+                __builtin_prefetch(keys + 64);
+                __builtin_prefetch(keys + 128);
+            }
+        }
+    }
+
     static inline int sf_ctz(uint64_t x) { return __builtin_ctzll(x); }
     static inline int sf_popcount(uint64_t x) { return __builtin_popcountll(x); }
     """
@@ -124,6 +151,8 @@ cdef extern from *:
     int sf_str_cmp(PyObject *a, PyObject *b) except? -2
     int sf_str_eq(PyObject *a, PyObject *b) noexcept
     int sf_ctz(uint64_t x) noexcept
+    void sf_prefetch(const void *p) noexcept
+    void sf_warm(object tuple, Py_ssize_t n) noexcept
     Py_hash_t sf_hash(PyObject *s) noexcept
     int sf_popcount(uint64_t x) noexcept
 
@@ -172,6 +201,8 @@ cdef int64_t PARAM_MAX = 2147483647  # 2**31 - 1: counts and sizes in rules
 cdef int64_t BIG = 4611686018427387904  # 2**62
 cdef int64_t TIME_MAX = 2305843009213693952  # 2**61: epoch ms, best-before times
 cdef int64_t UNBOUNDED = 1073741824  # 1 << 30, the engine's "no limit"
+cdef int64_t SMALL = 2147483648  # 2**31: two of these multiply within int64
+cdef int64_t PERCENT_SMALL = 140737488355328  # 2**47: 2 * x * 10_000 stays within int64
 
 cdef object _EMPTY = ""
 cdef object _TENDER = "tender"
@@ -213,14 +244,41 @@ cdef object F_EARNS = "earns_points"
 # --- the compiled ruleset ---------------------------------------------------------------
 
 cdef struct CRule:
+    # first cache line: what gathering, eligibility and the search read for every rule
     int phase
     int kind
     int group
-    bint all_groups
     int comb_off
     int comb_len
+    int slot_base
+    int nslots
+    int ncomp
+    int comp_off
+    bint all_groups
     bint always
-    # conditions (pricing.rules.base.Rule.active)
+    bint has_within
+    bint repeat
+    bint everything
+    # parameters
+    int64_t percent_bp
+    int64_t amount_off
+    int64_t new_price
+    int64_t within_ms
+    int64_t buy_qty
+    int64_t get_qty
+    int64_t max_sets
+    int64_t min_spend
+    int64_t max_units
+    int64_t gift_qty
+    int64_t min_qty
+    int64_t price
+    int64_t points
+    int64_t per_minor
+    int64_t block_points
+    int64_t block_minor
+    int64_t max_share_bp
+    int64_t min_points
+    # conditions (pricing.rules.base.Rule.active), read only when not ``always``
     bint has_from
     bint has_until
     bint has_time
@@ -233,31 +291,6 @@ cdef struct CRule:
     int64_t month_days
     PyObject *stores
     PyObject *tiers
-    # parameters
-    int64_t percent_bp
-    int64_t amount_off
-    int64_t new_price
-    bint has_within
-    int64_t within_ms
-    int64_t buy_qty
-    int64_t get_qty
-    int64_t max_sets
-    int64_t min_spend
-    int64_t max_units
-    int64_t gift_qty
-    int64_t min_qty
-    bint repeat
-    int64_t price
-    int ncomp
-    int comp_off
-    int64_t points
-    int64_t per_minor
-    int64_t block_points
-    int64_t block_minor
-    int64_t max_share_bp
-    int64_t min_points
-    int slot_base
-    int nslots
     # Python objects, owned by NativeRuleset.keep
     PyObject *id
     PyObject *kind_name
@@ -267,11 +300,23 @@ cdef struct CRule:
     PyObject *skus
     PyObject *cats
     PyObject *excl
-    bint everything
+
+
+cdef struct Hot:
+    # what every call reads for many rules, 16 bytes a rule (CRule is ~300): the index,
+    # the conditions shortcut and the combination profile stay in L1/L2
+    int group
+    int comb_off
+    int comb_len
+    int slot_base
+    unsigned char phase
+    unsigned char always
+    unsigned char all_groups
 
 
 cdef struct RS:
     CRule *rules
+    Hot *hot
     int nrules
     int *comb
     int64_t *sizes
@@ -303,6 +348,11 @@ cdef class LineEntry:
     """The rules that can touch a line of one (sku, category), from ``Ruleset.line_rules``."""
 
     cdef object category
+    # the catalog item this entry last saw for its sku, and its fields (the item is
+    # frozen and held here, so its identity cannot be reused while it is compared)
+    cdef object item
+    cdef int64_t price
+    cdef bint earns
     cdef int nunit
     cdef int *unit
     cdef int nopt
@@ -312,11 +362,7 @@ cdef class LineEntry:
     cdef unsigned char *earn_match
 
     def __dealloc__(self):
-        PyMem_Free(self.unit)
-        PyMem_Free(self.opt_rule)
-        PyMem_Free(self.opt_slot)
-        PyMem_Free(self.ew_excl)
-        PyMem_Free(self.earn_match)
+        PyMem_Free(self.unit)  # the other arrays live in the same block
 
 
 cdef void *_alloc(Py_ssize_t n) except NULL:
@@ -348,6 +394,7 @@ cdef class NativeRuleset:
 
     def __dealloc__(self):
         PyMem_Free(self.rs.rules)
+        PyMem_Free(self.rs.hot)
         PyMem_Free(self.rs.comb)
         PyMem_Free(self.rs.sizes)
         PyMem_Free(self.rs.ew_rule)
@@ -410,6 +457,16 @@ cdef class NativeRuleset:
             total += cr.nslots
             self._params(cr, r, sizes)
         self.rs.total_slots = total
+        self.rs.hot = <Hot *>_alloc(n * sizeof(Hot))
+        for o in range(n):
+            cr = &self.rs.rules[o]
+            self.rs.hot[o].group = cr.group
+            self.rs.hot[o].comb_off = cr.comb_off
+            self.rs.hot[o].comb_len = cr.comb_len
+            self.rs.hot[o].slot_base = cr.slot_base
+            self.rs.hot[o].phase = cr.phase
+            self.rs.hot[o].always = cr.always
+            self.rs.hot[o].all_groups = cr.all_groups
         self.rs.comb = <int *>_alloc(len(comb) * sizeof(int))
         for k in range(len(comb)):
             self.rs.comb[k] = comb[k]
@@ -560,19 +617,21 @@ cdef class NativeRuleset:
         unit_c, opt_c = ruleset.line_rules(sku, cat)
         e.category = cat
         e.nunit = len(unit_c)
-        e.unit = <int *>_alloc(e.nunit * sizeof(int))
+        e.nopt = len(opt_c)
+        # one block (one or two cache lines for a typical sku), read together per call
+        e.unit = <int *>_alloc((e.nunit + 2 * e.nopt) * sizeof(int) + self.rs.n_ew
+                               + self.rs.n_earn)
+        e.opt_rule = e.unit + e.nunit
+        e.opt_slot = e.opt_rule + e.nopt
+        e.ew_excl = <unsigned char *>(e.opt_slot + e.nopt)
+        e.earn_match = e.ew_excl + self.rs.n_ew
         for k in range(e.nunit):
             e.unit[k] = unit_c[k].ordinal
-        e.nopt = len(opt_c)
-        e.opt_rule = <int *>_alloc(e.nopt * sizeof(int))
-        e.opt_slot = <int *>_alloc(e.nopt * sizeof(int))
         for k in range(e.nopt):
             e.opt_rule[k] = opt_c[k][0]
             e.opt_slot[k] = opt_c[k][1]
-        e.ew_excl = <unsigned char *>_alloc(self.rs.n_ew)
         for k in range(self.rs.n_ew):
             e.ew_excl[k] = sku in self.ew_excl[k]
-        e.earn_match = <unsigned char *>_alloc(self.rs.n_earn)
         for k in range(self.rs.n_earn):
             e.earn_match[k] = bool(self.earn_rules[k].matches(sku, cat))
         return e
@@ -648,6 +707,8 @@ cdef inline int64_t floordiv(int64_t a, int64_t b) noexcept:
 
 cdef inline int64_t percent_of(int64_t amount, int64_t bp) noexcept:
     # pricing.money.percent_of: (2 * amount * bp + BP) // (2 * BP), half-up
+    if amount < PERCENT_SMALL:
+        return (2 * amount * bp + BP) / (2 * BP)
     return <int64_t>((2 * <i128>amount * bp + BP) / (2 * BP))
 
 
@@ -664,8 +725,8 @@ cdef inline bint has_group(int *comb, int n, int g) noexcept:
 
 cdef inline bint compat(RS *R, int a, int b) noexcept:
     """pricing.rules.base.compatible: may rules a and b discount the same line?"""
-    cdef CRule *ra = &R.rules[a]
-    cdef CRule *rb = &R.rules[b]
+    cdef Hot *ra = &R.hot[a]
+    cdef Hot *rb = &R.hot[b]
     if ra.group == rb.group:
         return False
     if not ra.all_groups and not has_group(R.comb + ra.comb_off, ra.comb_len, rb.group):
@@ -675,11 +736,14 @@ cdef inline bint compat(RS *R, int a, int b) noexcept:
     return True
 
 
-cdef int active(Ctx *c, int o) noexcept:
+cdef inline int active(Ctx *c, int o) noexcept:
     """Rule.active, cached per call (the engine's ``active`` dict)."""
     cdef signed char known = c.active[o]
     if known:
         return known > 0
+    if c.R.hot[o].always:
+        c.active[o] = 1
+        return True
     cdef CRule *r = &c.R.rules[o]
     cdef bint ok = _active(c, r)
     c.active[o] = 1 if ok else -1
@@ -876,15 +940,26 @@ cdef bint largest_remainder(Ctx *c, int64_t total, int64_t *w, int nw, int64_t *
         for k in range(nw):
             out[k] = 0
         return True
-    for k in range(nw):
-        out[k] = <int64_t>((<i128>total * w[k]) / whole)
-        given += out[k]
-    left = total - given
-    if not left:
-        return True
-    for k in range(nw):
-        rems[k] = (<i128>total * w[k]) % whole
-        idx[k] = k
+    if whole < SMALL and total < SMALL:  # products below 2**62: plain int64
+        for k in range(nw):
+            out[k] = (total * w[k]) / <int64_t>whole
+            given += out[k]
+        left = total - given
+        if not left:
+            return True
+        for k in range(nw):
+            rems[k] = total * w[k] - out[k] * <int64_t>whole
+            idx[k] = k
+    else:
+        for k in range(nw):
+            out[k] = <int64_t>((<i128>total * w[k]) / whole)
+            given += out[k]
+        left = total - given
+        if not left:
+            return True
+        for k in range(nw):
+            rems[k] = <i128>total * w[k] - <i128>out[k] * whole
+            idx[k] = k
     # largest remainder first, ties to the lower index (a stable insertion sort on the
     # remainders; nw is the number of lines of one discount)
     for k in range(1, nw):
@@ -1887,6 +1962,7 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     cdef PyObject *sku_p
     cdef PyObject *item_p
     cdef PyObject *cat_p
+    cdef PyObject *x2
     cdef tuple raw_ids, raw_skus, raw_qty, raw_price, line_ids, skus, qty_o, base_o, ent_keep
     cdef dict entries
 
@@ -1996,6 +2072,7 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     raw_skus = PyTuple_New(n)
     raw_qty = PyTuple_New(n)
     raw_price = PyTuple_New(n)
+    sf_warm(lines_t, n)
     for k in range(n):
         d = sf_dict(PyTuple_GET_ITEM(lines_t, k))
         if d == NULL:
@@ -2006,6 +2083,8 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
             return None
         put_borrowed(raw_ids, k, x)
         put_borrowed(raw_skus, k, y)
+        sf_prefetch(x)
+        sf_prefetch(y)
         x = sf_get(d, F_QTY)
         if x == NULL or not sf_int(x, 1, QTY_MAX, &c.left[k]):
             return None
@@ -2054,32 +2133,43 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
         item_p = PyDict_GetItemWithError(items, <object>sku_p)
         if item_p == NULL:
             return None  # UnknownSku
-        d = sf_dict(item_p)
-        if d == NULL:
-            return None
-        cat_p = sf_get(d, F_CATEGORY)
-        if cat_p == NULL or not sf_is_str(cat_p):
-            return None
-        x = PyTuple_GET_ITEM(raw_price, k)
-        if x == <PyObject *>None:
-            x = sf_get(d, F_PRICE)
-            if x == NULL:
-                return None
-        if not sf_int(x, 0, MONEY_MAX, &c.base[i]):
-            return None
-        put_borrowed(base_o, i, x)
-        x = sf_get(d, F_EARNS)
-        if x == NULL:
-            return None
-        c.earns[i] = x == <PyObject *>True or (x != <PyObject *>False and bool(<object>x))
         x = PyDict_GetItemWithError(entries, <object>sku_p)
-        if x == NULL or not sf_str_eq(<PyObject *>(<LineEntry>x).category, cat_p):
-            eo = nat._entry(rs, <object>sku_p, <object>cat_p)
-            entries[<object>sku_p] = eo
-            x = <PyObject *>eo
+        if x == NULL or <PyObject *>(<LineEntry>x).item != item_p:
+            d = sf_dict(item_p)
+            if d == NULL:
+                return None
+            cat_p = sf_get(d, F_CATEGORY)
+            y = sf_get(d, F_PRICE)
+            if cat_p == NULL or not sf_is_str(cat_p) or y == NULL:
+                return None
+            if not sf_int(y, 0, MONEY_MAX, &v):
+                return None
+            if x == NULL or not sf_str_eq(<PyObject *>(<LineEntry>x).category, cat_p):
+                eo = nat._entry(rs, <object>sku_p, <object>cat_p)
+                entries[<object>sku_p] = eo
+                x = <PyObject *>eo
+            e = <LineEntry>x
+            e.price = v
+            x2 = sf_get(d, F_EARNS)
+            if x2 == NULL:
+                return None
+            e.earns = x2 == <PyObject *>True or (x2 != <PyObject *>False and bool(<object>x2))
+            e.item = <object>item_p
+        e = <LineEntry>x
+        y = PyTuple_GET_ITEM(raw_price, k)
+        if y == <PyObject *>None:
+            c.base[i] = e.price
+            # a new int rather than a reference to the catalog's: that object is cold
+            # memory, a fresh one comes from the allocator's recently freed blocks
+            put(base_o, i, e.price)
+        else:
+            if not sf_int(y, 0, MONEY_MAX, &c.base[i]):
+                return None
+            put_borrowed(base_o, i, y)
+        c.earns[i] = e.earns
         put_borrowed(ent_keep, i, x)
         ents[i] = x
-        e = <LineEntry>x
+        sf_prefetch(e.unit)
         nunits += e.nunit
         cnt += e.nopt
         c.unit[i] = c.base[i]
@@ -2130,7 +2220,7 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
                 hit[o] = 1
                 hits[nhits] = o
                 nhits += 1
-            trip_key[ntrip] = R.rules[o].slot_base + e.opt_slot[k]
+            trip_key[ntrip] = R.hot[o].slot_base + e.opt_slot[k]
             trip_line[ntrip] = i
             ntrip += 1
     for k in range(R.n_ew):  # basket-wide scopes: once per call
@@ -2141,7 +2231,7 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
             hit[o] = 1
             hits[nhits] = o
             nhits += 1
-        key = R.rules[o].slot_base + R.ew_slot[k]
+        key = R.hot[o].slot_base + R.ew_slot[k]
         for i in range(n):
             if not (<LineEntry>ents[i]).ew_excl[k]:
                 trip_key[ntrip] = key
@@ -2201,7 +2291,7 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
             c.opool = 0
             for k in range(nhits):
                 o = hits[k]
-                if R.rules[o].phase != phase:
+                if R.hot[o].phase != phase:
                     continue
                 if not _grow_pool(c, 2 * n + 1):
                     return None
@@ -2341,13 +2431,19 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
         put_borrowed(pl, 1, PyTuple_GET_ITEM(skus, i))
         put_borrowed(pl, 2, PyTuple_GET_ITEM(qty_o, i))
         put_borrowed(pl, 3, PyTuple_GET_ITEM(base_o, i))
-        put(pl, 4, c.base[i] * c.qty[i])
+        # equal amounts share one int object (ints are immutable): fewer allocations
+        if c.qty[i] == 1:
+            gross = <object>PyTuple_GET_ITEM(base_o, i)
+        else:
+            gross = c.base[i] * c.qty[i]
+        put(pl, 4, gross)
         put(pl, 5, discounts)
-        put(pl, 6, c.net[i])
+        net = gross if c.head[i] < 0 else c.net[i]
+        put(pl, 6, net)
         put(pl, 7, sv[i])
         put(pl, 8, pv[i])
         put(pl, 9, ptsl[i])
-        put(pl, 10, c.net[i] - sv[i] - pv[i])
+        put(pl, 10, net if sv[i] == 0 and pv[i] == 0 else c.net[i] - sv[i] - pv[i])
         put(pl, 11, earned[i])
         put(out, i, pl)
         subtotal += c.base[i] * c.qty[i]
