@@ -13,7 +13,7 @@ Environment variables (all optional):
 ``STOREFLEET_SHARE_GROUP``         shared-subscription group; empty or ``none`` = plain
 ``STOREFLEET_INGEST_CLIENT_ID``    fixed MQTT client id of this ingest worker
 ``STOREFLEET_API_TOKENS``          ``token:role[@scope],...`` or a JSON object (see below)
-``STOREFLEET_REQUIRE_TOKEN_SCOPE`` ``1``: refuse store-manager/device tokens without a scope
+``STOREFLEET_REQUIRE_TOKEN_SCOPE`` ``0``: allow store-manager/device tokens without a scope
 ``STOREFLEET_SCHEDULER_INTERVAL_S`` seconds between retail job runs; ``0`` = no scheduler
 ``STOREFLEET_KEEPALIVE_S``         MQTT keepalive seconds
 ``STOREFLEET_MAX_PAYLOAD``         largest accepted payload in bytes
@@ -31,9 +31,9 @@ unless given stores and/or regions::
     STOREFLEET_API_TOKENS='{"tokB": {"role": "store-manager", "stores": ["s1"]},
                             "tokA": "hq-admin"}'
 
-A store-manager or device token configured the old way (no scope) keeps its old,
-chain-wide meaning so an upgrade locks nobody out; each one is logged as a warning at
-start-up, and ``STOREFLEET_REQUIRE_TOKEN_SCOPE=1`` refuses them.
+A store-manager or device token without a scope is refused at start-up (secure by
+default). ``STOREFLEET_REQUIRE_TOKEN_SCOPE=0`` lets such tokens act chain-wide, for a
+migration; each one is then logged as a warning at start-up.
 
 Tokens that look like placeholders (``changeme``, ``secret`` ...) or are shorter than
 12 characters are refused, so a copied example config never reaches production.
@@ -132,8 +132,9 @@ class CloudSettings(BaseModel):
     ingest_client_id: str = "storefleet-ingest-1"
     # token -> grant; a bare role string is accepted (old format, no scope).
     api_tokens: dict[str, TokenGrant] = Field(default_factory=dict)
-    # Refuse store-manager/device tokens without a store scope (legacy, chain-wide).
-    require_token_scope: bool = False
+    # Refuse store-manager/device tokens without a store scope; False lets them act
+    # chain-wide (a migration aid, warned about at start-up).
+    require_token_scope: bool = True
     # Retail jobs (commission settlement, points and coupon expiry) in the API process:
     # seconds between runs; 0 = no scheduler (tests, or a cron calling the job routes).
     # 300 s: settlement is due days after a sale, so minutes of lag cost nothing.
@@ -191,7 +192,8 @@ class CloudSettings(BaseModel):
             for token, grant in self.api_tokens.items():
                 if grant.role in STORE_BOUND_ROLES and not grant.scoped:
                     raise ValueError(f"API token {token[:4]!r}... ({grant.role.value}) has no "
-                                     "store scope and require_token_scope is on")
+                                     "store scope; bind it to stores (token:role@s1|s2) "
+                                     "or set STOREFLEET_REQUIRE_TOKEN_SCOPE=0")
         return self
 
     def unscoped_store_tokens(self) -> list[str]:
@@ -234,7 +236,7 @@ class CloudSettings(BaseModel):
             if raw := env.get(ENV_PREFIX + name.upper()):
                 data[name] = raw
         if raw := env.get(ENV_PREFIX + "REQUIRE_TOKEN_SCOPE"):
-            data["require_token_scope"] = raw.strip().lower() in ("1", "true", "yes", "on")
+            data["require_token_scope"] = raw.strip().lower() not in ("0", "false", "no", "off")
         if raw := env.get(ENV_PREFIX + "SCHEDULER_INTERVAL_S"):
             data["scheduler_interval_s"] = float(raw)
         if raw_keys := env.get(ENV_PREFIX + "TRUSTED_KEYS"):

@@ -35,9 +35,9 @@ def test_defaults_and_overrides() -> None:
 
 
 def test_json_tokens() -> None:
-    raw = '{"a-very-long-token-1": "store-manager"}'
+    raw = '{"a-very-long-token-1": "field-tech"}'
     assert CloudSettings.from_env({"STOREFLEET_API_TOKENS": raw}).api_tokens == {
-        "a-very-long-token-1": TokenGrant(role=Role.STORE_MANAGER)}
+        "a-very-long-token-1": TokenGrant(role=Role.FIELD_TECH)}
 
 
 @pytest.mark.parametrize("env", [
@@ -71,13 +71,15 @@ def test_scoped_tokens_in_env_and_json() -> None:
     assert tokens["a-very-long-token-2"].role is Role.HQ_ADMIN
 
 
-def test_unscoped_store_tokens_are_legacy_unless_scope_is_required() -> None:
+def test_unscoped_store_tokens_are_refused_unless_explicitly_allowed() -> None:
     old = {"STOREFLEET_API_TOKENS": "a-very-long-token-1:store-manager,"
                                     "a-very-long-token-2:device@s1"}
-    settings = CloudSettings.from_env(old)
-    assert settings.unscoped_store_tokens() == ["a-ve..."]
+    with pytest.raises(ValidationError, match="no store scope"):
+        CloudSettings.from_env(old)
     with pytest.raises(ValidationError, match="no store scope"):
         CloudSettings.from_env({**old, "STOREFLEET_REQUIRE_TOKEN_SCOPE": "1"})
+    settings = CloudSettings.from_env({**old, "STOREFLEET_REQUIRE_TOKEN_SCOPE": "0"})
+    assert settings.unscoped_store_tokens() == ["a-ve..."]
 
 
 @pytest.mark.parametrize("tokens", [
