@@ -410,7 +410,7 @@ class Agent:
                             unscanned_window_s=c.unscanned_window_s,
                             positioning_model=c.positioning_model),
             ctx=self.driver_context, carts=self.cart_driver, pos_pricing=pos_pricing,
-            pos_ranges=lambda: list(self.pos.ranges.ranges))
+            pos_ranges=lambda: list(self.pos.ranges.ranges), pos_promotions=self.pos.promotions)
         # Paying on a cart is a sale at this store's till: same ledger, events, pricing.
         in_aisle.use_till(cart_till(
             in_aisle, ledger=self.pos.ledger, sink=self.driver_context, clock=self.clock,

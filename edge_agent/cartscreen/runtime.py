@@ -5,7 +5,7 @@ The agent's composition root builds one ``InAisle`` and runs it next to its driv
     in_aisle = InAisle.build(settings, ctx=driver_context, carts=find_cart_driver)
     await in_aisle.start()          # ledger, code ranges, screen server, trigger task
     ...
-    in_aisle.set_rules(rules)       # desired shadow ``trigger_rules`` (or a new snapshot)
+    in_aisle.set_rules(rules)       # desired shadow ``trigger_rules`` (rules.RuleSources)
     await in_aisle.stop()
 
 Offline data (``retail_data``, a JSON bundle; ``sample/demo_store.json`` is the demo's):
@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from edge_agent.cartscreen.backend import CartScreenBackend
 from edge_agent.cartscreen.checkout import PricingInputs
 from edge_agent.cartscreen.hub import ScreenHub
+from edge_agent.cartscreen.rules import RuleSources, installed_rules
 from edge_agent.cartscreen.seen import SeenInCart
 from edge_agent.cartscreen.server import CartScreenServer
 from edge_agent.cartscreen.web import create_app
@@ -43,6 +44,7 @@ from edge_agent.inference.triggers.service import (
     TriggerService,
 )
 from edge_agent.inference.triggers.storemap import BeaconLocator, PositionerLocator, StoreMap
+from edge_agent.pos.cache import PromotionCache
 from edge_agent.pos.sales import PosService
 from pricing import Catalog, PromotionSnapshot, Ruleset, compile
 from protocols.errors import DecodeError
@@ -50,6 +52,7 @@ from protocols.triggers import TriggerRule, parse_rules
 
 logger = logging.getLogger(__name__)
 
+_SNAPSHOT_POLL_S = 5.0  # a version check (an int compare); the till polls every few minutes
 _RANGE_SYNC_S = 60.0  # the till refreshes its ranges every few minutes; a minute is plenty
 SAMPLE_DATA = Path(__file__).with_name("sample") / "demo_store.json"
 
@@ -73,7 +76,8 @@ class InAisleSettings:
 class InAisle:
     def __init__(self, settings: InAisleSettings, *, ctx: EventSink, carts: Callable[[], Any],
                  pos_pricing: PricingInputs | None = None,
-                 pos_ranges: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+                 pos_ranges: Callable[[], list[dict[str, Any]]] | None = None,
+                 pos_promotions: PromotionCache | None = None) -> None:
         self.settings = settings
         self.ctx = ctx
         self._pos_pricing = pos_pricing
@@ -89,11 +93,13 @@ class InAisle:
         except (ValidationError, TypeError) as err:
             raise ConfigError("retail_data", f"{settings.retail_data}: {err}") from err
         self.ruleset: Ruleset | None = compile(self.snapshot) if self.snapshot else None
-        rules = _rules(data.get("trigger_rules", [])) + _rules(list(settings.trigger_rules))
+        self.rules = RuleSources(_rules(data.get("trigger_rules", []))
+                                 + _rules(list(settings.trigger_rules)))
+        self._pos_promotions = pos_promotions
         self.store_map = StoreMap.load(settings.store_layout) if settings.store_layout else None
         self.hub = ScreenHub(clock=ctx.clock, registry=ctx.registry)
         self.ledger = CouponLedger(settings.data_dir / "triggers.db")
-        self.engine = TriggerEngine(rules, utc_offset_min=settings.utc_offset_min)
+        self.engine = TriggerEngine(self.rules.effective(), utc_offset_min=settings.utc_offset_min)
         members = StaticMembers(data.get("members"))
         self._carts = carts
         self.locator_error: str | None = None  # why a configured positioning model is unused
@@ -116,6 +122,7 @@ class InAisle:
         self._task: asyncio.Task[None] | None = None
         self._sync: asyncio.Task[None] | None = None
         self._sweep: asyncio.Task[None] | None = None
+        self._follow: asyncio.Task[None] | None = None
 
     def _locator(self) -> Locator | None:
         """The trained positioner when the store has a model, else the strongest beacon."""
@@ -176,6 +183,10 @@ class InAisle:
         self._task = asyncio.create_task(self.triggers.run(), name="triggers-scans")
         self._sync = asyncio.create_task(self._sync_ranges(), name="triggers-range-sync")
         self._sweep = asyncio.create_task(self.seen.run(), name="vision-unscanned-sweep")
+        if self._pos_promotions is not None:
+            await self.follow_snapshot_once()  # before the first scan: HQ's rules, if any
+            self._follow = asyncio.create_task(self._follow_snapshot(),
+                                               name="triggers-snapshot-rules")
 
     async def _sync_ranges(self) -> None:
         """Take the ranges the till downloaded (cloud-allocated, so the till and the cloud
@@ -193,19 +204,44 @@ class InAisle:
             await asyncio.sleep(_RANGE_SYNC_S)
 
     async def stop(self) -> None:
-        for task in (self._task, self._sync, self._sweep):
+        for task in (self._task, self._sync, self._sweep, self._follow):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._task = self._sync = self._sweep = None
+        self._task = self._sync = self._sweep = self._follow = None
         if self.server is not None:
             await self.server.stop()
             self.server = None
         await self.triggers.aclose()
 
     def set_rules(self, value: Any) -> None:
-        """Desired shadow ``trigger_rules``: validated, then swapped in whole."""
-        self.triggers.set_rules(_rules(value))
+        """Desired shadow ``trigger_rules``: validated, then they win over the snapshot's
+        and the configured ones (``None`` removes the override; ``rules.RuleSources``)."""
+        self.rules.shadow = None if value is None else _rules(value)
+        self._apply_rules()
+
+    def _apply_rules(self) -> None:
+        self.triggers.set_rules(self.rules.effective())
+        logger.info("trigger rules from %s in force", self.rules.source)
+
+    async def follow_snapshot_once(self) -> bool:
+        """Take the installed promotion snapshot's rules if its version changed."""
+        if self._pos_promotions is None:
+            return False
+        version = self._pos_promotions.version
+        if version is None or version == self.rules.snapshot_version:
+            return False
+        got = await installed_rules(self._pos_promotions)
+        if got is None:
+            return False
+        self.rules.snapshot_version, self.rules.snapshot = got
+        self._apply_rules()
+        return True
+
+    async def _follow_snapshot(self) -> None:
+        while True:
+            await asyncio.sleep(_SNAPSHOT_POLL_S)
+            await self.follow_snapshot_once()
 
     async def _send_native(self, cart_id: str, coupon: IssuedCoupon, rule: TriggerRule) -> None:
         driver = self._carts()
@@ -217,6 +253,8 @@ class InAisle:
 
 def check_rules(value: Any) -> None:
     """Shadow-key validator: raises ``ValueError`` naming the bad field."""
+    if value is None:  # removes the store's override
+        return
     try:
         parse_rules(value)
     except DecodeError as err:
