@@ -11,8 +11,10 @@ The agent's composition root builds one ``InAisle`` and runs it next to its driv
 Offline data (``retail_data``, a JSON bundle; ``sample/demo_store.json`` is the demo's):
 ``catalog`` (``pricing.Catalog``), ``promotions`` (``pricing.PromotionSnapshot``),
 ``members`` (profiles by id: name, tier, segments, points), ``names_zh``,
-``coupon_ranges`` (``CodeRange`` fields), ``trigger_rules``, ``co_occurrence``. The POS
-caches (signed snapshot, price book, ranges) are the production source of the same data.
+``coupon_ranges`` (``CodeRange`` fields), ``trigger_rules``, ``co_occurrence``,
+``vision_categories`` (catalog category -> vision category, where they differ). The POS
+caches (signed snapshot, price book, ranges) are the production source of the same data;
+which trigger rules run is decided in ``rules.py`` (shadow > snapshot > config/bundle).
 """
 
 from __future__ import annotations
