@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from edge_agent.inference.positioning.features import FeatureParams, survey_features
 from edge_agent.inference.positioning.layout import FloorPlan
 from edge_agent.inference.positioning.model import METADATA_KEY, ModelInfo
+from edge_agent.inference.positioning.pathloss import PathLoss
 from edge_agent.inference.positioning.radiomap import METADATA_KEY as RADIOMAP_KEY
 from edge_agent.inference.positioning.radiomap import RadioMap, RadioMapParams
 from edge_agent.inference.positioning.survey import (
@@ -48,6 +49,9 @@ MEAS_SIGMA_M = 1.5
 # held-out tracks. alpha=0.01 regularises against the survey's neighbouring near-duplicates.
 HIDDEN = (64, 64)
 ALPHA = 1e-2
+# height of the tag for the radio map's path-loss prior: calib2021's robot carries it at
+# 1.3 m, a cart handle is about 1 m; the difference only matters within ~2 m of an anchor
+TAG_HEIGHT_M = 1.3
 
 
 def bounding_plan(
@@ -73,7 +77,8 @@ def train_model(
 ) -> bytes:
     """Fit on ``surveys`` (each one recording, rows in time order); returns ONNX bytes
     holding the MLP (the point fix: seeds the filter) and, in its metadata, the radio
-    map (the likelihood the filter weighs particles by)."""
+    map (the likelihood the filter weighs particles by), built around a multi-wall
+    path-loss model of each anchor fitted to the same survey."""
     params = features or FeatureParams()
     anchor_ids = tuple(sorted(anchors, key=lambda a: (len(a), a)))
     x = np.vstack(
@@ -97,7 +102,16 @@ def train_model(
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     plan = floorplan or bounding_plan(surveys, anchors)
-    rmap = RadioMap.fit(y[keep], x[keep].astype(np.float64), bounds=plan.bounds, params=radio_map)
+    feats = x[keep].astype(np.float64)
+    prior = PathLoss.fit(
+        y[keep],
+        feats,
+        anchors=np.array([anchors[a] for a in anchor_ids]),
+        plan=plan,
+        floor_dbm=params.floor_dbm,
+        tag_height_m=TAG_HEIGHT_M,
+    )
+    rmap = RadioMap.fit(y[keep], feats, bounds=plan.bounds, params=radio_map, prior=prior)
     info = ModelInfo(
         anchor_ids=anchor_ids,
         features=params,

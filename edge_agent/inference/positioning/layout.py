@@ -117,9 +117,20 @@ class FloorPlan:
             walls = grid.all_walls
         return _crosses_py(ax, ay, bx, by, walls)
 
+    def walls_between(self, a: Point, b: FloatArray) -> npt.NDArray[np.intp]:
+        """How many wall segments the straight line from ``a`` to each of ``b`` (N x 2)
+        crosses: the wall term of a radio path-loss model (training only, not per update)."""
+        start = np.broadcast_to(np.asarray(a, dtype=np.float64), b.shape)
+        counts: npt.NDArray[np.intp] = np.count_nonzero(self._crossings(start, b), axis=1)
+        return counts
+
     def _crosses_all(self, a: FloatArray, b: FloatArray) -> npt.NDArray[np.bool_]:
+        hit: npt.NDArray[np.bool_] = np.any(self._crossings(a, b), axis=1)
+        return hit
+
+    def _crossings(self, a: FloatArray, b: FloatArray) -> npt.NDArray[np.bool_]:
         """Four orientation tests per (move, wall) pair, written as outer products over
-        precomputed wall vectors."""
+        precomputed wall vectors: moves x walls, True where the move crosses the wall."""
         cx, cy, dx, dy, kc = self._walls
         ax, ay, bx, by = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
         ex, ey = bx - ax, by - ay
@@ -128,8 +139,8 @@ class FloorPlan:
         d2 = np.outer(ex, cy + dy) - np.outer(ey, cx + dx) - s
         d3 = np.outer(ay, dx) - np.outer(ax, dy) - kc
         d4 = np.outer(by, dx) - np.outer(bx, dy) - kc
-        hit: npt.NDArray[np.bool_] = np.any((d1 * d2 < 0) & (d3 * d4 < 0), axis=1)
-        return hit
+        cross: npt.NDArray[np.bool_] = (d1 * d2 < 0) & (d3 * d4 < 0)
+        return cross
 
     def zone_at(self, x: float, y: float) -> str | None:
         for zone in self.zones:

@@ -120,12 +120,9 @@ class Positioner:
             self._carts[cart_id] = cart
         return cart
 
-    def _needs_fix(self, cart: _Cart) -> bool:
-        return (
-            self.radio_map is None
-            or not cart.filter.initialised
-            or self.filter_params.map_reseed_fraction > 0
-        )
+    def _fix(self, vec: np.ndarray) -> np.ndarray:
+        fix: np.ndarray = self.model.predict(vec[None])[0]
+        return fix
 
     def forget(self, cart_id: str) -> None:
         """Drop a cart's state (returned to the corral, powered off)."""
@@ -161,15 +158,17 @@ class Positioner:
             heard = cart.smoother.heard(now)
             z = None
             likelihood = None
+            fix = None
             if heard >= self.min_anchors:
                 vec = cart.smoother.vector(now)
                 if self.radio_map is not None:
                     likelihood = partial(self.radio_map.log_likelihood, vec)
-                # with a radio map the point fix only seeds (and, if enabled, re-seeds)
-                # the particles: skip the model run when neither will happen
-                if self._needs_fix(cart):
-                    z = self.model.predict(vec[None])[0]
-            est = cart.filter.step(now, z, likelihood=likelihood)
+                    # with a radio map the point fix only seeds and re-seeds particles:
+                    # the filter runs the model only when it does either
+                    fix = partial(self._fix, vec)
+                else:
+                    z = self._fix(vec)
+            est = cart.filter.step(now, z, likelihood=likelihood, fix=fix)
             if est is None:
                 return None
             self.metrics.updates.inc()

@@ -51,6 +51,47 @@ def test_survey_roundtrip_and_units(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "text",
     [
+        # the same two rows as exporters write them: no index, no heading
+        "ts,x,y,rssi_1,rssi_A2\n1.6e18,1.0,2.0,-50,-71\n1.6000000005e18,1.1,2.1,,-72\n",
+        # another time column name, header in another case, a heading column
+        "Timestamp,X,Heading,Y,RSSI_1,rssi_A2\n1.6e18,1.0,0.3,2.0,-50,-71\n"
+        "1.6000000005e18,1.1,0.3,2.1,,-72\n",
+        # a row with no timestamp is dropped; a row cut short reads as unheard
+        ",ts,x,heading,y,rssi_1,rssi_A2\n0,1.6e18,1.0,0.3,2.0,-50,-71\n1,,5,5,5,-40,-40\n"
+        "2,1.6000000005e18,1.1,0.3,2.1,,-72\n",
+    ],
+)
+def test_track_reader_tolerates_exporter_variations(tmp_path: Path, text: str) -> None:
+    (tmp_path / "t.csv").write_text(text)
+    t = read_survey(tmp_path / "t.csv")
+    assert t.anchor_ids == ("1", "A2")
+    assert t.ts[1] - t.ts[0] == pytest.approx(0.5)
+    assert t.xy.tolist() == [[1.0, 2.0], [1.1, 2.1]]
+    np.testing.assert_array_equal(t.rssi, [[-50.0, -71.0], [np.nan, -72.0]])
+
+
+@pytest.mark.parametrize("index", [True, False])
+@pytest.mark.parametrize("heading", [True, False])
+def test_track_without_header_row_reads_in_calib2021_order(
+    tmp_path: Path, index: bool, heading: bool
+) -> None:
+    lines = []
+    for i, (ts, x, y, r1, r2) in enumerate(
+        [("1.6e18", "1.0", "2.0", "-50", "-71.5"), ("1.6000000005e18", "1.1", "2.1", "", "-72")]
+    ):
+        cells = [str(i)] * index + [ts, x] + ["-2.5"] * heading + [y, r1, r2]
+        lines.append(",".join(cells))
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    t = read_survey(tmp_path / "t.csv")
+    assert t.anchor_ids == ("1", "2")
+    assert t.xy.tolist() == [[1.0, 2.0], [1.1, 2.1]]
+    np.testing.assert_array_equal(t.rssi, [[-50.0, -71.5], [np.nan, -72.0]])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1.6e18,1.0,2.0,3.0,4.0\n",  # no header, and no column reads as dBm
         "ts,x,rssi_1\n1,2,-50\n",
         "ts,x,y\n1,2,3\n",
         "ts,x,y,rssi_1\n2,0,0,-50\n1,0,0,-50\n",
