@@ -114,7 +114,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     import uvicorn
 
     from cloud.main import create_app
-    from cloud.settings import CloudSettings
+    from cloud.settings import CloudSettings, Role, TokenGrant
     from edge_agent.app import Agent
     from edge_agent.config import AgentConfig
     from edge_agent.localbus import amqtt_fix
@@ -165,7 +165,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             mqtt_url=broker.url,
             share_group=None,  # amqtt has no $share
             ingest_client_id="demo-ingest",
-            api_tokens={token: "hq-admin"},
+            api_tokens={token: TokenGrant(role=Role.HQ_ADMIN)},
             signing_key_file=str(key_file),
         )
         app = create_app(settings, registry=cloud_registry, ingest=True)
