@@ -8,9 +8,17 @@ most promotions are on, so every basket has 20+ applicable promotions and the be
 search has real conflicts to settle. Members, coupons, points redemption and the time of
 day (weekday, hour) vary per basket.
 
-Baseline, measured in the same run: the same ``price()`` handed the raw snapshot, so it
-compiles and scans all 500 promotions on every call (what an engine without a compiled,
-indexed ruleset does). Its results are checked equal to the fast path's.
+Measured in the same run, on the same baskets:
+- ``pricing.price`` (the compiled engine when built, ``ENGINE_IMPL``): ``baskets_per_s``,
+  ``p50_ms``, ``p99_ms``;
+- the Python engine (``pricing.engine.price``, the reference): ``python_baskets_per_s``,
+  ``python_p99_ms`` and ``speedup_vs_python``; every one of the 1,000 baskets is priced by
+  both and the results must be equal;
+- baseline: the Python engine handed the raw snapshot, so it compiles and scans all 500
+  promotions on every call (what an engine without a compiled, indexed ruleset does).
+
+Rates are wall-clock on one pinned CPU; ``cpu_baskets_per_s`` divides by the process's
+CPU time instead, which is what one core can do when the machine is shared.
 
     python -m bench.pricing --json            # human summary, then one JSON line
 """
@@ -28,6 +36,7 @@ import time
 from typing import Any
 
 from pricing import (
+    ENGINE_IMPL,
     Basket,
     Bundle,
     BundleComponent,
@@ -51,6 +60,7 @@ from pricing import (
     compile,
     price,
 )
+from pricing import engine as python_engine
 from pricing.ruleset import Ruleset
 
 CURRENCY = "EUR"
@@ -290,10 +300,12 @@ def _pin_one_core() -> tuple[str, set[int] | None]:
     return "not pinned (no sched_setaffinity)", None
 
 
-def _measure(fn: Any, work: list[Any], seconds: float) -> tuple[int, float, list[int]]:
+def _measure(fn: Any, work: list[Any], seconds: float) -> tuple[int, float, float, list[int]]:
+    """Baskets priced, wall seconds, CPU seconds, per-call latencies (ns)."""
     lat: list[int] = []
     n = 0
     clock = time.perf_counter_ns
+    cpu = time.process_time()
     start = clock()
     deadline = start + int(seconds * 1e9)
     while True:
@@ -304,7 +316,7 @@ def _measure(fn: Any, work: list[Any], seconds: float) -> tuple[int, float, list
         n += len(work)
         if clock() >= deadline:
             break
-    return n, (clock() - start) / 1e9, lat
+    return n, (clock() - start) / 1e9, time.process_time() - cpu, lat
 
 
 def _pct(lat: list[int], q: float) -> float:
@@ -334,28 +346,45 @@ def _run(seconds: float, seed: int, pinned: str) -> dict[str, Any]:
     work = [(b, catalog, ruleset, m, now, store) for b, m, now in baskets]
     n_applicable = [applicable(ruleset, b, catalog) for b, _, _ in baskets]
 
-    results = [price(*args) for args in work]  # warm-up, and the reference for the baseline
+    results = [price(*args) for args in work]  # warm-up, and the reference for the others
     search_exact = sum(r.exact for r in results)
     applied = [len(r.applied) for r in results]
+    python_price = python_engine.price
+    if price is not python_price:  # the compiled engine: the Python one must agree
+        for args, ref in zip(work, results, strict=True):
+            if python_price(*args) != ref:
+                raise AssertionError(f"compiled and Python engines disagree on {args[0].id}")
 
     gc.collect()
-    n, elapsed, lat = _measure(price, work, seconds)
+    n, elapsed, cpu, lat = _measure(price, work, seconds)
+    if price is python_price:
+        pn, p_elapsed, p_lat = n, elapsed, lat
+    else:
+        gc.collect()
+        pn, p_elapsed, _, p_lat = _measure(python_price, work, max(0.5, seconds / 2))
 
     naive_work = [(b, catalog, snapshot, m, now, store) for b, m, now in baskets[:50]]
     for args, ref in zip(naive_work, results, strict=False):
-        if price(*args) != ref:
+        if python_price(*args) != ref:
             raise AssertionError("naive and compiled pricing disagree")
-    nb, nb_elapsed, _ = _measure(price, naive_work, max(0.5, seconds / 5))
+    nb, nb_elapsed, _, _ = _measure(python_price, naive_work, max(0.5, seconds / 5))
 
     rate = n / elapsed
+    python_rate = pn / p_elapsed
     naive_rate = nb / nb_elapsed
     return {
+        "engine": ENGINE_IMPL,
         "baskets_per_s": round(rate, 1),
         "p50_ms": round(_pct(lat, 0.50), 4),
         "p99_ms": round(_pct(lat, 0.99), 4),
         "mean_us": round(elapsed / n * 1e6, 2),
+        "cpu_baskets_per_s": round(n / cpu, 1) if cpu > 0 else None,
         "baskets_priced": n,
         "seconds": round(elapsed, 2),
+        "python_baskets_per_s": round(python_rate, 1),
+        "python_p99_ms": round(_pct(p_lat, 0.99), 4),
+        "speedup_vs_python": round(rate / python_rate, 1),
+        "results_equal": True,
         "distinct_baskets": len(work),
         "lines_per_basket": LINES,
         "promotions": len(snapshot.promotions),
@@ -364,7 +393,7 @@ def _run(seconds: float, seed: int, pinned: str) -> dict[str, Any]:
         "applied_mean": round(sum(applied) / len(applied), 1),
         "search_exact_share": round(search_exact / len(results), 3),
         "compile_ms": round(compile_ms, 1),
-        "baseline": "price() on the raw snapshot: compile + scan all promotions per call",
+        "baseline": "Python engine on the raw snapshot: compile + scan all promotions per call",
         "baseline_baskets_per_s": round(naive_rate, 1),
         "speedup": round(rate / naive_rate, 1),
         "target_baskets_per_s": 20_000,
@@ -387,11 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     r = run(seconds=args.seconds, seed=args.seed)
     print(
-        f"pricing: {r['baskets_per_s']:,.0f} baskets/s on one core "
+        f"pricing ({r['engine']} engine): {r['baskets_per_s']:,.0f} baskets/s on one core "
         f"(mean {r['mean_us']} us, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms), "
         f"{r['lines_per_basket']} lines x {r['promotions']} promotions, "
         f"{r['applicable_mean']} applicable per basket (min {r['applicable_min']}); "
-        f"baseline {r['baseline_baskets_per_s']:,.0f}/s, speedup x{r['speedup']}"
+        f"Python engine {r['python_baskets_per_s']:,.0f}/s (x{r['speedup_vs_python']}, "
+        f"results equal); baseline {r['baseline_baskets_per_s']:,.0f}/s, "
+        f"speedup x{r['speedup']}"
     )
     if args.json:
         print(json.dumps(r, sort_keys=True))

@@ -15,3 +15,7 @@ def test_bench_reports_rate_and_p99(capsys) -> None:
     assert result["applicable_min"] >= 20
     assert result["distinct_baskets"] == 1_000 and result["lines_per_basket"] == 20
     assert result["promotions"] >= 490
+    # the Python engine measured in the same run, on the same baskets, with equal results
+    assert result["python_baskets_per_s"] > 0 and result["python_p99_ms"] > 0
+    assert result["speedup_vs_python"] > 0 and result["results_equal"] is True
+    assert result["engine"] in ("compiled", "python")

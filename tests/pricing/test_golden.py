@@ -1,4 +1,5 @@
-"""The golden corpus through this runtime's ``price``, compiled and uncompiled."""
+"""The golden corpus through both engine implementations (Python reference and compiled),
+with compiled rulesets and raw snapshots."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import pytest
 
 from pricing import PricedBasket, compile, price
+from tests.pricing.engines import IMPLEMENTATIONS, engine_price
 from tests.pricing.golden import check_case, load_cases, replay_golden
 
 CASES = load_cases()
@@ -17,8 +19,9 @@ def test_corpus_is_big_enough_and_explained() -> None:
     assert all(c.why.strip() for c in CASES)
 
 
-def test_replay_golden_with_snapshots() -> None:
-    assert replay_golden(price) == len(CASES)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_replay_golden_with_snapshots(impl: str) -> None:
+    assert replay_golden(engine_price(impl)) == len(CASES)
 
 
 def test_replay_golden_reports_mismatches() -> None:
@@ -31,9 +34,10 @@ def test_replay_golden_reports_mismatches() -> None:
         replay_golden(off_by_one)
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_case_with_compiled_ruleset(case) -> None:
-    result = price(
+def test_case_with_compiled_ruleset(case, impl: str) -> None:
+    result = engine_price(impl)(
         case.basket, case.catalog, compile(case.promotions), case.member, case.now, case.store
     )
     assert list(check_case(case, result)) == []

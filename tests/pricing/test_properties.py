@@ -1,9 +1,11 @@
-"""Properties that hold for every basket and ruleset, checked with hypothesis."""
+"""Properties that hold for every basket and ruleset, checked with hypothesis on both
+engine implementations (Python reference and compiled)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,32 +16,42 @@ from pricing import (
     PromotionSnapshot,
     compile,
     load_snapshot,
-    price,
     refund,
 )
 from tests.pricing.build_golden import CATALOG
+from tests.pricing.engines import IMPLEMENTATIONS, engine_price
 from tests.pricing.strategies import NOW, STORE_MODEL, baskets, members, snapshots
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _price(basket: Basket, snap: PromotionSnapshot, member: Member | None) -> PricedBasket:
-    return price(basket, CATALOG, compile(snap), member, NOW, STORE_MODEL)
+def _price(
+    impl: str, basket: Basket, snap: PromotionSnapshot, member: Member | None
+) -> PricedBasket:
+    result: PricedBasket = engine_price(impl)(
+        basket, CATALOG, compile(snap), member, NOW, STORE_MODEL
+    )
+    return result
 
 
+each_engine = pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+
+
+@each_engine
 @SETTINGS
 @given(baskets(), snapshots(), members, st.randoms(use_true_random=False))
-def test_line_order_never_changes_the_result(basket, snap, member, rnd) -> None:
+def test_line_order_never_changes_the_result(impl, basket, snap, member, rnd) -> None:
     lines = list(basket.lines)
     rnd.shuffle(lines)
     shuffled = basket.model_copy(update={"lines": tuple(lines)})
-    assert _price(shuffled, snap, member) == _price(basket, snap, member)
+    assert _price(impl, shuffled, snap, member) == _price(impl, basket, snap, member)
 
 
+@each_engine
 @SETTINGS
 @given(baskets(), snapshots(), members)
-def test_books_balance(basket, snap, member) -> None:
-    r = _price(basket, snap, member)
+def test_books_balance(impl, basket, snap, member) -> None:
+    r = _price(impl, basket, snap, member)
     by_promo: dict[str, int] = defaultdict(int)
     for ln in r.lines:
         assert ln.net >= 0 and ln.paid >= 0
@@ -69,10 +81,11 @@ def test_books_balance(basket, snap, member) -> None:
         assert r.points_used <= member.points_balance
 
 
+@each_engine
 @SETTINGS
 @given(baskets(), snapshots(), members)
-def test_refund_of_everything_returns_exactly_what_was_paid(basket, snap, member) -> None:
-    r = _price(basket, snap, member)
+def test_refund_of_everything_returns_exactly_what_was_paid(impl, basket, snap, member) -> None:
+    r = _price(impl, basket, snap, member)
     back = refund(r, [ln.line_id for ln in r.lines])
     assert back.amount == r.total
     assert back.paid == r.paid
@@ -84,10 +97,11 @@ def test_refund_of_everything_returns_exactly_what_was_paid(basket, snap, member
         assert rl.discounts == ln.discounts
 
 
+@each_engine
 @SETTINGS
 @given(baskets(), snapshots(), members, st.data())
-def test_partial_refunds_add_up_to_the_whole(basket, snap, member, data) -> None:
-    r = _price(basket, snap, member)
+def test_partial_refunds_add_up_to_the_whole(impl, basket, snap, member, data) -> None:
+    r = _price(impl, basket, snap, member)
     returned: dict[str, int] = {}
     totals = defaultdict(int)
     for ln in r.lines:
@@ -113,10 +127,11 @@ def test_snapshot_json_round_trip_keeps_the_hash(snap) -> None:
     assert load_snapshot(snap.model_dump_json()).ruleset_hash() == snap.ruleset_hash()
 
 
+@each_engine
 @SETTINGS
 @given(baskets(), snapshots(), members)
-def test_priced_basket_json_round_trip_and_snapshot_path(basket, snap, member) -> None:
-    r = _price(basket, snap, member)
+def test_priced_basket_json_round_trip_and_snapshot_path(impl, basket, snap, member) -> None:
+    r = _price(impl, basket, snap, member)
     assert PricedBasket.from_json(r.to_json()) == r
     # handing price() the raw snapshot compiles it on the spot: same answer
-    assert price(basket, CATALOG, snap, member, NOW, STORE_MODEL) == r
+    assert engine_price(impl)(basket, CATALOG, snap, member, NOW, STORE_MODEL) == r
