@@ -123,6 +123,8 @@ def train_model(
     onx.metadata_props.append(entry)
     onx.metadata_props.append(onnx.StringStringEntryProto(key=RADIOMAP_KEY, value=rmap.to_json()))
     onx.doc_string = "storefleet indoor positioning: smoothed RSSI -> (x, y) metres"
+    # skl2onnx names the graph with a random uuid; a fixed name keeps rebuilds byte-identical
+    onx.graph.name = "storefleet_positioning"
     return bytes(onx.SerializeToString())
 
 

@@ -86,3 +86,19 @@ def test_holdout_model_beats_knn_on_unseen_track(calib2021: Path) -> None:
     knn_err = np.hypot(*(knn - test.xy).T)
     assert ours.median_m < 0.8 * float(np.median(knn_err))
     assert ours.p90_m < float(np.percentile(knn_err, 90))
+
+
+def test_training_is_byte_for_byte_deterministic(calib2021: Path) -> None:
+    """Rebuilding a committed model must not change its file when nothing else did."""
+    from models.positioning.train import train_files
+
+    def build() -> bytes:
+        return train_files(
+            [calib2021 / "calib4.csv"],
+            anchors_path=calib2021 / "anchors.csv",
+            layout_path=calib2021 / "layout.csv",
+            zones_path=None,
+            max_iter=20,
+        )
+
+    assert build() == build()
