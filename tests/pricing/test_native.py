@@ -10,6 +10,7 @@ beyond the C engine's integer bounds (priced by the Python engine, counted as fa
 
 from __future__ import annotations
 
+import os
 import random
 import tracemalloc
 from typing import Any
@@ -66,7 +67,7 @@ def test_compiled_engine_is_built_where_required() -> None:
         pytest.skip(f"compiled pricing engine not built: {native.IMPORT_ERROR}")
     assert native.compiled is not None, f"pricing._cengine not importable: {native.IMPORT_ERROR}"
     assert pricing.ENGINE_IMPL in ("compiled", "python")
-    if native.ENV not in __import__("os").environ:
+    if native.ENV not in os.environ:
         assert pricing.ENGINE_IMPL == "compiled"
         assert pricing.price is native.compiled.price
 
