@@ -285,7 +285,16 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             devices = (await http.get("/api/v1/devices")).json()
             # ... then stop producing and give the pipeline time to deliver everything.
             sim_stop.set()
-            await asyncio.wait_for(sim_task, timeout=20)
+            # Devices finish their exchange first (every produced id is acknowledged); on a
+            # starved machine that can take a while, and past a minute they are cut off
+            # (an id counts as produced only once its device saw it acknowledged).
+            try:
+                async with asyncio.timeout(60):
+                    await asyncio.shield(sim_task)
+            except TimeoutError:
+                console.print("[yellow]the simulated store was slow to stop; cut off[/]")
+                sim_task.cancel()
+                await asyncio.gather(sim_task, return_exceptions=True)
             produced = set(sim.produced_ids)
             drain_deadline = time.monotonic() + opts.drain_timeout_s
             while time.monotonic() < drain_deadline:
