@@ -138,6 +138,42 @@ cdef extern from *:
         }
     }
 
+    /* out[j] = d[names[j]] (borrowed) for j < nf, NULL where missing (no error left set):
+       one pass over the dict's entries comparing key pointers (a pydantic model's
+       __dict__ holds the interned field names, the same objects as names[]), then a
+       plain lookup for any name not matched that way. */
+    static void sf_fields(PyObject *d, PyObject **names, PyObject **out, int nf) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        int j, left = nf;
+        for (j = 0; j < nf; j++) out[j] = NULL;
+        while (left && PyDict_Next(d, &pos, &k, &v)) {
+            j = (int)pos - 1;  /* the usual case: the name at the same position */
+            if (j < nf && names[j] == k) { if (out[j] == NULL) { out[j] = v; left--; } continue; }
+            for (j = 0; j < nf; j++) {
+                if (names[j] == k) { if (out[j] == NULL) { out[j] = v; left--; } break; }
+            }
+        }
+        if (left) {
+            for (j = 0; j < nf; j++) {
+                if (out[j] == NULL) {
+                    out[j] = PyDict_GetItemWithError(d, names[j]);
+                    if (out[j] == NULL) PyErr_Clear();
+                }
+            }
+        }
+    }
+
+    /* The dict's version tag: CPython gives every dict state (each creation and each
+       mutation) a fresh, process-unique value. 0 (never cached) where it is not there. */
+    static inline uint64_t sf_dict_tag(PyObject *d) {
+    #if PY_VERSION_HEX < 0x030C0000
+        return ((PyDictObject *)d)->ma_version_tag;
+    #else
+        return 0;
+    #endif
+    }
+
     static inline int sf_ctz(uint64_t x) { return __builtin_ctzll(x); }
     static inline int sf_popcount(uint64_t x) { return __builtin_popcountll(x); }
     """
@@ -146,6 +182,8 @@ cdef extern from *:
     object sf_field(object obj, object name)
     PyObject *sf_dict(PyObject *obj) noexcept
     PyObject *sf_get(PyObject *d, object key) noexcept
+    void sf_fields(PyObject *d, PyObject **names, PyObject **out, int nf) noexcept
+    uint64_t sf_dict_tag(PyObject *d) noexcept
     int sf_int(PyObject *v, long long lo, long long hi, int64_t *out) noexcept
     int sf_is_str "PyUnicode_CheckExact"(PyObject *o) noexcept
     int sf_str_cmp(PyObject *a, PyObject *b) except? -2
@@ -351,6 +389,9 @@ cdef class LineEntry:
     # the catalog item this entry last saw for its sku, and its fields (the item is
     # frozen and held here, so its identity cannot be reused while it is compared)
     cdef object item
+    # the version tag of the catalog.items dict this entry was last checked against:
+    # while that dict is unchanged, the line needs no catalog lookup at all
+    cdef uint64_t tag
     cdef int64_t price
     cdef bint earns
     cdef int nunit
@@ -1915,6 +1956,42 @@ cdef int _earn(Ctx *c, PyObject **ents, list explain, tuple line_ids, int64_t *p
     return 0
 
 
+cdef PyObject *_line_entry(NativeRuleset nat, rs, PyObject *sku_p, PyObject *item_p,
+                           PyObject *x) except? NULL:
+    """The line entry of a sku (borrowed; ``nat.entries`` holds it) for catalog item
+    ``item_p``, refreshed from the item when it is not the one ``x`` was read from. NULL:
+    the Python engine must price the basket."""
+    cdef PyObject *d
+    cdef PyObject *cat_p
+    cdef PyObject *y
+    cdef PyObject *x2
+    cdef int64_t v
+    cdef LineEntry e
+    if x != NULL and <PyObject *>(<LineEntry>x).item == item_p:
+        return x
+    d = sf_dict(item_p)
+    if d == NULL:
+        return NULL
+    cat_p = sf_get(d, F_CATEGORY)
+    y = sf_get(d, F_PRICE)
+    if cat_p == NULL or not sf_is_str(cat_p) or y == NULL:
+        return NULL
+    if not sf_int(y, 0, MONEY_MAX, &v):
+        return NULL
+    if x == NULL or not sf_str_eq(<PyObject *>(<LineEntry>x).category, cat_p):
+        eo = nat._entry(rs, <object>sku_p, <object>cat_p)
+        nat.entries[<object>sku_p] = eo
+        x = <PyObject *>eo
+    e = <LineEntry>x
+    x2 = sf_get(d, F_EARNS)
+    if x2 == NULL:
+        return NULL
+    e.price = v
+    e.earns = x2 == <PyObject *>True or (x2 != <PyObject *>False and bool(<object>x2))
+    e.item = <object>item_p
+    return x
+
+
 cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, store,
                  void **blockp, Opt **optsp, int **udp):
     cdef RS *R = &nat.rs
@@ -1963,6 +2040,9 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     cdef PyObject *item_p
     cdef PyObject *cat_p
     cdef PyObject *x2
+    cdef uint64_t items_tag
+    cdef PyObject *line_names[5]
+    cdef PyObject *lf[5]
     cdef tuple raw_ids, raw_skus, raw_qty, raw_price, line_ids, skus, qty_o, base_o, ent_keep
     cdef dict entries
 
@@ -2068,6 +2148,11 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
 
     # lines, read once each (one __dict__ per pydantic model), then sorted canonically
     # (sku, then line id)
+    line_names[0] = <PyObject *>F_LINE_ID
+    line_names[1] = <PyObject *>F_SKU
+    line_names[2] = <PyObject *>F_QTY
+    line_names[3] = <PyObject *>F_UNIT_PRICE
+    line_names[4] = <PyObject *>F_BEST_BEFORE
     raw_ids = PyTuple_New(n)
     raw_skus = PyTuple_New(n)
     raw_qty = PyTuple_New(n)
@@ -2077,23 +2162,24 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
         d = sf_dict(PyTuple_GET_ITEM(lines_t, k))
         if d == NULL:
             return None
-        x = sf_get(d, F_LINE_ID)
-        y = sf_get(d, F_SKU)
+        sf_fields(d, line_names, lf, 5)
+        x = lf[0]
+        y = lf[1]
         if x == NULL or y == NULL or not sf_is_str(x) or not sf_is_str(y):
             return None
         put_borrowed(raw_ids, k, x)
         put_borrowed(raw_skus, k, y)
         sf_prefetch(x)
         sf_prefetch(y)
-        x = sf_get(d, F_QTY)
+        x = lf[2]
         if x == NULL or not sf_int(x, 1, QTY_MAX, &c.left[k]):
             return None
         put_borrowed(raw_qty, k, x)
-        x = sf_get(d, F_UNIT_PRICE)
+        x = lf[3]
         if x == NULL:
             return None
         put_borrowed(raw_price, k, x)  # None: the catalog price
-        x = sf_get(d, F_BEST_BEFORE)
+        x = lf[4]
         if x == NULL:
             return None
         if x != <PyObject *>None:
@@ -2118,6 +2204,7 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     base_o = PyTuple_New(n)
     ent_keep = PyTuple_New(n)
     entries = nat.entries
+    items_tag = sf_dict_tag(<PyObject *>items)
     nunits = 0
     cnt = 0
     for i in range(n):
@@ -2130,31 +2217,17 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
         if c.tmp_b[k]:
             c.has_expiry[i] = 1
             c.expiry[i] = c.tmp_w[k]
-        item_p = PyDict_GetItemWithError(items, <object>sku_p)
-        if item_p == NULL:
-            return None  # UnknownSku
         x = PyDict_GetItemWithError(entries, <object>sku_p)
-        if x == NULL or <PyObject *>(<LineEntry>x).item != item_p:
-            d = sf_dict(item_p)
-            if d == NULL:
+        if x != NULL and items_tag != 0 and (<LineEntry>x).tag == items_tag:
+            pass  # checked against this very state of catalog.items: same item
+        else:
+            item_p = PyDict_GetItemWithError(items, <object>sku_p)
+            if item_p == NULL:
+                return None  # UnknownSku
+            x = _line_entry(nat, rs, sku_p, item_p, x)
+            if x == NULL:
                 return None
-            cat_p = sf_get(d, F_CATEGORY)
-            y = sf_get(d, F_PRICE)
-            if cat_p == NULL or not sf_is_str(cat_p) or y == NULL:
-                return None
-            if not sf_int(y, 0, MONEY_MAX, &v):
-                return None
-            if x == NULL or not sf_str_eq(<PyObject *>(<LineEntry>x).category, cat_p):
-                eo = nat._entry(rs, <object>sku_p, <object>cat_p)
-                entries[<object>sku_p] = eo
-                x = <PyObject *>eo
-            e = <LineEntry>x
-            e.price = v
-            x2 = sf_get(d, F_EARNS)
-            if x2 == NULL:
-                return None
-            e.earns = x2 == <PyObject *>True or (x2 != <PyObject *>False and bool(<object>x2))
-            e.item = <object>item_p
+            (<LineEntry>x).tag = items_tag
         e = <LineEntry>x
         y = PyTuple_GET_ITEM(raw_price, k)
         if y == <PyObject *>None:
