@@ -393,6 +393,7 @@ cdef class LineEntry:
     # while that dict is unchanged, the line needs no catalog lookup at all
     cdef uint64_t tag
     cdef int64_t price
+    cdef object price_o  # the item's price as an exact int (its own object when it is one)
     cdef bint earns
     cdef int nunit
     cdef int *unit
@@ -1645,9 +1646,7 @@ cdef int apply_options(Ctx *c, Opt *opts, int *chosen, int nch, list explain,
                 if not add_rec(c, i, opt.rule, shares[t]):
                     return 0
         r = &c.R.rules[opt.rule]
-        ids = PyTuple_New(nl)
-        for t in range(nl):
-            put(ids, t, line_ids[lines[t]])
+        ids = ids_of(line_ids, c.n, lines, nl)
         if opt.detail_num >= 0:
             detail = <object>r.detail + str(opt.detail_num)
         else:
@@ -1691,12 +1690,32 @@ cdef object allocation(object pid, object phase, int64_t amount):
     return a
 
 
+cdef object ids_of(tuple line_ids, int n, int *lines, int cnt):
+    """The ids of ``lines``: the basket's own ``line_ids`` tuple when they are all of its
+    lines in order (an applied promotion's ids are often every line: no new tuple)."""
+    cdef int t
+    cdef bint whole = cnt == n
+    if whole:
+        for t in range(cnt):
+            if lines[t] != t:
+                whole = False
+                break
+        if whole:
+            return line_ids
+    ids = PyTuple_New(cnt)
+    for t in range(cnt):
+        put_borrowed(ids, t, PyTuple_GET_ITEM(line_ids, lines[t]))
+    return ids
+
+
 cdef object ids_where(tuple line_ids, int64_t *shares, int n):
     """_tender_applied: the lines that got a share."""
     cdef int i, cnt = 0, k = 0
     for i in range(n):
         if shares[i]:
             cnt += 1
+    if cnt == n:
+        return line_ids  # every line: the basket's own tuple
     ids = PyTuple_New(cnt)
     for i in range(n):
         if shares[i]:
@@ -1791,12 +1810,12 @@ cdef bint _grow_pool(Ctx *c, int need) noexcept:
     return True
 
 
-cdef bint _line_before(tuple skus, tuple ids, int a, int b) except -1:
+cdef bint _line_before(PyObject **skus, PyObject **ids, int a, int b) except -1:
     """(sku, line id) of line a sorts before that of line b."""
-    cdef int x = sf_str_cmp(PyTuple_GET_ITEM(skus, a), PyTuple_GET_ITEM(skus, b))
+    cdef int x = sf_str_cmp(skus[a], skus[b])
     if x:
         return x < 0
-    return sf_str_cmp(PyTuple_GET_ITEM(ids, a), PyTuple_GET_ITEM(ids, b)) < 0
+    return sf_str_cmp(ids[a], ids[b]) < 0
 
 
 cdef bint _coupon_matches(CRule *r, object sku, object cat) except -1:
@@ -1853,6 +1872,7 @@ cdef int _explain_units(Ctx *c, list explain, tuple line_ids, int *ud_rule,
     cdef int k, j, v, start, o
     cdef int *idx = c.tmp_sort
     cdef int64_t amount, count
+    cdef bint whole
     cdef CRule *r
     for k in range(nud):
         idx[k] = k
@@ -1873,9 +1893,18 @@ cdef int _explain_units(Ctx *c, list explain, tuple line_ids, int *ud_rule,
             amount += ud_amount[idx[j]]
             count += c.qty[ud_line[idx[j]]]
             j += 1
-        ids = PyTuple_New(j - start)
-        for k in range(start, j):
-            put(ids, k - start, line_ids[ud_line[idx[k]]])
+        whole = j - start == c.n
+        if whole:
+            for k in range(start, j):
+                if ud_line[idx[k]] != k - start:
+                    whole = False
+                    break
+        if whole:
+            ids = line_ids  # every line, in order: the basket's own tuple
+        else:
+            ids = PyTuple_New(j - start)
+            for k in range(start, j):
+                put(ids, k - start, line_ids[ud_line[idx[k]]])
         r = &c.R.rules[o]
         explain.append(applied(<object>r.id, <object>r.kind_name, <object>r.phase_name,
                                amount, 0, count, ids, _EMPTY))
@@ -1947,10 +1976,9 @@ cdef int _earn(Ctx *c, PyObject **ents, list explain, tuple line_ids, int64_t *p
                 cnt += 1
         if not largest_remainder(c, best_pts[j], c.tmp_w2, cnt, c.tmp_w):
             return 0
-        ids = PyTuple_New(cnt)
         for i in range(cnt):
             earned[lines[i]] += c.tmp_w[i]
-            put(ids, i, line_ids[lines[i]])
+        ids = ids_of(line_ids, c.n, lines, cnt)
         explain.append(applied(<object>r.id, <object>r.kind_name, _TENDER, 0, best_pts[j], 1,
                                ids, <object>r.detail))
     return 0
@@ -1987,6 +2015,7 @@ cdef PyObject *_line_entry(NativeRuleset nat, rs, PyObject *sku_p, PyObject *ite
     if x2 == NULL:
         return NULL
     e.price = v
+    e.price_o = <object>y if type(<object>y) is int else v
     e.earns = x2 == <PyObject *>True or (x2 != <PyObject *>False and bool(<object>x2))
     e.item = <object>item_p
     return x
@@ -2043,7 +2072,16 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     cdef uint64_t items_tag
     cdef PyObject *line_names[5]
     cdef PyObject *lf[5]
-    cdef tuple raw_ids, raw_skus, raw_qty, raw_price, line_ids, skus, qty_o, base_o, ent_keep
+    cdef tuple line_ids, ent_keep
+    # the lines' fields, borrowed: the frozen lines (held by the basket, which the caller
+    # holds for the call) own them; no scratch tuples to allocate, fill and free
+    cdef PyObject **raw_ids
+    cdef PyObject **raw_skus
+    cdef PyObject **raw_qty
+    cdef PyObject **raw_price
+    cdef PyObject **skus
+    cdef PyObject **qty_o
+    cdef PyObject **base_o  # the line's unit_price, or its entry's price_o (ent_keep)
     cdef dict entries
 
     # the currency checks, in the reference's order; a mismatch is the reference's error
@@ -2100,7 +2138,7 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     size = (
         n2 * sizeof(i128)
         + (11 * n + 3 * n2 + nc * n) * sizeof(int64_t)
-        + n * sizeof(PyObject *)
+        + 8 * n * sizeof(PyObject *)
         + (10 * n + 2 * n2 + nc * n + 2 * nslots + 2 + nr) * sizeof(int)
         + 2 * n + 2 * nr + 16
     )
@@ -2123,6 +2161,13 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     c.runs_cnt = <int64_t *>mem; mem += nc * n * sizeof(int64_t)
     best_pts = <int64_t *>mem; mem += n2 * sizeof(int64_t)
     ents = <PyObject **>mem; mem += n * sizeof(PyObject *)
+    raw_ids = <PyObject **>mem; mem += n * sizeof(PyObject *)
+    raw_skus = <PyObject **>mem; mem += n * sizeof(PyObject *)
+    raw_qty = <PyObject **>mem; mem += n * sizeof(PyObject *)
+    raw_price = <PyObject **>mem; mem += n * sizeof(PyObject *)
+    skus = <PyObject **>mem; mem += n * sizeof(PyObject *)
+    qty_o = <PyObject **>mem; mem += n * sizeof(PyObject *)
+    base_o = <PyObject **>mem; mem += n * sizeof(PyObject *)
     c.head = <int *>mem; mem += n * sizeof(int)
     c.tail = <int *>mem; mem += n * sizeof(int)
     c.tmp_a = <int *>mem; mem += 2 * n * sizeof(int)
@@ -2153,10 +2198,6 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     line_names[2] = <PyObject *>F_QTY
     line_names[3] = <PyObject *>F_UNIT_PRICE
     line_names[4] = <PyObject *>F_BEST_BEFORE
-    raw_ids = PyTuple_New(n)
-    raw_skus = PyTuple_New(n)
-    raw_qty = PyTuple_New(n)
-    raw_price = PyTuple_New(n)
     sf_warm(lines_t, n)
     for k in range(n):
         d = sf_dict(PyTuple_GET_ITEM(lines_t, k))
@@ -2167,18 +2208,18 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
         y = lf[1]
         if x == NULL or y == NULL or not sf_is_str(x) or not sf_is_str(y):
             return None
-        put_borrowed(raw_ids, k, x)
-        put_borrowed(raw_skus, k, y)
+        raw_ids[k] = x
+        raw_skus[k] = y
         sf_prefetch(x)
         sf_prefetch(y)
         x = lf[2]
         if x == NULL or not sf_int(x, 1, QTY_MAX, &c.left[k]):
             return None
-        put_borrowed(raw_qty, k, x)
+        raw_qty[k] = x
         x = lf[3]
         if x == NULL:
             return None
-        put_borrowed(raw_price, k, x)  # None: the catalog price
+        raw_price[k] = x  # None: the catalog price
         x = lf[4]
         if x == NULL:
             return None
@@ -2199,9 +2240,6 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     if type(items) is not dict:
         return None
     line_ids = PyTuple_New(n)
-    skus = PyTuple_New(n)
-    qty_o = PyTuple_New(n)
-    base_o = PyTuple_New(n)
     ent_keep = PyTuple_New(n)
     entries = nat.entries
     items_tag = sf_dict_tag(<PyObject *>items)
@@ -2209,10 +2247,10 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
     cnt = 0
     for i in range(n):
         k = order[i]
-        sku_p = PyTuple_GET_ITEM(raw_skus, k)
-        put_borrowed(line_ids, i, PyTuple_GET_ITEM(raw_ids, k))
-        put_borrowed(skus, i, sku_p)
-        put_borrowed(qty_o, i, PyTuple_GET_ITEM(raw_qty, k))
+        sku_p = raw_skus[k]
+        put_borrowed(line_ids, i, raw_ids[k])
+        skus[i] = sku_p
+        qty_o[i] = raw_qty[k]
         c.qty[i] = c.left[k]
         if c.tmp_b[k]:
             c.has_expiry[i] = 1
@@ -2229,16 +2267,14 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
                 return None
             (<LineEntry>x).tag = items_tag
         e = <LineEntry>x
-        y = PyTuple_GET_ITEM(raw_price, k)
+        y = raw_price[k]
         if y == <PyObject *>None:
             c.base[i] = e.price
-            # a new int rather than a reference to the catalog's: that object is cold
-            # memory, a fresh one comes from the allocator's recently freed blocks
-            put(base_o, i, e.price)
+            base_o[i] = <PyObject *>e.price_o  # no int to allocate and free per line
         else:
             if not sf_int(y, 0, MONEY_MAX, &c.base[i]):
                 return None
-            put_borrowed(base_o, i, y)
+            base_o[i] = y
         c.earns[i] = e.earns
         put_borrowed(ent_keep, i, x)
         ents[i] = x
@@ -2391,7 +2427,7 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
             r = &R.rules[o]
             cnt = 0
             for i in range(n):
-                if _coupon_matches(r, skus[i], <object>(<LineEntry>ents[i]).category):
+                if _coupon_matches(r, <object>skus[i], <object>(<LineEntry>ents[i]).category):
                     c.tmp_b[cnt] = i
                     cnt += 1
             if not _grow_pool(c, 2 * n + 1):
@@ -2501,12 +2537,12 @@ cdef object _run(Ctx *c, NativeRuleset nat, basket, catalog, rs, member, now_o, 
             j = c.rec_next[j]
         pl = sf_alloc(_PricedLine, 12)
         put_borrowed(pl, 0, PyTuple_GET_ITEM(line_ids, i))
-        put_borrowed(pl, 1, PyTuple_GET_ITEM(skus, i))
-        put_borrowed(pl, 2, PyTuple_GET_ITEM(qty_o, i))
-        put_borrowed(pl, 3, PyTuple_GET_ITEM(base_o, i))
+        put_borrowed(pl, 1, skus[i])
+        put_borrowed(pl, 2, qty_o[i])
+        put_borrowed(pl, 3, base_o[i])
         # equal amounts share one int object (ints are immutable): fewer allocations
         if c.qty[i] == 1:
-            gross = <object>PyTuple_GET_ITEM(base_o, i)
+            gross = <object>base_o[i]
         else:
             gross = c.base[i] * c.qty[i]
         put(pl, 4, gross)
