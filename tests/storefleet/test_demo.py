@@ -34,4 +34,7 @@ def test_demo_runs_the_whole_store_and_loses_nothing(tmp_path: Path) -> None:
     assert "/cart/S001-smartcart-01" in proc.stderr
     assert "PositionerLocator (demo_store.onnx)" in proc.stderr
     assert summary["positioning"] == "PositionerLocator"
-    assert summary["shelf_coupons"] >= 0 and summary["snapshots_classified"] >= 0
+    # shelf coupons are some of the coupons triggered (two counts, from the metric and the
+    # engine, that must agree); how many depends on where 20 s of shopping takes the carts
+    assert 0 <= summary["shelf_coupons"] <= summary["coupons_triggered"]
+    assert isinstance(summary["snapshots_classified"], int)
