@@ -198,3 +198,44 @@ def test_no_memory_grows_over_thousands_of_baskets() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024, f"{grown} bytes more after 3,000 baskets"
+
+
+def test_result_objects_are_freed_exactly() -> None:
+    """The compiled engine builds its NamedTuples untracked by the GC and frees them with
+    its own tp_dealloc: every object and every reference to the result types goes away,
+    for its own results, for ones built in Python, and for instances of a subclass."""
+    import gc
+    import sys
+
+    from pricing.result import Allocation, Applied, PricedBasket, PricedLine
+
+    compiled = engine_price("compiled")
+    rng = random.Random(9)
+    catalog = bench.make_catalog(rng)
+    rs = compile(bench.make_promotions(rng))
+    store = Store(id="store-1", currency=bench.CURRENCY, utc_offset_min=60)
+    work = [(b, catalog, rs, m, now, store) for b, m, now in bench.make_baskets(rng)[:200]]
+    types = (Allocation, Applied, PricedLine, PricedBasket)
+    kept = compiled(*work[0])
+    assert not gc.is_tracked(kept) and not gc.is_tracked(kept.lines[0])
+    assert kept == engine.price(*work[0])  # and equal to a GC-tracked, Python-built one
+
+    class Tagged(Allocation):  # a subclass (with __dict__): subtype_dealloc, then ours
+        pass
+
+    gc.collect()
+    refs = [sys.getrefcount(t) for t in types]
+    tag_refs = sys.getrefcount(Tagged)
+    for _ in range(3):
+        for args in work:
+            result = compiled(*args)
+            python_built = PricedBasket.from_dict(result.to_dict())
+            assert python_built == result
+        tagged = [Tagged("p", "item", k) for k in range(100)]
+        for one in tagged:
+            one.note = [one]  # a reference cycle through the instance dict: the GC frees it
+        del result, python_built, tagged, one
+        gc.collect()
+    assert [sys.getrefcount(t) for t in types] == refs
+    assert sys.getrefcount(Tagged) == tag_refs
+    assert kept.lines[0].discounts == kept.lines[0].discounts  # still intact
