@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +27,9 @@ def store(
     events: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     tele_interval: Annotated[float, typer.Option(help="telemetry interval, seconds")] = 5.0,
-    ledger: Annotated[Path | None, typer.Option(help="append produced event ids to this file")] = None,
+    ledger: Annotated[
+        Path | None, typer.Option(help="append produced event ids to this file")
+    ] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 7,
     layout: Annotated[Path | None, typer.Option(
         help="store layout TOML: run the whole store (carts, beacons, other families); "
@@ -54,7 +57,7 @@ def store(
                 loop.add_signal_handler(sig, stop.set)
         if duration is not None:
             loop.call_later(duration, stop.set)
-        closers = []
+        closers: list[Callable[[], Awaitable[None]]] = []
         if layout is not None and radio is not None:
             import json
 

@@ -48,11 +48,14 @@ class GenericDevice:
         return topics.local(self.spec.kind, self.spec.device_id, "up", type_)
 
     def _state(self, *, online: bool) -> bytes:
-        return encode(
-            DeviceState(online=online, model=self.spec.model, fw=self.spec.fw, ts=self.clock.now_ms())
+        state = DeviceState(
+            online=online, model=self.spec.model, fw=self.spec.fw, ts=self.clock.now_ms()
         )
+        return encode(state)
 
-    async def run(self, events: asyncio.Queue[tuple[str, dict[str, object]]], stop: asyncio.Event) -> None:
+    async def run(
+        self, events: asyncio.Queue[tuple[str, dict[str, object]]], stop: asyncio.Event
+    ) -> None:
         will = aiomqtt.Will(self._topic("state"), self._state(online=False), qos=1, retain=True)
         async with aiomqtt.Client(
             self.bus.host,
@@ -64,7 +67,9 @@ class GenericDevice:
             keepalive=10,
         ) as client:
             await client.publish(self._topic("state"), self._state(online=True), qos=1, retain=True)
-            tele = asyncio.create_task(self._telemetry(client, stop), name=f"tele-{self.spec.device_id}")
+            tele = asyncio.create_task(
+                self._telemetry(client, stop), name=f"tele-{self.spec.device_id}"
+            )
             try:
                 await self._events(client, events, stop)
             finally:
@@ -83,8 +88,8 @@ class GenericDevice:
 
         async def send(kind: str, data: dict[str, object]) -> None:
             try:
-                event = DeviceEvent(id=uuid7(self.clock.now_ms()), kind=kind, ts=self.clock.now_ms(),
-                                    data=data)
+                now = self.clock.now_ms()
+                event = DeviceEvent(id=uuid7(now), kind=kind, ts=now, data=data)
                 # A device counts an event as produced once the bus has acknowledged it.
                 await client.publish(self._topic("evt"), encode(event), qos=1)
                 self.produced += 1

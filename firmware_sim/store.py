@@ -91,8 +91,14 @@ class StoreSimulator:
                 ledger.write(event_id + "\n")
 
         devices = [
-            GenericDevice(spec=spec, bus=bus, clock=self.clock, tele_interval_s=self.tele_interval_s,
-                          on_produced=produced, rng=random.Random(rng.random()))
+            GenericDevice(
+                spec=spec,
+                bus=bus,
+                clock=self.clock,
+                tele_interval_s=self.tele_interval_s,
+                on_produced=produced,
+                rng=random.Random(rng.random()),
+            )
             for spec in self.specs()
         ]
         queues: list[asyncio.Queue[tuple[str, dict[str, object]]]] = [
@@ -156,8 +162,8 @@ class StoreSimulator:
             elif self.queued % 200 == 0:
                 await asyncio.sleep(0)
         # Let devices drain their queues before the caller stops them.
-        while any(not q.empty() for q in queues) and not all(t.done() for t in tasks):
-            await asyncio.sleep(0.05)
+        while any(not q.empty() for q in queues) and not all(t.done() for t in tasks):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # queue sizes: nothing signals them
 
 
 # ---- the whole store ---------------------------------------------------------------------

@@ -204,7 +204,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             AgentConfig(store_id=opts.store_id, data_dir=data_dir / "edge", cloud_url=broker.url,
                         local_bus="embedded", local_bus_port=local_port,
                         metrics_port=metrics_port, metrics_host="127.0.0.1",
-                        devices=store_devices, health_interval_s=1.0,
+                        devices=store_devices,  # type: ignore[arg-type]  # dicts: validated
+                        health_interval_s=1.0,
                         # in-aisle coupons and cart screens on the demo layout and sample data
                         **_in_aisle_settings(opts.full_store)),
             registry=agent_registry,
@@ -367,7 +368,9 @@ async def wait_store_online(http: httpx.AsyncClient, *, timeout_s: float = 20.0)
 def demo(
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds "
                                                     "(default: run until Ctrl-C)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="end with a one-line JSON summary")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="end with a one-line JSON summary")
+    ] = False,
     store: Annotated[str, typer.Option(help="store id")] = "S001",
     devices: Annotated[int, typer.Option(min=1, help="simulated devices")] = 6,
     rate: Annotated[float, typer.Option(min=0.1, help="events per second")] = 20.0,

@@ -95,7 +95,8 @@ def main() -> None:
         ("storefleet-stores", "storefleet — store boxes", STORES),
         ("storefleet-cloud", "storefleet — cloud ingest and API", CLOUD),
     ):
-        (here / f"{uid}.json").write_text(json.dumps(dashboard(uid, title, panels), indent=2) + "\n")
+        text = json.dumps(dashboard(uid, title, panels), indent=2) + "\n"
+        (here / f"{uid}.json").write_text(text)
 
 
 if __name__ == "__main__":

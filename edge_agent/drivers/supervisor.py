@@ -127,7 +127,7 @@ class DriverSupervisor:
                 raise DriverError(device_id, "driver returned; drivers run until cancelled")
             except asyncio.CancelledError:
                 raise
-            except Exception as err:  # noqa: BLE001 - isolation: any driver bug is contained
+            except Exception as err:  # isolation: any driver bug is contained
                 slot.crashed = True
                 slot.last_error = f"{type(err).__name__}: {err}"
                 slot.restarts += 1
@@ -148,7 +148,7 @@ class DriverSupervisor:
         for device_id, slot in self._slots.items():
             try:
                 h = slot.driver.health()
-            except Exception as err:  # noqa: BLE001 - a broken health() must not hide others
+            except Exception as err:  # a broken health() must not hide others
                 h = DeviceHealth(online=False, details={"health_error": str(err)})
             online = h.online and not slot.crashed
             self._metrics.up.labels(family=slot.config.family, device_id=device_id).set(

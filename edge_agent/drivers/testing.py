@@ -58,7 +58,9 @@ class FakeContext:
         for handler in self.handlers.get(device_kind, []):
             await handler(device_id, type_, payload)
 
-    async def wait_events(self, n: int, timeout: float = 5.0) -> list[EmittedEvent]:
+    async def wait_events(
+        self, n: int, timeout: float = 5.0  # noqa: ASYNC109 - a test helper's own deadline
+    ) -> list[EmittedEvent]:
         async def wait() -> None:
             while len(self.events) < n:
                 self.new_event.clear()

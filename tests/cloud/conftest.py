@@ -57,7 +57,7 @@ def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
-async def wait_until(check: Callable[[], Any], *, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+async def wait_until(check: Callable[[], Any], *, timeout: float = 10.0) -> Any:
     """Poll ``check`` (sync) until it returns something truthy."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

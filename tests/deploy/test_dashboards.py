@@ -80,7 +80,7 @@ async def test_every_dashboard_query_runs_against_live_metrics(
             await http.get("/api/v1/stores")  # 401, counted as rejected
             await http.get("/api/v1/stores", headers={"Authorization": f"Bearer {stack.token}"})
             exported = _exported((await http.get("/metrics")).text)
-            exported |= _exported(httpx.get(f"http://{agent}/metrics").text)
+            exported |= _exported((await http.get(f"http://{agent}/metrics")).text)
         await asyncio.wait_for(run, timeout=60)
         await asyncio.sleep(4)  # a few more scrapes so rate() has two points everywhere
 

@@ -221,7 +221,7 @@ def test_result_objects_are_freed_exactly() -> None:
     assert kept == engine.price(*work[0])  # and equal to a GC-tracked, Python-built one
 
     class Tagged(Allocation):  # a subclass (with __dict__): subtype_dealloc, then ours
-        pass
+        note: list[object]
 
     gc.collect()
     refs = [sys.getrefcount(t) for t in types]

@@ -65,7 +65,8 @@ def test_two_level_commissions_settle_after_the_window(
     b = new_member(sessions, clock, is_distributor=True, recruited_by=a)
     c = new_member(sessions, clock)
     proc = processor(sessions, clock, registry)
-    sale: dict[str, object] = {"member_id": c, "shared_by": b, "totals": {"paid": 12_345, "points_earned": 123}}
+    totals = {"paid": 12_345, "points_earned": 123}
+    sale: dict[str, object] = {"member_id": c, "shared_by": b, "totals": totals}
     proc.process([event("sale", "sale-1", sale)])
     with sessions() as s:
         rows = {(r.beneficiary_id, r.level): r for r in s.scalars(select(Commission))}
