@@ -53,6 +53,24 @@ STRINGS: dict[str, dict[str, str]] = {
     "shelf": {"en": "Shelf", "zh": "货架"},
     "qty": {"en": "Qty", "zh": "数量"},
     "close": {"en": "Close", "zh": "关闭"},
+    "ok": {"en": "OK", "zh": "好的"},
+    "scan_reminder_title": {"en": "Did you forget to scan something?", "zh": "是否忘记扫码？"},
+    "scan_reminder_body": {
+        "en": "We saw {item} go into your cart. Please scan it so it is on your bill.",
+        "zh": "我们看到{item}放入了购物车，请扫码后再放入。",
+    },
+    # the vision model's categories (protocols.vision.PRODUCT_CATEGORIES), for the prompt
+    "cat_beverage_can": {"en": "a can of drink", "zh": "罐装饮料"},
+    "cat_bottle": {"en": "a bottle", "zh": "瓶装饮品"},
+    "cat_cereal_box": {"en": "a box of cereal", "zh": "盒装麦片"},
+    "cat_milk_carton": {"en": "a carton of milk", "zh": "盒装牛奶"},
+    "cat_fruit": {"en": "some fruit", "zh": "水果"},
+    "cat_snack_bag": {"en": "a bag of snacks", "zh": "袋装零食"},
+    "cat_detergent": {"en": "some detergent", "zh": "洗涤剂"},
+    "cat_bread": {"en": "some bread", "zh": "面包"},
+    "cat_egg_carton": {"en": "a box of eggs", "zh": "盒装鸡蛋"},
+    "cat_yogurt_cup": {"en": "a yogurt", "zh": "酸奶"},
+    "cat_other": {"en": "an item", "zh": "商品"},
 }
 
 

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from edge_agent.cartscreen.backend import CartScreenBackend
 from edge_agent.cartscreen.checkout import PricingInputs
 from edge_agent.cartscreen.hub import ScreenHub
+from edge_agent.cartscreen.i18n import STRINGS
 from edge_agent.cartscreen.rules import RuleSources, installed_rules
 from edge_agent.cartscreen.seen import SeenInCart
 from edge_agent.cartscreen.server import CartScreenServer
@@ -46,6 +47,7 @@ from edge_agent.inference.triggers.service import (
     TriggerService,
 )
 from edge_agent.inference.triggers.storemap import BeaconLocator, PositionerLocator, StoreMap
+from edge_agent.inference.vision.unscanned import Unscanned
 from edge_agent.pos.cache import PromotionCache
 from edge_agent.pos.sales import PosService
 from pricing import Catalog, PromotionSnapshot, Ruleset, compile
@@ -119,7 +121,8 @@ class InAisle:
         self.seen = SeenInCart(ctx, triggers=self.triggers, carts=carts,
                                catalog=lambda: (got := self.pricing_inputs()) and got[0],
                                window_s=settings.unscanned_window_s,
-                               category_map=data.get("vision_categories"))
+                               category_map=data.get("vision_categories"),
+                               remind=self._remind)
         self.server: CartScreenServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sync: asyncio.Task[None] | None = None
@@ -251,6 +254,26 @@ class InAisle:
             return
         await driver.send_screen(cart_id, kind="coupon", title=rule.coupon.title[:80],
                                  body=f"{rule.coupon.body} {coupon.code}".strip()[:500])
+
+    def _remind(self, a: Unscanned) -> None:
+        """An item seen going into the cart and not scanned: a prompt on the cart's web
+        screen (WebSocket) and on its tablet's native shell (MQTT, in the background)."""
+        self.hub.push(a.cart_id, "scan_reminder",
+                      {"category": a.category, "pictured": a.pictured, "scanned": a.scanned})
+        self.triggers.spawn(self._remind_native(a), f"scan-reminder-{a.cart_id}")
+
+    async def _remind_native(self, a: Unscanned) -> None:
+        driver = self._carts()
+        if driver is None or not hasattr(driver, "send_screen"):
+            return
+        item = STRINGS.get(f"cat_{a.category}", {}).get("en", a.category.replace("_", " "))
+        try:
+            await driver.send_screen(a.cart_id, kind="alert",
+                                     title=STRINGS["scan_reminder_title"]["en"][:80],
+                                     body=STRINGS["scan_reminder_body"]["en"]
+                                     .replace("{item}", item)[:500])
+        except Exception as err:  # refused or unacknowledged: counted by the cart driver
+            logger.debug("scan reminder on cart %s's native screen: %s", a.cart_id, err)
 
 
 def check_rules(value: Any) -> None:

@@ -6,7 +6,9 @@ source is the cart id) goes to the trigger engine, where rules with a
 ``vision_category`` cue may fire for that cart, and to the ``UnscannedCheck``: once
 ``window_s`` has passed, a picture of a category with no matching scanned unit in the
 cart's session raises ``storefleet_vision_unscanned_total{category}`` and a
-``device_alarm`` event (``alarm = "unscanned_item"``) for the cart.
+``device_alarm`` event (``alarm = "unscanned_item"``) for the cart, and ``remind`` asks
+the shopper, on the cart's screens, to scan it (a prompt, not an accusation: the
+picture may be of something the shopper brought in).
 
 A scanned item's category is its catalog category (the demo catalog names them with
 the vision model's categories); a chain whose catalog uses other names gives the
@@ -34,18 +36,23 @@ logger = logging.getLogger(__name__)
 
 SWEEP_S = 1.0  # how often windows that are over get judged; alarms are not urgent
 
+Reminder = Callable[[Unscanned], None]
+"""Told of each unscanned item once judged (the cart screens' prompt); must not block."""
+
 
 class SeenInCart:
     def __init__(self, ctx: EventSink, *, triggers: TriggerService,
                  carts: Callable[[], Any], catalog: Callable[[], Catalog | None],
                  window_s: float = 30.0,
-                 category_map: Mapping[str, str] | None = None) -> None:
+                 category_map: Mapping[str, str] | None = None,
+                 remind: Reminder | None = None) -> None:
         self.ctx = ctx
         self.triggers = triggers
         self._carts = carts
         self._catalog = catalog
         self.check = UnscannedCheck(window_ms=int(window_s * 1000))
         self.category_map = dict(category_map or {})
+        self.remind = remind
         self.alarms: list[Unscanned] = []  # the last few, for the demo summary and tests
         self.unscanned = Counter("storefleet_vision_unscanned",
                                  "products seen going into a cart with no matching scan "
@@ -102,6 +109,11 @@ class SeenInCart:
                 logger.error("unscanned-item alarm for cart %s not recorded: %s", a.cart_id, err)
             logger.info("cart %s: %s seen going in, %d of %d scanned", a.cart_id, a.category,
                         a.scanned, a.pictured)
+            if self.remind is not None:
+                try:
+                    self.remind(a)
+                except Exception:  # the alarm is recorded; a failed prompt must not stop sweeps
+                    logger.exception("scan reminder for cart %s failed", a.cart_id)
         self.alarms = (self.alarms + found)[-100:]
         return found
 

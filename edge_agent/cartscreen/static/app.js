@@ -8,6 +8,8 @@
   let state = null;
   let popupCode = null;
   let checkoutId = null;
+  let reminder = null;  // the last scan_reminder shown, re-rendered on a language switch
+  let reminderTimer = null;
 
   const t = (key) => (T[lang] && T[lang][key]) || (T.en && T.en[key]) || key;
   const money = (minor) => (minor / 100).toFixed(2);
@@ -94,7 +96,21 @@
     $("zone").textContent = pos && pos.zone ? pos.zone : "–";
   }
 
-  function render() { if (state) { renderMember(); renderBasket(); renderCoupons(); renderSide(); } }
+  // An item the cart's camera saw going in without a scan: a gentle prompt, gone by itself.
+  function renderReminder() {
+    if (!reminder) return;
+    const item = (T[lang] && T[lang]["cat_" + reminder.category]) || t("cat_other");
+    $("scan-reminder-body").textContent = t("scan_reminder_body").replace("{item}", item);
+  }
+  function showReminder(data) {
+    reminder = data;
+    renderReminder();
+    $("scan-reminder").hidden = false;
+    clearTimeout(reminderTimer);
+    reminderTimer = setTimeout(() => { $("scan-reminder").hidden = true; }, 30000);
+  }
+
+  function render() { renderReminder(); if (state) { renderMember(); renderBasket(); renderCoupons(); renderSide(); } }
 
   async function refresh() {
     try { state = await api("GET", `/api/cart/${cartId}/state`); render(); } catch (e) { /* next push retries */ }
@@ -139,6 +155,7 @@
       const msg = JSON.parse(ev.data);
       if (msg.type === "coupon") { showCoupon(msg.data); refresh(); }
       else if (msg.type === "basket" || msg.type === "member") refresh();
+      else if (msg.type === "scan_reminder") showReminder(msg.data);
       else if (msg.type === "position") {
         const dot = document.getElementById("cart-dot");
         if (dot && msg.data.svg) { dot.setAttribute("cx", msg.data.svg[0]); dot.setAttribute("cy", msg.data.svg[1]); }
@@ -152,6 +169,7 @@
   });
   $("popup-apply").addEventListener("click", () => applyCoupon(popupCode));
   $("popup-later").addEventListener("click", () => { $("coupon-popup").hidden = true; });
+  $("scan-reminder-ok").addEventListener("click", () => { $("scan-reminder").hidden = true; });
   $("signin").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try { await api("POST", `/api/cart/${cartId}/member`, { qr: $("member-qr").value }); await refresh(); }

@@ -171,7 +171,7 @@ class TriggerService:
                     # loop, so one cart's coupon never holds up every other cart's reports.
                     # The engine has already counted the decision, so caps hold meanwhile.
                     for decision in decisions:
-                        self._spawn(self._issue_timed(decision, started),
+                        self.spawn(self._issue_timed(decision, started),
                                     f"trigger-issue-{decision.issue_id}")
             finally:
                 sub.close()
@@ -240,7 +240,8 @@ class TriggerService:
         if await self._issue(d) is not None:
             self.metrics.latency.observe(self.ctx.clock.monotonic() - started)
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def spawn(self, coro: Any, name: str) -> None:
+        """Run ``coro`` in the background; cancelled by ``aclose``."""
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -270,7 +271,7 @@ class TriggerService:
                 self.metrics.failed.labels(reason="screen_push").inc()
                 logger.exception("cart screen push failed for %s", coupon.code)
         if self.send_screen is not None:
-            self._spawn(self._send_native(d.cart_id, coupon, rule),
+            self.spawn(self._send_native(d.cart_id, coupon, rule),
                         f"trigger-screen-{coupon.issue_id}")
         await self._emit(coupon, zone=d.zone, shelf=d.shelf)
         return coupon

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +21,19 @@ from edge_agent.cartscreen import SAMPLE_DATA
 from firmware_sim.cart import CartSimulator
 from firmware_sim.layouts import DEFAULT_LAYOUT, Layout
 from protocols.triggers import CouponIssuedData
+from tests.edge_agent.cartscreen.browser import CHROMIUM_ARGS, chromium
 from tests.edge_agent.helpers import make_config, running_agent, wait_until, watch
-from tests.services import Mosquitto, unavailable
+from tests.services import Mosquitto
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.browser]
 
-CHROMIUM = os.environ.get("STOREFLEET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 # A shopper (fixed seed) whose walk crosses the promoted grocery aisles within 40 s.
 SEED = 3
 
 
-def _chromium() -> str:
-    path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-    if path is None:
-        unavailable(f"Chromium not found at {CHROMIUM}")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        unavailable("the playwright package is not installed")
-    return str(path)
-
-
 async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
         tmp_path: Path, uplink_broker: Mosquitto, local_broker: Mosquitto) -> None:
-    executable = _chromium()
+    executable = chromium()
     from playwright.async_api import async_playwright
 
     config = make_config(tmp_path, uplink=uplink_broker, local=local_broker,

@@ -68,8 +68,10 @@ async def test_a_cart_snapshot_of_a_category_fires_the_rule_cued_by_it(
             return [json.loads(p)["data"] for p in up.on(alarm_topic)]
 
         try:
-            await wait_until(lambda: bool(vision_coupons()) and bool(alarms()), within_s=60,
-                             what="a coupon cued by a snapshot, and an unscanned alarm")
+            await wait_until(lambda: bool(vision_coupons()) and bool(alarms())
+                             and any(s.kind == "alert" for s in sim.screens), within_s=60,
+                             what="a coupon cued by a snapshot, an unscanned alarm, and the "
+                                  "scan prompt on the cart's screen")
         finally:
             stop.set()
             await asyncio.gather(task, return_exceptions=True)
@@ -80,6 +82,8 @@ async def test_a_cart_snapshot_of_a_category_fires_the_rule_cued_by_it(
         alarm = alarms()[0]
         assert alarm["alarm"] == "unscanned_item" and alarm["category"] in sim.snapshots_sent
         assert alarm["scanned"] == 0 and alarm["pictured"] == 1
+        prompt = next(s for s in sim.screens if s.kind == "alert")  # over MQTT, acknowledged
+        assert prompt.title == "Did you forget to scan something?"
         assert metric(agent, "storefleet_vision_unscanned_total",
                       category=str(alarm["category"])) >= 1
         assert metric(agent, "storefleet_vision_frames_total", kind="snapshot") >= 2
