@@ -408,7 +408,9 @@ class Agent:
                             store_layout=c.store_layout, retail_data=c.retail_data,
                             trigger_rules=c.trigger_rules, utc_offset_min=c.pos_utc_offset_min,
                             unscanned_window_s=c.unscanned_window_s,
-                            positioning_model=c.positioning_model),
+                            positioning_model=c.positioning_model,
+                            payment_confirmation=c.payment_confirmation,
+                            payment_secret=c.payment_secret),
             ctx=self.driver_context, carts=self.cart_driver, pos_pricing=pos_pricing,
             pos_ranges=lambda: list(self.pos.ranges.ranges), pos_promotions=self.pos.promotions)
         # Paying on a cart is a sale at this store's till: same ledger, events, pricing.

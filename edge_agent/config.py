@@ -129,6 +129,11 @@ class AgentConfig:
     # ``trigger_rules`` replaces them at run time).
     cartscreen_port: int | None = None
     cartscreen_host: str = "0.0.0.0"
+    # payment_confirmation: who confirms a cart checkout was paid (cartscreen/payment.py):
+    # "provider" (default: a notice to /api/payments/notify signed with payment_secret,
+    # HMAC-SHA256) or "screen" (the shopper's "I have paid" button: demos, trials only).
+    payment_confirmation: Literal["provider", "screen"] = "provider"
+    payment_secret: str | None = dataclasses.field(default=None, repr=False)
     store_layout: Path | None = None
     retail_data: Path | None = None
     trigger_rules: tuple[Any, ...] = ()
@@ -166,6 +171,8 @@ class AgentConfig:
             raise ConfigError("vision_min_confidence", "must be within 0..1")
         if self.vision_threads is not None and self.vision_threads < 1:
             raise ConfigError("vision_threads", "must be >= 1")
+        if self.payment_confirmation not in ("provider", "screen"):
+            raise ConfigError("payment_confirmation", "must be provider or screen")
         if self.cartscreen_port is not None and not 0 <= self.cartscreen_port <= 65535:
             raise ConfigError("cartscreen_port", f"{self.cartscreen_port} is not a TCP port")
         self.cloud  # noqa: B018 - validates cloud_url

@@ -139,7 +139,8 @@ class CartScreenPush(_Doc):
     """One message on a cart screen's WebSocket."""
 
     v: Literal[1] = 1
-    type: Literal["coupon", "basket", "position", "member", "hello", "info", "scan_reminder"]
+    type: Literal["coupon", "basket", "position", "member", "hello", "info", "scan_reminder",
+                  "receipt"]
     cart_id: Ident
     ts: EpochMs
     data: dict[str, Any] = Field(default_factory=dict)

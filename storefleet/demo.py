@@ -99,6 +99,9 @@ def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
             # store (models/positioning/train_demo_store.py; no training at start)
             "positioning_model": DEMO_POSITIONING_MODEL,
             "trigger_rules": DEMO_SHELF_RULES,
+            # no payment provider in a demo: the cart screen's "I have paid" confirms
+            # (a store sets payment_secret and leaves this at "provider")
+            "payment_confirmation": "screen",
             # the carts' basket cameras: product recognition, vision-cued coupons and
             # "seen but not scanned" alarms
             "vision": True, "unscanned_window_s": 10.0}

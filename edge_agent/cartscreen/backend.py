@@ -20,8 +20,10 @@ from typing import Any
 import qrcode
 import qrcode.image.svg
 from prometheus_client import Counter
+from pydantic import ValidationError
 
 from edge_agent.cartscreen.hub import ScreenHub
+from edge_agent.cartscreen.payment import Confirmation, PaymentNotice, QrPayload, verify
 from edge_agent.cartscreen.recommend import Recommender
 from edge_agent.cartscreen.route import Grid, plan_route
 from edge_agent.cartscreen.svgmap import to_svg
@@ -68,7 +70,9 @@ class CartScreenBackend:
                  carts: Callable[[], Any] | None = None, members: Members | None = None,
                  store_map: StoreMap | None = None, names_zh: Mapping[str, str] | None = None,
                  co_occurrence: list[tuple[str, str]] | None = None,
-                 utc_offset_min: int = 0, till: PosService | None = None) -> None:
+                 utc_offset_min: int = 0, till: PosService | None = None,
+                 payment_confirmation: Confirmation = "provider",
+                 payment_secret: str | None = None) -> None:
         self.ctx = ctx
         self.store_id = store_id
         self.hub = hub
@@ -89,6 +93,11 @@ class CartScreenBackend:
         self.checkout_mismatches = Counter(
             "storefleet_cartscreen_checkout_mismatch", "cart payments whose recorded sale "
             "priced differently from the payment QR", registry=ctx.registry)
+        self.payment_confirmation: Confirmation = payment_confirmation  # payment.py
+        self._payment_secret = payment_secret
+        self.payment_notices = Counter(
+            "storefleet_cartscreen_payment_notices", "payment provider notifications, by "
+            "outcome", ["outcome"], registry=ctx.registry)
 
     # ---- per cart ----------------------------------------------------------------------
 
@@ -363,6 +372,48 @@ class CartScreenBackend:
             for code in redeemed:
                 view.offered.pop(code, None)
             return view.receipt
+
+    async def confirm_by_screen(self, cart_id: str, checkout_id: str) -> dict[str, Any]:
+        """The screen's "I have paid" button: only where ``payment_confirmation`` is
+        ``"screen"`` (demos, trials); otherwise the provider's notice confirms."""
+        if self.payment_confirmation != "screen":
+            raise ScreenError(403, "payment is confirmed by the payment provider, not the "
+                                   "cart screen")
+        return await self.paid(cart_id, checkout_id)
+
+    async def notify(self, body: bytes, signature: str | None) -> dict[str, Any]:
+        """A payment provider's notice (``payment.py``): verified, matched to the checkout
+        it pays, then the sale is recorded and the e-receipt pushed to the cart's screen."""
+        def refuse(outcome: str, status: int, detail: str) -> ScreenError:
+            self.payment_notices.labels(outcome=outcome).inc()
+            logger.warning("payment notice refused (%s): %s", outcome, detail)
+            return ScreenError(status, detail)
+
+        if not self._payment_secret:
+            raise refuse("not_configured", 503, "payment notices need payment_secret set")
+        if not verify(self._payment_secret, body, signature):
+            raise refuse("bad_signature", 401, "bad or missing payment signature")
+        try:
+            notice = PaymentNotice.model_validate_json(body)
+            qr = QrPayload.parse(notice.payload)
+        except (ValidationError, ValueError) as err:
+            raise refuse("bad_notice", 422, f"bad payment notice: {err}") from err
+        if qr.store_id != self.store_id:
+            raise refuse("unknown_checkout", 404, f"checkout of another store ({qr.store_id})")
+        view = self.view(qr.cart_id)
+        if view.receipt is not None and view.receipt["receipt_id"] == qr.checkout_id:
+            self.payment_notices.labels(outcome="duplicate").inc()
+            return view.receipt
+        if view.checkout is None or view.checkout["payload"] != notice.payload:
+            raise refuse("unknown_checkout", 404, "no such open checkout")
+        if notice.amount != qr.amount or notice.currency != qr.currency:
+            raise refuse("amount_mismatch", 409,
+                         f"paid {notice.amount} {notice.currency}, the checkout is "
+                         f"{qr.amount} {qr.currency}")
+        receipt = await self.paid(qr.cart_id, qr.checkout_id)
+        self.payment_notices.labels(outcome="confirmed").inc()
+        self.hub.push(qr.cart_id, "receipt", receipt)
+        return receipt
 
     async def _sell(self, cart_id: str, checkout_id: str, priced: dict[str, Any],
                     codes: list[str]) -> Sale:

@@ -33,6 +33,7 @@ from edge_agent.cartscreen.backend import CartScreenBackend
 from edge_agent.cartscreen.checkout import PricingInputs
 from edge_agent.cartscreen.hub import ScreenHub
 from edge_agent.cartscreen.i18n import STRINGS
+from edge_agent.cartscreen.payment import CONFIRMATIONS, Confirmation
 from edge_agent.cartscreen.rules import RuleSources, installed_rules
 from edge_agent.cartscreen.seen import SeenInCart
 from edge_agent.cartscreen.server import CartScreenServer
@@ -75,6 +76,10 @@ class InAisleSettings:
     # the store's trained positioning model (ONNX, decision 0009); None: the strongest-
     # beacon fallback (storemap.BeaconLocator)
     positioning_model: Path | None = None
+    # who confirms a cart checkout was paid (payment.py): "provider" (a notice signed
+    # with payment_secret) or "screen" (the shopper's button: demos and trials only)
+    payment_confirmation: Confirmation = "provider"
+    payment_secret: str | None = None
 
 
 class InAisle:
@@ -84,6 +89,12 @@ class InAisle:
                  pos_promotions: PromotionCache | None = None) -> None:
         self.settings = settings
         self.ctx = ctx
+        if settings.payment_confirmation not in CONFIRMATIONS:
+            raise ConfigError("payment_confirmation", "must be provider or screen")
+        if (settings.cartscreen_port is not None and settings.payment_confirmation == "provider"
+                and not settings.payment_secret):
+            logger.warning("cart checkouts cannot be confirmed: payment_confirmation is "
+                           "provider and no payment_secret is set")
         self._pos_pricing = pos_pricing
         self._pos_ranges = pos_ranges
         data = _load_bundle(settings.retail_data)
@@ -111,7 +122,9 @@ class InAisle:
             ctx=ctx, store_id=settings.store_id, hub=self.hub, pricing=self._pricing,
             ledger=self.ledger, carts=carts, members=members, store_map=self.store_map,
             names_zh=data.get("names_zh"), co_occurrence=data.get("co_occurrence"),
-            utc_offset_min=settings.utc_offset_min)
+            utc_offset_min=settings.utc_offset_min,
+            payment_confirmation=settings.payment_confirmation,
+            payment_secret=settings.payment_secret)
         self.triggers = TriggerService(
             ctx, ledger=self.ledger, engine=self.engine, locator=self._locator(), carts=carts,
             members=members, on_coupon=self.backend.on_coupon,

@@ -10,7 +10,10 @@
 ``PUT  /api/cart/{cart_id}/list``                      ``{"skus": [...]}`` shopping list
 ``GET  /api/cart/{cart_id}/route``                     route through the list's shelves
 ``POST /api/cart/{cart_id}/checkout``                  payment QR (SVG) for the basket total
-``POST /api/cart/{cart_id}/checkout/{id}/paid``        payment confirmed -> e-receipt
+``POST /api/cart/{cart_id}/checkout/{id}/paid``        the screen's "I have paid" (only with
+                                                        payment_confirmation = screen)
+``POST /api/payments/notify``                          the payment provider's signed notice
+                                                        -> sale, e-receipt (payment.py)
 ``GET  /api/cart/{cart_id}/receipt``                   the last e-receipt
 ``GET  /api/products?q=`` / ``/api/products/{sku}``    search, price check by barcode
 ``GET  /map.svg``                                      the store map
@@ -36,6 +39,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge_agent.cartscreen import i18n
 from edge_agent.cartscreen.backend import CartScreenBackend, ScreenError
+from edge_agent.cartscreen.payment import SIGNATURE_HEADER
 from edge_agent.cartscreen.svgmap import render
 from protocols.topics import valid_id
 
@@ -102,6 +106,7 @@ def create_app(backend: CartScreenBackend, *, registry: CollectorRegistry) -> St
             "recommendations": backend.recommendations(cart_id),
             "position": None if loc is None else {"zone": loc.zone, "shelf": loc.shelf},
             "receipt": backend.view(cart_id).receipt,
+            "payment_confirmation": backend.payment_confirmation,
         })
 
     async def member(request: Request) -> Response:
@@ -128,7 +133,14 @@ def create_app(backend: CartScreenBackend, *, registry: CollectorRegistry) -> St
 
     async def paid(request: Request) -> Response:
         cart_id = cart_of(request)
-        return JSONResponse(await backend.paid(cart_id, str(request.path_params["checkout_id"])))
+        checkout_id = str(request.path_params["checkout_id"])
+        return JSONResponse(await backend.confirm_by_screen(cart_id, checkout_id))
+
+    async def payment_notice(request: Request) -> Response:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise ScreenError(413, "body too large")
+        return JSONResponse(await backend.notify(raw, request.headers.get(SIGNATURE_HEADER)))
 
     async def receipt(request: Request) -> Response:
         r = backend.view(cart_of(request)).receipt
@@ -189,6 +201,7 @@ def create_app(backend: CartScreenBackend, *, registry: CollectorRegistry) -> St
             Route("/api/cart/{cart_id}/route", route),
             Route("/api/cart/{cart_id}/checkout", checkout, methods=["POST"]),
             Route("/api/cart/{cart_id}/checkout/{checkout_id}/paid", paid, methods=["POST"]),
+            Route("/api/payments/notify", payment_notice, methods=["POST"]),
             Route("/api/cart/{cart_id}/receipt", receipt),
             Route("/api/products", products),
             Route("/api/products/{sku}", product),

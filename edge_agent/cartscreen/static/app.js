@@ -156,6 +156,7 @@
       if (msg.type === "coupon") { showCoupon(msg.data); refresh(); }
       else if (msg.type === "basket" || msg.type === "member") refresh();
       else if (msg.type === "scan_reminder") showReminder(msg.data);
+      else if (msg.type === "receipt") showReceipt(msg.data);
       else if (msg.type === "position") {
         const dot = document.getElementById("cart-dot");
         if (dot && msg.data.svg) { dot.setAttribute("cx", msg.data.svg[0]); dot.setAttribute("cy", msg.data.svg[1]); }
@@ -194,12 +195,13 @@
       checkoutId = c.checkout_id;
       $("pay-qr").innerHTML = c.qr_svg;  // SVG rendered by the store box from our own payload
       $("pay-total").textContent = money(c.total);
+      // the provider's notice confirms (a "receipt" push); the button only in demo mode
+      $("pay-done").hidden = !(state && state.payment_confirmation === "screen");
       $("pay-popup").hidden = false;
     } catch (e) { alert(e.message); }
   });
   $("pay-close").addEventListener("click", () => { $("pay-popup").hidden = true; });
-  $("pay-done").addEventListener("click", async () => {
-    const r = await api("POST", `/api/cart/${cartId}/checkout/${checkoutId}/paid`);
+  function showReceipt(r) {
     $("pay-popup").hidden = true;
     const list = $("receipt-lines");
     list.replaceChildren();
@@ -208,7 +210,11 @@
     $("receipt-total").textContent = money(r.total);
     $("receipt-points").textContent = r.points_earned;
     $("receipt-popup").hidden = false;
-    await refresh();
+    refresh();
+  }
+  $("pay-done").addEventListener("click", async () => {
+    try { showReceipt(await api("POST", `/api/cart/${cartId}/checkout/${checkoutId}/paid`)); }
+    catch (e) { alert(e.message); }
   });
   $("receipt-close").addEventListener("click", () => { $("receipt-popup").hidden = true; });
 

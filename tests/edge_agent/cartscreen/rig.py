@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,14 +52,16 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def running_rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def running_rig(tmp_path: Path, **settings: Any) -> AsyncIterator[Rig]:
+    """``settings``: InAisleSettings fields over the rig's (the screen confirms payment)."""
     ctx = FakeContext(clock=ManualClock())
     carts = CartDriver(DeviceConfig("carts", "cart"), ctx)
     runner = asyncio.create_task(carts.run(), name="test-carts")
     await asyncio.sleep(0)
     in_aisle = InAisle(InAisleSettings(store_id="S001", data_dir=tmp_path, cartscreen_port=0,
                                        cartscreen_host="127.0.0.1", store_layout=DEFAULT_LAYOUT,
-                                       retail_data=SAMPLE_DATA),
+                                       retail_data=SAMPLE_DATA,
+                                       **{"payment_confirmation": "screen", **settings}),
                        ctx=ctx, carts=lambda: carts)
     await in_aisle.start()
     rig = Rig(ctx, carts, in_aisle)

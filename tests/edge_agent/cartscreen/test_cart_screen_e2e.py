@@ -1,5 +1,7 @@
 """End to end in a real browser: a simulated shopper walks to a promoted aisle and the
-coupon pops up on the cart's screen; applying it lowers the basket total.
+coupon pops up on the cart's screen; applying it lowers the basket total; the payment
+provider's signed notice (sent twice, as gateways retry) puts the e-receipt on the screen
+and records exactly one sale.
 
 Real parts: Mosquitto (store-local bus and uplink), the agent with its cart driver, the
 cart simulator walking the demo layout at 5 Hz, the trigger service (zone from the
@@ -15,9 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from edge_agent.cartscreen import SAMPLE_DATA
+from edge_agent.cartscreen.payment import SIGNATURE_HEADER, sign
 from firmware_sim.cart import CartSimulator
 from firmware_sim.layouts import DEFAULT_LAYOUT, Layout
 from protocols.triggers import CouponIssuedData
@@ -29,6 +33,7 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.browser]
 
 # A shopper (fixed seed) whose walk crosses the promoted grocery aisles within 40 s.
 SEED = 3
+PAYMENT_SECRET = "e2e-payment-secret"
 
 
 async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
@@ -39,7 +44,8 @@ async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
     config = make_config(tmp_path, uplink=uplink_broker, local=local_broker,
                          devices=({"id": "carts", "family": "cart"},), cartscreen_port=0,
                          cartscreen_host="127.0.0.1", store_layout=DEFAULT_LAYOUT,
-                         retail_data=SAMPLE_DATA, health_interval_s=0.5)
+                         retail_data=SAMPLE_DATA, health_interval_s=0.5,
+                         payment_secret=PAYMENT_SECRET)  # the provider confirms payment
     layout = Layout.load(DEFAULT_LAYOUT)
     sim = CartSimulator("C1", local_broker.url, layout, seed=SEED, member_share=1.0,
                         items_per_session=(3, 3), dwell_s=1.0)
@@ -86,11 +92,22 @@ async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
             assert await page.is_visible(f"#coupon-list li.applied[data-code='{code}']")
             assert await page.text_content("#greeting") != "Welcome"  # a member QR shopper
 
-            # pay: the payment QR, then the confirmation -> the e-receipt; the agent
-            # records the checkout as a till sale (channel cart) with that total
+            # pay: the payment QR; the provider's signed notice (what the payment gateway
+            # relays once the shopper's app has paid) -> the e-receipt appears on the
+            # screen; the agent records the checkout as a till sale (channel cart)
             await page.click("#checkout")
             await page.wait_for_selector("#pay-popup:not([hidden])", timeout=10_000)
-            await page.click("#pay-done")
+            assert not await page.is_visible("#pay-done")  # no "I have paid" button
+            checkout = agent.in_aisle.backend.view("C1").checkout
+            assert checkout is not None
+            notice = json.dumps({"payload": checkout["payload"], "amount": after,
+                                 "currency": checkout["priced"]["currency"],
+                                 "provider_ref": "wx-4200001"}).encode()
+            for _ in range(2):  # the gateway retries: still one sale
+                async with httpx.AsyncClient(base_url=agent.in_aisle.url, timeout=10) as http:
+                    r = await http.post("/api/payments/notify", content=notice, headers={
+                        SIGNATURE_HEADER: sign(PAYMENT_SECRET, notice)})
+                assert r.status_code == 200, r.text
             await page.wait_for_selector("#receipt-popup:not([hidden])", timeout=10_000)
             receipt_total = await page.text_content("#receipt-total")
             await page.click("#receipt-close")

@@ -105,7 +105,8 @@ async def _rig(tmp_path: Path, *, signed: PromotionPublication | None) -> AsyncI
                 catalog.catalog, *compiled)
     in_aisle = InAisle(InAisleSettings(store_id="S001", data_dir=tmp_path, cartscreen_port=0,
                                        cartscreen_host="127.0.0.1", store_layout=DEFAULT_LAYOUT,
-                                       retail_data=SAMPLE_DATA),
+                                       retail_data=SAMPLE_DATA,
+                                       payment_confirmation="screen"),
                        ctx=ctx, carts=lambda: carts, pos_pricing=pos_pricing)
     ledger = PosLedger(tmp_path / "pos.db")
     await ledger.open()

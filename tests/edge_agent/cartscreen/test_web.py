@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from websockets.asyncio.client import connect
 
@@ -37,7 +38,7 @@ async def test_coupon_is_pushed_over_the_websocket_and_applying_it_lowers_the_to
         assert CartScreenPush.model_validate(hello).type == "hello"
         codes = await rig.dwell("C1", "sess-1", "M0001", 3)
         assert codes == ["RDEMOGRC5-000001"]
-        msgs = []
+        msgs: list[dict[str, Any]] = []
         while not any(m["type"] == "coupon" for m in msgs):
             msgs.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
         coupon = next(m for m in msgs if m["type"] == "coupon")["data"]
