@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ class InAisleSettings:
     # who confirms a cart checkout was paid (payment.py): "provider" (a notice signed
     # with payment_secret) or "screen" (the shopper's button: demos and trials only)
     payment_confirmation: Confirmation = "provider"
-    payment_secret: str | None = None
+    payment_secret: str | None = field(default=None, repr=False)
 
 
 class InAisle:
