@@ -166,7 +166,7 @@ def make_promotions(rng: random.Random) -> PromotionSnapshot:
     for k in range(60):
         if k % 2:
             a, b = rng.sample(pop, 2)
-            comps = (
+            comps: tuple[BundleComponent, ...] = (
                 BundleComponent(scope=Scope(skus=(a,)), qty=1),
                 BundleComponent(scope=Scope(skus=(b,)), qty=1),
             )
@@ -364,8 +364,8 @@ def _run(seconds: float, seed: int, pinned: str) -> dict[str, Any]:
         pn, p_elapsed, _, p_lat = _measure(python_price, work, max(0.5, seconds / 2))
 
     naive_work = [(b, catalog, snapshot, m, now, store) for b, m, now in baskets[:50]]
-    for args, ref in zip(naive_work, results, strict=False):
-        if python_price(*args) != ref:
+    for naive_args, ref in zip(naive_work, results, strict=False):
+        if python_price(*naive_args) != ref:
             raise AssertionError("naive and compiled pricing disagree")
     nb, nb_elapsed, _, _ = _measure(python_price, naive_work, max(0.5, seconds / 5))
 
