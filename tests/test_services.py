@@ -9,7 +9,7 @@ from tests.services import Mosquitto
 
 
 def test_mosquitto_round_trip(mosquitto: Mosquitto) -> None:
-    got: list[bytes] = []
+    got: list[bytes | bytearray] = []
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     c.on_message = lambda _c, _u, m: got.append(m.payload)
     c.connect(mosquitto.host, mosquitto.port)

@@ -58,7 +58,7 @@ def metric(agent: Agent, metric_name: str, /, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-async def wait_until(cond: Callable[[], bool], *, within_s: float = 10.0, what: str = "") -> None:
+async def wait_until(cond: Callable[[], object], *, within_s: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + within_s
     while not cond():
         if time.monotonic() > deadline:

@@ -25,7 +25,9 @@ JOB_TOPIC = "store/esl_ap/AP1/down/job"
 def prices(version: int, changed: int, base: dict[str, dict[str, object]] | None = None,
            ) -> dict[str, dict[str, object]]:
     """Items SKU000..SKU099; version ``version`` reprices the first ``changed`` of ``base``."""
-    items = {f"SKU{i:03d}": {"price_minor": 100 + i} for i in range(len(LABELS))}
+    items: dict[str, dict[str, object]] = {
+        f"SKU{i:03d}": {"price_minor": 100 + i} for i in range(len(LABELS))
+    }
     items.update(base or {})
     for i in range(changed):
         items[f"SKU{i:03d}"] = {"price_minor": 100 + i + version * 1000}

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -114,7 +115,7 @@ class Stack:
         except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # tables not migrated yet
             return []
 
-    def store_row(self) -> dict[str, object] | None:
+    def store_row(self) -> dict[str, Any] | None:
         try:
             with self.engine.connect() as conn:
                 row = (

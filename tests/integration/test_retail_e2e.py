@@ -19,7 +19,7 @@ import base64
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -94,7 +94,7 @@ async def cloud_server(db_url: str, broker: Mosquitto, signer: SnapshotSigner,
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     # uvicorn's signal handlers would take pytest's Ctrl-C; this server stops by flag.
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     task = asyncio.create_task(server.serve(), name="e2e-cloud-api")
     try:
         await until(lambda: server.started or task.done(), what="uvicorn")
@@ -143,9 +143,10 @@ async def test_offline_sale_and_online_order_end_to_end(
                 reconnect_min_s=0.1, reconnect_max_s=0.5, health_interval_s=0.5,
                 outbox_synchronous="NORMAL", cloud_api=api_url, cloud_api_token=DEVICE,
                 pos_trusted_keys=(base64.b64encode(raw_public(signer.public_key)).decode(),),
+                # a config-file style dict: AgentConfig converts it to a DeviceConfig
                 devices=({"id": "P1", "family": "printer", "options": {
                     "host": "127.0.0.1", "tcp_port": printer_server.sockets[0].getsockname()[1],
-                    "status_interval_s": 0.2}},))
+                    "status_interval_s": 0.2}},))  # type: ignore[arg-type]
             async with Agent(config, registry=CollectorRegistry()) as agent:
                 await agent.pos.catalog.install(CATALOG)  # the provisioned price book
                 await asyncio.wait_for(agent.pos.synced.wait(), 20)
@@ -196,12 +197,14 @@ async def test_offline_sale_and_online_order_end_to_end(
                 with Session(engine) as s:
                     assert s.scalar(sa.select(sa.func.count()).select_from(Event)
                                     .where(Event.kind == "sale")) == 1
-                    assert s.scalar(sa.select(sa.func.count()).select_from(PointsEntry)
+                    assert cast(int, s.scalar(sa.select(sa.func.count()).select_from(PointsEntry)
                                     .where(PointsEntry.op_id.in_(
                                         [f"earn:{sale.sale_id}", f"spend:{sale.sale_id}"]))
-                                    ) >= 2
+                                    )) >= 2
                     assert s.get(SalePriceMismatch, sale.sale_id) is None
-                    assert s.get(OfflineRedemption, code).event_id == f"{sale.sale_id}-c1"
+                    redemption = s.get(OfflineRedemption, code)
+                    assert redemption is not None
+                    assert redemption.event_id == f"{sale.sale_id}-c1"
                     pub = s.get(PromotionPublication, sale_row.data["snapshot_version"])
                     assert pub is not None
                     data = sale_row.data

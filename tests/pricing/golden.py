@@ -105,7 +105,7 @@ def replay_golden(price_fn: PriceFn, *, directory: Path = GOLDEN_DIR) -> int:
     or a dict shaped like ``PricedBasket.to_dict()``. Returns the number of cases.
     """
     cases = load_cases(directory)
-    problems = []
+    problems: list[str] = []
     for case in cases:
         result = price_fn(
             case.basket, case.catalog, case.promotions, case.member, case.now, case.store

@@ -103,7 +103,7 @@ def test_refund_of_everything_returns_exactly_what_was_paid(impl, basket, snap, 
 def test_partial_refunds_add_up_to_the_whole(impl, basket, snap, member, data) -> None:
     r = _price(impl, basket, snap, member)
     returned: dict[str, int] = {}
-    totals = defaultdict(int)
+    totals: defaultdict[str, int] = defaultdict(int)
     for ln in r.lines:
         while returned.get(ln.line_id, 0) < ln.qty:
             k = data.draw(st.integers(1, ln.qty - returned.get(ln.line_id, 0)))

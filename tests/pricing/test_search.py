@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from itertools import combinations
+from typing import cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pricing.rules.base import Option
+from pricing.rules.base import Option, Rule
 from pricing.search import MAX_NODES, choose
 
 
@@ -19,8 +20,9 @@ class _Rule:
 
 def _options(specs: list[tuple[int, list[int]]]) -> list[Option]:
     return [
-        Option(_Rule(k), v, lines, [1] * len(lines), 1, "") for k, (v, lines) in enumerate(specs)
-    ]  # type: ignore[arg-type]
+        Option(cast(Rule, _Rule(k)), v, lines, [1] * len(lines), 1, "")
+        for k, (v, lines) in enumerate(specs)
+    ]
 
 
 def _always(a: Option, b: Option) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_schedule_round_trips() -> None:
         ({"duck_db": 3.0}, "duck_db"),
     ],
 )
-def test_bad_schedules_are_rejected_with_the_reason(change: dict[str, object], needle: str) -> None:
+def test_bad_schedules_are_rejected_with_the_reason(change: dict[str, Any], needle: str) -> None:
     with pytest.raises(DecodeError) as info:
         decode(json.dumps(schedule_doc(**change)), AudioSchedule)
     assert needle in str(info.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from escpos.printer import Dummy
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,13 +37,14 @@ def test_status_queries_and_answers_roundtrip() -> None:
     out = parser.feed(b"\x10\x04\x01\x10\x04\x02\x10\x04\x04\x1dr\x01")
     assert out == [escpos.StatusRequest("dle_eot", 1), escpos.StatusRequest("dle_eot", 2),
                    escpos.StatusRequest("dle_eot", 4), escpos.StatusRequest("gs_r", 1)]
+    requests = cast(list[escpos.StatusRequest], out)  # checked just above
     for state in (escpos.PrinterState(), escpos.PrinterState(paper="out", drawer_open=True),
                   escpos.PrinterState(paper="near_end", cover_open=True)):
-        answers = [state.status_byte(r)[0] for r in out[:3]]
+        answers = [state.status_byte(r)[0] for r in requests[:3]]
         assert escpos.parse_status(*answers) == state
     # python-escpos' own masks read our answers the same way
     from escpos.constants import RT_MASK_NOPAPER
-    answer = escpos.PrinterState(paper="out").status_byte(out[2])[0]
+    answer = escpos.PrinterState(paper="out").status_byte(requests[2])[0]
     assert answer & RT_MASK_NOPAPER == RT_MASK_NOPAPER
 
 
@@ -50,6 +53,7 @@ def test_unknown_commands_and_images_are_skipped_not_printed() -> None:
     image = b"\x1dv0\x00\x02\x00\x03\x00" + b"\xff" * 6
     data = b"\x1b\x99A\x1d\x98B" + image + b"text\n\x1dV\x00"
     (page,) = parser.feed(data)
+    assert isinstance(page, escpos.Page)
     assert [x.text for x in page.lines] == ["AB", "[image]", "text"]
     assert parser.unknown == 2 and parser.skipped_bytes == 6
 
@@ -71,6 +75,7 @@ def test_huge_image_is_counted_not_buffered() -> None:
         parser.feed(b"\x00" * 1000)
         assert parser.pending == 0
     (page,) = parser.feed(b"\x1dV\x00")
+    assert isinstance(page, escpos.Page)
     assert parser.skipped_bytes == 65025 and page.lines[0].text == "[image]"
 
 

@@ -145,9 +145,10 @@ async def test_healthz_503_when_database_is_gone(tmp_path) -> None:  # type: ign
 
 
 def test_placeholder_tokens_are_refused() -> None:
+    # bare role strings, as in a config file: the "before" validator turns them into grants
     with pytest.raises(ValueError, match="placeholder"):
-        CloudSettings(api_tokens={"changeme": "hq-admin"})
+        CloudSettings(api_tokens={"changeme": "hq-admin"})  # type: ignore[dict-item]
     with pytest.raises(ValueError):
-        CloudSettings(api_tokens={"short": "hq-admin"})
+        CloudSettings(api_tokens={"short": "hq-admin"})  # type: ignore[dict-item]
     with pytest.raises(ValueError):
-        CloudSettings(api_tokens={"a-long-enough-token": "superuser"})
+        CloudSettings(api_tokens={"a-long-enough-token": "superuser"})  # type: ignore[dict-item]

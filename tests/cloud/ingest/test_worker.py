@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 
 from cloud.db import make_engine, upgrade
 from cloud.db.models import Event, Store
@@ -113,7 +115,7 @@ async def test_malformed_messages_rejected_counted_and_stream_continues(
     engine.dispose()
     assert ids == {"s1-e00001", "s1-e00002"}
     # Stored data is untouched by the garbage (last_seen moves with the good event only).
-    def view(rows: list) -> list[dict]:  # type: ignore[type-arg]
+    def view(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in r._mapping.items() if k != "last_seen_ms"} for r in rows]
 
     assert view(after) == view(before)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -17,7 +20,7 @@ pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 COUPON = {"kind": "coupon", "code": "DAIRY10", "percent_bp": 1000,
           "scope": {"categories": ["milk_carton"]}}
-RULE = {"id": "dairy-shelf", "shelf": "D-1", "dwell_ms": 3000, "member_only": True,
+RULE: dict[str, Any] = {"id": "dairy-shelf", "shelf": "D-1", "dwell_ms": 3000, "member_only": True,
         "coupon": {"engine_code": "DAIRY10", "title": "10% off dairy", "title_zh": "乳制品9折"}}
 
 
@@ -25,7 +28,7 @@ async def test_rules_are_validated_published_signed_and_scoped(db_url: str) -> N
     app = create_app(make_settings(db_url), publisher=MemoryPublisher(), clock=ManualClock(),
                      registry=CollectorRegistry())
     async with api_client(app) as client:
-        async def put(pid: str, body: dict[str, object]) -> object:
+        async def put(pid: str, body: dict[str, object]) -> httpx.Response:
             return await client.put(f"/api/v1/promotions/{pid}", headers=auth(ADMIN), json=body)
 
         async def document(store: str) -> dict[str, object]:
@@ -53,12 +56,12 @@ async def test_rules_are_validated_published_signed_and_scoped(db_url: str) -> N
                                   "trigger_rules": [RULE]}),  # not a coupon
         ]
         for r in refused:
-            assert r.status_code == 422, r.text  # type: ignore[attr-defined]
-            assert r.json()["type"].endswith("invalid_promotion")  # type: ignore[attr-defined]
+            assert r.status_code == 422, r.text
+            assert r.json()["type"].endswith("invalid_promotion")
         ok = await put("cp-dairy", {"promotion": COUPON, "stores": ["store-1"],
                                     "trigger_rules": [RULE]})
-        assert ok.status_code == 200, ok.text  # type: ignore[attr-defined]
-        public = ok.json()  # type: ignore[attr-defined]
+        assert ok.status_code == 200, ok.text
+        public = ok.json()
         assert public["trigger_rules"][0]["id"] == "dairy-shelf"
         assert "storefleet.trigger_rules" not in public["definition"]
 

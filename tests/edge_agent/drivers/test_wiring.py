@@ -8,7 +8,7 @@ import asyncio
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import pytest
@@ -21,6 +21,7 @@ from edge_agent.drivers.base import (
     Driver,
     register,
 )
+from edge_agent.drivers.context import AgentDriverContext
 from protocols import topics
 from protocols.codec import decode, decode_state, encode
 from protocols.messages import (
@@ -64,7 +65,8 @@ class EchoDriver(Driver):
             await asyncio.Event().wait()
         finally:
             self.running = False
-            self.ctx.off_local("echo", self.on_local)
+            # only the agent's own context runs this driver, and it has off_local
+            cast(AgentDriverContext, self.ctx).off_local("echo", self.on_local)
 
     async def on_local(self, device_id: str, type_: str, payload: bytes) -> None:
         self.got.append((device_id, type_, payload))

@@ -64,7 +64,7 @@ PROMOS: list[dict[str, Any]] = [
     {"kind": "points_tender", "id": "pay-points", "block_points": 100, "block_minor": 100},
     {"kind": "stored_value_tender", "id": "pay-sv"},
 ]
-_PROMO = TypeAdapter(Promotion)
+_PROMO: TypeAdapter[Promotion] = TypeAdapter(Promotion)
 _versions = itertools.count(1)
 
 
@@ -135,6 +135,8 @@ async def test_golden_corpus_through_the_pos_pricing_path(tmp_path: Path) -> Non
             pub = publication([p.model_dump(mode="json") for p in snapshot.promotions],
                               version=10_000 + next(_versions))
             # The same verification and compilation as install(), minus the disk write.
+            assert isinstance(t.pos.promotions, PromotionCache)
+            assert isinstance(t.pos.catalog, CatalogCache)
             assert t.pos.promotions._accept(store_document(pub, STORE, t.signer),
                                             allow_same=False)
             t.pos.catalog.catalog = catalog
@@ -176,7 +178,9 @@ async def test_sale_priced_printed_and_emitted_as_the_cloud_reprices_it(
             assert event.id == sale.sale_id and event.device_id == "pos"
             data = SaleData.model_validate(event.data)
             assert data.snapshot_version == t.publication.version
-            assert data.ruleset_hash == t.pos.promotions.ruleset("pos")[0].ruleset_hash()
+            compiled = t.pos.promotions.ruleset("pos")
+            assert compiled is not None
+            assert data.ruleset_hash == compiled[0].ruleset_hash()
             assert data.totals.total == p.total and data.totals.points_used == 200
             assert set(data.catalog["items"]) == {"milk", "coffee", "bread"}  # type: ignore[index]
             assert event.data["priced"]["lines"][0]["discounts"]  # the stored allocation
@@ -226,7 +230,9 @@ async def test_refunds_reverse_exactly_and_cannot_exceed_the_sale(tmp_path: Path
 async def test_signed_snapshot_is_checked_on_install_and_on_reload(tmp_path: Path) -> None:
     async with till(tmp_path) as t:
         cache = t.pos.promotions
+        assert isinstance(cache, PromotionCache)
         v = cache.version
+        assert v is not None
         newer = store_document(publication(PROMOS[:1]), STORE, t.signer)
         tampered = json.loads(json.dumps(newer))
         tampered["payload"]["snapshots"]["pos"]["promotions"][0]["percent_bp"] = 9_000
@@ -238,7 +244,7 @@ async def test_signed_snapshot_is_checked_on_install_and_on_reload(tmp_path: Pat
         with pytest.raises(CacheError, match="store"):
             await cache.install(store_document(publication(PROMOS), "S999", t.signer))
         assert cache.version == v
-        assert await cache.install(newer) and cache.version == v + 1  # type: ignore[operator]
+        assert await cache.install(newer) and cache.version == v + 1
         assert not await cache.install(store_document(t.publication, STORE, t.signer))  # older
         # A restart loads the cached file and verifies it again.
         reloaded = PromotionCache(cache.path, store_id=STORE, keys=cache.keys,

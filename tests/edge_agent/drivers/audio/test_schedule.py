@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from edge_agent.drivers.audio.schedule import Scheduler
 from protocols.audio import AudioSchedule
 from tests.edge_agent.drivers.audio.fixtures import hhmm, schedule_doc
 
 
-def sched(**changes: object) -> Scheduler:
+def sched(**changes: Any) -> Scheduler:
     return Scheduler(AudioSchedule.model_validate(schedule_doc(**changes)))
 
 

@@ -77,6 +77,7 @@ def test_relocalises_when_the_fixes_move_behind_a_wall() -> None:
         t += 1 / 3
         est = pf.step(t, np.array([5.0, 4.5]))
         assert est is not None and PLAN.free(np.array([est]))[0]
+    assert est is not None
     assert est[1] > 3.25 and math.dist(est, (5.0, 4.5)) < 1.0
 
 

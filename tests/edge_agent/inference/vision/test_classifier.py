@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -40,10 +41,10 @@ def test_held_out_accuracy_above_floor(
     classifier: VisionClassifier, product_jpeg: JpegMaker
 ) -> None:
     labels = [k for k in range(len(PRODUCT_CATEGORIES)) for _ in range(PER_CLASS)]
-    images = [
+    images = cast(list[np.ndarray], [  # valid JPEGs: imdecode returns no None here
         cv2.imdecode(np.frombuffer(product_jpeg(k, i), np.uint8), cv2.IMREAD_COLOR)
         for i, k in enumerate(labels)
-    ]
+    ])
     results = classifier.classify_batch(images)
     accuracy = np.mean(
         [PRODUCT_CATEGORIES[k] == r.category for k, r in zip(labels, results, strict=True)]
@@ -61,6 +62,7 @@ def test_classify_returns_category_and_confidence(
     assert isinstance(result, Classification)
     assert category in PRODUCT_CATEGORIES and 0.0 <= confidence <= 1.0
     pixels = cv2.imdecode(np.frombuffer(product_jpeg(4, 1), np.uint8), cv2.IMREAD_COLOR)
+    assert pixels is not None
     assert classifier.classify(pixels) == result
     assert metric(registry, "storefleet_vision_classified_total", category=category) == 2
 
@@ -87,7 +89,7 @@ async def test_stream_yields_category_seen(
 ) -> None:
     clock = ManualClock()
     async with AsyncVisionClassifier(classifier, clock=clock, min_confidence=0.0) as svc:
-        stream = svc.stream()
+        stream = cast(AsyncGenerator[CategorySeen, None], svc.stream())  # an async generator
         first = asyncio.ensure_future(anext(stream))
         await asyncio.sleep(0)  # let the subscriber register before frames arrive
         svc.submit(
@@ -203,6 +205,7 @@ async def test_video_file_to_category_seen(
     frames = []
     for k in cats:
         still = cv2.imdecode(np.frombuffer(product_jpeg(k, 9), np.uint8), cv2.IMREAD_COLOR)
+        assert still is not None
         frames += [cv2.resize(still, (256, 256))] * 3
     path = tmp_path / "basket.avi"
     write_video(path, frames, fps=3)

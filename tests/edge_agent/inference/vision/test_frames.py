@@ -92,7 +92,7 @@ def test_frame_pixels_decodes_lazily(product_jpeg: Callable[[int, int], bytes]) 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> None:
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
     assert writer.isOpened()
     for f in frames:
         writer.write(f)

@@ -24,6 +24,7 @@ async def test_camera_file_and_cart_snapshot_reach_one_stream(
     model: VisionModel, product_jpeg: Callable[[int, int], bytes], tmp_path: Path
 ) -> None:
     still = cv2.imdecode(np.frombuffer(product_jpeg(8, 2), np.uint8), cv2.IMREAD_COLOR)
+    assert still is not None
     write_video(tmp_path / "cam.avi", [still] * 10)
     ctx = FakeContext(clock=ManualClock())
     seen: list[CategorySeen] = []
