@@ -94,7 +94,7 @@ async def cloud_server(db_url: str, broker: Mosquitto, signer: SnapshotSigner,
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     # uvicorn's signal handlers would take pytest's Ctrl-C; this server stops by flag.
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve(), name="e2e-cloud-api")
     try:
         await until(lambda: server.started or task.done(), what="uvicorn")
