@@ -1,7 +1,7 @@
 """Train the demo store's positioning model from a simulated site survey.
 
     python -m models.positioning.train_demo_store            # writes demo_store.onnx
-    python -m models.positioning.train_demo_store --check    # rebuild, compare, score only
+    python -m models.positioning.train_demo_store --check    # rebuild, compare, score; 1 if it differs
 
 The demo layout (``firmware_sim/layouts/demo_store.toml``) has seven BLE anchors and no
 recorded survey, so one is simulated with ``firmware_sim.rf``, the radio the demo's
@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data = train()
     digest = hashlib.sha256(data).hexdigest()[:16]
+    same = args.out.exists() and args.out.read_bytes() == data
     if args.check:
-        same = args.out.exists() and args.out.read_bytes() == data
         print(
             f"rebuilt {len(data)} bytes sha256 {digest}: "
             f"{'identical to' if same else 'DIFFERS from'} {args.out}"
@@ -183,9 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args.out.write_bytes(data)
         print(f"wrote {args.out} ({len(data)} bytes, sha256 {digest})")
-    result = score(args.out)
-    print(", ".join(f"{k} {v:.2f}" for k, v in result.items()))
-    return 0
+    if args.check and not same:  # score what the script builds now, beside the file
+        with tempfile.TemporaryDirectory(prefix="sf-demo-model-") as tmp:
+            rebuilt = Path(tmp) / "rebuilt.onnx"
+            rebuilt.write_bytes(data)
+            _print_score("rebuilt", score(rebuilt))
+    if args.out.exists():
+        _print_score(str(args.out), score(args.out))
+    return 1 if args.check and not same else 0
+
+
+def _print_score(label: str, result: dict[str, float]) -> None:
+    print(f"{label}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,6 @@ def test_the_demo_model_finds_zones_and_shelves_the_fallback_misses() -> None:
     model_zone, model_dwells = walk(PositionerLocator(
         Positioner(PositionModel(DEMO_MODEL)), store_map))
     beacon_zone, beacon_dwells = walk(BeaconLocator(store_map))
-    # measured: zone 0.83 against 0.69; shelf dwell found on 14 of 30 visits against 0
+    # measured: zone 0.81 against 0.69; shelf dwell found on 12 of 30 visits against 0
     assert model_zone >= 0.75 and model_zone > beacon_zone + 0.08
     assert model_dwells >= 8 and beacon_dwells <= 2
