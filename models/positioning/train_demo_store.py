@@ -1,7 +1,7 @@
 """Train the demo store's positioning model from a simulated site survey.
 
-    python -m models.positioning.train_demo_store            # writes demo_store.onnx
-    python -m models.positioning.train_demo_store --check    # rebuild, compare, score; 1 if it differs
+    python -m models.positioning.train_demo_store  # writes demo_store.onnx
+    python -m models.positioning.train_demo_store --check  # rebuild, compare, score; 1: differs
 
 The demo layout (``firmware_sim/layouts/demo_store.toml``) has seven BLE anchors and no
 recorded survey, so one is simulated with ``firmware_sim.rf``, the radio the demo's
