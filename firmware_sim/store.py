@@ -217,10 +217,12 @@ def plan_skus(layout: Path) -> list[str]:
     return [sku for shelf in plan.shelves for sku in shelf.skus]
 
 
-async def start_wired_sims(store_id: str) -> tuple[list[dict[str, Any]], list[Closer]]:
+async def start_wired_sims(store_id: str, *, printer_out_dir: Path | None = None
+                           ) -> tuple[list[dict[str, Any]], list[Closer]]:
     """Start the store's serial and TCP devices — a vending cabinet and a lock board on
     a pty, an ESC/POS receipt printer (with its cash drawer) on TCP, a barcode scanner
-    and a customer display on ptys — and return the agent ``devices`` that drive them."""
+    and a customer display on ptys — and return the agent ``devices`` that drive them.
+    ``printer_out_dir``: where the printer writes each page it cuts (``receipt-NNNN.txt``)."""
     from firmware_sim.display import start_display_sim
     from firmware_sim.printer.sim import start_printer_sim
     from firmware_sim.scanner import start_scanner_sim
@@ -235,7 +237,7 @@ async def start_wired_sims(store_id: str) -> tuple[list[dict[str, Any]], list[Cl
         cabinet.port.close()
 
     closers.append(close_cabinet)
-    printer, server = await start_printer_sim(port=0)
+    printer, server = await start_printer_sim(port=0, out_dir=printer_out_dir)
 
     async def close_printer() -> None:
         server.close()

@@ -107,6 +107,16 @@ def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
             "vision": True, "unscanned_window_s": 10.0}
 
 
+def _till_settings(full_store: bool, *, api: str, token: str, trusted_key: str,
+                   currency: str) -> dict[str, Any]:
+    """The store box's till follows the cloud: its store-scoped device token, the demo's
+    public key to verify snapshots and price books, and the store's currency and zone."""
+    if not full_store:
+        return {}
+    return {"cloud_api": api, "cloud_api_token": token, "pos_trusted_keys": (trusted_key,),
+            "pos_currency": currency, "pos_utc_offset_min": 480}
+
+
 def _metric(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
     value = registry.get_sample_value(name, labels or {})
     return float(value or 0.0)
@@ -119,17 +129,18 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     from cloud.main import create_app
     from cloud.settings import CloudSettings, Role, TokenGrant
     from edge_agent.app import Agent
+    from edge_agent.cartscreen import SAMPLE_DATA
     from edge_agent.config import AgentConfig
     from edge_agent.localbus import amqtt_fix
     from edge_agent.localbus.embedded import EmbeddedBroker
     from firmware_sim.layouts import DEFAULT_LAYOUT
     from firmware_sim.store import (
         StoreSimulator,
-        plan_skus,
         start_wired_sims,
         store_device_configs,
     )
     from protocols.vision import PRODUCT_CATEGORIES
+    from storefleet import demo_retail
     from storefleet.demo_content import device_families, push_store_content
 
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -141,6 +152,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         data_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     token = secrets.token_urlsafe(24)
+    device_token = secrets.token_urlsafe(24)  # the store box's own, bound to its store
+    sample = demo_retail.load_sample(SAMPLE_DATA)
+    currency = str(sample["catalog"]["currency"])
     api_port, broker_port = _port(opts.api_port), _port(opts.broker_port)
     local_port, metrics_port = _port(opts.local_bus_port), _port(opts.metrics_port)
     db_path = data_dir / "cloud.db"
@@ -155,21 +169,17 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         cloud_registry = CollectorRegistry()
         # The demo's own promotion-signing key, kept with its data (PEM, Ed25519).
         key_file = data_dir / "signing-key.pem"
-        if not key_file.exists():
-            from cryptography.hazmat.primitives import serialization
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-            key_file.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption()))
-            key_file.chmod(0o600)
+        trusted_key = _signing_key(key_file)
         settings = CloudSettings(
             database_url=f"sqlite:///{db_path}",
             mqtt_url=broker.url,
             share_group=None,  # amqtt has no $share
             ingest_client_id="demo-ingest",
-            api_tokens={token: TokenGrant(role=Role.HQ_ADMIN)},
+            api_tokens={token: TokenGrant(role=Role.HQ_ADMIN),
+                        device_token: TokenGrant(role=Role.DEVICE, stores=(opts.store_id,))},
             signing_key_file=str(key_file),
+            currency=currency,
+            member_hash_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]  # SecretStr
         )
         app = create_app(settings, registry=cloud_registry, ingest=True)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=api_port,
@@ -192,6 +202,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         # simulated air) and its carts; the simulator runs every family it has.
         radio_path = data_dir / "ble-air.jsonl"
         radio_path.write_bytes(b"")
+        printer_dir = data_dir / "printer"  # every page the simulated printer cuts
         store_devices: list[dict[str, Any]] = []
         if opts.full_store:
             store_devices = store_device_configs(DEFAULT_LAYOUT, radio_path=radio_path,
@@ -199,7 +210,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                                                  audio_cache_dir=data_dir / "edge" / "audio")
             # Serial and TCP devices (vending, receipt printer + drawer, scanner,
             # customer display) run on ptys and a TCP port before the agent opens them.
-            wired, closers = await start_wired_sims(opts.store_id)
+            wired, closers = await start_wired_sims(opts.store_id,
+                                                    printer_out_dir=printer_dir)
             store_devices += wired
             for close in closers:
                 stack.push_async_callback(close)
@@ -210,7 +222,10 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                         devices=store_devices,  # type: ignore[arg-type]  # dicts: validated
                         health_interval_s=1.0,
                         # in-aisle coupons and cart screens on the demo layout and sample data
-                        **_in_aisle_settings(opts.full_store)),
+                        **_in_aisle_settings(opts.full_store),
+                        # the till: signed snapshot and price book from the cloud API
+                        **_till_settings(opts.full_store, api=api, token=device_token,
+                                         trusted_key=trusted_key, currency=currency)),
             registry=agent_registry,
         )
         agent_stop = asyncio.Event()
@@ -246,6 +261,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                           + (f" ({DEMO_POSITIONING_MODEL.name})"
                              if locator == "PositionerLocator" else ""))
         console.print(f"  cloud broker   {broker.url}   store-local bus mqtt://127.0.0.1:{local_port}")
+        if opts.full_store:
+            console.print(f"  printer        {printer_dir}   (receipts and pick tickets)")
         console.print(f"  try: fleet stores --api {api} --token {token}")
 
         engine = sa.create_engine(f"sqlite:///{db_path}")
@@ -262,11 +279,22 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"},
                                      timeout=10) as http:
             content: dict[str, str] = {}
+            retail: demo_retail.RetailDemo | None = None
+            retail_tasks: list[asyncio.Task[None]] = []
+            till_stop = asyncio.Event()
             if opts.full_store:
                 # HQ pushes the price book and the audio schedule through the real path.
                 await wait_store_online(http)
                 content = await push_store_content(http, opts.store_id,
-                                                   skus=plan_skus(DEFAULT_LAYOUT))
+                                                   shelf_book=demo_retail.shelf_prices(sample))
+                # HQ publishes prices and promotions; the till sells; an order comes in.
+                retail = await demo_retail.hq_setup(http, opts.store_id, sample)
+                if await demo_retail.wait_till_synced(agent, retail):
+                    retail_tasks = [
+                        asyncio.create_task(demo_retail.cashier(agent, retail, till_stop),
+                                            name="demo-cashier"),
+                        asyncio.create_task(demo_retail.online_order(http, agent, retail),
+                                            name="demo-online-order")]
             deadline = None if opts.duration is None else started + opts.duration
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 if sim_task.done():
@@ -289,6 +317,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             devices = (await http.get("/api/v1/devices")).json()
             # ... then stop producing and give the pipeline time to deliver everything.
             sim_stop.set()
+            till_stop.set()
+            await _finish(retail_tasks, retail, timeout_s=30.0)
             # Devices finish their exchange first (every produced id is acknowledged); on a
             # starved machine that can take a while, and past a minute they are cut off
             # (an id counts as produced only once its device saw it acknowledged).
@@ -299,12 +329,19 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                 console.print("[yellow]the simulated store was slow to stop; cut off[/]")
                 sim_task.cancel()
                 await asyncio.gather(sim_task, return_exceptions=True)
-            produced = set(sim.produced_ids)
+            produced = set(sim.produced_ids) | set(retail.till_sales if retail else ())
             drain_deadline = time.monotonic() + opts.drain_timeout_s
             while time.monotonic() < drain_deadline:
                 if produced <= await asyncio.to_thread(stored_ids):
                     break
                 await asyncio.sleep(0.2)
+            retail_part: dict[str, Any] = {}
+            if retail is not None:
+                stored_now = await asyncio.to_thread(stored_ids)
+                retail_part = await demo_retail.retail_summary(
+                    http, retail, sales_in_cloud=len(set(retail.till_sales) & stored_now),
+                    printer_dir=printer_dir)
+                produced -= set(retail.till_sales)  # device events only, below
             events_page = (await http.get("/api/v1/events", params={"limit": 1})).json()
 
         stored = await asyncio.to_thread(stored_ids)
@@ -344,10 +381,58 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             "unscanned_alarms": int(sum(
                 _metric(agent_registry, "storefleet_vision_unscanned_total", {"category": c})
                 for c in PRODUCT_CATEGORIES)),
+            **retail_part,
         }
     if tmp is not None:
         tmp.cleanup()
     return summary
+
+
+def _signing_key(key_file: Path) -> str:
+    """The demo's promotion and price-book signing key (PEM, Ed25519), kept with its data;
+    returns its public half as the store box is provisioned with it (base64, raw)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if not key_file.exists():
+        key_file.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        key_file.chmod(0o600)
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+async def _finish(tasks: list[asyncio.Task[None]], retail: Any, *, timeout_s: float) -> None:
+    """Let the cashier's last sale and the order's last step finish; failures are
+    reported in the summary, not raised."""
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+        retail.errors.append(f"{task.get_name()} did not finish in {timeout_s:.0f} s")
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if (err := task.exception()) is not None:
+            retail.errors.append(f"{task.get_name()}: {err}")
+
+
+def _retail_ok(summary: dict[str, Any]) -> bool:
+    """The retail part's own check: every till sale stored once and re-priced to the same
+    total, the member's points what the receipts said, the order printed and handed over."""
+    if "till_sales" not in summary:
+        return True
+    return (summary["sales_in_cloud"] == summary["till_sales"] > 0
+            and summary["reprice_mismatches"] == 0
+            and summary["member_points"] == summary["member_points_expected"]
+            and summary["pick_ticket_printed"]
+            and summary["online_order_status"] == "handed_over"
+            and not summary["retail_errors"])
 
 
 def _shelf_coupons(agent: Any, registry: CollectorRegistry) -> int:
@@ -406,6 +491,15 @@ def demo(
     ok = summary["events_lost"] == 0 and summary["events_duplicated"] == 0
     console.print("[green]nothing lost, nothing duplicated[/green]" if ok
                   else "[red]events were lost or duplicated[/red]")
+    if "till_sales" in summary:
+        if _retail_ok(summary):
+            console.print(f"[green]{summary['till_sales']} till sales in the cloud ledger, "
+                          "each re-priced to the same total; the online order printed at "
+                          "the store and handed over[/green]")
+        else:
+            ok = False
+            console.print("[red]retail: sales, re-pricing, points or the online order "
+                          "did not check out (see the summary)[/red]")
     if as_json:
         typer.echo(json.dumps(summary))
     if not ok:

@@ -58,12 +58,6 @@ def audio_schedule(version: int = 1) -> dict[str, Any]:
     }
 
 
-def price_book(skus: list[str], version: int = 1) -> dict[str, Any]:
-    # Deterministic demo prices in minor units (1.99 .. 12.49).
-    return {"version": version,
-            "items": {sku: {"price_minor": 199 + (i * 137) % 1050} for i, sku in enumerate(skus)}}
-
-
 async def _command(http: httpx.AsyncClient, store_id: str, target: str, name: str,
                    args: dict[str, Any], *, wait_s: float = 15.0) -> dict[str, Any]:
     resp = await http.post(f"/api/v1/stores/{store_id}/commands",
@@ -79,12 +73,13 @@ async def _command(http: httpx.AsyncClient, store_id: str, target: str, name: st
 
 
 async def push_store_content(http: httpx.AsyncClient, store_id: str, *,
-                             skus: list[str]) -> dict[str, str]:
-    """Send the price book to the e-shelf labels and the schedule (with its assets) to the
-    audio unit; returns each command's final status."""
+                             shelf_book: dict[str, Any]) -> dict[str, str]:
+    """Send the price book (``esl_price_book`` arguments: version, currency, items) to the
+    e-shelf labels and the schedule (with its assets) to the audio unit; returns each
+    command's final status."""
     statuses: dict[str, str] = {}
     esl, audio = f"{store_id}-esl-01", f"{store_id}-audio-01"
-    res = await _command(http, store_id, esl, "esl_price_book", price_book(skus))
+    res = await _command(http, store_id, esl, "esl_price_book", shelf_book)
     statuses["esl_price_book"] = str(res.get("status"))
     for track in _TRACKS:
         res = await _command(http, store_id, audio, "audio_asset",

@@ -38,3 +38,18 @@ def test_demo_runs_the_whole_store_and_loses_nothing(tmp_path: Path) -> None:
     # engine, that must agree); how many depends on where 20 s of shopping takes the carts
     assert 0 <= summary["shelf_coupons"] <= summary["coupons_triggered"]
     assert isinstance(summary["snapshots_classified"], int)
+    # retail: HQ published the price book and promotions, the till (synced from the cloud,
+    # signature checked) sold, and the cloud stored and re-priced every sale to the same
+    # total; the member's points are what the receipts said; the online order was printed
+    # at the store's printer and its statuses came back
+    assert summary["till_sales"] >= 1 and summary["sales_refused"] == 0
+    assert summary["sales_in_cloud"] == summary["till_sales"]
+    assert summary["reprice_mismatches"] == 0
+    assert summary["member_points"] == summary["member_points_expected"] > 500
+    assert summary["online_order_store"] == "S001"
+    assert summary["online_order_history"] == ["accepted", "picking", "ready", "handed_over"]
+    assert summary["pick_ticket_printed"] is True
+    assert summary["retail_errors"] == []
+    assert "till sales in the cloud ledger, each re-priced to the same total" in proc.stderr
+    printed = sorted((tmp_path / "demo" / "printer").glob("receipt-*.txt"))
+    assert len(printed) >= summary["till_sales"] + 1  # receipts and the pick ticket

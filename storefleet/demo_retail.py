@@ -1,0 +1,242 @@
+"""The demo's retail part: HQ sets the store up through the REST API, the store's till
+sells, an online order is printed at the store, and the cloud checks every total.
+
+Everything goes through the production paths (decision 0017):
+
+- HQ publishes the sample catalog as the chain's signed **price book** and the sample
+  promotions as a signed **promotion snapshot**, allocates the store's coupon-code
+  ranges, sets the store's location and stock, and enrols a member (phone hashed).
+- The store box's till downloads and verifies both (``AgentConfig.cloud_api`` with a
+  store-scoped device token and the demo's public key), so the till, the cart screens
+  (which price from the till's caches) and the e-shelf labels (sent the same book's
+  prices) show one price.
+- A cashier (this module, in place of the till's UI) rings up a sale every few seconds,
+  every other one for the member; each prints a receipt on the simulated printer over
+  ESC/POS and leaves through the outbox as ``sale`` events, which the cloud re-prices
+  with the snapshot version the sale names.
+- A shopper's online pickup order placed through ``POST /api/v1/orders`` goes to the
+  store (the nearest one with stock), whose printer prints the pick ticket; store staff
+  move it through picking, ready and handed over, and the statuses flow back.
+
+``retail_summary`` then reads the cloud's side: sales stored, mismatches the re-pricing
+found (``GET /api/v1/promotions/mismatches``), the member's points against what the
+till's receipts said they earned, and the order's status history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edge_agent.pos.sales import PosError, Tenders
+from pricing import Line, Member
+
+logger = logging.getLogger(__name__)
+
+# Where the demo store is (order routing picks the nearest store that has the stock).
+STORE_LOCATION = (31.2304, 121.4737)
+SHOPPER_LOCATION = (31.2310, 121.4750)
+DEMO_PHONE = "+86 138 0013 8000"
+WELCOME_POINTS = 500
+STOCK_PER_SKU = 40
+RANGE_SIZE = 1_000  # single-use coupon codes the store may issue (cart triggers, offline)
+ORDER_STEPS = ("picking", "ready", "handed_over")
+
+
+@dataclass
+class RetailDemo:
+    """What the demo's retail part did, for the summary."""
+
+    currency: str
+    names: dict[str, str]  # sku -> name, as the shopper's app shows them
+    member_id: str | None = None
+    till_sales: list[str] = field(default_factory=list)
+    member_points_earned: int = 0
+    refused: int = 0
+    order_id: str | None = None
+    order_store: str | None = None
+    order_steps_done: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def load_sample(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def shelf_prices(sample: dict[str, Any]) -> dict[str, Any]:
+    """The price book's prices in the e-shelf labels' command shape."""
+    catalog = sample["catalog"]
+    return {"version": int(catalog["version"]), "currency": str(catalog["currency"]),
+            "items": {sku: {"price_minor": int(item["price"])}
+                      for sku, item in catalog["items"].items()}}
+
+
+async def _ok(resp: httpx.Response, what: str) -> Any:
+    if resp.status_code >= 300:
+        raise RuntimeError(f"{what}: HTTP {resp.status_code} {resp.text[:300]}")
+    return resp.json()
+
+
+async def hq_setup(http: httpx.AsyncClient, store_id: str, sample: dict[str, Any]) -> RetailDemo:
+    """What HQ does before the store opens, all through ``/api/v1``."""
+    catalog = sample["catalog"]
+    items = list(catalog["items"].values())
+    demo = RetailDemo(currency=str(catalog["currency"]),
+                      names={sku: str(item.get("name") or sku)
+                             for sku, item in sorted(catalog["items"].items())})
+    await _ok(await http.post("/api/v1/price-books",
+                              json={"currency": demo.currency, "items": items}),
+              "publish the price book")
+    coupon_codes = []
+    for promo in sample["promotions"]["promotions"]:
+        await _ok(await http.put(f"/api/v1/promotions/{promo['id']}",
+                                 json={"promotion": promo}), f"promotion {promo['id']}")
+        if promo["kind"] == "coupon":
+            coupon_codes.append(promo["code"])
+    await _ok(await http.post("/api/v1/promotions/publish"), "publish the promotions")
+    for code in coupon_codes:
+        await _ok(await http.post(f"/api/v1/stores/{store_id}/coupon-ranges",
+                                  json={"engine_code": code, "count": RANGE_SIZE}),
+                  f"coupon range for {code}")
+    lat, lon = STORE_LOCATION
+    await _ok(await http.put(f"/api/v1/stores/{store_id}/location",
+                             json={"lat": lat, "lon": lon}), "store location")
+    await _ok(await http.put(f"/api/v1/stores/{store_id}/stock",
+                             json={"levels": dict.fromkeys(demo.names, STOCK_PER_SKU)}),
+              "store stock")
+    member = await _ok(await http.post("/api/v1/members", json={"phone": DEMO_PHONE}),
+                       "enrol the member")
+    demo.member_id = str(member["member_id"])
+    await _ok(await http.post(f"/api/v1/members/{demo.member_id}/points/earn",
+                              json={"points": WELCOME_POINTS, "op_id": "demo-welcome"}),
+              "welcome points")
+    return demo
+
+
+async def _poll(check: Any, *, timeout_s: float, every_s: float = 0.2) -> bool:
+    """Whether ``check()`` (sync or async) came true within ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        got = check()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return True
+        await asyncio.sleep(every_s)
+    return False
+
+
+async def wait_till_synced(agent: Any, demo: RetailDemo, *, timeout_s: float = 30.0) -> bool:
+    """Until the till has verified the published snapshot and price book."""
+    pos = agent.pos
+
+    def synced() -> bool:
+        catalog = pos.catalog.catalog
+        return bool(pos.synced.is_set() and pos.pricebook.version is not None
+                    and catalog is not None and catalog.currency == demo.currency)
+
+    if await _poll(synced, timeout_s=timeout_s):
+        return True
+    demo.errors.append("the till did not sync the published snapshot and price book")
+    return False
+
+
+async def cashier(agent: Any, demo: RetailDemo, stop: asyncio.Event, *,
+                  every_s: float = 3.0, seed: int = 7) -> None:
+    """Rings up a sale every ``every_s``; every other one for the member."""
+    rng = random.Random(seed)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        skus = rng.sample(sorted(demo.names), rng.randint(2, 5))
+        lines = [Line(line_id=str(i), sku=sku, qty=rng.randint(1, 3))
+                 for i, sku in enumerate(skus, 1)]
+        member = (Member(id=demo.member_id, currency=demo.currency)
+                  if demo.member_id and n % 2 else None)
+        try:
+            sale = await agent.pos.service.sell(
+                lines, member=member, tenders=Tenders(method="cash" if n % 3 else "card"))
+        except PosError as err:
+            demo.refused += 1
+            logger.warning("demo sale refused: %s", err)
+        else:
+            demo.till_sales.append(sale.sale_id)
+            if member is not None:
+                demo.member_points_earned += sale.priced.points_earned
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+
+
+async def online_order(http: httpx.AsyncClient, agent: Any, demo: RetailDemo, *,
+                       step_s: float = 1.0) -> None:
+    """A shopper orders for pickup; the store prints it, picks it and hands it over."""
+    lat, lon = SHOPPER_LOCATION
+    body = {"fulfilment": "pickup", "lat": lat, "lon": lon,
+            "customer": {"name": "Demo shopper"}, "member_id": demo.member_id,
+            "lines": [{"sku": sku, "qty": 1, "name": demo.names[sku][:80]}
+                      for sku in sorted(demo.names)[:3]]}
+    order = await _ok(await http.post("/api/v1/orders", json=body,
+                                      headers={"Idempotency-Key": "storefleet-demo-order-1"}),
+                      "place the online order")
+    demo.order_id, demo.order_store = str(order["order_id"]), str(order["store_id"])
+    # the store box accepts (and prints) it when the dispatch arrives over MQTT
+    order_id = demo.order_id
+
+    async def accepted() -> bool:
+        return await order_status(http, order_id) == "accepted"
+
+    if not await _poll(accepted, timeout_s=20.0):
+        raise RuntimeError(f"order {order_id} was not accepted by store {demo.order_store}")
+    for step in ORDER_STEPS:  # store staff at the order desk
+        await asyncio.sleep(step_s)
+        await agent.pos.orders.advance(order_id, step)
+        demo.order_steps_done.append(step)
+
+
+async def order_status(http: httpx.AsyncClient, order_id: str) -> str:
+    resp = await http.get(f"/api/v1/orders/{order_id}")
+    return str(resp.json().get("status")) if resp.status_code == 200 else "unknown"
+
+
+def printed_with(folder: Path, text: str) -> bool:
+    """Whether a page the printer simulator cut (``receipt-NNNN.txt``) contains ``text``."""
+    return any(text in p.read_text(encoding="utf-8", errors="replace")
+               for p in sorted(folder.glob("receipt-*.txt")))
+
+
+async def retail_summary(http: httpx.AsyncClient, demo: RetailDemo, *, sales_in_cloud: int,
+                         printer_dir: Path | None) -> dict[str, Any]:
+    mismatches = await http.get("/api/v1/promotions/mismatches")
+    member: dict[str, Any] = {}
+    if demo.member_id:
+        member = (await http.get(f"/api/v1/members/{demo.member_id}")).json()
+    history: list[str] = []
+    status = None
+    if demo.order_id:
+        got = (await http.get(f"/api/v1/orders/{demo.order_id}")).json()
+        status = got.get("status")
+        history = [h["to_status"] for h in got.get("history", [])]
+    return {
+        "till_sales": len(demo.till_sales),
+        "sales_in_cloud": sales_in_cloud,
+        "sales_refused": demo.refused,
+        "reprice_mismatches": (len(mismatches.json()) if mismatches.status_code == 200
+                               else None),
+        "member_points": member.get("points_balance"),
+        "member_points_expected": WELCOME_POINTS + demo.member_points_earned,
+        "online_order_store": demo.order_store,
+        "online_order_status": status,
+        "online_order_history": history,
+        "pick_ticket_printed": bool(demo.order_id and printer_dir is not None
+                                    and printed_with(printer_dir, demo.order_id)),
+        "retail_errors": demo.errors,
+    }
