@@ -40,6 +40,7 @@ from edge_agent.localbus.registry import DeviceRegistry
 from edge_agent.metrics import AgentMetrics, MetricsServer
 from edge_agent.pos.peripherals import PosPeripherals
 from edge_agent.pos.runtime import PosRuntime
+from edge_agent.pos.shelf import LabelTarget, ShelfSync, label_targets
 from edge_agent.shadow import (
     LOG_LEVELS,
     AgentShadow,
@@ -53,6 +54,7 @@ from edge_agent.uplink.link import UplinkLink
 from edge_agent.uplink.outbox import Outbox
 from edge_agent.uplink.session import UplinkSupervisor
 from edge_agent.uplink.telemetry import TelemetryForwarder
+from pricing import Catalog, PromotionSnapshot
 from protocols import topics
 from protocols.clock import Clock, SystemClock
 from protocols.codec import decode
@@ -142,6 +144,7 @@ class Agent:
         self.in_aisle: InAisle | None = self._make_in_aisle()
         # Product recognition (cart snapshots, cameras): started in _serve when configured.
         self.vision: VisionPipeline | None = None
+        self.shelf: ShelfSync | None = None  # while running, with shelf_labels_follow_till
         self._desired_devices: dict[str, Any] = {}
         self._drivers_live = False  # configure() needs the running loop of _serve
         self._health_sig: dict[str, Any] = {}
@@ -235,6 +238,10 @@ class Agent:
         if self.config.vision:
             await self._start_vision()
         pos_sync = asyncio.create_task(self.pos.sync_forever(), name="agent-pos-sync")
+        background = [pos_sync]
+        if self.config.shelf_labels_follow_till:
+            self.shelf = self._make_shelf_sync()
+            background.append(asyncio.create_task(self.shelf.run(), name="agent-shelf-sync"))
         self.ready.set()
         logger.info(
             "agent %s running (version %s)", self.config.store_id, self.config.agent_version
@@ -251,9 +258,9 @@ class Agent:
             if self.in_aisle is not None:
                 await self.in_aisle.stop()  # issues coupons into the outbox: before it closes
             # Drivers first: they may still emit events while the outbox is open.
-            health.cancel()
-            pos_sync.cancel()
-            await asyncio.gather(health, pos_sync, return_exceptions=True)
+            for bg in (health, *background):
+                bg.cancel()
+            await asyncio.gather(health, *background, return_exceptions=True)
             self._drivers_live = False
             await self.drivers.aclose()
             for task in (local, bounds, stopper):
@@ -391,6 +398,21 @@ class Agent:
         running = [d for i in self.drivers.device_ids() if (d := self.drivers.driver(i))]
         pos = PosPeripherals.from_drivers(running)
         return pos if pos.printer or pos.scanner or pos.display else None
+
+    def _make_shelf_sync(self) -> ShelfSync:
+        """E-shelf labels on the till's prices: its verified book and pos snapshot."""
+
+        def inputs() -> tuple[Catalog | None, PromotionSnapshot | None]:
+            compiled = self.pos.promotions.ruleset("pos")
+            return self.pos.catalog.catalog, (compiled[0] if compiled else None)
+
+        def labels() -> list[LabelTarget]:
+            return label_targets(d for i in self.drivers.device_ids()
+                                 if (d := self.drivers.driver(i)) is not None)
+
+        return ShelfSync(inputs=inputs, labels=labels, store=self.pos.service.store,
+                         clock=self.clock, registry=self.metrics.registry,
+                         interval_s=self.config.shelf_sync_interval_s)
 
     def _make_in_aisle(self) -> InAisle | None:
         c = self.config

@@ -120,6 +120,11 @@ class AgentConfig:
     pos_refresh_interval_s: float = 300.0  # snapshot/range poll while the uplink is up
     pos_offline_points_per_day: int = 2_000  # per card, while offline
     pos_offline_stored_value_per_day: int = 5_000  # minor units per card, while offline
+    # E-shelf labels show the till's one-unit price (price book + markdowns), recomputed
+    # on every new book or snapshot and every shelf_sync_interval_s (edge_agent.pos.shelf).
+    # Off: labels take only esl_price_book commands / desired state from HQ.
+    shelf_labels_follow_till: bool = True
+    shelf_sync_interval_s: float = 60.0
     # In-aisle coupons and cart screens (edge_agent.cartscreen, inference.triggers).
     # cartscreen_port: the cart-screen web app (/cart/{cart_id}); None = not served, 0 = any
     # free port. store_layout: the layout TOML (zones, shelves, anchors) for the map and the
@@ -196,6 +201,7 @@ class AgentConfig:
             "reconnect_max_s",
             "health_interval_s",
             "pos_refresh_interval_s",
+            "shelf_sync_interval_s",
             "unscanned_window_s",
         )
         for name in positive:

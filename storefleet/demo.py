@@ -341,6 +341,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                 retail_part = await demo_retail.retail_summary(
                     http, retail, sales_in_cloud=len(set(retail.till_sales) & stored_now),
                     printer_dir=printer_dir)
+                retail_part |= demo_retail.shelf_agreement(agent)
                 produced -= set(retail.till_sales)  # device events only, below
             events_page = (await http.get("/api/v1/events", params={"limit": 1})).json()
 
@@ -424,7 +425,8 @@ async def _finish(tasks: list[asyncio.Task[None]], retail: Any, *, timeout_s: fl
 
 def _retail_ok(summary: dict[str, Any]) -> bool:
     """The retail part's own check: every till sale stored once and re-priced to the same
-    total, the member's points what the receipts said, the order printed and handed over."""
+    total, the member's points what the receipts said, the order printed and handed over,
+    every e-shelf label on the till's price."""
     if "till_sales" not in summary:
         return True
     return (summary["sales_in_cloud"] == summary["till_sales"] > 0
@@ -432,6 +434,7 @@ def _retail_ok(summary: dict[str, Any]) -> bool:
             and summary["member_points"] == summary["member_points_expected"]
             and summary["pick_ticket_printed"]
             and summary["online_order_status"] == "handed_over"
+            and summary["shelf_prices_checked"] > 0 and not summary["shelf_prices_differ"]
             and not summary["retail_errors"])
 
 
@@ -495,11 +498,13 @@ def demo(
         if _retail_ok(summary):
             console.print(f"[green]{summary['till_sales']} till sales in the cloud ledger, "
                           "each re-priced to the same total; the online order printed at "
-                          "the store and handed over[/green]")
+                          "the store and handed over; "
+                          f"{summary['shelf_prices_checked']} shelf labels on the till's "
+                          "prices[/green]")
         else:
             ok = False
-            console.print("[red]retail: sales, re-pricing, points or the online order "
-                          "did not check out (see the summary)[/red]")
+            console.print("[red]retail: sales, re-pricing, points, the online order or the "
+                          "shelf prices did not check out (see the summary)[/red]")
     if as_json:
         typer.echo(json.dumps(summary))
     if not ok:

@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 from edge_agent.pos.sales import PosError, Tenders
-from pricing import Line, Member
+from pricing import Basket, Line, Member
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +205,27 @@ async def online_order(http: httpx.AsyncClient, agent: Any, demo: RetailDemo, *,
 async def order_status(http: httpx.AsyncClient, order_id: str) -> str:
     resp = await http.get(f"/api/v1/orders/{order_id}")
     return str(resp.json().get("status")) if resp.status_code == 200 else "unknown"
+
+
+def shelf_agreement(agent: Any) -> dict[str, Any]:
+    """Each e-shelf-label driver's current book against what the till charges for one unit
+    of each sku (no member, now): the shelf must show the till's price."""
+    from edge_agent.pos.shelf import label_targets
+
+    pos = agent.pos
+    now = agent.clock.now_ms()
+    checked, differ = 0, []
+    drivers = [d for i in agent.drivers.device_ids() if (d := agent.driver(i)) is not None]
+    for drv in label_targets(drivers):
+        book = getattr(getattr(drv, "book", None), "book", None)
+        for sku, item in (book.items.items() if book is not None else ()):
+            basket = Basket(id=f"shelf-check-{sku}", currency=pos.service.store.currency,
+                            lines=(Line(line_id="1", sku=sku, qty=1),))
+            till = pos.service.price_basket(basket, None, now).total
+            checked += 1
+            if till != item.price_minor:
+                differ.append(f"{drv.device_id}:{sku} label {item.price_minor} till {till}")
+    return {"shelf_prices_checked": checked, "shelf_prices_differ": differ}
 
 
 def printed_with(folder: Path, text: str) -> bool:

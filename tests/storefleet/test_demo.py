@@ -50,6 +50,9 @@ def test_demo_runs_the_whole_store_and_loses_nothing(tmp_path: Path) -> None:
     assert summary["online_order_history"] == ["accepted", "picking", "ready", "handed_over"]
     assert summary["pick_ticket_printed"] is True
     assert summary["retail_errors"] == []
+    # the e-shelf labels follow the till's book and markdowns: every label's price is what
+    # the till charges for one unit (the sample's bakery markdown included)
+    assert summary["shelf_prices_checked"] >= 20 and summary["shelf_prices_differ"] == []
     assert "till sales in the cloud ledger, each re-priced to the same total" in proc.stderr
     printed = sorted((tmp_path / "demo" / "printer").glob("receipt-*.txt"))
     assert len(printed) >= summary["till_sales"] + 1  # receipts and the pick ticket
