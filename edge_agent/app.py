@@ -144,7 +144,9 @@ class Agent:
         self.in_aisle: InAisle | None = self._make_in_aisle()
         # Product recognition (cart snapshots, cameras): started in _serve when configured.
         self.vision: VisionPipeline | None = None
-        self.shelf: ShelfSync | None = None  # while running, with shelf_labels_follow_till
+        # E-shelf labels on the till's prices (decision 0018); its task runs in _serve.
+        self.shelf: ShelfSync | None = (self._make_shelf_sync()
+                                         if config.shelf_labels_follow_till else None)
         self._desired_devices: dict[str, Any] = {}
         self._drivers_live = False  # configure() needs the running loop of _serve
         self._health_sig: dict[str, Any] = {}
@@ -239,8 +241,7 @@ class Agent:
             await self._start_vision()
         pos_sync = asyncio.create_task(self.pos.sync_forever(), name="agent-pos-sync")
         background = [pos_sync]
-        if self.config.shelf_labels_follow_till:
-            self.shelf = self._make_shelf_sync()
+        if self.shelf is not None:
             background.append(asyncio.create_task(self.shelf.run(), name="agent-shelf-sync"))
         self.ready.set()
         logger.info(
