@@ -127,6 +127,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     import uvicorn
 
     from cloud.main import create_app
+    from cloud.promotions.signing import SnapshotSigner
     from cloud.settings import CloudSettings, Role, TokenGrant
     from edge_agent.app import Agent
     from edge_agent.cartscreen import SAMPLE_DATA
@@ -169,7 +170,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         cloud_registry = CollectorRegistry()
         # The demo's own promotion-signing key, kept with its data (PEM, Ed25519).
         key_file = data_dir / "signing-key.pem"
-        trusted_key = _signing_key(key_file)
+        _ensure_signing_key(key_file)
         settings = CloudSettings(
             database_url=f"sqlite:///{db_path}",
             mqtt_url=broker.url,
@@ -181,7 +182,10 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             currency=currency,
             member_hash_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]  # SecretStr
         )
-        app = create_app(settings, registry=cloud_registry, ingest=True)
+        signer = SnapshotSigner.from_settings(settings)
+        # the store box is provisioned with the cloud's public key (base64, raw Ed25519)
+        trusted_key = str(signer.public_keys()[0]["public_key"])
+        app = create_app(settings, registry=cloud_registry, ingest=True, signer=signer)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=api_port,
                                                log_level="warning", lifespan="on"))
         server_task = asyncio.create_task(server.serve(), name="demo-api")
@@ -389,23 +393,17 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     return summary
 
 
-def _signing_key(key_file: Path) -> str:
-    """The demo's promotion and price-book signing key (PEM, Ed25519), kept with its data;
-    returns its public half as the store box is provisioned with it (base64, raw)."""
-    import base64
-
+def _ensure_signing_key(key_file: Path) -> None:
+    """The demo's promotion and price-book signing key (PEM, Ed25519), kept with its data."""
+    if key_file.exists():
+        return
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    if not key_file.exists():
-        key_file.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-        key_file.chmod(0o600)
-    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-    assert isinstance(key, Ed25519PrivateKey)
-    return base64.b64encode(key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+    key_file.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    key_file.chmod(0o600)
 
 
 async def _finish(tasks: list[asyncio.Task[None]], retail: Any, *, timeout_s: float) -> None:
