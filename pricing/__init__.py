@@ -37,6 +37,7 @@ from pricing.promotions import (
     StoredValueTender,
     Threshold,
     TierPrice,
+    check_promotion,
 )
 from pricing.refund import refund
 from pricing.result import Allocation, Applied, PricedBasket, PricedLine, RefundLine, RefundResult
@@ -84,6 +85,7 @@ __all__ = [
     "Threshold",
     "TierPrice",
     "UnknownSku",
+    "check_promotion",
     "compile",
     "load_snapshot",
     "price",

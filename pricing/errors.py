@@ -6,13 +6,16 @@ One base class; every subclass carries its context as attributes::
      +-- UnknownSku(sku, line_id)      a basket line names a sku the catalog lacks
      +-- CurrencyMismatch(expected, found, where)
      |                                 basket, catalog, store, member or snapshot disagree
-     +-- InvalidPromotion(promotion_id, reason)
-     |                                 a promotion or snapshot that cannot be priced from
+     +-- InvalidPromotion(promotion_id, reason, field)
+     |                                 a promotion or snapshot that cannot be priced from,
+     |                                 or a promotion that could never apply
+     |                                 (``promotions.check_promotion``; ``field`` names it)
      +-- InvalidBasket(reason, line_id)
      |                                 duplicate line ids, a price override in another
      |                                 currency, and other baskets that make no sense
      +-- InvalidRefund(reason, line_id)
-                                       returning more than was sold, an unknown line
+                                       returning more than was sold, an unknown line,
+                                       units that are not a whole number
 
 pydantic's ``ValidationError`` is converted to ``InvalidPromotion`` where snapshots are
 loaded from JSON (``snapshot.load_snapshot``), so callers catch one tree.
@@ -41,10 +44,13 @@ class CurrencyMismatch(PricingError):
 
 
 class InvalidPromotion(PricingError):
-    def __init__(self, promotion_id: str | None, reason: str) -> None:
+    def __init__(self, promotion_id: str | None, reason: str, *,
+                 field: str | None = None) -> None:
         self.promotion_id = promotion_id
         self.reason = reason
-        super().__init__(f"invalid promotion {promotion_id!r}: {reason}")
+        self.field = field
+        where = f"{field}: " if field else ""
+        super().__init__(f"invalid promotion {promotion_id!r}: {where}{reason}")
 
 
 class InvalidBasket(PricingError):

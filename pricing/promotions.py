@@ -34,6 +34,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pricing.errors import InvalidPromotion
 from pricing.model import Count, EpochMs, Frozen, Minor
 
 BasisPoints = Annotated[int, Field(strict=True, ge=0, le=10_000)]
@@ -266,3 +267,26 @@ Promotion = Annotated[
     | StoredValueTender,
     Field(discriminator="kind"),
 ]
+
+
+def check_promotion(promo: Promotion) -> Promotion:
+    """``promo`` if it can apply at some moment; ``InvalidPromotion`` naming the field if not.
+
+    The model accepts both cases below (each field is valid on its own), and the engine
+    would price with them, but such a promotion is published and then never applies: a
+    validity that ends at or before it starts, or a daily window that starts where it
+    ends (``time_until_min`` is exclusive, so ``[t, t)`` is empty; a whole day is
+    ``0``-``1440``). HQ calls this where definitions enter (the cloud's promotion PUT);
+    snapshots already published are not re-judged, so a till keeps pricing with them.
+    """
+    c = promo.conditions
+    if c.valid_from_ms is not None and c.valid_until_ms is not None \
+            and c.valid_until_ms <= c.valid_from_ms:
+        raise InvalidPromotion(promo.id, f"must be after valid_from_ms ({c.valid_from_ms}); "
+                               "the promotion would never apply",
+                               field="conditions.valid_until_ms")
+    if c.time_from_min is not None and c.time_from_min == c.time_until_min:
+        raise InvalidPromotion(promo.id, f"equals time_from_min ({c.time_from_min}): an "
+                               "empty daily window; the promotion would never apply",
+                               field="conditions.time_until_min")
+    return promo

@@ -5,6 +5,10 @@ value, points paid with, and it takes back the points the line earned. Returning
 a line (``k`` of ``qty`` units, after ``r`` already returned) gives back
 ``floor(x * (r + k) / qty) - floor(x * r / qty)`` of every stored amount ``x``, so any
 sequence of partial returns adds up to exactly the whole line.
+
+Units are whole numbers (``int``, not ``bool``): ``1.5`` would make every amount a float
+and ``"1"`` would fail deep inside with a ``TypeError``; both are refused up front with
+``InvalidRefund``, like any other refund the sale does not allow.
 """
 
 from __future__ import annotations
@@ -14,6 +18,14 @@ from collections.abc import Iterable, Mapping
 from pricing.errors import InvalidRefund
 from pricing.money import prorate
 from pricing.result import Allocation, PricedBasket, RefundLine, RefundResult
+
+
+def _units(value: object, *, line_id: str, what: str) -> int:
+    # bool is an int subclass; True units is a caller's mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRefund(f"{what} must be a whole number of units, not {value!r}",
+                            line_id=line_id)
+    return value
 
 
 def refund(
@@ -37,8 +49,8 @@ def refund(
         ln = by_id.get(line_id)
         if ln is None:
             raise InvalidRefund("no such line in the sale", line_id=line_id)
-        k = wanted[line_id]
-        r = before.get(line_id, 0)
+        k = _units(wanted[line_id], line_id=line_id, what="units returned")
+        r = _units(before.get(line_id, 0), line_id=line_id, what="units already returned")
         if k <= 0 or r < 0 or r + k > ln.qty:
             raise InvalidRefund(f"cannot return {k} after {r} of {ln.qty} units", line_id=line_id)
 
