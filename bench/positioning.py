@@ -1,5 +1,6 @@
 """Indoor positioning benchmark: per-update latency, many-cart throughput, and accuracy on
-the shared calib2021 dataset with the plain kNN baseline measured in the same run.
+the calib2021 dataset (shipped in ``models/positioning/data``) with the plain kNN
+baseline measured in the same run.
 
     python -m bench.positioning --json              # committed held-out model, track 4
     python -m bench.positioning --json --retrain    # + leave-one-track-out, all 4 folds

@@ -14,9 +14,14 @@ HOLDOUT_MODEL = MODEL_DIR / "calib2021_flat_holdout4.onnx"
 CALIB2021 = "ble-rss-calib2021"
 
 
+# The calib2021 survey ships with the package (``data/ble-rss-calib2021``, CC BY 4.0, see
+# its README.md and SOURCE.md), so a bare clone or an installed wheel can train and test.
+DATA_DIR = MODEL_DIR / "data"
+
+
 def dataset_dir(name: str = CALIB2021) -> Path:
-    """Shared datasets live beside the repository (``../shared/datasets``), resolved from
-    this file rather than the working directory; ``STOREFLEET_DATASETS`` overrides."""
+    """The folder of dataset ``name``: the copy shipped in ``models/positioning/data``,
+    or ``$STOREFLEET_DATASETS/<name>`` when that variable is set (e.g. a full upstream
+    download)."""
     root = os.environ.get("STOREFLEET_DATASETS")
-    base = Path(root) if root else MODEL_DIR.parents[1].parent / "shared" / "datasets"
-    return base / name
+    return (Path(root) if root else DATA_DIR) / name

@@ -148,7 +148,7 @@ def train_files(
 
 
 def rebuild_committed(src: Path) -> None:
-    """Rebuild both committed models from the shared calib2021 dataset."""
+    """Rebuild both committed models from the calib2021 dataset (the shipped copy by default)."""
     with tempfile.TemporaryDirectory(prefix="sf-calib2021-") as tmp:
         out = Path(tmp)
         convert_calib2021(src, out)

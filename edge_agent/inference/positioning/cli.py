@@ -80,7 +80,7 @@ def evaluate(
 
 @app.command("convert-calib2021")
 def convert(
-    src: Path = typer.Option(None, "--src", help="dataset folder (default ../shared/datasets/...)"),
+    src: Path = typer.Option(None, "--src", help="dataset folder (default: the shipped copy)"),
     out: Path = typer.Option(
         ..., "--out", help="folder for calib1..4.csv, anchors.csv, layout.csv"
     ),

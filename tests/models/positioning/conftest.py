@@ -1,4 +1,4 @@
-"""The shared calib2021 dataset fixture (defined once, with the positioning runtime tests)."""
+"""The calib2021 dataset fixture (defined once, with the positioning runtime tests)."""
 
 from tests.edge_agent.inference.positioning.conftest import calib2021
 

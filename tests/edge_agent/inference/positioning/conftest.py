@@ -1,9 +1,8 @@
-"""The shared calib2021 dataset, converted once per session. Missing data skips the
-tests locally and fails them in CI (STOREFLEET_REQUIRE_SERVICES=1)."""
+"""The calib2021 dataset shipped in ``models/positioning/data``, converted once per
+session. It is part of the repository, so missing data is a failure, never a skip."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +16,8 @@ from models.positioning import dataset_dir
 def calib2021(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     src = dataset_dir()
     if not (src / "calibration_df.csv").exists():
-        msg = f"calib2021 dataset not found at {src} (expected ../shared/datasets beside the repo)"
-        if os.environ.get("STOREFLEET_REQUIRE_SERVICES") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        pytest.fail(f"calib2021 dataset not found at {src} (it ships in "
+                    "models/positioning/data; is STOREFLEET_DATASETS set to another folder?)")
     out = tmp_path_factory.mktemp("calib2021")
     convert_calib2021(src, out)
     yield out
