@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import signal
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,10 +27,25 @@ from typing import Annotated, Any
 import httpx
 import sqlalchemy as sa
 import typer
+import uvicorn
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 logger = logging.getLogger(__name__)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """The demo's API server, which leaves SIGINT and SIGTERM to the demo.
+
+    ``uvicorn.Server.serve`` installs its own handlers for both (``capture_signals``,
+    uvicorn >= 0.29): on Ctrl-C it would stop serving at once, before the demo has read
+    the cloud's side for its summary, and re-raise the signal when it is done. The demo
+    stops the server itself, last, once the summary is built.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _port(preferred: int) -> int:
@@ -122,10 +139,37 @@ def _metric(registry: CollectorRegistry, name: str, labels: dict[str, str] | Non
     return float(value or 0.0)
 
 
-async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) -> dict[str, Any]:
-    # Imported here so `storefleet --help` stays fast.
-    import uvicorn
+def _metric_sum(registry: CollectorRegistry, name: str, **match: str) -> float:
+    """The sum of a metric's samples whose labels include ``match``."""
+    return float(sum(sample.value for family in registry.collect()
+                     for sample in family.samples
+                     if sample.name == name
+                     and all(sample.labels.get(k) == v for k, v in match.items())))
 
+
+def _progress_line(*, t: float, stores: list[dict[str, Any]], kinds: dict[str, int],
+                   produced: int, agent: Any, registry: CollectorRegistry,
+                   order: str | None) -> str:
+    """One line every couple of seconds: the pipeline, then the retail activity as the
+    cloud stored it (sales by channel, vends, coupon redemptions) and as the store did it
+    (coupons triggered, labels acknowledged, the online order's status)."""
+    online = sum(1 for s in stores if s["online"])
+    devices = sum(int(s["devices_online"]) for s in stores)
+    triggered = agent.in_aisle.triggers.issued_total if agent.in_aisle is not None else 0
+    labels = int(_metric_sum(registry, "storefleet_esl_acks_total", result="converged"))
+    sales = kinds.get("sale", 0)
+    cart = kinds.get("sale:cart", 0)
+    return (f"  t={t:5.1f}s  stores {online}  devices {devices}  "
+            f"device events {produced}  stored {sum(v for k, v in kinds.items() if ':' not in k)}"
+            f"  outbox {int(_metric(registry, 'storefleet_outbox_depth'))}  |  "
+            f"sales {sales} ({sales - cart} till, {cart} cart)  "
+            f"vends {kinds.get('vend', 0)}  coupons {triggered} triggered, "
+            f"{kinds.get('coupon_redeemed', 0)} redeemed  labels {labels} updated"
+            + (f"  order {order}" if order else ""))
+
+
+async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) -> dict[str, Any]:
+    # Imported here so `storefleet demo --help` stays fast.
     from cloud.main import create_app
     from cloud.promotions.signing import SnapshotSigner
     from cloud.settings import CloudSettings, Role, TokenGrant
@@ -186,8 +230,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         # the store box is provisioned with the cloud's public key (base64, raw Ed25519)
         trusted_key = str(signer.public_keys()[0]["public_key"])
         app = create_app(settings, registry=cloud_registry, ingest=True, signer=signer)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=api_port,
-                                               log_level="warning", lifespan="on"))
+        server = _EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=api_port,
+                                                log_level="warning", lifespan="on"))
         server_task = asyncio.create_task(server.serve(), name="demo-api")
 
         async def stop_server() -> None:
@@ -208,6 +252,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         radio_path.write_bytes(b"")
         printer_dir = data_dir / "printer"  # every page the simulated printer cuts
         store_devices: list[dict[str, Any]] = []
+        wired_families: set[str] = set()
         if opts.full_store:
             store_devices = store_device_configs(DEFAULT_LAYOUT, radio_path=radio_path,
                                                  store_id=opts.store_id,
@@ -217,6 +262,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             wired, closers = await start_wired_sims(opts.store_id,
                                                     printer_out_dir=printer_dir)
             store_devices += wired
+            wired_families = {"pos" if d["family"] in {"printer", "scanner", "display"}
+                              else str(d["family"]) for d in wired}
             for close in closers:
                 stack.push_async_callback(close)
         agent = Agent(
@@ -276,9 +323,33 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             with engine.connect() as conn:
                 return {r[0] for r in conn.execute(sa.text("SELECT id FROM events"))}
 
-        def stored_rows() -> int:
+        def stored_by_kind() -> dict[str, int]:
+            """Events in the cloud by kind; ``sale`` split by channel (``sale:cart``)."""
             with engine.connect() as conn:
-                return int(conn.execute(sa.text("SELECT count(*) FROM events")).scalar() or 0)
+                rows = conn.execute(sa.text(
+                    "SELECT kind, CASE WHEN kind = 'sale' THEN json_extract(data, '$.channel')"
+                    " END, count(*) FROM events GROUP BY 1, 2")).all()
+            out: dict[str, int] = {}
+            for kind, channel, n in rows:
+                out[kind] = out.get(kind, 0) + int(n)
+                if channel:
+                    out[f"sale:{channel}"] = int(n)
+            return out
+
+        def stored_from(kind: str, device_ids: set[str]) -> int:
+            with engine.connect() as conn:
+                return sum(int(conn.execute(sa.text(
+                    "SELECT count(*) FROM events WHERE kind = :k AND device_id = :d"),
+                    {"k": kind, "d": d}).scalar() or 0) for d in sorted(device_ids))
+
+        def stored_twice() -> int:
+            """Device events the cloud holds more than once under different ids: the same
+            device, kind, timestamp and data (a redelivery that was given a new key)."""
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text(
+                    "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM events"
+                    " WHERE device_id IS NOT NULL GROUP BY store_id, device_id, kind, ts,"
+                    " CAST(data AS TEXT) HAVING count(*) > 1)")).scalar() or 0)
 
         async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"},
                                      timeout=10) as http:
@@ -305,16 +376,16 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                     sim_task.result()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=2.0)
+                if stop.is_set():
+                    break
                 stores = (await http.get("/api/v1/stores")).json()
-                online = sum(1 for s in stores if s["online"])
-                devs = sum(s["devices_online"] for s in stores)
-                rows = await asyncio.to_thread(stored_rows)
-                console.print(
-                    f"  t={time.monotonic() - started:5.1f}s  stores online {online}  "
-                    f"devices online {devs}  device events produced {sim.produced}  "
-                    f"events stored (all kinds) {rows}  "
-                    f"outbox {int(_metric(agent_registry, 'storefleet_outbox_depth'))}"
-                )
+                kinds = await asyncio.to_thread(stored_by_kind)
+                order = (await demo_retail.order_status(http, retail.order_id)
+                         if retail is not None and retail.order_id else None)
+                console.print(_progress_line(
+                    t=time.monotonic() - started, stores=stores, kinds=kinds,
+                    produced=sim.produced, agent=agent, registry=agent_registry,
+                    order=order))
 
             # What the cloud sees while the store is running ...
             stores = (await http.get("/api/v1/stores")).json()
@@ -348,9 +419,14 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                 retail_part |= demo_retail.shelf_agreement(agent)
                 produced -= set(retail.till_sales)  # device events only, below
             events_page = (await http.get("/api/v1/events", params={"limit": 1})).json()
+            flags = await http.get("/api/v1/coupon-flags", params={"reason": "not_allocated"})
+            not_allocated = len(flags.json()) if flags.status_code == 200 else None
 
         stored = await asyncio.to_thread(stored_ids)
-        rows = await asyncio.to_thread(stored_rows)
+        twice = await asyncio.to_thread(stored_twice)
+        kinds = await asyncio.to_thread(stored_by_kind)
+        cabinets = {str(d["id"]) for d in store_devices if d["family"] == "vending"}
+        from_cabinet = await asyncio.to_thread(stored_from, "vend", cabinets)
         families = device_families(devices)
         summary = {
             "duration_s": round(time.monotonic() - started, 1),
@@ -363,16 +439,18 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             "events_produced": len(produced),
             "events_published": int(_metric(agent_registry, "storefleet_events_published_total")),
             "events_stored": len(stored & produced),
+            # ids the devices saw acknowledged that the cloud does not hold
             "events_lost": len(produced - stored),
-            "events_duplicated": rows - len(stored),
+            # one event held twice under different ids (a redelivery given a new key)
+            "events_stored_twice": twice,
+            # redeliveries the cloud recognised by id and did not store again
             "duplicates_suppressed": int(
                 _metric(cloud_registry, "storefleet_ingest_duplicates_total")
             ),
             "outbox_depth": int(_metric(agent_registry, "storefleet_outbox_depth")),
             "api_events_page_ok": bool(events_page.get("items")),
-            "families_simulated": sorted(
-                set(sim.families_started) | ({"vending", "pos"} if opts.full_store else set())
-            ),
+            # what really ran: the bus simulators and the wired devices the agent drove
+            "families_simulated": sorted(set(sim.families_started) | wired_families),
             "content_applied": content,
             "cart_sessions": sum(len(c.sessions) for c in sim.cart_sims),
             "coupons_triggered": (agent.in_aisle.triggers.issued_total
@@ -383,6 +461,12 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             "snapshots_classified": int(sum(
                 _metric(agent_registry, "storefleet_vision_classified_total", {"category": c})
                 for c in PRODUCT_CATEGORIES)),
+            "vends": kinds.get("vend", 0),
+            "vends_from_cabinet": from_cabinet,
+            "sales_in_cloud_total": kinds.get("sale", 0),
+            "sales_in_cloud_by_channel": {k.split(":", 1)[1]: v for k, v in sorted(kinds.items())
+                                          if k.startswith("sale:")},
+            "coupon_flags_not_allocated": not_allocated,
             "unscanned_alarms": int(sum(
                 _metric(agent_registry, "storefleet_vision_unscanned_total", {"category": c})
                 for c in PRODUCT_CATEGORIES)),
@@ -480,18 +564,29 @@ def demo(
     async def main() -> dict[str, Any]:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():  # asked twice: the user will not wait for the summary
+                console.print(f"[red]{sig.name} again: stopping at once, no summary[/red]")
+                os._exit(128 + sig.value)
+            console.print(f"[bold]{sig.name}: stopping; delivering what is in flight and "
+                          "checking it for the summary (press Ctrl-C again to abort)[/bold]")
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal, sig)
         return await run_demo(opts, console=console, stop=stop)
 
     summary = asyncio.run(main())
     console.print("[bold]summary[/bold]")
     for key, value in summary.items():
         console.print(f"  {key:24} {value}")
-    ok = summary["events_lost"] == 0 and summary["events_duplicated"] == 0
-    console.print("[green]nothing lost, nothing duplicated[/green]" if ok
-                  else "[red]events were lost or duplicated[/red]")
+    ok = summary["events_lost"] == 0 and summary["events_stored_twice"] == 0
+    console.print(f"[green]nothing lost, nothing stored twice ({summary['events_stored']} "
+                  f"device events; {summary['duplicates_suppressed']} redeliveries "
+                  "suppressed by id)[/green]" if ok
+                  else "[red]events were lost or stored twice[/red]")
     if "till_sales" in summary:
         if _retail_ok(summary):
             console.print(f"[green]{summary['till_sales']} till sales in the cloud ledger, "
