@@ -48,8 +48,10 @@ def test_bad_message_is_refused_with_reason(topic: str, payload: bytes, reason: 
 
 
 def test_good_event_decodes() -> None:
-    item = decode_uplink(topics.evt("s1", "sale"), encode(Event(**GOOD)), max_payload=MAX)
-    assert item.store_id == "s1" and isinstance(item.msg, Event)
+    sent = Event(**{**GOOD, "seq": 7, "data": {"total": 1299}})
+    item = decode_uplink(topics.evt("s1", "sale"), encode(sent), max_payload=MAX)
+    assert item.store_id == "s1" and item.topic.kind == "sale"
+    assert item.msg == sent  # every field, not just the type
 
 
 def test_channel_label() -> None:
