@@ -18,7 +18,6 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,25 +26,10 @@ from typing import Annotated, Any
 import httpx
 import sqlalchemy as sa
 import typer
-import uvicorn
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 logger = logging.getLogger(__name__)
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """The demo's API server, which leaves SIGINT and SIGTERM to the demo.
-
-    ``uvicorn.Server.serve`` installs its own handlers for both (``capture_signals``,
-    uvicorn >= 0.29): on Ctrl-C it would stop serving at once, before the demo has read
-    the cloud's side for its summary, and re-raise the signal when it is done. The demo
-    stops the server itself, last, once the summary is built.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def _port(preferred: int) -> int:
@@ -170,11 +154,14 @@ def _progress_line(*, t: float, stores: list[dict[str, Any]], kinds: dict[str, i
 
 async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) -> dict[str, Any]:
     # Imported here so `storefleet demo --help` stays fast.
+    import uvicorn
+
     from cloud.main import create_app
     from cloud.promotions.signing import SnapshotSigner
     from cloud.settings import CloudSettings, Role, TokenGrant
     from edge_agent.app import Agent
     from edge_agent.cartscreen import SAMPLE_DATA
+    from edge_agent.cartscreen.server import EmbeddedServer
     from edge_agent.config import AgentConfig
     from edge_agent.localbus import amqtt_fix
     from edge_agent.localbus.embedded import EmbeddedBroker
@@ -230,8 +217,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         # the store box is provisioned with the cloud's public key (base64, raw Ed25519)
         trusted_key = str(signer.public_keys()[0]["public_key"])
         app = create_app(settings, registry=cloud_registry, ingest=True, signer=signer)
-        server = _EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=api_port,
-                                                log_level="warning", lifespan="on"))
+        server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=api_port,
+                                               log_level="warning", lifespan="on"))
         server_task = asyncio.create_task(server.serve(), name="demo-api")
 
         async def stop_server() -> None:

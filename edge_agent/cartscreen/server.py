@@ -14,8 +14,10 @@ trigger path. ``websockets-sansio`` is uvicorn's WebSocket implementation on top
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -27,6 +29,23 @@ logger = logging.getLogger(__name__)
 
 class CartScreenError(AgentError):
     """The cart-screen server could not start."""
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that runs as one task of a larger process and leaves SIGINT and
+    SIGTERM to that process.
+
+    ``uvicorn.Server.serve`` installs its own handlers for both (``capture_signals``,
+    ``signal.signal``, uvicorn >= 0.29), replacing the process's; on Ctrl-C it stops
+    serving on its own, then re-raises the signal once for every server that caught it.
+    Inside the agent or the demo that stopped the cart screens (or the API) behind their
+    owner's back and delivered Ctrl-C twice, which the demo takes as "abort". Here the
+    owner stops the server (``should_exit``) when it decides to.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class CartScreenServer:
@@ -46,7 +65,7 @@ class CartScreenServer:
                                 # screen messages are a few hundred bytes: deflating each
                                 # one costs the store box more CPU than the bytes are worth
                                 ws_per_message_deflate=False)
-        self._server = uvicorn.Server(config)
+        self._server = EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
 
     @property
