@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from prometheus_client import CollectorRegistry, start_http_server
-from pydantic import ValidationError
 
-from cloud.ingest.worker import run_ingest
-from cloud.settings import CloudSettings
+# Everything heavy (settings, app, ingest, prometheus) is imported inside the commands:
+# `storefleet cloud ... --help` must not load FastAPI and SQLAlchemy (issue 11).
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from cloud.settings import CloudSettings
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,10 @@ LogOpt = Annotated[str, typer.Option("--log-level", envvar="STOREFLEET_LOG_LEVEL
 
 
 def _settings(**overrides: Any) -> CloudSettings:
+    from pydantic import ValidationError
+
+    from cloud.settings import CloudSettings
+
     try:
         return CloudSettings.from_env(**overrides)
     except (ValidationError, ValueError) as err:
@@ -101,6 +107,8 @@ def ingest_cmd(
     log_level: LogOpt = "info",
 ) -> None:
     """Run one ingest worker: MQTT uplink -> database, acknowledged after commit."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
     _logging(log_level)
     if share_group is not None and share_group.strip().lower() in ("", "none", "-"):
         share_group, no_share = None, True
@@ -119,7 +127,8 @@ async def _ingest_until_signal(settings: CloudSettings, registry: CollectorRegis
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    from cloud.main import ingest_hooks, make_retail  # lazily, like `serve` imports the app
+    from cloud.ingest.worker import run_ingest
+    from cloud.main import ingest_hooks, make_retail
 
     hooks = ingest_hooks(registry, retail=make_retail(settings, registry))
     await run_ingest(settings, registry=registry, stop_event=stop, hooks=hooks)

@@ -10,13 +10,14 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edge_agent.app import Agent
-from edge_agent.config import AgentConfig, load_config
-from edge_agent.errors import AgentError, ConfigError
+# The agent is imported inside `run`: `storefleet edge run --help` must not load it
+# (drivers, inference, the local bus: about a second; issue 11).
+if TYPE_CHECKING:
+    from edge_agent.config import AgentConfig
 
 app = typer.Typer(help="The store-box edge agent.", no_args_is_help=True)
 
@@ -55,6 +56,9 @@ def run(
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
     """Run the agent until SIGTERM or SIGINT."""
+    from edge_agent.config import load_config
+    from edge_agent.errors import AgentError, ConfigError
+
     logging.basicConfig(level=log_level.upper(), format=_LOG_FORMAT)
     if logging.getLogger().level > logging.DEBUG:
         for noisy in _NOISY_LOGGERS:  # per-packet / per-state-change INFO lines
@@ -80,6 +84,8 @@ def run(
 
 
 async def _run(cfg: AgentConfig) -> None:
+    from edge_agent.app import Agent
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

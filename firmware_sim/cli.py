@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from firmware_sim.store import StoreSimulator
+# Simulators are imported inside the commands: `storefleet sim ... --help` must stay fast.
 
 app = typer.Typer(help="Device and store simulators speaking the real wire protocols.",
                   no_args_is_help=True)
@@ -40,6 +40,8 @@ def store(
              "beacon driver (backend=replay, follow=true) at it")] = None,
 ) -> None:
     """Start a simulated store: devices publishing state, telemetry and events."""
+    from firmware_sim.store import StoreSimulator
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if layout is not None and str(layout) == "default":
         from firmware_sim.layouts import DEFAULT_LAYOUT

@@ -1,6 +1,15 @@
-"""``storefleet``: demo, cloud, edge agent and simulators under one command."""
+"""``storefleet``: demo, cloud, edge agent and simulators under one command.
+
+Start-up is kept short (``storefleet --help`` and every ``--help`` under it well under
+half a second, ``bench/cli_startup.py``): this module and the sub-CLIs it mounts import
+only typer and the standard library at module level; each command imports its code when
+it runs. ``tests/storefleet/test_cli_startup.py`` fails when an eager import comes back.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -9,18 +18,41 @@ from edge_agent.cli import app as edge_app
 from edge_agent.inference.positioning.cli import app as positioning_app
 from firmware_sim.cli import app as sim_app
 from storefleet import __version__
-from storefleet.demo import demo
 
 app = typer.Typer(
     help="storefleet: edge/IoT fleet system for smart retail stores.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command("demo")(demo)
 app.add_typer(cloud_app, name="cloud", help="Cloud API server and MQTT ingest workers.")
 app.add_typer(edge_app, name="edge", help="The store-box edge agent.")
 app.add_typer(sim_app, name="sim", help="Device and store simulators.")
 app.add_typer(positioning_app, name="positioning", help="Indoor positioning of carts (BLE).")
+
+
+# The options of ``storefleet.demo.demo``, declared here so that ``storefleet demo
+# --help`` does not import the demo (the whole cloud and agent). Keep the two in step;
+# tests/storefleet/test_cli_startup.py compares them.
+@app.command("demo")
+def demo(
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds "
+                                                    "(default: run until Ctrl-C)")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="end with a one-line JSON summary")
+    ] = False,
+    store: Annotated[str, typer.Option(help="store id")] = "S001",
+    devices: Annotated[int, typer.Option(min=1, help="simulated devices")] = 6,
+    rate: Annotated[float, typer.Option(min=0.1, help="events per second")] = 20.0,
+    data_dir: Annotated[Path | None, typer.Option(help="keep databases here "
+                                                   "(default: a temp dir, removed)")] = None,
+    api_port: Annotated[int, typer.Option(help="API port (another is picked if busy)")] = 8000,
+    log_level: Annotated[str, typer.Option(help="log level of the components")] = "warning",
+) -> None:
+    """Run cloud, broker, one store's agent and simulated devices in one process."""
+    from storefleet.demo import demo as run_demo
+
+    run_demo(duration=duration, as_json=as_json, store=store, devices=devices, rate=rate,
+             data_dir=data_dir, api_port=api_port, log_level=log_level)
 
 
 bench_app = typer.Typer(help="Benchmarks: one command each, JSON as the last line.",
@@ -38,6 +70,18 @@ def bench_pricing(
 
     argv = ["--seconds", str(seconds)] + (["--json"] if as_json else [])
     raise typer.Exit(pricing_main(argv))
+
+
+@bench_app.command("cli")
+def bench_cli(
+    as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
+    runs: int = typer.Option(10, min=1, help="runs of each command"),
+) -> None:
+    """Start-up time of `storefleet --help` and friends against `python -c pass`."""
+    from bench.cli_startup import main as cli_startup_main
+
+    argv = ["--runs", str(runs)] + (["--json"] if as_json else [])
+    raise typer.Exit(cli_startup_main(argv))
 
 
 @app.command("version")

@@ -1,5 +1,23 @@
-"""Simulated audio broadcast unit: applies ``protocols.audio`` outputs, logs and renders."""
+"""Simulated audio broadcast unit: applies ``protocols.audio`` outputs, logs and renders.
 
-from firmware_sim.audio.unit import AudioUnitSim, Segment, start_audio_unit_sim, tone_hz
+The names below are imported on first use (PEP 562), so that ``storefleet sim audio
+--help`` (this package's ``cli``) does not load the MQTT client and the codecs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from firmware_sim.audio.unit import AudioUnitSim, Segment, start_audio_unit_sim, tone_hz
 
 __all__ = ["AudioUnitSim", "Segment", "start_audio_unit_sim", "tone_hz"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.unit"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value

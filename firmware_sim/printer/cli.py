@@ -13,10 +13,8 @@ from typing import Annotated
 
 import typer
 
-from firmware_sim.display import start_display_sim
-from firmware_sim.printer.sim import start_printer_sim, start_serial_printer_sim
-from firmware_sim.scanner import scan_forever, start_scanner_sim
-from firmware_sim.vending import VendingFaults, start_vending_sim
+# The simulators are imported inside each command: `storefleet sim ... --help` must not
+# load them (issue 11: every --help under 0.5 s).
 
 Duration = Annotated[float | None, typer.Option(help="stop after this many seconds")]
 Link = Annotated[Path | None, typer.Option(help="also make this stable symlink to the pty")]
@@ -48,6 +46,7 @@ def printer(
     duration: Duration = None,
 ) -> None:
     """An ESC/POS receipt printer: any client (python-escpos, a real POS) can print to it."""
+    from firmware_sim.printer.sim import start_printer_sim, start_serial_printer_sim
 
     async def main(stop: asyncio.Event) -> None:
         sim, server = await start_printer_sim(host=host, port=port, out_dir=out, width=width)
@@ -81,6 +80,8 @@ def vending(
     duration: Duration = None,
 ) -> None:
     """A vending cabinet (lock board + cashless reader) on a pty; prints the device path."""
+    from firmware_sim.vending import VendingFaults, start_vending_sim
+
     if not pty:
         raise typer.BadParameter("only --pty is supported (a real cabinet has its own port)")
     faults = VendingFaults(corrupt_every=corrupt_every, drop_every=drop_every, delay_s=delay,
@@ -109,6 +110,8 @@ def scanner(
     duration: Duration = None,
 ) -> None:
     """A serial barcode scanner (AIM prefix + CR) on a pty; prints the device path."""
+    from firmware_sim.scanner import scan_forever, start_scanner_sim
+
     pairs = [tuple(c.rsplit(":", 1)) for c in codes.split(",") if ":" in c]
 
     async def main(stop: asyncio.Event) -> None:
@@ -125,6 +128,7 @@ def scanner(
 
 def display(link: Link = None, duration: Duration = None) -> None:
     """A 2 x 20 customer display on a pty; prints the device path, then what it shows."""
+    from firmware_sim.display import start_display_sim
 
     async def main(stop: asyncio.Event) -> None:
         sim, task = await start_display_sim(link=link)
