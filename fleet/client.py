@@ -8,10 +8,15 @@ import httpx
 
 
 class FleetError(Exception):
-    """An API call failed; ``status`` and the problem+json ``detail`` say why."""
+    """An API call failed; ``status`` and the problem+json ``detail`` say why.
+
+    ``status`` is 0 when no HTTP answer came back (refused, timed out, not a URL); the
+    message then leaves the status out and names the API instead.
+    """
 
     def __init__(self, status: int, title: str, detail: str | None = None) -> None:
-        super().__init__(f"{status} {title}" + (f": {detail}" if detail else ""))
+        head = f"{status} {title}" if status else title
+        super().__init__(head + (f": {detail}" if detail else ""))
         self.status = status
         self.title = title
         self.detail = detail
@@ -27,9 +32,14 @@ class FleetClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
-        )
+        self._base_url = base_url.rstrip("/")
+        try:
+            self._http = httpx.Client(
+                base_url=self._base_url, headers=headers, timeout=timeout, transport=transport
+            )
+        except httpx.InvalidURL as err:
+            raise FleetError(0, f"the cloud API address {base_url!r} is not a URL",
+                             str(err)) from err
 
     def close(self) -> None:
         self._http.close()
@@ -43,17 +53,27 @@ class FleetClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             resp = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as err:
-            raise FleetError(0, "cannot reach the cloud API", str(err)) from err
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
+            # str() of some httpx errors is empty (a bare timeout): name the class then
+            raise FleetError(0, f"cannot reach the cloud API at {self._base_url}",
+                             str(err) or type(err).__name__) from err
         if resp.status_code >= 400:
             try:
                 body = resp.json()
             except ValueError:
                 body = {}
+            if not isinstance(body, dict):
+                body = {}
             raise FleetError(
                 resp.status_code, body.get("title", resp.reason_phrase), body.get("detail")
             )
-        return resp.json() if resp.content else None
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError as err:  # a web server, but not the storefleet API
+            raise FleetError(resp.status_code, f"{self._base_url}{path} did not answer JSON",
+                             resp.headers.get("content-type")) from err
 
     def stores(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/api/v1/stores"))
