@@ -60,7 +60,8 @@ def test_classify_returns_category_and_confidence(
     result = classifier.classify(product_jpeg(4, 1))  # JPEG bytes are accepted as is
     category, confidence = result
     assert isinstance(result, Classification)
-    assert category in PRODUCT_CATEGORIES and 0.0 <= confidence <= 1.0
+    # a held-out fruit image the shipped model gets right (0.78); any label would not do
+    assert category == PRODUCT_CATEGORIES[4] and 0.5 < confidence <= 1.0
     pixels = cv2.imdecode(np.frombuffer(product_jpeg(4, 1), np.uint8), cv2.IMREAD_COLOR)
     assert pixels is not None
     assert classifier.classify(pixels) == result
@@ -101,7 +102,7 @@ async def test_stream_yields_category_seen(
         await stream.aclose()
     assert isinstance(seen, CategorySeen)
     assert (seen.source, seen.ts, seen.snapshot_id, seen.session_id) == ("C7", 123, "s1", "sess")
-    assert seen.category in PRODUCT_CATEGORIES
+    assert seen.category == PRODUCT_CATEGORIES[7]  # the bread image that was submitted
     assert seen.model == classifier.model.info.tag
 
 
