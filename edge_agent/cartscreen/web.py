@@ -4,7 +4,9 @@
 ``GET  /cart/{cart_id}``                               the page (static HTML/JS/CSS, no CDN)
 ``WS   /ws/cart/{cart_id}``                            live pushes (``CartScreenPush`` JSON)
 ``GET  /api/i18n``                                     strings, English and Chinese
-``GET  /api/cart/{cart_id}/state``                     member, basket, coupons, list, recs
+``GET  /api/cart/{cart_id}/state``                     member, basket, coupons (one per
+                                                        code), wallet (one per promotion),
+                                                        list, recs
 ``POST /api/cart/{cart_id}/member``                    ``{"qr": "SFM:..."}`` sign-in
 ``POST /api/cart/{cart_id}/coupons/{code}/apply``      apply an issued coupon -> priced basket
 ``PUT  /api/cart/{cart_id}/list``                      ``{"skus": [...]}`` shopping list
@@ -47,6 +49,33 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
 MAX_BODY = 16 * 1024  # every request body here is a few hundred bytes
+
+
+def wallet(coupons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The coupons as a shopper's wallet shows them: one entry per promotion (engine code)
+    with the count of codes held, in the order first offered.
+
+    ``code`` is the one code applying the entry applies: the applied one, or the usable
+    code that expires first. The pricing engine gives a promotion's discount once per
+    basket however many of its codes are in it, so an entry with a code applied offers no
+    second one. A code the backend took from the ledger without its trigger rule is titled
+    by its engine code; the entry takes its texts from a code that has the rule's.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in coupons:
+        groups.setdefault(str(c["engine_code"]), []).append(c)
+    out = []
+    for engine_code, codes in groups.items():
+        texts = next((c for c in codes if c.get("title") != engine_code), codes[0])
+        applied = [c for c in codes if c.get("applied")]
+        first = applied[0] if applied else min(codes, key=lambda c: c["expires_ms"])
+        out.append({
+            "engine_code": engine_code, "count": len(codes),
+            "codes": [c["code"] for c in codes], "code": first["code"],
+            "applied": bool(applied), "expires_ms": first["expires_ms"],
+            **{k: texts.get(k, "") for k in ("title", "title_zh", "body", "body_zh")},
+        })
+    return out
 
 
 def create_app(backend: CartScreenBackend, *, registry: CollectorRegistry) -> Starlette:
@@ -99,9 +128,10 @@ def create_app(backend: CartScreenBackend, *, registry: CollectorRegistry) -> St
             basket: dict[str, Any] | None = backend.priced(cart_id)
         except ScreenError:
             basket = None
+        coupons = await backend.coupons(cart_id)
         return JSONResponse({
             "cart_id": cart_id, "member": backend.member_view(cart_id), "basket": basket,
-            "coupons": await backend.coupons(cart_id),
+            "coupons": coupons, "wallet": wallet(coupons),
             "shopping_list": backend.view(cart_id).shopping_list,
             "recommendations": backend.recommendations(cart_id),
             "position": None if loc is None else {"zone": loc.zone, "shelf": loc.shelf},

@@ -64,18 +64,22 @@
     $("basket-total").dataset.minor = b ? b.total : 0;
   }
 
+  // The wallet (web.py: wallet()): one entry per promotion, "×2" when the shopper holds two
+  // of its codes; applying the entry applies its one `code` (the applied or soonest-expiring).
   function renderCoupons() {
     const list = $("coupon-list");
     list.replaceChildren();
-    const coupons = (state && state.coupons) || [];
-    for (const c of coupons) {
-      const btn = c.applied ? el("span", { class: "save" }, t("applied"))
-        : el("button", { class: "small", onclick: () => applyCoupon(c.code) }, t("apply"));
-      list.append(el("li", { class: c.applied ? "coupon applied" : "coupon", "data-code": c.code },
-        el("div", {}, el("div", { class: "title" }, pick(c, "title")),
-          el("div", { class: "code" }, c.code)), btn));
+    const wallet = (state && state.wallet) || [];
+    for (const g of wallet) {
+      const btn = g.applied ? el("span", { class: "save" }, t("applied"))
+        : el("button", { class: "small", onclick: () => applyCoupon(g.code) }, t("apply"));
+      const title = el("div", { class: "title" }, pick(g, "title"));
+      if (g.count > 1) title.append(el("span", { class: "count" }, ` ×${g.count}`));
+      list.append(el("li", { class: g.applied ? "coupon applied" : "coupon", "data-code": g.code,
+        "data-codes": g.codes.join(" "), "data-count": g.count },
+        el("div", {}, title, el("div", { class: "code" }, g.code)), btn));
     }
-    $("no-coupons").hidden = coupons.length > 0;
+    $("no-coupons").hidden = wallet.length > 0;
   }
 
   function product(p, extra) {
