@@ -110,7 +110,11 @@ def test_issue_ids_are_deterministic_per_rule_member_day_and_ordinal() -> None:
     [d2] = e2.observe_position("C7", zone="grocery", shelf=None, ts_ms=T0 + 5000,
                                shopper=Shopper(session_id="other", member_id="M1"))
     assert d1.issue_id == d2.issue_id == issue_id_of("r1", "m:M1", d1.day, 0)
-    assert len(d1.issue_id) <= 64
+    assert 0 < len(d1.issue_id) <= 64
+    # ... and another rule, member, day or ordinal is another id
+    others = {issue_id_of("r2", "m:M1", d1.day, 0), issue_id_of("r1", "m:M2", d1.day, 0),
+              issue_id_of("r1", "m:M1", d1.day + 1, 0), issue_id_of("r1", "m:M1", d1.day, 1)}
+    assert len(others) == 4 and d1.issue_id not in others
 
 
 def test_restore_counts_issues_made_before_a_restart() -> None:
@@ -123,12 +127,16 @@ def test_index_and_naive_scan_agree() -> None:
     rules = [rule(id=f"z{i}", zone=f"zone{i % 7}", dwell_ms=(i % 3) * 1000) for i in range(60)]
     rules += [rule(id=f"s{i}", zone=None, shelf=f"sh{i % 5}") for i in range(20)]
     fast, slow = TriggerEngine(rules), TriggerEngine(rules, indexed=False)
+    fired: list[str] = []
     for step in range(200):
         zone, shelf = f"zone{(step // 10) % 7}", f"sh{(step // 4) % 6}"
         for e in (fast, slow):
             e._fired = at(e, T0 + step * 200, zone=zone, shelf=shelf,  # type: ignore[attr-defined]
                           cart=f"C{step % 3}")
         assert fast._fired == slow._fired  # type: ignore[attr-defined]
+        fired += fast._fired  # type: ignore[attr-defined]
+    # the two agreed on something: zone and shelf rules fired, each once (one shopper)
+    assert {f[0] for f in fired} == {"z", "s"} and len(fired) == len(set(fired))
 
 
 def test_bad_rules_are_refused_with_the_field_named() -> None:
