@@ -1,4 +1,4 @@
-"""A simulated store: N generic devices on the store-local bus producing events.
+"""A simulated store: N generic sensors on the store-local bus producing readings.
 
 The simulator is the ground truth for "nothing lost" tests and the demo: every
 event id a device got acknowledged by the bus is recorded (in memory and, with
@@ -31,13 +31,10 @@ from protocols.clock import Clock, SystemClock
 logger = logging.getLogger(__name__)
 
 # Device kinds of the generic simulator: plain IoT sensors that only report telemetry
-# and events. They are deliberately not named after a driver family (cart, esl ...),
-# so a family shows as online only when its real driver and simulator run.
+# and sensor readings (``firmware_sim.generic``), never business events. They are
+# deliberately not named after a driver family (cart, esl ...), so a family shows as
+# online only when its real driver and simulator run.
 GENERIC_KINDS = ("sensor", "footfall", "door_contact", "fridge_probe", "env_sensor", "gateway")
-
-# (event kind, relative weight): mostly device events, some retail activity.
-_EVENT_MIX = (("device_event", 6), ("sale", 2), ("member_visit", 1), ("vend", 1))
-
 
 @dataclass
 class StoreSimulator:
@@ -101,9 +98,7 @@ class StoreSimulator:
             )
             for spec in self.specs()
         ]
-        queues: list[asyncio.Queue[tuple[str, dict[str, object]]]] = [
-            asyncio.Queue(maxsize=1000) for _ in devices
-        ]
+        queues: list[asyncio.Queue[int]] = [asyncio.Queue(maxsize=1000) for _ in devices]
         device_stop = asyncio.Event()
         tasks = [
             asyncio.create_task(dev.run(q, device_stop), name=f"sim-{dev.spec.device_id}")
@@ -111,7 +106,7 @@ class StoreSimulator:
         ]
         families = asyncio.create_task(self._run_families(device_stop), name="sim-families")
         try:
-            await self._generate(queues, rng, stop, tasks)
+            await self._generate(queues, stop, tasks)
         finally:
             device_stop.set()
             try:
@@ -131,13 +126,11 @@ class StoreSimulator:
 
     async def _generate(
         self,
-        queues: list[asyncio.Queue[tuple[str, dict[str, object]]]],
-        rng: random.Random,
+        queues: list[asyncio.Queue[int]],
         stop: asyncio.Event,
         tasks: list[asyncio.Task[None]],
     ) -> None:
-        kinds = [k for k, _ in _EVENT_MIX]
-        weights = [w for _, w in _EVENT_MIX]
+        """Hand the devices their turns in rotation, ``rate`` readings a second."""
         interval = 1.0 / self.rate if self.rate > 0 else 0.0
         loop = asyncio.get_running_loop()
         next_at = loop.time()
@@ -146,13 +139,7 @@ class StoreSimulator:
                 raise RuntimeError("a simulated device stopped unexpectedly") from next(
                     (t.exception() for t in tasks if t.done() and not t.cancelled()), None
                 )
-            kind = rng.choices(kinds, weights)[0]
-            data: dict[str, object] = {"n": self.queued}
-            if kind == "sale":
-                data |= {"total_minor": rng.randint(100, 50_000), "currency": "CNY"}
-            elif kind == "vend":
-                data |= {"slot": rng.randint(1, 40), "price_minor": rng.randint(300, 1500)}
-            await queues[self.queued % len(queues)].put((kind, data))
+            await queues[self.queued % len(queues)].put(self.queued)
             self.queued += 1
             if interval:
                 next_at += interval
@@ -179,6 +166,16 @@ OTHER_FAMILIES: tuple[tuple[str, str, str], ...] = (
 
 
 ESL_LABELS = 12  # labels on the simulated access point (see ``_start_other``)
+
+# The vending cabinet's planogram: door -> item number, price (minor units), sku. The
+# driver is configured with it and the simulated customers press these doors.
+CABINET_DOORS: dict[int, dict[str, Any]] = {
+    1: {"item": 11, "price": 300, "sku": "WATER-500"},
+    2: {"item": 12, "price": 450, "sku": "COLA-330"},
+}
+# A customer at the cabinet about this often (seconds): a busy cabinet's pace, and
+# several vends in a minute of demo.
+CUSTOMER_EVERY_S = 8.0
 
 
 def store_device_configs(layout: Path, *, radio_path: Path, store_id: str = "S001",
@@ -217,21 +214,42 @@ def plan_skus(layout: Path) -> list[str]:
     return [sku for shelf in plan.shelves for sku in shelf.skus]
 
 
-async def start_wired_sims(store_id: str, *, printer_out_dir: Path | None = None
+async def start_wired_sims(store_id: str, *, printer_out_dir: Path | None = None,
+                           customer_every_s: float = CUSTOMER_EVERY_S, seed: int = 7
                            ) -> tuple[list[dict[str, Any]], list[Closer]]:
     """Start the store's serial and TCP devices — a vending cabinet and a lock board on
     a pty, an ESC/POS receipt printer (with its cash drawer) on TCP, a barcode scanner
     and a customer display on ptys — and return the agent ``devices`` that drive them.
-    ``printer_out_dir``: where the printer writes each page it cuts (``receipt-NNNN.txt``)."""
+    ``printer_out_dir``: where the printer writes each page it cuts (``receipt-NNNN.txt``).
+
+    Customers buy at the cabinet about every ``customer_every_s`` seconds (0: none),
+    some with a member card (``firmware_sim.vending.customers``): the ``vend`` events of
+    the store come from the agent's vending driver running those sessions over the pty.
+    The family of each returned device is one whose simulator runs."""
     from firmware_sim.display import start_display_sim
     from firmware_sim.printer.sim import start_printer_sim
     from firmware_sim.scanner import start_scanner_sim
+    from firmware_sim.vending.customers import CabinetCustomers
     from firmware_sim.vending.sim import start_vending_sim
 
     closers: list[Closer] = []
     cabinet, cabinet_task = await start_vending_sim()
+    customers_stop = asyncio.Event()
+    customers_task: asyncio.Task[None] | None = None
+    if customer_every_s > 0:
+        customers = CabinetCustomers(
+            cabinet, {door: int(slot["price"]) for door, slot in CABINET_DOORS.items()},
+            every_s=customer_every_s, seed=seed)
+        customers_task = asyncio.create_task(customers.run(customers_stop),
+                                             name="sim-vending-customers")
 
     async def close_cabinet() -> None:
+        customers_stop.set()
+        if customers_task is not None:
+            customers_task.cancel()  # a customer waiting on the reader leaves at once
+            [ended] = await asyncio.gather(customers_task, return_exceptions=True)
+            if isinstance(ended, Exception):  # the cabinet still closes; say why they stopped
+                logger.warning("vending customers ended with %r", ended)
         cabinet_task.cancel()
         await asyncio.gather(cabinet_task, return_exceptions=True)
         cabinet.port.close()
@@ -262,8 +280,7 @@ async def start_wired_sims(store_id: str, *, printer_out_dir: Path | None = None
     configs: list[dict[str, Any]] = [
         {"id": f"{store_id}-vend-01", "family": "vending", "model": "sim-lockboard",
          "options": {"port": cabinet.port.path,
-                     "doors": {"1": {"item": 11, "price": 300, "sku": "WATER-500"},
-                               "2": {"item": 12, "price": 450, "sku": "COLA-330"}}}},
+                     "doors": {str(door): dict(slot) for door, slot in CABINET_DOORS.items()}}},
         {"id": f"{store_id}-printer-01", "family": "printer", "model": "sim-escpos",
          "options": {"host": "127.0.0.1", "tcp_port": server.sockets[0].getsockname()[1]}},
         {"id": f"{store_id}-scanner-01", "family": "scanner", "model": "sim-aim",

@@ -3,7 +3,9 @@
 The simulator owns the master end of a pty; the driver under test opens the slave with
 pyserial. A customer is simulated with ``customer(door, funds)`` (card tap, then a key
 press on the cabinet's keypad); the reader approves a vend when the funds cover the
-price. Fault injection (``VendingFaults``) works on the replies the board sends.
+price. ``wait_idle()`` waits until the reader has ended the session (``customers.py``
+runs a stream of customers on it). Fault injection (``VendingFaults``) works on the
+replies the board sends.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class VendRecord:
     item: int
     price: int
     success: bool | None = None
+    media_id: int = 0  # the card of the session that asked for this vend
 
 
 class VendingCabinetSim:
@@ -58,6 +61,10 @@ class VendingCabinetSim:
         self._replies = 0
         self._events: deque[v.PollReply] = deque(maxlen=64)
         self._funds = 0
+        self._media_id = 0
+        self.session_open = False  # from BEGIN_SESSION polled to END_SESSION polled
+        self._idle = asyncio.Event()  # no session open and no reader event waiting
+        self._idle.set()
         self._last: tuple[int, int, bytes, bytes] | None = None  # seq, cmd, payload, reply
         self._rng = random.Random(seed)
         self._decoder = v.FrameDecoder()
@@ -69,9 +76,31 @@ class VendingCabinetSim:
         self._events.append(v.PollReply(v.PollEvent.BEGIN_SESSION, funds=funds,
                                         media_id=media_id))
         self._events.append(v.PollReply(v.PollEvent.SELECTION, door=door))
+        self._idle.clear()
 
     def cancel(self) -> None:
         self._events.append(v.PollReply(v.PollEvent.CANCEL_REQUEST))
+        self._idle.clear()
+
+    @property
+    def idle(self) -> bool:
+        """No session open and no reader event waiting for the VMC's poll."""
+        return self._idle.is_set()
+
+    async def wait_idle(self) -> None:
+        """Until the VMC has polled every reader event and the session has ended."""
+        await self._idle.wait()
+
+    def walk_away(self) -> None:
+        """The customer gives up on a cabinet that does not answer: the card tap and key
+        press nobody polled are withdrawn, and a session the VMC did open is cancelled."""
+        taps = (v.PollEvent.BEGIN_SESSION, v.PollEvent.SELECTION)
+        kept = [e for e in self._events if e.event not in taps]
+        self._events.clear()
+        self._events.extend(kept)
+        if self.session_open and not any(e.event is v.PollEvent.END_SESSION for e in kept):
+            self._events.append(v.PollReply(v.PollEvent.CANCEL_REQUEST))
+        self._update_idle()
 
     def close_door(self, door: int) -> None:
         self.open_doors.discard(door)
@@ -150,10 +179,15 @@ class VendingCabinetSim:
             event = self._events.popleft() if self._events else v.PollReply(v.PollEvent.NONE)
             if event.event is v.PollEvent.BEGIN_SESSION:
                 self._funds = event.funds
+                self._media_id = event.media_id
+                self.session_open = True
+            elif event.event is v.PollEvent.END_SESSION:
+                self.session_open = False
+            self._update_idle()
             return event.encode()
         if cmd == v.Cmd.VEND_REQUEST:
             price, item = v.parse_vend_request(p)
-            self.vends.append(VendRecord(item, price))
+            self.vends.append(VendRecord(item, price, media_id=self._media_id))
             ok = price <= self._funds
             self._events.append(v.PollReply(v.PollEvent.VEND_APPROVED, amount=price) if ok
                                 else v.PollReply(v.PollEvent.VEND_DENIED))
@@ -165,8 +199,15 @@ class VendingCabinetSim:
         if cmd in (v.Cmd.SESSION_DONE, v.Cmd.VEND_CANCEL):
             self._funds = 0
             self._events.append(v.PollReply(v.PollEvent.END_SESSION))
+            self._update_idle()
             return b""
         return None
+
+    def _update_idle(self) -> None:
+        if self._events or self.session_open:
+            self._idle.clear()
+        else:
+            self._idle.set()
 
 
 async def start_vending_sim(*, link: Path | None = None, doors: int = 8,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -13,10 +14,25 @@ import pytest
 from firmware_sim.beacon import advert_records
 from firmware_sim.cart.walker import Walker
 from firmware_sim.layouts import DEFAULT_LAYOUT, Layout, LayoutError
-from firmware_sim.store import StoreSimulator, store_device_configs
-from protocols import ble, decode, topics
+from firmware_sim.store import (
+    GENERIC_KINDS,
+    StoreSimulator,
+    start_wired_sims,
+    store_device_configs,
+)
+from firmware_sim.vending import is_member_card
+from protocols import ble, decode, mdb, topics
 from protocols.cart import CartScan, CartSessionMsg
-from protocols.messages import DeviceState
+from protocols.messages import DeviceState, Event
+from tests.edge_agent.helpers import (
+    Watcher,
+    make_config,
+    new_store_id,
+    running_agent,
+    wait_until,
+    watch,
+)
+from tests.services import Mosquitto
 
 LAYOUT = Layout.load(DEFAULT_LAYOUT)
 
@@ -116,3 +132,62 @@ async def test_whole_store_runs_carts_beacons_and_generic_devices(
     assert sessions and sessions[0].action == "start"
     lines = [json.loads(line) for line in air.read_text().splitlines()]
     assert len(lines) >= len(LAYOUT.beacons)  # at least one second of air
+
+
+@pytest.mark.mosquitto
+async def test_vends_come_from_the_cabinet_driver_over_the_pty_with_member_cards(
+    mosquitto_factory: Callable[[], Mosquitto], tmp_path: Path
+) -> None:
+    """The whole store with the agent: generic sensors publish readings only; simulated
+    customers buy at the cabinet, and every ``vend`` is the vending driver's, run over the
+    cabinet's pty, some paid with a member card."""
+    uplink, local = mosquitto_factory(), mosquitto_factory()
+    store = new_store_id()
+    wired, closers = await start_wired_sims(store, customer_every_s=0.4)
+    cabinet = next(d for d in wired if d["family"] == "vending")
+    assert str(cabinet["options"]["port"]).startswith("/dev/pts/")  # the cabinet's pty
+    cfg = make_config(tmp_path, uplink=uplink, local=local, store_id=store, devices=wired,
+                      health_interval_s=0.2)
+    sim = StoreSimulator(bus_url=local.url, store_id=store, devices=len(GENERIC_KINDS),
+                         rate=20, tele_interval_s=1.0)
+    stop = asyncio.Event()
+    vend_topic = topics.evt(store, "vend")
+
+    def vends(seen: Watcher) -> list[Event]:
+        return [decode(raw, Event) for raw in seen.on(vend_topic)]
+
+    def members_and_others(seen: Watcher) -> bool:
+        paid = [e for e in vends(seen) if e.data["outcome"] == "success"]
+        return (any(is_member_card(e.data["media_id"]) for e in paid)
+                and any(not is_member_card(e.data["media_id"]) for e in paid))
+
+    try:
+        async with watch(uplink, store) as seen, running_agent(cfg):
+            sim_task = asyncio.create_task(sim.run(stop), name="test-store-sim")
+            await wait_until(lambda: members_and_others(seen), within_s=60,
+                             what="member and non-member vends at the cabinet")
+            stop.set()
+            await asyncio.wait_for(sim_task, 20)
+            await asyncio.sleep(0.5)
+    finally:
+        for close in closers:
+            await close()
+
+    got = vends(seen)
+    assert {e.device_id for e in got} == {cabinet["id"]}
+    doors = {int(k): v for k, v in cabinet["options"]["doors"].items()}
+    for e in got:
+        # the driver's own session: its deterministic id, its planogram, its card read
+        assert e.id == mdb.vend_event_id(store, cabinet["id"], e.data["session_id"])
+        assert e.data["cabinet"] == cabinet["id"]
+        slot = doors[e.data["door"]]
+        assert (e.data["item"], e.data["sku"], e.data["price"]) == (
+            slot["item"], slot["sku"], slot["price"])
+        assert e.data["outcome"] in {"success", "denied"}
+        assert e.data["amount"] == (slot["price"] if e.data["outcome"] == "success" else 0)
+    # the generic sensors reached the cloud as readings, and no one made up a sale
+    readings = [decode(r.payload, Event) for r in seen.under(f"{topics.store_root(store)}/evt/")]
+    generic = {s.device_id for s in sim.specs()}
+    assert {e.device_id for e in readings if e.kind == "device_event"} == generic
+    assert all(e.kind == "device_event" for e in readings if e.device_id in generic)
+    assert not [e for e in readings if e.kind in {"sale", "member_visit"}]
