@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 
 from cloud.api.deps import AppState, enforce_path_scope
+from cloud.api.docs import install_docs
 from cloud.api.problems import install_problem_handlers
 from cloud.api.routes import (
     commands,
@@ -138,6 +139,8 @@ def create_app(
         version="1",
         summary="Stores, devices, events, shadows and commands of a storefleet fleet.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is served with packaged Swagger UI assets (install_docs)
+        redoc_url=None,
     )
     app.state.cloud = state
     app.state.retail = retail
@@ -155,6 +158,7 @@ def create_app(
     api.include_router(orders_routes.router)
     app.include_router(api)
     app.include_router(health.router)
+    install_docs(app)
     return app
 
 
