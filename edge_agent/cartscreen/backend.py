@@ -6,6 +6,14 @@ snapshot, so the screen's total is the till's total to the minor unit. Coupons i
 the trigger engine are single-use codes from pre-allocated ranges; applying one puts its
 range's *engine* code into the basket (the ``pricing.Coupon`` it answers to), and paying
 marks the code redeemed in the ledger and reports a ``coupon_redeemed`` event.
+
+A member's coupons show on every cart the member signs into, so applying one *reserves*
+it for that cart (decision 0019): another cart applying it is refused "in use on another
+cart" until the first removes it, its session ends, or ``reservation_s`` passes (renewed
+at checkout). Whatever slips past (a reservation that timed out, the code used at a till
+lane) is caught at payment: the sale must price to exactly what the payment QR charged,
+else nothing is recorded and the checkout is refused (``StaleCheckout``, counted in
+``storefleet_cartscreen_checkout_mismatch``); the shopper checks out again.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from edge_agent.cartscreen.svgmap import to_svg
 from edge_agent.inference.triggers.ledger import CouponLedger, IssuedCoupon
 from edge_agent.inference.triggers.service import EventSink, Members, StaticMembers
 from edge_agent.inference.triggers.storemap import Location, StoreMap
-from edge_agent.pos.sales import NotReady, PosService, Sale, SaleRefused, Tenders
+from edge_agent.pos.sales import ChargeMismatch, NotReady, PosService, Sale, SaleRefused, Tenders
 from pricing import Basket, Catalog, Line, Member, PricingError, Ruleset, Store, price
 from protocols.ids import uuid7
 from protocols.triggers import TriggerRule
@@ -38,6 +46,9 @@ from protocols.triggers import TriggerRule
 logger = logging.getLogger(__name__)
 
 MAX_LIST = 50  # shopping-list entries per cart
+# How long an applied coupon stays reserved for its cart without a checkout: a long
+# shopping trip; a cart left with the coupon applied frees it for the member's next cart.
+RESERVATION_S = 30 * 60.0
 
 
 class ScreenError(Exception):
@@ -47,6 +58,25 @@ class ScreenError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+class StaleCheckout(ScreenError):
+    """The payment QR's amount is no longer what the basket prices at (a coupon on it was
+    used elsewhere): nothing recorded, the checkout closed; ``codes`` no longer apply."""
+
+    def __init__(self, detail: str, *, codes: tuple[str, ...] = ()) -> None:
+        super().__init__(409, f"the basket's price changed since the payment QR was shown "
+                              f"({detail}): nothing was recorded, check out again")
+        self.codes = codes
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """A coupon reserved for the cart it was applied on (``CartScreenBackend._holder``)."""
+
+    cart_id: str
+    session_id: str | None
+    until_ms: int
 
 
 @dataclass
@@ -72,7 +102,8 @@ class CartScreenBackend:
                  co_occurrence: list[tuple[str, str]] | None = None,
                  utc_offset_min: int = 0, till: PosService | None = None,
                  payment_confirmation: Confirmation = "provider",
-                 payment_secret: str | None = None) -> None:
+                 payment_secret: str | None = None,
+                 reservation_s: float = RESERVATION_S) -> None:
         self.ctx = ctx
         self.store_id = store_id
         self.hub = hub
@@ -91,8 +122,13 @@ class CartScreenBackend:
         self.till = till  # records checkouts as sales (checkout.cart_till); None: screen only
         self._locks: dict[str, asyncio.Lock] = {}  # one payment confirmation at a time per cart
         self.checkout_mismatches = Counter(
-            "storefleet_cartscreen_checkout_mismatch", "cart payments whose recorded sale "
-            "priced differently from the payment QR", registry=ctx.registry)
+            "storefleet_cartscreen_checkout_mismatch", "cart payments refused because the "
+            "basket no longer priced at the payment QR's amount", registry=ctx.registry)
+        self._holds: dict[str, _Hold] = {}  # coupon code -> the cart it is reserved for
+        self._reservation_ms = int(reservation_s * 1000)
+        self.coupons_refused = Counter(
+            "storefleet_cartscreen_coupon_refused", "coupons a cart could not apply or "
+            "keep, by reason", ["reason"], registry=ctx.registry)
         self.payment_confirmation: Confirmation = payment_confirmation  # payment.py
         self._payment_secret = payment_secret
         self.payment_notices = Counter(
@@ -181,14 +217,21 @@ class CartScreenBackend:
                           "name_zh": self.names_zh.get(ln.sku, item.name), "qty": ln.qty,
                           "unit_price": ln.unit_price, "gross": ln.gross, "net": ln.net,
                           "discount": ln.gross - ln.net})
-        rejected = set(result.rejected_coupons)
+        # The codes that gave the discount: one per engine code the engine used (a coupon
+        # applies once per basket); only those are redeemed when the basket is paid.
+        gave = {view.offered[c]["engine_code"] for c in view.applied
+                if c in view.offered} - set(result.rejected_coupons)
+        applied_codes = []
+        for c in view.applied:
+            if c in view.offered and view.offered[c]["engine_code"] in gave:
+                gave.discard(view.offered[c]["engine_code"])
+                applied_codes.append(c)
         return {"currency": result.currency, "lines": lines, "subtotal": result.subtotal,
                 "discount": result.discount, "total": result.total,
                 "points_earned": result.points_earned,
                 "applied": [{"id": a.promotion_id, "kind": a.kind, "amount": a.amount,
                              "detail": a.detail} for a in result.applied if a.amount],
-                "coupons_applied": [c for c in view.applied
-                                    if view.offered.get(c, {}).get("engine_code") not in rejected],
+                "coupons_applied": applied_codes,
                 "unknown": sorted(set(items) - set(known)),
                 "ruleset_hash": result.ruleset_hash,
                 "basket": dict(known)}  # what was priced: the sale records exactly this
@@ -222,17 +265,66 @@ class CartScreenBackend:
         return [dict(v, applied=k in view.applied) for k, v in view.offered.items()]
 
     async def apply(self, cart_id: str, code: str) -> dict[str, Any]:
+        """Put ``code`` in the basket and reserve it for this cart."""
         view = self.view(cart_id)
         await self.coupons(cart_id)  # the member's earlier coupons count too
         if code not in view.offered:
             raise ScreenError(404, "no such coupon for this cart")
+        now = self.ctx.clock.now_ms()
         if self.ledger is not None:
             c = await self.ledger.by_code(code)
-            if c is None or not c.usable(self.ctx.clock.now_ms()):
-                raise ScreenError(409, "coupon expired or already used")
+            if c is None or not c.usable(now):
+                raise self._refuse("used", 409, "coupon expired or already used")
+        if self.till is not None and await self.till.ledger.code_used(code):
+            raise self._refuse("used", 409, "coupon already used")  # at a till lane
+        if self._holder(code, now) not in (None, cart_id):
+            raise self._refuse("in_use", 409, "coupon in use on another cart")
+        engine_code = view.offered[code]["engine_code"]
+        if any(view.offered.get(c, {}).get("engine_code") == engine_code
+               for c in view.applied if c != code):
+            raise self._refuse("same_kind", 409, "a coupon of this kind is already applied")
         if code not in view.applied:
             view.applied.append(code)
+        self._reserve(cart_id, code, now)
         return self.priced(cart_id)
+
+    async def remove(self, cart_id: str, code: str) -> dict[str, Any]:
+        """Take ``code`` out of the basket: its reservation is released, and a payment QR
+        already shown no longer stands (it priced the coupon in)."""
+        view = self.view(cart_id)
+        if code not in view.applied:
+            raise ScreenError(404, "coupon not applied on this cart")
+        view.applied.remove(code)
+        view.checkout = None
+        if (hold := self._holds.get(code)) is not None and hold.cart_id == cart_id:
+            del self._holds[code]
+        return self.priced(cart_id)
+
+    def _refuse(self, reason: str, status: int, detail: str) -> ScreenError:
+        self.coupons_refused.labels(reason=reason).inc()
+        logger.info("coupon refused (%s): %s", reason, detail)
+        return ScreenError(status, detail)
+
+    def _reserve(self, cart_id: str, code: str, now_ms: int) -> None:
+        session = self._session(cart_id)
+        self._holds[code] = _Hold(cart_id, session.session_id if session is not None else None,
+                                  now_ms + self._reservation_ms)
+
+    def _holder(self, code: str, now_ms: int) -> str | None:
+        """The cart ``code`` is reserved for, if the reservation still stands: not timed
+        out, the code still applied there, the cart's session the one that applied it."""
+        hold = self._holds.get(code)
+        if hold is None:
+            return None
+        view = self.views.get(hold.cart_id)
+        session = self._session(hold.cart_id)
+        live = (now_ms < hold.until_ms and view is not None and code in view.applied
+                and (hold.session_id is None
+                     or (session is not None and session.session_id == hold.session_id)))
+        if not live:
+            del self._holds[code]
+            return None
+        return hold.cart_id
 
     # ---- products, map, list -----------------------------------------------------------------
 
@@ -313,6 +405,19 @@ class CartScreenBackend:
     # ---- checkout ----------------------------------------------------------------------------
 
     def checkout(self, cart_id: str) -> dict[str, Any]:
+        """The payment QR for the basket as it prices now. Its coupons' reservations are
+        renewed for the time it takes to pay; one taken over by another cart after this
+        cart's reservation timed out is dropped first, so the QR never counts it."""
+        view = self.view(cart_id)
+        now = self.ctx.clock.now_ms()
+        for code in list(view.applied):
+            if self._holder(code, now) not in (None, cart_id):
+                view.applied.remove(code)
+                self.coupons_refused.labels(reason="in_use").inc()
+                logger.warning("cart %s: coupon %s dropped at checkout, in use on cart %s",
+                               cart_id, code, self._holder(code, now))
+            else:
+                self._reserve(cart_id, code, now)
         priced = self.priced(cart_id)
         if not priced["lines"]:
             raise ScreenError(409, "the basket is empty")
@@ -323,7 +428,6 @@ class CartScreenBackend:
         payload = (f"SFPAY:{self.store_id}:{cart_id}:{checkout_id}:{priced['total']}:"
                    f"{priced['currency']}:{digest.hexdigest()[:16]}")
         img = qrcode.make(payload, image_factory=qrcode.image.svg.SvgPathImage, border=2)
-        view = self.view(cart_id)
         view.checkout = {"checkout_id": checkout_id, "payload": payload, "priced": priced}
         return {"checkout_id": checkout_id, "total": priced["total"],
                 "currency": priced["currency"], "qr_svg": img.to_string(encoding="unicode"),
@@ -341,37 +445,61 @@ class CartScreenBackend:
                 raise ScreenError(404, "no such checkout")
             priced = dict(view.checkout["priced"])
             codes = list(priced["coupons_applied"])
+            charged = int(priced["total"])  # the QR's amount: what the shopper paid
             now = self.ctx.clock.now_ms()
             if self.till is not None:
-                sale = await self._sell(cart_id, checkout_id, priced, codes)
-                codes = [c for c in codes if c not in sale.refused_coupons]
-                if sale.priced.total != priced["total"]:
-                    # The shopper paid the QR's amount; the till's sale is the record.
-                    self.checkout_mismatches.inc()
-                    logger.error("cart %s checkout %s: paid %d, sale priced %d", cart_id,
-                                 checkout_id, priced["total"], sale.priced.total)
-                priced.update(sale_id=sale.sale_id, paid=priced["total"],
+                sale = await self._sell(cart_id, checkout_id, priced, codes, charged)
+                redeemed = list(sale.coupons_used)
+                priced.update(sale_id=sale.sale_id, paid=sale.priced.paid, charged=sale.charged,
                               **{k: getattr(sale.priced, k) for k in
                                  ("subtotal", "discount", "total", "points_earned")})
-            redeemed = []
-            for code in codes:
-                if self.ledger is not None and await self.ledger.redeem(code, now_ms=now):
-                    redeemed.append(code)
-                    if self.till is None:  # with a till, the sale reports the redemption
-                        await self.ctx.emit_event(
-                            "coupon_redeemed", device_id=cart_id,
-                            event_id=f"rdm-{checkout_id}-{code}"[:64],
-                            data={"source": "range", "code": code, "sale_id": checkout_id,
-                                  "channel": "cart", "cart_id": cart_id})
+                for code in redeemed:  # the sale used them up: the wallet shows them used
+                    if self.ledger is not None and not await self.ledger.redeem(code, now_ms=now):
+                        self.coupons_refused.labels(reason="ledger_out_of_step").inc()
+                        logger.warning("cart %s: coupon %s used by sale %s was not open in "
+                                       "the trigger ledger", cart_id, code, sale.sale_id)
+            else:
+                if self.ledger is not None and not await self.ledger.redeem_all(codes,
+                                                                                 now_ms=now):
+                    raise self._stale(cart_id, checkout_id, "a coupon was used meanwhile",
+                                      tuple(codes))
+                redeemed = codes
+                priced.update(paid=charged, charged=charged)
+                for code in redeemed:
+                    await self.ctx.emit_event(
+                        "coupon_redeemed", device_id=cart_id,
+                        event_id=f"rdm-{checkout_id}-{code}"[:64],
+                        data={"source": "range", "code": code, "sale_id": checkout_id,
+                              "channel": "cart", "cart_id": cart_id})
             self.recommender.learn(self.items(cart_id))
             view.receipt = {**priced, "receipt_id": checkout_id, "ts": now,
                             "store_id": self.store_id, "cart_id": cart_id,
                             "member": self.member_view(cart_id), "coupons_redeemed": redeemed}
             view.checkout = None
+            for code in view.applied:
+                if (hold := self._holds.get(code)) is not None and hold.cart_id == cart_id:
+                    del self._holds[code]
             view.applied = []
             for code in redeemed:
                 view.offered.pop(code, None)
             return view.receipt
+
+    def _stale(self, cart_id: str, checkout_id: str, detail: str,
+               codes: tuple[str, ...]) -> StaleCheckout:
+        """Close a checkout whose QR no longer matches the basket: counted, logged, the
+        codes that stopped applying taken off this cart."""
+        self.checkout_mismatches.inc()
+        logger.error("cart %s checkout %s refused, nothing recorded: %s (coupons %s)",
+                     cart_id, checkout_id, detail, list(codes))
+        view = self.view(cart_id)
+        view.checkout = None
+        for code in codes:
+            if code in view.applied:
+                view.applied.remove(code)
+            view.offered.pop(code, None)
+            if (hold := self._holds.get(code)) is not None and hold.cart_id == cart_id:
+                del self._holds[code]
+        return StaleCheckout(detail, codes=codes)
 
     async def confirm_by_screen(self, cart_id: str, checkout_id: str) -> dict[str, Any]:
         """The screen's "I have paid" button: only where ``payment_confirmation`` is
@@ -410,20 +538,27 @@ class CartScreenBackend:
             raise refuse("amount_mismatch", 409,
                          f"paid {notice.amount} {notice.currency}, the checkout is "
                          f"{qr.amount} {qr.currency}")
-        receipt = await self.paid(qr.cart_id, qr.checkout_id)
+        try:
+            receipt = await self.paid(qr.cart_id, qr.checkout_id)
+        except StaleCheckout as err:
+            # Refused, so the gateway reverses the payment; nothing was recorded.
+            raise refuse("stale_amount", err.status, err.detail) from err
         self.payment_notices.labels(outcome="confirmed").inc()
         self.hub.push(qr.cart_id, "receipt", receipt)
         return receipt
 
     async def _sell(self, cart_id: str, checkout_id: str, priced: dict[str, Any],
-                    codes: list[str]) -> Sale:
+                    codes: list[str], charged: int) -> Sale:
         assert self.till is not None
         lines = [Line(line_id=f"l-{sku}", sku=sku, qty=qty)
                  for sku, qty in sorted(priced["basket"].items())]
         try:
             return await self.till.sell(
                 lines, member=self._member(cart_id, priced["currency"]), coupons=codes,
-                tenders=Tenders(method="cart-pay"), sale_id=checkout_id)
+                tenders=Tenders(method="cart-pay", charged=charged), sale_id=checkout_id)
+        except ChargeMismatch as err:
+            raise self._stale(cart_id, checkout_id, str(err),
+                              tuple(err.refused_coupons)) from err
         except NotReady as err:
             raise ScreenError(503, f"the till cannot price yet: {err}") from err
         except SaleRefused as err:

@@ -58,7 +58,6 @@ from protocols.triggers import TriggerRule, parse_rules
 logger = logging.getLogger(__name__)
 
 _SNAPSHOT_POLL_S = 5.0  # a version check (an int compare); the till polls every few minutes
-_RANGE_SYNC_S = 60.0  # the till refreshes its ranges every few minutes; a minute is plenty
 SAMPLE_DATA = Path(__file__).with_name("sample") / "demo_store.json"
 
 
@@ -105,7 +104,7 @@ class InAisle:
                 PromotionSnapshot.model_validate(data["promotions"])
                 if "promotions" in data else None)
             self.ranges = [CodeRange(**r) for r in data.get("coupon_ranges", [])]
-        except (ValidationError, TypeError) as err:
+        except (ValidationError, TypeError, ValueError) as err:
             raise ConfigError("retail_data", f"{settings.retail_data}: {err}") from err
         self.ruleset: Ruleset | None = compile(self.snapshot) if self.snapshot else None
         self.rules = RuleSources(_rules(data.get("trigger_rules", []))
@@ -113,7 +112,11 @@ class InAisle:
         self._pos_promotions = pos_promotions
         self.store_map = StoreMap.load(settings.store_layout) if settings.store_layout else None
         self.hub = ScreenHub(clock=ctx.clock, registry=ctx.registry)
-        self.ledger = CouponLedger(settings.data_dir / "triggers.db")
+        # the till's cloud ranges as they are when a coupon is issued (ledger.py)
+        self._till_raw: list[dict[str, Any]] = []
+        self._till_ranges: tuple[CodeRange, ...] = ()
+        self.ledger = CouponLedger(settings.data_dir / "triggers.db",
+                                   cloud_ranges=self._cloud_ranges)
         self.engine = TriggerEngine(self.rules.effective(), utc_offset_min=settings.utc_offset_min)
         members = StaticMembers(data.get("members"))
         self._carts = carts
@@ -138,7 +141,6 @@ class InAisle:
                                remind=self._remind)
         self.server: CartScreenServer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._sync: asyncio.Task[None] | None = None
         self._sweep: asyncio.Task[None] | None = None
         self._follow: asyncio.Task[None] | None = None
 
@@ -192,41 +194,45 @@ class InAisle:
     async def start(self) -> None:
         await self.triggers.start()
         for r in self.ranges:
-            await self.ledger.add_range(r)
+            await self.ledger.add_range(r, source="bundle")
         if self.settings.cartscreen_port is not None:
             app = create_app(self.backend, registry=self.ctx.registry)
             self.server = CartScreenServer(app, host=self.settings.cartscreen_host,
                                            port=self.settings.cartscreen_port)
             await self.server.start()
         self._task = asyncio.create_task(self.triggers.run(), name="triggers-scans")
-        self._sync = asyncio.create_task(self._sync_ranges(), name="triggers-range-sync")
         self._sweep = asyncio.create_task(self.seen.run(), name="vision-unscanned-sweep")
         if self._pos_promotions is not None:
             await self.follow_snapshot_once()  # before the first scan: HQ's rules, if any
             self._follow = asyncio.create_task(self._follow_snapshot(),
                                                name="triggers-snapshot-rules")
 
-    async def _sync_ranges(self) -> None:
-        """Take the ranges the till downloaded (cloud-allocated, so the till and the cloud
-        know every code we issue); the ledger keeps each range's ``next``."""
-        while self._pos_ranges is not None:
-            for r in self._pos_ranges():
+    def _cloud_ranges(self) -> tuple[CodeRange, ...]:
+        """The ranges the till holds now (cloud-allocated, so the till and the cloud know
+        every code we issue), read by the ledger at each issue: the first coupon after the
+        till receives its allocation comes from it. Converted again only on a change, so
+        an unusable range is counted and logged once."""
+        raw = self._pos_ranges() if self._pos_ranges is not None else []
+        if raw != self._till_raw:
+            ranges = []
+            for r in raw:
                 try:
-                    await self.ledger.add_range(CodeRange(
+                    ranges.append(CodeRange(
                         start=int(r["first"]), end=int(r["first"]) + int(r["count"]),
                         prefix=str(r["prefix"]), engine_code=str(r["engine_code"]),
                         expires_ms=int(r["expires_ms"])))
                 except (KeyError, TypeError, ValueError) as err:
                     self.triggers.metrics.bad_input.labels(reason="code_range").inc()
                     logger.warning("coupon range %r unusable: %s", r, err)
-            await asyncio.sleep(_RANGE_SYNC_S)
+            self._till_raw, self._till_ranges = list(raw), tuple(ranges)
+        return self._till_ranges
 
     async def stop(self) -> None:
-        for task in (self._task, self._sync, self._sweep, self._follow):
+        for task in (self._task, self._sweep, self._follow):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._task = self._sync = self._sweep = self._follow = None
+        self._task = self._sweep = self._follow = None
         if self.server is not None:
             await self.server.stop()
             self.server = None

@@ -14,9 +14,13 @@ the cached catalog, so cloud, till and cart compute the same total. Each sale is
 to the POS ledger first and then to the agent's durable outbox as a ``sale`` event (id =
 sale id) carrying everything the cloud needs to re-price it: snapshot version, engine
 version, ruleset hash, the basket, the catalog entries used, member, store, totals and
-the per-line allocation (``priced``). Range coupons used add ``coupon_redeemed`` events;
-refunds add ``refund`` events. A crash between ledger and outbox is repaired by
-``resume()`` at start (the outbox ignores an id it already holds).
+the per-line allocation (``priced``), and ``charged``: what the tenders collected in
+money, which is always ``totals.paid`` (a sale that would record anything else is refused
+before it is written: a short cash tender, or ``ChargeMismatch`` when a payment taken
+beforehand, a cart's QR, no longer matches the price). Range coupons add
+``coupon_redeemed`` events, only for the codes that gave the discount (``pricing``'s
+answer, once per coupon); refunds add ``refund`` events. A crash between ledger and
+outbox is repaired by ``resume()`` at start (the outbox ignores an id it already holds).
 """
 
 from __future__ import annotations
@@ -67,6 +71,21 @@ class SaleRefused(PosError):
         self.detail = detail
 
 
+class ChargeMismatch(SaleRefused):
+    """The basket prices at ``priced`` but the shopper's payment already charged
+    ``charged`` (a cart's payment QR shown before a coupon was used elsewhere): the sale
+    would not record what was charged, so nothing is recorded. ``refused_coupons``: the
+    codes that no longer applied, and why."""
+
+    def __init__(self, *, charged: int, priced: int, refused_coupons: Mapping[str, str]
+                 ) -> None:
+        super().__init__("charge_mismatch", f"the payment charged {charged}, the basket "
+                                            f"now prices at {priced}")
+        self.charged = charged
+        self.priced = priced
+        self.refused_coupons = dict(refused_coupons)
+
+
 class Rulesets(Protocol):
     """Where the till's promotions come from (``PromotionCache``; the cart screen passes
     its own source with the same answer it prices the screen with)."""
@@ -96,6 +115,9 @@ class Tenders:
     stored_value: int = 0  # stored value (minor units) the shopper wants to use
     method: str = "card"  # how the rest is paid: card | cash
     cash_given: int | None = None  # for change
+    # What a payment already collected before the sale is recorded (a cart's payment QR):
+    # the sale must price to exactly this, else it is refused (ChargeMismatch).
+    charged: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +129,18 @@ class Sale:
     printed: bool
     capped: tuple[str, ...] = ()  # offline caps that reduced the requested spending
     refused_coupons: dict[str, str] = field(default_factory=dict)  # code -> reason
+    coupons_used: tuple[str, ...] = ()  # the codes that gave the discount, in order given
+    charged: int = 0  # what the tenders collected in money, change excluded
+
+
+@dataclass(frozen=True, slots=True)
+class _Presented:
+    """A coupon code as the till resolved it: its engine code, and its range when it is
+    a pre-allocated single-use code (used up in ``pos_used_codes`` only if it applied)."""
+
+    code: str
+    engine_code: str
+    range: dict[str, Any] | None = None
 
 
 class PosMetrics:
@@ -184,7 +218,7 @@ class PosService:
             raise SaleRefused("duplicate", f"sale {sale_id!r} is already recorded")
         sale_id = sale_id or uuid7(now)
         day = local_day(now, self.store.utc_offset_min)
-        engine_codes, range_used, refused = await self._coupons(
+        presented, refused = await self._coupons(
             coupons, sale_id=sale_id, member=member, offline=offline, now_ms=now)
         points, stored_value = tenders.points, tenders.stored_value
         capped: tuple[str, ...] = ()
@@ -197,15 +231,19 @@ class PosService:
             for what in capped:
                 self.metrics.capped.labels(what=what).inc()
         basket = Basket(id=sale_id, currency=self.store.currency, lines=tuple(lines),
-                        coupons=tuple(engine_codes), points_to_redeem=points,
+                        coupons=tuple(c.engine_code for c in presented), points_to_redeem=points,
                         stored_value_to_use=stored_value)
         try:
             priced = self.price_basket(basket, member, now)
         except PricingError as err:
             self.metrics.refused.labels(reason="unpriceable").inc()
             raise SaleRefused("unpriceable", str(err)) from err
+        used = self._applied(presented, priced, refused)
+        charged = self._charged(priced, tenders, refused)
+        range_used = [(c.code, c.range) for c in used if c.range is not None]
         events = self._events(sale_id, basket, member, priced, range_used, offline=offline,
-                              now_ms=now, coupons=list(coupons))
+                              now_ms=now, coupons=list(coupons), charged=charged,
+                              coupons_used=[c.code for c in used])
         try:
             await self.ledger.record_sale(sale_id, ts=now, member_id=member.id if member else None,
                                           priced=priced.to_json(), events=events,
@@ -221,25 +259,23 @@ class PosService:
         self.metrics.sales.labels(mode="offline" if offline else "online").inc()
         receipt = self._receipt(sale_id, priced, tenders, now_ms=now, offline=offline)
         printed = await self._print(receipt)
-        return Sale(sale_id, receipt, priced, offline, printed, capped, refused)
+        return Sale(sale_id, receipt, priced, offline, printed, capped, refused,
+                    coupons_used=tuple(c.code for c in used), charged=charged)
 
     async def _coupons(self, codes: Sequence[str], *, sale_id: str, member: Member | None,
-                       offline: bool, now_ms: int
-                       ) -> tuple[list[str], list[tuple[str, dict[str, Any]]], dict[str, str]]:
+                       offline: bool, now_ms: int) -> tuple[list[_Presented], dict[str, str]]:
         cached = self.promotions.ruleset(self.channel)
         public = {getattr(p, "code", None) for p in cached[0].promotions} if cached else set()
-        engine_codes: list[str] = []
-        range_used: list[tuple[str, dict[str, Any]]] = []
+        presented: list[_Presented] = []
         refused: dict[str, str] = {}
         for code in dict.fromkeys(codes):  # the same code twice counts once
             if code in public:
-                engine_codes.append(code)
+                presented.append(_Presented(code, code))
             elif (rng := self.ranges.lookup(code, now_ms=now_ms)) is not None:
                 if await self.ledger.code_used(code):
                     refused[code] = "already_used"
                 else:
-                    range_used.append((code, rng))
-                    engine_codes.append(rng["engine_code"])
+                    presented.append(_Presented(code, str(rng["engine_code"]), rng))
             elif offline or self._api is None:
                 refused[code] = "needs_cloud"
             else:
@@ -248,18 +284,50 @@ class PosService:
                         "POST", f"/api/v1/coupons/{code}/redeem",
                         json_body={"store_id": self.store_id, "sale_id": sale_id,
                                    "member_id": member.id if member else None})
-                    engine_codes.append(str(doc["engine_code"]))
+                    presented.append(_Presented(code, str(doc["engine_code"])))
                 except (CacheError, KeyError, TypeError) as err:
                     refused[code] = "refused_by_cloud"
                     logger.info("coupon %s refused: %s", code, err)
         for reason in refused.values():
             self.metrics.refused.labels(reason=f"coupon_{reason}").inc()
-        return engine_codes, range_used, refused
+        return presented, refused
+
+    def _applied(self, presented: list[_Presented], priced: PricedBasket,
+                 refused: dict[str, str]) -> list[_Presented]:
+        """The codes that gave the discount, by the engine's answer: an engine code it
+        used counts once (a coupon applies once per basket), so of two codes for one
+        coupon the first given is used and the other stays with the shopper, like a code
+        whose coupon gave nothing. Those are added to ``refused`` as ``not_applied``."""
+        gave = {c.engine_code for c in presented} - set(priced.rejected_coupons)
+        used: list[_Presented] = []
+        for c in presented:
+            if c.engine_code in gave:
+                gave.discard(c.engine_code)
+                used.append(c)
+            else:
+                refused[c.code] = "not_applied"
+                self.metrics.refused.labels(reason="coupon_not_applied").inc()
+        return used
+
+    def _charged(self, priced: PricedBasket, tenders: Tenders,
+                 refused: Mapping[str, str]) -> int:
+        """What the tenders collect in money (change excluded): ``priced.paid``, checked
+        against a payment already taken (``ChargeMismatch``) and a short cash tender."""
+        if tenders.charged is not None and tenders.charged != priced.paid:
+            self.metrics.refused.labels(reason="charge_mismatch").inc()
+            raise ChargeMismatch(charged=tenders.charged, priced=priced.paid,
+                                 refused_coupons=refused)
+        if (tenders.method == "cash" and tenders.cash_given is not None
+                and tenders.cash_given < priced.paid):
+            self.metrics.refused.labels(reason="short_tender").inc()
+            raise SaleRefused("short_tender", f"cash given {tenders.cash_given} is less "
+                                              f"than the {priced.paid} to pay")
+        return priced.paid
 
     def _events(self, sale_id: str, basket: Basket, member: Member | None,
                 priced: PricedBasket, range_used: list[tuple[str, dict[str, Any]]], *,
-                offline: bool, now_ms: int, coupons: list[str]
-                ) -> list[tuple[str, str, dict[str, Any]]]:
+                offline: bool, now_ms: int, coupons: list[str],
+                coupons_used: list[str], charged: int) -> list[tuple[str, str, dict[str, Any]]]:
         cached = self.promotions.ruleset(self.channel)
         assert cached is not None and self.catalog.catalog is not None  # priced just now
         snapshot = cached[0]
@@ -281,7 +349,10 @@ class PosService:
             "store": self.store.model_dump(mode="json"), "totals": totals,
             "priced": priced.to_dict(), "offline": offline,
             "points_pending": offline and priced.points_earned > 0,
-            "coupons": coupons,
+            "coupons": coupons, "coupons_used": coupons_used,
+            # minor units the tenders collected in money, change excluded: the cloud's
+            # audit flags a sale whose charged differs from totals.paid
+            "charged": charged,
         }
         events = [("sale", sale_id, sale)]
         for n, (code, rng) in enumerate(range_used, start=1):

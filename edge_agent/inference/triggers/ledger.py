@@ -14,14 +14,23 @@ records the issue, keyed by the decision's deterministic ``issue_id``:
 
 Redeeming (``redeem``) marks a code used: single use at this store; the cloud's
 ``offline_redemptions`` primary key settles races between stores.
+
+Where codes come from: each range has a ``source``. ``cloud`` ranges are the ones HQ
+allocated to this store (the till's ``RangeCache``); ``bundle`` ranges come with the
+offline sample data and are known to no cloud. Once the store has ever had a cloud
+range, it issues only from cloud ranges: a code from a bundle range would be flagged
+``not_allocated`` at every redemption. ``cloud_ranges`` (the till's ranges, read at every
+issue) is synced into the same transaction that issues, so the first coupon issued after
+the till receives its allocation already comes from it.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edge_agent.inference.triggers.errors import NoCodesLeft
 from edge_agent.storage import Database
@@ -33,7 +42,8 @@ CREATE TABLE IF NOT EXISTS code_ranges (
     start       INTEGER NOT NULL,
     end_        INTEGER NOT NULL,
     next        INTEGER NOT NULL,
-    expires_ms  INTEGER NOT NULL
+    expires_ms  INTEGER NOT NULL,
+    source      TEXT NOT NULL DEFAULT 'bundle'  -- cloud | bundle (see the docstring)
 );
 CREATE TABLE IF NOT EXISTS issued (
     issue_id    TEXT PRIMARY KEY,
@@ -53,6 +63,18 @@ CREATE TABLE IF NOT EXISTS issued (
 CREATE INDEX IF NOT EXISTS ix_issued_day ON issued(day);
 CREATE INDEX IF NOT EXISTS ix_issued_member ON issued(member_id);
 """
+# Files written before ranges had a source: their ranges count as bundle ranges until the
+# till's ranges name them again (the safe side: never issue a code the cloud may not know).
+_ADD_SOURCE = "ALTER TABLE code_ranges ADD COLUMN source TEXT NOT NULL DEFAULT 'bundle'"
+# A cloud range stays one when the bundle names the same prefix again at start-up.
+_UPSERT_RANGE = ("INSERT INTO code_ranges(prefix, engine_code, start, end_, next, expires_ms, "
+                 "source) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(prefix) DO UPDATE SET "
+                 "end_ = MAX(end_, excluded.end_), expires_ms = excluded.expires_ms, "
+                 "source = CASE WHEN source = 'cloud' THEN 'cloud' ELSE excluded.source END")
+# Bundle ranges only while the store has never had a cloud range.
+_ISSUABLE = ("(source = 'cloud' OR NOT EXISTS (SELECT 1 FROM code_ranges WHERE "
+             "source = 'cloud'))")
+RangeSource = Literal["cloud", "bundle"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +86,10 @@ class CodeRange:
     prefix: str
     engine_code: str
     expires_ms: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.end:
+            raise ValueError(f"bad code range {self.start}..{self.end}")
 
     def code(self, n: int) -> str:
         return f"{self.prefix}{n:06d}"
@@ -100,36 +126,46 @@ def _row(r: tuple[Any, ...]) -> IssuedCoupon:
                         redeemed_ms=r[12])
 
 
-class CouponLedger:
-    """Code ranges and issued coupons in ``{data_dir}/triggers.db``."""
+def _upsert(c: sqlite3.Connection, r: CodeRange, source: RangeSource) -> None:
+    c.execute(_UPSERT_RANGE, (r.prefix, r.engine_code, r.start, r.end, r.start, r.expires_ms,
+                              source))
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+
+def _schema(c: sqlite3.Connection) -> None:
+    c.executescript(_SCHEMA)
+    if "source" not in {row[1] for row in c.execute("PRAGMA table_info(code_ranges)")}:
+        c.execute(_ADD_SOURCE)
+
+
+class CouponLedger:
+    """Code ranges and issued coupons in ``{data_dir}/triggers.db``.
+
+    ``cloud_ranges``: the ranges HQ allocated to the store as the till has them now
+    (read at every issue; synced when they changed)."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL",
+                 cloud_ranges: Callable[[], Sequence[CodeRange]] | None = None) -> None:
         self._db = Database(path, synchronous=synchronous)
+        self._cloud_ranges = cloud_ranges
+        self._synced: tuple[CodeRange, ...] = ()  # the cloud ranges last written
 
     async def open(self) -> None:
         await self._db.open()
-        await self._db.call(lambda c: c.executescript(_SCHEMA), op="triggers.schema")
+        await self._db.call(_schema, op="triggers.schema")
 
     async def close(self) -> None:
         await self._db.close()
 
-    async def add_range(self, r: CodeRange) -> None:
+    async def add_range(self, r: CodeRange, *, source: RangeSource = "cloud") -> None:
         """Add a range (a re-download of a known prefix keeps its ``next``)."""
-        if not 0 <= r.start < r.end:
-            raise ValueError(f"bad code range {r.start}..{r.end}")
-
-        def run(c: sqlite3.Connection) -> None:
-            c.execute("INSERT INTO code_ranges(prefix, engine_code, start, end_, next, "
-                      "expires_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(prefix) DO UPDATE SET "
-                      "end_ = MAX(end_, excluded.end_), expires_ms = excluded.expires_ms",
-                      (r.prefix, r.engine_code, r.start, r.end, r.start, r.expires_ms))
-
-        await self._db.call(run, op="triggers.add_range")
+        await self._db.call(lambda c: _upsert(c, r, source), op="triggers.add_range")
 
     async def codes_left(self, engine_code: str, *, now_ms: int) -> int:
+        """Codes still issuable for ``engine_code`` (from cloud ranges once there are any)."""
         def run(c: sqlite3.Connection) -> int:
             row = c.execute("SELECT COALESCE(SUM(end_ - next), 0) FROM code_ranges WHERE "
-                            "engine_code = ? AND expires_ms > ?", (engine_code, now_ms)).fetchone()
+                            f"engine_code = ? AND expires_ms > ? AND {_ISSUABLE}",
+                            (engine_code, now_ms)).fetchone()
             return int(row[0])
 
         return await self._db.call(run, op="triggers.codes_left")
@@ -139,19 +175,24 @@ class CouponLedger:
                     issued_ms: int, expires_ms: int) -> tuple[IssuedCoupon, bool]:
         """The coupon for ``issue_id`` and whether it is new. ``NoCodesLeft`` when no
         range of ``engine_code`` has a code left."""
+        cloud = tuple(self._cloud_ranges()) if self._cloud_ranges is not None else ()
+        changed = cloud if cloud != self._synced else ()
 
         def run(c: sqlite3.Connection) -> tuple[IssuedCoupon, bool] | None:
             c.execute("BEGIN IMMEDIATE")
+            for r in changed:  # the till's allocation, before the code is taken
+                _upsert(c, r, "cloud")
             row = c.execute(f"SELECT {_COLS} FROM issued WHERE issue_id = ?",
                             (issue_id,)).fetchone()
             if row is not None:
                 c.execute("COMMIT")
                 return _row(row), False
             rng = c.execute("SELECT prefix, next FROM code_ranges WHERE engine_code = ? AND "
-                            "next < end_ AND expires_ms > ? ORDER BY expires_ms, prefix LIMIT 1",
+                            f"next < end_ AND expires_ms > ? AND {_ISSUABLE} "
+                            "ORDER BY expires_ms, prefix LIMIT 1",
                             (engine_code, issued_ms)).fetchone()
             if rng is None:
-                c.execute("ROLLBACK")
+                c.execute("COMMIT")  # the synced ranges stay
                 return None
             prefix, n = rng
             code = f"{prefix}{n:06d}"
@@ -164,6 +205,8 @@ class CouponLedger:
                                 session_id, member_id, issued_ms, expires_ms), True
 
         result = await self._db.call(run, op="triggers.issue")
+        if changed:
+            self._synced = cloud
         if result is None:
             raise NoCodesLeft(engine_code)
         return result
@@ -198,6 +241,23 @@ class CouponLedger:
             return cur.rowcount == 1
 
         return await self._db.call(run, op="triggers.redeem")
+
+    async def redeem_all(self, codes: Sequence[str], *, now_ms: int) -> bool:
+        """Mark every one of ``codes`` used, or none (one unknown, expired or already used:
+        False, nothing changed): a payment that counted them all needs them all."""
+
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("BEGIN IMMEDIATE")
+            for code in dict.fromkeys(codes):
+                cur = c.execute("UPDATE issued SET redeemed_ms = ? WHERE code = ? AND "
+                                "redeemed_ms IS NULL AND expires_ms > ?", (now_ms, code, now_ms))
+                if cur.rowcount != 1:
+                    c.execute("ROLLBACK")
+                    return False
+            c.execute("COMMIT")
+            return True
+
+        return await self._db.call(run, op="triggers.redeem_all")
 
     async def _select(self, where: str, args: tuple[object, ...]) -> list[IssuedCoupon]:
         def run(c: sqlite3.Connection) -> list[IssuedCoupon]:
