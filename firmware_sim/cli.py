@@ -38,6 +38,9 @@ def store(
     radio: Annotated[Path | None, typer.Option(
         help="append simulated BLE advertisements here (with --layout); point the agent's "
              "beacon driver (backend=replay, follow=true) at it")] = None,
+    customer_every: Annotated[float | None, typer.Option(
+        min=0, help="a customer buys at the vending cabinet about every S seconds (with "
+                    "--layout and --radio; 0: none) [default: 8]")] = None,
 ) -> None:
     """Start a simulated store: devices publishing state, telemetry and events."""
     from firmware_sim.store import StoreSimulator
@@ -51,6 +54,8 @@ def store(
                          max_events=events, tele_interval_s=tele_interval, ledger=ledger, seed=seed,
                          layout=layout, carts=carts if layout is not None else 0,
                          radio_path=radio if layout is not None else None)
+    wired_families: list[str] = []  # the serial and TCP device families started
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -63,11 +68,17 @@ def store(
         if layout is not None and radio is not None:
             import json
 
-            from firmware_sim.store import start_wired_sims, store_device_configs
+            from firmware_sim.store import (
+                CUSTOMER_EVERY_S,
+                start_wired_sims,
+                store_device_configs,
+            )
 
             # The serial and TCP devices (vending, printer + drawer, scanner, display)
             # run on ptys / a TCP port on this machine; the agent opens them there.
-            wired, closers = await start_wired_sims(store_id)
+            every = CUSTOMER_EVERY_S if customer_every is None else customer_every
+            wired, closers = await start_wired_sims(store_id, customer_every_s=every)
+            wired_families.extend(d["family"] for d in wired)
             configs = store_device_configs(layout, radio_path=radio, store_id=store_id,
                                            audio_cache_dir=Path("audio-cache")) + wired
             typer.echo("agent devices for this store: set them as the desired shadow, e.g.\n"
@@ -82,8 +93,8 @@ def store(
 
     asyncio.run(main())
     typer.echo(f"produced {sim.produced} events from {devices} devices")
-    if sim.families_started:
-        typer.echo(f"families simulated: {', '.join(sim.families_started)}")
+    if sim.families_started or wired_families:
+        typer.echo(f"families simulated: {', '.join(sim.families_started + wired_families)}")
 
 
 # POS peripherals and vending: storefleet sim printer | vending | scanner | display
