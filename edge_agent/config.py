@@ -11,6 +11,14 @@ Devices driven by the agent's drivers are a list of tables:
     family = "beacon"
     model = "bluez"
     options = { backend = "bleak", adapter = "hci0" }
+
+What the store prints about itself on receipts is one table (``StoreSettings``):
+
+    [agent.store]
+    name = "Storefleet Market"
+    address = ["Main St 1", "10115 Berlin"]
+    tax_id = "DE123456789"            # printed as "VAT ID DE123456789"
+    time_zone = "Europe/Berlin"       # IANA name; unset: pos_utc_offset_min
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge_agent import __version__
 from edge_agent.errors import ConfigError
@@ -66,6 +75,52 @@ class BrokerAddress:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreSettings:
+    """The store as its receipts name it (``[agent.store]``; a dict is accepted).
+
+    ``name`` empty: receipts print "Store {store_id}". ``tax_id`` None: no tax line.
+    ``time_zone`` None: receipts print the time at the fixed ``pos_utc_offset_min``
+    (the offset pricing uses); an IANA name follows DST on its own.
+    """
+
+    name: str = ""
+    address: tuple[str, ...] = ()
+    tax_id: str | None = None
+    tax_id_label: str = "VAT ID"  # "GST No", "USt-IdNr." ... as the country requires
+    time_zone: str | None = None
+
+    def __post_init__(self) -> None:
+        optional = ("tax_id", "time_zone")
+        for name in ("name", "tax_id_label", *optional):
+            value = getattr(self, name)
+            if not isinstance(value, str) and (value is not None or name not in optional):
+                raise ConfigError(f"store.{name}", f"{value!r} is not text")
+        if isinstance(self.address, str) or not all(isinstance(a, str) for a in self.address):
+            raise ConfigError("store.address", "must be a list of lines")
+        object.__setattr__(self, "address", tuple(self.address))
+        # A receipt header holds 8 lines: name, up to 6 address lines, the tax line.
+        if len(self.address) > 6:
+            raise ConfigError("store.address", "at most 6 lines")
+        if self.time_zone is not None:
+            try:
+                ZoneInfo(self.time_zone)
+            except (ZoneInfoNotFoundError, ValueError) as err:
+                raise ConfigError("store.time_zone",
+                                  f"{self.time_zone!r} is not an IANA time zone") from err
+
+    @classmethod
+    def of(cls, value: StoreSettings | dict[str, Any]) -> StoreSettings:
+        if isinstance(value, StoreSettings):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError("store", "must be an [agent.store] table")
+        unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"store.{unknown[0]}", "unknown setting")
+        return cls(**value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +173,8 @@ class AgentConfig:
     pos_currency: str = "EUR"
     pos_utc_offset_min: int = 0
     pos_refresh_interval_s: float = 300.0  # snapshot/range poll while the uplink is up
+    # store: name, address, tax id and time zone printed on receipts (StoreSettings).
+    store: StoreSettings = dataclasses.field(default_factory=StoreSettings)
     pos_offline_points_per_day: int = 2_000  # per card, while offline
     pos_offline_stored_value_per_day: int = 5_000  # minor units per card, while offline
     # E-shelf labels show the till's one-unit price (price book + markdowns), recomputed
@@ -165,6 +222,7 @@ class AgentConfig:
         if not valid_id(self.store_id):
             raise ConfigError("store_id", f"{self.store_id!r} is not a valid id")
         object.__setattr__(self, "devices", _device_configs(self.devices))
+        object.__setattr__(self, "store", StoreSettings.of(self.store))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "pos_trusted_keys", tuple(self.pos_trusted_keys))
         object.__setattr__(self, "trigger_rules", tuple(self.trigger_rules))

@@ -114,6 +114,14 @@ class PosLedger:
             op="pos.sale")
         return None if row is None else (row[0], row[1])
 
+    async def sale_number(self, sale_id: str) -> int | None:
+        """The sale's number at this till, 1, 2, ... in the order recorded (the table's
+        rowid: sales are never deleted and the file is never vacuumed, so it stays)."""
+        row = await self._db.call(lambda c: c.execute(
+            "SELECT rowid FROM pos_sales WHERE sale_id = ?", (sale_id,)).fetchone(),
+            op="pos.sale_number")
+        return None if row is None else int(row[0])
+
     async def returned(self, sale_id: str) -> dict[str, int]:
         rows = await self._db.call(lambda c: c.execute(
             "SELECT line_id, SUM(qty) FROM pos_returns WHERE sale_id = ? GROUP BY line_id",

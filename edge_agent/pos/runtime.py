@@ -77,7 +77,8 @@ class PosRuntime:
             peripherals=peripherals,
             limits=OfflineLimits(config.pos_offline_points_per_day,
                                  config.pos_offline_stored_value_per_day),
-            currency=config.pos_currency, utc_offset_min=config.pos_utc_offset_min)
+            currency=config.pos_currency, utc_offset_min=config.pos_utc_offset_min,
+            store_info=config.store)
         self.orders = OrderDesk(store_id=config.store_id, ledger=self.ledger, sink=sink,
                                 clock=clock, registry=registry, tickets_dir=data / "tickets",
                                 peripherals=peripherals)

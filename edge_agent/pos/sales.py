@@ -28,16 +28,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter
 
+from edge_agent.config import StoreSettings
 from edge_agent.errors import StorageError
 from edge_agent.pos.cache import CacheError, CloudApi
 from edge_agent.pos.ledger import PosLedger
 from edge_agent.pos.offline import OfflineGuard, OfflineLimits, local_day
 from edge_agent.pos.peripherals import PeripheralUnavailable, PosError, PosPeripherals
-from edge_agent.pos.receipt import Adjustment, Receipt, ReceiptLine, Tender, Totals
+from edge_agent.pos.receipt import (
+    Adjustment,
+    MemberPoints,
+    Receipt,
+    ReceiptLine,
+    StoreHeader,
+    Tender,
+    Totals,
+    mask_id,
+)
 from pricing import (
     Basket,
     Catalog,
@@ -180,6 +192,7 @@ class PosService:
         utc_offset_min: int = 0,
         till_id: str = "pos",
         channel: str = "pos",  # the snapshot channel priced with and reported (pos | cart)
+        store_info: StoreSettings | None = None,  # name, address, tax id, tz on receipts
     ) -> None:
         self.store_id = store_id
         self.ledger = ledger
@@ -196,6 +209,7 @@ class PosService:
         self.store = Store(id=store_id, currency=currency, utc_offset_min=utc_offset_min)
         self.till_id = till_id
         self.channel = channel
+        self.store_info = store_info or StoreSettings()
 
     # ---- selling -----------------------------------------------------------------------
 
@@ -208,9 +222,10 @@ class PosService:
 
     async def sell(self, lines: Sequence[Line], *, member: Member | None = None,
                    coupons: Sequence[str] = (), tenders: Tenders = Tenders(),
-                   sale_id: str | None = None) -> Sale:
+                   sale_id: str | None = None, cashier: str | None = None) -> Sale:
         """``sale_id``: the caller's idempotency key (a cart checkout id); a sale already
-        recorded under it is refused as ``duplicate``."""
+        recorded under it is refused as ``duplicate``. ``cashier``: who rang it up (id or
+        name), printed on the receipt."""
         now = self._clock.now_ms()
         offline = not self._online()
         if sale_id is not None and await self.ledger.sale(sale_id) is not None:
@@ -257,7 +272,9 @@ class PosService:
                                     stored_value=priced.stored_value, day=day)
         await self._emit(sale_id, events)
         self.metrics.sales.labels(mode="offline" if offline else "online").inc()
-        receipt = self._receipt(sale_id, priced, tenders, now_ms=now, offline=offline)
+        receipt = self._receipt(sale_id, priced, tenders, now_ms=now, offline=offline,
+                                member=member, cashier=cashier,
+                                sale_number=await self.ledger.sale_number(sale_id))
         printed = await self._print(receipt)
         return Sale(sale_id, receipt, priced, offline, printed, capped, refused,
                     coupons_used=tuple(c.code for c in used), charged=charged)
@@ -414,7 +431,8 @@ class PosService:
     # ---- receipts --------------------------------------------------------------------------
 
     def _receipt(self, sale_id: str, priced: PricedBasket, tenders: Tenders, *, now_ms: int,
-                 offline: bool) -> Receipt:
+                 offline: bool, member: Member | None = None, cashier: str | None = None,
+                 sale_number: int | None = None) -> Receipt:
         catalog = self.catalog.catalog
         names = {sku: item.name or sku for sku, item in catalog.items.items()} if catalog else {}
         by_promo: dict[str, int] = {}
@@ -434,16 +452,48 @@ class PosService:
             pay.append(Tender(method=tenders.method[:24] or "card", amount=priced.paid))
         footer = ["Offline sale: points will be credited later"] if offline and \
             priced.points_earned else []
+        info = self.store_info
+        tz = (ZoneInfo(info.time_zone) if info.time_zone else
+              timezone(timedelta(minutes=self.store.utc_offset_min)))
+        points = None
+        if member is not None:
+            # The balance is known only when the caller looked it up (a Member built with
+            # just an id defaults it to 0, which would print a false balance). Offline the
+            # cloud credits the points later: the receipt says "pending".
+            known = "points_balance" in member.model_fields_set and not offline
+            points = MemberPoints(
+                masked_id=mask_id(member.id), points_earned=priced.points_earned,
+                points_used=priced.points_used, pending=offline,
+                balance=(member.points_balance - priced.points_used + priced.points_earned)
+                if known else None)
         return Receipt(
-            receipt_id=sale_id, ts_ms=now_ms, header=[f"Store {self.store_id}"],
+            receipt_id=sale_id, ts_ms=now_ms,
+            store=StoreHeader(
+                name=(info.name or f"Store {self.store_id}")[:80],
+                address=[line[:80] for line in info.address],
+                tax_line=f"{info.tax_id_label} {info.tax_id}"[:80] if info.tax_id else None),
+            issued_at=(datetime(1970, 1, 1, tzinfo=UTC)
+                       + timedelta(milliseconds=now_ms)).astimezone(tz),
+            till_id=self.till_id[:40], cashier=cashier[:40] if cashier else None,
+            sale_number=sale_number, member=points,
             lines=[ReceiptLine(name=names.get(ln.sku, ln.sku)[:80], qty=ln.qty,
                                unit_price=ln.unit_price, amount=ln.gross)
                    for ln in priced.lines],
-            adjustments=[Adjustment(label=pid[:40], amount=-amount)
+            adjustments=[Adjustment(label=self._discount_label(pid), amount=-amount)
                          for pid, amount in sorted(by_promo.items()) if amount],
             totals=Totals(subtotal=priced.subtotal, total=priced.total),
             currency=priced.currency, tenders=pay, change=change, barcode=sale_id[-20:],
             footer=footer)
+
+    def _discount_label(self, promotion_id: str) -> str:
+        """The promotion's name as the shopper saw it advertised; coupons say so."""
+        cached = self.promotions.ruleset(self.channel)
+        promo = next((p for p in cached[0].promotions if p.id == promotion_id), None) \
+            if cached else None
+        name = (promo.name if promo is not None else "") or promotion_id
+        if getattr(promo, "kind", None) == "coupon":
+            name = f"Coupon {name}"
+        return name[:40]
 
     async def _print(self, receipt: Receipt) -> bool:
         peripherals = self._peripherals()
