@@ -60,6 +60,9 @@ class StoreSimulator:
     unscanned_share: float = 0.0
     cart_site_radio: bool = False  # carts hear beacons through firmware_sim.rf's model
     cart_dwell_s: float = 1.0  # how long a shopper stands at a shelf before picking
+    # the agent's cart-screen server (``InAisle.url``): carts pay there at the end of each
+    # trip, so the store records cart sales (``CartSimulator.screen_url``); None: unpaid
+    cart_screen_url: str | None = None
     cart_sims: list[Any] = field(default_factory=list)
     families_started: list[str] = field(default_factory=list)
 
@@ -303,7 +306,8 @@ async def _run_families_impl(sim: StoreSimulator, stop: asyncio.Event) -> None:
         cart = CartSimulator(cart_id=f"{sim.store_id}-smartcart-{i + 1:02d}",
                              bus_url=sim.bus_url, layout=layout, clock=sim.clock, seed=sim.seed + i,
                              snapshots=sim.cart_snapshots, unscanned_share=sim.unscanned_share,
-                             site_radio=sim.cart_site_radio, dwell_s=sim.cart_dwell_s)
+                             site_radio=sim.cart_site_radio, dwell_s=sim.cart_dwell_s,
+                             screen_url=sim.cart_screen_url)
         sim.cart_sims.append(cart)
         tasks.append(asyncio.create_task(cart.run(stop), name=f"sim-{cart.cart_id}"))
     if sim.carts:

@@ -2,7 +2,8 @@
 
 Life of a cart: connect (retained ``up/state`` online, Last Will offline) -> start a
 session at the entrance (anonymous, or a member who scans a member QR code) -> walk to
-shelves and scan items -> walk to the checkout -> end the session -> start again.
+shelves and scan items -> walk to the checkout -> pay on the screen -> end the session
+-> start again.
 All along: BLE scan reports at ``scan_hz`` (about 5 Hz), battery telemetry, and an
 ``up/ack`` for every ``down/screen`` message shown.
 
@@ -10,6 +11,13 @@ With ``snapshots``, the basket camera uploads a JPEG (``protocols.vision.CartSna
 on ``up/snapshot``) of each product that goes into the basket and has a look in the
 layout (``Layout.looks``); ``unscanned_share`` of those products go in without being
 scanned (what the store box's "seen but not scanned" check is for).
+
+With ``screen_url`` (the agent's cart-screen server), the tablet pays at the end of each
+trip the way the screen's web app does (``firmware_sim.cart.tablet``): a coupon from the
+wallet for ``coupon_share`` of shoppers, the checkout, and, with ``pay`` where the store
+has the screen confirm payment, "I have paid"; the agent records the ``sale``. A refusal
+or a failed call is logged and counted (``checkout_failures``), and the cart shops on.
+Without it the trip ends unpaid, as before.
 
 Misbehaviour for isolation tests: ``flood_hz`` sends scan reports far faster than a
 real tablet does.
@@ -21,10 +29,12 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 import aiomqtt
 
+from firmware_sim.cart.tablet import ScreenCallError, ScreenTablet, Trip, end_trip
 from firmware_sim.cart.walker import Walker
 from firmware_sim.layouts import Layout
 from firmware_sim.mqtturl import MqttUrl
@@ -64,6 +74,9 @@ class CartSimulator:
     snapshots: bool = False  # the basket camera uploads a JPEG of each product put in
     unscanned_share: float = 0.0  # products put in the basket without scanning them
     site_radio: bool = False  # firmware_sim.rf's radio (what the site survey recorded)
+    screen_url: str | None = None  # the cart screen's base URL; None: trips end unpaid
+    pay: bool = True  # confirm payment on the screen where the store lets it
+    coupon_share: float = 0.5  # shoppers who apply a coupon from their wallet at checkout
     model: str = "sim-cart-10in"
     fw: str = "2.3.1"
     # what happened, for tests and the demo summary
@@ -73,6 +86,12 @@ class CartSimulator:
     snapshots_sent: list[str] = field(default_factory=list)  # the categories pictured
     unscanned: list[str] = field(default_factory=list)  # skus put in without a scan
     screens: list[ScreenMessage] = field(default_factory=list)
+    trips: list[Trip] = field(default_factory=list)  # checked out on the screen
+    checkouts: int = 0  # payment QRs shown
+    paid: int = 0  # paid on the screen: e-receipt received, the agent recorded a sale
+    coupons_applied: int = 0
+    coupons_refused: int = 0  # a coupon the screen would not apply (in use elsewhere ...)
+    checkout_failures: int = 0  # trips whose checkout or payment failed
     connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _topic(self, type_: str, direction: topics.LocalDirection = "up") -> str:
@@ -120,19 +139,43 @@ class CartSimulator:
         walker = Walker(self.layout, rng, speed_mps=self.speed_mps,
                         radio_env_seed=self.layout.radio_env_seed if self.site_radio else None)
         period = 1.0 / (self.flood_hz or self.scan_hz)
-        while True:
-            session_id = uuid7(self.clock.now_ms())
-            qr = rng.choice(self.layout.members) if (
-                self.layout.members and rng.random() < self.member_share) else None
-            await self._session(client, session_id, "start", qr)
-            for _ in range(rng.randint(*self.items_per_session)):
-                shelf = walker.go_to_shelf()
+        async with contextlib.AsyncExitStack() as stack:
+            tablet = None if self.screen_url is None else await stack.enter_async_context(
+                ScreenTablet(self.screen_url, self.cart_id))
+            while True:
+                session_id = uuid7(self.clock.now_ms())
+                qr = rng.choice(self.layout.members) if (
+                    self.layout.members and rng.random() < self.member_share) else None
+                await self._session(client, session_id, "start", qr)
+                scanned: Counter[str] = Counter()
+                for _ in range(rng.randint(*self.items_per_session)):
+                    shelf = walker.go_to_shelf()
+                    await self._walk(client, walker, session_id, period)
+                    await self._dwell(client, walker, session_id, period)
+                    sku = rng.choice(shelf.skus)
+                    if await self._pick(client, session_id, sku, rng):
+                        scanned[sku] += 1
+                walker.go_to(self.layout.entrance)  # checkout by the door
                 await self._walk(client, walker, session_id, period)
-                await self._dwell(client, walker, session_id, period)
-                await self._pick(client, session_id, rng.choice(shelf.skus), rng)
-            walker.go_to(self.layout.entrance)  # checkout by the door
-            await self._walk(client, walker, session_id, period)
-            await self._session(client, session_id, "end", None)
+                if tablet is not None:
+                    await self._pay(tablet, Trip(session_id, dict(scanned)), rng)
+                await self._session(client, session_id, "end", None)
+
+    async def _pay(self, tablet: ScreenTablet, trip: Trip, rng: random.Random) -> None:
+        """Check out on the screen; whatever goes wrong is logged and counted, and the
+        shopper leaves (the session ends) as one would whose payment did not go through."""
+        try:
+            await end_trip(tablet, trip, rng=rng, coupon_share=self.coupon_share, pay=self.pay)
+        except ScreenCallError as err:
+            self.checkout_failures += 1
+            logger.warning("cart %s session %s: checkout failed at %s: %s", self.cart_id,
+                           trip.session_id, err.step, err)
+        self.coupons_applied += trip.coupon is not None
+        self.coupons_refused += trip.coupon_refused is not None
+        if trip.checkout_id is not None:
+            self.checkouts += 1
+            self.trips.append(trip)
+        self.paid += trip.receipt is not None
 
     async def _walk(self, client: aiomqtt.Client, walker: Walker, session_id: str,
                     period: float) -> None:
@@ -162,15 +205,18 @@ class CartSimulator:
             self.sessions.append(session_id)
 
     async def _pick(self, client: aiomqtt.Client, session_id: str, sku: str,
-                    rng: random.Random) -> None:
-        """The shopper scans the product (mostly) and puts it in; the camera sees it."""
+                    rng: random.Random) -> bool:
+        """The shopper scans the product (mostly) and puts it in; the camera sees it.
+        True when it was scanned."""
         look = self.layout.looks.get(sku) if self.snapshots else None
-        if look is not None and rng.random() < self.unscanned_share:
-            self.unscanned.append(sku)
-        else:
+        scanned = look is None or rng.random() >= self.unscanned_share
+        if scanned:
             await self._item(client, session_id, sku)
+        else:
+            self.unscanned.append(sku)
         if look is not None:
             await self._snapshot(client, session_id, look, rng)
+        return scanned
 
     async def _snapshot(self, client: aiomqtt.Client, session_id: str, category: str,
                         rng: random.Random) -> None:
