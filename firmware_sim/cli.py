@@ -41,6 +41,9 @@ def store(
     customer_every: Annotated[float | None, typer.Option(
         min=0, help="a customer buys at the vending cabinet about every S seconds (with "
                     "--layout and --radio; 0: none) [default: 8]")] = None,
+    cart_screen: Annotated[str | None, typer.Option(
+        "--cart-screen", help="the agent's cart-screen URL (with --layout): carts pay there "
+                              "at the end of each trip, so the store records cart sales")] = None,
 ) -> None:
     """Start a simulated store: devices publishing state, telemetry and events."""
     from firmware_sim.store import StoreSimulator
@@ -53,7 +56,8 @@ def store(
     sim = StoreSimulator(bus_url=bus, store_id=store_id, devices=devices, rate=rate,
                          max_events=events, tele_interval_s=tele_interval, ledger=ledger, seed=seed,
                          layout=layout, carts=carts if layout is not None else 0,
-                         radio_path=radio if layout is not None else None)
+                         radio_path=radio if layout is not None else None,
+                         cart_screen_url=cart_screen if layout is not None else None)
     wired_families: list[str] = []  # the serial and TCP device families started
 
     async def main() -> None:
