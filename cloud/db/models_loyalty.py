@@ -1,5 +1,5 @@
 """Models of loyalty (members, points, tiers, coupons, stored value, commissions) and
-promotions (definitions, immutable publications, re-pricing mismatches).
+promotions (definitions, immutable publications, sale audits and their findings).
 
 Imported by ``cloud.db.models`` so that ``Base.metadata`` (Alembic, the drift test)
 holds every table. Times are UTC epoch ms; money is integer minor units; ids are
@@ -270,13 +270,44 @@ class PriceBookVersion(Base):
 
 
 class SalePriceMismatch(Base):
+    """An audit finding on one sale (``cloud.promotions.reprice``), keyed by event id and
+    reason: a sale may carry one pricing finding and a ``charged_differs`` one.
+
+    ``kind``: ``mismatch`` (the cloud re-priced it and got other totals, or the money
+    charged differs from the money recorded) or ``unaudited`` (it could not be re-priced).
+    """
+
     __tablename__ = "sale_price_mismatches"
     __table_args__ = (Index("ix_sale_price_mismatches_store", "store_id", "detected_ms"),)
 
     event_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), server_default="mismatch")
     store_id: Mapped[str] = mapped_column(Id)
+    device_id: Mapped[str | None] = mapped_column(Id)
     snapshot_version: Mapped[int | None]
-    reason: Mapped[str] = mapped_column(String(32))
     expected: Mapped[dict[str, Any] | None]
     reported: Mapped[dict[str, Any] | None]
+    detected_ms: Mapped[int]
+
+
+class SaleAudit(Base):
+    """What the audit concluded about one sale (one row per ``sale`` event it saw).
+
+    ``outcome``: ``audited`` (re-priced, totals equal), ``mismatch`` or ``unaudited``
+    (``reason`` says why); ``paid`` is the sale's recorded ``totals.paid``, ``charged``
+    what the tenders collected (None when the till does not say). The audit summary
+    counts these rows; the findings themselves are ``SalePriceMismatch`` rows.
+    """
+
+    __tablename__ = "sale_audits"
+    __table_args__ = (Index("ix_sale_audits_store", "store_id", "outcome"),)
+
+    event_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    store_id: Mapped[str] = mapped_column(Id)
+    device_id: Mapped[str | None] = mapped_column(Id)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    paid: Mapped[int | None]
+    charged: Mapped[int | None]
     detected_ms: Mapped[int]

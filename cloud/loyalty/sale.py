@@ -12,7 +12,14 @@ A ``sale`` event's data (the POS and the cart produce it; money in minor units):
      "basket": {...}, "catalog": {...}, "member": {...} | null, "store": {...},
                                      # the pricing inputs (pricing.Basket, Catalog, ...)
      "totals": {"subtotal": .., "discount": .., "total": .., "paid": ..,
-                "points_earned": .., "points_used": .., "stored_value": ..}}
+                "points_earned": .., "points_used": .., "stored_value": ..},
+     "charged": 6280}                # optional: minor units the tenders actually collected
+                                     # (card, cash, QR); audited against totals.paid
+
+The cloud audits every sale (``cloud.promotions.reprice``): it re-prices the basket with
+the snapshot version named, and compares ``charged`` with ``totals.paid``. A sale without
+a basket or snapshot version cannot be re-priced: that is an audit finding too
+(``unaudited``), not a sale to skip.
 
 A ``refund`` event's data: ``{"sale_id", "member_id", "points_reversed",
 "points_returned", "stored_value", "paid"}`` (from ``pricing.refund``'s ``RefundResult``;
@@ -62,6 +69,8 @@ class SaleData(BaseModel):
     member: dict[str, Any] | None = None
     store: dict[str, Any] | None = None
     totals: SaleTotals = SaleTotals()
+    charged: NonNeg | None = None
+    """What the tenders collected; differing from ``totals.paid`` is an audit finding."""
 
 
 class RefundData(BaseModel):

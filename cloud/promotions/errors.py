@@ -1,7 +1,8 @@
 """Errors of cloud.promotions.
 
     PromotionError              base (a CloudError)
-     +-- InvalidDefinition      a promotion the engine would refuse (``detail``)
+     +-- InvalidDefinition      a promotion the engine would refuse, or one that could
+     |                          never apply (``detail``; ``field``: where, when known)
      +-- UnknownPromotion       no promotion / publication with that id or version
      +-- SignatureInvalid       a snapshot document whose signature does not verify
                                 (``key_id``; tampered, or signed by an untrusted key)
@@ -17,9 +18,10 @@ class PromotionError(CloudError):
 
 
 class InvalidDefinition(PromotionError):
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(f"invalid promotion: {detail}")
         self.detail = detail
+        self.field = field
 
 
 class UnknownPromotion(PromotionError):

@@ -16,11 +16,13 @@ class PromotionMetrics:
         )
         self.mismatches = Counter(
             "storefleet_reprice_mismatches",
-            "Sales whose reported totals differ from the cloud's re-pricing (or could "
-            "not be re-priced: unknown snapshot, unpriceable basket)",
+            "Sales whose reported totals differ from the cloud's re-pricing, or whose "
+            "money charged differs from the money recorded (charged_differs), each once",
             ["reason"], registry=registry,
         )
-        self.skipped = Counter(
-            "storefleet_reprice_skipped", "Sales not re-priced (no basket, other engine)",
+        self.unaudited = Counter(
+            "storefleet_sales_unaudited",
+            "Sales the cloud could not re-price, each once (no basket or snapshot version, "
+            "other engine version, unknown snapshot, unpriceable basket, bad payload)",
             ["reason"], registry=registry,
         )

@@ -37,7 +37,7 @@ from cloud.loyalty.sale import CHANNELS
 from cloud.loyalty.tiers import list_tiers, tier_promotions
 from cloud.promotions.errors import InvalidDefinition, PromotionError, UnknownPromotion
 from cloud.promotions.signing import SnapshotSigner
-from pricing import ENGINE_VERSION, Promotion, PromotionSnapshot
+from pricing import ENGINE_VERSION, InvalidPromotion, Promotion, PromotionSnapshot, check_promotion
 from protocols.errors import DecodeError
 from protocols.triggers import TriggerRuleSet
 from protocols.triggers import parse_rules as parse_trigger_doc
@@ -58,11 +58,14 @@ def parse_promotion(definition: dict[str, Any]) -> Promotion:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise InvalidDefinition(f"{where}: {first['msg']}") from err
+        raise InvalidDefinition(f"{where}: {first['msg']}", field=where) from err
     if promo.id.startswith(RESERVED_PREFIXES) or len(promo.id) > 64:
         raise InvalidDefinition(f"id must be at most 64 chars and not start with "
-                                f"{' or '.join(RESERVED_PREFIXES)}")
-    return promo
+                                f"{' or '.join(RESERVED_PREFIXES)}", field="id")
+    try:
+        return check_promotion(promo)  # valid fields that together could never apply
+    except InvalidPromotion as err:
+        raise InvalidDefinition(f"{err.field}: {err.reason}", field=err.field) from err
 
 
 def parse_trigger_rules(promo: Promotion, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -201,10 +204,20 @@ def publish(session: Session, *, now_ms: int, currency: str) -> PromotionPublica
     return publication
 
 
+def latest_publication(session: Session) -> PromotionPublication | None:
+    """The newest version; None while nothing has been published (a normal state)."""
+    version = session.scalar(select(func.max(PromotionPublication.version)))
+    return None if version is None else session.get(PromotionPublication, version)
+
+
 def get_publication(session: Session, version: int | None = None) -> PromotionPublication:
+    """``version`` (None: the latest); ``UnknownPromotion`` if there is no such one."""
     if version is None:
-        version = session.scalar(select(func.max(PromotionPublication.version)))
-    publication = session.get(PromotionPublication, version) if version is not None else None
+        latest = latest_publication(session)
+        if latest is None:
+            raise UnknownPromotion("publication", "(none published yet)")
+        return latest
+    publication = session.get(PromotionPublication, version)
     if publication is None:
         raise UnknownPromotion("publication", str(version))
     return publication

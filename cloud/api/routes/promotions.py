@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import PrincipalDep, StateDep, scoped_store_filter
+from cloud.api.problems import nothing_published
 from cloud.api.routes.retail_common import HqRole, RetailDep, RetailRead, reads, writes
 from cloud.api.schemas import ID_PATTERN
 from cloud.db.models import Store
@@ -30,6 +31,8 @@ from cloud.loyalty import coupons, distribution, points
 from cloud.loyalty.sale import CHANNELS, Channel
 from cloud.promotions import service
 from cloud.promotions.announce import announce
+from cloud.promotions.reprice import audit_summary
+from protocols.problems import NOTHING_PUBLISHED
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +131,38 @@ class TierPublic(TierPut):
     name: str
 
 
+FindingKind = Literal["mismatch", "unaudited"]
+
+
 class MismatchPublic(BaseModel):
+    """One audit finding on one sale (a sale may have a pricing one and a charged one)."""
+
     model_config = ConfigDict(from_attributes=True)
 
     event_id: str
+    kind: FindingKind = Field(description="mismatch: re-priced to other totals, or charged "
+                              "differs from paid; unaudited: could not be re-priced")
+    reason: str = Field(description="mismatch: totals, ruleset_hash, charged_differs; "
+                        "unaudited: no_basket, engine_version, unknown_snapshot, "
+                        "unpriceable, bad_payload")
     store_id: str
+    device_id: str | None = Field(description="the device that sent the sale (the till)")
     snapshot_version: int | None
-    reason: str
     expected: dict[str, Any] | None
     reported: dict[str, Any] | None
     detected_ms: int
+
+
+class AuditSummary(BaseModel):
+    sales: int = Field(description="sale events stored")
+    audited: int = Field(description="re-priced by the cloud to the same totals")
+    mismatched: int = Field(description="re-priced to other totals (or another ruleset)")
+    unaudited: int = Field(description="could not be re-priced (see unaudited_reasons)")
+    pending: int = Field(description="stored but not audited yet (or the audit failed on "
+                         "them: storefleet_ingest_hook_errors_total{hook=\"reprice\"})")
+    charged_differs: int = Field(description="money charged by the tenders differs from "
+                                 "totals.paid (independent of the pricing outcome)")
+    unaudited_reasons: dict[str, int]
 
 
 class JobResult(BaseModel):
@@ -198,11 +223,19 @@ def keys(retail: RetailDep, _: RetailRead) -> list[PublicKey]:
 
 @router.get("/stores/{store_id}/promotions/snapshot",
             summary="The signed promotion snapshot for this store (latest or a version)",
-            responses={404: {"description": "nothing published yet / unknown version"}})
+            responses={404: {"description": "unknown version; or, with type "
+                             f"{NOTHING_PUBLISHED}, nothing published yet (a normal "
+                             "state: the store keeps polling)"}})
 def snapshot(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailRead,
              version: Annotated[int | None, Query(ge=1)] = None) -> SignedDocument:
-    return reads(state, lambda s: SignedDocument(**service.store_document(
-        service.get_publication(s, version), store_id, retail.signer)))
+    def work(s: Session) -> SignedDocument:
+        publication = (service.latest_publication(s) if version is None
+                       else service.get_publication(s, version))
+        if publication is None:
+            raise nothing_published("promotions", store_id)
+        return SignedDocument(**service.store_document(publication, store_id, retail.signer))
+
+    return reads(state, work)
 
 
 @router.put("/regions/{region}/stores/{store_id}", summary="Put a store in a region")
@@ -230,19 +263,36 @@ def list_tiers(state: StateDep, _: RetailRead) -> list[TierPublic]:
         select(Tier).order_by(Tier.min_points, Tier.name))])
 
 
-@router.get("/promotions/mismatches", summary="Sales whose totals the cloud could not "
-            "reproduce, newest first")
+@router.get("/promotions/mismatches", summary="Sale audit findings, newest first: sales "
+            "whose totals the cloud could not reproduce, whose charged money differs from "
+            "the recorded one (kind=mismatch), and sales it could not re-price "
+            "(kind=unaudited)")
 def mismatches(state: StateDep, _: RetailRead, who: PrincipalDep,
                store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+               kind: Annotated[FindingKind | None, Query(description="only this kind")] = None,
+               reason: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[MismatchPublic]:
     def work(s: Session) -> list[MismatchPublic]:
-        stmt = select(SalePriceMismatch).order_by(SalePriceMismatch.detected_ms.desc(),
-                                                  SalePriceMismatch.event_id).limit(limit)
+        stmt = select(SalePriceMismatch).order_by(
+            SalePriceMismatch.detected_ms.desc(), SalePriceMismatch.event_id,
+            SalePriceMismatch.reason).limit(limit)
         if (stores := scoped_store_filter(s, who, store_id)) is not None:
             stmt = stmt.where(SalePriceMismatch.store_id.in_(sorted(stores)))
+        if kind is not None:
+            stmt = stmt.where(SalePriceMismatch.kind == kind)
+        if reason is not None:
+            stmt = stmt.where(SalePriceMismatch.reason == reason)
         return [MismatchPublic.model_validate(r) for r in s.scalars(stmt)]
 
     return reads(state, work)
+
+
+@router.get("/promotions/audit", summary="How many sales the cloud audited, found "
+            "mismatched, could not audit, and whose charged money differs")
+def audit(state: StateDep, _: RetailRead, who: PrincipalDep,
+          store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> AuditSummary:
+    return reads(state, lambda s: AuditSummary.model_validate(
+        audit_summary(s, scoped_store_filter(s, who, store_id))))
 
 
 @router.post("/loyalty/jobs/settle-commissions",
