@@ -1,6 +1,8 @@
 """Every error as RFC 9457 problem details (``application/problem+json``).
 
-Routes raise ``ApiProblem``; FastAPI's own errors (404 for unknown routes, 405, 422
+Routes raise ``ApiProblem``; the types a store box acts on (``nothing_published``: HQ
+has not published that content for the store yet) are declared in ``protocols.problems``
+and built with helpers here. FastAPI's own errors (404 for unknown routes, 405, 422
 validation) and unexpected exceptions are converted by the handlers installed with
 ``install_problem_handlers``. Each rejection is counted in
 ``storefleet_api_rejected_total{reason}``.
@@ -19,11 +21,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.metrics import ApiMetrics
+from protocols.problems import NOTHING_PUBLISHED, TYPE_BASE
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://storefleet.dev/problems/"
+NOTHING_PUBLISHED_REASON = NOTHING_PUBLISHED.removeprefix(TYPE_BASE)
 
 _REASON_BY_STATUS = {
     400: "bad_request",
@@ -45,12 +48,21 @@ class ApiProblem(Exception):
         *,
         reason: str | None = None,
         headers: dict[str, str] | None = None,
+        title: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.reason = reason or _REASON_BY_STATUS.get(status, "error")
         self.headers = headers
+        self.title = title
+
+
+def nothing_published(what: str, store_id: str) -> ApiProblem:
+    """404 for content HQ has not published for ``store_id`` yet (a normal state)."""
+    return ApiProblem(404, f"no {what} published for store {store_id!r} yet; the store "
+                      "keeps polling", reason=NOTHING_PUBLISHED_REASON,
+                      title="Nothing published yet")
 
 
 def problem_response(
@@ -61,13 +73,14 @@ def problem_response(
     reason: str,
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
+    title: str | None = None,
 ) -> JSONResponse:
     metrics: ApiMetrics | None = getattr(request.app.state, "api_metrics", None)
     if metrics is not None:
         metrics.rejected.labels(reason=reason).inc()
     body: dict[str, Any] = {
         "type": TYPE_BASE + reason,
-        "title": HTTPStatus(status).phrase,
+        "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
         "instance": request.url.path,
@@ -80,7 +93,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
         return problem_response(request, exc.status, exc.detail, reason=exc.reason,
-                                headers=exc.headers)
+                                headers=exc.headers, title=exc.title)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -11,6 +11,12 @@
 Files are written atomically (temp file + ``os.replace``) in a worker thread. The HTTP
 side is ``CloudApi`` (httpx); tests give it ``httpx.ASGITransport`` of the real cloud
 app or a real server. Errors from httpx are mapped here to ``CacheError``.
+
+A store whose HQ has published nothing yet is a normal state, not a failure: the cloud
+answers it with the problem type ``protocols.problems.NOTHING_PUBLISHED``, which
+``CloudApi`` maps to ``CacheError("nothing_published")``; the caches then log at debug,
+count ``storefleet_pos_cache_refresh_total{result="nothing_published"}`` and the till
+keeps polling. Every other refusal is a warning.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from edge_agent.pos.peripherals import PosError
 from pricing import Catalog, PromotionSnapshot, Ruleset, compile
+from protocols.problems import NOTHING_PUBLISHED, problem_type
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ DOCUMENT_KIND = "storefleet.promotions"  # cloud.promotions.service.DOCUMENT_KIN
 
 class CacheError(PosError):
     """A download or a document that cannot be used (``reason``: network, http,
-    signature, store, stale, invalid)."""
+    nothing_published, signature, store, stale, invalid)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -103,6 +110,15 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def _problem_type(response: httpx.Response) -> str | None:
+    if not response.headers.get("content-type", "").startswith("application/problem+json"):
+        return None
+    try:
+        return problem_type(response.json())
+    except ValueError:  # a body that says problem+json but is not JSON: a plain failure
+        return None
+
+
 class CloudApi:
     """The few HTTP calls the POS makes to the cloud, with a device token."""
 
@@ -120,6 +136,9 @@ class CloudApi:
         except httpx.HTTPError as err:
             raise CacheError("network", f"{method} {path}: {err!r}") from err
         if response.status_code >= 400:
+            if _problem_type(response) == NOTHING_PUBLISHED:
+                raise CacheError("nothing_published", f"{method} {path}: nothing published "
+                                                      "for this store yet")
             raise CacheError("http", f"{method} {path}: {response.status_code} "
                                      f"{response.text[:200]}")
         try:
@@ -179,7 +198,11 @@ class PromotionCache:
             changed = await self.install(await api.request("GET", path))
         except CacheError as err:
             self._metrics.refresh.labels(what="promotions", result=err.reason).inc()
-            logger.warning("promotions refresh failed: %s", err)
+            if err.reason == "nothing_published":
+                logger.debug("store %s: no promotions published yet; polling",
+                             self.store_id)
+            else:
+                logger.warning("promotions refresh failed: %s", err)
             return False
         self._metrics.refresh.labels(what="promotions",
                                      result="updated" if changed else "unchanged").inc()

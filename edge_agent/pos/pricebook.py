@@ -101,7 +101,10 @@ class PriceBookCache:
             return await self.install(await api.request(
                 "GET", f"/api/v1/stores/{self.store_id}/price-book"))
         except CacheError as err:
-            if err.reason in ("network", "http"):  # refusals were counted by install
+            if err.reason == "nothing_published":  # a normal state: keep polling quietly
+                self._metrics.refresh.labels(what="pricebook", result=err.reason).inc()
+                logger.debug("store %s: no price book published yet", self.store_id)
+            elif err.reason in ("network", "http"):  # refusals were counted by install
                 self._metrics.refresh.labels(what="pricebook", result=err.reason).inc()
                 logger.info("price book download failed: %s", err)
             return False

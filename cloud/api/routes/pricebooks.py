@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import StateDep
+from cloud.api.problems import nothing_published
 from cloud.api.routes.retail_common import HqRole, RetailDep, RetailRead, reads, writes
 from cloud.api.schemas import ID_PATTERN
 from cloud.db.models import Store
@@ -19,6 +20,7 @@ from cloud.db.models_loyalty import PriceBookVersion, StoreRegion
 from cloud.loyalty.errors import NotFound
 from cloud.pricebook import service
 from pricing import Item
+from protocols.problems import NOTHING_PUBLISHED
 
 router = APIRouter(tags=["price books"])
 
@@ -89,11 +91,19 @@ async def publish(body: PriceBookPublish, state: StateDep, retail: RetailDep,
 @router.get("/stores/{store_id}/price-book",
             summary="The store's signed price book (the chain's overlaid with the store's "
                     "own prices), latest or as of a version",
-            responses={404: {"description": "nothing published for this store yet"}})
+            responses={404: {"description": "nothing as of that version; or, with type "
+                             f"{NOTHING_PUBLISHED}, no book published for this store yet "
+                             "(a normal state: the store keeps polling)"}})
 def store_book(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailRead,
                version: Annotated[int | None, Query(ge=1)] = None) -> SignedPriceBook:
-    return reads(state, lambda s: SignedPriceBook(**service.store_document(
-        s, store_id, retail.signer, version=version)))
+    def work(s: Session) -> SignedPriceBook:
+        if version is None and s.scalar(select(PriceBookVersion.version).where(
+                PriceBookVersion.scope.in_([service.CHAIN, store_id])).limit(1)) is None:
+            raise nothing_published("price book", store_id)
+        return SignedPriceBook(**service.store_document(s, store_id, retail.signer,
+                                                        version=version))
+
+    return reads(state, work)
 
 
 @router.get("/price-books/versions/{version}", summary="One published version, as frozen",

@@ -52,7 +52,8 @@ async def test_publish_chain_then_store_override(client: httpx.AsyncClient,
                                                  publisher: MemoryPublisher) -> None:
     c, h = client, auth(ADMIN)
     r = await c.get("/api/v1/stores/s1/price-book", headers=h)
-    assert r.status_code == 404 and r.json()["type"].endswith("/not_found")
+    # Nothing published yet: a normal state with its own problem type (issue 11).
+    assert r.status_code == 404 and r.json()["type"].endswith("/nothing_published")
     r = await c.post("/api/v1/price-books", headers=h, json={"items": ITEMS})
     assert r.status_code == 201, r.text
     assert r.json() | {"published_ms": 0} == {"version": 1, "scope": "*", "items": 2,
