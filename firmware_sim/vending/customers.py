@@ -10,8 +10,8 @@ Some customers are members and tap their member card. MDB cashless level 1 tells
 one thing about a card, its media id (u32, in BEGIN SESSION), so that is what a member
 is here: a card whose media id lies in ``MEMBER_CARDS``. The driver reports it as the
 ``vend`` event's ``media_id``; who the member is stays with whoever issued the card.
-Other customers pay with a bank card (a media id outside that range); a few cards hold
-less than the price, and the reader denies the vend.
+Other customers pay with a bank card (a media id outside that range). Every
+``short_every``-th card holds less than the price, and the reader denies the vend.
 
 A customer who finds the cabinet busy (the previous session still open) comes back next
 turn; one whose session nobody runs (no VMC polling the line) walks away after
@@ -64,7 +64,9 @@ class CabinetCustomers:
     prices: Mapping[int, int]
     every_s: float = 8.0
     member_share: float = 0.4  # customers who tap a member card
-    short_share: float = 0.1  # cards that hold less than the price: the vend is denied
+    # every Nth card holds less than the price and the vend is denied (0: never); counted
+    # rather than drawn, so a short run does not open with a string of denials
+    short_every: int = 10
     patience_s: float = 10.0  # how long a customer waits for the reader to answer
     take_s: float = 1.0  # from the door opening to the customer shutting it
     member_cards: Sequence[int] = MEMBER_CARDS
@@ -104,8 +106,11 @@ class CabinetCustomers:
             media_id = rng.choice(self.member_cards)
         else:
             media_id = rng.randint(*_BANK_MEDIA)
-        funds = rng.randint(0, max(price - 1, 0)) if rng.random() < self.short_share else (
-            price + rng.randint(0, 20) * 100)
+        arrivals = len(self.visits) + 1
+        if self.short_every > 0 and arrivals % self.short_every == 0:
+            funds = rng.randint(0, max(price - 1, 0))
+        else:
+            funds = price + rng.randint(0, 20) * 100  # change left on the card, whole units
         unlocks = len(self.cabinet.unlocks)
         self.cabinet.customer(door, funds, media_id=media_id)
         try:

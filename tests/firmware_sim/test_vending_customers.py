@@ -23,7 +23,7 @@ async def test_customers_buy_through_the_driver_some_with_member_cards() -> None
         "port": cabinet.port.path, "poll_interval_s": 0.005, "reply_timeout_s": 0.2,
         "doors": PLANOGRAM}), ctx)
     driver_task = asyncio.create_task(driver.run(), name="vending-driver-under-test")
-    customers = CabinetCustomers(cabinet, PRICES, take_s=0.05, short_share=0.2, seed=3)
+    customers = CabinetCustomers(cabinet, PRICES, take_s=0.05, short_every=5, seed=3)
     try:
         for _ in range(24):
             await asyncio.wait_for(customers.one(), timeout=5)
