@@ -114,8 +114,15 @@ def _till_settings(full_store: bool, *, api: str, token: str, trusted_key: str,
     public key to verify snapshots and price books, and the store's currency and zone."""
     if not full_store:
         return {}
+    from edge_agent.config import StoreSettings
+
     return {"cloud_api": api, "cloud_api_token": token, "pos_trusted_keys": (trusted_key,),
-            "pos_currency": currency, "pos_utc_offset_min": 480}
+            "pos_currency": currency, "pos_utc_offset_min": 480,
+            # what the receipts print at the top (the demo store sits in Shanghai)
+            "store": StoreSettings(name="storefleet demo store",
+                                   address=("100 Nanjing East Road", "Huangpu, Shanghai"),
+                                   tax_id="91310000DEMO00001X",
+                                   tax_id_label="Tax ID", time_zone="Asia/Shanghai")}
 
 
 def _metric(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:

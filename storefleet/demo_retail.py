@@ -49,6 +49,7 @@ WELCOME_POINTS = 500
 STOCK_PER_SKU = 40
 RANGE_SIZE = 1_000  # single-use coupon codes the store may issue (cart triggers, offline)
 ORDER_STEPS = ("picking", "ready", "handed_over")
+CASHIER = "Demo cashier"
 
 
 @dataclass
@@ -164,7 +165,8 @@ async def cashier(agent: Any, demo: RetailDemo, stop: asyncio.Event, *,
                   if demo.member_id and n % 2 else None)
         try:
             sale = await agent.pos.service.sell(
-                lines, member=member, tenders=Tenders(method="cash" if n % 3 else "card"))
+                lines, member=member, tenders=Tenders(method="cash" if n % 3 else "card"),
+                cashier=CASHIER)
         except PosError as err:
             demo.refused += 1
             logger.warning("demo sale refused: %s", err)
