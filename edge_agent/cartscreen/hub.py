@@ -29,6 +29,8 @@ class ScreenHub:
                               ["type"], registry=registry)
         self.dropped = Counter("storefleet_cartscreen_dropped",
                                "messages dropped for slow screens", registry=registry)
+        # per message type, looked up once: ``labels()`` per push is a lock and a key
+        self._pushed_by_type: dict[str, Counter] = {}
 
     @contextmanager
     def subscribe(self, cart_id: str) -> Iterator[asyncio.Queue[str]]:
@@ -62,5 +64,8 @@ class ScreenHub:
                 queue.get_nowait()
                 self.dropped.inc()
             queue.put_nowait(text)
-        self.pushed.labels(type=type_).inc()
+        counter = self._pushed_by_type.get(type_)
+        if counter is None:
+            counter = self._pushed_by_type[type_] = self.pushed.labels(type=type_)
+        counter.inc()
         return len(screens)

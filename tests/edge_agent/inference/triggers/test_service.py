@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from edge_agent.drivers.base import DeviceConfig
+from edge_agent.drivers.cart import CartDriver
 from edge_agent.drivers.testing import FakeContext
 from edge_agent.inference.triggers import (
     BeaconLocator,
@@ -15,6 +18,8 @@ from edge_agent.inference.triggers import (
 )
 from edge_agent.inference.triggers.ledger import IssuedCoupon
 from firmware_sim.layouts import DEFAULT_LAYOUT, Layout
+from protocols import encode
+from protocols.cart import BeaconReading, CartScan
 from protocols.clock import ManualClock
 from protocols.triggers import CouponIssuedData, TriggerRule, parse_rules
 
@@ -161,4 +166,41 @@ async def test_restart_restores_caps_and_re_emits_a_coupon_whose_event_was_lost(
         assert shown == []  # the same shopper already had it today
         assert issued.code == "RTEST0001-000001"
     finally:
+        await service.aclose()
+
+
+async def test_a_backlog_of_scan_reports_is_judged_in_slices_not_in_one_go(
+        tmp_path: Path) -> None:
+    """A burst of reports (after a pause of the loop) must not hold the event loop until
+    every one is judged: the screens' sockets and the issues wait behind it (0020)."""
+    clock = ManualClock()
+    ctx = FakeContext(clock=clock)
+    layout = Layout.load(DEFAULT_LAYOUT)
+    driver = CartDriver(DeviceConfig("carts", "cart", options={"max_carts": 200}), ctx)
+    driver_task = asyncio.create_task(driver.run(), name="test-carts")
+    await asyncio.sleep(0)
+    service = TriggerService(
+        ctx, ledger=CouponLedger(tmp_path / "triggers.db"), engine=TriggerEngine(RULES),
+        locator=BeaconLocator(StoreMap.load(DEFAULT_LAYOUT)), carts=lambda: driver)
+    await service.start()
+    run_task = asyncio.create_task(service.run(), name="test-triggers")
+
+    def judged() -> float:
+        return ctx.registry.get_sample_value("storefleet_trigger_observations_total",
+                                             {"kind": "position"}) or 0
+
+    try:
+        await asyncio.sleep(0.05)  # subscribed and waiting
+        readings = [BeaconReading(beacon=k, rssi=r) for k, r in near(layout, "B03")]
+        for i in range(150):  # one report from each of 150 carts, all at once
+            await ctx.deliver_local("cart", f"C{i:03d}", "scan", encode(CartScan(
+                ts=clock.now_ms(), session_id=f"s{i}", readings=readings)))
+        await asyncio.sleep(0)  # the loop runs the service until it lets others run
+        assert 0 < judged() < 150
+        await asyncio.sleep(0.2)  # ~10 ms of work
+        assert judged() == 150 and len(service.locations) == 150
+    finally:
+        for task in (run_task, driver_task):
+            task.cancel()
+        await asyncio.gather(run_task, driver_task, return_exceptions=True)
         await service.aclose()
