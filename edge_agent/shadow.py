@@ -9,7 +9,9 @@ The desired state is retained, so it arrives on every connect:
   ``ShadowReported(version=...)``. One invalid value rejects the whole version (counted).
 
 Supported keys are a table of ``ShadowKey`` (name, apply function); the composition root
-builds it, so this module knows no other part of the agent.
+builds it, so this module knows no other part of the agent. Every name must be declared
+in ``protocols.shadow_keys`` (the table the cloud's API checks desired states against),
+so the two cannot drift: an undeclared key is refused when the shadow is built.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edge_agent.errors import ConfigError
 from edge_agent.metrics import AgentMetrics
 from edge_agent.storage import KvStore
 from edge_agent.uplink.publisher import Publish
@@ -27,6 +30,7 @@ from protocols.clock import Clock
 from protocols.codec import decode, encode
 from protocols.errors import DecodeError
 from protocols.messages import ShadowDesired, ShadowReported
+from protocols.shadow_keys import AGENT_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +89,17 @@ class AgentShadow:
         self._store_id = store_id
         self._clock = clock
         self._metrics = metrics
+        if undeclared := sorted(set(keys) - AGENT_KEYS):
+            raise ConfigError("shadow keys", f"{', '.join(undeclared)} not declared in "
+                              "protocols.shadow_keys.DESIRED_KEYS")
         self._keys = dict(keys)
         self.version = 0
         self.state: dict[str, Any] = {}
+
+    @property
+    def supported(self) -> frozenset[str]:
+        """The desired keys this shadow applies (a subset of ``AGENT_KEYS``)."""
+        return frozenset(self._keys)
 
     async def load(self) -> None:
         """Re-apply the persisted state (so e.g. the log level survives a restart)."""

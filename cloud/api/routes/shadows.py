@@ -1,4 +1,9 @@
-"""Device and agent shadows: desired state set here, reported state from ingest."""
+"""Device and agent shadows: desired state set here, reported state from ingest.
+
+A desired state for a device may hold only keys a driver declares in
+``protocols.shadow_keys`` (today: none, drivers take commands): anything else is a 422
+naming the keys, not a version the agent would publish-and-drop.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from cloud.errors import PublishError
 from protocols import topics
 from protocols.codec import encode
 from protocols.messages import ShadowDesired
+from protocols.shadow_keys import DEVICE_KEYS, undeclared
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +65,19 @@ def _bump_desired(
 @router.put(
     "/{target}/desired",
     summary="Set the desired state; publishes it retained with the next version",
-    responses={503: {"description": "stored, but the broker did not take it; PUT again"}},
+    responses={422: {"description": "a device-level key no driver declares "
+                     "(protocols.shadow_keys); nothing stored"},
+               503: {"description": "stored, but the broker did not take it; PUT again"}},
 )
 async def put_desired(
     store_id: StoreId, target: Target, body: ShadowDesiredUpdate, app: StateDep, _: AdminRole
 ) -> ShadowPublic:
+    if refused := undeclared(target, body.state):
+        declared = ", ".join(sorted(DEVICE_KEYS)) or "none yet"
+        raise ApiProblem(
+            422, f"no driver handles desired key(s) {', '.join(refused)} for device "
+            f"{target!r} (device-level keys: {declared}); send it as a command instead",
+            reason="undeclared_shadow_key")
     async with app.shadow_lock:
         now = app.clock.now_ms()
         shadow = await asyncio.to_thread(_bump_desired, app.writer, store_id, target,
