@@ -1,7 +1,17 @@
 """Promotions: HQ defines, scopes and publishes; stores download signed snapshots.
 
-Also the programme's admin surface: regions, tiers, re-pricing mismatches and the
-Clock-driven jobs (commission settlement, points expiry) for a scheduler to call.
+Also the programme's admin surface: regions, tiers, the sale audit and the Clock-driven
+jobs (commission settlement, points expiry) for a scheduler to call.
+
+The sale audit (``cloud.promotions.reprice``) over REST:
+
+- ``GET /promotions/mismatches?store_id=&kind=mismatch|unaudited&reason=&limit=``: the
+  findings, newest first, each with its store, source device (the event's ``device_id``),
+  kind and reason; a sale may appear twice (a pricing finding and ``charged_differs``).
+- ``GET /promotions/audit?store_id=``: ``{"sales", "audited", "mismatched", "unaudited",
+  "pending", "charged_differs", "unaudited_reasons": {reason: n}}``. ``audited`` means
+  re-priced to the same totals; a demo or dashboard that reports "0 mismatches" should
+  report ``unaudited`` and ``pending`` beside it.
 """
 
 from __future__ import annotations
