@@ -166,7 +166,12 @@ def test_stores_json_is_the_apis_list(cloud: Cloud) -> None:
     proc = fleet("stores", "--api", cloud.url, "--token", ADMIN, "--json")
     assert proc.returncode == 0, proc.stderr
     stores = json.loads(proc.stdout)
-    assert stores == _get(f"{cloud.url}/api/v1/stores", ADMIN)
+    api = _get(f"{cloud.url}/api/v1/stores", ADMIN)
+
+    def steady(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "last_seen_ms"} for r in rows]
+
+    assert steady(stores) == steady(api)  # last_seen_ms moves with each telemetry message
     s002 = next(s for s in stores if s["store_id"] == BIRTH_STORE)
     assert (s002["devices_total"], s002["devices_online"]) == (3, 2)
 
