@@ -29,6 +29,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "new_coupon": {"en": "New coupon for you!", "zh": "您有新的优惠券！"},
     "apply": {"en": "Apply", "zh": "使用"},
     "applied": {"en": "Applied", "zh": "已使用"},
+    "remove": {"en": "Remove", "zh": "取消使用"},
     "later": {"en": "Later", "zh": "稍后"},
     "valid_until": {"en": "Valid until", "zh": "有效期至"},
     "map": {"en": "Store map", "zh": "店内地图"},

@@ -9,6 +9,10 @@
                                                         list, recs
 ``POST /api/cart/{cart_id}/member``                    ``{"qr": "SFM:..."}`` sign-in
 ``POST /api/cart/{cart_id}/coupons/{code}/apply``      apply an issued coupon -> priced basket
+``POST /api/cart/{cart_id}/coupons/{code}/remove``     take an applied coupon off the basket,
+                                                        releasing its reservation -> priced
+                                                        basket (404: unknown cart, or the
+                                                        code is not applied on this cart)
 ``PUT  /api/cart/{cart_id}/list``                      ``{"skus": [...]}`` shopping list
 ``GET  /api/cart/{cart_id}/route``                     route through the list's shelves
 ``POST /api/cart/{cart_id}/checkout``                  payment QR (SVG) for the basket total
@@ -148,6 +152,21 @@ def create_app(backend: CartScreenBackend, *, registry: CollectorRegistry) -> St
         code = str(request.path_params["code"])
         return JSONResponse(await backend.apply(cart_id, code))
 
+    async def remove(request: Request) -> Response:
+        """The applied entry's "Remove": the code goes back to the wallet and another cart
+        of the member may apply it (``backend.remove``, decision 0019)."""
+        cart_id = cart_of(request)
+        code = str(request.path_params["code"])
+        # A cart no screen has asked about cannot have a coupon applied; refusing here
+        # also keeps a mistyped cart id from creating an empty view.
+        if cart_id not in backend.views:
+            bad.labels(reason="unknown_cart").inc()
+            raise ScreenError(404, f"unknown cart {cart_id!r}")
+        if code not in backend.view(cart_id).applied:  # a new session: nothing applied
+            bad.labels(reason="coupon_not_applied").inc()
+            raise ScreenError(404, f"coupon {code[:64]!r} is not applied on cart {cart_id!r}")
+        return JSONResponse(await backend.remove(cart_id, code))
+
     async def put_list(request: Request) -> Response:
         cart_id = cart_of(request)
         skus = (await body(request)).get("skus", [])
@@ -227,6 +246,7 @@ def create_app(backend: CartScreenBackend, *, registry: CollectorRegistry) -> St
             Route("/api/cart/{cart_id}/state", state),
             Route("/api/cart/{cart_id}/member", member, methods=["POST"]),
             Route("/api/cart/{cart_id}/coupons/{code}/apply", apply, methods=["POST"]),
+            Route("/api/cart/{cart_id}/coupons/{code}/remove", remove, methods=["POST"]),
             Route("/api/cart/{cart_id}/list", put_list, methods=["PUT"]),
             Route("/api/cart/{cart_id}/route", route),
             Route("/api/cart/{cart_id}/checkout", checkout, methods=["POST"]),

@@ -66,13 +66,17 @@
 
   // The wallet (web.py: wallet()): one entry per promotion, "×2" when the shopper holds two
   // of its codes; applying the entry applies its one `code` (the applied or soonest-expiring).
+  // An applied entry offers "Remove": the code goes back to the wallet, its reservation for
+  // this cart ends, and the basket prices without it.
   function renderCoupons() {
     const list = $("coupon-list");
     list.replaceChildren();
     const wallet = (state && state.wallet) || [];
     for (const g of wallet) {
-      const btn = g.applied ? el("span", { class: "save" }, t("applied"))
-        : el("button", { class: "small", onclick: () => applyCoupon(g.code) }, t("apply"));
+      const btn = g.applied
+        ? el("div", { class: "state" }, el("span", { class: "save" }, t("applied")),
+          el("button", { class: "small remove", onclick: () => removeCoupon(g.code) }, t("remove")))
+        : el("button", { class: "small apply", onclick: () => applyCoupon(g.code) }, t("apply"));
       const title = el("div", { class: "title" }, pick(g, "title"));
       if (g.count > 1) title.append(el("span", { class: "count" }, ` ×${g.count}`));
       list.append(el("li", { class: g.applied ? "coupon applied" : "coupon", "data-code": g.code,
@@ -133,6 +137,12 @@
     try { await api("POST", `/api/cart/${cartId}/coupons/${encodeURIComponent(code)}/apply`); }
     catch (e) { alert(e.message); }
     $("coupon-popup").hidden = true;
+    await refresh();
+  }
+
+  async function removeCoupon(code) {
+    try { await api("POST", `/api/cart/${cartId}/coupons/${encodeURIComponent(code)}/remove`); }
+    catch (e) { alert(e.message); }
     await refresh();
   }
 
