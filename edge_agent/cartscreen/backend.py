@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +103,8 @@ class CartScreenBackend:
                  utc_offset_min: int = 0, till: PosService | None = None,
                  payment_confirmation: Confirmation = "provider",
                  payment_secret: str | None = None,
-                 reservation_s: float = RESERVATION_S) -> None:
+                 reservation_s: float = RESERVATION_S,
+                 rules: Callable[[], Iterable[TriggerRule]] = tuple) -> None:
         self.ctx = ctx
         self.store_id = store_id
         self.hub = hub
@@ -131,6 +132,9 @@ class CartScreenBackend:
             "keep, by reason", ["reason"], registry=ctx.registry)
         self.payment_confirmation: Confirmation = payment_confirmation  # payment.py
         self._payment_secret = payment_secret
+        # the trigger rules in force (rules.RuleSources.effective): a coupon read back from
+        # the ledger is shown with its rule's texts, found by the rule id it was issued by
+        self._rules = rules
         self.payment_notices = Counter(
             "storefleet_cartscreen_payment_notices", "payment provider notifications, by "
             "outcome", ["outcome"], registry=ctx.registry)
@@ -239,7 +243,14 @@ class CartScreenBackend:
     # ---- coupons ----------------------------------------------------------------------------
 
     def coupon_view(self, c: IssuedCoupon, rule: TriggerRule | None) -> dict[str, Any]:
-        t = rule.coupon if rule is not None else None
+        """What the screen shows of ``c``: the texts of ``rule``, else of the rule in force
+        that issued it (a code read back from the ledger: issued on another cart, in an
+        earlier session, before a restart). Only a code whose rule is no longer in force
+        is titled by its engine code."""
+        if rule is None:
+            rule = next((r for r in self._rules() if r.id == c.rule_id), None)
+        t = rule.coupon if rule is not None and rule.coupon.engine_code == c.engine_code \
+            else None
         return {"code": c.code, "engine_code": c.engine_code, "rule_id": c.rule_id,
                 "title": t.title if t else c.engine_code, "title_zh": t.title_zh if t else "",
                 "body": t.body if t else "", "body_zh": t.body_zh if t else "",
@@ -555,7 +566,8 @@ class CartScreenBackend:
         try:
             return await self.till.sell(
                 lines, member=self._member(cart_id, priced["currency"]), coupons=codes,
-                tenders=Tenders(method="cart-pay", charged=charged), sale_id=checkout_id)
+                tenders=Tenders(method="cart-pay", charged=charged), sale_id=checkout_id,
+                till_id=cart_id)  # the sale and its receipt name the cart paid at
         except ChargeMismatch as err:
             raise self._stale(cart_id, checkout_id, str(err),
                               tuple(err.refused_coupons)) from err

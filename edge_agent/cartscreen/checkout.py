@@ -4,7 +4,9 @@ Paying on the cart screen makes a ``sale`` through ``edge_agent.pos.sales.PosSer
 (channel ``cart``): the till's ledger (``pos.db``, so a range coupon used on a cart
 cannot be used again at a lane), its outbox path (``sale`` + ``coupon_redeemed``
 events, the till's event shapes, re-priced by the cloud) and its pricing path. The sale
-id is the checkout id, so a payment confirmation delivered twice records one sale.
+id is the checkout id, so a payment confirmation delivered twice records one sale. The
+events come from the cart fleet's device (``CART_TILL_ID``); the sale's ``till_id`` and
+its receipt name the cart it was paid at (``sell(till_id=cart_id)``).
 
 The cart PosService prices with exactly what the cart screen priced with (``CartPricing``
 over ``InAisle.pricing_inputs``: the till's verified caches, else the offline bundle),

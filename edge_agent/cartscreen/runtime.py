@@ -127,7 +127,7 @@ class InAisle:
             names_zh=data.get("names_zh"), co_occurrence=data.get("co_occurrence"),
             utc_offset_min=settings.utc_offset_min,
             payment_confirmation=settings.payment_confirmation,
-            payment_secret=settings.payment_secret)
+            payment_secret=settings.payment_secret, rules=self.rules.effective)
         self.triggers = TriggerService(
             ctx, ledger=self.ledger, engine=self.engine, locator=self._locator(), carts=carts,
             members=members, on_coupon=self.backend.on_coupon,

@@ -222,10 +222,14 @@ class PosService:
 
     async def sell(self, lines: Sequence[Line], *, member: Member | None = None,
                    coupons: Sequence[str] = (), tenders: Tenders = Tenders(),
-                   sale_id: str | None = None, cashier: str | None = None) -> Sale:
+                   sale_id: str | None = None, cashier: str | None = None,
+                   till_id: str | None = None) -> Sale:
         """``sale_id``: the caller's idempotency key (a cart checkout id); a sale already
         recorded under it is refused as ``duplicate``. ``cashier``: who rang it up (id or
-        name), printed on the receipt."""
+        name), printed on the receipt. ``till_id``: where it was sold when this service
+        records for several points of sale (the carts: the cart's id), named in the sale
+        and on the receipt; the events still come from the service's ``till_id``."""
+        till_id = till_id or self.till_id
         now = self._clock.now_ms()
         offline = not self._online()
         if sale_id is not None and await self.ledger.sale(sale_id) is not None:
@@ -258,7 +262,7 @@ class PosService:
         range_used = [(c.code, c.range) for c in used if c.range is not None]
         events = self._events(sale_id, basket, member, priced, range_used, offline=offline,
                               now_ms=now, coupons=list(coupons), charged=charged,
-                              coupons_used=[c.code for c in used])
+                              coupons_used=[c.code for c in used], till_id=till_id)
         try:
             await self.ledger.record_sale(sale_id, ts=now, member_id=member.id if member else None,
                                           priced=priced.to_json(), events=events,
@@ -273,7 +277,7 @@ class PosService:
         await self._emit(sale_id, events)
         self.metrics.sales.labels(mode="offline" if offline else "online").inc()
         receipt = self._receipt(sale_id, priced, tenders, now_ms=now, offline=offline,
-                                member=member, cashier=cashier,
+                                member=member, cashier=cashier, till_id=till_id,
                                 sale_number=await self.ledger.sale_number(sale_id))
         printed = await self._print(receipt)
         return Sale(sale_id, receipt, priced, offline, printed, capped, refused,
@@ -344,7 +348,8 @@ class PosService:
     def _events(self, sale_id: str, basket: Basket, member: Member | None,
                 priced: PricedBasket, range_used: list[tuple[str, dict[str, Any]]], *,
                 offline: bool, now_ms: int, coupons: list[str],
-                coupons_used: list[str], charged: int) -> list[tuple[str, str, dict[str, Any]]]:
+                coupons_used: list[str], charged: int,
+                till_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         cached = self.promotions.ruleset(self.channel)
         assert cached is not None and self.catalog.catalog is not None  # priced just now
         snapshot = cached[0]
@@ -358,7 +363,7 @@ class PosService:
                                                   "stored_value")}
         sale = {
             "member_id": member.id if member else None, "channel": self.channel,
-            "till_id": self.till_id, "snapshot_version": snapshot.version,
+            "till_id": till_id, "snapshot_version": snapshot.version,
             "engine_version": priced.engine_version, "ruleset_hash": snapshot.ruleset_hash(),
             "priced_at": now_ms, "basket": basket.model_dump(mode="json"),
             "catalog": used.model_dump(mode="json"),
@@ -431,7 +436,8 @@ class PosService:
     # ---- receipts --------------------------------------------------------------------------
 
     def _receipt(self, sale_id: str, priced: PricedBasket, tenders: Tenders, *, now_ms: int,
-                 offline: bool, member: Member | None = None, cashier: str | None = None,
+                 offline: bool, till_id: str, member: Member | None = None,
+                 cashier: str | None = None,
                  sale_number: int | None = None) -> Receipt:
         catalog = self.catalog.catalog
         names = {sku: item.name or sku for sku, item in catalog.items.items()} if catalog else {}
@@ -474,7 +480,7 @@ class PosService:
                 tax_line=f"{info.tax_id_label} {info.tax_id}"[:80] if info.tax_id else None),
             issued_at=(datetime(1970, 1, 1, tzinfo=UTC)
                        + timedelta(milliseconds=now_ms)).astimezone(tz),
-            till_id=self.till_id[:40], cashier=cashier[:40] if cashier else None,
+            till_id=till_id[:40], cashier=cashier[:40] if cashier else None,
             sale_number=sale_number, member=points,
             lines=[ReceiptLine(name=names.get(ln.sku, ln.sku)[:80], qty=ln.qty,
                                unit_price=ln.unit_price, amount=ln.gross)
