@@ -19,3 +19,5 @@ def test_bench_reports_rate_and_p99(capsys) -> None:
     assert result["python_baskets_per_s"] > 0 and result["python_p99_ms"] > 0
     assert result["speedup_vs_python"] > 0 and result["results_equal"] is True
     assert result["engine"] in ("compiled", "python")
+    # every basket was priced by both engines and compared (none when only one exists)
+    assert result["results_checked"] == (1_000 if result["engine"] == "compiled" else 0)
