@@ -288,7 +288,10 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                              layout=DEFAULT_LAYOUT if opts.full_store else None,
                              carts=opts.carts, radio_path=radio_path,
                              cart_snapshots=opts.full_store, unscanned_share=0.15,
-                             cart_site_radio=opts.full_store, cart_dwell_s=DEMO_DWELL_S)
+                             cart_site_radio=opts.full_store, cart_dwell_s=DEMO_DWELL_S,
+                             # shoppers pay on their cart's screen at the end of a trip
+                             cart_screen_url=(agent.in_aisle.url if agent.in_aisle is not None
+                                              else None))
         sim_stop = asyncio.Event()
         sim_task = asyncio.create_task(sim.run(sim_stop), name="demo-sim")
 
@@ -408,7 +411,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             if retail is not None:
                 stored_now = await asyncio.to_thread(stored_ids)
                 retail_part = await demo_retail.retail_summary(
-                    http, retail, sales_in_cloud=len(set(retail.till_sales) & stored_now),
+                    http, retail, store_id=opts.store_id,
+                    sales_in_cloud=len(set(retail.till_sales) & stored_now),
                     printer_dir=printer_dir)
                 retail_part |= demo_retail.shelf_agreement(agent)
                 produced -= set(retail.till_sales)  # device events only, below
@@ -500,13 +504,18 @@ async def _finish(tasks: list[asyncio.Task[None]], retail: Any, *, timeout_s: fl
 
 
 def _retail_ok(summary: dict[str, Any]) -> bool:
-    """The retail part's own check: every till sale stored once and re-priced to the same
-    total, the member's points what the receipts said, the order printed and handed over,
+    """The retail part's own check: every till sale stored once; every sale (till and
+    carts) audited by the cloud, re-priced to the same total, charged what it recorded;
+    no coupon redeemed from a range the cloud did not allocate; the member's points what
+    the receipts said, the order printed and handed over,
     every e-shelf label on the till's price."""
     if "till_sales" not in summary:
         return True
     return (summary["sales_in_cloud"] == summary["till_sales"] > 0
             and summary["reprice_mismatches"] == 0
+            and summary["sales_unaudited"] == 0 and summary["sales_audit_pending"] == 0
+            and summary["charged_differs"] == 0
+            and summary["coupon_flags_not_allocated"] == 0
             and summary["member_points"] == summary["member_points_expected"]
             and summary["pick_ticket_printed"]
             and summary["online_order_status"] == "handed_over"
@@ -584,7 +593,9 @@ def demo(
     if "till_sales" in summary:
         if _retail_ok(summary):
             console.print(f"[green]{summary['till_sales']} till sales in the cloud ledger, "
-                          "each re-priced to the same total; the online order printed at "
+                          f"{summary['sales_audited']} sales (till and carts) re-priced by "
+                          "the cloud to the same total, none unaudited, each charged what "
+                          "it recorded; the online order printed at "
                           "the store and handed over; "
                           f"{summary['shelf_prices_checked']} shelf labels on the till's "
                           "prices[/green]")

@@ -18,9 +18,10 @@ Everything goes through the production paths (decision 0017):
   store (the nearest one with stock), whose printer prints the pick ticket; store staff
   move it through picking, ready and handed over, and the statuses flow back.
 
-``retail_summary`` then reads the cloud's side: sales stored, mismatches the re-pricing
-found (``GET /api/v1/promotions/mismatches``), the member's points against what the
-till's receipts said they earned, and the order's status history.
+``retail_summary`` then reads the cloud's side: sales stored, what the cloud's audit
+concluded on every sale (``GET /api/v1/promotions/audit``: re-priced to the same total,
+mismatched, unaudited, money charged that differs from the sale), the member's points
+against what the till's receipts said they earned, and the order's status history.
 """
 
 from __future__ import annotations
@@ -240,9 +241,25 @@ def printed_with(folder: Path, text: str) -> bool:
                for p in sorted(folder.glob("receipt-*.txt")))
 
 
-async def retail_summary(http: httpx.AsyncClient, demo: RetailDemo, *, sales_in_cloud: int,
-                         printer_dir: Path | None) -> dict[str, Any]:
-    mismatches = await http.get("/api/v1/promotions/mismatches")
+async def sales_audit(http: httpx.AsyncClient, store_id: str, *,
+                      timeout_s: float = 15.0) -> dict[str, Any]:
+    """The cloud's audit of the store's sales (``GET /api/v1/promotions/audit``), once it
+    has concluded on every sale it stored (``pending`` 0) or ``timeout_s`` has passed."""
+    audit: dict[str, Any] = {}
+
+    async def concluded() -> bool:
+        nonlocal audit
+        audit = await _ok(await http.get("/api/v1/promotions/audit",
+                                         params={"store_id": store_id}), "sales audit")
+        return int(audit["pending"]) == 0
+
+    await _poll(concluded, timeout_s=timeout_s, every_s=0.5)
+    return audit
+
+
+async def retail_summary(http: httpx.AsyncClient, demo: RetailDemo, *, store_id: str,
+                         sales_in_cloud: int, printer_dir: Path | None) -> dict[str, Any]:
+    audit = await sales_audit(http, store_id)
     member: dict[str, Any] = {}
     if demo.member_id:
         member = (await http.get(f"/api/v1/members/{demo.member_id}")).json()
@@ -256,8 +273,15 @@ async def retail_summary(http: httpx.AsyncClient, demo: RetailDemo, *, sales_in_
         "till_sales": len(demo.till_sales),
         "sales_in_cloud": sales_in_cloud,
         "sales_refused": demo.refused,
-        "reprice_mismatches": (len(mismatches.json()) if mismatches.status_code == 200
-                               else None),
+        # the cloud's audit of every sale the store sent (till, carts): re-priced to the
+        # same totals, mismatched, or unaudited (it could not re-price them), and sales
+        # whose money charged differs from what the sale recorded
+        "sales_audited": audit.get("audited"),
+        "reprice_mismatches": audit.get("mismatched"),
+        "sales_unaudited": audit.get("unaudited"),
+        "sales_unaudited_reasons": audit.get("unaudited_reasons"),
+        "sales_audit_pending": audit.get("pending"),
+        "charged_differs": audit.get("charged_differs"),
         "member_points": member.get("points_balance"),
         "member_points_expected": WELCOME_POINTS + demo.member_points_earned,
         "online_order_store": demo.order_store,

@@ -19,11 +19,11 @@ _PROGRESS = re.compile(r"sales (\d+) \((\d+) till, (\d+) cart\)\s+vends (\d+)\s+
 
 def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path, Path]:
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "storefleet", "demo", "--data-dir", str(tmp_path / "demo"),
-         *extra],
-        stdout=out.open("w"), stderr=err.open("w"), text=True,
-        env={**os.environ, "COLUMNS": "250"})
+    with out.open("w") as stdout, err.open("w") as stderr:  # the child keeps its own copies
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "storefleet", "demo", "--data-dir", str(tmp_path / "demo"),
+             *extra],
+            stdout=stdout, stderr=stderr, text=True, env={**os.environ, "COLUMNS": "250"})
     return proc, out, err
 
 
@@ -120,7 +120,7 @@ def test_ctrl_c_ends_the_demo_with_the_full_summary(tmp_path: Path) -> None:
     # the e-shelf labels follow the till's book and markdowns: every label's price is what
     # the till charges for one unit (the sample's bakery markdown included)
     assert summary["shelf_prices_checked"] >= 20 and summary["shelf_prices_differ"] == []
-    assert "till sales in the cloud ledger, each re-priced to the same total" in stderr
+    assert "re-priced by the cloud to the same total, none unaudited" in stderr
     printed = sorted((tmp_path / "demo" / "printer").glob("receipt-*.txt"))
     assert len(printed) >= summary["till_sales"] + 1  # receipts and the pick ticket
 
