@@ -260,6 +260,14 @@ async def sales_audit(http: httpx.AsyncClient, store_id: str, *,
 async def retail_summary(http: httpx.AsyncClient, demo: RetailDemo, *, store_id: str,
                          sales_in_cloud: int, printer_dir: Path | None) -> dict[str, Any]:
     audit = await sales_audit(http, store_id)
+    if demo.order_id and demo.order_steps_done:
+        # the store's last step travels through its outbox like any event: wait for it
+        order_id, last = demo.order_id, demo.order_steps_done[-1]
+
+        async def arrived() -> bool:
+            return await order_status(http, order_id) == last
+
+        await _poll(arrived, timeout_s=15.0, every_s=0.25)
     member: dict[str, Any] = {}
     if demo.member_id:
         member = (await http.get(f"/api/v1/members/{demo.member_id}")).json()

@@ -27,14 +27,15 @@ def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path, Pa
     return proc, out, err
 
 
-def _wait_progress(proc: subprocess.Popen[str], err: Path, *, timeout_s: float,
+def _wait_progress(proc: subprocess.Popen[str], log: Path, *, timeout_s: float,
                    until: object) -> re.Match[str] | None:
-    """The newest progress line once ``until(match)`` holds (None on time-out)."""
+    """The newest progress line in ``log`` (stderr with ``--json``, else stdout) once
+    ``until(match)`` holds (None on time-out)."""
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
-        assert proc.poll() is None, err.read_text()[-3000:]
-        matches = list(_PROGRESS.finditer(err.read_text()))
+        assert proc.poll() is None, log.read_text()[-3000:]
+        matches = list(_PROGRESS.finditer(log.read_text()))
         if matches:
             last = matches[-1]
             if until(last):  # type: ignore[operator]
@@ -129,8 +130,8 @@ def test_sigterm_ends_the_demo_with_the_plain_summary(tmp_path: Path) -> None:
     """A service manager's SIGTERM, shortly after start: the plain summary on stdout and
     exit 0 (1 only when a check fails)."""
     proc, out, err = _start(tmp_path)
-    seen = _wait_progress(proc, err, timeout_s=120, until=lambda m: int(m[2]) >= 1)
-    assert seen is not None, err.read_text()[-3000:]
+    seen = _wait_progress(proc, out, timeout_s=120, until=lambda m: int(m[2]) >= 1)
+    assert seen is not None, out.read_text()[-3000:] + err.read_text()[-3000:]
     rc = _stop(proc, signal.SIGTERM)
     stdout = out.read_text()
     assert rc == 0, stdout[-3000:] + err.read_text()[-3000:]
