@@ -25,7 +25,9 @@ the median, min and max over rounds. Wall-clock latency is at the mercy of whate
 the machine runs, so each round also reports CPU per scan report (``process_time`` of the
 whole process - agent, screen server, the 300 clients and the generator - and of the
 event-loop thread alone) and the garbage collector's pauses, which a busy machine does
-not inflate the same way.
+not inflate the same way. ``--path-scans``: the CPU per report of the agent's per-scan
+path alone (driver, trigger service, screen pushes into the hub; no sockets, no coupons),
+three repetitions after the rounds: the figure to compare two versions of the code by.
 
 ``--locator model`` locates carts with the demo store's trained model (particle filter
 per cart, decision 0009) as the demo does, instead of the strongest-beacon fallback.
@@ -78,6 +80,7 @@ from edge_agent.storage import Database
 from edge_agent.uplink.outbox import Outbox
 from protocols import encode
 from protocols.cart import BeaconReading, CartScan, CartSessionMsg
+from protocols.clock import ManualClock
 from protocols.triggers import TriggerRule, parse_rules
 
 LAYOUT = Path(__file__).resolve().parents[1] / "firmware_sim" / "layouts" / "demo_store.toml"
@@ -191,7 +194,7 @@ class GcWatch:
 
 async def phase(*, indexed: bool, carts: int, hz: float, seconds: float, warmup: float,
                 filler: int, zone_s: float, cooldown_s: float, workdir: Path,
-                locator: LocatorKind = "beacon", gc_freeze: bool = False) -> dict[str, Any]:
+                locator: LocatorKind = "beacon") -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
     store = StoreMap.load(LAYOUT)
@@ -271,11 +274,6 @@ async def phase(*, indexed: bool, carts: int, hz: float, seconds: float, warmup:
     per_zone = max(1, round(zone_s * hz))
     watch = GcWatch()
     gc.callbacks.append(watch)
-    if gc_freeze:
-        # everything built so far (modules, rules, sockets) lives as long as the agent:
-        # out of the collector's sight, a full collection walks only what came after
-        gc.collect()
-        gc.freeze()
     start = time.perf_counter()
     sent = 0
     sent_at_start = 0
@@ -309,8 +307,6 @@ async def phase(*, indexed: bool, carts: int, hz: float, seconds: float, warmup:
     elapsed = time.perf_counter() - wall0
     watch.active = False
     gc.callbacks.remove(watch)
-    if gc_freeze:
-        gc.unfreeze()
     await asyncio.sleep(0.5)  # let the last coupons arrive
     for task in (service_task, driver_task):
         task.cancel()
@@ -328,7 +324,6 @@ async def phase(*, indexed: bool, carts: int, hz: float, seconds: float, warmup:
     return {
         "indexed": indexed,
         "locator": locator,
-        "gc_freeze": gc_freeze,
         "scans_per_s": round(scans / elapsed, 1),
         "coupons": len(ms),
         "coupons_per_s": round(len(ms) / elapsed, 1),
@@ -345,6 +340,69 @@ async def phase(*, indexed: bool, carts: int, hz: float, seconds: float, warmup:
         "rate_limited": int(dropped),
         "ws_messages": received,
     }
+
+
+async def scan_path(*, carts: int, scans: int, filler: int, zone_s: float, hz: float,
+                    workdir: Path, locator: LocatorKind = "beacon") -> dict[str, Any]:
+    """CPU of the agent's per-scan path alone, no sockets: the cart driver's intake, the
+    trigger service's loop (locate, the engine, the screen's dot and basket pushes into
+    the hub's queues). The hot rule never fires here (coupons are ~1 % of reports and
+    measured by ``phase``), so this is the cost every report pays. ``thread_time`` of
+    the one thread it runs on: what a busy machine inflates least."""
+    store = StoreMap.load(LAYOUT)
+    clock = ManualClock()
+    ctx = FakeContext(clock=clock)
+    driver = CartDriver(DeviceConfig("carts", "cart", options={"max_carts": carts + 10}), ctx)
+    driver_task = asyncio.create_task(driver.run(), name="bench-carts")
+    await asyncio.sleep(0)
+    hub = ScreenHub(clock=ctx.clock, registry=ctx.registry)
+    ledger = CouponLedger(workdir / "triggers.db")
+    engine = TriggerEngine(rules(store, filler, cooldown_s=0)[1:])  # filler only: none fire
+    backend = CartScreenBackend(ctx=ctx, store_id="S001", hub=hub, pricing=lambda: None,
+                                ledger=ledger, carts=lambda: driver, store_map=store)
+    service = TriggerService(ctx, ledger=ledger, engine=engine,
+                             locator=make_locator(locator, store), carts=lambda: driver,
+                             on_location=backend.on_location)
+    await service.start()
+    service_task = asyncio.create_task(service.run(), name="bench-triggers")
+    ids = [f"cart-{i:03d}" for i in range(carts)]
+    screens = []
+    for cart_id in ids:
+        sub = hub.subscribe(cart_id)
+        screens.append((sub, sub.__enter__()))
+        await ctx.deliver_local("cart", cart_id, "session", encode(CartSessionMsg(
+            session_id=f"s-{cart_id}", action="start", ts=ctx.clock.now_ms())))
+    near = readings_near(store)
+    payloads = [[encode(CartScan(ts=0, session_id=f"s-{cart_id}", readings=zone))
+                 for zone in near] for cart_id in ids]
+    per_zone = max(1, round(zone_s * hz))
+    await asyncio.sleep(0.05)
+    cpu0 = time.thread_time()
+    for tick in range(scans):
+        slot = tick % carts
+        step = tick // carts + slot
+        if slot == 0:
+            # the agent's clock moves 1/hz per round of carts, so each cart's filter,
+            # the map dot's 1 s throttle and the dwell times see the real rate
+            clock.advance(1.0 / hz)
+        await ctx.deliver_local("cart", ids[slot], "scan",
+                                payloads[slot][(step // per_zone + slot) % len(near)])
+        await asyncio.sleep(0)  # the service takes it, as between two bus messages
+        if slot == carts - 1:
+            for _, queue in screens:  # the screens read what was pushed
+                while not queue.empty():
+                    queue.get_nowait()
+    cpu = time.thread_time() - cpu0
+    judged = ctx.registry.get_sample_value("storefleet_trigger_observations_total",
+                                           {"kind": "position"}) or 0
+    for task in (service_task, driver_task):
+        task.cancel()
+    await asyncio.gather(service_task, driver_task, return_exceptions=True)
+    for cm, _ in screens:
+        cm.__exit__(None, None, None)
+    await service.aclose()
+    return {"scans": scans, "judged": int(judged), "locator": locator,
+            "cpu_us_per_scan": round(cpu / scans * 1e6, 2)}
 
 
 SPREAD_KEYS = ("p50_ms", "p99_ms", "max_ms", "scans_per_s", "cpu_share", "cpu_us_per_scan",
@@ -378,8 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="per-cart cool-down of the hot rule: sets the coupon rate")
     ap.add_argument("--locator", choices=("beacon", "model"), default="beacon",
                     help="strongest beacon (fallback) or the demo store's trained model")
-    ap.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=False,
-                    help="gc.freeze() once set up, as an agent that froze its start-up heap")
+    ap.add_argument("--path-scans", type=int, default=30_000,
+                    help="scan reports through the agent's path alone, no sockets, for its "
+                         "CPU per report (3 repetitions; 0: skip)")
     ap.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -408,8 +467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 r = asyncio.run(phase(
                     indexed=indexed, carts=args.carts, hz=args.hz, seconds=args.seconds,
                     warmup=args.warmup, filler=args.rules, zone_s=args.zone_s,
-                    cooldown_s=args.cooldown_s, workdir=Path(tmp), locator=args.locator,
-                    gc_freeze=args.gc_freeze))
+                    cooldown_s=args.cooldown_s, workdir=Path(tmp), locator=args.locator))
             results[indexed].append(r)
             name = "indexed " if indexed else "baseline"
             print(f"{name} round {i + 1}/{n}: {r['scans_per_s']} scans/s, {r['coupons']} "
@@ -417,13 +475,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   f"{r['cpu_share']:.0%}, {r['cpu_us_per_scan']} us/scan, gen2 GC "
                   f"{r['gc']['gen2']['n']} (max {r['gc']['gen2']['max_cpu_ms']} ms cpu)",
                   file=out)
+    path = []
+    for _ in range(3 if args.path_scans > 0 else 0):
+        with tempfile.TemporaryDirectory(prefix="bench-triggers-") as tmp:
+            path.append(asyncio.run(scan_path(
+                carts=args.carts, scans=args.path_scans, filler=args.rules, zone_s=args.zone_s,
+                hz=args.hz, workdir=Path(tmp), locator=args.locator)))
+    if path:
+        print(f"scan path alone: {[p['cpu_us_per_scan'] for p in path]} us CPU per report",
+              file=out)
     summary: dict[str, Any] = {
         "bench": "triggers", "carts": args.carts, "hz": args.hz, "rules": args.rules + 1,
         "seconds": args.seconds, "cooldown_s": args.cooldown_s, "locator": args.locator,
-        "gc_freeze": args.gc_freeze, "python": platform.python_version(), "cpus_pinned": 1,
+        "python": platform.python_version(), "cpus_pinned": 1,
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "indexed": spread(results[True]),
-        "baseline_unindexed": spread(results[False]) if results[False] else None}
+        "baseline_unindexed": spread(results[False]) if results[False] else None,
+        "scan_path": {"scans": args.path_scans, "cpu_us_per_scan": [
+            p["cpu_us_per_scan"] for p in path],
+            "min_cpu_us_per_scan": min(p["cpu_us_per_scan"] for p in path)} if path else None}
     for key, label in (("indexed", "indexed "), ("baseline_unindexed", "baseline")):
         s = summary[key]
         if s is not None and "p99_ms" in s:

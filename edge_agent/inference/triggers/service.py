@@ -160,49 +160,44 @@ class TriggerService:
                 await asyncio.sleep(_RESUBSCRIBE_S)
                 continue
             sub = driver.subscribe_scans(maxsize=4096)
-            in_a_row = 0
             try:
                 while self._carts is not None and self._carts() is driver:
-                    if sub.queue.empty():
-                        in_a_row = 0
-                        report = await self._wait_report(sub.queue)
-                        if report is None:
-                            continue
-                    else:
-                        # A waiting report is taken without arming a timer: a timer per
-                        # report cost more CPU than judging the scan (decision 0020).
-                        report = sub.queue.get_nowait()
-                        in_a_row += 1
-                        if in_a_row >= _YIELD_EVERY:
-                            # a backlog is worked off in slices, so the screens' sockets
-                            # and the coupon issues waiting behind it keep moving
-                            in_a_row = 0
-                            await asyncio.sleep(0)
-                    started = self.ctx.clock.monotonic()
-                    decisions = self.observe_scan(
-                        report.cart_id, session_id=report.session_id,
-                        member_id=report.member_id,
-                        readings=[(r.beacon, r.rssi) for r in report.scan.readings])
-                    # Issuing waits for a SQLite commit (an fsync): it runs beside the scan
-                    # loop, so one cart's coupon never holds up every other cart's reports.
-                    # The engine has already counted the decision, so caps hold meanwhile.
-                    for decision in decisions:
-                        self.spawn(self._issue_timed(decision, started),
-                                    f"trigger-issue-{decision.issue_id}")
+                    try:
+                        # One timer a second, not one per report (decision 0020): when it
+                        # fires, the loop checks that its driver is still the agent's.
+                        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                        # cancellation that lands as the queue hands over an item.
+                        async with asyncio.timeout(_RESUBSCRIBE_S):
+                            await self._follow(sub.queue)
+                    except TimeoutError:
+                        continue
             finally:
                 sub.close()
 
-    @staticmethod
-    async def _wait_report(queue: asyncio.Queue[Any]) -> Any:
-        """The next report, or None after ``_RESUBSCRIBE_S`` without one (the caller
-        then checks that its driver is still the agent's)."""
-        try:
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
-            # cancellation that lands as the queue hands over an item
-            async with asyncio.timeout(_RESUBSCRIBE_S):
-                return await queue.get()
-        except TimeoutError:
-            return None
+    async def _follow(self, queue: asyncio.Queue[Any]) -> None:
+        """Judge scan reports as they come, until cancelled. A report is only ever in
+        hand between two awaits, so a cancellation never drops one."""
+        in_a_row = 0
+        while True:
+            if queue.empty():
+                in_a_row = 0  # the get below waits: the other tasks run
+            elif in_a_row >= _YIELD_EVERY:
+                # a backlog is worked off in slices, so the screens' sockets and the
+                # coupon issues waiting behind it keep moving
+                in_a_row = 0
+                await asyncio.sleep(0)
+            report = await queue.get()  # at once when one is waiting
+            in_a_row += 1
+            started = self.ctx.clock.monotonic()
+            decisions = self.observe_scan(
+                report.cart_id, session_id=report.session_id, member_id=report.member_id,
+                readings=[(r.beacon, r.rssi) for r in report.scan.readings])
+            # Issuing waits for a SQLite commit (an fsync): it runs beside the scan loop,
+            # so one cart's coupon never holds up every other cart's reports. The engine
+            # has already counted the decision, so caps hold meanwhile.
+            for decision in decisions:
+                self.spawn(self._issue_timed(decision, started),
+                           f"trigger-issue-{decision.issue_id}")
 
     # ---- observations ---------------------------------------------------------------------
 

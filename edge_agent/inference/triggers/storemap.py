@@ -129,33 +129,29 @@ class BeaconLocator:
 
     def __init__(self, store_map: StoreMap) -> None:
         self.map = store_map
-        self._anchors = {a.key: a for a in store_map.anchors}
         self._zone_of = {a.key: store_map.zone_at(a.pos) for a in store_map.anchors}
         # what ``locate`` needs per scan report, computed once (it runs 1,500 times a
         # second for 300 carts): anchor positions and the shelves as plain tuples
         self._pos = {a.key: a.pos for a in store_map.anchors}
-        self._shelves = tuple((s.pos[0], s.pos[1], s.id) for s in store_map.shelves)
+        self._shelves = _shelf_table(store_map)
 
     def locate(self, readings: Sequence[tuple[str, int]], *, cart_id: str = "",
                t: float = 0.0) -> Location | None:
         pos = self._pos
-        known = sorted(((rssi, key) for key, rssi in readings if key in pos), reverse=True)
+        known = [(rssi, key) for key, rssi in readings if key in pos]
         if not known:
             return None
-        top = known[:CENTROID_ANCHORS]
-        # weight ~ received power in mW: 10 dB stronger counts 10x
-        weights = [10 ** (rssi / 10) for rssi, _ in top]
-        total = sum(weights)
-        x = sum(w * pos[k][0] for w, (_, k) in zip(weights, top, strict=True)) / total
-        y = sum(w * pos[k][1] for w, (_, k) in zip(weights, top, strict=True)) / total
-        # StoreMap.shelf_near, inlined: the first of the nearest shelves, within reach
-        shelf, best = None, math.inf
-        for sx, sy, sid in self._shelves:
-            d = math.hypot(sx - x, sy - y)
-            if d < best:
-                shelf, best = sid, d
-        return Location(x=x, y=y, zone=self._zone_of[top[0][1]],
-                        shelf=shelf if best <= SHELF_RADIUS_M else None)
+        known.sort(reverse=True)
+        total = x = y = 0.0
+        for rssi, key in known[:CENTROID_ANCHORS]:
+            w = 10 ** (rssi / 10)  # weight ~ received power in mW: 10 dB stronger counts 10x
+            ax, ay = pos[key]
+            total += w
+            x += w * ax
+            y += w * ay
+        x, y = x / total, y / total
+        return Location(x=x, y=y, zone=self._zone_of[known[0][1]],
+                        shelf=_shelf_near(self._shelves, x, y))
 
 
 class PositionerLocator:
@@ -165,26 +161,47 @@ class PositionerLocator:
     shelf = nearest shelf within ``SHELF_RADIUS_M``, as for ``BeaconLocator``."""
 
     def __init__(self, positioner: Positioner, store_map: StoreMap | None) -> None:
+        # imported here, not per scan: the module loads numpy, wanted only with a model
+        from edge_agent.inference.positioning import ScanReport
+
         self.positioner = positioner
         self.map = store_map
+        self._report = ScanReport
+        self._shelves = _shelf_table(store_map) if store_map is not None else ()
 
     def locate(self, readings: Sequence[tuple[str, int]], *, cart_id: str = "",
                t: float = 0.0) -> Location | None:
-        from edge_agent.inference.positioning import ScanReport
-
+        report = self._report
         update = self.positioner.observe(
-            cart_id, [ScanReport(key, float(rssi), t) for key, rssi in readings], t=t)
+            cart_id, [report(key, float(rssi), t) for key, rssi in readings], t=t)
         if update is None:
             return None
-        point = (update.x, update.y)
         zone = update.zone
         if zone is None and self.map is not None:
-            zone = self.map.zone_at(point)
-        shelf = self.map.shelf_near(point) if self.map is not None else None
-        return Location(x=update.x, y=update.y, zone=zone, shelf=shelf.id if shelf else None)
+            zone = self.map.zone_at((update.x, update.y))
+        return Location(x=update.x, y=update.y, zone=zone,
+                        shelf=_shelf_near(self._shelves, update.x, update.y))
 
     def forget(self, cart_id: str) -> None:
         self.positioner.forget(cart_id)
+
+
+ShelfTable = tuple[tuple[float, float, str], ...]
+
+
+def _shelf_table(store_map: StoreMap) -> ShelfTable:
+    return tuple((s.pos[0], s.pos[1], s.id) for s in store_map.shelves)
+
+
+def _shelf_near(shelves: ShelfTable, x: float, y: float) -> str | None:
+    """``StoreMap.shelf_near`` for the locators, which run on every scan report: the
+    first of the nearest shelves within ``SHELF_RADIUS_M``, over plain tuples."""
+    shelf, best = None, math.inf
+    for sx, sy, sid in shelves:
+        d = math.hypot(sx - x, sy - y)
+        if d < best:
+            shelf, best = sid, d
+    return shelf if best <= SHELF_RADIUS_M else None
 
 
 def _beacon_key(b: dict[str, Any]) -> str:
