@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -541,21 +541,10 @@ async def wait_store_online(http: httpx.AsyncClient, *, timeout_s: float = 20.0)
         await asyncio.sleep(0.2)
 
 
-def demo(
-    duration: Annotated[float | None, typer.Option(help="stop after this many seconds "
-                                                    "(default: run until Ctrl-C)")] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="end with a one-line JSON summary")
-    ] = False,
-    store: Annotated[str, typer.Option(help="store id")] = "S001",
-    devices: Annotated[int, typer.Option(min=1, help="simulated devices")] = 6,
-    rate: Annotated[float, typer.Option(min=0.1, help="events per second")] = 20.0,
-    data_dir: Annotated[Path | None, typer.Option(help="keep databases here "
-                                                   "(default: a temp dir, removed)")] = None,
-    api_port: Annotated[int, typer.Option(help="API port (another is picked if busy)")] = 8000,
-    log_level: Annotated[str, typer.Option(help="log level of the components")] = "warning",
-) -> None:
-    """Run cloud, broker, one store's agent and simulated devices in one process."""
+def demo(*, duration: float | None, as_json: bool, store: str, devices: int, rate: float,
+         data_dir: Path | None, api_port: int, log_level: str) -> None:
+    """Run cloud, broker, one store's agent and simulated devices in one process (the
+    ``storefleet demo`` command: its options, defaults and help are in storefleet/cli.py)."""
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # amqtt logs every client disconnect at warning level; keep the demo readable.
