@@ -114,5 +114,6 @@ def mask_id(member_id: str) -> str:
     """A member id as a receipt shows it: the last characters only, never more than
     half of them (a lost receipt must not give the card away): "M0004" -> "***04"."""
     keep = min(4, len(member_id) // 2)
-    return "*" * (len(member_id) - keep) + member_id[len(member_id) - keep:]
+    # at most 4 stars: a long id (a uuid) still fits the 42-column row beside its label
+    return "*" * min(4, len(member_id) - keep) + member_id[len(member_id) - keep:]
 
