@@ -10,27 +10,46 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 SIX_FAMILIES = ["audio", "beacons", "carts", "esl", "pos", "vending"]
 _PROGRESS = re.compile(r"sales (\d+) \((\d+) till, (\d+) cart\)\s+vends (\d+)\s+coupons (\d+) "
                        r"triggered, (\d+) redeemed\s+labels (\d+) updated(?:\s+order (\w+))?")
 
 
-def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path, Path]:
-    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    with out.open("w") as stdout, err.open("w") as stderr:  # the child keeps its own copies
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "storefleet", "demo", "--data-dir", str(tmp_path / "demo"),
-             *extra],
-            stdout=stdout, stderr=stderr, text=True, env={**os.environ, "COLUMNS": "250"})
-    return proc, out, err
+Starter = Callable[..., tuple[subprocess.Popen[str], Path, Path]]
+
+
+@pytest.fixture
+def start_demo(tmp_path: Path) -> Iterator[Starter]:
+    """Starts ``storefleet demo`` as a user does; whatever the test's outcome, no demo
+    outlives it."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*extra: str) -> tuple[subprocess.Popen[str], Path, Path]:
+        out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+        with out.open("w") as stdout, err.open("w") as stderr:  # the child has its copies
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "storefleet", "demo", "--data-dir",
+                 str(tmp_path / "demo"), *extra],
+                stdout=stdout, stderr=stderr, text=True,
+                env={**os.environ, "COLUMNS": "250"}))
+        return procs[-1], out, err
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _wait_progress(proc: subprocess.Popen[str], log: Path, *, timeout_s: float,
-                   until: object) -> re.Match[str] | None:
+                   until: Callable[[re.Match[str]], bool]) -> re.Match[str]:
     """The newest progress line in ``log`` (stderr with ``--json``, else stdout) once
-    ``until(match)`` holds (None on time-out)."""
+    ``until(match)`` holds; fails the test on time-out or if the demo ends first."""
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
@@ -38,33 +57,29 @@ def _wait_progress(proc: subprocess.Popen[str], log: Path, *, timeout_s: float,
         matches = list(_PROGRESS.finditer(log.read_text()))
         if matches:
             last = matches[-1]
-            if until(last):  # type: ignore[operator]
+            if until(last):
                 return last
         time.sleep(0.5)
-    return last
+    raise AssertionError(f"the demo did not get there in {timeout_s:.0f} s; last progress: "
+                         f"{last[0] if last else None}")
 
 
 def _stop(proc: subprocess.Popen[str], sig: signal.Signals) -> int:
     proc.send_signal(sig)
-    try:
-        return proc.wait(timeout=150)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return proc.wait(timeout=150)
 
 
-def test_ctrl_c_ends_the_demo_with_the_full_summary(tmp_path: Path) -> None:
+def test_ctrl_c_ends_the_demo_with_the_full_summary(tmp_path: Path,
+                                                    start_demo: Starter) -> None:
     """The README's first command, stopped with Ctrl-C once the store has done a bit of
     everything: the whole JSON summary, exit 0, and every check in it holds."""
-    proc, out, err = _start(tmp_path, "--json")
+    proc, out, err = start_demo("--json")
 
     def busy(m: re.Match[str]) -> bool:  # till and cart sales, a vend, the order done
         return (int(m[2]) >= 3 and int(m[3]) >= 1 and int(m[4]) >= 1 and int(m[5]) >= 1
                 and m[8] == "handed_over")
 
-    seen = _wait_progress(proc, err, timeout_s=180, until=busy)
-    assert seen is not None, err.read_text()[-3000:]
+    _wait_progress(proc, err, timeout_s=180, until=busy)
     rc = _stop(proc, signal.SIGINT)
     stderr = err.read_text()
     assert rc == 0, stderr[-3000:]
@@ -126,12 +141,11 @@ def test_ctrl_c_ends_the_demo_with_the_full_summary(tmp_path: Path) -> None:
     assert len(printed) >= summary["till_sales"] + 1  # receipts and the pick ticket
 
 
-def test_sigterm_ends_the_demo_with_the_plain_summary(tmp_path: Path) -> None:
+def test_sigterm_ends_the_demo_with_the_plain_summary(start_demo: Starter) -> None:
     """A service manager's SIGTERM, shortly after start: the plain summary on stdout and
     exit 0 (1 only when a check fails)."""
-    proc, out, err = _start(tmp_path)
-    seen = _wait_progress(proc, out, timeout_s=120, until=lambda m: int(m[2]) >= 1)
-    assert seen is not None, out.read_text()[-3000:] + err.read_text()[-3000:]
+    proc, out, err = start_demo()
+    _wait_progress(proc, out, timeout_s=120, until=lambda m: int(m[2]) >= 1)
     rc = _stop(proc, signal.SIGTERM)
     stdout = out.read_text()
     assert rc == 0, stdout[-3000:] + err.read_text()[-3000:]
