@@ -6,7 +6,6 @@ also runnable alone as ``python -m edge_agent run ...``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 from pathlib import Path
@@ -76,6 +75,8 @@ def run(
     except ConfigError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
+    import asyncio  # here, not at the top: 30 ms of every `storefleet ... --help`
+
     try:
         asyncio.run(_run(cfg))
     except AgentError as err:
@@ -84,6 +85,8 @@ def run(
 
 
 async def _run(cfg: AgentConfig) -> None:
+    import asyncio
+
     from edge_agent.app import Agent
 
     stop = asyncio.Event()

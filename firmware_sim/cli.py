@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from firmware_sim.runner import run_until_stopped
+
+if TYPE_CHECKING:
+    import asyncio
 
 # Simulators are imported inside the commands: `storefleet sim ... --help` must stay fast.
 
@@ -60,14 +62,7 @@ def store(
                          cart_screen_url=cart_screen if layout is not None else None)
     wired_families: list[str] = []  # the serial and TCP device families started
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        if duration is not None:
-            loop.call_later(duration, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         closers: list[Callable[[], Awaitable[None]]] = []
         if layout is not None and radio is not None:
             import json
@@ -95,7 +90,7 @@ def store(
             for close in closers:
                 await close()
 
-    asyncio.run(main())
+    run_until_stopped(main, duration)
     typer.echo(f"produced {sim.produced} events from {devices} devices")
     if sim.families_started or wired_families:
         typer.echo(f"families simulated: {', '.join(sim.families_started + wired_families)}")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
-import signal
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from firmware_sim.runner import run_until_stopped
+
+if TYPE_CHECKING:
+    import asyncio
 
 # A WAV of more than an hour at 8 kHz is 58 MB; past that, use the segment log.
 MAX_WAV_S = 3600.0
@@ -30,17 +31,8 @@ def register(app: typer.Typer) -> None:
         """Play what the agent's audio driver says; log segments and render a WAV at the end."""
         from firmware_sim.audio.unit import start_audio_unit_sim
 
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError):
-                    loop.add_signal_handler(sig, stop.set)
-            if duration is not None:
-                loop.call_later(duration, stop.set)
+        async def main(stop: asyncio.Event) -> None:
             sim = await start_audio_unit_sim(bus, unit_id=unit_id)
             started = sim.clock.now_ms()
             try:
@@ -55,4 +47,4 @@ def register(app: typer.Typer) -> None:
                 sim.render_wav(wav, zone=zone, start_ms=start, end_ms=ended)
             typer.echo(f"{unit_id}: {sim.stats['outputs']} outputs, {len(sim.segments)} segments")
 
-        asyncio.run(main())
+        run_until_stopped(main, duration)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from firmware_sim.runner import run_until_stopped
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 def register(app: typer.Typer) -> None:
@@ -25,18 +26,9 @@ def register(app: typer.Typer) -> None:
         """Labels L000.. check in with the AP, pull their job and acknowledge it."""
         from firmware_sim.esl.ap import start_esl_ap_sim
 
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
         names = [f"L{i:03d}" for i in range(labels)]
 
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError):
-                    loop.add_signal_handler(sig, stop.set)
-            if duration is not None:
-                loop.call_later(duration, stop.set)
+        async def main(stop: asyncio.Event) -> None:
             sim = await start_esl_ap_sim(bus, ap_id=ap_id, labels=names,
                                          checkin_interval_s=interval, miss_prob=miss, seed=seed)
             try:
@@ -47,4 +39,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{ap_id}: {sim.stats['jobs']} jobs, {sim.stats['acks']} acks, "
                        f"{shown}/{labels} labels showing a price")
 
-        asyncio.run(main())
+        run_until_stopped(main, duration)

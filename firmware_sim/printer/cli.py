@@ -3,38 +3,22 @@ standalone, for a real agent (or a real POS) to talk to."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from firmware_sim.runner import run_until_stopped
+
+if TYPE_CHECKING:
+    import asyncio
 
 # The simulators are imported inside each command: `storefleet sim ... --help` must not
 # load them (issue 11: every --help under 0.5 s).
 
 Duration = Annotated[float | None, typer.Option(help="stop after this many seconds")]
 Link = Annotated[Path | None, typer.Option(help="also make this stable symlink to the pty")]
-
-
-def _run(main: Callable[[asyncio.Event], Awaitable[None]], duration: float | None) -> None:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-    async def wrapper() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        if duration is not None:
-            loop.call_later(duration, stop.set)
-        await main(stop)
-
-    asyncio.run(wrapper())
 
 
 def printer(
@@ -62,7 +46,7 @@ def printer(
             serial_task.cancel()
         typer.echo(f"printed {len(sim.pages)} receipts, {len(sim.kicks)} drawer kicks")
 
-    _run(main, duration)
+    run_until_stopped(main, duration)
 
 
 def vending(
@@ -80,6 +64,8 @@ def vending(
     duration: Duration = None,
 ) -> None:
     """A vending cabinet (lock board + cashless reader) on a pty; prints the device path."""
+    import asyncio
+
     from firmware_sim.vending import VendingFaults, start_vending_sim
 
     if not pty:
@@ -99,7 +85,7 @@ def vending(
         task.cancel()
         typer.echo(f"{len(sim.vends)} vend requests, {len(sim.unlocks)} doors released")
 
-    _run(main, duration)
+    run_until_stopped(main, duration)
 
 
 def scanner(
@@ -110,6 +96,8 @@ def scanner(
     duration: Duration = None,
 ) -> None:
     """A serial barcode scanner (AIM prefix + CR) on a pty; prints the device path."""
+    import asyncio
+
     from firmware_sim.scanner import scan_forever, start_scanner_sim
 
     pairs = [tuple(c.rsplit(":", 1)) for c in codes.split(",") if ":" in c]
@@ -123,11 +111,13 @@ def scanner(
         task.cancel()
         sim.port.close()
 
-    _run(main, duration)
+    run_until_stopped(main, duration)
 
 
 def display(link: Link = None, duration: Duration = None) -> None:
     """A 2 x 20 customer display on a pty; prints the device path, then what it shows."""
+    import asyncio
+
     from firmware_sim.display import start_display_sim
 
     async def main(stop: asyncio.Event) -> None:
@@ -141,7 +131,7 @@ def display(link: Link = None, duration: Duration = None) -> None:
                 typer.echo(" | ".join(sim.screen.lines()))
         task.cancel()
 
-    _run(main, duration)
+    run_until_stopped(main, duration)
 
 
 def register(app: typer.Typer) -> None:
