@@ -55,6 +55,12 @@ CLOUD = [
      "sum by (reason) (rate(storefleet_api_rejected_total[5m]))", "reqps", True),
     ("Messages published to stores / s",
      "sum by (kind) (rate(storefleet_api_published_total[5m]))", "ops", False),
+    # the sales audit (decision 0021): a sale re-priced to another total, charged other
+    # money than it recorded, or not re-priceable at all is a finding for HQ
+    ("Sales audit: mismatches (1 h) by reason",
+     "sum by (reason) (increase(storefleet_reprice_mismatches_total[1h]))", "none", False),
+    ("Sales audit: unaudited sales (1 h) by reason",
+     "sum by (reason) (increase(storefleet_sales_unaudited_total[1h]))", "none", False),
 ]
 
 
