@@ -24,6 +24,28 @@ from protocols.messages import Death
 logger = logging.getLogger(__name__)
 
 
+class _LostSocketAsDebug(logging.Filter):
+    """paho logs each lost or reset socket as an ERROR ("failed to receive on socket"):
+    one per failed reconnect during an outage. The link raises ``LinkError`` for the same
+    event and the supervisor reports the outage once (``uplink.outage``), so these
+    become DEBUG records."""
+
+    _PREFIXES = ("failed to receive on socket", "timeout on socket")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self._PREFIXES):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            # Handlers judge the record's new level; the logger's was checked for ERROR.
+            return _mqtt_logger.isEnabledFor(logging.DEBUG)
+        return True
+
+
+# paho's and aiomqtt's records for the uplink's MQTT client (not the shared "mqtt" logger,
+# which other clients in the process use).
+_mqtt_logger = logging.getLogger(f"{__name__}.mqtt")
+_mqtt_logger.addFilter(_LostSocketAsDebug())
+
+
 class UplinkLink:
     def __init__(
         self,
@@ -56,6 +78,7 @@ class UplinkLink:
             # paho sends at most this many QoS 1 publishes before PUBACKs; match our window
             # so paho never holds back messages we consider in flight.
             max_inflight_messages=window,
+            logger=_mqtt_logger,
         )
         # aiomqtt logs a warning above 10 pending calls; our window is deliberately larger.
         self._client.pending_calls_threshold = window + 16

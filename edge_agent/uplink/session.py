@@ -26,6 +26,7 @@ from edge_agent.errors import AgentError, LinkError
 from edge_agent.metrics import AgentMetrics
 from edge_agent.storage import KvStore
 from edge_agent.uplink.link import UplinkLink
+from edge_agent.uplink.outage import Outage
 from edge_agent.uplink.outbox import Outbox
 from edge_agent.uplink.publisher import OutboxPublisher
 from edge_agent.uplink.telemetry import TelemetryForwarder
@@ -69,6 +70,7 @@ class UplinkSupervisor:
         self._rebirth = asyncio.Event()
         self._cloud_ready = asyncio.Event()
         self._link: UplinkLink | None = None
+        self._outage = Outage("uplink", clock=clock)
         self.bd_seq = 0
 
     @property
@@ -104,15 +106,21 @@ class UplinkSupervisor:
             try:
                 async with link:
                     await self._serve(link, stop)
-            except AgentError as err:  # link lost, or the outbox failed: a new session
+            except LinkError as err:  # link lost or not made: one warning per outage
+                self._outage.lost(err)
+            except AgentError as err:  # the outbox failed: a new session
                 logger.warning("uplink session ended: %s", err)
             finally:
                 self._link = None
                 self._metrics.uplink_connected.set(0)
+                # Cut off is not ready: the next session's birth must be answered again
+                # (decision 0012) before the gauge says 1.
+                self._cloud_ready.clear()
+                self._metrics.cloud_ready.set(0)
             if stop.is_set():
                 break
             delay = self._backoff.next()
-            logger.info("uplink reconnect in %.1f s", delay)
+            logger.debug("uplink reconnect in %.1f s", delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -126,6 +134,7 @@ class UplinkSupervisor:
         self._metrics.uplink_connected.set(1)
         self._metrics.uplink_connects.inc()
         self._backoff.reset()
+        self._outage.over()
         publisher = _task(self._publish_when_ready(link, historical_upto), "publisher")
         workers = [
             _task(self._telemetry.run(link), "telemetry"),

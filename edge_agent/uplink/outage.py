@@ -1,0 +1,55 @@
+"""How a reconnect loop reports an outage: one WARNING when it starts, one INFO when it ends.
+
+A 10-minute partition with a 0.5-30 s backoff is dozens of failed reconnects; logging
+each (paho logs every lost socket as an ERROR, "failed to receive on socket") buries
+the one fact an operator needs: the link is down since T. So the supervising loop
+tells an ``Outage`` what happened and it logs the edges, not the attempts::
+
+    outage.lost(err)      # the link failed (a session ended, or a connect failed)
+    outage.over()         # a session is up again: INFO with duration and failed attempts
+
+Each failed attempt inside an outage is logged at DEBUG only. The gauges
+(``storefleet_uplink_connected``, ``storefleet_uplink_cloud_ready``) carry the state.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from protocols.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+
+class Outage:
+    def __init__(self, what: str, *, clock: Clock, log: logging.Logger = logger) -> None:
+        self._what = what
+        self._clock = clock
+        self._log = log
+        self._since: float | None = None  # monotonic start of the current outage
+        self.failed_attempts = 0  # reconnects that failed in the current outage
+
+    @property
+    def active(self) -> bool:
+        return self._since is not None
+
+    def lost(self, err: BaseException) -> None:
+        """The link failed: the first failure starts an outage, later ones are counted."""
+        if self._since is None:
+            self._since = self._clock.monotonic()
+            self.failed_attempts = 0
+            self._log.warning("%s outage started: %s; reconnecting with backoff",
+                              self._what, err)
+            return
+        self.failed_attempts += 1
+        self._log.debug("%s reconnect %d failed: %s", self._what, self.failed_attempts, err)
+
+    def over(self) -> None:
+        """A session is up again; ends the current outage, if any."""
+        if self._since is None:
+            return
+        lasted = self._clock.monotonic() - self._since
+        self._log.info("%s outage ended after %.1f s: %d failed reconnects",
+                       self._what, lasted, self.failed_attempts)
+        self._since = None
+        self.failed_attempts = 0
