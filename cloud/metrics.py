@@ -20,6 +20,11 @@ class IngestMetrics:
             "storefleet_ingest_rejected", "Messages rejected (acknowledged, not stored)",
             ["reason"], registry=registry,
         )
+        self.births_refused = Counter(
+            "storefleet_ingest_births_refused",
+            "Births not taken, each answered to its store with a refusal on ready",
+            ["reason"], registry=registry,
+        )
         self.events_stored = Counter(
             "storefleet_ingest_events_stored", "Events newly stored", registry=registry
         )

@@ -50,6 +50,7 @@ from edge_agent.shadow import (
     check_log_level,
 )
 from edge_agent.storage import Database, KvStore
+from edge_agent.uplink.birth import build_birth
 from edge_agent.uplink.link import UplinkLink
 from edge_agent.uplink.outbox import Outbox
 from edge_agent.uplink.session import UplinkSupervisor
@@ -150,13 +151,16 @@ class Agent:
         self._desired_devices: dict[str, Any] = {}
         self._drivers_live = False  # configure() needs the running loop of _serve
         self._health_sig: dict[str, Any] = {}
+        self._alarm_sig: dict[str, Any] = {}
+        self._birth_left_out: list[str] = []
         self.shadow = AgentShadow(
             self.kv,
             store_id=config.store_id,
             clock=self.clock,
             metrics=self.metrics,
             keys={k.name: k for k in self._shadow_keys()},
-            extra_reported=lambda: {"devices_health": self.drivers.health()},
+            extra_reported=lambda: {"devices_health": self.drivers.health(),
+                                    "alarms": self.alarms()},
         )
         self.commands = CommandHandler(
             self.kv,
@@ -289,14 +293,34 @@ class Agent:
     # ---- birth and downlink ------------------------------------------------------------
 
     def _birth(self, bd_seq: int) -> Birth:
-        return Birth(
+        head = Birth(
             bd_seq=bd_seq,
             ts=self.clock.now_ms(),
             agent_version=self.config.agent_version,
-            devices=self._birth_devices(),
             shadow_version=self.shadow.version,
             outbox_depth=self.outbox.depth(),
         )
+        birth, left_out = build_birth(head, self._birth_devices())
+        if left_out != self._birth_left_out and left_out:
+            logger.error("store %s: birth full, %d devices left out (first %s)",
+                         self.config.store_id, len(left_out), left_out[0])
+        self._birth_left_out = left_out
+        self.metrics.birth_left_out.set(len(left_out))
+        return birth
+
+    def alarms(self) -> dict[str, Any]:
+        """What an operator must act on, reported in the agent's shadow (``alarms``):
+        the cloud refusing the birth, devices whose state was refused, devices the
+        birth had no room for. Empty when all is well."""
+        out: dict[str, Any] = {}
+        if (refusal := self.uplink.birth_refusal) is not None:
+            out["birth_refused"] = {"reason": refusal.reason, "bd_seq": refusal.bd_seq,
+                                    "detail": refusal.detail}
+        if refused := self.devices.refused():
+            out["devices_refused"] = refused
+        if self._birth_left_out:
+            out["birth_devices_left_out"] = len(self._birth_left_out)
+        return out
 
     async def _on_downlink(self, link: UplinkLink, topic: str, payload: bytes) -> None:
         if topic.startswith(f"{topics.PREFIX}/{topics.FLEET}/"):
@@ -544,7 +568,7 @@ class Agent:
                 device_id=device_id,
                 kind=h["family"],
                 online=bool(h["online"]),
-                model=h.get("model"),
+                model=h.get("model"),  # bounded when configured (DeviceConfig)
                 last_seen=h.get("last_seen_ms"),
             )
         return [devices[k] for k in sorted(devices)]
@@ -560,8 +584,10 @@ class Agent:
                 k: (v["online"], tuple(v["alarms"]), v["restarts"], v["last_error"])
                 for k, v in health.items()
             }
-            if sig == self._health_sig:
+            alarms = self.alarms()
+            if sig == self._health_sig and alarms == self._alarm_sig:
                 continue
+            self._alarm_sig = alarms
             online_changed = {k: v[0] for k, v in sig.items()} != {
                 k: v[0] for k, v in self._health_sig.items()
             }

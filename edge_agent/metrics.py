@@ -47,6 +47,22 @@ class AgentMetrics:
             "1 once cloud ingest answered this session's birth (the outbox drains)",
             registry=r,
         )
+        self.birth_refused = Counter(
+            "storefleet_uplink_birth_refused_total",
+            "births cloud ingest answered with a refusal, by its reason",
+            ["reason"],
+            registry=r,
+        )
+        self.birth_refused_alarm = Gauge(
+            "storefleet_uplink_birth_refused_alarm",
+            "1 while cloud ingest refuses this store's birth (the outbox cannot drain)",
+            registry=r,
+        )
+        self.birth_left_out = Gauge(
+            "storefleet_birth_devices_left_out",
+            "devices not named in the last birth: past its device or byte bound",
+            registry=r,
+        )
         self.uplink_connects = Counter(
             "storefleet_uplink_connects_total", "uplink sessions established", registry=r
         )

@@ -47,15 +47,41 @@ def _check_ident(value: str, what: str) -> str:
 
 
 # ---- birth / death -----------------------------------------------------------
+#
+# What a store may put into its birth, declared once (decision 0024). The agent builds
+# its birth within these bounds (edge_agent/uplink/birth.py: a device state over them is
+# refused at the edge, devices past them are left out and alarmed); ingest refuses a
+# birth outside them with an explicit ``BirthRefused`` on ``ready``, never silence.
+
+# A model name or firmware version is a product code, never prose (the cloud's
+# columns take 128 characters; 64 leaves a store's birth room for many devices).
+DEVICE_TEXT_MAX = 64
+AGENT_VERSION_MAX = 64  # "1.2.3+g0123abcd.dirty" style; a version, not a changelog
+# The whole birth, encoded. Well under ingest's 256 KiB payload cap (codec
+# DEFAULT_MAX_PAYLOAD), and ~1,700 typical entries (~115 bytes each) fit.
+BIRTH_MAX_BYTES = 192 * 1024
+# Devices named in one birth; a store has a few hundred. The agent also stops adding
+# entries at BIRTH_MAX_BYTES, whichever comes first.
+BIRTH_MAX_DEVICES = 2_000
+
+DeviceText = Annotated[str, Field(max_length=DEVICE_TEXT_MAX)]
+
+
+def device_text_fits(*values: str | None) -> bool:
+    """True when every given model / firmware string is within ``DEVICE_TEXT_MAX``."""
+    return all(v is None or len(v) <= DEVICE_TEXT_MAX for v in values)
 
 
 class DeviceInfo(Msg):
     device_id: Ident
     kind: Ident
     online: bool = True
-    model: str | None = None
-    fw: str | None = None
+    model: DeviceText | None = None
+    fw: DeviceText | None = None
     last_seen: EpochMs | None = None
+    # Why the agent refused what this device said about itself (e.g. "state_too_large");
+    # the device is known, its refused state is not carried.
+    refused: Ident | None = None
 
 
 class Birth(Msg):
@@ -65,8 +91,8 @@ class Birth(Msg):
     online: Literal[True] = True
     bd_seq: int = Field(ge=0)
     ts: EpochMs
-    agent_version: str
-    devices: list[DeviceInfo] = Field(default_factory=list, max_length=10_000)
+    agent_version: str = Field(max_length=AGENT_VERSION_MAX)
+    devices: list[DeviceInfo] = Field(default_factory=list, max_length=BIRTH_MAX_DEVICES)
     shadow_version: int = Field(default=0, ge=0)
     outbox_depth: int = Field(default=0, ge=0)
 
@@ -196,7 +222,24 @@ class CloudReady(Msg):
     birth: the answer proves a subscriber exists again (decision 0012)."""
 
     v: Literal[1] = 1
+    accepted: Literal[True] = True
     bd_seq: int = Field(ge=0)
+    ts: EpochMs
+
+
+class BirthRefused(Msg):
+    """On ``ready`` instead of ``CloudReady``: ingest could not take the store's birth.
+
+    Without it a store whose birth ingest rejects waits for a ``ready`` that never
+    comes, and its outbox grows without end. ``reason`` is the ingest rejection reason
+    (``too_large``, ``invalid_field``, ``unsupported_version``, ``db_rejected`` ...);
+    ``bd_seq`` is the refused session when ingest could read it."""
+
+    v: Literal[1] = 1
+    accepted: Literal[False] = False
+    bd_seq: int | None = Field(default=None, ge=0)
+    reason: Ident
+    detail: str = Field(default="", max_length=512)
     ts: EpochMs
 
 

@@ -16,11 +16,16 @@ Failure handling, in order:
    message the database still refuses is rejected as ``db_rejected``;
 4. any other error (connection lost, disk full, locked, a bug) raises
    ``DatabaseUnavailable``: nothing is acknowledged, the broker redelivers later.
+
+A birth that is not stored (1 or 3) is listed in ``BatchResult.refused``: the worker
+answers its store with a ``BirthRefused`` instead of leaving it waiting for a ``ready``
+that never comes (decision 0024).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -31,13 +36,28 @@ from cloud.errors import DatabaseUnavailable
 from cloud.ingest.apply import Outcome, apply_batch
 from cloud.ingest.decode import Inbound, channel_of, decode_uplink
 from cloud.ingest.hooks import PostCommitHooks
+from protocols import topics
 from protocols.clock import Clock
-from protocols.errors import ProtocolError
+from protocols.errors import ProtocolError, TopicError
 from protocols.messages import Birth, Event
 
 logger = logging.getLogger(__name__)
 
 _DATA_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError)
+# The agent's encoder writes ``bd_seq`` third, within the first few dozen bytes of a
+# birth; a refusal names it when it is there, without parsing an oversized payload.
+_BD_SEQ = re.compile(rb'"bd_seq"\s*:\s*(\d{1,15})[,}\s]')
+_BD_SEQ_HEAD = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedBirth:
+    """A store's birth (or unreadable state) ingest did not store, and why."""
+
+    store_id: str
+    bd_seq: int | None
+    reason: str
+    detail: str
 
 
 @dataclass
@@ -47,6 +67,7 @@ class BatchResult:
     # (store id, bd_seq) of every birth in the committed batch: each store is told
     # its birth was seen (``topics.ready``) before it drains its outbox.
     births: list[tuple[str, int]] = field(default_factory=list)
+    refused: list[RefusedBirth] = field(default_factory=list)
 
 
 class BatchProcessor:
@@ -70,11 +91,15 @@ class BatchProcessor:
                 reason = getattr(err, "reason", "invalid")
                 result.outcome.rejected[reason] += 1
                 logger.warning("rejected message on %s: %s", topic[:200], err)
+                if (refused := _refused_state(topic, payload, err)) is not None:
+                    result.refused.append(refused)
         if items:
-            result.outcome.add(self._store(items))
+            result.outcome.add(self._store(items, refused=result.refused))
             self._after_commit(items)
+            not_stored = {(r.store_id, r.bd_seq) for r in result.refused}
             result.births = [(item.store_id, item.msg.bd_seq) for item in items
-                             if isinstance(item.msg, Birth)]
+                             if isinstance(item.msg, Birth)
+                             and (item.store_id, item.msg.bd_seq) not in not_stored]
         return result
 
     def _after_commit(self, items: list[Inbound]) -> None:
@@ -91,7 +116,7 @@ class BatchProcessor:
             # redelivers and the (idempotent) hooks run again.
             raise DatabaseUnavailable(f"hook: {type(err).__name__}: {err}") from err
 
-    def _store(self, items: list[Inbound]) -> Outcome:
+    def _store(self, items: list[Inbound], *, refused: list[RefusedBirth]) -> Outcome:
         try:
             return self._transaction(items)
         except _DATA_ERRORS as err:
@@ -102,19 +127,24 @@ class BatchProcessor:
             logger.warning("batch of %d refused twice; storing message by message", len(items))
         out = Outcome()
         for item in items:
-            out.add(self._store_one(item))
+            out.add(self._store_one(item, refused=refused))
         return out
 
-    def _store_one(self, item: Inbound) -> Outcome:
+    def _store_one(self, item: Inbound, *, refused: list[RefusedBirth]) -> Outcome:
+        detail = ""
         for attempt in (1, 2):
             try:
                 return self._transaction([item])
             except _DATA_ERRORS as err:
                 if attempt == 2:
+                    detail = str(err.orig)
                     logger.error("store %s: database refused %s message: %s",
-                                 item.store_id, item.topic.channel, err.orig)
+                                 item.store_id, item.topic.channel, detail)
         out = Outcome()
         out.rejected["db_rejected"] += 1
+        if isinstance(item.msg, Birth):
+            refused.append(RefusedBirth(item.store_id, item.msg.bd_seq, "db_rejected",
+                                        detail[:200]))
         return out
 
     def _transaction(self, items: list[Inbound]) -> Outcome:
@@ -128,3 +158,19 @@ class BatchProcessor:
             # Connection refused, server gone, database locked, a bug: none of these
             # is the message's fault, so none of the batch may be acknowledged.
             raise DatabaseUnavailable(f"{type(err).__name__}: {err}") from err
+
+
+def _refused_state(topic: str, payload: bytes, err: ProtocolError) -> RefusedBirth | None:
+    """The refusal to answer for a ``state`` message that failed decoding, else None."""
+    try:
+        where = topics.parse_uplink(topic)
+    except TopicError:
+        return None
+    if where.channel != "state":
+        return None
+    reason = getattr(err, "reason", "invalid")
+    if getattr(err, "field", None) == "v":  # a birth of a protocol version we do not speak
+        reason = "unsupported_version"
+    match = _BD_SEQ.search(payload[:_BD_SEQ_HEAD])
+    return RefusedBirth(where.store_id, int(match.group(1)) if match else None, reason,
+                        str(err)[:200])

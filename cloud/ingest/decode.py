@@ -17,6 +17,7 @@ from protocols import topics
 from protocols.codec import decode, decode_state
 from protocols.errors import DecodeError, TopicError
 from protocols.messages import (
+    BIRTH_MAX_BYTES,
     Birth,
     CommandResult,
     Death,
@@ -52,7 +53,9 @@ def decode_uplink(topic: str, payload: bytes, *, max_payload: int) -> Inbound:
     msg: UplinkMessage
     match where.channel:
         case "state":
-            msg = decode_state(payload, max_bytes=max_payload)
+            # The birth's own bound (decision 0024), declared once in protocols.messages
+            # and kept by the agent; a lower ingest cap still wins.
+            msg = decode_state(payload, max_bytes=min(max_payload, BIRTH_MAX_BYTES))
         case "evt":
             msg = decode(payload, Event, max_bytes=max_payload)
             if msg.kind != where.kind:

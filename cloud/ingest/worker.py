@@ -38,7 +38,7 @@ from cloud.metrics import IngestMetrics
 from cloud.settings import CloudSettings
 from protocols import encode, topics
 from protocols.clock import Clock, SystemClock
-from protocols.messages import CloudReady, RebirthRequest
+from protocols.messages import BirthRefused, CloudReady, RebirthRequest
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +226,15 @@ class IngestWorker:
             # drain its outbox (a store waits for this after every connect).
             ready = CloudReady(bd_seq=bd_seq, ts=self._clock.now_ms())
             await client.publish(topics.ready(store_id), encode(ready), qos=1)
+        for refused in result.refused:
+            # Not stored, so never ready: say so, or the store waits for ever with its
+            # outbox growing (decision 0024). The store logs, counts and alarms on it.
+            self.metrics.births_refused.labels(reason=refused.reason).inc()
+            logger.error("ingest: refused the birth of store %s (bd_seq %s): %s",
+                         refused.store_id, refused.bd_seq, refused.detail)
+            answer = BirthRefused(bd_seq=refused.bd_seq, reason=refused.reason,
+                                  detail=refused.detail, ts=self._clock.now_ms())
+            await client.publish(topics.ready(refused.store_id), encode(answer), qos=1)
 
     def _count(self, result: BatchResult) -> None:
         m = self.metrics

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Protocol
 from prometheus_client import CollectorRegistry
 
 from protocols.clock import Clock
+from protocols.messages import DEVICE_TEXT_MAX, device_text_fits
 
 
 class DriverError(Exception):
@@ -50,6 +51,11 @@ class DeviceConfig:
     family: str
     model: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The model goes into the store's birth: bounded like any device's (decision 0024).
+        if not device_text_fits(self.model):
+            raise DriverError(self.device_id, f"model longer than {DEVICE_TEXT_MAX} characters")
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> DeviceConfig:

@@ -2,6 +2,12 @@
 
 A change of the device set or of a device's online flag calls ``on_change`` so the
 uplink can publish a fresh birth (debounced there).
+
+A state naming a model or firmware longer than the birth allows
+(``protocols.messages.DEVICE_TEXT_MAX``) is refused here, at the edge: counted
+(``storefleet_agent_bad_payloads_total{source="local",reason="state_too_large"}``),
+logged, and the device stays known as ``refused`` without what it said. Carried into
+the birth, one such retained state made every birth too large for ingest (decision 0024).
 """
 
 from __future__ import annotations
@@ -11,11 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.metrics import AgentMetrics
-from protocols.messages import DeviceInfo, DeviceState
+from protocols.messages import DEVICE_TEXT_MAX, DeviceInfo, DeviceState, device_text_fits
 
 logger = logging.getLogger(__name__)
 
-_MAX_DEVICES = 10_000  # Birth.devices max_length; a store has a few hundred
+# Memory bound of the registry; the birth names at most BIRTH_MAX_DEVICES of them
+# (edge_agent/uplink/birth.py leaves the rest out, with an alarm).
+_MAX_DEVICES = 10_000
+STATE_TOO_LARGE = "state_too_large"  # the bad_payloads reason and DeviceInfo.refused
 
 
 @dataclass(slots=True)
@@ -25,6 +34,7 @@ class _Device:
     model: str | None = None
     fw: str | None = None
     last_seen: int | None = None
+    refused: str | None = None  # why its last state was refused (None: taken)
 
 
 class DeviceRegistry:
@@ -34,6 +44,9 @@ class DeviceRegistry:
         self._devices: dict[str, _Device] = {}
 
     def update_state(self, kind: str, device_id: str, state: DeviceState, *, now_ms: int) -> None:
+        if not device_text_fits(state.model, state.fw):
+            self._refuse(kind, device_id, state, now_ms=now_ms)
+            return
         device = self._devices.get(device_id)
         if device is None:
             if len(self._devices) >= _MAX_DEVICES:
@@ -45,7 +58,9 @@ class DeviceRegistry:
             logger.info("device %s/%s appeared (online=%s)", kind, device_id, state.online)
             self._changed()
             return
-        changed = device.online != state.online or device.kind != kind
+        changed = (device.online != state.online or device.kind != kind
+                   or device.refused is not None)
+        device.refused = None
         device.kind = kind
         device.online = state.online
         device.model = state.model if state.model is not None else device.model
@@ -54,6 +69,33 @@ class DeviceRegistry:
         if changed:
             logger.info("device %s/%s online=%s", kind, device_id, state.online)
             self._changed()
+
+    def _refuse(self, kind: str, device_id: str, state: DeviceState, *, now_ms: int) -> None:
+        """Keep the device known, take nothing of its state: not online, model, nor fw."""
+        self._metrics.bad_payloads.labels(source="local", reason=STATE_TOO_LARGE).inc()
+        logger.warning(
+            "device %s/%s: state refused (%s): model %d, fw %d characters, at most %d",
+            kind, device_id, STATE_TOO_LARGE, len(state.model or ""), len(state.fw or ""),
+            DEVICE_TEXT_MAX,
+        )
+        device = self._devices.get(device_id)
+        if device is None:
+            if len(self._devices) >= _MAX_DEVICES:
+                logger.warning("device registry full; ignoring %s/%s", kind, device_id)
+                return
+            device = self._devices[device_id] = _Device(kind=kind, online=False)
+        elif device.refused == STATE_TOO_LARGE and device.kind == kind:
+            device.last_seen = now_ms
+            return  # refused again (a redelivered retained state): nothing new to tell
+        device.kind = kind
+        device.refused = STATE_TOO_LARGE
+        device.model = device.fw = None
+        device.last_seen = now_ms
+        self._changed()
+
+    def refused(self) -> dict[str, str]:
+        """``{device_id: reason}`` of the devices whose last state was refused."""
+        return {i: d.refused for i, d in sorted(self._devices.items()) if d.refused}
 
     def remove(self, device_id: str) -> None:
         if self._devices.pop(device_id, None) is not None:
@@ -81,6 +123,7 @@ class DeviceRegistry:
                 model=d.model,
                 fw=d.fw,
                 last_seen=d.last_seen,
+                refused=d.refused,
             )
             for device_id, d in sorted(self._devices.items())
         ]

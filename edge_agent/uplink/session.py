@@ -34,7 +34,7 @@ from protocols import topics
 from protocols.clock import Clock
 from protocols.codec import decode, encode
 from protocols.errors import ProtocolError
-from protocols.messages import Birth, CloudReady, Death
+from protocols.messages import Birth, BirthRefused, CloudReady, Death
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,9 @@ class UplinkSupervisor:
         self._link: UplinkLink | None = None
         self._outage = Outage("uplink", clock=clock)
         self.bd_seq = 0
+        # The cloud's refusal of this store's birth, until a birth is accepted (an alarm:
+        # nothing drains while it lasts).
+        self.birth_refusal: BirthRefused | None = None
 
     @property
     def connected(self) -> bool:
@@ -180,16 +183,47 @@ class UplinkSupervisor:
 
     def _on_ready(self, link: UplinkLink, payload: bytes) -> None:
         try:
-            ready = decode(payload, CloudReady)
+            ready = _decode_answer(payload)
         except ProtocolError as err:
             reason = getattr(err, "reason", "invalid")
             self._metrics.bad_payloads.labels(source="cloud", reason=reason).inc()
             logger.warning("bad ready message: %s", err)
             return
-        if ready.bd_seq == link.bd_seq and not self._cloud_ready.is_set():
+        if isinstance(ready, BirthRefused):
+            self._on_refused(link, ready)
+            return
+        if ready.bd_seq != link.bd_seq:
+            return
+        if self.birth_refusal is not None:
+            logger.info("cloud accepted birth %d after refusing one", ready.bd_seq)
+            self.birth_refusal = None
+            self._metrics.birth_refused_alarm.set(0)
+        if not self._cloud_ready.is_set():
             logger.info("cloud answered birth %d: draining the outbox", ready.bd_seq)
             self._cloud_ready.set()
             self._metrics.cloud_ready.set(1)
+
+    def _on_refused(self, link: UplinkLink, refusal: BirthRefused) -> None:
+        """Ingest could not take our birth: error, count, alarm (the outbox cannot drain).
+
+        A refusal naming another session is old news. One naming none (ingest could not
+        read it) is ours unless this session's birth was already accepted. The birth is
+        published again at the ready timeout, as for no answer: whoever fixes the cloud
+        (or the device) needs no restart of the store."""
+        if refusal.bd_seq is None and self._cloud_ready.is_set():
+            return
+        if refusal.bd_seq is not None and refusal.bd_seq != link.bd_seq:
+            return
+        self._metrics.birth_refused.labels(reason=refusal.reason).inc()
+        self._metrics.birth_refused_alarm.set(1)
+        again = self.birth_refusal is not None and self.birth_refusal.reason == refusal.reason
+        self.birth_refusal = refusal
+        # One ERROR per cause; its repeats (a birth every ready timeout) at INFO.
+        (logger.info if again else logger.error)(
+            "store %s: cloud refused birth %s (%s: %s); %d events wait in the outbox",
+            self._config.store_id, refusal.bd_seq if refusal.bd_seq is not None else "?",
+            refusal.reason, refusal.detail, self._outbox.depth(),
+        )
 
     async def _drain(self, publisher: asyncio.Task[Any]) -> None:
         deadline = self._clock.monotonic() + self._config.shutdown_drain_s
@@ -238,6 +272,18 @@ class UplinkSupervisor:
             logger.info("death published (bd_seq %d)", link.bd_seq)
         except (LinkError, TimeoutError) as err:
             logger.warning("could not publish death: %s", err)
+
+
+def _decode_answer(payload: bytes) -> CloudReady | BirthRefused:
+    """The cloud's answer on ``ready``: ``accepted`` tells which (absent: a ready)."""
+    try:
+        return decode(payload, CloudReady)
+    except ProtocolError:
+        try:
+            return decode(payload, BirthRefused)
+        except ProtocolError:
+            pass
+        raise
 
 
 def _task(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
