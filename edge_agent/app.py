@@ -96,6 +96,7 @@ class Agent:
             metrics=self.metrics,
             max_bytes=config.outbox_max_bytes,
             max_age_s=config.outbox_max_age_s,
+            store_id=config.store_id,  # its headroom alarms go up as device_alarm events
         )
         self.telemetry = TelemetryForwarder(
             store_id=config.store_id,
@@ -411,6 +412,9 @@ class Agent:
             "outbox_bytes": self.outbox.bytes(),
             "outbox_oldest_age_ms": self.outbox.oldest_age_ms(),
             "outbox_last_seq": self.outbox.last_seq,
+            "outbox_business_bytes": self.outbox.business_bytes(),
+            "outbox_headroom_s": round(self.outbox.headroom_s()),
+            "outbox_alarms": self.outbox.alarms(),
             "shadow_version": self.shadow.version,
             "devices": [d.model_dump() for d in self.devices.snapshot()],
             "devices_health": self.drivers.health(),

@@ -82,6 +82,24 @@ class AgentMetrics:
             ["reason"],
             registry=r,
         )
+        self.outbox_refused = Counter(
+            "storefleet_outbox_refused_total",
+            "low-value events refused because business events fill the outbox (decision 0025)",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.outbox_headroom = Gauge(
+            "storefleet_outbox_headroom_seconds",
+            "seconds until business events alone fill the outbox's byte bound at their "
+            "current write rate (a week at most); under an hour raises outbox_headroom_low",
+            registry=r,
+        )
+        self.outbox_alarm = Gauge(
+            "storefleet_outbox_alarm",
+            "1 while an outbox alarm is raised (outbox_headroom_low, outbox_over_bound)",
+            ["alarm"],
+            registry=r,
+        )
         self.events_enqueued = Counter(
             "storefleet_events_enqueued_total", "events written to the outbox", registry=r
         )
@@ -134,11 +152,13 @@ class AgentMetrics:
         depth: Callable[[], float],
         size: Callable[[], float],
         oldest_age_s: Callable[[], float],
+        headroom_s: Callable[[], float],
     ) -> None:
         """Gauges read at scrape time from the outbox's in-memory counters (no I/O)."""
         self.outbox_depth.set_function(depth)
         self.outbox_bytes.set_function(size)
         self.outbox_oldest_age.set_function(oldest_age_s)
+        self.outbox_headroom.set_function(headroom_s)
 
 
 class MetricsServer:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edge_agent.errors import StorageError
+from protocols.business import topic_low_value
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS rows (
     payload    BLOB NOT NULL,
     created_ms INTEGER NOT NULL,
     size       INTEGER NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 0
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    low_value  INTEGER NOT NULL DEFAULT 0  -- 1: may be dropped when full (decision 0025)
 );
 CREATE TABLE IF NOT EXISTS kv (
     key   TEXT PRIMARY KEY,
@@ -66,6 +68,11 @@ class Database:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")  # a second process (a CLI peek) may hold a lock
         conn.executescript(_SCHEMA)
+        _add_low_value_column(conn)
+        # The full outbox drops its oldest low-value rows: find them without a scan.
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS rows_low_value ON rows(seq) WHERE low_value = 1"
+        )
         self._conn = conn
 
     async def close(self) -> None:
@@ -96,6 +103,26 @@ class Database:
                 raise StorageError(op, str(err)) from err
 
         return await self.call_raw(run)
+
+
+def _add_low_value_column(conn: sqlite3.Connection) -> None:
+    """Outboxes written before decision 0025 lack ``low_value``: add it and classify
+    the rows they hold by their topic's event kind (what is not an event is kept)."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(rows)")}
+    if "low_value" in columns:
+        return
+    conn.create_function("sf_low_value", 1, _topic_low_value, deterministic=True)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("ALTER TABLE rows ADD COLUMN low_value INTEGER NOT NULL DEFAULT 0")
+    changed = conn.execute(
+        "UPDATE rows SET low_value = 1 WHERE sf_low_value(topic)"
+    ).rowcount
+    conn.execute("COMMIT")
+    logger.info("outbox: added the low_value column; %d held rows are low-value", changed)
+
+
+def _topic_low_value(topic: str) -> int:
+    return int(topic_low_value(topic))
 
 
 class KvStore:

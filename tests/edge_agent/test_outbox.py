@@ -14,16 +14,18 @@ from edge_agent.uplink.outbox import NewRow, Outbox
 from protocols.clock import ManualClock
 
 
-def row(event_id: str, size: int = 10) -> NewRow:
+def row(event_id: str, size: int = 10, *, kind: str = "sale") -> NewRow:
     return NewRow(
         id=event_id,
-        topic="sf/v1/s1/evt/sale",
+        topic=f"sf/v1/s1/evt/{kind}",
         encode=lambda seq: f"{seq:0{size}d}".encode()[-size:],
     )
 
 
 class Opened:
-    def __init__(self, path: Path, clock: ManualClock, **bounds: float) -> None:
+    def __init__(
+        self, path: Path, clock: ManualClock, *, store_id: str | None = None, **bounds: float
+    ) -> None:
         self.metrics = AgentMetrics(CollectorRegistry())
         self.db = Database(path)
         self.kv = KvStore(self.db, max_seen_cmds=3)
@@ -33,6 +35,8 @@ class Opened:
             metrics=self.metrics,
             max_bytes=int(bounds.get("max_bytes", 1 << 20)),
             max_age_s=bounds.get("max_age_s", 3600),
+            headroom_alarm_s=bounds.get("headroom_alarm_s", 3600),
+            store_id=store_id,
         )
 
     async def __aenter__(self) -> Opened:
@@ -104,9 +108,10 @@ async def test_peek_after_and_attempts_and_delete(box: Opened) -> None:
 
 
 async def test_byte_bound_drops_oldest_and_counts(tmp_path: Path, clock: ManualClock) -> None:
+    # Low-value rows: a business event is never dropped (test_outbox_bound.py).
     async with Opened(tmp_path / "o.db", clock, max_bytes=100) as box:
-        await box.outbox.put_many([row(f"e{i}") for i in range(10)])  # exactly 100 bytes
-        assert box.outbox.depth() == 10
+        await box.outbox.put_many([row(f"e{i}", kind="device_event") for i in range(10)])
+        assert box.outbox.depth() == 10  # exactly 100 bytes
         await box.outbox.put_many([row("x", size=25)])  # 125 bytes: drop the 3 oldest
         assert [r.seq for r in await box.outbox.peek(100)] == [4, 5, 6, 7, 8, 9, 10, 11]
         assert box.outbox.bytes() == 95
@@ -115,7 +120,7 @@ async def test_byte_bound_drops_oldest_and_counts(tmp_path: Path, clock: ManualC
 
 async def test_age_bound_drops_oldest_and_counts(tmp_path: Path, clock: ManualClock) -> None:
     async with Opened(tmp_path / "o.db", clock, max_age_s=60) as box:
-        await box.outbox.put_many([row("old1"), row("old2")])
+        await box.outbox.put_many([row("old1", kind="label_ack"), row("old2", kind="cart_session")])
         clock.advance(30)
         await box.outbox.put_many([row("new")])
         assert box.outbox.oldest_age_ms() == 30_000
