@@ -3,7 +3,11 @@
     msg = decode(payload, Event)          # -> Event, or raises DecodeError
     data = encode(msg)                    # -> compact JSON bytes
 
-``decode_state`` picks Birth or Death from the ``online`` flag.
+``decode_state`` picks Birth or Death from the ``online`` flag. ``decode_device_event``
+takes a device's event only if the agent can forward it: the uplink ``Event`` it becomes
+is the device's event plus an envelope (store, device, seq), and it must still fit the
+cloud's cap, so the edge's cap is ``DEVICE_EVENT_MAX = DEFAULT_MAX_PAYLOAD -
+EVENT_ENVELOPE_MAX`` (decision 0023).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from protocols.errors import DecodeError
-from protocols.messages import Birth, Death, State
+from protocols.messages import Birth, Death, DeviceEvent, Event, State
 
 # 256 KiB: a birth with a few thousand devices fits; a runaway payload does not.
 DEFAULT_MAX_PAYLOAD = 256 * 1024
@@ -59,6 +63,30 @@ def decode(
         raise _from_validation(err) from err
 
 
+def decode_device_event(payload: bytes | bytearray | str) -> DeviceEvent:
+    """A device's ``up/evt``, refused (``too_large``) unless its uplink ``Event`` fits.
+
+    Both the payload as sent and the event as the agent re-encodes it must be within
+    ``DEVICE_EVENT_MAX``: re-encoding can grow a payload (``1e5`` becomes ``100000.0``).
+    """
+    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+    if len(raw) > DEVICE_EVENT_MAX:
+        raise _event_too_large(f"{len(raw)} bytes")
+    event = decode(raw, DeviceEvent)
+    size = len(encode(event))
+    if size > DEVICE_EVENT_MAX:
+        raise _event_too_large(f"{size} bytes once re-encoded")
+    return event
+
+
+def _event_too_large(what: str) -> DecodeError:
+    return DecodeError(
+        "too_large",
+        f"device event of {what} > the edge's cap of {DEVICE_EVENT_MAX} (the cloud's "
+        f"{DEFAULT_MAX_PAYLOAD} less {EVENT_ENVELOPE_MAX} for the uplink envelope)",
+    )
+
+
 def decode_state(
     payload: bytes | bytearray | str, *, max_bytes: int = DEFAULT_MAX_PAYLOAD
 ) -> State:
@@ -75,3 +103,32 @@ def decode_state(
     if online is False:
         return decode(raw, Death, max_bytes=max_bytes)
     raise DecodeError("invalid_field", "online must be true or false", field="online")
+
+
+# ---- the uplink envelope of a device event ----------------------------------------------
+
+_WIDEST_ID = "x" * 64  # messages.Ident's max_length (and topics' id rule)
+_WIDEST_SEQ = 2**63 - 1  # the outbox's seq is a SQLite INTEGER: it cannot go higher
+
+
+def _envelope_bytes() -> int:
+    """What wrapping adds to a device event's encoding, at its widest.
+
+    ``Event`` encodes ``id``, ``kind``, ``ts`` and ``data`` exactly as ``DeviceEvent``
+    does; the rest (``store_id``, ``device_id``, ``seq``, ``historical`` and their
+    keys) is the envelope. Measured on the real models, so a new envelope field widens
+    it by itself."""
+    inner = DeviceEvent(id=_WIDEST_ID, kind="sale", ts=0)
+    wrapped = max(
+        len(encode(Event(id=inner.id, kind=inner.kind, ts=inner.ts, store_id=_WIDEST_ID,
+                         device_id=_WIDEST_ID, seq=_WIDEST_SEQ, historical=historical)))
+        for historical in (False, True)
+    )
+    return wrapped - len(encode(inner))
+
+
+EVENT_ENVELOPE_MAX = _envelope_bytes()
+"""Bytes the agent's envelope adds to a device event (widest store and device ids, seq)."""
+
+DEVICE_EVENT_MAX = DEFAULT_MAX_PAYLOAD - EVENT_ENVELOPE_MAX
+"""The largest device event the edge takes: wrapped, it is at most ``DEFAULT_MAX_PAYLOAD``."""

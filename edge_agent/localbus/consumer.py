@@ -39,7 +39,7 @@ from edge_agent.uplink.outbox import NewRow, Outbox
 from edge_agent.uplink.telemetry import TelemetryForwarder
 from protocols import topics
 from protocols.clock import Clock
-from protocols.codec import decode, encode
+from protocols.codec import decode, decode_device_event, encode
 from protocols.errors import ProtocolError
 from protocols.messages import DeviceEvent, DeviceState, Event, Telemetry
 
@@ -266,7 +266,8 @@ class LocalBusConsumer:
         match where.type:
             case "evt":
                 self._registry.seen(device_id, now_ms=now_ms)
-                return self._event_row(kind, device_id, decode(payload, DeviceEvent))
+                # Refused (too_large) unless its uplink Event fits the cloud's cap.
+                return self._event_row(kind, device_id, decode_device_event(payload))
             case "tele":
                 tele = decode(payload, Telemetry)
                 if (tele.device_kind, tele.device_id) != (kind, device_id):
