@@ -57,12 +57,13 @@ def _check_ident(value: str, what: str) -> str:
 # columns take 128 characters; 64 leaves a store's birth room for many devices).
 DEVICE_TEXT_MAX = 64
 AGENT_VERSION_MAX = 64  # "1.2.3+g0123abcd.dirty" style; a version, not a changelog
-# The whole birth, encoded. Well under ingest's 256 KiB payload cap (codec
-# DEFAULT_MAX_PAYLOAD), and ~1,700 typical entries (~115 bytes each) fit.
+# The whole birth, encoded: under ingest's 256 KiB payload cap (codec
+# DEFAULT_MAX_PAYLOAD) with room to spare.
 BIRTH_MAX_BYTES = 192 * 1024
-# Devices named in one birth; a store has a few hundred. The agent also stops adding
-# entries at BIRTH_MAX_BYTES, whichever comes first.
-BIRTH_MAX_DEVICES = 2_000
+# Devices named in one birth; a store has a few hundred. 1,500 entries of a typical
+# ~120 bytes (short ids, model, fw, last_seen) fit in BIRTH_MAX_BYTES; with longer
+# ones the agent stops at the bytes first.
+BIRTH_MAX_DEVICES = 1_500
 
 DeviceText = Annotated[str, Field(max_length=DEVICE_TEXT_MAX)]
 
