@@ -312,7 +312,7 @@ class Agent:
     def alarms(self) -> dict[str, Any]:
         """What an operator must act on, reported in the agent's shadow (``alarms``):
         the cloud refusing the birth, devices whose state was refused, devices the
-        birth had no room for. Empty when all is well."""
+        birth had no room for, the outbox's alarms. Empty when all is well."""
         out: dict[str, Any] = {}
         if (refusal := self.uplink.birth_refusal) is not None:
             out["birth_refused"] = {"reason": refusal.reason, "bd_seq": refusal.bd_seq,
@@ -321,6 +321,8 @@ class Agent:
             out["devices_refused"] = refused
         if self._birth_left_out:
             out["birth_devices_left_out"] = len(self._birth_left_out)
+        if outbox := self.outbox.alarms():  # business headroom low / past the bound (0025)
+            out["outbox"] = outbox
         return out
 
     async def _on_downlink(self, link: UplinkLink, topic: str, payload: bytes) -> None:

@@ -27,6 +27,12 @@ STORES = [
     ("Local devices online", "sum by (instance) (storefleet_local_devices_online)", "none", True),
     ("Events dropped from outbox (1 h)",
      "sum by (instance, reason) (increase(storefleet_outbox_dropped_total[1h]))", "none", False),
+    # decision 0025: business events are never dropped; watch their headroom instead
+    ("Outbox headroom for business events",
+     "min by (instance) (storefleet_outbox_headroom_seconds)", "s", True),
+    ("Outbox alarms", "max by (instance, alarm) (storefleet_outbox_alarm)", "none", True),
+    ("Low-value events refused by a full outbox (1 h)",
+     "sum by (instance, kind) (increase(storefleet_outbox_refused_total[1h]))", "none", False),
     ("Telemetry forwarded / s",
      "sum by (instance) (rate(storefleet_telemetry_forwarded_total[1m]))", "ops", True),
     ("Telemetry dropped / s",

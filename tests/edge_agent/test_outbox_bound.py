@@ -175,7 +175,7 @@ async def test_agent_keeps_every_sale_and_sends_its_alarms_when_the_cloud_answer
 ) -> None:
     # Nobody answers the birth at first, so the outbox fills (decision 0012).
     config = make_config(tmp_path, uplink=uplink_broker, local=local_broker,
-                         await_cloud_ready=True, outbox_max_bytes=8192)
+                         await_cloud_ready=True, outbox_max_bytes=8192, health_interval_s=0.2)
     store = config.store_id
     sales = [device_event("sale", total=100 + i) for i in range(60)]  # about 11 kB
     chatter = [device_event("device_event", note="door") for _ in range(5)]
@@ -192,6 +192,14 @@ async def test_agent_keeps_every_sale_and_sends_its_alarms_when_the_cloud_answer
         assert diagnostics["outbox_alarms"] == agent.outbox.alarms()
         assert diagnostics["outbox_headroom_s"] == 0
         assert metric(agent, "storefleet_outbox_alarm", alarm="outbox_over_bound") == 1
+        assert agent.alarms()["outbox"] == agent.outbox.alarms()  # the shadow's alarms
+
+        def reported_alarms() -> object:
+            reported = seen.on(topics.shadow_reported(store))
+            return reported and json.loads(reported[-1])["state"].get("alarms", {}).get("outbox")
+
+        await wait_until(lambda: reported_alarms() == agent.outbox.alarms(),
+                         what="outbox alarms in the reported shadow")
 
         ready = CloudReady(bd_seq=agent.uplink.bd_seq, ts=1)
         async with device(uplink_broker, "cloud", "ingest") as cloud:
