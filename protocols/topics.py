@@ -14,7 +14,8 @@ Uplink (store box <-> cloud), prefix ``sf/v1/{store_id}/``:
 ``content/manifest``               down  signed content manifest, retained
 ``content/promotions``             down  promotion snapshot announcement, retained
 ``content/pricebook``              down  signed price book (or where to get it), retained
-``ready``                          down  cloud ingest has the store's birth (``CloudReady``)
+``ready``                          down  ingest's answer to a birth (``CloudReady`` or
+                                         ``BirthRefused``), QoS 1
 ``sf/v1/_fleet/{what}``            down  fleet-wide announcements
 =================================  ====  ===============================
 
@@ -93,7 +94,8 @@ def cmd_res(store_id: str) -> str:
 
 def ready(store_id: str) -> str:
     """Cloud -> store: an ingest worker applied this session's birth, so it is
-    subscribed and the store may drain its outbox (see ``messages.CloudReady``)."""
+    subscribed and the store may drain its outbox (see ``messages.CloudReady``); or
+    it could not take the birth, and says why (``messages.BirthRefused``)."""
     return f"{store_root(store_id)}/ready"
 
 
