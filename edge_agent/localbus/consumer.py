@@ -35,6 +35,7 @@ from edge_agent.config import BrokerAddress
 from edge_agent.errors import LinkError, StorageError
 from edge_agent.localbus.registry import DeviceRegistry
 from edge_agent.metrics import AgentMetrics
+from edge_agent.uplink.outage import Outage, mqtt_logger
 from edge_agent.uplink.outbox import NewRow, Outbox
 from edge_agent.uplink.telemetry import TelemetryForwarder
 from protocols import topics
@@ -44,6 +45,7 @@ from protocols.errors import ProtocolError
 from protocols.messages import DeviceEvent, DeviceState, Event, Telemetry
 
 logger = logging.getLogger(__name__)
+_mqtt_logger = mqtt_logger(f"{__name__}.mqtt")  # paho's records for the local-bus client
 
 LocalHandler = Callable[[str, str, bytes], Awaitable[None]]
 """(device_id, message type, payload); the same shape as ``drivers.base.LocalHandler``."""
@@ -127,6 +129,7 @@ class LocalBusConsumer:
         self._queue_max = queue_max
         self._keepalive_s = keepalive_s
         self._backoff = backoff
+        self._outage = Outage("local bus", clock=clock)
         self.connected = False
         self._client: aiomqtt.Client | None = None
         self._handlers: dict[str, list[LocalHandler]] = {}
@@ -168,7 +171,9 @@ class LocalBusConsumer:
             except _Overflow:
                 logger.warning("local receive queue overflowed; reconnecting for redelivery")
                 continue
-            except (LinkError, StorageError) as err:
+            except LinkError as err:  # lost or not made: one warning per outage
+                self._outage.lost(err)
+            except StorageError as err:
                 logger.warning("local bus session ended: %s", err)
             finally:
                 self.connected = False
@@ -191,6 +196,7 @@ class LocalBusConsumer:
             clean_session=False,
             keepalive=self._keepalive_s,
             queue_type=make_queue,  # type: ignore[arg-type]  # a factory, called with maxsize=
+            logger=_mqtt_logger,
         )
         # Manual PUBACKs (paho, under aiomqtt): a QoS 1 message is acknowledged only after
         # its event is committed to the outbox, so a crash in between loses nothing.
@@ -202,6 +208,7 @@ class LocalBusConsumer:
                 self._client = client
                 self.connected = True
                 self._backoff.reset()
+                self._outage.over()
                 logger.info("local bus connected to %s", self._address.url)
                 iterator = client.messages.__aiter__()
                 while True:

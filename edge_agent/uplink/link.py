@@ -17,6 +17,7 @@ import aiomqtt
 
 from edge_agent.config import BrokerAddress
 from edge_agent.errors import LinkError
+from edge_agent.uplink.outage import mqtt_logger
 from protocols import topics
 from protocols.codec import encode
 from protocols.messages import Death
@@ -24,26 +25,8 @@ from protocols.messages import Death
 logger = logging.getLogger(__name__)
 
 
-class _LostSocketAsDebug(logging.Filter):
-    """paho logs each lost or reset socket as an ERROR ("failed to receive on socket"):
-    one per failed reconnect during an outage. The link raises ``LinkError`` for the same
-    event and the supervisor reports the outage once (``uplink.outage``), so these
-    become DEBUG records."""
-
-    _PREFIXES = ("failed to receive on socket", "timeout on socket")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and str(record.msg).startswith(self._PREFIXES):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            # Handlers judge the record's new level; the logger's was checked for ERROR.
-            return _mqtt_logger.isEnabledFor(logging.DEBUG)
-        return True
-
-
-# paho's and aiomqtt's records for the uplink's MQTT client (not the shared "mqtt" logger,
-# which other clients in the process use).
-_mqtt_logger = logging.getLogger(f"{__name__}.mqtt")
-_mqtt_logger.addFilter(_LostSocketAsDebug())
+# paho's and aiomqtt's records for the uplink's MQTT client.
+_mqtt_logger = mqtt_logger(f"{__name__}.mqtt")
 
 
 class UplinkLink:

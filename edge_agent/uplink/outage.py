@@ -10,6 +10,11 @@ tells an ``Outage`` what happened and it logs the edges, not the attempts::
 
 Each failed attempt inside an outage is logged at DEBUG only. The gauges
 (``storefleet_uplink_connected``, ``storefleet_uplink_cloud_ready``) carry the state.
+Used by both reconnect loops: the uplink's and the local bus consumer's.
+
+``mqtt_logger(name)`` is the logger to give an aiomqtt client: paho's per-attempt socket
+ERRORs become DEBUG records there, since the ``LinkError`` for the same event reaches
+the loop's ``Outage``.
 """
 
 from __future__ import annotations
@@ -53,3 +58,31 @@ class Outage:
                        self._what, lasted, self.failed_attempts)
         self._since = None
         self.failed_attempts = 0
+
+
+class _LostSocketAsDebug(logging.Filter):
+    """paho logs each lost or reset socket as an ERROR ("failed to receive on socket"):
+    one per failed reconnect during an outage. The client raises for the same event and
+    the loop's ``Outage`` reports it, so these become DEBUG records."""
+
+    _PREFIXES = ("failed to receive on socket", "timeout on socket")
+
+    def __init__(self, log: logging.Logger) -> None:
+        super().__init__()
+        self._log = log
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self._PREFIXES):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            # Handlers judge the record's new level; the logger's was checked for ERROR.
+            return self._log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+def mqtt_logger(name: str) -> logging.Logger:
+    """The logger for one kind of aiomqtt client (not the shared "mqtt" logger, which
+    other clients in the process use), with paho's lost-socket ERRORs as DEBUG."""
+    log = logging.getLogger(name)
+    if not any(isinstance(f, _LostSocketAsDebug) for f in log.filters):
+        log.addFilter(_LostSocketAsDebug(log))
+    return log

@@ -1,8 +1,9 @@
-"""While the uplink broker is gone the agent says so: not connected, not cloud-ready.
+"""While a broker is gone the agent says so: not connected (uplink: not cloud-ready).
 
 One outage is one WARNING when it starts and one INFO with the count of failed
 reconnects when it ends, however many attempts fail in between (paho's per-attempt
-"failed to receive on socket" ERRORs are not repeated at ERROR).
+"failed to receive on socket" ERRORs are not repeated at ERROR). Both reconnect loops:
+the uplink's and the local bus consumer's.
 """
 
 from __future__ import annotations
@@ -116,6 +117,39 @@ async def test_an_outage_resets_cloud_ready_and_logs_one_warning(
     finally:
         cloud.cancel()
         await asyncio.gather(cloud, return_exceptions=True)
+
+
+async def test_a_local_bus_outage_logs_one_warning_and_a_count(
+    tmp_path: Path, mosquitto_factory: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    uplink: Mosquitto = mosquitto_factory()  # type: ignore[operator]
+    local: Mosquitto = mosquitto_factory()  # type: ignore[operator]
+    config = make_config(tmp_path, uplink=uplink, local=local, reconnect_min_s=0.1,
+                         reconnect_max_s=0.2)
+    async with running_agent(config) as agent:
+        caplog.clear()
+        caplog.set_level(logging.DEBUG)
+        local.stop()
+        await wait_until(lambda: not agent.local.connected, what="local bus disconnected")
+        await asyncio.sleep(1.0)  # reconnects refused
+        async with resetting_listener(local.port):
+            await wait_until(lambda: any(
+                "failed to receive on socket" in r.getMessage() for r in caplog.records
+            ), what="a reconnect reset by the middlebox")
+        during = _agent_records(caplog, logging.WARNING)
+        assert [r.levelno for r in during] == [logging.WARNING], [
+            (r.name, r.levelname, r.getMessage()) for r in during
+        ]
+        assert "local bus outage started" in during[0].getMessage()
+        local.start()
+        await wait_until(lambda: agent.local.connected, within_s=20, what="local bus back")
+        records = _agent_records(caplog, logging.INFO)
+        assert len([r for r in records if r.levelno >= logging.WARNING]) == 1
+        ended = [r for r in records if "local bus outage ended" in r.getMessage()]
+        assert len(ended) == 1 and ended[0].levelno == logging.INFO
+        failed = ended[0].args[-1]  # type: ignore[index]
+        assert isinstance(failed, int) and failed >= 3, ended[0].getMessage()
+        assert agent.uplink.connected
 
 
 def _agent_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
