@@ -19,7 +19,7 @@ from protocols import encode, topics
 from protocols.codec import DEVICE_EVENT_MAX
 from protocols.ids import uuid7
 from protocols.messages import DeviceEvent
-from tests.integration.conftest import STORE, Stack, wait_for
+from tests.integration.conftest import Stack, wait_for
 from tests.integration.test_bad_input import _samples
 
 pytestmark = pytest.mark.mosquitto
