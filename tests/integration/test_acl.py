@@ -1,42 +1,71 @@
-"""Per-store identities and the shipped broker ACL (deploy/mosquitto/storefleet.acl):
-a store box can publish and subscribe only under its own ``sf/v1/{store_id}/``."""
+"""Per-store identities and the shipped broker rights (``cloud.broker_users`` on
+Mosquitto's dynamic security plugin, decision 0027): a store box can publish only its
+upward channels and subscribe only to its own downward ones, refused at SUBSCRIBE time
+otherwise (``$share`` included), so it cannot take any of the ingest's events."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.reasoncodes import ReasonCode
 
+from cloud import broker_users
 from protocols import topics
 from tests.integration.conftest import wait_for
 from tests.services import Mosquitto, unavailable
 
 pytestmark = pytest.mark.mosquitto
 
-ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "storefleet.acl"
 USERS = {"storefleet-cloud": "cloud-secret-1", "S001": "s001-secret-1", "S002": "s002-secret-1"}
+ADMIN = ("admin", "admin-secret-1")  # the dynamic security plugin's admin (mosquitto_ctrl)
+PLUGIN_DIRS = ("/usr/lib/*/", "/usr/lib/", "/usr/local/lib/", "/usr/local/lib/*/")
+
+
+def dynsec_plugin() -> Path | None:
+    for pattern in PLUGIN_DIRS:
+        found = sorted(Path("/").glob(pattern.lstrip("/") + "mosquitto_dynamic_security.so"))
+        if found:
+            return found[0]
+    return None
 
 
 @pytest.fixture
-def secured(tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
-    passwd = tmp_path / "passwd"
-    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    if not Path(tool).exists():
-        unavailable("mosquitto_passwd is not installed (apt-get install mosquitto)")
-    passwd.touch()
-    for user, password in USERS.items():
-        subprocess.run([tool, "-b", str(passwd), user, password], check=True)
+def dynsec_broker(tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
+    """A broker with the dynamic security plugin, initialised by ``mosquitto_ctrl dynsec
+    init`` as deploy/mosquitto/README.md says: only its admin exists yet."""
+    plugin = dynsec_plugin()
+    tool = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
+    if plugin is None or not Path(tool).exists():
+        unavailable("mosquitto's dynamic security plugin or mosquitto_ctrl is not installed")
+    config = tmp_path / "dynamic-security.json"
+    subprocess.run([tool, "dynsec", "init", str(config), *ADMIN], check=True,
+                   capture_output=True)
     return mosquitto_factory(
         "allow_anonymous false\n"
-        f"password_file {passwd}\n"
-        f"acl_file {ACL}\n"
+        f"plugin {plugin}\n"
+        f"plugin_opt_config_file {config}\n"
     )
+
+
+@pytest.fixture
+async def secured(dynsec_broker: Mosquitto) -> Mosquitto:
+    """The set-up and the users of ``cloud.broker_users`` (the same commands as
+    ``storefleet cloud broker-user``) on a fresh dynamic-security broker."""
+    commands = [*broker_users.setup_commands(),
+                *broker_users.cloud_user_commands("storefleet-cloud", USERS["storefleet-cloud"])]
+    for store in ("S001", "S002"):
+        commands += broker_users.store_user_commands(store, USERS[store])
+    await broker_users.send_commands(dynsec_broker.host, dynsec_broker.port,
+                                     admin_username=ADMIN[0], admin_password=ADMIN[1],
+                                     commands=commands)
+    return dynsec_broker
 
 
 def _connect_rc(broker: Mosquitto, user: str | None, password: str | None) -> int:
@@ -162,3 +191,83 @@ async def test_agent_and_ingest_work_with_their_own_identities(
         agent.terminate()
         ingest.terminate()
         engine.dispose()
+
+
+# ---- subscribe-time refusal (issue 12 item 5, decision 0027) ------------------
+
+INGEST_SHARE = topics.shared(topics.PREFIX + "/+/evt/+", "storefleet-ingest")
+FORBIDDEN_FILTERS = [
+    INGEST_SHARE,  # the ingest's own share: would take half of every store's events
+    topics.shared(topics.PREFIX + "/#", "storefleet-ingest"),
+    topics.shared(topics.cmd("S001", "agent"), "mine"),  # even its own topics, shared
+    "sf/v1/S002/#",  # another store's namespace
+    topics.cmd("S002", "agent"),
+    "sf/v1/+/evt/+",  # every store's events
+    "#",
+]
+REFUSED = {"3.1.1": 0x80, "5": 0x87}  # SUBACK failure / Not authorized
+
+
+def _codes(granted: Sequence[int | ReasonCode]) -> list[int]:
+    """The SUBACK codes as paho reports them (granted QoS, or 128 / 135 refused)."""
+    return [c if isinstance(c, int) else c.value for c in granted]
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+async def test_a_store_is_refused_at_subscribe_time_outside_its_downward_topics(
+    secured: Mosquitto, version: str
+) -> None:
+    protocol = aiomqtt.ProtocolVersion.V5 if version == "5" else aiomqtt.ProtocolVersion.V311
+    own = topics.store_downlink_filters("S001")
+    async with aiomqtt.Client(secured.host, secured.port, username="S001",
+                              password=USERS["S001"], identifier="S001-probe",
+                              protocol=protocol) as store:
+        granted = await store.subscribe([(f, 1) for f in [*FORBIDDEN_FILTERS, *own]])
+    codes = _codes(granted)  # one per filter, in order
+    assert dict(zip(FORBIDDEN_FILTERS, codes, strict=False)) == {
+        f: REFUSED[version] for f in FORBIDDEN_FILTERS}
+    assert codes[len(FORBIDDEN_FILTERS):] == [1] * len(own), "a store must keep its own topics"
+
+
+async def test_a_store_cannot_take_the_ingest_share_and_nothing_is_lost(
+    secured: Mosquitto,
+) -> None:
+    """S001 tries to join the ingest's shared subscription with a persistent session,
+    then goes offline; the ingest identity still receives every event of every store."""
+    received: set[bytes] = set()
+    sent = 0
+
+    async def publish(count: int) -> None:
+        nonlocal sent
+        for store in ("S001", "S002"):
+            async with aiomqtt.Client(secured.host, secured.port, username=store,
+                                      password=USERS[store], identifier=f"{store}-pub") as c:
+                for _ in range(count // 2):
+                    await c.publish(topics.evt(store, "sale"), f"{store}-{sent}".encode(), qos=1)
+                    sent += 1
+
+    async with aiomqtt.Client(secured.host, secured.port, username="storefleet-cloud",
+                              password=USERS["storefleet-cloud"], identifier="ingest-1",
+                              clean_session=False) as ingest:
+        granted = await ingest.subscribe(INGEST_SHARE, qos=1)
+        assert _codes(granted) == [1]
+
+        async def collect() -> None:
+            async for msg in ingest.messages:
+                received.add(bytes(msg.payload))  # type: ignore[arg-type]
+
+        collector = asyncio.create_task(collect(), name="ingest-collect")
+        try:
+            async with aiomqtt.Client(secured.host, secured.port, username="S001",
+                                      password=USERS["S001"], identifier="S001-hijack",
+                                      clean_session=False) as hijack:
+                refused = await hijack.subscribe(INGEST_SHARE, qos=1)
+                await publish(1000)  # while the hijacker is online
+            await publish(400)  # while its persistent session is offline
+            await wait_for(lambda: len(received) >= sent, timeout=20,
+                           what=f"ingest receives all {sent} events ({len(received)} so far)")
+        finally:
+            collector.cancel()
+            await asyncio.gather(collector, return_exceptions=True)
+    assert _codes(refused) == [0x80]  # paho's granted QoS 128
+    assert len(received) == sent == 1400
