@@ -119,6 +119,7 @@ async def send_commands(
     host: str,
     port: int,
     *,
+    tls: bool = False,
     admin_username: str,
     admin_password: str,
     commands: list[Command],
@@ -133,6 +134,7 @@ async def send_commands(
     try:
         async with aiomqtt.Client(host, port, username=admin_username,
                                   password=admin_password,
+                                  tls_params=aiomqtt.TLSParameters() if tls else None,
                                   identifier=f"storefleet-admin-{uuid.uuid4().hex[:8]}") as client:
             await client.subscribe(RESPONSE_TOPIC, qos=1)
             await client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cloud.broker_cli import app as broker_app
+
 # Everything heavy (settings, app, ingest, prometheus) is imported inside the commands:
 # `storefleet cloud ... --help` must not load FastAPI and SQLAlchemy (issue 11).
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(help="storefleet cloud: REST API and MQTT ingest.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
 
 DbOpt = Annotated[
     str | None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -271,3 +272,42 @@ async def test_a_store_cannot_take_the_ingest_share_and_nothing_is_lost(
             await asyncio.gather(collector, return_exceptions=True)
     assert _codes(refused) == [0x80]  # paho's granted QoS 128
     assert len(received) == sent == 1400
+
+
+def test_the_broker_cli_creates_the_users_as_deploy_readme_says(
+    dynsec_broker: Mosquitto, tmp_path: Path
+) -> None:
+    """``storefleet cloud broker setup / add-cloud / add-store`` (deploy/mosquitto/README.md)
+    on a broker fresh from ``mosquitto_ctrl dynsec init``; passwords from files only."""
+    secrets = {name: tmp_path / f"{name}.secret" for name in (ADMIN[0], *USERS)}
+    secrets[ADMIN[0]].write_text(ADMIN[1] + "\n")
+    for user, password in USERS.items():
+        secrets[user].write_text(password + "\n")
+    admin = ["--mqtt", dynsec_broker.url, "--admin-password-file", str(secrets[ADMIN[0]])]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "storefleet", "cloud", "broker", *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    assert _connect_rc(dynsec_broker, "S001", USERS["S001"]) != 0  # no such user yet
+    for args in (["setup", *admin], ["setup", *admin],  # the set-up may run again
+                 ["add-cloud", "storefleet-cloud", "--password-file",
+                  str(secrets["storefleet-cloud"]), *admin],
+                 ["add-store", "S001", "--password-file", str(secrets["S001"]), *admin]):
+        done = cli(*args)
+        assert done.returncode == 0, done.stderr
+    again = cli("add-store", "S001", "--password-file", str(secrets["S001"]), *admin)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    wrong = cli("add-store", "S002", "--mqtt", dynsec_broker.url,
+                "--admin-password-file", str(secrets["S001"]))  # not the admin's password
+    assert wrong.returncode == 1 and "refused" in wrong.stderr
+
+    async def subscribe(user: str, filter_: str) -> list[int]:
+        async with aiomqtt.Client(dynsec_broker.host, dynsec_broker.port, username=user,
+                                  password=USERS[user], identifier=f"{user}-cli-probe") as c:
+            return _codes(await c.subscribe(filter_, qos=1))
+
+    assert _connect_rc(dynsec_broker, "S001", USERS["S001"]) == 0
+    assert asyncio.run(subscribe("S001", INGEST_SHARE)) == [0x80]
+    assert asyncio.run(subscribe("S001", topics.cmd("S001", "agent"))) == [1]
+    assert asyncio.run(subscribe("storefleet-cloud", INGEST_SHARE)) == [1]
