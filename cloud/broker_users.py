@@ -140,7 +140,7 @@ async def send_commands(
             await client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
             async with asyncio.timeout(wait_s):
                 async for message in client.messages:
-                    for answer in json.loads(bytes(message.payload)).get("responses", []):
+                    for answer in _answers(message.payload):
                         command = waiting.pop(answer.get("correlationData"), None)
                         if command is None:
                             continue  # another admin's answer
@@ -153,6 +153,17 @@ async def send_commands(
     except TimeoutError as err:
         raise BrokerAdminError(", ".join(sorted(set(waiting.values()))),
                                f"no answer within {wait_s:g} s (is the dynamic security "
-                               "plugin loaded?)") from err
+                               f"plugin loaded, and may {admin_username!r} administer it?)"
+                               ) from err
     except aiomqtt.MqttError as err:
-        raise BrokerAdminError("connect", str(err)) from err
+        raise BrokerAdminError("connection", str(err)) from err
+
+
+def _answers(payload: object) -> list[dict[str, Any]]:
+    if not isinstance(payload, bytes | bytearray):
+        raise BrokerAdminError("response", f"unexpected payload {payload!r}")
+    try:
+        answers = json.loads(payload).get("responses", [])
+    except (ValueError, AttributeError) as err:
+        raise BrokerAdminError("response", f"not the plugin's JSON: {payload[:80]!r}") from err
+    return [a for a in answers if isinstance(a, dict)]
