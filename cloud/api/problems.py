@@ -6,6 +6,12 @@ and built with helpers here. FastAPI's own errors (404 for unknown routes, 405, 
 validation) and unexpected exceptions are converted by the handlers installed with
 ``install_problem_handlers``. Each rejection is counted in
 ``storefleet_api_rejected_total{reason}``.
+
+The OpenAPI document says the same (``declare_problems``): every 4xx/5xx response a route
+declares is ``application/problem+json`` with the ``Problem`` schema, FastAPI's own
+``HTTPValidationError`` is gone, and a route with a body declares the 400 for a body
+that is not JSON. Routes declare the statuses they answer (404, 409, 503 ...) in their
+``responses=`` with a description only; the router adds 401/403 (``cloud.main``).
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cloud.api.schemas import Problem
 from cloud.metrics import ApiMetrics
 from protocols.problems import NOTHING_PUBLISHED, TYPE_BASE
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+# FastAPI's default 422 body, which install_problem_handlers replaces.
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 NOTHING_PUBLISHED_REASON = NOTHING_PUBLISHED.removeprefix(TYPE_BASE)
 
 _REASON_BY_STATUS = {
@@ -89,6 +99,24 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+def declare_problems(spec: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite a generated OpenAPI document (in place) to declare problem+json errors."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = Problem.model_json_schema()
+    for name in _FASTAPI_VALIDATION_SCHEMAS:
+        schemas.pop(name, None)
+    for path_item in spec.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                # FastAPI answers 400 when the body cannot be read as JSON (not UTF-8 ...)
+                responses.setdefault("400", {"description": "the body is not JSON"})
+            for status, response in responses.items():
+                if status[0] in "45":
+                    response["content"] = {PROBLEM_JSON: {"schema": dict(_PROBLEM_REF)}}
+    return spec
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
@@ -119,3 +147,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, 500, "internal error; see the server log",
                                 reason="internal")
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = declare_problems(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

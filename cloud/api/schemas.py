@@ -14,6 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 IdStr = Annotated[str, Field(pattern=ID_PATTERN, examples=["store-0001"])]
 
+# Every integer column is a PostgreSQL BIGINT (cloud.db.models maps int to BigInteger):
+# a larger number reached the database and came back as a 500 (issue 12). Every integer
+# the API takes (path, query, body) is a BigInt, narrowed further where it means less
+# (``Annotated[BigInt, Path(ge=1)]`` for a version), so it is refused with a 422 first.
+BIGINT_MAX = 2**63 - 1
+BigInt = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
+SignedBigInt = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
+
+# Free text that is stored: PostgreSQL text cannot hold NUL, and a lone surrogate has no
+# UTF-8 form (any constraint makes pydantic refuse one, so the pattern catches both).
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+
 
 class Public(BaseModel):
     model_config = ConfigDict(from_attributes=True)

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cloud.api.schemas import BigInt, SignedBigInt
 from cloud.db.models_loyalty import Campaign, Coupon, CouponRedemption
 from cloud.loyalty.errors import CouponUnusable, NotFound
 from cloud.loyalty.members import get_member
@@ -42,11 +43,11 @@ class CouponBenefit(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     percent_bp: Annotated[int, Field(ge=0, le=10_000)] = 0
-    amount_off: Annotated[int, Field(ge=0)] = 0
-    min_spend: Annotated[int, Field(ge=0)] = 0
-    max_units: Annotated[int, Field(ge=1)] | None = None
+    amount_off: BigInt = 0
+    min_spend: BigInt = 0
+    max_units: Annotated[BigInt, Field(ge=1)] | None = None
     scope: Scope = Scope()
-    priority: int = 100
+    priority: SignedBigInt = 100
     group: str = ""
     combines_with: tuple[str, ...] = ("*",)
 
@@ -56,7 +57,7 @@ class SaleRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_paid: Annotated[int, Field(ge=0)] = 0
+    min_paid: BigInt = 0
     stores: tuple[str, ...] = ()
     """Empty = every store."""
 

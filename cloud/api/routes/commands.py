@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.deps import CommandRole, PrincipalDep, ReadRole, SessionDep, StateDep
+from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import ID_PATTERN, CommandCreate, CommandPublic
 from cloud.db.models import Command, Store
@@ -21,7 +22,7 @@ from protocols.messages import Command as CommandMsg
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["commands"])
+router = APIRouter(tags=["commands"], route_class=JsonRoute)
 
 StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
 

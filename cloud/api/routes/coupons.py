@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import PrincipalDep, StateDep
+from cloud.api.json_body import JsonRoute
 from cloud.api.routes.retail_common import (
     HqRole,
     MemberId,
@@ -17,9 +18,10 @@ from cloud.api.routes.retail_common import (
     RetailRead,
     TillRole,
     reads,
+    require_store,
     writes,
 )
-from cloud.api.schemas import ID_PATTERN
+from cloud.api.schemas import ID_PATTERN, Text
 from cloud.db.models_loyalty import Campaign, Coupon
 from cloud.loyalty.coupons import (
     CouponBenefit,
@@ -34,7 +36,7 @@ from cloud.loyalty.coupons import (
 from cloud.loyalty.errors import Conflict, CouponUnusable
 from cloud.loyalty.members import get_member
 
-router = APIRouter(tags=["coupons"])
+router = APIRouter(tags=["coupons"], route_class=JsonRoute)
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Code = Annotated[str, Path(pattern=ID_PATTERN, description="coupon code")]
@@ -45,7 +47,7 @@ class CampaignCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     campaign_id: Id | None = Field(default=None, description="chosen id (default: generated)")
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
     trigger: Trigger = Field(description="manual, sale (payment-triggered) or referral")
     benefit: CouponBenefit
     rules: SaleRules = SaleRules()
@@ -69,7 +71,7 @@ class CouponIssue(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     member_id: Id
-    request_id: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+    request_id: Annotated[Text, Field(min_length=1, max_length=100)] = Field(
         description="idempotency key: the same request issues one coupon")
 
 
@@ -89,7 +91,7 @@ class Redeem(BaseModel):
     store_id: Id | None = Field(default=None, description="the redeeming store; a "
                                 "store-bound token must name one of its stores (a token "
                                 "bound to exactly one store defaults to it)")
-    sale_id: Annotated[str, Field(max_length=128)] | None = None
+    sale_id: Annotated[Text, Field(max_length=128)] | None = None
     member_id: Id | None = Field(default=None, description="checked against the coupon owner")
 
 
@@ -122,7 +124,8 @@ def list_campaigns(state: StateDep, _: RetailRead) -> list[CampaignPublic]:
 
 
 @router.post("/campaigns/{campaign_id}/coupons", status_code=201,
-             summary="Issue a coupon of this campaign to a member (idempotent by request_id)")
+             summary="Issue a coupon of this campaign to a member (idempotent by request_id)",
+             responses={404: {"description": "unknown campaign or member"}})
 def issue(campaign_id: CampaignId, body: CouponIssue, state: StateDep, retail: RetailDep,
           _: HqRole) -> CouponPublic:
     def work(s: Session) -> CouponPublic:
@@ -142,7 +145,8 @@ def get(code: Code, state: StateDep, _: RetailRead) -> CouponPublic:
     return reads(state, lambda s: _public(s, get_coupon(s, code)))
 
 
-@router.get("/members/{member_id}/coupons", summary="A member's coupons, newest first")
+@router.get("/members/{member_id}/coupons", summary="A member's coupons, newest first",
+            responses={404: {"description": "unknown member"}})
 def member_coupons(member_id: MemberId, state: StateDep, _: RetailRead) -> list[CouponPublic]:
     def work(s: Session) -> list[CouponPublic]:
         get_member(s, member_id)
@@ -155,7 +159,8 @@ def member_coupons(member_id: MemberId, state: StateDep, _: RetailRead) -> list[
 
 @router.post("/coupons/{code}/redeem", summary="Use a coupon once (single use is enforced "
              "by the database); returns the engine code to put in the basket",
-             responses={404: {"description": "unknown code"},
+             responses={404: {"description": "unknown code, or store_id is not a store the "
+                                             "cloud knows"},
                         409: {"description": "already redeemed, or another member's"},
                         410: {"description": "expired"}})
 def redeem(code: Code, body: Redeem, state: StateDep, retail: RetailDep,
@@ -166,6 +171,8 @@ def redeem(code: Code, body: Redeem, state: StateDep, retail: RetailDep,
 
     def work(s: Session) -> CouponPublic:
         who.check_store(s, store_id)
+        if store_id is not None:
+            require_store(s, store_id)
         coupon, _campaign = redeem_coupon(s, code, now_ms=state.clock.now_ms(),
                                           store_id=store_id, sale_id=body.sale_id,
                                           member_id=body.member_id)

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from cloud.api.deps import PrincipalDep, ReadRole, SessionDep, scoped_store_filter
+from cloud.api.json_body import JsonRoute
 from cloud.api.schemas import ID_PATTERN, DevicePublic
 from cloud.db.models import Device
 
-router = APIRouter(prefix="/devices", tags=["devices"])
+router = APIRouter(prefix="/devices", tags=["devices"], route_class=JsonRoute)
 
 
 @router.get("", summary="List devices, optionally of one store and/or by online status")

@@ -15,11 +15,12 @@ from fastapi import APIRouter, Query
 from sqlalchemy import and_, or_, select
 
 from cloud.api.deps import PrincipalDep, ReadRole, SessionDep, scoped_store_filter
+from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.schemas import ID_PATTERN, EventPage, EventPublic
+from cloud.api.schemas import BIGINT_MAX, ID_PATTERN, EventPage, EventPublic
 from cloud.db.models import Event
 
-router = APIRouter(prefix="/events", tags=["events"])
+router = APIRouter(prefix="/events", tags=["events"], route_class=JsonRoute)
 
 
 def encode_cursor(received_ms: int, event_id: str) -> str:
@@ -30,10 +31,15 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ms, event_id = raw.split(":", 1)
-        return int(ms), event_id
+        received_ms = int(ms)
     except (binascii.Error, UnicodeDecodeError, ValueError) as err:
         raise ApiProblem(422, "after: not a cursor returned by this API",
                          reason="bad_cursor") from err
+    # Both halves go into a query: a number past BIGINT or an id with a NUL is no cursor
+    # this API wrote, and PostgreSQL would answer it with an error (a 500).
+    if not 0 <= received_ms <= BIGINT_MAX or "\x00" in event_id:
+        raise ApiProblem(422, "after: not a cursor returned by this API", reason="bad_cursor")
+    return received_ms, event_id
 
 
 @router.get("", summary="List events, oldest first, with cursor pagination")

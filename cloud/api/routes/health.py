@@ -10,12 +10,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
 from cloud.api.deps import StateDep
+from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import HealthPublic
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=JsonRoute)
 
 
 def _ping(engine: Engine) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import StateDep
+from cloud.api.json_body import JsonRoute
 from cloud.api.routes.retail_common import (
     HqRole,
     MemberId,
@@ -20,16 +21,16 @@ from cloud.api.routes.retail_common import (
     reads,
     writes,
 )
-from cloud.api.schemas import ID_PATTERN
+from cloud.api.schemas import ID_PATTERN, BigInt, Text
 from cloud.db.models_loyalty import Member, PointsEntry
 from cloud.loyalty import distribution, points, stored_value
 from cloud.loyalty.members import create_member, find_by_phone, get_member
 from cloud.loyalty.tiers import member_tier
 
-router = APIRouter(prefix="/members", tags=["members"])
+router = APIRouter(prefix="/members", tags=["members"], route_class=JsonRoute)
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
-Key = Annotated[str, Field(min_length=1, max_length=128)]
+Key = Annotated[Text, Field(min_length=1, max_length=128)]
 
 
 class MemberCreate(BaseModel):
@@ -112,6 +113,9 @@ class CommissionPublic(BaseModel):
     closed_ms: int | None
 
 
+UNKNOWN_MEMBER: dict[int | str, dict[str, Any]] = {404: {"description": "unknown member"}}
+
+
 def _public(session: Session, member: Member, retail: RetailState, now_ms: int) -> MemberPublic:
     return MemberPublic(
         member_id=member.member_id, created_ms=member.created_ms,
@@ -124,7 +128,9 @@ def _public(session: Session, member: Member, retail: RetailState, now_ms: int) 
 
 
 @router.post("", status_code=201, summary="Enrol a member (a referral issues both coupons)",
-             responses={409: {"description": "phone already enrolled"},
+             responses={404: {"description": "unknown referred_by or recruited_by member"},
+                        409: {"description": "phone already enrolled, or recruited_by is "
+                                             "not a distributor"},
                         503: {"description": "member_hash_key not configured"}})
 def create(body: MemberCreate, state: StateDep, retail: RetailDep, _: TillRole) -> MemberPublic:
     now = state.clock.now_ms()
@@ -142,7 +148,8 @@ def create(body: MemberCreate, state: StateDep, retail: RetailDep, _: TillRole) 
 
 
 @router.post("/lookup", summary="Find a member by phone number (POST keeps it out of URLs)",
-             responses={404: {"description": "no member with this phone"}})
+             responses={404: {"description": "no member with this phone"},
+                        503: {"description": "member_hash_key not configured"}})
 def lookup(body: PhoneLookup, state: StateDep, retail: RetailDep, _: TillRole) -> MemberPublic:
     return reads(state, lambda s: _public(
         s, find_by_phone(s, body.phone, key=state.settings.member_hash_key), retail,
@@ -156,10 +163,11 @@ def get(member_id: MemberId, state: StateDep, retail: RetailDep, _: RetailRead) 
                                           state.clock.now_ms()))
 
 
-@router.get("/{member_id}/points", summary="Points ledger, oldest first")
+@router.get("/{member_id}/points", summary="Points ledger, oldest first",
+            responses=UNKNOWN_MEMBER)
 def ledger(member_id: MemberId, state: StateDep, _: RetailRead,
            limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-           offset: Annotated[int, Query(ge=0)] = 0) -> list[EntryPublic]:
+           offset: Annotated[BigInt, Query()] = 0) -> list[EntryPublic]:
     def work(s: Session) -> list[EntryPublic]:
         get_member(s, member_id)
         rows = s.scalars(select(PointsEntry).where(PointsEntry.member_id == member_id)
@@ -187,19 +195,23 @@ def _points_op(state: StateDep, member_id: str, body: PointsChange, kind: str,
 
 
 @router.post("/{member_id}/points/spend", summary="Spend points, nearest expiry first",
-             responses={409: {"description": "not enough points"}})
+             responses={**UNKNOWN_MEMBER, 409: {"description": "not enough points, or "
+                                                 "op_id used for another operation"}})
 def spend(member_id: MemberId, body: PointsChange, state: StateDep, retail: RetailDep,
           _: TillRole) -> OpPublic:
     return _points_op(state, member_id, body, "spend", retail)
 
 
-@router.post("/{member_id}/points/earn", summary="Credit points (goodwill, corrections)")
+@router.post("/{member_id}/points/earn", summary="Credit points (goodwill, corrections)",
+             responses={**UNKNOWN_MEMBER, 409: {"description": "op_id used for another "
+                                                 "operation"}})
 def earn(member_id: MemberId, body: PointsChange, state: StateDep, retail: RetailDep,
          _: HqRole) -> OpPublic:
     return _points_op(state, member_id, body, "earn", retail)
 
 
-@router.get("/{member_id}/stored-value", summary="Stored-value balance")
+@router.get("/{member_id}/stored-value", summary="Stored-value balance",
+            responses=UNKNOWN_MEMBER)
 def sv_balance(member_id: MemberId, state: StateDep, _: RetailRead) -> StoredValuePublic:
     def work(s: Session) -> StoredValuePublic:
         get_member(s, member_id)
@@ -209,7 +221,8 @@ def sv_balance(member_id: MemberId, state: StateDep, _: RetailRead) -> StoredVal
 
 
 @router.post("/{member_id}/stored-value", summary="Load, spend or refund stored value",
-             responses={409: {"description": "balance would go negative"}})
+             responses={**UNKNOWN_MEMBER, 409: {"description": "balance would go negative, "
+                                                 "or ref used for another operation"}})
 def sv_change(member_id: MemberId, body: StoredValueChange, state: StateDep,
               _: TillRole) -> StoredValuePublic:
     signed = -body.amount if body.kind == "spend" else body.amount

@@ -40,8 +40,9 @@ from cloud.api.deps import (
     StateDep,
     scoped_store_filter,
 )
+from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.schemas import ID_PATTERN, IdStr
+from cloud.api.schemas import ID_PATTERN, IdStr, Text
 from cloud.db.models_orders import CouponFlag, Order, OrderStatusEvent
 from cloud.orders import coupon_ranges, service
 from cloud.orders.dispatch import dispatch
@@ -58,7 +59,7 @@ from protocols.orders import Customer, Fulfilment, OrderLine
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], route_class=JsonRoute)
 
 StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
 OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="order id")]
@@ -113,12 +114,12 @@ class StockUpdate(_Body):
 
 
 class OrderCreate(_Body):
-    idempotency_key: str | None = Field(default=None, min_length=8, max_length=128)
+    idempotency_key: Text | None = Field(default=None, min_length=8, max_length=128)
     fulfilment: Fulfilment
     lines: list[OrderLine] = Field(min_length=1, max_length=200)
     customer: Customer
     member_id: IdStr | None = None
-    note: str = Field(default="", max_length=300)
+    note: Text = Field(default="", max_length=300)
     lat: float = Field(ge=-90, le=90, description="delivery address or the shopper's position")
     lon: float = Field(ge=-180, le=180)
 
@@ -240,7 +241,7 @@ async def _publish(app: Any, orders: OrdersState, order: Order) -> str:
 )
 async def create_order(
     body: OrderCreate, app: StateDep, orders: OrdersDep, _: OrderRole, response: Response,
-    idempotency_key: Annotated[str | None, Header(min_length=8, max_length=128)] = None,
+    idempotency_key: Annotated[Text | None, Header(min_length=8, max_length=128)] = None,
 ) -> OrderPublic:
     key = idempotency_key or body.idempotency_key
     if key is None:
@@ -283,7 +284,7 @@ def get_order(order_id: OrderId, session: SessionDep, _: ReadRole,
 def list_orders(
     session: SessionDep, _: ReadRole, who: PrincipalDep,
     store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-    status: Annotated[str | None, Query(max_length=24)] = None,
+    status: Annotated[Text | None, Query(max_length=24)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[OrderPublic]:
     stores = scoped_store_filter(session, who, store_id)

@@ -7,14 +7,22 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import StateDep
+from cloud.api.json_body import JsonRoute
 from cloud.api.problems import nothing_published
-from cloud.api.routes.retail_common import HqRole, RetailDep, RetailRead, reads, writes
-from cloud.api.schemas import ID_PATTERN
+from cloud.api.routes.retail_common import (
+    HqRole,
+    RetailDep,
+    RetailRead,
+    reads,
+    require_store,
+    writes,
+)
+from cloud.api.schemas import ID_PATTERN, BigInt
 from cloud.db.models import Store
 from cloud.db.models_loyalty import PriceBookVersion, StoreRegion
 from cloud.loyalty.errors import NotFound
@@ -22,9 +30,13 @@ from cloud.pricebook import service
 from pricing import Item
 from protocols.problems import NOTHING_PUBLISHED
 
-router = APIRouter(tags=["price books"])
+router = APIRouter(tags=["price books"], route_class=JsonRoute)
 
 StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
+
+
+class PriceBookItem(Item):
+    price: Annotated[BigInt, Strict()] = Field(description="minor units")
 
 
 class PriceBookPublish(BaseModel):
@@ -34,7 +46,7 @@ class PriceBookPublish(BaseModel):
         default=None, description="publish this store's overrides; omitted: the chain's book")
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
         default=None, description="default: the chain's currency")
-    items: list[Item] = Field(min_length=1, max_length=100_000, description="sku, name, "
+    items: list[PriceBookItem] = Field(min_length=1, max_length=100_000, description="sku, name, "
                               "category, price (minor units), earns_points")
 
 
@@ -66,14 +78,19 @@ def _stores_reached(s: Session, row: PriceBookVersion) -> list[str]:
 @router.post("/price-books", status_code=201,
              summary="Publish the next price book version for the chain or one store, and "
                      "push each store reached its signed book (retained MQTT message)",
-             responses={409: {"description": "published concurrently, or currencies differ"},
+             responses={404: {"description": "store_id is not a store the cloud knows "
+                                             "(connected once, or put in a region)"},
+                        409: {"description": "published concurrently, or currencies differ"},
                         422: {"description": "not a valid price book"}})
 async def publish(body: PriceBookPublish, state: StateDep, retail: RetailDep,
                   _: HqRole) -> PriceBookPublished:
     currency = body.currency or state.settings.currency
+    items: list[Item] = list(body.items)
 
     def work(s: Session) -> tuple[PriceBookVersion, dict[str, dict[str, Any]]]:
-        row = service.publish(s, items=body.items, currency=currency,
+        if body.store_id is not None:
+            require_store(s, body.store_id)
+        row = service.publish(s, items=items, currency=currency,
                               now_ms=state.clock.now_ms(), store_id=body.store_id)
         s.flush()
         docs = {store: service.store_document(s, store, retail.signer)
@@ -95,7 +112,7 @@ async def publish(body: PriceBookPublish, state: StateDep, retail: RetailDep,
                              f"{NOTHING_PUBLISHED}, no book published for this store yet "
                              "(a normal state: the store keeps polling)"}})
 def store_book(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailRead,
-               version: Annotated[int | None, Query(ge=1)] = None) -> SignedPriceBook:
+               version: Annotated[BigInt | None, Query(ge=1)] = None) -> SignedPriceBook:
     def work(s: Session) -> SignedPriceBook:
         if version is None and s.scalar(select(PriceBookVersion.version).where(
                 PriceBookVersion.scope.in_([service.CHAIN, store_id])).limit(1)) is None:
@@ -108,7 +125,7 @@ def store_book(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailR
 
 @router.get("/price-books/versions/{version}", summary="One published version, as frozen",
             responses={404: {"description": "unknown version"}})
-def get_version(version: Annotated[int, Path(ge=1)], state: StateDep,
+def get_version(version: Annotated[BigInt, Path(ge=1)], state: StateDep,
                 _: HqRole) -> dict[str, Any]:
     def work(s: Session) -> dict[str, Any]:
         row = s.get(PriceBookVersion, version)

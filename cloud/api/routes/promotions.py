@@ -26,9 +26,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import PrincipalDep, StateDep, scoped_store_filter
+from cloud.api.json_body import JsonRoute
 from cloud.api.problems import nothing_published
 from cloud.api.routes.retail_common import HqRole, RetailDep, RetailRead, reads, writes
-from cloud.api.schemas import ID_PATTERN
+from cloud.api.schemas import ID_PATTERN, BigInt
 from cloud.db.models import Store
 from cloud.db.models_loyalty import (
     PromotionDef,
@@ -46,7 +47,7 @@ from protocols.problems import NOTHING_PUBLISHED
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["promotions"])
+router = APIRouter(tags=["promotions"], route_class=JsonRoute)
 
 StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -129,10 +130,10 @@ class PublicKey(BaseModel):
 class TierPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    min_points: Annotated[int, Field(ge=0)]
+    min_points: BigInt
     multiplier_bp: Annotated[int, Field(ge=0, le=100_000)] = 10_000
     discount_bp: Annotated[int, Field(ge=0, le=10_000)] = 0
-    prices: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    prices: dict[str, BigInt] = Field(default_factory=dict)
 
 
 class TierPublic(TierPut):
@@ -189,7 +190,8 @@ def put_promotion(promotion_id: PathId, body: PromotionPut, state: StateDep,
         regions=body.regions, channels=list(body.channels), trigger_rules=body.trigger_rules)))
 
 
-@router.delete("/promotions/{promotion_id}", summary="Archive (left out of the next publish)")
+@router.delete("/promotions/{promotion_id}", summary="Archive (left out of the next publish)",
+               responses={404: {"description": "unknown promotion"}})
 def archive(promotion_id: PathId, state: StateDep, _: HqRole) -> PromotionPublic:
     return writes(state, lambda s: PromotionPublic.of(
         service.archive_promotion(s, promotion_id, now_ms=state.clock.now_ms())))
@@ -219,8 +221,9 @@ async def publish(state: StateDep, retail: RetailDep, _: HqRole) -> PublishResul
                          announce_failed=failed)
 
 
-@router.get("/promotions/versions/{version}", summary="One published version, as frozen")
-def get_version(version: Annotated[int, Path(ge=1)], state: StateDep,
+@router.get("/promotions/versions/{version}", summary="One published version, as frozen",
+            responses={404: {"description": "unknown version"}})
+def get_version(version: Annotated[BigInt, Path(ge=1)], state: StateDep,
                 _: RetailRead) -> PublicationPublic:
     return reads(state, lambda s: PublicationPublic.model_validate(
         service.get_publication(s, version)))
@@ -237,7 +240,7 @@ def keys(retail: RetailDep, _: RetailRead) -> list[PublicKey]:
                              f"{NOTHING_PUBLISHED}, nothing published yet (a normal "
                              "state: the store keeps polling)"}})
 def snapshot(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailRead,
-             version: Annotated[int | None, Query(ge=1)] = None) -> SignedDocument:
+             version: Annotated[BigInt | None, Query(ge=1)] = None) -> SignedDocument:
     def work(s: Session) -> SignedDocument:
         publication = (service.latest_publication(s) if version is None
                        else service.get_publication(s, version))

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import StateDep, require_role
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import ID_PATTERN
+from cloud.db.models import Store
+from cloud.db.models_loyalty import StoreRegion
 from cloud.loyalty import errors as le
 from cloud.loyalty.metrics import LoyaltyMetrics
 from cloud.loyalty.program import LoyaltyProgram
@@ -56,6 +59,16 @@ _ADMIN = frozenset({Role.HQ_ADMIN})
 RetailRead = Annotated[Role, Depends(require_role(_READ, "read loyalty data"))]
 TillRole = Annotated[Role, Depends(require_role(_TILL, "act for a till"))]
 HqRole = Annotated[Role, Depends(require_role(_ADMIN, "manage loyalty and promotions"))]
+
+
+def require_store(session: Session, store_id: str) -> None:
+    """``NotFound`` (a 404) unless the cloud knows ``store_id``: its box has connected (a
+    ``stores`` row) or HQ put it in a region (``PUT /regions/{region}/stores/{store_id}``,
+    how a store is registered before its box first connects). Content addressed to any
+    other id would be stored and published to a topic no store reads."""
+    if session.get(Store, store_id) is None and session.scalar(
+            select(StoreRegion.store_id).where(StoreRegion.store_id == store_id)) is None:
+        raise le.NotFound("store", store_id)
 
 
 def problem_of(err: Exception) -> ApiProblem:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.deps import AdminRole, ReadRole, SessionDep, StateDep
+from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import ID_PATTERN, ShadowDesiredUpdate, ShadowPublic
 from cloud.db.models import Shadow
@@ -26,7 +27,7 @@ from protocols.shadow_keys import DEVICE_KEYS, undeclared
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/stores/{store_id}/shadow", tags=["shadows"])
+router = APIRouter(prefix="/stores/{store_id}/shadow", tags=["shadows"], route_class=JsonRoute)
 
 StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
 Target = Annotated[str, Path(pattern=ID_PATTERN, description='"agent" or a device id')]

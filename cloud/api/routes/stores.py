@@ -9,11 +9,12 @@ from sqlalchemy import Integer, Select, func, select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import PrincipalDep, ReadRole, SessionDep
+from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import ID_PATTERN, DevicePublic, StoreDetailPublic, StorePublic
 from cloud.db.models import Device, Store
 
-router = APIRouter(prefix="/stores", tags=["stores"])
+router = APIRouter(prefix="/stores", tags=["stores"], route_class=JsonRoute)
 
 StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
 

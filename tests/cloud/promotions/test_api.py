@@ -91,6 +91,9 @@ async def test_members_coupons_and_stored_value(db_url: str) -> None:
         r = await client.post(f"/api/v1/coupons/{code}/redeem", headers=auth(DEVICE),
                               json={"member_id": alice})
         assert r.status_code == 409 and r.json()["type"].endswith("coupon_wrong_member")
+        # A redemption names a store the cloud knows (here: HQ put it in a region).
+        r = await client.put("/api/v1/regions/north/stores/store-1", headers=auth(ADMIN))
+        assert r.status_code == 200
         r = await client.post(f"/api/v1/coupons/{code}/redeem", headers=auth(DEVICE),
                               json={"store_id": "store-1", "sale_id": "s1"})
         assert r.status_code == 200 and r.json()["redeemed"] is True
