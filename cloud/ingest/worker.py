@@ -230,8 +230,8 @@ class IngestWorker:
             # Not stored, so never ready: say so, or the store waits for ever with its
             # outbox growing (decision 0024). The store logs, counts and alarms on it.
             self.metrics.births_refused.labels(reason=refused.reason).inc()
-            logger.error("ingest: refused the birth of store %s (bd_seq %s): %s",
-                         refused.store_id, refused.bd_seq, refused.detail)
+            logger.warning("ingest: refused the birth of store %s (bd_seq %s): %s",
+                           refused.store_id, refused.bd_seq, refused.detail)
             answer = BirthRefused(bd_seq=refused.bd_seq, reason=refused.reason,
                                   detail=refused.detail, ts=self._clock.now_ms())
             await client.publish(topics.ready(refused.store_id), encode(answer), qos=1)
