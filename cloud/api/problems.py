@@ -9,9 +9,10 @@ validation) and unexpected exceptions are converted by the handlers installed wi
 
 The OpenAPI document says the same (``declare_problems``): every 4xx/5xx response a route
 declares is ``application/problem+json`` with the ``Problem`` schema, FastAPI's own
-``HTTPValidationError`` is gone, and a route with a body declares the 400 for a body
-that is not JSON. Routes declare the statuses they answer (404, 409, 503 ...) in their
-``responses=`` with a description only; the router adds 401/403 (``cloud.main``).
+``HTTPValidationError`` is gone, and a route with a body declares the 400 FastAPI
+answers when it cannot read one. Routes declare the statuses they answer (404, 409,
+503 ...) in their ``responses=`` with a description only; the router adds 401/403
+(``cloud.main``).
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def declare_problems(spec: dict[str, Any]) -> dict[str, Any]:
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
             if "requestBody" in operation:
-                # FastAPI answers 400 when the body cannot be read as JSON (not UTF-8 ...)
-                responses.setdefault("400", {"description": "the body is not JSON"})
+                # FastAPI answers 400 when reading the body fails (malformed JSON is a 422)
+                responses.setdefault("400", {"description": "the body could not be read"})
             for status, response in responses.items():
                 if status[0] in "45":
                     response["content"] = {PROBLEM_JSON: {"schema": dict(_PROBLEM_REF)}}

@@ -108,7 +108,7 @@ async def test_text_with_nul_and_bodies_that_are_not_utf8_json_are_refused(
     r = await c.put("/api/v1/stores/S001/shadow/agent/desired",
                     content=b'{"state": {"note": "\\ud800"}}',
                     headers={"content-type": "application/json"})
-    assert_problem(r, 400)
+    assert assert_problem(r, 422)["errors"][0]["type"] == "json_invalid"
     r = await c.get("/api/v1/stores/S001/shadow/agent")
     assert_problem(r, 404)  # nothing stored
 
