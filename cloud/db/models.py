@@ -59,17 +59,18 @@ class Device(Base):
 
 
 class Event(Base):
-    """A business event; ``id`` is the event's idempotency key."""
+    """A business event; ``(store_id, id)`` is its idempotency key (decision 0026): an
+    event id is unique within its store only, so two stores may use the same id."""
 
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_store_seq", "store_id", "seq"),
-        # The API pages through events in (received_ms, id) order.
-        Index("ix_events_received", "received_ms", "id"),
+        # The API pages through events in (received_ms, store_id, id) order.
+        Index("ix_events_received", "received_ms", "store_id", "id"),
     )
 
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
     id: Mapped[str] = mapped_column(Id, primary_key=True)
-    store_id: Mapped[str] = mapped_column(Id)
     kind: Mapped[str] = mapped_column(Id)
     device_id: Mapped[str | None] = mapped_column(Id)
     seq: Mapped[int]

@@ -26,7 +26,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.db.models import Base, Id
 
-Key = String(128)  # idempotency keys: "<kind>:<event id>" and the like
+Key = String(128)  # idempotency keys and references that are not event-derived
+# Keys derived from an event carry its store (decision 0026), "<kind>:<store>/<event id>":
+# two 64-char ids, a separator and a prefix; 255 leaves room for the longest,
+# "commission-reverse:<commission id>:<store>/<refund event id>" (213).
+EventKey = String(255)
 
 
 class StoreRegion(Base):
@@ -57,7 +61,7 @@ class PointsOp(Base):
 
     __tablename__ = "points_ops"
 
-    op_id: Mapped[str] = mapped_column(Key, primary_key=True)
+    op_id: Mapped[str] = mapped_column(EventKey, primary_key=True)
     member_id: Mapped[str] = mapped_column(Id, index=True)
     kind: Mapped[str] = mapped_column(String(16))
     points: Mapped[int]
@@ -78,7 +82,7 @@ class PointsEntry(Base):
     )
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
-    op_id: Mapped[str] = mapped_column(Key)
+    op_id: Mapped[str] = mapped_column(EventKey)
     member_id: Mapped[str] = mapped_column(Id)
     kind: Mapped[str] = mapped_column(String(16))
     points: Mapped[int]
@@ -127,7 +131,7 @@ class Coupon(Base):
     code: Mapped[str] = mapped_column(Id, primary_key=True)
     campaign_id: Mapped[str] = mapped_column(Id)
     member_id: Mapped[str] = mapped_column(Id)
-    source_key: Mapped[str] = mapped_column(Key)
+    source_key: Mapped[str] = mapped_column(EventKey)
     issued_ms: Mapped[int]
     expires_ms: Mapped[int]
     # Set once by the expiry job for a coupon that lapsed unused (``expire_coupons``).
@@ -184,7 +188,7 @@ class Commission(Base):
     )
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
-    sale_id: Mapped[str] = mapped_column(Id)
+    sale_id: Mapped[str] = mapped_column(EventKey)  # "<store>/<sale event id>"
     beneficiary_id: Mapped[str] = mapped_column(Id)
     buyer_id: Mapped[str | None] = mapped_column(Id)
     level: Mapped[int] = mapped_column(Integer)  # 1: the sharer; 2: who recruited them
@@ -206,7 +210,7 @@ class CommissionReversal(Base):
     __tablename__ = "commission_reversals"
 
     commission_id: Mapped[str] = mapped_column(Id, primary_key=True)
-    refund_id: Mapped[str] = mapped_column(Key, primary_key=True)
+    refund_id: Mapped[str] = mapped_column(EventKey, primary_key=True)
     refunded_paid: Mapped[int]
     points: Mapped[int]
     created_ms: Mapped[int]
@@ -270,8 +274,8 @@ class PriceBookVersion(Base):
 
 
 class SalePriceMismatch(Base):
-    """An audit finding on one sale (``cloud.promotions.reprice``), keyed by event id and
-    reason: a sale may carry one pricing finding and a ``charged_differs`` one.
+    """An audit finding on one sale (``cloud.promotions.reprice``), keyed by store, event
+    id and reason: a sale may carry one pricing finding and a ``charged_differs`` one.
 
     ``kind``: ``mismatch`` (the cloud re-priced it and got other totals, or the money
     charged differs from the money recorded) or ``unaudited`` (it could not be re-priced).
@@ -280,10 +284,10 @@ class SalePriceMismatch(Base):
     __tablename__ = "sale_price_mismatches"
     __table_args__ = (Index("ix_sale_price_mismatches_store", "store_id", "detected_ms"),)
 
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
     event_id: Mapped[str] = mapped_column(Id, primary_key=True)
     reason: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), server_default="mismatch")
-    store_id: Mapped[str] = mapped_column(Id)
     device_id: Mapped[str | None] = mapped_column(Id)
     snapshot_version: Mapped[int | None]
     expected: Mapped[dict[str, Any] | None]
@@ -303,8 +307,8 @@ class SaleAudit(Base):
     __tablename__ = "sale_audits"
     __table_args__ = (Index("ix_sale_audits_store", "store_id", "outcome"),)
 
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
     event_id: Mapped[str] = mapped_column(Id, primary_key=True)
-    store_id: Mapped[str] = mapped_column(Id)
     device_id: Mapped[str | None] = mapped_column(Id)
     outcome: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(32))

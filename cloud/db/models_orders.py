@@ -74,14 +74,14 @@ class Order(Base):
 
 
 class OrderStatusEvent(Base):
-    """Every ``order_status`` event received, keyed by event id (applied once)."""
+    """Every ``order_status`` event received, keyed by store and event id (applied once)."""
 
     __tablename__ = "order_status_events"
     __table_args__ = (Index("ix_order_status_events_order", "order_id", "ts"),)
 
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
     event_id: Mapped[str] = mapped_column(Id, primary_key=True)
     order_id: Mapped[str] = mapped_column(Id)
-    store_id: Mapped[str] = mapped_column(Id)
     from_status: Mapped[str | None] = mapped_column(String(24))
     to_status: Mapped[str] = mapped_column(String(24))
     # applied | noop (already in that state) | illegal | wrong_store | unknown_order
@@ -115,25 +115,28 @@ class OfflineRedemption(Base):
     """The first redemption of a range code wins (primary key); later ones are flagged."""
 
     __tablename__ = "offline_redemptions"
+    __table_args__ = (
+        UniqueConstraint("store_id", "event_id", name="uq_offline_redemptions_store_event"),
+    )
 
     code: Mapped[str] = mapped_column(Id, primary_key=True)
     range_id: Mapped[str | None] = mapped_column(Id)
     store_id: Mapped[str] = mapped_column(Id)
-    event_id: Mapped[str] = mapped_column(Id, unique=True)
+    event_id: Mapped[str] = mapped_column(Id)
     sale_id: Mapped[str | None] = mapped_column(Id)
     redeemed_ms: Mapped[int]
 
 
 class CouponFlag(Base):
     """A redemption the cloud could not accept: double use, or a code outside the
-    store's ranges. Keyed by event id, so a redelivered event flags once."""
+    store's ranges. Keyed by store and event id, so a redelivered event flags once."""
 
     __tablename__ = "coupon_flags"
     __table_args__ = (Index("ix_coupon_flags_code", "code"),)
 
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
     event_id: Mapped[str] = mapped_column(Id, primary_key=True)
     code: Mapped[str] = mapped_column(Id)
-    store_id: Mapped[str] = mapped_column(Id)
     reason: Mapped[str] = mapped_column(String(24))  # double_use | not_allocated | expired
     first_event_id: Mapped[str | None] = mapped_column(Id)
     detected_ms: Mapped[int]

@@ -24,25 +24,27 @@ def dialect_insert(session: Session, model: type[Base]) -> Any:
     raise NotImplementedError(f"no idempotent insert for dialect {name!r}")
 
 
-def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert events keyed on ``id``; returns the ids actually inserted.
+def insert_events(session: Session,
+                  rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Insert events keyed on ``(store_id, id)``; returns the keys actually inserted.
 
-    A row whose id is already stored is skipped by the database (``DO NOTHING``) and
-    is absent from the result: the caller counts it as a duplicate.
+    An event id is unique within its store only (decision 0026). A row whose key is
+    already stored is skipped by the database (``DO NOTHING``) and is absent from the
+    result: the caller counts it as a duplicate.
     """
     if not rows:
         return set()
     stmt = (
         dialect_insert(session, Event)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(Event.id)
+        .on_conflict_do_nothing(index_elements=["store_id", "id"])
+        .returning(Event.store_id, Event.id)
     )
-    inserted: set[str] = set()
+    inserted: set[tuple[str, str]] = set()
     # One statement per chunk: SQLite caps bound parameters (32766 since 3.32); a chunk
     # of 500 rows x 9 columns stays far below it.
     for start in range(0, len(rows), 500):
         result = session.execute(stmt.values(list(rows[start : start + 500])))
-        inserted.update(result.scalars())
+        inserted.update((row.store_id, row.id) for row in result)
     return inserted
 
 

@@ -47,7 +47,8 @@ class Outcome:
 
 def apply_batch(session: Session, items: list[Inbound], *, now_ms: int) -> Outcome:
     out = Outcome()
-    events: dict[str, dict[str, Any]] = {}
+    # Keyed by (store, id): an event id is unique within its store only (decision 0026).
+    events: dict[tuple[str, str], dict[str, Any]] = {}
     telemetry: dict[tuple[str, str, str], dict[str, Any]] = {}
     for item in items:
         msg = item.msg
@@ -56,10 +57,10 @@ def apply_batch(session: Session, items: list[Inbound], *, now_ms: int) -> Outco
         elif isinstance(msg, Death):
             out.stale += not apply_death(session, item.store_id, msg, now_ms=now_ms)
         elif isinstance(msg, Event):
-            if msg.id in events:
+            if (msg.store_id, msg.id) in events:
                 out.duplicates += 1  # the same event twice in one batch
             else:
-                events[msg.id] = _event_row(msg, now_ms=now_ms)
+                events[msg.store_id, msg.id] = _event_row(msg, now_ms=now_ms)
         elif isinstance(msg, Telemetry):
             apply_telemetry(session, item.store_id, msg, now_ms=now_ms, latest=telemetry)
         elif isinstance(msg, ShadowReported):

@@ -8,8 +8,9 @@ After a batch's events are committed, each hook runs once per event of its kinds
 its own transaction. Hooks see every event of the batch, duplicates included: a crash
 between the event commit and a hook commit leaves the message unacknowledged, the
 broker redelivers it, the event is then a duplicate and the hook runs again. So every
-hook must be idempotent by event id (unique keys such as ``earn:<event id>``), and it
-is what makes "issued exactly once" hold.
+hook must be idempotent by store and event id (an id is unique within its store only,
+decision 0026: keys such as ``earn:<store>/<event id>``, built with ``event_key``), and
+it is what makes "issued exactly once" hold.
 
 Failures: a database that is down (``OperationalError``) propagates, so nothing is
 acknowledged and the batch comes back; anything else (bad payload, a bug) is logged,
@@ -32,6 +33,11 @@ from protocols.messages import Event
 logger = logging.getLogger(__name__)
 
 EventHook = Callable[[Session, Event, int], None]
+
+
+def event_key(store_id: str, event_id: str) -> str:
+    """One string naming an event fleet-wide: ``<store>/<event id>`` ('/' is in no id)."""
+    return f"{store_id}/{event_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,7 +141,8 @@ def reversal_target(points_earned: int, base_paid: int | None, refunded_paid: in
 
 def reverse_sale(session: Session, *, sale_id: str, now_ms: int, refund_id: str = "return",
                  refunded_paid: int | None = None) -> list[Reversal]:
-    """A return of ``sale_id`` (``refund_id``: the refund event's id; ``refunded_paid``:
+    """A return of ``sale_id`` (``<store>/<sale event id>``; ``refund_id``: the refund
+    event's, ``event_key``; ``refunded_paid``:
     what it paid back, None = the whole sale). Pending commissions shrink (cancelled when
     nothing is left), settled ones are taken back from the ledger, in proportion.
     Idempotent by ``refund_id``."""

@@ -4,7 +4,7 @@ The sum of a member's rows is the balance. Positive rows are *lots* with an expi
 every negative row names the lot it consumes, so "what is left of a lot" is the lot
 plus its consumptions, and spending takes the nearest-expiring lots first.
 
-Every operation has an ``op_id`` (idempotency key, e.g. ``earn:<sale event id>``):
+Every operation has an ``op_id`` (idempotency key, e.g. ``earn:<store>/<sale event id>``):
 the second call with the same id returns the first result and writes nothing.
 Operations lock the member row first (``FOR UPDATE`` on PostgreSQL; SQLite writers
 are serialised by ``BEGIN IMMEDIATE``), so two spends cannot both see the same lots.

@@ -103,14 +103,16 @@ def reconcile(session: Session, event: Event, data: RangeRedemption, *,
         if inserted is not None:
             return "accepted"
         first = session.get(OfflineRedemption, data.code)
-        if first is not None and first.event_id == event.id:
+        if first is not None and (first.store_id, first.event_id) == (event.store_id,
+                                                                     event.id):
             return "duplicate"
         reason, first_event = "double_use", first.event_id if first else None
     flagged = session.execute(
         dialect_insert(session, CouponFlag).values(
             event_id=event.id, code=data.code, store_id=event.store_id, reason=reason,
             first_event_id=first_event, detected_ms=now_ms)
-        .on_conflict_do_nothing(index_elements=["event_id"]).returning(CouponFlag.event_id)
+        .on_conflict_do_nothing(index_elements=["store_id", "event_id"])
+        .returning(CouponFlag.event_id)
     ).first()
     return reason if flagged is not None else "duplicate"
 

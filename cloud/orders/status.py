@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 def apply_status(session: Session, *, event_id: str, store_id: str, data: OrderStatusData,
                  now_ms: int) -> str:
     """Apply one status report; returns its outcome (see the module docstring)."""
-    if session.get(OrderStatusEvent, event_id) is not None:
+    if session.get(OrderStatusEvent, (store_id, event_id)) is not None:
         return "duplicate"
     order = session.get(Order, data.order_id, with_for_update=True)
     before = order.status if order is not None else None

@@ -145,7 +145,7 @@ class RepriceHook:
             reason=None if pricing is None else pricing.reason,
             paid=paid if isinstance(paid, int) and not isinstance(paid, bool) else None,
             charged=None if sale is None else sale.charged, detected_ms=now_ms,
-        ).on_conflict_do_nothing(index_elements=["event_id"])
+        ).on_conflict_do_nothing(index_elements=["store_id", "event_id"])
         session.execute(audit)
         for finding in findings:
             self._flag(session, event, finding, now_ms=now_ms)
@@ -206,7 +206,7 @@ class RepriceHook:
             store_id=event.store_id, device_id=event.device_id,
             snapshot_version=finding.version, expected=finding.expected,
             reported=finding.reported, detected_ms=now_ms,
-        ).on_conflict_do_nothing(index_elements=["event_id", "reason"]).returning(
+        ).on_conflict_do_nothing(index_elements=["store_id", "event_id", "reason"]).returning(
             SalePriceMismatch.event_id)
         if session.execute(stmt).first() is None:
             return  # a redelivered sale: found and counted the first time

@@ -190,7 +190,7 @@ async def test_offline_sale_and_online_order_end_to_end(
                 def applied() -> bool:
                     with Session(engine) as s:
                         return s.scalar(sa.select(sa.func.count()).select_from(PointsEntry)
-                                        .where(PointsEntry.op_id == f"earn:{sale.sale_id}")
+                                        .where(PointsEntry.op_id == f"earn:{STORE}/{sale.sale_id}")
                                         ) == 1
                 await until(applied, what="points earned in the ledger")
                 await asyncio.sleep(0.5)  # a late duplicate would land by now
@@ -199,7 +199,8 @@ async def test_offline_sale_and_online_order_end_to_end(
                                     .where(Event.kind == "sale")) == 1
                     assert cast(int, s.scalar(sa.select(sa.func.count()).select_from(PointsEntry)
                                     .where(PointsEntry.op_id.in_(
-                                        [f"earn:{sale.sale_id}", f"spend:{sale.sale_id}"]))
+                                        [f"earn:{STORE}/{sale.sale_id}",
+                                         f"spend:{STORE}/{sale.sale_id}"]))
                                     )) >= 2
                     assert s.scalars(sa.select(SalePriceMismatch).where(
                         SalePriceMismatch.event_id == sale.sale_id)).all() == []

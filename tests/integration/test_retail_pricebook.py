@@ -93,7 +93,7 @@ async def test_price_book_published_in_the_cloud_prices_the_store_sale(
 
                 def stored() -> Event | None:
                     with Session(engine) as s:
-                        return s.get(Event, sale.sale_id)
+                        return s.get(Event, (STORE, sale.sale_id))
 
                 row = await until(stored, timeout=30, what="sale in the cloud")
                 assert row.data["catalog"]["version"] == 2

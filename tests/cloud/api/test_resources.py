@@ -67,7 +67,7 @@ async def test_event_pagination_is_complete_and_stable(db_url: str) -> None:
         ingest(db_url, batch, clock)
         clock.advance(0.001)
     async with api_client(create_app(make_settings(db_url), publisher=MemoryPublisher())) as c:
-        seen: list[str] = []
+        seen: list[tuple[str, str]] = []
         after = None
         pages = 0
         while True:
@@ -76,12 +76,13 @@ async def test_event_pagination_is_complete_and_stable(db_url: str) -> None:
                 params["after"] = after
             page = (await c.get("/api/v1/events", params=params, headers=auth(MANAGER))).json()
             pages += 1
-            seen += [e["id"] for e in page["items"]]
+            seen += [(e["store_id"], e["id"]) for e in page["items"]]
             after = page["next"]
             if after is None:
                 break
         assert pages == 12 and len(seen) == 115 == len(set(seen))
-        assert seen == sorted(seen)  # received order; ids sort the same way here
+        # Received order (a batch per received_ms; ids carry the batch), then store, id.
+        assert seen == sorted(seen, key=lambda k: (k[1].split("-")[1], k))
         s2 = (await c.get("/api/v1/events", params={"store_id": "s2", "limit": 1000},
                           headers=auth(MANAGER))).json()
         assert len(s2["items"]) == 5 * 8 and s2["next"] is None

@@ -81,7 +81,7 @@ def test_duplicate_changes_nothing(engine: Engine, processor: BatchProcessor) ->
     changed = EventMsg(id="e-1", kind="sale", store_id="s1", seq=99, ts=5, data={"total": 1})
     processor.process([(topic, encode(changed))])
     with make_session_factory(engine)() as session:
-        row = session.get(Event, "e-1")
+        row = session.get(Event, ("s1", "e-1"))
         assert row is not None
         assert (row.seq, row.ts, row.data["total"]) == (7, 1000, 1299)
 

@@ -120,7 +120,9 @@ def test_full_return_and_refund_without_paid_reverse_everything(
     with sessions() as s:
         rows = {r.sale_id: (r.points, r.reversed_points, r.status)
                 for r in s.scalars(select(Commission))}
-    assert rows == {"sale-f": (99, 99, "reversed"), "sale-g": (500, 500, "reversed")}
+    # Commissions name their sale by store and event id (decision 0026).
+    assert rows == {"store-1/sale-f": (99, 99, "reversed"),
+                    "store-1/sale-g": (500, 500, "reversed")}
     clock.advance(PROGRAM.return_window_days * DAY_S)
     with sessions.begin() as s:
         assert distribution.settle_commissions(s, now_ms=clock.now_ms(), program=PROGRAM) == 0

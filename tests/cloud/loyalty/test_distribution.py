@@ -125,7 +125,7 @@ def test_payment_triggered_coupon_issued_once(
     proc.process([big, big])
     with sessions() as s:
         coupons = list(s.scalars(select(Coupon)))
-        assert [c.source_key for c in coupons] == ["sale:sale-big"]
+        assert [c.source_key for c in coupons] == ["sale:store-1/sale-big"]
         assert points.balance(s, m) == 60  # earned once, too
     assert registry.get_sample_value("storefleet_loyalty_coupons_issued_total",
                                      {"trigger": "sale"}) == 1
