@@ -28,6 +28,11 @@ class IngestMetrics:
         self.events_stored = Counter(
             "storefleet_ingest_events_stored", "Events newly stored", registry=registry
         )
+        self.events_acked = Counter(
+            "storefleet_ingest_events_acked",
+            "Events acknowledged to their store after commit (topics.ack, decision 0028)",
+            registry=registry,
+        )
         self.duplicates = Counter(
             "storefleet_ingest_duplicates", "Events already stored (redelivered or replayed)",
             registry=registry,

@@ -155,6 +155,19 @@ class AgentConfig:
     # subscriptions until ingest re-subscribes, and drops what arrives meanwhile.
     await_cloud_ready: bool = True
     cloud_ready_timeout_s: float = 10.0  # no answer by then: publish the birth again
+    # Keep each event in the outbox until cloud ingest acknowledged its commit
+    # (``topics.ack``, decision 0028): a broker's PUBACK does not survive its crash.
+    # None: as ``await_cloud_ready`` (a deployment with no cloud ingest has neither).
+    await_cloud_ack: bool | None = None
+    # An event sent but not acknowledged by the cloud this long is sent again; the wait
+    # doubles at each further try, up to the max (a long ingest outage costs a few
+    # copies per event, not one per timeout).
+    cloud_ack_timeout_s: float = 30.0
+    cloud_ack_timeout_max_s: float = 600.0
+    # Events sent and not yet acknowledged by the cloud, at most (beyond: wait). Bounds
+    # memory and what one ingest outage puts into the broker's queue per store: a few
+    # minutes of a busy store (decision 0025 measured ~20 events/s).
+    cloud_ack_window: int = 10_000
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     shutdown_drain_s: float = 3.0  # on a clean stop, time given to empty the outbox
@@ -256,6 +269,9 @@ class AgentConfig:
             "telemetry_buffer_max",
             "reconnect_min_s",
             "cloud_ready_timeout_s",
+            "cloud_ack_timeout_s",
+            "cloud_ack_timeout_max_s",
+            "cloud_ack_window",
             "reconnect_max_s",
             "health_interval_s",
             "pos_refresh_interval_s",
@@ -269,6 +285,8 @@ class AgentConfig:
             raise ConfigError("outbox_synchronous", "must be NORMAL or FULL")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError("reconnect_max_s", "must be >= reconnect_min_s")
+        if self.cloud_ack_timeout_max_s < self.cloud_ack_timeout_s:
+            raise ConfigError("cloud_ack_timeout_max_s", "must be >= cloud_ack_timeout_s")
 
     @property
     def cloud(self) -> BrokerAddress:
@@ -278,6 +296,11 @@ class AgentConfig:
             username=self.cloud_username or addr.username,
             password=self.cloud_password or addr.password,
         )
+
+    @property
+    def cloud_acks(self) -> bool:
+        """Whether outbox rows wait for the cloud's ``ack`` (else the broker's PUBACK)."""
+        return self.await_cloud_ready if self.await_cloud_ack is None else self.await_cloud_ack
 
     @property
     def embedded_local_bus(self) -> bool:

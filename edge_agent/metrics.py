@@ -108,6 +108,25 @@ class AgentMetrics:
             "events acknowledged by the uplink broker",
             registry=r,
         )
+        self.events_cloud_acked = Counter(
+            "storefleet_events_cloud_acked_total",
+            "events cloud ingest acknowledged as committed (then deleted from the outbox)",
+            registry=r,
+        )
+        self.events_resent = Counter(
+            "storefleet_uplink_resent_total",
+            "events published again: 'session' (a new session or run starts over from the "
+            "oldest unacknowledged event), 'timeout' (no cloud ack in time), 'ready' "
+            "(the cloud answered a birth again, e.g. ingest reconnected)",
+            ["reason"],
+            registry=r,
+        )
+        self.cloud_unacked_age = Gauge(
+            "storefleet_uplink_unacked_oldest_age_seconds",
+            "age of the oldest event the cloud has not acknowledged as committed: the "
+            "honest backlog (with no cloud ingest, not yet acknowledged by the broker)",
+            registry=r,
+        )
         self.events_duplicate = Counter(
             "storefleet_events_duplicate_total",
             "local events ignored because their id is already in the outbox",
@@ -158,6 +177,9 @@ class AgentMetrics:
         self.outbox_depth.set_function(depth)
         self.outbox_bytes.set_function(size)
         self.outbox_oldest_age.set_function(oldest_age_s)
+        # Every event not yet acknowledged by the cloud is still in the outbox (decision
+        # 0028), so its oldest row is the oldest unacknowledged event.
+        self.cloud_unacked_age.set_function(oldest_age_s)
         self.outbox_headroom.set_function(headroom_s)
 
 

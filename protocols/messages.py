@@ -244,6 +244,25 @@ class BirthRefused(Msg):
     ts: EpochMs
 
 
+# Event ids one ``EventsAck`` names at most; ingest commits at most 500 messages a batch
+# (cloud.ingest.worker.BATCH_MAX) and splits a larger set over several acks.
+ACK_MAX_IDS = 1000
+
+
+class EventsAck(Msg):
+    """On ``ack``: cloud ingest has committed (or stored before, or refused for good)
+    these events of the store, named by their ids within the store.
+
+    A broker acknowledges a publish before it has saved it (Mosquitto persists at its
+    autosave interval), so its PUBACK proves nothing about a crash. The store keeps an
+    event in its outbox until this arrives, and sends what stays unacknowledged again
+    (decision 0028); the cloud stores by id, so a second copy changes nothing."""
+
+    v: Literal[1] = 1
+    ids: list[Ident] = Field(min_length=1, max_length=ACK_MAX_IDS)
+    ts: EpochMs
+
+
 # ---- fleet announcements ------------------------------------------------------------------
 
 

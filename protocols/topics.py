@@ -16,6 +16,8 @@ Uplink (store box <-> cloud), prefix ``sf/v1/{store_id}/``:
 ``content/pricebook``              down  signed price book (or where to get it), retained
 ``ready``                          down  ingest's answer to a birth (``CloudReady`` or
                                          ``BirthRefused``), QoS 1
+``ack``                            down  ingest's acknowledgement of events it
+                                         committed (``EventsAck``), QoS 1
 ``sf/v1/_fleet/{what}``            down  fleet-wide announcements
 =================================  ====  ===============================
 
@@ -41,7 +43,9 @@ LOCAL_PREFIX = "store"
 # Letters, digits, '-', '_', '.', ':'; 1-64 chars. No MQTT wildcards or separators.
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
-UplinkChannel = Literal["state", "evt", "tele", "shadow", "cmd", "cmd-res", "content", "ready"]
+UplinkChannel = Literal[
+    "state", "evt", "tele", "shadow", "cmd", "cmd-res", "content", "ready", "ack"
+]
 
 
 def valid_id(value: str) -> bool:
@@ -99,6 +103,12 @@ def ready(store_id: str) -> str:
     return f"{store_root(store_id)}/ready"
 
 
+def ack(store_id: str) -> str:
+    """Cloud -> store: ingest committed these events of the store (``messages.EventsAck``);
+    only now may the store delete them from its outbox (decision 0028)."""
+    return f"{store_root(store_id)}/ack"
+
+
 def content_manifest(store_id: str) -> str:
     return f"{store_root(store_id)}/content/manifest"
 
@@ -137,6 +147,7 @@ def store_downlink_filters(store_id: str) -> list[str]:
         f"{root}/cmd/+",
         f"{root}/content/+",  # manifest, promotions announcements ...
         f"{root}/ready",
+        f"{root}/ack",
         f"{PREFIX}/{FLEET}/#",
     ]
 
@@ -199,6 +210,8 @@ def parse_uplink(topic: str) -> UplinkTopic:
             return UplinkTopic(store_id, "cmd-res")
         case "ready", 1:
             return UplinkTopic(store_id, "ready")
+        case "ack", 1:
+            return UplinkTopic(store_id, "ack")
         case "content", 2:
             return UplinkTopic(store_id, "content", kind=rest[1])
     raise TopicError(topic, f"unknown channel {head!r}")

@@ -20,6 +20,11 @@ Failure handling, in order:
 A birth that is not stored (1 or 3) is listed in ``BatchResult.refused``: the worker
 answers its store with a ``BirthRefused`` instead of leaving it waiting for a ``ready``
 that never comes (decision 0024).
+
+Every event of the batch that decoded is listed in ``BatchResult.acks`` by store once
+the batch is done with (stored, a duplicate, or refused by the database for good): the
+worker acknowledges them to their store, which deletes them from its outbox only then
+(decision 0028).
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ class BatchResult:
     # its birth was seen (``topics.ready``) before it drains its outbox.
     births: list[tuple[str, int]] = field(default_factory=list)
     refused: list[RefusedBirth] = field(default_factory=list)
+    # store id -> ids of its events this batch is done with (``topics.ack``).
+    acks: dict[str, list[str]] = field(default_factory=dict)
 
 
 class BatchProcessor:
@@ -100,6 +107,9 @@ class BatchProcessor:
             result.births = [(item.store_id, item.msg.bd_seq) for item in items
                              if isinstance(item.msg, Birth)
                              and (item.store_id, item.msg.bd_seq) not in not_stored]
+            for item in items:
+                if isinstance(item.msg, Event):
+                    result.acks.setdefault(item.store_id, []).append(item.msg.id)
         return result
 
     def _after_commit(self, items: list[Inbound]) -> None:

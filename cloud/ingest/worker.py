@@ -14,6 +14,10 @@ Batching: the first message of a batch is awaited, then more are drained for up 
 ``batch_window_s`` or ``batch_max`` messages; the batch is decoded and committed in one
 transaction in a worker thread, and acknowledged in arrival order (MQTT 3.1.1 wants
 PUBACKs in the order the PUBLISHes came).
+
+Then each store whose events the batch held is told which ids are committed
+(``topics.ack``, ``EventsAck``): a broker's PUBACK to the store proves nothing across a
+broker crash, so the store keeps every event until this acknowledgement (decision 0028).
 """
 
 from __future__ import annotations
@@ -38,7 +42,13 @@ from cloud.metrics import IngestMetrics
 from cloud.settings import CloudSettings
 from protocols import encode, topics
 from protocols.clock import Clock, SystemClock
-from protocols.messages import BirthRefused, CloudReady, RebirthRequest
+from protocols.messages import (
+    ACK_MAX_IDS,
+    BirthRefused,
+    CloudReady,
+    EventsAck,
+    RebirthRequest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +245,22 @@ class IngestWorker:
             answer = BirthRefused(bd_seq=refused.bd_seq, reason=refused.reason,
                                   detail=refused.detail, ts=self._clock.now_ms())
             await client.publish(topics.ready(refused.store_id), encode(answer), qos=1)
+        await self._ack_events(client, result.acks)
+
+    async def _ack_events(self, client: aiomqtt.Client, acks: dict[str, list[str]]) -> None:
+        """Tell each store which of its events are committed (decision 0028), QoS 1.
+
+        Lost on the way (this worker dies, the broker crashes), the store sends the
+        events again after its timeout; they are stored by id, so that is harmless."""
+        now = self._clock.now_ms()
+        sends = [
+            client.publish(topics.ack(store_id), encode(EventsAck(ids=ids[i:i + ACK_MAX_IDS],
+                                                                  ts=now)), qos=1)
+            for store_id, ids in acks.items()
+            for i in range(0, len(ids), ACK_MAX_IDS)
+        ]
+        await asyncio.gather(*sends)  # one round trip for all stores, not one each
+        self.metrics.events_acked.inc(sum(len(ids) for ids in acks.values()))
 
     def _count(self, result: BatchResult) -> None:
         m = self.metrics

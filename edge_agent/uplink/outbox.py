@@ -1,6 +1,8 @@
 """The durable outbox: every uplink event is committed here before it is published.
 
-Rows are deleted only after the uplink broker's PUBACK (``uplink.publisher``). The
+Rows are deleted only after cloud ingest acknowledged their commit (``topics.ack``,
+decision 0028), or, with no cloud ingest to answer, the uplink broker's PUBACK
+(``uplink.publisher``). The
 per-store ``seq`` is the row's ``INTEGER PRIMARY KEY AUTOINCREMENT``: monotonic and
 never reused, across restarts and even when the table is empty. ``id`` is UNIQUE, so a
 local message redelivered after a crash does not create a second row.
@@ -24,6 +26,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from edge_agent.metrics import AgentMetrics
 from edge_agent.storage import Database
@@ -44,6 +47,7 @@ from protocols.messages import Event
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 _AGENT_DEVICE = "agent"  # the device id of the agent's own alarms (the shadow's target too)
 
 
@@ -278,33 +282,60 @@ class Outbox:
 
         return await self._db.call(run, op="outbox.peek")
 
-    async def delete(self, seqs: Sequence[int]) -> int:
-        """Delete rows (acknowledged by the broker); returns how many existed."""
-        if not seqs:
-            return 0
+    async def rows(self, seqs: Sequence[int], *, mark_attempt: bool = False) -> list[Row]:
+        """The rows among ``seqs`` that still exist, oldest first (optionally attempts += 1)."""
         seq_list = list(seqs)
 
-        def run(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            count = freed = freed_low = 0
-            chunk = 500  # stay far below SQLite's bound-parameter limit
-            for i in range(0, len(seq_list), chunk):
-                part = seq_list[i : i + chunk]
+        def run(conn: sqlite3.Connection) -> list[Row]:
+            found: list[Row] = []
+            for part in _chunks(seq_list):
                 marks = ",".join("?" * len(part))
-                for size, low in conn.execute(
-                    f"DELETE FROM rows WHERE seq IN ({marks}) RETURNING size, low_value", part
+                found += [Row(*r) for r in conn.execute(
+                    "SELECT seq, id, topic, payload, created_ms, size, attempts FROM rows "
+                    f"WHERE seq IN ({marks})", part)]
+                if mark_attempt:
+                    conn.execute(
+                        f"UPDATE rows SET attempts = attempts + 1 WHERE seq IN ({marks})", part
+                    )
+            return sorted(found, key=lambda r: r.seq)
+
+        if not seq_list:
+            return []
+        return await self._db.call(run, op="outbox.rows")
+
+    async def delete(self, seqs: Sequence[int]) -> int:
+        """Delete rows by seq (acknowledged by the broker); returns how many existed."""
+        return len(await self._delete("seq", list(seqs)))
+
+    async def delete_ids(self, ids: Sequence[str]) -> list[int]:
+        """Delete rows by event id (acknowledged by the cloud); the seqs that existed."""
+        return await self._delete("id", list(ids))
+
+    async def _delete(self, column: str, values: Sequence[int] | Sequence[str]) -> list[int]:
+        if not values:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[int]:
+            conn.execute("BEGIN IMMEDIATE")
+            seqs: list[int] = []
+            freed = freed_low = 0
+            for part in _chunks(values):
+                marks = ",".join("?" * len(part))
+                for seq, size, low in conn.execute(
+                    f"DELETE FROM rows WHERE {column} IN ({marks}) "
+                    "RETURNING seq, size, low_value", part
                 ).fetchall():
-                    count += 1
+                    seqs.append(seq)
                     freed += size
                     freed_low += size if low else 0
             conn.execute("COMMIT")
-            self._totals.depth -= count
+            self._totals.depth -= len(seqs)
             self._totals.bytes -= freed
             self._totals.low_value_bytes -= freed_low
             self._totals.oldest_ms = _oldest(conn)
-            return count
+            return seqs
 
-        return await self._db.call(run, op="outbox.delete")
+        return await self._db.call(run, op=f"outbox.delete_by_{column}")
 
     async def enforce_bounds(self) -> dict[str, int]:
         """Drop the oldest low-value rows beyond the age and byte bounds (counts per
@@ -408,6 +439,11 @@ class Outbox:
                                 device_id=_AGENT_DEVICE, seq=seq, ts=now, data=data))
 
         return NewRow(id=event_id, topic=topics.evt(store_id, "device_alarm"), encode=build)
+
+
+def _chunks(values: Sequence[_T]) -> list[list[_T]]:
+    chunk = 500  # stay far below SQLite's bound-parameter limit
+    return [list(values[i : i + chunk]) for i in range(0, len(values), chunk)]
 
 
 def _oldest(conn: sqlite3.Connection) -> int | None:

@@ -6,7 +6,9 @@ For each session:
    Last Will (``Death(bd_seq)``) and birth carry a new, higher ``bd_seq``.
 2. connect (``UplinkLink``), publish the retained ``Birth``, subscribe to the downlink.
 3. run together: the outbox publisher, the telemetry forwarder, the downlink handler
-   and the rebirth loop (device set changes, debounced). The first to fail ends the
+   (commands, ``ready``, and ``ack``: the cloud committed events, which only then
+   leave the outbox, decision 0028) and the rebirth loop (device set changes,
+   debounced). The first to fail ends the
    session; the others are cancelled and awaited.
 4. on a clean stop: let the publisher drain the outbox (bounded), publish the
    ``Death`` ourselves (the broker sends the Will only on an unclean loss), disconnect.
@@ -28,13 +30,13 @@ from edge_agent.storage import KvStore
 from edge_agent.uplink.link import UplinkLink
 from edge_agent.uplink.outage import Outage
 from edge_agent.uplink.outbox import Outbox
-from edge_agent.uplink.publisher import OutboxPublisher
+from edge_agent.uplink.publisher import CloudAcks, OutboxPublisher
 from edge_agent.uplink.telemetry import TelemetryForwarder
 from protocols import topics
 from protocols.clock import Clock
 from protocols.codec import decode, encode
 from protocols.errors import ProtocolError
-from protocols.messages import Birth, BirthRefused, CloudReady, Death
+from protocols.messages import Birth, BirthRefused, CloudReady, Death, EventsAck
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,15 @@ class UplinkSupervisor:
         self._clock = clock
         self._make_birth = make_birth
         self._on_downlink = on_downlink
-        self._publisher = OutboxPublisher(outbox, window=config.publish_window, metrics=metrics)
+        acks = (
+            CloudAcks(timeout_s=config.cloud_ack_timeout_s,
+                      timeout_max_s=config.cloud_ack_timeout_max_s,
+                      window=config.cloud_ack_window)
+            if config.cloud_acks else None
+        )
+        self._publisher = OutboxPublisher(
+            outbox, window=config.publish_window, metrics=metrics, cloud_acks=acks
+        )
         self._backoff = Backoff(min_s=config.reconnect_min_s, max_s=config.reconnect_max_s)
         self._rebirth = asyncio.Event()
         self._cloud_ready = asyncio.Event()
@@ -202,6 +212,10 @@ class UplinkSupervisor:
             logger.info("cloud answered birth %d: draining the outbox", ready.bd_seq)
             self._cloud_ready.set()
             self._metrics.cloud_ready.set(1)
+        else:
+            # Answered again (ingest reconnected and asked for a rebirth): what it had
+            # in flight may be gone with it, so send what it has not acknowledged.
+            self._publisher.resend_unacked()
 
     def _on_refused(self, link: UplinkLink, refusal: BirthRefused) -> None:
         """Ingest could not take our birth: error, count, alarm (the outbox cannot drain).
@@ -235,10 +249,14 @@ class UplinkSupervisor:
 
     async def _downlink(self, link: UplinkLink) -> None:
         ready_topic = topics.ready(self._config.store_id)
+        ack_topic = topics.ack(self._config.store_id)
         async for message in link.messages():
             payload = message.payload if isinstance(message.payload, bytes) else b""
             if str(message.topic) == ready_topic:
                 self._on_ready(link, payload)
+                continue
+            if str(message.topic) == ack_topic:
+                await self._on_ack(payload)
                 continue
             try:
                 await self._on_downlink(link, str(message.topic), payload)
@@ -247,6 +265,17 @@ class UplinkSupervisor:
             except (AgentError, ValueError) as err:  # one bad message never ends the session
                 self._metrics.bad_payloads.labels(source="cloud", reason="handler_error").inc()
                 logger.exception("downlink %s failed: %s", message.topic, err)
+
+    async def _on_ack(self, payload: bytes) -> None:
+        """The cloud committed these events: they may leave the outbox (decision 0028)."""
+        try:
+            ack = decode(payload, EventsAck)
+        except ProtocolError as err:
+            reason = getattr(err, "reason", "invalid")
+            self._metrics.bad_payloads.labels(source="cloud", reason=reason).inc()
+            logger.warning("bad ack message: %s", err)
+            return
+        await self._publisher.on_ack(ack.ids)
 
     async def _rebirth_loop(self, link: UplinkLink) -> None:
         while True:

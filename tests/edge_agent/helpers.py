@@ -48,6 +48,9 @@ def make_config(
         # These tests run no cloud ingest, so nobody answers the birth with ``ready``
         # (test_cloud_ready.py covers the handshake itself).
         "await_cloud_ready": False,
+        # Nor acknowledges events after commit: rows leave the outbox on the broker's
+        # PUBACK (test_cloud_ack.py covers the acknowledgement itself).
+        "await_cloud_ack": False,
     }
     values.update(overrides)
     return AgentConfig(**values)
