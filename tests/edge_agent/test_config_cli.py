@@ -80,7 +80,8 @@ def test_cli_refuses_bad_settings(tmp_path: Path) -> None:
 
 def test_metrics_endpoint_serves_its_own_registry() -> None:
     metrics = AgentMetrics(CollectorRegistry())
-    metrics.bind_outbox(depth=lambda: 7, size=lambda: 700, oldest_age_s=lambda: 1.5)
+    metrics.bind_outbox(depth=lambda: 7, size=lambda: 700, oldest_age_s=lambda: 1.5,
+                        headroom_s=lambda: 5400.0)
     metrics.bad_payloads.labels(source="local", reason="not_json").inc()
     server = MetricsServer(metrics.registry, host="127.0.0.1", port=0)
     server.start()
@@ -91,6 +92,7 @@ def test_metrics_endpoint_serves_its_own_registry() -> None:
         server.stop()
     assert "storefleet_outbox_depth 7.0" in text
     assert "storefleet_outbox_oldest_age_seconds 1.5" in text
+    assert "storefleet_outbox_headroom_seconds 5400.0" in text
     assert 'storefleet_agent_bad_payloads_total{reason="not_json",source="local"} 1.0' in text
     for name in (
         "storefleet_uplink_connected",
