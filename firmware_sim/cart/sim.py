@@ -56,6 +56,10 @@ from protocols.vision import SNAPSHOT, encode_snapshot
 
 logger = logging.getLogger(__name__)
 
+# How long a cart told to stop waits for a payment in progress to finish (a handful of
+# HTTP requests to the store box; each has its own timeout below this).
+PAYMENT_GRACE_S = 20.0
+
 
 @dataclass
 class CartSimulator:
@@ -93,6 +97,12 @@ class CartSimulator:
     coupons_refused: int = 0  # a coupon the screen would not apply (in use elsewhere ...)
     checkout_failures: int = 0  # trips whose checkout or payment failed
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    # set while the shopper is paying: a cart told to stop then finishes paying first (the
+    # screen may already have recorded the sale; a sale with no trip behind it is a lie)
+    _not_paying: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._not_paying.set()
 
     def _topic(self, type_: str, direction: topics.LocalDirection = "up") -> str:
         return topics.local(CART_KIND, self.cart_id, direction, type_)
@@ -126,6 +136,8 @@ class CartSimulator:
                     if task is not stopper:
                         task.result()  # a crashed loop is a simulator bug: surface it
             finally:
+                with contextlib.suppress(TimeoutError):  # a payment takes a few requests
+                    await asyncio.wait_for(self._not_paying.wait(), PAYMENT_GRACE_S)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -158,7 +170,11 @@ class CartSimulator:
                 walker.go_to(self.layout.entrance)  # checkout by the door
                 await self._walk(client, walker, session_id, period)
                 if tablet is not None:
-                    await self._pay(tablet, Trip(session_id, dict(scanned)), rng)
+                    self._not_paying.clear()
+                    try:
+                        await self._pay(tablet, Trip(session_id, dict(scanned)), rng)
+                    finally:
+                        self._not_paying.set()
                 await self._session(client, session_id, "end", None)
 
     async def _pay(self, tablet: ScreenTablet, trip: Trip, rng: random.Random) -> None:
