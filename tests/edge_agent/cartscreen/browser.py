@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.services import unavailable
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 CHROMIUM = os.environ.get("STOREFLEET_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -24,3 +30,23 @@ def chromium() -> str:
     except ImportError:
         unavailable("the playwright package is not installed")
     return str(path)
+
+
+@contextlib.asynccontextmanager
+async def chromium_page(*, width: int = 1280, height: int = 800
+                        ) -> AsyncIterator[tuple[Page, list[str]]]:
+    """A page in a fresh headless Chromium, and the page errors it raises (a test asserts
+    there are none); the browser is closed whatever the test's outcome."""
+    executable = chromium()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable, headless=True,
+                                           args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": width, "height": height})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page, errors
+        finally:
+            await browser.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.edge_agent.cartscreen.browser import CHROMIUM_ARGS, chromium
+from tests.edge_agent.cartscreen.browser import chromium_page
 from tests.edge_agent.cartscreen.rig import CEREAL, MILK, Rig
 
 TOM = "M0004"
@@ -75,47 +75,36 @@ async def test_removing_from_an_unknown_cart_or_a_code_not_applied_is_refused(
 
 @pytest.mark.browser
 async def test_the_shopper_removes_an_applied_coupon_on_the_screen(rig: Rig) -> None:
-    executable = chromium()
-    from playwright.async_api import async_playwright
-
     sid = await shopper(rig, "01")
     await shopper(rig, "03")
     [code] = await rig.dwell("01", sid, TOM, 3)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=executable, headless=True,
-                                           args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(f"{rig.url}/cart/01")
-            entry = page.locator(f'#coupon-list li[data-code="{code}"]')
-            await entry.locator("button.apply").click()
-            await page.wait_for_selector("#coupon-list li.applied")
-            full = 2590 + 2 * 1490
-            assert int(await page.get_attribute("#basket-total", "data-minor") or 0) \
-                == full - 500
-            assert await page.text_content("#basket-savings") == "5.00"
-            remove = entry.locator("button.remove")
-            assert await remove.text_content() == "Remove"
+    async with chromium_page() as (page, errors):
+        await page.goto(f"{rig.url}/cart/01")
+        entry = page.locator(f'#coupon-list li[data-code="{code}"]')
+        await entry.locator("button.apply").click()
+        await page.wait_for_selector("#coupon-list li.applied")
+        full = 2590 + 2 * 1490
+        assert int(await page.get_attribute("#basket-total", "data-minor") or 0) \
+            == full - 500
+        assert await page.text_content("#basket-savings") == "5.00"
+        remove = entry.locator("button.remove")
+        assert await remove.text_content() == "Remove"
 
-            await remove.click()
-            await page.wait_for_selector("#coupon-list li:not(.applied) button.apply")
-            assert int(await page.get_attribute("#basket-total", "data-minor") or 0) == full
-            assert await page.text_content("#basket-savings") == "0.00"
-            assert await page.locator("#basket-lines .disc").count() == 0
-            assert await entry.locator("button.remove").count() == 0
-            assert await entry.locator("button.apply").text_content() == "Apply"
-            # the code is free again: Tom's other cart applies it
-            assert (await rig.http.post(f"/api/cart/03/coupons/{code}/apply")).status_code \
-                == 200
+        await remove.click()
+        await page.wait_for_selector("#coupon-list li:not(.applied) button.apply")
+        assert int(await page.get_attribute("#basket-total", "data-minor") or 0) == full
+        assert await page.text_content("#basket-savings") == "0.00"
+        assert await page.locator("#basket-lines .disc").count() == 0
+        assert await entry.locator("button.remove").count() == 0
+        assert await entry.locator("button.apply").text_content() == "Apply"
+        # the code is free again: Tom's other cart applies it
+        assert (await rig.http.post(f"/api/cart/03/coupons/{code}/apply")).status_code \
+            == 200
 
-            await page.click("#lang-toggle")
-            assert await entry.locator("button.apply").text_content() == "使用"
-            await rig.http.post(f"/api/cart/03/coupons/{code}/remove")
-            await entry.locator("button.apply").click()
-            await page.wait_for_selector("#coupon-list li.applied button.remove")
-            assert await entry.locator("button.remove").text_content() == "取消使用"
-            assert errors == []
-        finally:
-            await browser.close()
+        await page.click("#lang-toggle")
+        assert await entry.locator("button.apply").text_content() == "使用"
+        await rig.http.post(f"/api/cart/03/coupons/{code}/remove")
+        await entry.locator("button.apply").click()
+        await page.wait_for_selector("#coupon-list li.applied button.remove")
+        assert await entry.locator("button.remove").text_content() == "取消使用"
+        assert errors == []

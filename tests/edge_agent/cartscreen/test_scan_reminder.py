@@ -14,7 +14,7 @@ from protocols import decode
 from protocols.cart import ScreenMessage
 from protocols.triggers import CartScreenPush
 from protocols.vision import CategorySeen
-from tests.edge_agent.cartscreen.browser import CHROMIUM_ARGS, chromium
+from tests.edge_agent.cartscreen.browser import chromium_page
 from tests.edge_agent.cartscreen.rig import CEREAL, Rig
 
 WINDOW_S = 30  # InAisleSettings.unscanned_window_s default
@@ -69,34 +69,23 @@ async def test_an_unscanned_item_prompts_the_shopper_on_both_screens(rig: Rig) -
 
 @pytest.mark.browser
 async def test_the_prompt_is_shown_in_the_browser_in_both_languages(rig: Rig) -> None:
-    executable = chromium()
-    from playwright.async_api import async_playwright
+    async with chromium_page() as (page, errors):
+        await page.goto(f"{rig.in_aisle.url}/cart/C1")
+        await page.wait_for_selector("#storemap")
+        for _ in range(500):
+            if rig.in_aisle.hub.watching("C1"):
+                break
+            await asyncio.sleep(0.01)
+        assert not await page.is_visible("#scan-reminder")
 
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=executable, headless=True,
-                                           args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(f"{rig.in_aisle.url}/cart/C1")
-            await page.wait_for_selector("#storemap")
-            for _ in range(500):
-                if rig.in_aisle.hub.watching("C1"):
-                    break
-                await asyncio.sleep(0.01)
-            assert not await page.is_visible("#scan-reminder")
-
-            assert await _pictures_then_sweep(rig) == ["milk_carton"]
-            await page.wait_for_selector("#scan-reminder:not([hidden])", timeout=10_000)
-            body = await page.text_content("#scan-reminder-body")
-            assert body == ("We saw a carton of milk go into your cart. "
-                            "Please scan it so it is on your bill.")
-            await page.click("#lang-toggle")
-            assert await page.text_content("#scan-reminder-body") == \
-                "我们看到盒装牛奶放入了购物车，请扫码后再放入。"  # noqa: RUF001
-            await page.click("#scan-reminder-ok")
-            assert not await page.is_visible("#scan-reminder")
-            assert errors == []
-        finally:
-            await browser.close()
+        assert await _pictures_then_sweep(rig) == ["milk_carton"]
+        await page.wait_for_selector("#scan-reminder:not([hidden])", timeout=10_000)
+        body = await page.text_content("#scan-reminder-body")
+        assert body == ("We saw a carton of milk go into your cart. "
+                        "Please scan it so it is on your bill.")
+        await page.click("#lang-toggle")
+        assert await page.text_content("#scan-reminder-body") == \
+            "我们看到盒装牛奶放入了购物车，请扫码后再放入。"  # noqa: RUF001
+        await page.click("#scan-reminder-ok")
+        assert not await page.is_visible("#scan-reminder")
+        assert errors == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.edge_agent.cartscreen.browser import CHROMIUM_ARGS, chromium
+from tests.edge_agent.cartscreen.browser import chromium_page
 from tests.edge_agent.cartscreen.rig import MILK, Rig
 from tests.edge_agent.cartscreen.scene import two_grocery_coupons
 
@@ -37,40 +37,29 @@ async def test_two_codes_of_one_promotion_are_one_wallet_entry_with_a_count(rig:
 
 @pytest.mark.browser
 async def test_the_wallet_shows_one_entry_per_promotion_and_applies_one_code(rig: Rig) -> None:
-    executable = chromium()
-    from playwright.async_api import async_playwright
-
     yesterday, today = await two_grocery_coupons(rig)
     await rig.item("C1", "sess-day2", MILK, 2)
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=executable, headless=True,
-                                           args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(f"{rig.url}/cart/C1")
-            await page.wait_for_selector("#coupon-list li")
-            entries = page.locator("#coupon-list li")
-            assert await entries.count() == 1
-            assert await entries.locator(".title").text_content() \
-                == f"5 off your basket {TIMES}2"
-            codes = (await entries.get_attribute("data-codes") or "").split()
-            assert sorted(codes) == sorted([yesterday, today])
-            before = int(await page.get_attribute("#basket-total", "data-minor") or 0)
-            assert before == 2 * 1490
+    async with chromium_page() as (page, errors):
+        await page.goto(f"{rig.url}/cart/C1")
+        await page.wait_for_selector("#coupon-list li")
+        entries = page.locator("#coupon-list li")
+        assert await entries.count() == 1
+        assert await entries.locator(".title").text_content() \
+            == f"5 off your basket {TIMES}2"
+        codes = (await entries.get_attribute("data-codes") or "").split()
+        assert sorted(codes) == sorted([yesterday, today])
+        before = int(await page.get_attribute("#basket-total", "data-minor") or 0)
+        assert before == 2 * 1490
 
-            await entries.locator("button").click()
-            await page.wait_for_selector("#coupon-list li.applied")
-            assert int(await page.get_attribute("#basket-total", "data-minor") or 0) \
-                == before - 500
-            assert await entries.count() == 1
-            applied = await rig.http.get("/api/cart/C1/state")
-            assert [c["code"] for c in applied.json()["coupons"] if c["applied"]] \
-                == [await entries.get_attribute("data-code")]
+        await entries.locator("button").click()
+        await page.wait_for_selector("#coupon-list li.applied")
+        assert int(await page.get_attribute("#basket-total", "data-minor") or 0) \
+            == before - 500
+        assert await entries.count() == 1
+        applied = await rig.http.get("/api/cart/C1/state")
+        assert [c["code"] for c in applied.json()["coupons"] if c["applied"]] \
+            == [await entries.get_attribute("data-code")]
 
-            await page.click("#lang-toggle")
-            assert await entries.locator(".title").text_content() == f"整单立减5元 {TIMES}2"
-            assert errors == []
-        finally:
-            await browser.close()
+        await page.click("#lang-toggle")
+        assert await entries.locator(".title").text_content() == f"整单立减5元 {TIMES}2"
+        assert errors == []
