@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import socket
 import struct
 from pathlib import Path
@@ -107,7 +108,11 @@ class PrinterSim:
             path = self.out_dir / f"receipt-{len(self.pages):04d}.txt"
             # A few KB to local disk once per receipt, written in order; a thread hop
             # per file would cost more than the write and could reorder the files.
-            path.write_text(page.text(width=self.width), encoding="utf-8")
+            # Written beside and renamed, so a reader watching the folder never sees
+            # a receipt half written (a CI run read one empty).
+            partial = path.with_suffix(".part")
+            partial.write_text(page.text(width=self.width), encoding="utf-8")
+            os.replace(partial, path)
             logger.info("printed %s (%d lines)", path.name, len(page.lines))
 
     async def handle_tcp(self, reader: asyncio.StreamReader,
