@@ -58,6 +58,18 @@ class IngestMetrics:
             "Batches not stored because the database failed (not acknowledged)",
             registry=registry,
         )
+        self.drained = Counter(
+            "storefleet_ingest_drained",
+            "Messages stored and acknowledged after the unsubscribe of a clean stop",
+            registry=registry,
+        )
+        self.stops = Counter(
+            "storefleet_ingest_stops",
+            "Clean stops, by how the session was handed over: idle (all drained), deadline "
+            "(drain_s passed; the rest discarded, re-sent by the stores), not_drained "
+            "(stopped while disconnected), session_kept (the broker could not be told)",
+            ["outcome"], registry=registry,
+        )
         self.connect_failures = Counter(
             "storefleet_ingest_connect_failures", "Broker connections lost or refused",
             registry=registry,

@@ -18,6 +18,16 @@ PUBACKs in the order the PUBLISHes came).
 Then each store whose events the batch held is told which ids are committed
 (``topics.ack``, ``EventsAck``): a broker's PUBACK to the store proves nothing across a
 broker crash, so the store keeps every event until this acknowledgement (decision 0028).
+
+A clean stop (``stop_event`` set: SIGTERM, scaling down) hands over instead of parking
+(decision 0029): while a persistent session keeps its shared subscription, the broker
+goes on routing the group's messages to it, and they wait there until the worker comes
+back. So the worker unsubscribes first (new messages go to the other workers), stores
+and acknowledges what was already on its way to it until it is idle or ``drain_s`` has
+passed, disconnects and ends the session (a ``clean_session=True`` connect under the
+same client id), which discards anything left. What is discarded is not lost: every
+store keeps an event until ingest acknowledges it and re-sends it (decision 0028). A
+crash or a cancelled task keeps the session, as before: the broker queues for it.
 """
 
 from __future__ import annotations
@@ -56,6 +66,13 @@ logger = logging.getLogger(__name__)
 # messages at load, short enough that a lone event is stored within a blink.
 BATCH_WINDOW_S = 0.05
 BATCH_MAX = 500
+# A clean stop drains for at most this long (a scaled-down pod has a grace period,
+# Kubernetes' default is 30 s; the drain must end well within it) ...
+DRAIN_S = 5.0
+# ... and ends as soon as nothing came for this long after the unsubscribe: the broker
+# sends what it queued for us as fast as we acknowledge, so a pause this long on a
+# working connection means the session is empty (a round trip is milliseconds).
+DRAIN_IDLE_S = 0.5
 
 
 class IngestWorker:
@@ -71,6 +88,8 @@ class IngestWorker:
         backoff: Backoff | None = None,
         migrate: bool = True,
         hooks: PostCommitHooks | None = None,
+        drain_s: float = DRAIN_S,
+        drain_idle_s: float = DRAIN_IDLE_S,
     ) -> None:
         self.settings = settings
         self.metrics = IngestMetrics(registry)
@@ -87,6 +106,9 @@ class IngestWorker:
         self._batch_max = batch_max
         self._backoff = backoff or Backoff()
         self._migrate = migrate
+        self._drain_s = drain_s
+        self._drain_idle_s = drain_idle_s
+        self._drained: str | None = None  # how a clean stop's drain ended: idle, deadline
         self.connected = asyncio.Event()  # set while subscribed; tests wait on it
         self._pending: asyncio.Future[Any] | None = None  # the next message, being awaited
 
@@ -113,11 +135,14 @@ class IngestWorker:
                     delay = self._backoff.next()
                     logger.info("ingest: reconnecting in %.1f s", delay)
                     await _wait(stop, delay)
+            # Only a clean stop gets here (a cancelled task or an error does not): end
+            # the session so the broker parks nothing for a worker that is not coming back.
+            await self._end_session()
         finally:
             if self._own_engine:
                 self._engine.dispose()
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, *, clean_session: bool = False) -> aiomqtt.Client:
         addr = self.settings.mqtt
         client = aiomqtt.Client(
             addr.host,
@@ -125,7 +150,8 @@ class IngestWorker:
             username=self.settings.mqtt_username,
             password=self.settings.mqtt_password,
             identifier=self.settings.ingest_client_id,
-            clean_session=False,  # persistent session: the broker keeps what we missed
+            # persistent session: the broker keeps what we missed (True only to end it)
+            clean_session=clean_session,
             keepalive=self.settings.keepalive_s,
             protocol=aiomqtt.ProtocolVersion.V311,
             tls_params=aiomqtt.TLSParameters() if addr.tls else None,
@@ -164,6 +190,7 @@ class IngestWorker:
                     if batch:
                         await self._handle(client, batch)
                         self._backoff.reset()
+                await self._drain(client, messages)
             finally:
                 # A message taken but not stored was not acknowledged: the broker
                 # redelivers it on the next connection.
@@ -173,26 +200,80 @@ class IngestWorker:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await pending
 
+    async def _drain(self, client: aiomqtt.Client,
+                     messages: aiomqtt.client.MessagesIterator) -> None:
+        """Clean stop, still connected: unsubscribe, then store and acknowledge what the
+        broker had already routed to this session until idle or ``drain_s`` passed."""
+        started = time.monotonic()
+        deadline = started + self._drain_s
+        for filter_ in topics.cloud_uplink_filters():
+            group = self.settings.share_group
+            # After the UNSUBACK the broker routes the group's new messages to the other
+            # workers only; what it queued for us it still delivers (Mosquitto does).
+            await client.unsubscribe(topics.shared(filter_, group) if group else filter_)
+        drained, idle = 0, False
+        while (remaining := deadline - time.monotonic()) > 0:
+            batch = await self._next_batch(messages, None,
+                                           wait_s=min(self._drain_idle_s, remaining))
+            if not batch:
+                idle = remaining > self._drain_idle_s
+                break
+            await self._handle(client, batch)
+            drained += len(batch)
+        self.metrics.drained.inc(drained)
+        self._drained = outcome = "idle" if idle else "deadline"
+        logger.info("ingest: clean stop: unsubscribed, drained %d messages in %.1f s (%s)%s",
+                    drained, time.monotonic() - started, outcome,
+                    "" if idle else "; the rest of the session is discarded and re-sent "
+                    "by the stores after their ack timeout")
+
+    async def _end_session(self) -> None:
+        """End this client id's persistent session at the broker (MQTT 3.1.1: connect
+        with ``clean_session=True``, disconnect): nothing is queued for it any more."""
+        outcome = self._drained or "not_drained"
+        if self._drained is None:
+            # Stopped while disconnected (or the drain failed): the session still holds
+            # its subscriptions and what the broker queued meanwhile; ending it discards
+            # that, and the stores re-send it after their ack timeout.
+            logger.warning("ingest: clean stop without a drain (not connected): ending the "
+                           "session; the stores re-send what it held")
+        try:
+            async with self._client(clean_session=True):
+                pass
+        except aiomqtt.MqttError as err:
+            outcome = "session_kept"
+            logger.warning("ingest: could not end the session at the broker (%s): if it "
+                           "still subscribes, the broker parks messages for it until "
+                           "this client id returns; the stores re-send them meanwhile", err)
+        self.metrics.stops.labels(outcome=outcome).inc()
+
     async def _next_batch(
-        self, messages: aiomqtt.client.MessagesIterator, stop: asyncio.Event
+        self, messages: aiomqtt.client.MessagesIterator, stop: asyncio.Event | None,
+        *, wait_s: float | None = None,
     ) -> list[aiomqtt.Message]:
+        """A batch, once the first message came; empty if ``stop`` was set or nothing
+        came within ``wait_s`` first."""
         # aiomqtt's iterator is not cancellation-safe: cancelling ``anext`` right after
         # it took a message off the queue drops that message (it is then redelivered
         # only after a reconnect, as it is never acknowledged). So a pending ``anext``
         # is never cancelled on a timeout; it is kept and becomes the next message.
-        stopped = asyncio.ensure_future(stop.wait())
+        first = self._receive(messages)
+        stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
-            await asyncio.wait({self._receive(messages), stopped},
+            await asyncio.wait({first} | ({stopped} if stopped else set()), timeout=wait_s,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopped.cancel()
+            if stopped is not None:
+                stopped.cancel()
+        if not first.done():
+            return []
         batch: list[aiomqtt.Message] = []
         deadline = time.monotonic() + self._batch_window_s
         while len(batch) < self._batch_max:
             pending = self._receive(messages)
             if not pending.done():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or stop.is_set():
+                if remaining <= 0 or (stop is not None and stop.is_set()):
                     break
                 await asyncio.wait({pending}, timeout=remaining)
                 if not pending.done():
@@ -280,9 +361,11 @@ async def run_ingest(
     stop_event: asyncio.Event,
     clock: Clock | None = None,
     hooks: PostCommitHooks | None = None,
+    drain_s: float = DRAIN_S,
 ) -> None:
     """Run one ingest worker until ``stop_event`` is set (the demo and the CLI use this)."""
-    await IngestWorker(settings, registry=registry, clock=clock, hooks=hooks).run(stop_event)
+    worker = IngestWorker(settings, registry=registry, clock=clock, hooks=hooks, drain_s=drain_s)
+    await worker.run(stop_event)
 
 
 def _as_bytes(payload: Any) -> bytes:

@@ -167,9 +167,12 @@ async def test_offline_worker_gets_queued_events_and_survives_broker_restart(
     mosquitto: Mosquitto, db_url: str
 ) -> None:
     settings = make_settings(db_url, mosquitto.url)
-    async with running(make_worker(settings)):
+    async with running(make_worker(settings)) as task:
         await publish(mosquitto.url, [evt(0)])
         await wait_until(lambda: stored(db_url) == 1)
+        task.cancel()  # a crash, not a clean stop (which would end the session)
+        with pytest.raises(asyncio.CancelledError):
+            await task
     # The worker is away: its persistent session queues what stores send meanwhile.
     await publish(mosquitto.url, [evt(i) for i in range(1, 101)])
     registry = CollectorRegistry()
@@ -192,3 +195,50 @@ async def test_plain_subscription_without_share_group(mosquitto: Mosquitto, db_u
     async with running(make_worker(settings, migrate=False)):
         await publish(mosquitto.url, [evt(1)])
         await wait_until(lambda: stored(db_url) == 1)
+
+
+# ---- a clean stop hands over (decision 0029) ------------------------------------------
+
+
+async def test_clean_stop_drains_what_was_routed_to_it(mosquitto: Mosquitto, db_url: str) -> None:
+    """Stopped with a backlog in its session, the worker stores and acknowledges all of
+    it before it goes, instead of leaving it parked at the broker."""
+    registry = CollectorRegistry()
+    worker = make_worker(make_settings(db_url, mosquitto.url), registry, batch_max=20)
+    # Slow commits: most of the 300 still wait in the session when the stop comes.
+    worker._processor = FailingProcessor(  # type: ignore[assignment]
+        worker._processor, failures=0, delay_s=0.05)
+    async with running(worker) as task:
+        await publish(mosquitto.url, [evt(i) for i in range(300)])
+        await wait_until(lambda: stored(db_url) >= 20)
+        stop_at = time.monotonic()
+    assert task.done()
+    assert stored(db_url) == 300, "everything routed to the stopping worker is stored"
+    assert time.monotonic() - stop_at < 10
+    drained = metric(registry, "storefleet_ingest_drained_total")
+    assert 0 < drained <= 280
+    assert metric(registry, "storefleet_ingest_stops_total", outcome="idle") == 1
+    assert metric(registry, "storefleet_ingest_events_acked_total") == 300
+
+
+async def test_clean_stop_parks_nothing_for_the_stopped_worker(
+    mosquitto: Mosquitto, db_url: str
+) -> None:
+    """Two workers share the subscription; after one stops cleanly every new event goes
+    to the other at once (a persistent session that kept its share would be handed half
+    of them, parked until it returns)."""
+    upgrade(db_url)
+    leaving = make_worker(make_settings(db_url, mosquitto.url), migrate=False)
+    staying = make_worker(make_settings(db_url, mosquitto.url), migrate=False)
+    async with running(staying):
+        async with running(leaving):
+            await publish(mosquitto.url, [evt(i) for i in range(100)])
+            await wait_until(lambda: stored(db_url) == 100)
+        await publish(mosquitto.url, [evt(i) for i in range(100, 300)])
+        await wait_until(lambda: stored(db_url) == 300, timeout=5)
+    # The stopped worker's session is gone: its client id comes back to an empty one.
+    registry = CollectorRegistry()
+    back = make_worker(leaving.settings, registry, migrate=False)
+    async with running(back):
+        await asyncio.sleep(0.5)
+    assert metric(registry, "storefleet_ingest_messages_total", channel="evt") == 0
