@@ -18,6 +18,11 @@ STORES = [
     ("Outbox depth", "max by (instance) (storefleet_outbox_depth)", "none", True),
     ("Oldest event in outbox", "max by (instance) (storefleet_outbox_oldest_age_seconds)",
      "s", True),
+    # decisions 0028/0029: the honest ingest backlog. Every event ingest has not committed
+    # is still in its store's outbox, wherever the broker holds it (a stopped or crashed
+    # worker's session included); a line above the 30 s ack timeout means events wait.
+    ("Oldest event not yet committed by the cloud (ingest backlog)",
+     "max by (instance) (storefleet_uplink_unacked_oldest_age_seconds)", "s", True),
     ("Events published / s",
      "sum by (instance) (rate(storefleet_events_published_total[1m]))", "ops", True),
     ("Events enqueued / s",
@@ -53,6 +58,12 @@ CLOUD = [
      "histogram_quantile(0.99, sum by (le) (rate(storefleet_ingest_batch_seconds_bucket[5m])))",
      "s", True),
     ("Ingest workers connected", "sum(storefleet_ingest_connected)", "none", True),
+    # decision 0029: a scale-down drains and ends the worker's session; 'deadline',
+    # 'not_drained' or 'session_kept' mean the stores re-send what it held
+    ("Ingest clean stops (1 h) by outcome",
+     "sum by (outcome) (increase(storefleet_ingest_stops_total[1h]))", "none", False),
+    ("Messages drained by clean stops (1 h)",
+     "sum(increase(storefleet_ingest_drained_total[1h]))", "none", False),
     ("Ingest database errors / s", "sum(rate(storefleet_ingest_db_errors_total[5m]))", "ops",
      True),
     ("API requests / s by status",
