@@ -105,6 +105,12 @@ def ingest_cmd(
         typer.Option(envvar="STOREFLEET_INGEST_METRICS_PORT",
                      help="serve Prometheus metrics on this port; 0 = off"),
     ] = 9108,
+    drain_s: Annotated[
+        float,
+        typer.Option("--drain-s", envvar="STOREFLEET_INGEST_DRAIN_S", min=0,
+                     help="on SIGTERM/SIGINT, store what was already routed to this worker "
+                          "for at most this long, then end its session (decision 0029)"),
+    ] = 5.0,
     log_level: LogOpt = "info",
 ) -> None:
     """Run one ingest worker: MQTT uplink -> database, acknowledged after commit."""
@@ -122,10 +128,11 @@ def ingest_cmd(
         start_http_server(metrics_port, registry=registry)
     import asyncio  # here, not at the top: 30 ms of every `storefleet ... --help`
 
-    asyncio.run(_ingest_until_signal(settings, registry))
+    asyncio.run(_ingest_until_signal(settings, registry, drain_s=drain_s))
 
 
-async def _ingest_until_signal(settings: CloudSettings, registry: CollectorRegistry) -> None:
+async def _ingest_until_signal(settings: CloudSettings, registry: CollectorRegistry, *,
+                               drain_s: float) -> None:
     import asyncio
     import signal
 
@@ -137,4 +144,6 @@ async def _ingest_until_signal(settings: CloudSettings, registry: CollectorRegis
     from cloud.main import ingest_hooks, make_retail
 
     hooks = ingest_hooks(registry, retail=make_retail(settings, registry))
-    await run_ingest(settings, registry=registry, stop_event=stop, hooks=hooks)
+    # A signal is a clean stop: the worker hands over and ends its session (0029).
+    await run_ingest(settings, registry=registry, stop_event=stop, hooks=hooks,
+                     drain_s=drain_s)

@@ -28,12 +28,15 @@ RATE = 150  # events/s: the stream runs ~12 s past the stop
 # only arrive after it (the first re-send of an event sent after the stop is at least
 # 30 - 12 = 18 s after the stream ends).
 PROMPT_S = 10.0
+DRAIN_S = 3.0
 
 
 async def test_sigterm_of_one_of_two_workers_hands_over_promptly(
     stack: Stack, tmp_path: Path
 ) -> None:
-    leaving = stack.ingest("ingest-leaving").start()
+    leaving = stack.ingest("ingest-leaving")
+    leaving.args += ["--drain-s", str(DRAIN_S)]
+    leaving.start()
     staying = stack.ingest("ingest-staying").start()
     agent = stack.agent().start()
     await wait_for(
@@ -54,7 +57,7 @@ async def test_sigterm_of_one_of_two_workers_hands_over_promptly(
     loop = asyncio.get_running_loop()
     stop_at = loop.time()
     assert await asyncio.to_thread(leaving.terminate, 20) == 0, leaving.tail()
-    assert loop.time() - stop_at < 10, "the drain is bounded (5 s by default)"
+    assert loop.time() - stop_at < DRAIN_S + 5, "the drain is bounded by --drain-s"
     assert sim.produced < EVENTS - 1000, "the stop must land mid-stream"
 
     await asyncio.wait_for(run, timeout=120)
