@@ -9,6 +9,7 @@ shell history would show them).
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -100,11 +101,24 @@ def setup(mqtt: BrokerOpt = "mqtt://127.0.0.1:1883", admin_username: AdminOpt = 
 def add_store(store_id: Annotated[str, typer.Argument(help="the store id, its username")],
               password_file: PasswordOpt = None, mqtt: BrokerOpt = "mqtt://127.0.0.1:1883",
               admin_username: AdminOpt = "admin",
-              admin_password_file: AdminPasswordOpt = None) -> None:
+              admin_password_file: AdminPasswordOpt = None,
+              generate: Annotated[bool, typer.Option(
+                  "--generate", help="if --password-file does not exist, write a new random "
+                                     "password to it (mode 0600) first")] = False) -> None:
     """Create a store's user and its role store-<id> (its own topics only, no $share)."""
     from cloud.broker_users import store_user_commands
     from protocols.errors import TopicError
 
+    if generate:
+        if password_file is None:
+            typer.echo("--generate needs --password-file (where to write the password)",
+                       err=True)
+            raise typer.Exit(2)
+        from cloud.secrets_cli import write_secret
+
+        if write_secret(password_file, lambda: secrets.token_urlsafe(24).encode()):
+            typer.echo(f"new password written to {password_file} (mode 0600): copy it to "
+                       f"the store box, give it to `storefleet edge run --cloud-password-file`")
     password = _read(password_file, "password") if password_file else None
     try:
         commands = store_user_commands(store_id, password)
@@ -116,8 +130,14 @@ def add_store(store_id: Annotated[str, typer.Argument(help="the store id, its us
 
 
 @app.command("add-cloud")
-def add_cloud(username: Annotated[str, typer.Argument(help="e.g. storefleet-cloud")],
-              password_file: PasswordOpt = None, mqtt: BrokerOpt = "mqtt://127.0.0.1:1883",
+def add_cloud(username: Annotated[str, typer.Argument(
+                  envvar="STOREFLEET_MQTT_USERNAME", show_envvar=True,
+                  help="e.g. storefleet-cloud")],
+              password_file: Annotated[Path | None, typer.Option(
+                  "--password-file", envvar="STOREFLEET_MQTT_PASSWORD_FILE", show_envvar=True,
+                  help="file holding the cloud user's password (the one ingest and the "
+                       "API are given)")] = None,
+              mqtt: BrokerOpt = "mqtt://127.0.0.1:1883",
               admin_username: AdminOpt = "admin",
               admin_password_file: AdminPasswordOpt = None) -> None:
     """Create a cloud services user (ingest workers and the API) with roles ingest and hq."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cloud.broker_cli import app as broker_app
+from cloud.secrets_cli import app as secrets_app
 
 # Everything heavy (settings, app, ingest, prometheus) is imported inside the commands:
 # `storefleet cloud ... --help` must not load FastAPI and SQLAlchemy (issue 11).
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 app = typer.Typer(help="storefleet cloud: REST API and MQTT ingest.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
+app.add_typer(secrets_app, name="secrets")
 
 DbOpt = Annotated[
     str | None,
@@ -67,6 +69,12 @@ def serve(
         typer.Option("--ingest/--no-ingest", envvar="STOREFLEET_SERVE_INGEST",
                      help="also run an ingest worker in the API's event loop"),
     ] = False,
+    dev: Annotated[
+        bool,
+        typer.Option("--dev", envvar="STOREFLEET_DEV",
+                     help="start without a signing key file and member hash key (a new "
+                          "signing key every start, no phone lookups): for trying it out"),
+    ] = False,
     log_level: LogOpt = "info",
 ) -> None:
     """Run the REST API (OpenAPI docs at /docs, metrics at /metrics)."""
@@ -76,6 +84,16 @@ def serve(
 
     _logging(log_level)
     settings = _settings(database_url=db, mqtt_url=mqtt)
+    missing = [name for name, value in (
+        ("STOREFLEET_SIGNING_KEY_FILE", settings.signing_key_file),
+        ("STOREFLEET_MEMBER_HASH_KEY(_FILE)", settings.member_hash_key)) if value is None]
+    if missing and not dev:
+        # Without them the API would sign with a new key at every start (every store's
+        # trust gone) and refuse member sign-ups: a production trap, so refuse.
+        typer.echo(f"not set: {', '.join(missing)}; create them with `storefleet cloud "
+                   "secrets init DIR` and load DIR/cloud.env, or pass --dev to try it out",
+                   err=True)
+        raise typer.Exit(2)
     if not settings.api_tokens:
         logger.warning("no STOREFLEET_API_TOKENS: every /api/v1 request will get 401")
     uvicorn.run(create_app(settings, ingest=ingest), host=host, port=port,
@@ -125,7 +143,13 @@ def ingest_cmd(
         settings = settings.model_copy(update={"share_group": None})
     registry = CollectorRegistry()
     if metrics_port:
-        start_http_server(metrics_port, registry=registry)
+        try:
+            start_http_server(metrics_port, registry=registry)
+        except OSError as err:
+            typer.echo(f"cannot serve metrics on port {metrics_port}: {err.strerror} (each "
+                       "ingest worker on a host needs its own --metrics-port, or 0 for none)",
+                       err=True)
+            raise typer.Exit(2) from err
     import asyncio  # here, not at the top: 30 ms of every `storefleet ... --help`
 
     asyncio.run(_ingest_until_signal(settings, registry, drain_s=drain_s))

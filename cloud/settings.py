@@ -23,6 +23,12 @@ Environment variables (all optional):
 ``STOREFLEET_CURRENCY``            the chain's ISO currency (``EUR``)
 =================================  =========================================================
 
+Secrets may be given as files instead (``storefleet cloud secrets init`` writes them):
+``STOREFLEET_MQTT_PASSWORD_FILE``, ``STOREFLEET_MEMBER_HASH_KEY_FILE`` and
+``STOREFLEET_API_TOKENS_FILE`` hold what the variable without ``_FILE`` would (surrounding
+white space stripped), so no secret need sit in a process's environment or a unit file.
+Setting both forms of one secret is an error.
+
 Token scopes (decision 0015). A store-manager or device token is bound to stores and
 gets 403 for any other store; hq-admin is chain-wide; a field-tech token is chain-wide
 unless given stores and/or regions::
@@ -46,6 +52,7 @@ import os
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -221,7 +228,7 @@ class CloudSettings(BaseModel):
         cls, environ: Mapping[str, str] | None = None, **overrides: Any
     ) -> CloudSettings:
         """Settings from ``STOREFLEET_*`` variables; keyword overrides win (CLI options)."""
-        env = os.environ if environ is None else environ
+        env = _with_secret_files(os.environ if environ is None else environ)
         data: dict[str, Any] = {}
         for name in ("database_url", "mqtt_url", "mqtt_username", "mqtt_password",
                      "ingest_client_id", "keepalive_s", "max_payload"):
@@ -243,6 +250,30 @@ class CloudSettings(BaseModel):
             data["trusted_keys"] = tuple(k.strip() for k in raw_keys.split(",") if k.strip())
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(data)
+
+
+# The secrets that may come from a file named by ``<VARIABLE>_FILE``.
+SECRET_FILE_VARIABLES = ("MQTT_PASSWORD", "MEMBER_HASH_KEY", "API_TOKENS")
+
+
+def _with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with each ``STOREFLEET_<SECRET>_FILE`` read into ``STOREFLEET_<SECRET>``."""
+    merged = dict(env)
+    for name in SECRET_FILE_VARIABLES:
+        file_var, var = f"{ENV_PREFIX}{name}_FILE", ENV_PREFIX + name
+        path = env.get(file_var)
+        if not path:
+            continue
+        if env.get(var):
+            raise ValueError(f"{var} and {file_var} are both set: give the secret once")
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ValueError(f"{file_var}: cannot read {path}: {err.strerror}") from err
+        if not value:
+            raise ValueError(f"{file_var}: {path} is empty")
+        merged[var] = value
+    return merged
 
 
 # token:role[@scope] where scope = entries separated by "|": a store id, or

@@ -34,7 +34,19 @@ def run(
     store: Annotated[str | None, typer.Option("--store", help="store id")] = None,
     cloud: Annotated[
         str | None,
-        typer.Option("--cloud", help="cloud broker, mqtt://host:port (user:pass@ optional)"),
+        typer.Option("--cloud", envvar="STOREFLEET_CLOUD_URL",
+                     help="cloud broker, mqtt://host:port"),
+    ] = None,
+    cloud_username: Annotated[
+        str | None,
+        typer.Option("--cloud-username", envvar="STOREFLEET_CLOUD_USERNAME",
+                     help="the store's broker user [default: the store id]"),
+    ] = None,
+    cloud_password_file: Annotated[
+        Path | None,
+        typer.Option("--cloud-password-file", envvar="STOREFLEET_CLOUD_PASSWORD_FILE",
+                     help="file holding the store's broker password (made by `storefleet "
+                          "cloud broker add-store --generate`)"),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="where outbox.db lives")
@@ -67,6 +79,8 @@ def run(
             config,
             store_id=store,
             cloud_url=cloud,
+            cloud_username=cloud_username,
+            cloud_password_file=cloud_password_file,
             data_dir=data_dir,
             local_bus=local_bus,
             local_bus_port=local_bus_port,

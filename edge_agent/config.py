@@ -128,9 +128,12 @@ class AgentConfig:
     store_id: str
     data_dir: Path
     cloud_url: str = "mqtt://127.0.0.1:1883"
-    # Credentials in fields win over credentials in cloud_url.
+    # Credentials in fields win over credentials in cloud_url. The password is best
+    # read from a file (cloud_password_file, 0600), never typed on a command line; the
+    # user name defaults to the store id (its identity on the broker, decision 0027).
     cloud_username: str | None = None
     cloud_password: str | None = None
+    cloud_password_file: Path | None = None
     # "embedded" hosts an amqtt broker on local_bus_host:local_bus_port (demo);
     # otherwise the mqtt:// URL of the store's own broker (Mosquitto in production).
     local_bus: str = EMBEDDED
@@ -251,7 +254,11 @@ class AgentConfig:
             raise ConfigError("payment_confirmation", "must be provider or screen")
         if self.cartscreen_port is not None and not 0 <= self.cartscreen_port <= 65535:
             raise ConfigError("cartscreen_port", f"{self.cartscreen_port} is not a TCP port")
-        self.cloud  # noqa: B018 - validates cloud_url
+        if self.cloud_password_file is not None:
+            object.__setattr__(self, "cloud_password_file", Path(self.cloud_password_file))
+            if self.cloud_password is not None:
+                raise ConfigError("cloud_password_file", "give the password or a file, not both")
+        self.cloud  # noqa: B018 - validates cloud_url and reads the password file
         if self.local_bus != EMBEDDED:
             BrokerAddress.parse(self.local_bus, setting="local_bus")
         for name in ("local_bus_port", "metrics_port"):
@@ -291,11 +298,13 @@ class AgentConfig:
     @property
     def cloud(self) -> BrokerAddress:
         addr = BrokerAddress.parse(self.cloud_url, setting="cloud_url")
-        return dataclasses.replace(
-            addr,
-            username=self.cloud_username or addr.username,
-            password=self.cloud_password or addr.password,
-        )
+        password = self.cloud_password or addr.password
+        if self.cloud_password_file is not None:
+            password = _read_secret(self.cloud_password_file, setting="cloud_password_file")
+        username = self.cloud_username or addr.username
+        if password is not None and username is None:
+            username = self.store_id
+        return dataclasses.replace(addr, username=username, password=password)
 
     @property
     def cloud_acks(self) -> bool:
@@ -346,6 +355,16 @@ def _device_configs(values: Any) -> tuple[DeviceConfig, ...]:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(AgentConfig)}
+
+
+def _read_secret(path: Path, *, setting: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise ConfigError(setting, f"cannot read {path}: {err.strerror}") from err
+    if not value:
+        raise ConfigError(setting, f"{path} is empty")
+    return value
 
 
 def load_config(path: Path | None = None, /, **overrides: Any) -> AgentConfig:

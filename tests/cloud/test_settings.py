@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -89,3 +91,26 @@ def test_unscoped_store_tokens_are_refused_unless_explicitly_allowed() -> None:
 def test_bad_scopes_are_refused(tokens: str) -> None:
     with pytest.raises(ValidationError):
         CloudSettings.from_env({"STOREFLEET_API_TOKENS": tokens})
+
+
+def test_secrets_from_files(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("broker-pw\n")
+    (tmp_path / "hash").write_text("k" * 32)
+    (tmp_path / "tokens").write_text("tok-abcdefghijkl:hq-admin\n")
+    settings = CloudSettings.from_env({
+        "STOREFLEET_MQTT_PASSWORD_FILE": str(tmp_path / "pw"),
+        "STOREFLEET_MEMBER_HASH_KEY_FILE": str(tmp_path / "hash"),
+        "STOREFLEET_API_TOKENS_FILE": str(tmp_path / "tokens"),
+    })
+    assert settings.mqtt_password == "broker-pw"
+    assert settings.member_hash_key is not None
+    assert settings.member_hash_key.get_secret_value() == "k" * 32
+    assert settings.api_tokens["tok-abcdefghijkl"].role == "hq-admin"
+    with pytest.raises(ValueError, match="both set"):
+        CloudSettings.from_env({"STOREFLEET_MQTT_PASSWORD": "x",
+                                "STOREFLEET_MQTT_PASSWORD_FILE": str(tmp_path / "pw")})
+    with pytest.raises(ValueError, match="cannot read"):
+        CloudSettings.from_env({"STOREFLEET_MQTT_PASSWORD_FILE": str(tmp_path / "none")})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="is empty"):
+        CloudSettings.from_env({"STOREFLEET_MEMBER_HASH_KEY_FILE": str(tmp_path / "empty")})

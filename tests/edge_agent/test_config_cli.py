@@ -112,3 +112,33 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     assert max(delays[5:]) > 2  # the ceiling has grown
     backoff.reset()
     assert backoff.next() == 0.5  # first attempt: ceiling == min
+
+
+def test_cloud_password_from_a_file_user_defaults_to_the_store(tmp_path: Path) -> None:
+    secret = tmp_path / "S001.secret"
+    secret.write_text("pw-from-file\n")
+    cfg = load_config(store_id="S001", data_dir=tmp_path, cloud_url="mqtt://cloud:1883",
+                      cloud_password_file=str(secret))
+    assert cfg.cloud == BrokerAddress("cloud", 1883, "S001", "pw-from-file")
+    secret.write_text("rotated")  # read at each connection: a rotated password is used
+    assert cfg.cloud.password == "rotated"
+    named = load_config(store_id="S001", data_dir=tmp_path, cloud_username="box-7",
+                        cloud_password_file=str(secret))
+    assert named.cloud.username == "box-7"
+    with pytest.raises(ConfigError, match=r"cloud_password_file.*cannot read"):
+        load_config(store_id="S001", data_dir=tmp_path, cloud_password_file=str(tmp_path / "no"))
+    (tmp_path / "empty").write_text(" \n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(store_id="S001", data_dir=tmp_path,
+                    cloud_password_file=str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(store_id="S001", data_dir=tmp_path, cloud_password="x",
+                    cloud_password_file=str(secret))
+
+
+def test_cli_takes_the_cloud_password_file_from_the_environment(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["run", "--store", "S001", "--data-dir", str(tmp_path)],
+        env={"STOREFLEET_CLOUD_PASSWORD_FILE": str(tmp_path / "missing.secret")})
+    assert result.exit_code == 2
+    assert "cloud_password_file" in result.output and "missing.secret" in result.output

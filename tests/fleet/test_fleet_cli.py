@@ -91,7 +91,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         api = Proc(
             name="api",
             args=["cloud", "serve", "--port", str(port), "--db", f"sqlite:///{tmp / 'cloud.db'}",
-                  "--mqtt", cloud_broker.url, "--ingest", "--log-level", "warning"],
+                  "--mqtt", cloud_broker.url, "--ingest", "--dev", "--log-level", "warning"],
             logdir=tmp / "logs",
             env={"STOREFLEET_API_TOKENS": f"{ADMIN}:hq-admin,{TECH}:field-tech,"
                                           f"{MANAGER_S002}:store-manager@{BIRTH_STORE}",

@@ -74,6 +74,7 @@ class Stack:
                 "--mqtt",
                 self.cloud_broker.url,
                 "--ingest" if ingest else "--no-ingest",
+                "--dev",
                 "--log-level",
                 "warning",
             ],
