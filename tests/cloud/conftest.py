@@ -88,7 +88,7 @@ async def running(worker: IngestWorker) -> AsyncIterator[asyncio.Task[None]]:
 def make_worker(settings: CloudSettings, registry: CollectorRegistry | None = None,
                 **kw: Any) -> IngestWorker:
     # Fast reconnects: tests restart brokers and fail databases on purpose.
-    kw.setdefault("backoff", Backoff(initial_s=0.05, max_s=0.5))
+    kw.setdefault("backoff", Backoff(min_s=0.05, max_s=0.5))
     return IngestWorker(settings, registry=registry or CollectorRegistry(), **kw)
 
 
