@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -33,7 +34,8 @@ from edge_agent.config import AgentConfig
 from edge_agent.drivers.base import CommandRejected, DeviceConfig, Driver, DriverError
 from edge_agent.drivers.context import AgentDriverContext
 from edge_agent.drivers.supervisor import DriverSupervisor
-from edge_agent.errors import AgentError, StorageError
+from edge_agent.errors import AgentError, AgentFailed, StorageError
+from edge_agent.kernel.supervisor import Supervisor
 from edge_agent.localbus.consumer import LocalBusConsumer
 from edge_agent.localbus.embedded import EmbeddedBroker
 from edge_agent.localbus.registry import DeviceRegistry
@@ -152,7 +154,7 @@ class Agent:
         self._desired_devices: dict[str, Any] = {}
         self._drivers_live = False  # configure() needs the running loop of _serve
         self._health_sig: dict[str, Any] = {}
-        self._alarm_sig: dict[str, Any] = {}
+        self._alarm_sig: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
         self._birth_left_out: list[str] = []
         self.shadow = AgentShadow(
             self.kv,
@@ -161,6 +163,7 @@ class Agent:
             metrics=self.metrics,
             keys={k.name: k for k in self._shadow_keys()},
             extra_reported=lambda: {"devices_health": self.drivers.health(),
+                                    "tasks": self._task_report(),
                                     "alarms": self.alarms()},
         )
         self.commands = CommandHandler(
@@ -171,6 +174,10 @@ class Agent:
             handlers=self._command_handlers(),
             device_handler=self._device_command,
         )
+        # The supervision tree: the kernel's parts, then the modules' (decision 0030).
+        self.tasks = Supervisor("kernel", registry=self.metrics.registry, backoff=self._backoff)
+        self.module_tasks = Supervisor("modules", registry=self.metrics.registry,
+                                       backoff=self._backoff)
         self.broker: EmbeddedBroker | None = None
         self._metrics_server: MetricsServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -192,6 +199,9 @@ class Agent:
             self._stop.set()
             await self._task
             self._task = self._stop = None
+
+    def _backoff(self) -> Backoff:
+        return Backoff(min_s=self.config.reconnect_min_s, max_s=self.config.reconnect_max_s)
 
     @property
     def metrics_port(self) -> int | None:
@@ -226,14 +236,43 @@ class Agent:
             await self._serve(stop)
 
     async def _serve(self, stop: asyncio.Event) -> None:
+        """Start the supervised parts, wait for ``stop`` or a critical crash, then stop
+        them in order: modules, drivers, the local bus, and last the uplink's drain."""
         uplink_stop = asyncio.Event()
-        local = asyncio.create_task(self.local.run(), name="agent-local-bus")
-        uplink = asyncio.create_task(self.uplink.run(uplink_stop), name="agent-uplink")
-        bounds = asyncio.create_task(self._enforce_bounds(), name="agent-outbox-bounds")
-        stopper = asyncio.create_task(stop.wait(), name="agent-stop-wait")
-        self._drivers_live = True
-        self._configure_drivers()
-        health = asyncio.create_task(self._watch_driver_health(), name="agent-driver-health")
+        kernel, modules = self.tasks, self.module_tasks
+        async with kernel, modules:
+            try:
+                kernel.start("uplink", lambda: self.uplink.run(uplink_stop),
+                             stop=uplink_stop.set,
+                             stop_timeout_s=self.config.shutdown_drain_s + 10)
+                kernel.start("local-bus", self.local.run)
+                kernel.start("outbox-bounds", self._enforce_bounds)
+                self._drivers_live = True
+                self._configure_drivers()
+                kernel.start("driver-health", self._watch_driver_health)
+                await self._start_modules(modules)
+                self.ready.set()
+                logger.info("agent %s running (version %s)", self.config.store_id,
+                            self.config.agent_version)
+                await _first_of(stop.wait(), kernel.failed.wait(), modules.failed.wait())
+            finally:
+                logger.info("agent %s stopping", self.config.store_id)
+                await self._stop_modules(modules)
+                # Drivers next: they may still emit events while the outbox is open.
+                await kernel.stop_child("driver-health")
+                self._drivers_live = False
+                await self.drivers.aclose()
+                await kernel.stop_child("local-bus")
+                await kernel.stop_child("outbox-bounds")
+                # The uplink drains for shutdown_drain_s, then waits for the Death's PUBACK.
+                await kernel.stop_child("uplink")
+                self.ready.clear()
+        failure = kernel.failure or modules.failure
+        if failure is not None:
+            task, err = failure
+            raise AgentFailed(task, err) from err
+
+    async def _start_modules(self, modules: Supervisor) -> None:
         if self.in_aisle is not None:
             try:
                 await self.in_aisle.start()
@@ -244,44 +283,17 @@ class Agent:
                 self.in_aisle = None
         if self.config.vision:
             await self._start_vision()
-        pos_sync = asyncio.create_task(self.pos.sync_forever(), name="agent-pos-sync")
-        background = [pos_sync]
+        modules.start("pos-sync", self.pos.sync_forever)
         if self.shelf is not None:
-            background.append(asyncio.create_task(self.shelf.run(), name="agent-shelf-sync"))
-        self.ready.set()
-        logger.info(
-            "agent %s running (version %s)", self.config.store_id, self.config.agent_version
-        )
-        try:
-            await asyncio.wait(
-                [local, uplink, bounds, stopper], return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            logger.info("agent %s stopping", self.config.store_id)
-            if self.vision is not None:  # feeds the triggers: stop it first
-                await self.vision.__aexit__(None, None, None)
-                self.vision = None
-            if self.in_aisle is not None:
-                await self.in_aisle.stop()  # issues coupons into the outbox: before it closes
-            # Drivers first: they may still emit events while the outbox is open.
-            for bg in (health, *background):
-                bg.cancel()
-            await asyncio.gather(health, *background, return_exceptions=True)
-            self._drivers_live = False
-            await self.drivers.aclose()
-            for task in (local, bounds, stopper):
-                task.cancel()
-            await asyncio.gather(local, bounds, stopper, return_exceptions=True)
-            uplink_stop.set()
-            # The uplink drains for shutdown_drain_s, then waits for the Death's PUBACK.
-            try:
-                await asyncio.wait_for(uplink, self.config.shutdown_drain_s + 10)
-            except TimeoutError:
-                logger.warning("uplink did not stop in time")
-            self.ready.clear()
-        for task in (local, uplink, bounds):  # surface a crash of a part (a bug) to the caller
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            modules.start("shelf-sync", self.shelf.run)
+
+    async def _stop_modules(self, modules: Supervisor) -> None:
+        if self.vision is not None:  # feeds the triggers: stop it first
+            await self.vision.__aexit__(None, None, None)
+            self.vision = None
+        if self.in_aisle is not None:
+            await self.in_aisle.stop()  # issues coupons into the outbox: before it closes
+        await modules.aclose()
 
     async def _enforce_bounds(self) -> None:
         while True:
@@ -402,6 +414,12 @@ class Agent:
             "rebirth": rebirth,
         }
 
+    def _task_report(self) -> dict[str, dict[str, Any]]:
+        """Each supervised task's state and restarts, for the reported shadow (the last
+        error is in diagnostics: a changing text would re-report the shadow)."""
+        return {name: {"state": s["state"], "restarts": s["restarts"]}
+                for name, s in {**self.tasks.states(), **self.module_tasks.states()}.items()}
+
     def diagnostics(self) -> dict[str, Any]:
         return {
             "store_id": self.config.store_id,
@@ -420,6 +438,7 @@ class Agent:
             "shadow_version": self.shadow.version,
             "devices": [d.model_dump() for d in self.devices.snapshot()],
             "devices_health": self.drivers.health(),
+            "tasks": {**self.tasks.states(), **self.module_tasks.states()},
         }
 
     # ---- drivers ---------------------------------------------------------------------------
@@ -590,7 +609,7 @@ class Agent:
                 k: (v["online"], tuple(v["alarms"]), v["restarts"], v["last_error"])
                 for k, v in health.items()
             }
-            alarms = self.alarms()
+            alarms = (self.alarms(), self._task_report())
             if sig == self._health_sig and alarms == self._alarm_sig:
                 continue
             self._alarm_sig = alarms
@@ -606,6 +625,17 @@ class Agent:
                     await self.shadow.report(link)
                 except AgentError as err:
                     logger.warning("could not report device health: %s", err)
+
+
+async def _first_of(*aws: Awaitable[object]) -> None:
+    """Return when the first of ``aws`` completes; the others are cancelled and awaited."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _set_log_level(value: Any) -> None:

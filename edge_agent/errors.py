@@ -16,6 +16,14 @@ class AgentError(Exception):
     """Base error of the edge agent."""
 
 
+class AgentFailed(AgentError):
+    """A critical part of the agent crashed: the agent stopped (the process exits 1)."""
+
+    def __init__(self, task: str, err: BaseException) -> None:
+        super().__init__(f"critical task {task} crashed: {type(err).__name__}: {err}")
+        self.task = task
+
+
 class ConfigError(AgentError):
     def __init__(self, field: str, detail: str) -> None:
         super().__init__(f"invalid setting {field!r}: {detail}")

@@ -121,6 +121,9 @@ class UplinkSupervisor:
                     await self._serve(link, stop)
             except LinkError as err:  # link lost or not made: one warning per outage
                 self._outage.lost(err)
+                if link.connect_failure is not None:  # not made: tls, refused or network
+                    self._metrics.uplink_connect_failures.labels(
+                        reason=link.connect_failure).inc()
             except AgentError as err:  # the outbox failed: a new session
                 logger.warning("uplink session ended: %s", err)
             finally:
@@ -262,7 +265,9 @@ class UplinkSupervisor:
                 await self._on_downlink(link, str(message.topic), payload)
             except LinkError:
                 raise
-            except (AgentError, ValueError) as err:  # one bad message never ends the session
+            except Exception as err:  # the isolation boundary of one message
+                # Whatever a handler raises (a PosError, a DriverError, a bug), one bad
+                # downlink message never ends the session, let alone the agent.
                 self._metrics.bad_payloads.labels(source="cloud", reason="handler_error").inc()
                 logger.exception("downlink %s failed: %s", message.topic, err)
 
