@@ -1,4 +1,4 @@
-"""Message models for the uplink and the store-local bus (ARCHITECTURE section 5).
+"""Message models for the uplink and the store-local bus (docs/architecture.md#messages).
 
 Every model has a ``v`` field; unknown fields are ignored, missing or ill-typed
 ones are rejected (strict types: ``"5"`` is not an int). Money is integer minor

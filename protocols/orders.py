@@ -1,4 +1,4 @@
-"""Online orders between the cloud and a store box (ARCHITECTURE section 7, "Orders").
+"""Online orders between the cloud and a store box (docs/architecture.md#an-online-order).
 
 Downlink: the cloud publishes an ``OrderDispatch`` on ``sf/v1/{store_id}/cmd/orders``
 (``topics.orders``; QoS 1, not retained). The ``cmd/#`` read permission every store

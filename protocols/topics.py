@@ -1,4 +1,4 @@
-"""The MQTT topic namespace (ARCHITECTURE sections 3 and 4).
+"""The MQTT topic namespace (docs/architecture.md#how-they-talk).
 
 Uplink (store box <-> cloud), prefix ``sf/v1/{store_id}/``:
 
