@@ -1,4 +1,4 @@
-"""Clocks as dependencies (ARCHITECTURE section 10).
+"""Clocks as dependencies (docs/architecture.md#time-and-clocks).
 
 Every component takes a ``Clock``; production passes ``SystemClock``, tests and
 simulations a ``ManualClock`` they can move.

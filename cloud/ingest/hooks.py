@@ -15,7 +15,7 @@ it is what makes "issued exactly once" hold.
 Failures: a database that is down (``OperationalError``) propagates, so nothing is
 acknowledged and the batch comes back; anything else (bad payload, a bug) is logged,
 counted in ``storefleet_ingest_hook_errors_total{hook}`` and skipped, so one poison
-event cannot stop the stream (guarantee 4).
+event cannot stop the stream (docs/architecture.md#bad-input-is-counted-never-fatal).
 """
 
 from __future__ import annotations

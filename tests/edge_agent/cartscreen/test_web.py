@@ -71,7 +71,7 @@ async def test_coupon_is_pushed_over_the_websocket_and_applying_it_lowers_the_to
 
 
 async def test_the_same_coupon_prices_the_same_at_the_till_engine(rig: Rig) -> None:
-    """Guarantee 9.2: the cart's total is pricing.price() with the coupon's engine code."""
+    """One price everywhere: the cart's total is pricing.price() with the coupon's engine code."""
     from pricing import Basket, Line, Member, Store, price
 
     await rig.session("C3", "sess-3", qr="SFM:M0002")
