@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cloud.broker_cli import app as broker_app
+from cloud.pki_cli import app as pki_app
 from cloud.secrets_cli import app as secrets_app
 
 # Everything heavy (settings, app, ingest, prometheus) is imported inside the commands:
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 app = typer.Typer(help="storefleet cloud: REST API and MQTT ingest.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(pki_app, name="pki")
 
 DbOpt = Annotated[
     str | None,

@@ -81,21 +81,16 @@ class MqttPublisher:
             if not self._client._disconnected.done():
                 return self._client
             await self._drop()
-        addr = self._settings.mqtt
         client = aiomqtt.Client(
-            addr.host,
-            addr.port,
-            username=self._settings.mqtt_username,
-            password=self._settings.mqtt_password,
+            **self._settings.mqtt.client_options(),  # mqtt:// or mqtts:// (decision 0032)
             identifier=self._client_id,
             keepalive=self._settings.keepalive_s,
             timeout=PUBLISH_TIMEOUT_S,
-            tls_params=aiomqtt.TLSParameters() if addr.tls else None,
         )
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(client)
         self._stack, self._client = stack, client
-        logger.info("publisher connected to %s as %s", self._settings.mqtt_url, self._client_id)
+        logger.info("publisher connected to %s as %s", self._settings.mqtt.url, self._client_id)
         return client
 
     async def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> None:

@@ -7,9 +7,12 @@ Environment variables (all optional):
 
 =================================  =========================================================
 ``STOREFLEET_DATABASE_URL``        SQLAlchemy URL (``sqlite:///./storefleet.db``)
-``STOREFLEET_MQTT_URL``            ``mqtt://host:port`` (``mqtt://127.0.0.1:1883``)
+``STOREFLEET_MQTT_URL``            ``mqtt://host:port`` or ``mqtts://host:8883`` (TLS)
+                                  (``mqtt://127.0.0.1:1883``)
 ``STOREFLEET_MQTT_USERNAME``       broker user name
 ``STOREFLEET_MQTT_PASSWORD``       broker password
+``STOREFLEET_MQTT_CA``             mqtts://: CA file of the broker's certificate
+``STOREFLEET_MQTT_CERT``, ``_KEY`` mqtts://: client certificate and key (mTLS)
 ``STOREFLEET_SHARE_GROUP``         shared-subscription group; empty or ``none`` = plain
 ``STOREFLEET_INGEST_CLIENT_ID``    fixed MQTT client id of this ingest worker
 ``STOREFLEET_API_TOKENS``          ``token:role[@scope],...`` or a JSON object (see below)
@@ -54,10 +57,10 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from protocols.broker import BrokerAddress, BrokerAddressError
 from protocols.codec import DEFAULT_MAX_PAYLOAD
 from protocols.topics import valid_id
 
@@ -119,14 +122,6 @@ def _grant_of(value: Any) -> Any:
     return value
 
 
-class MqttAddress(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    host: str
-    port: int
-    tls: bool = False
-
-
 class CloudSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -134,6 +129,11 @@ class CloudSettings(BaseModel):
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    # mqtts:// only: the CA of the broker's certificate (None: the system's), and a client
+    # certificate and key when the broker's listener asks for one (decision 0032).
+    mqtt_ca: str | None = None
+    mqtt_cert: str | None = None
+    mqtt_key: str | None = None
     # None = plain subscriptions, for brokers without $share (the embedded amqtt).
     share_group: str | None = "storefleet-ingest"
     ingest_client_id: str = "storefleet-ingest-1"
@@ -163,6 +163,19 @@ class CloudSettings(BaseModel):
     def _check_mqtt_url(cls, value: str) -> str:
         parse_mqtt_url(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_mqtt_tls(self) -> CloudSettings:
+        """TLS files need mqtts://, come as certificate and key, and must be readable:
+        refused at start-up with the setting named, not at every reconnect."""
+        address = self.mqtt
+        for setting, path in address.tls_files(prefix="mqtt"):
+            try:
+                with path.open("rb") as file:
+                    file.read(1)
+            except OSError as err:
+                raise ValueError(f"{setting}: cannot read {path}: {err.strerror}") from err
+        return self
 
     @field_validator("share_group", "ingest_client_id")
     @classmethod
@@ -220,8 +233,15 @@ class CloudSettings(BaseModel):
         return value
 
     @property
-    def mqtt(self) -> MqttAddress:
-        return parse_mqtt_url(self.mqtt_url)
+    def mqtt(self) -> BrokerAddress:
+        """The broker with the cloud services' credentials and TLS files."""
+        address = parse_mqtt_url(self.mqtt_url).with_credentials(
+            username=self.mqtt_username, password=self.mqtt_password)
+        try:
+            return address.with_tls(ca_file=self.mqtt_ca, cert_file=self.mqtt_cert,
+                                    key_file=self.mqtt_key, prefix="mqtt")
+        except BrokerAddressError as err:
+            raise ValueError(str(err)) from err
 
     @classmethod
     def from_env(
@@ -231,6 +251,7 @@ class CloudSettings(BaseModel):
         env = _with_secret_files(os.environ if environ is None else environ)
         data: dict[str, Any] = {}
         for name in ("database_url", "mqtt_url", "mqtt_username", "mqtt_password",
+                     "mqtt_ca", "mqtt_cert", "mqtt_key",
                      "ingest_client_id", "keepalive_s", "max_payload"):
             raw = env.get(ENV_PREFIX + name.upper())
             if raw not in (None, ""):
@@ -315,10 +336,9 @@ def parse_tokens(raw: str) -> dict[str, Any]:
     return tokens
 
 
-def parse_mqtt_url(url: str) -> MqttAddress:
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts", "tcp") or not parts.hostname:
-        raise ValueError(f"mqtt url must look like mqtt://host:port, got {url!r}")
-    tls = parts.scheme == "mqtts"
-    # 1883 / 8883: the IANA ports for MQTT and MQTT over TLS.
-    return MqttAddress(host=parts.hostname, port=parts.port or (8883 if tls else 1883), tls=tls)
+def parse_mqtt_url(url: str) -> BrokerAddress:
+    """``protocols.broker.BrokerAddress.parse`` with its error as pydantic's ValueError."""
+    try:
+        return BrokerAddress.parse(url, setting="mqtt_url")
+    except BrokerAddressError as err:
+        raise ValueError(str(err)) from err

@@ -35,7 +35,7 @@ def run(
     cloud: Annotated[
         str | None,
         typer.Option("--cloud", envvar="STOREFLEET_CLOUD_URL",
-                     help="cloud broker, mqtt://host:port"),
+                     help="cloud broker, mqtt://host:port or mqtts://host:8883 (TLS)"),
     ] = None,
     cloud_username: Annotated[
         str | None,
@@ -47,6 +47,23 @@ def run(
         typer.Option("--cloud-password-file", envvar="STOREFLEET_CLOUD_PASSWORD_FILE",
                      help="file holding the store's broker password (made by `storefleet "
                           "cloud broker add-store --generate`)"),
+    ] = None,
+    cloud_ca: Annotated[
+        Path | None,
+        typer.Option("--cloud-ca", envvar="STOREFLEET_CLOUD_CA",
+                     help="mqtts://: the CA certificate that signed the broker's "
+                          "[default: the system's CAs]"),
+    ] = None,
+    cloud_cert: Annotated[
+        Path | None,
+        typer.Option("--cloud-cert", envvar="STOREFLEET_CLOUD_CERT",
+                     help="mqtts://: the store's client certificate, CN = store id "
+                          "(`storefleet cloud pki store`)"),
+    ] = None,
+    cloud_key: Annotated[
+        Path | None,
+        typer.Option("--cloud-key", envvar="STOREFLEET_CLOUD_KEY",
+                     help="mqtts://: the client certificate's private key"),
     ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="where outbox.db lives")
@@ -81,6 +98,9 @@ def run(
             cloud_url=cloud,
             cloud_username=cloud_username,
             cloud_password_file=cloud_password_file,
+            cloud_ca=cloud_ca,
+            cloud_cert=cloud_cert,
+            cloud_key=cloud_key,
             data_dir=data_dir,
             local_bus=local_bus,
             local_bus_port=local_bus_port,

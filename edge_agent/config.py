@@ -28,11 +28,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge_agent import __version__
 from edge_agent.errors import ConfigError
+from protocols.broker import BrokerAddress, BrokerAddressError
 from protocols.topics import valid_id
 
 if TYPE_CHECKING:
@@ -45,36 +45,12 @@ DAY_S = 24 * 3600
 Synchronous = Literal["NORMAL", "FULL"]
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where an MQTT broker listens, parsed from ``mqtt://[user[:password]@]host[:port]``."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
-    @classmethod
-    def parse(cls, url: str, *, setting: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme != "mqtt":
-            raise ConfigError(setting, f"{url!r} is not an mqtt://host:port URL")
-        if not parts.hostname:
-            raise ConfigError(setting, f"{url!r} has no host")
-        try:
-            port = parts.port or 1883  # the IANA MQTT port
-        except ValueError as err:
-            raise ConfigError(setting, f"{url!r} has a bad port") from err
-        return cls(
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
+def _broker(url: str, *, setting: str) -> BrokerAddress:
+    """``protocols.broker.BrokerAddress.parse`` with its error as this package's."""
+    try:
+        return BrokerAddress.parse(url, setting=setting)
+    except BrokerAddressError as err:
+        raise ConfigError(err.setting, err.detail) from err
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +110,11 @@ class AgentConfig:
     cloud_username: str | None = None
     cloud_password: str | None = None
     cloud_password_file: Path | None = None
+    # mqtts:// only: the CA that signed the broker's certificate (None: the system's),
+    # and the store's client certificate and key for mTLS (CN = store id, decision 0032).
+    cloud_ca: Path | None = None
+    cloud_cert: Path | None = None
+    cloud_key: Path | None = None
     # "embedded" hosts an amqtt broker on local_bus_host:local_bus_port (demo);
     # otherwise the mqtt:// URL of the store's own broker (Mosquitto in production).
     local_bus: str = EMBEDDED
@@ -258,9 +239,12 @@ class AgentConfig:
             object.__setattr__(self, "cloud_password_file", Path(self.cloud_password_file))
             if self.cloud_password is not None:
                 raise ConfigError("cloud_password_file", "give the password or a file, not both")
-        self.cloud  # noqa: B018 - validates cloud_url and reads the password file
+        for name in ("cloud_ca", "cloud_cert", "cloud_key"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        self.cloud  # noqa: B018 - validates cloud_url, reads the password file, checks TLS
         if self.local_bus != EMBEDDED:
-            BrokerAddress.parse(self.local_bus, setting="local_bus")
+            _broker(self.local_bus, setting="local_bus")
         for name in ("local_bus_port", "metrics_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
@@ -297,13 +281,20 @@ class AgentConfig:
 
     @property
     def cloud(self) -> BrokerAddress:
-        addr = BrokerAddress.parse(self.cloud_url, setting="cloud_url")
+        addr = _broker(self.cloud_url, setting="cloud_url")
         password = self.cloud_password or addr.password
         if self.cloud_password_file is not None:
             password = _read_secret(self.cloud_password_file, setting="cloud_password_file")
         username = self.cloud_username or addr.username
         if password is not None and username is None:
             username = self.store_id
+        try:
+            addr = addr.with_tls(ca_file=self.cloud_ca, cert_file=self.cloud_cert,
+                                 key_file=self.cloud_key, prefix="cloud")
+        except BrokerAddressError as err:
+            raise ConfigError(err.setting, err.detail) from err
+        for setting, path in addr.tls_files(prefix="cloud"):
+            _check_readable(path, setting=setting)
         return dataclasses.replace(addr, username=username, password=password)
 
     @property
@@ -320,7 +311,7 @@ class AgentConfig:
         """The store-local broker the agent's local client connects to."""
         if self.embedded_local_bus:
             return BrokerAddress(host=self.local_bus_host, port=self.local_bus_port)
-        return BrokerAddress.parse(self.local_bus, setting="local_bus")
+        return _broker(self.local_bus, setting="local_bus")
 
     @property
     def outbox_path(self) -> Path:
@@ -355,6 +346,16 @@ def _device_configs(values: Any) -> tuple[DeviceConfig, ...]:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(AgentConfig)}
+
+
+def _check_readable(path: Path, *, setting: str) -> None:
+    """A TLS file paho will read at connect: refused now, with the setting named, rather
+    than as a connect error in every reconnect."""
+    try:
+        with path.open("rb") as file:
+            file.read(1)
+    except OSError as err:
+        raise ConfigError(setting, f"cannot read {path}: {err.strerror}") from err
 
 
 def _read_secret(path: Path, *, setting: str) -> str:

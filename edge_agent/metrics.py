@@ -66,6 +66,13 @@ class AgentMetrics:
         self.uplink_connects = Counter(
             "storefleet_uplink_connects_total", "uplink sessions established", registry=r
         )
+        self.uplink_connect_failures = Counter(
+            "storefleet_uplink_connect_failures_total",
+            "uplink connects that failed, by reason: tls (handshake or certificate), "
+            "refused (by the broker: credentials, rights), network",
+            ["reason"],
+            registry=r,
+        )
         self.bd_seq = Gauge("storefleet_agent_bd_seq", "bd_seq of the current session", registry=r)
         self.outbox_depth = Gauge(
             "storefleet_outbox_depth", "events waiting in the outbox", registry=r

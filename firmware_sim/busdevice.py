@@ -14,7 +14,7 @@ import contextlib
 
 import aiomqtt
 
-from firmware_sim.mqtturl import MqttUrl
+from firmware_sim.mqtturl import bus_address
 from protocols import encode, topics
 from protocols.messages import DeviceState
 
@@ -29,7 +29,7 @@ class BusDeviceSim:
     max_queued_in = 1_000  # messages held unread before paho drops them (bounded memory)
 
     def __init__(self, bus_url: str, device_id: str) -> None:
-        self.bus = MqttUrl.parse(bus_url)
+        self.bus = bus_address(bus_url)
         self.device_id = device_id
         self._client: aiomqtt.Client | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -64,8 +64,7 @@ class BusDeviceSim:
     async def start(self, *, autostep: bool = True, tick_s: float = 1.0) -> None:
         offline = encode(DeviceState(online=False, model=self.model, fw=self.fw))
         self._client = await self._stack.enter_async_context(aiomqtt.Client(
-            self.bus.host, self.bus.port, username=self.bus.username,
-            password=self.bus.password, identifier=f"sim-{self.kind}-{self.device_id}",
+            **self.bus.client_options(), identifier=f"sim-{self.kind}-{self.device_id}",
             will=aiomqtt.Will(self.topic("up", "state"), offline, qos=1, retain=True),
             max_queued_incoming_messages=self.max_queued_in, keepalive=10,
         ))

@@ -110,10 +110,7 @@ class GenericDevice:
         """Publish one reading per turn taken from ``turns`` (the store's event number)."""
         will = aiomqtt.Will(self._topic("state"), self._state(online=False), qos=1, retain=True)
         async with aiomqtt.Client(
-            self.bus.host,
-            self.bus.port,
-            username=self.bus.username,
-            password=self.bus.password,
+            **self.bus.client_options(),
             identifier=f"sim-{self.spec.kind}-{self.spec.device_id}",
             will=will,
             keepalive=10,

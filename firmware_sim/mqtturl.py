@@ -1,26 +1,19 @@
-"""Parse ``mqtt://[user:pass@]host:port`` URLs for the simulators."""
+"""The simulators' broker URL: ``protocols.broker.BrokerAddress`` (decision 0032), with
+a bare ``host:port`` accepted as ``mqtt://host:port`` (what ``--bus`` took before).
+
+    bus = bus_address("mqtt://127.0.0.1:1884")
+    aiomqtt.Client(**bus.client_options(), identifier="sim-...")
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from protocols.broker import BrokerAddress
+
+# The name the simulators' signatures use for a parsed ``--bus``.
+MqttUrl = BrokerAddress
 
 
-@dataclass(frozen=True, slots=True)
-class MqttUrl:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> MqttUrl:
-        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        if parts.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"unsupported scheme in {url!r}: use mqtt://host:port")
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 1883,
-            username=parts.username,
-            password=parts.password,
-        )
+def bus_address(url: str) -> BrokerAddress:
+    """``url`` parsed; ``BrokerAddressError`` (a ValueError's sibling, ProtocolError)
+    names ``--bus``."""
+    return BrokerAddress.parse(url if "://" in url else f"mqtt://{url}", setting="--bus")

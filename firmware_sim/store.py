@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from firmware_sim.generic import DeviceSpec, GenericDevice
-from firmware_sim.mqtturl import MqttUrl
+from firmware_sim.mqtturl import bus_address
 from protocols.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class StoreSimulator:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set or ``max_events`` were produced and acknowledged."""
-        bus = MqttUrl.parse(self.bus_url)
+        bus = bus_address(self.bus_url)
         rng = random.Random(self.seed)
         ledger: IO[str] | None = None
         if self.ledger is not None:

@@ -143,18 +143,13 @@ class IngestWorker:
                 self._engine.dispose()
 
     def _client(self, *, clean_session: bool = False) -> aiomqtt.Client:
-        addr = self.settings.mqtt
         client = aiomqtt.Client(
-            addr.host,
-            addr.port,
-            username=self.settings.mqtt_username,
-            password=self.settings.mqtt_password,
+            **self.settings.mqtt.client_options(),  # mqtt:// or mqtts:// (decision 0032)
             identifier=self.settings.ingest_client_id,
             # persistent session: the broker keeps what we missed (True only to end it)
             clean_session=clean_session,
             keepalive=self.settings.keepalive_s,
             protocol=aiomqtt.ProtocolVersion.V311,
-            tls_params=aiomqtt.TLSParameters() if addr.tls else None,
         )
         # aiomqtt has no public switch for manual acknowledgement; paho has
         # (Client.manual_ack_set / Client.ack), and aiomqtt documents ``_client`` as the

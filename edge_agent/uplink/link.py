@@ -4,6 +4,12 @@ The link knows MQTT, not the agent: it connects with client id = store id and th
 Last Will (``Death(bd_seq)``, retained, QoS 1, on ``state``), publishes, subscribes and
 yields downlink messages. It does not reconnect; ``uplink.session`` supervises it
 (backoff around ``async with``), aiomqtt style. aiomqtt errors become ``LinkError``.
+
+``mqtts://`` addresses connect over TLS, with the store's client certificate for mTLS
+(decision 0032). A failed connect is classified in ``connect_failure`` (``tls``,
+``refused``, ``network``) for the session to count: a broker that refuses the store's
+certificate under TLS 1.3 does so after the client's handshake has completed, so aiomqtt
+only reports a timeout; paho logs the TLS alert, which ``_TlsAlerts`` keeps for the error.
 """
 
 from __future__ import annotations
@@ -29,6 +35,33 @@ logger = logging.getLogger(__name__)
 _mqtt_logger = mqtt_logger(f"{__name__}.mqtt")
 
 
+class _TlsAlerts(logging.Filter):
+    """Keeps the last TLS error paho logged while a link connects (it passes every
+    record on unchanged)."""
+
+    _MARKERS = ("[SSL", "SSL:", "TLSV1", "certificate")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(marker in message for marker in self._MARKERS):
+            self.last = message
+        return True
+
+
+def _failure_reason(err: aiomqtt.MqttError, tls_alert: str | None) -> str:
+    """``tls`` (handshake or certificate), ``refused`` (CONNACK refused: credentials,
+    rights) or ``network`` (no route, no answer, reset)."""
+    if tls_alert is not None or any(m in str(err) for m in _TlsAlerts._MARKERS):
+        return "tls"
+    if isinstance(err, aiomqtt.MqttCodeError) and err.rc not in (None, 0):
+        return "refused"
+    return "network"
+
+
 class UplinkLink:
     def __init__(
         self,
@@ -43,14 +76,13 @@ class UplinkLink:
         self.store_id = store_id
         self.bd_seq = bd_seq
         self._address = address
+        # Why the last connect failed (None: it did not fail), for the session's metric.
+        self.connect_failure: str | None = None
         will = aiomqtt.Will(
             topics.state(store_id), encode(Death(bd_seq=bd_seq)), qos=1, retain=True
         )
         self._client = aiomqtt.Client(
-            address.host,
-            address.port,
-            username=address.username,
-            password=address.password,
+            **address.client_options(),
             identifier=store_id,
             will=will,
             # A persistent session: commands sent during a short outage are queued by the
@@ -67,10 +99,18 @@ class UplinkLink:
         self._client.pending_calls_threshold = window + 16
 
     async def __aenter__(self) -> Self:
+        alerts = _TlsAlerts()
+        _mqtt_logger.addFilter(alerts)
         try:
             await self._client.__aenter__()
         except aiomqtt.MqttError as err:
+            self.connect_failure = _failure_reason(err, alerts.last)
+            if self.connect_failure == "tls":
+                raise LinkError("uplink", f"TLS handshake with {self._address.url} failed: "
+                                          f"{alerts.last or err}") from err
             raise LinkError("uplink", f"connect to {self._address.url} failed: {err}") from err
+        finally:
+            _mqtt_logger.removeFilter(alerts)
         logger.info(
             "uplink connected to %s as %s (bd_seq %d)",
             self._address.url,

@@ -37,7 +37,7 @@ import aiomqtt
 from firmware_sim.cart.tablet import ScreenCallError, ScreenTablet, Trip, end_trip
 from firmware_sim.cart.walker import Walker
 from firmware_sim.layouts import Layout
-from firmware_sim.mqtturl import MqttUrl
+from firmware_sim.mqtturl import bus_address
 from protocols import decode, encode, topics
 from protocols.cart import (
     CART_KIND,
@@ -112,11 +112,10 @@ class CartSimulator:
                                   ts=self.clock.now_ms()))
 
     async def run(self, stop: asyncio.Event) -> None:
-        bus = MqttUrl.parse(self.bus_url)
+        bus = bus_address(self.bus_url)
         rng = random.Random(self.seed)
         will = aiomqtt.Will(self._topic("state"), self._state(online=False), qos=1, retain=True)
-        async with aiomqtt.Client(bus.host, bus.port, username=bus.username,
-                                  password=bus.password,
+        async with aiomqtt.Client(**bus.client_options(),
                                   identifier=f"sim-smartcart-{self.cart_id}",
                                   will=will, keepalive=10) as client:
             await client.subscribe(self._topic("screen", "down"), qos=1)
