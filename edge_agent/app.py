@@ -138,6 +138,7 @@ class Agent:
             outbox=self.outbox,
             telemetry=self.telemetry,
             local=self.local,
+            data_dir=config.data_dir,
         )
         self.drivers = DriverSupervisor(self.driver_context)
         # The till and online orders: priced from cached snapshots, events via the outbox.

@@ -38,6 +38,7 @@ from edge_agent.cartscreen.rules import RuleSources, installed_rules
 from edge_agent.cartscreen.seen import SeenInCart
 from edge_agent.cartscreen.server import CartScreenServer
 from edge_agent.cartscreen.web import create_app
+from edge_agent.drivers.capabilities import ScreenSink
 from edge_agent.errors import ConfigError
 from edge_agent.inference.triggers.engine import TriggerEngine
 from edge_agent.inference.triggers.ledger import CodeRange, CouponLedger, IssuedCoupon
@@ -269,7 +270,7 @@ class InAisle:
 
     async def _send_native(self, cart_id: str, coupon: IssuedCoupon, rule: TriggerRule) -> None:
         driver = self._carts()
-        if driver is None or not hasattr(driver, "send_screen"):
+        if not isinstance(driver, ScreenSink):
             return
         await driver.send_screen(cart_id, kind="coupon", title=rule.coupon.title[:80],
                                  body=f"{rule.coupon.body} {coupon.code}".strip()[:500])
@@ -283,7 +284,7 @@ class InAisle:
 
     async def _remind_native(self, a: Unscanned) -> None:
         driver = self._carts()
-        if driver is None or not hasattr(driver, "send_screen"):
+        if not isinstance(driver, ScreenSink):
             return
         item = STRINGS.get(f"cat_{a.category}", {}).get("en", a.category.replace("_", " "))
         try:

@@ -6,17 +6,42 @@ reaches the rest of the agent - and runs ``run()`` under a supervisor that resta
 it with backoff when it raises. ``health()`` must be cheap and never block: it
 returns a frozen snapshot the supervisor puts into the reported shadow and metrics.
 
+    class PrinterOptions(DriverOptions):          # validated before the driver exists
+        status_interval_s: float = Field(2.0, gt=0)
+
+    class PrintText(BaseModel):                   # a command's arguments
+        lines: list[str]
+
     @register
-    class PrinterDriver(Driver):
+    class PrinterDriver(Driver, ReceiptPrinter):  # capabilities: drivers/capabilities.py
         family = "printer"
+        Options = PrinterOptions
+        options: PrinterOptions
 
         async def run(self) -> None: ...          # until cancelled; raise on failure
         def health(self) -> DeviceHealth: ...
-        async def handle_command(self, name, args) -> dict: ...
 
-Errors: ``DriverError`` (base) carries ``device_id``; ``CommandRejected`` is raised by
-``handle_command`` for an unknown command or bad arguments and becomes a
-``rejected`` command result.
+        @command("print_text", PrintText)
+        async def _print_text(self, args: PrintText) -> dict: ...
+
+The contract (decision 0033):
+
+- **Options** are a pydantic model (``Options``), validated in ``Driver.__init__``; a bad
+  option raises ``BadOption`` naming the field, and the supervisor refuses that device
+  only (counted, shown in ``devices_health``).
+- **Commands** are declared with ``@command(name, ArgsModel)``; ``handle_command``
+  dispatches by that table and refuses an unknown command or bad arguments with
+  ``CommandRejected`` naming the field, before any driver code runs.
+- **Capabilities** (``drivers/capabilities.py``) are typed protocols a driver class
+  inherits; the agent finds drivers by capability (``DriverSupervisor.find``), never
+  by family name.
+
+Errors::
+
+    DriverError              base (``device_id``, ``detail``, ``reason``)
+     +-- BadOption           an option the family's model refuses (``field``)
+     +-- CommandRejected     unknown command or bad arguments (``field`` when known);
+                             becomes a ``rejected`` command result
 """
 
 from __future__ import annotations
@@ -24,28 +49,59 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from protocols.clock import Clock
 from protocols.messages import DEVICE_TEXT_MAX, device_text_fits
 
 
 class DriverError(Exception):
+    reason = "driver_error"  # a short, stable code for metric labels
+
     def __init__(self, device_id: str, detail: str) -> None:
         super().__init__(f"device {device_id}: {detail}")
         self.device_id = device_id
         self.detail = detail
 
 
+class BadOption(DriverError):
+    """An option the family's ``Options`` model refuses; ``field`` names it."""
+
+    reason = "bad_option"
+
+    def __init__(self, device_id: str, detail: str, *, field: str) -> None:
+        super().__init__(device_id, f"option {field}: {detail}")
+        self.field = field
+
+
 class CommandRejected(DriverError):
     """Unknown command or bad arguments; becomes a ``rejected`` command result."""
+
+    reason = "rejected"
+
+    def __init__(self, device_id: str, detail: str, *, field: str | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(device_id, detail)
+        self.field = field
+        if reason is not None:
+            self.reason = reason
+
+
+def first_error(err: ValidationError) -> tuple[str, str]:
+    """(field path, message) of a pydantic error's first problem, for one clear line."""
+    first = err.errors()[0]
+    return ".".join(str(p) for p in first["loc"]) or "(root)", str(first["msg"])
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
-    """One configured device: from the agent's config file or the desired shadow."""
+    """One configured device: from the agent's config file or the desired shadow.
+    ``options`` stay the raw table here; the family's ``Options`` model checks them."""
 
     device_id: str
     family: str
@@ -70,6 +126,30 @@ class DeviceConfig:
             raise DriverError(str(doc.get("id", "?")), f"device config needs {err}") from err
 
 
+class DriverOptions(BaseModel):
+    """Base of every family's options model: unknown keys are refused (a typo such as
+    ``buadrate`` must not silently fall back to a default), values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AnyOptions(BaseModel):
+    """Options of a family that declares no model (test families): taken unchecked."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class CommandArgs(BaseModel):
+    """Base of a command's argument model: unknown arguments are refused by name, and
+    types are strict (a command's JSON says ``5`` for a door, never ``"5"``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class NoArgs(CommandArgs):
+    """Arguments of a command that takes none (extra ones are refused)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceHealth:
     """A frozen snapshot of a device's health (cheap to build, safe to share)."""
@@ -90,6 +170,7 @@ class DriverContext(Protocol):
     store_id: str
     clock: Clock
     registry: CollectorRegistry
+    data_dir: Path | None  # the agent's data folder: where a driver keeps its files
 
     async def emit_event(
         self, kind: str, *, device_id: str, data: Mapping[str, Any], event_id: str | None = None
@@ -113,13 +194,54 @@ class DriverContext(Protocol):
         the agent's own (evt, tele, state)."""
         ...
 
+    def off_local(self, device_kind: str, handler: LocalHandler) -> None:
+        """Undo ``on_local`` (a stopped driver stops receiving)."""
+        ...
+
+
+CommandHandler = Callable[[Any, Any], Awaitable[dict[str, Any]]]
+H = TypeVar("H", bound=CommandHandler)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """One declared command: its name, its argument model and the method that runs it."""
+
+    name: str
+    args: type[BaseModel]
+    handler: CommandHandler
+
+
+def command(name: str, args: type[BaseModel] = NoArgs) -> Callable[[H], H]:
+    """Declare a driver method as the command ``name`` taking ``args`` (validated before
+    the method runs). Stack it to give one method several names."""
+
+    def mark(fn: H) -> H:
+        specs = [*getattr(fn, "_driver_commands", ()), CommandSpec(name, args, fn)]
+        fn._driver_commands = specs  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
 
 class Driver(abc.ABC):
     family: ClassVar[str]
+    Options: ClassVar[type[BaseModel]] = AnyOptions
+    commands: ClassVar[Mapping[str, CommandSpec]] = MappingProxyType({})
+    options: BaseModel
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table = dict(cls.commands)  # inherited declarations first; a subclass may override
+        for attr in vars(cls).values():
+            for spec in getattr(attr, "_driver_commands", ()):
+                table[spec.name] = spec
+        cls.commands = MappingProxyType(table)
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         self.config = config
         self.ctx = ctx
+        self.options = parse_options(type(self), config)
 
     @property
     def device_id(self) -> str:
@@ -134,7 +256,29 @@ class Driver(abc.ABC):
         """A cheap, non-blocking snapshot."""
 
     async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        raise CommandRejected(self.device_id, f"unknown command {name!r}")
+        """Dispatch by the ``@command`` table: unknown names and bad arguments are refused
+        here, naming the field, before any driver code runs."""
+        spec = self.commands.get(name)
+        if spec is None:
+            raise CommandRejected(self.device_id, f"unknown command {name!r}",
+                                  reason="unknown_command")
+        try:
+            parsed = spec.args.model_validate(dict(args))
+        except ValidationError as err:
+            where, msg = first_error(err)
+            raise CommandRejected(self.device_id, f"{name}: argument {where}: {msg}",
+                                  field=where, reason="bad_argument") from err
+        return await spec.handler(self, parsed)
+
+
+def parse_options(cls: type[Driver], config: DeviceConfig) -> BaseModel:
+    """The family's options model from a device's raw options; ``BadOption`` names the
+    first field it refuses."""
+    try:
+        return cls.Options.model_validate(dict(config.options))
+    except ValidationError as err:
+        where, msg = first_error(err)
+        raise BadOption(config.device_id, msg, field=where) from err
 
 
 DRIVERS: dict[str, type[Driver]] = {}

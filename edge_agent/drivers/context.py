@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -47,8 +48,10 @@ class AgentDriverContext:
         outbox: Outbox,
         telemetry: TelemetryForwarder,
         local: LocalBusConsumer,
+        data_dir: Path | None = None,
     ) -> None:
         self.store_id = store_id
+        self.data_dir = data_dir  # drivers keep their files under it (audio cache ...)
         self.clock = clock
         self.registry = registry
         self._outbox = outbox

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -28,6 +29,7 @@ class FakeContext:
     store_id: str = "S001"
     clock: Clock = field(default_factory=SystemClock)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    data_dir: Path | None = None
     events: list[EmittedEvent] = field(default_factory=list)
     samples: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     published: list[tuple[str, bytes, int, bool]] = field(default_factory=list)
@@ -51,6 +53,10 @@ class FakeContext:
 
     def on_local(self, device_kind: str, handler: LocalHandler) -> None:
         self.handlers.setdefault(device_kind, []).append(handler)
+
+    def off_local(self, device_kind: str, handler: LocalHandler) -> None:
+        if handler in self.handlers.get(device_kind, []):
+            self.handlers[device_kind].remove(handler)
 
     async def deliver_local(self, device_kind: str, device_id: str, type_: str,
                             payload: bytes) -> None:

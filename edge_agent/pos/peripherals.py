@@ -19,16 +19,31 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from edge_agent.drivers.base import DeviceHealth, Driver, DriverError
-from edge_agent.drivers.display import DisplayDriver
-from edge_agent.drivers.printer import PrinterDriver
-from edge_agent.drivers.scanner import ScannerDriver
+from edge_agent.drivers.base import DeviceHealth, DriverError
+from edge_agent.drivers.capabilities import (
+    CUSTOMER_DISPLAY,
+    RECEIPT_PRINTER,
+    SCANNER,
+    Capability,
+    CustomerDisplay,
+    ReceiptPrinter,
+    Scanner,
+)
 from edge_agent.pos.receipt import Receipt
 from edge_agent.pos.render import render_receipt, render_ticket
 from protocols.aim import Scan
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CapabilityFinder(Protocol):
+    """What finds the till's devices: the agent's ``DriverSupervisor``."""
+
+    def find(self, capability: Capability[T]) -> list[T]: ...
 
 
 class PosError(Exception):
@@ -57,8 +72,8 @@ class PeripheralStatus:
 
 
 class PosPeripherals:
-    def __init__(self, *, printer: PrinterDriver | None = None,
-                 scanner: ScannerDriver | None = None, display: DisplayDriver | None = None,
+    def __init__(self, *, printer: ReceiptPrinter | None = None,
+                 scanner: Scanner | None = None, display: CustomerDisplay | None = None,
                  width: int = 42) -> None:
         self.printer = printer
         self.scanner = scanner
@@ -66,18 +81,22 @@ class PosPeripherals:
         self._width = width  # printer columns: 42 on most 80 mm models in font A
 
     @classmethod
-    def from_drivers(cls, drivers: Iterable[Driver], *, width: int = 42) -> PosPeripherals:
-        """Pick the first printer, scanner and display among a till's drivers."""
-        found: dict[type, Driver] = {}
-        for d in drivers:
-            for kind in (PrinterDriver, ScannerDriver, DisplayDriver):
-                if isinstance(d, kind):
-                    found.setdefault(kind, d)
-        return cls(printer=found.get(PrinterDriver),  # type: ignore[arg-type]
-                   scanner=found.get(ScannerDriver),  # type: ignore[arg-type]
-                   display=found.get(DisplayDriver), width=width)  # type: ignore[arg-type]
+    def find(cls, drivers: CapabilityFinder, *, width: int = 42) -> PosPeripherals:
+        """The first receipt printer, scanner and customer display the drivers provide."""
+        return cls(printer=next(iter(drivers.find(RECEIPT_PRINTER)), None),
+                   scanner=next(iter(drivers.find(SCANNER)), None),
+                   display=next(iter(drivers.find(CUSTOMER_DISPLAY)), None), width=width)
 
-    def _printer(self) -> PrinterDriver:
+    @classmethod
+    def from_drivers(cls, drivers: Iterable[object], *, width: int = 42) -> PosPeripherals:
+        """Pick the first printer, scanner and display among a till's drivers."""
+        drivers = list(drivers)
+        return cls(printer=next((d for d in drivers if isinstance(d, ReceiptPrinter)), None),
+                   scanner=next((d for d in drivers if isinstance(d, Scanner)), None),
+                   display=next((d for d in drivers if isinstance(d, CustomerDisplay)), None),
+                   width=width)
+
+    def _printer(self) -> ReceiptPrinter:
         if self.printer is None:
             raise PeripheralUnavailable("printer", "no receipt printer configured")
         return self.printer

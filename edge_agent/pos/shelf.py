@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from edge_agent.drivers.capabilities import LabelSink
 from pricing import Basket, Catalog, Line, PromotionSnapshot, Store, compile, price
 from protocols.clock import Clock
 from protocols.esl import PROMO_MAX, PriceBook, PriceBookItem
@@ -34,12 +34,7 @@ logger = logging.getLogger(__name__)
 SHELF_KINDS = frozenset({"markdown"})
 
 
-class LabelTarget(Protocol):
-    """What the sync needs of an e-shelf-label driver (``EslDriver``)."""
-
-    device_id: str
-
-    def apply_price_book(self, book: PriceBook) -> dict[str, Any]: ...
+LabelTarget = LabelSink  # what the sync needs of an e-shelf-label driver (capability)
 
 
 def shelf_items(catalog: Catalog, snapshot: PromotionSnapshot | None, *, store: Store,
@@ -149,7 +144,7 @@ class ShelfSync:
             await asyncio.sleep(self._poll_s)
 
 
-def label_targets(drivers: Iterable[Any]) -> list[LabelTarget]:
-    """The running drivers that drive e-shelf labels."""
-    return [d for d in drivers if getattr(d, "family", None) == "esl"
-            and callable(getattr(d, "apply_price_book", None))]
+def label_targets(drivers: Iterable[object]) -> list[LabelTarget]:
+    """The drivers among ``drivers`` that drive e-shelf labels (the ``LabelSink``
+    capability; the agent asks its supervisor: ``find(LABEL_SINK)``)."""
+    return [d for d in drivers if isinstance(d, LabelSink)]

@@ -8,9 +8,10 @@ output the driver publishes the unit's ``AudioOutput`` (retained, with a rising
 ``seq``); between changes it sleeps until ``Scheduler.next_change_ms``. Presence
 reports (``store/presence/{sensor}/up/presence``) start presence-triggered spots.
 
-Options: ``zones`` (list; default every zone of the schedule), ``cache_dir`` (default
-``<ctx.data_dir>/audio/<device id>``), ``tick_s`` (longest sleep), ``offline_after_s``,
-``max_msgs_per_s``.
+Options (``AudioOptions``): ``zones`` (list; default every zone of the schedule),
+``cache_dir`` (default ``<agent data_dir>/audio/<device id>``), ``tick_s`` (longest
+sleep), ``offline_after_s``, ``max_msgs_per_s``. Commands: ``audio_schedule`` (alias
+``set_schedule``) {schedule}, ``audio_asset`` {data_b64}, ``audio_status``.
 """
 
 from __future__ import annotations
@@ -24,21 +25,25 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfoNotFoundError
 
-from pydantic import ValidationError
+from pydantic import Field, PositiveFloat, ValidationError
 
 from edge_agent.drivers.audio.cache import AssetCache
 from edge_agent.drivers.audio.metrics import audio_metrics
 from edge_agent.drivers.audio.schedule import Scheduler
 from edge_agent.drivers.base import (
+    CommandArgs,
     CommandRejected,
     DeviceConfig,
     DeviceHealth,
     Driver,
     DriverContext,
     DriverError,
+    DriverOptions,
+    command,
+    first_error,
     register,
 )
-from edge_agent.drivers.esl.flood import TokenBucket
+from edge_agent.drivers.links import TokenBucket
 from protocols import decode, encode, topics
 from protocols.audio import (
     DEVICE_KIND,
@@ -67,29 +72,44 @@ MAX_SCHEDULE_BYTES = 1024 * 1024
 MAX_ASSET_BYTES = 5 * 1024 * 1024
 
 
+class AudioOptions(DriverOptions):
+    zones: list[str] | None = None  # None: every zone of the schedule
+    cache_dir: Path | None = None  # None: <agent data_dir>/audio/<device id>
+    tick_s: PositiveFloat = 1.0  # longest sleep between output checks
+    # Units send a status every 10 s; three missed ones and the unit counts as offline.
+    offline_after_s: PositiveFloat = 30.0
+    max_msgs_per_s: PositiveFloat = 50.0
+
+
+class ScheduleArgs(CommandArgs):
+    schedule: dict[str, Any]  # an ``AudioSchedule``, checked by ``set_schedule``
+
+
+class AssetArgs(CommandArgs):
+    # base64 of at most MAX_ASSET_BYTES (4 characters per 3 bytes, plus padding)
+    data_b64: str = Field(max_length=MAX_ASSET_BYTES * 4 // 3 + 4)
+
+
 @register
 class AudioDriver(Driver):
     family = "audio"
+    Options = AudioOptions
+    options: AudioOptions
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
-        opts = config.options
-        cache_dir = opts.get("cache_dir")
-        if cache_dir is None and getattr(ctx, "data_dir", None) is not None:
-            cache_dir = Path(ctx.data_dir) / "audio" / config.device_id  # type: ignore[attr-defined]
+        opts = self.options
+        cache_dir = opts.cache_dir
+        if cache_dir is None and ctx.data_dir is not None:
+            cache_dir = Path(ctx.data_dir) / "audio" / config.device_id
         if cache_dir is None:
             raise DriverError(config.device_id, "needs option cache_dir (or an agent data_dir)")
-        zones = opts.get("zones")
-        if zones is not None and not (isinstance(zones, list) and all(isinstance(z, str)
-                                                                      for z in zones)):
-            raise DriverError(config.device_id, "option zones must be a list of zone ids")
-        self.zones: list[str] | None = zones
-        self.tick_s = float(opts.get("tick_s", 1.0))
-        # Units send a status every 10 s; three missed ones and the unit counts as offline.
-        self.offline_after_ms = int(float(opts.get("offline_after_s", 30.0)) * 1000)
-        rate = float(opts.get("max_msgs_per_s", 50.0))
+        self.zones: list[str] | None = opts.zones
+        self.tick_s = opts.tick_s
+        self.offline_after_ms = int(opts.offline_after_s * 1000)
+        rate = opts.max_msgs_per_s
         self._bucket = TokenBucket(rate=rate, burst=rate * 4, clock=ctx.clock)
-        self.cache = AssetCache(Path(cache_dir))
+        self.cache = AssetCache(cache_dir)
         self.metrics = audio_metrics(ctx.registry)
         self.scheduler: Scheduler | None = None
         self.missing: list[str] = []  # track ids of the schedule without a cached asset
@@ -134,13 +154,12 @@ class AudioDriver(Driver):
             schedule = AudioSchedule.model_validate(dict(document))
             Scheduler(schedule)  # the timezone must exist
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            detail = f"bad schedule at {where}: {first['msg']}"
-            raise CommandRejected(self.device_id, detail) from err
+            where, msg = first_error(err)
+            raise CommandRejected(self.device_id, f"bad schedule at {where}: {msg}",
+                                  field=f"schedule.{where}", reason="bad_argument") from err
         except ZoneInfoNotFoundError as err:
-            raise CommandRejected(self.device_id, f"unknown timezone {document.get('timezone')!r}"
-                                  ) from err
+            raise CommandRejected(self.device_id, f"unknown timezone {document.get('timezone')!r}",
+                                  field="schedule.timezone", reason="bad_argument") from err
         current = self.scheduler.schedule.version if self.scheduler else 0
         if schedule.version <= current:
             return {"applied": False, "version": current, "missing_assets": self.missing}
@@ -154,27 +173,26 @@ class AudioDriver(Driver):
             await self._activate(self.scheduler.schedule)  # a missing track may be playable now
         return digest
 
-    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        if name in ("audio_schedule", "set_schedule"):
-            doc = args.get("schedule", args)
-            if not isinstance(doc, Mapping):
-                raise CommandRejected(self.device_id, "schedule must be an object")
-            return await self.set_schedule(doc)
-        if name == "audio_asset":
-            data_b64 = args.get("data_b64")
-            if not isinstance(data_b64, str) or len(data_b64) > MAX_ASSET_BYTES * 4 // 3 + 4:
-                raise CommandRejected(self.device_id, f"data_b64 (at most {MAX_ASSET_BYTES} B)")
-            try:
-                data = base64.b64decode(data_b64, validate=True)
-            except binascii.Error as err:
-                raise CommandRejected(self.device_id, "data_b64 is not base64") from err
-            try:
-                return {"sha256": await self.put_asset(data)}
-            except OSError as err:
-                raise CommandRejected(self.device_id, str(err)) from err
-        if name == "audio_status":
-            return self._status()
-        return await super().handle_command(name, args)
+    @command("audio_schedule", ScheduleArgs)
+    @command("set_schedule", ScheduleArgs)
+    async def _schedule(self, args: ScheduleArgs) -> dict[str, Any]:
+        return await self.set_schedule(args.schedule)
+
+    @command("audio_asset", AssetArgs)
+    async def _asset(self, args: AssetArgs) -> dict[str, Any]:
+        try:
+            data = base64.b64decode(args.data_b64, validate=True)
+        except binascii.Error as err:
+            raise CommandRejected(self.device_id, "data_b64 is not base64", field="data_b64",
+                                  reason="bad_argument") from err
+        try:
+            return {"sha256": await self.put_asset(data)}
+        except OSError as err:
+            raise CommandRejected(self.device_id, str(err)) from err
+
+    @command("audio_status")
+    async def _audio_status(self, args: Any) -> dict[str, Any]:
+        return self._status()
 
     # ---- run loop ------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The BLE beacon driver: one scanner (family ``beacon``), many beacons it hears.
 
-Options (``[[agent.devices]] options = {...}`` or the desired shadow):
+Options (``BeaconOptions``; ``[[agent.devices]] options = {...}`` or the desired shadow):
 
 ==================  ===========================================================
 ``backend``         ``bleak`` (default, a real radio) or ``replay``
@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from edge_agent.drivers.base import (
-    CommandRejected,
     DeviceConfig,
     DeviceHealth,
     Driver,
     DriverContext,
-    DriverError,
+    DriverOptions,
+    command,
     register,
 )
 from edge_agent.drivers.beacon.inventory import BeaconInventory, Transition
@@ -66,33 +66,51 @@ def _metrics(ctx: DriverContext) -> BeaconMetrics:
     return registry_scoped(ctx.registry, "beacon", lambda _: BeaconMetrics(ctx))
 
 
+class InstalledBeacon(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1)
+    name: str | None = None
+
+
+class BeaconOptions(DriverOptions):
+    backend: Backend = Backend.BLEAK
+    adapter: str | None = None  # bleak: BlueZ adapter, e.g. hci0
+    scanning_mode: str = "active"  # bleak
+    recording: str | None = None  # replay: JSONL of advertisements
+    speed: float = 1.0  # replay
+    loop: bool = False  # replay
+    follow: bool = False  # replay
+    installed: list[str | InstalledBeacon] = Field(default_factory=list)
+    silent_after_s: PositiveFloat = 60.0
+    check_every_s: PositiveFloat = 5.0
+    max_beacons: int = Field(1024, gt=0)
+
+
 @register
 class BeaconDriver(Driver):
     family = "beacon"
+    Options = BeaconOptions
+    options: BeaconOptions
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext, *,
                  backend: ScanBackend | None = None) -> None:
         super().__init__(config, ctx)
-        opts = config.options
-        try:
-            self.silent_after_ms = int(float(opts.get("silent_after_s", 60)) * 1000)
-            self.check_every_s = float(opts.get("check_every_s", 5.0))
-            max_beacons = int(opts.get("max_beacons", 1024))
-            installed = [_installed(item) for item in opts.get("installed", [])]
-            kind = Backend(str(opts.get("backend", "bleak")))
-        except (ValueError, TypeError, KeyError) as err:
-            raise DriverError(config.device_id, f"bad beacon options: {err}") from err
+        opts = self.options
+        self.silent_after_ms = int(opts.silent_after_s * 1000)
+        self.check_every_s = opts.check_every_s
+        installed = [(b, None) if isinstance(b, str) else (b.key, b.name)
+                     for b in opts.installed]
         self.metrics = _metrics(ctx)
-        self.inventory = BeaconInventory(installed=installed, max_beacons=max_beacons,
+        self.inventory = BeaconInventory(installed=installed, max_beacons=opts.max_beacons,
                                          started_ms=ctx.clock.now_ms())
-        backend_options = {k: v for k, v in opts.items() if k in
-                           ("adapter", "scanning_mode", "recording", "speed", "loop", "follow")}
         self.scanner = BeaconScanner(
             self._on_advert,
-            backend=backend if backend is not None else kind,
+            backend=backend if backend is not None else opts.backend,
             device_id=config.device_id,
             on_bad_record=self._on_bad_record,
-            **backend_options,
+            **opts.model_dump(include={"adapter", "scanning_mode", "recording", "speed",
+                                       "loop", "follow"}),
         )
         self._scanning = False
         self._pending: list[Transition] = []
@@ -167,17 +185,10 @@ class BeaconDriver(Driver):
             },
         )
 
-    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        if name == "inventory":
-            return {"beacons": [b.public() for b in self.inventory.beacons.values()]}
-        if name == "check":
-            return {"transitions": len(await self.check())}
-        raise CommandRejected(self.device_id, f"unknown command {name!r}")
+    @command("inventory")
+    async def _inventory(self, args: Any) -> dict[str, Any]:
+        return {"beacons": [b.public() for b in self.inventory.beacons.values()]}
 
-
-def _installed(item: Any) -> tuple[str, str | None]:
-    if isinstance(item, str):
-        return item, None
-    if isinstance(item, Mapping):
-        return str(item["key"]), None if item.get("name") is None else str(item["name"])
-    raise ValueError(f"installed beacon {item!r} is neither a key nor a table")
+    @command("check")
+    async def _check(self, args: Any) -> dict[str, Any]:
+        return {"transitions": len(await self.check())}

@@ -18,9 +18,11 @@ reports are rate limited per cart (token bucket; a flooding cart loses its exces
 others are untouched), and every table is bounded (``max_carts``, ``max_items``,
 ``max_pending_acks``).
 
-Options: ``max_carts`` (500), ``scan_rate_hz`` (10, sustained per cart), ``scan_burst``
-(20), ``max_items`` (200 distinct barcodes per session), ``ack_timeout_s`` (5),
-``max_pending_acks`` (16 per cart), ``offline_after_s`` (30, for health).
+Options (``CartOptions``): ``max_carts`` (500), ``scan_rate_hz`` (10, sustained per
+cart), ``scan_burst`` (20), ``max_items`` (200 distinct barcodes per session),
+``ack_timeout_s`` (5), ``max_pending_acks`` (16 per cart), ``offline_after_s`` (30, for
+health). Commands: ``list_carts``, ``screen`` {cart_id, title, body}. Capability:
+``CartFleet`` (sessions, scan reports, screens).
 
 Errors: ``CartError`` (a ``DriverError``) for an unknown cart, too many pending
 messages; ``ScreenTimeout`` (a ``CartError``) when no ack comes in time.
@@ -32,22 +34,27 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from pydantic import Field, PositiveFloat
 
 from edge_agent.drivers.base import (
-    CommandRejected,
+    CommandArgs,
     DeviceConfig,
     DeviceHealth,
     Driver,
     DriverContext,
     DriverError,
+    DriverOptions,
+    command,
     register,
 )
-from edge_agent.drivers.cart.state import Cart, Session, TokenBucket
+from edge_agent.drivers.capabilities import CartFleet
+from edge_agent.drivers.cart.state import Cart, Session
+from edge_agent.drivers.links import TokenBucket
 from protocols import decode, encode, topics
 from protocols.cart import (
     CART_KIND,
@@ -135,23 +142,38 @@ def _metrics(ctx: DriverContext) -> CartMetrics:
     return _METRICS[ctx.registry]
 
 
+class CartOptions(DriverOptions):
+    max_carts: int = Field(500, gt=0)
+    scan_rate_hz: PositiveFloat = 10.0  # scan reports per cart, sustained
+    scan_burst: PositiveFloat = 20.0
+    max_items: int = Field(200, gt=0)  # distinct barcodes per session
+    ack_timeout_s: PositiveFloat = 5.0
+    max_pending_acks: int = Field(16, gt=0)  # unacknowledged screen messages per cart
+    offline_after_s: PositiveFloat = 30.0  # health: a cart unheard this long is not active
+
+
+class ScreenArgs(CommandArgs):
+    cart_id: str
+    title: str = Field(max_length=80)  # what a cart's native title bar shows
+    body: str = Field("", max_length=500)
+
+
 @register
-class CartDriver(Driver):
+class CartDriver(Driver, CartFleet):
     family = "cart"
+    Options = CartOptions
+    options: CartOptions
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
-        opts = config.options
-        try:
-            self.max_carts = int(opts.get("max_carts", 500))
-            self.scan_rate_hz = float(opts.get("scan_rate_hz", 10.0))
-            self.scan_burst = float(opts.get("scan_burst", 20.0))
-            self.max_items = int(opts.get("max_items", 200))
-            self.ack_timeout_s = float(opts.get("ack_timeout_s", 5.0))
-            self.max_pending_acks = int(opts.get("max_pending_acks", 16))
-            self.offline_after_ms = int(float(opts.get("offline_after_s", 30.0)) * 1000)
-        except (TypeError, ValueError) as err:
-            raise DriverError(config.device_id, f"bad cart options: {err}") from err
+        opts = self.options
+        self.max_carts = opts.max_carts
+        self.scan_rate_hz = opts.scan_rate_hz
+        self.scan_burst = opts.scan_burst
+        self.max_items = opts.max_items
+        self.ack_timeout_s = opts.ack_timeout_s
+        self.max_pending_acks = opts.max_pending_acks
+        self.offline_after_ms = int(opts.offline_after_s * 1000)
         self.metrics = _metrics(ctx)
         self.carts: dict[str, Cart] = {}
         self._subscribers: set[ScanSubscription] = set()
@@ -167,9 +189,7 @@ class CartDriver(Driver):
             await asyncio.Event().wait()  # all work happens in _on_local and send_screen
         finally:
             self._running = False
-            off = getattr(self.ctx, "off_local", None)  # AgentDriverContext has it
-            if off is not None:
-                off(CART_KIND, self._on_local)
+            self.ctx.off_local(CART_KIND, self._on_local)
 
     def health(self) -> DeviceHealth:
         now = self.ctx.clock.now_ms()
@@ -229,21 +249,18 @@ class CartDriver(Driver):
         return ScreenResult(cart_id=cart_id, msg_id=message.msg_id, status=ack.status,
                             latency_ms=self.ctx.clock.now_ms() - sent_ms)
 
-    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        if name == "list_carts":
-            return {"carts": [c.public() for c in self.carts.values()]}
-        if name == "screen":
-            cart_id, title = args.get("cart_id"), args.get("title")
-            if not isinstance(cart_id, str) or not isinstance(title, str):
-                raise CommandRejected(self.device_id, "screen needs cart_id and title strings")
-            try:
-                result = await self.send_screen(cart_id, title=title,
-                                                body=str(args.get("body", "")))
-            except CartError as err:
-                raise DriverError(self.device_id, err.detail) from err
-            return {"msg_id": result.msg_id, "status": result.status,
-                    "latency_ms": result.latency_ms}
-        raise CommandRejected(self.device_id, f"unknown command {name!r}")
+    @command("list_carts")
+    async def _list_carts(self, args: Any) -> dict[str, Any]:
+        return {"carts": [c.public() for c in self.carts.values()]}
+
+    @command("screen", ScreenArgs)
+    async def _screen(self, args: ScreenArgs) -> dict[str, Any]:
+        try:
+            result = await self.send_screen(args.cart_id, title=args.title, body=args.body)
+        except CartError as err:
+            raise DriverError(self.device_id, err.detail) from err
+        return {"msg_id": result.msg_id, "status": result.status,
+                "latency_ms": result.latency_ms}
 
     # ---- local bus ----------------------------------------------------------------------
 
@@ -281,8 +298,9 @@ class CartDriver(Driver):
                 self.metrics.rejected.labels(reason="too_many_carts").inc()
                 return None
             cart = self.carts[cart_id] = Cart(
-                cart_id=cart_id, bucket=TokenBucket(rate=self.scan_rate_hz, burst=self.scan_burst)
-            )
+                cart_id=cart_id,
+                bucket=TokenBucket(rate=self.scan_rate_hz, burst=self.scan_burst,
+                                   clock=self.ctx.clock))
         return cart
 
     def _reject(self, cart: Cart, reason: str, detail: str) -> None:
@@ -293,7 +311,7 @@ class CartDriver(Driver):
 
     def _on_scan(self, cart: Cart, payload: bytes) -> None:
         # Rate-limit before decoding: a flood costs a bucket check, not a pydantic parse.
-        if not cart.bucket.take(self.ctx.clock.monotonic()):
+        if not cart.bucket.take():
             cart.rate_limited += 1
             self.metrics.rejected.labels(reason="rate_limited").inc()
             return

@@ -8,28 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edge_agent.drivers.links import TokenBucket
 from protocols.cart import CartScan
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """Flood guard per cart: ``rate`` messages/s sustained, ``burst`` at once."""
-
-    rate: float
-    burst: float
-    tokens: float = 0.0
-    last_s: float | None = None
-
-    def take(self, now_s: float) -> bool:
-        if self.last_s is None:
-            self.tokens = self.burst
-        else:
-            self.tokens = min(self.burst, self.tokens + (now_s - self.last_s) * self.rate)
-        self.last_s = now_s
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 @dataclass(slots=True)

@@ -1,14 +1,17 @@
 """Customer line display (2 x 20, ESC/POS display commands over serial).
 
-Options: ``port`` (+ ``baudrate``), ``idle_text`` (shown after (re)connecting when
-nothing else is). The display never answers, so the link is watched for EOF/EIO
-(unplugged) while the driver waits; ``show()`` re-sends the last text after a
-reconnect so the customer never sees a stale total.
+Options (``DisplayOptions``): ``port`` (+ ``baudrate``), ``idle_text`` (shown after
+(re)connecting when nothing else is). Capability: ``CustomerDisplay``. The display
+never answers, so the link is watched for EOF/EIO (unplugged) while the driver waits;
+``show()`` re-sends the last text after a reconnect so the customer never sees a stale
+total.
 """
 
 from __future__ import annotations
 
 import logging
+
+from pydantic import Field
 
 from edge_agent.drivers.base import (
     DeviceConfig,
@@ -18,30 +21,34 @@ from edge_agent.drivers.base import (
     DriverError,
     register,
 )
-from edge_agent.drivers.printer.transport import SerialLink, link_metrics
+from edge_agent.drivers.capabilities import CustomerDisplay
+from edge_agent.drivers.links import SerialLink, SerialOptions, link_metrics
 from protocols import linedisplay
 
 logger = logging.getLogger(__name__)
 
 
+class DisplayOptions(SerialOptions):
+    idle_text: str = Field("Welcome", max_length=40)  # two lines of 20 at most
+
+
 @register
-class DisplayDriver(Driver):
+class DisplayDriver(Driver, CustomerDisplay):
     family = "display"
+    Options = DisplayOptions
+    options: DisplayOptions
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
-        if not config.options.get("port"):
-            raise DriverError(self.device_id, "options.port (serial device) is required")
         self._metrics = link_metrics(ctx.registry)
-        idle = str(config.options.get("idle_text", "Welcome"))
-        self.shown: tuple[str, str] = (idle, "")
+        self.shown: tuple[str, str] = (self.options.idle_text, "")
         self._link: SerialLink | None = None
         self._last_seen: int | None = None
 
     async def run(self) -> None:
-        o = self.config.options
-        link = await SerialLink(self.device_id, str(o["port"]),
-                                baudrate=int(o.get("baudrate", 9600)), max_buffer=256).open()
+        o = self.options
+        link = await SerialLink(self.device_id, o.port, baudrate=o.baudrate,
+                                max_buffer=256).open()
         try:
             await link.write(bytes((linedisplay.ESC, 0x40)) + linedisplay.show_bytes(*self.shown))
             self._link = link

@@ -8,9 +8,10 @@ backoff, all of them at once when the AP reports a new ``boot_id`` (it restarted
 forgot its queue). Labels not converged within ``stale_after_s`` raise the
 ``esl_stale`` alarm: in ``health()`` and as a ``device_alarm`` event on each edge.
 
-Options (``[[agent.devices]] options``): ``labels`` {label id: sku}, ``retry_s``,
-``retry_max_s``, ``stale_after_s``, ``max_labels``, ``tick_s``, ``offline_after_s``,
-``max_msgs_per_s``.
+Options (``EslOptions``): ``labels`` {label id: sku}, ``retry_s``, ``retry_max_s``,
+``stale_after_s``, ``max_labels``, ``tick_s``, ``offline_after_s``, ``max_msgs_per_s``.
+Commands: ``esl_price_book`` (alias ``set_price_book``; arguments: ``PriceBook``),
+``bind_labels``, ``unbind_labels``, ``esl_status``, ``resend``. Capability: ``LabelSink``.
 """
 
 from __future__ import annotations
@@ -20,20 +21,24 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import Field, PositiveFloat, ValidationError
 
 from edge_agent.drivers.base import (
+    CommandArgs,
     CommandRejected,
     DeviceConfig,
     DeviceHealth,
     Driver,
     DriverContext,
-    DriverError,
+    DriverOptions,
+    command,
+    first_error,
     register,
 )
-from edge_agent.drivers.esl.flood import TokenBucket
+from edge_agent.drivers.capabilities import LabelSink
 from edge_agent.drivers.esl.labels import AckResult, LabelBook, LabelBookError
 from edge_agent.drivers.esl.metrics import esl_metrics
+from edge_agent.drivers.links import TokenBucket
 from protocols import decode, encode, topics
 from protocols.errors import ProtocolError
 from protocols.esl import (
@@ -59,32 +64,42 @@ LOW_BATTERY_PCT = 15.0
 ALARM_LIST_MAX = 50
 
 
-def _opt(options: Mapping[str, Any], name: str, default: float, device_id: str) -> float:
-    value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise DriverError(device_id, f"option {name} must be a positive number")
-    return float(value)
+class EslOptions(DriverOptions):
+    labels: dict[str, str] = Field(default_factory=dict)  # label id -> sku
+    retry_s: PositiveFloat = 120.0  # first retry of an unacknowledged job
+    retry_max_s: PositiveFloat = 1800.0
+    # Real labels check in about every 40 s; 15 min covers missed check-ins and
+    # a retry or two before a shelf price counts as wrong.
+    stale_after_s: PositiveFloat = 900.0
+    max_labels: int = Field(20_000, gt=0)
+    tick_s: PositiveFloat = 1.0
+    # The AP sends a status every 60 s; three missed ones means it is gone.
+    offline_after_s: PositiveFloat = 180.0
+    max_msgs_per_s: PositiveFloat = 500.0
+
+
+class BindLabels(CommandArgs):
+    labels: dict[str, str]  # label id -> sku
+
+
+class UnbindLabels(CommandArgs):
+    labels: list[str]
 
 
 @register
-class EslDriver(Driver):
+class EslDriver(Driver, LabelSink):
     family = "esl"
+    Options = EslOptions
+    options: EslOptions
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
-        opts, dev = config.options, config.device_id
-        self.book = LabelBook(
-            retry_s=_opt(opts, "retry_s", 120.0, dev),
-            retry_max_s=_opt(opts, "retry_max_s", 1800.0, dev),
-            # Real labels check in about every 40 s; 15 min covers missed check-ins and
-            # a retry or two before a shelf price counts as wrong.
-            stale_after_s=_opt(opts, "stale_after_s", 900.0, dev),
-            max_labels=int(_opt(opts, "max_labels", 20_000, dev)),
-        )
-        self.tick_s = _opt(opts, "tick_s", 1.0, dev)
-        # The AP sends a status every 60 s; three missed ones means it is gone.
-        self.offline_after_ms = int(_opt(opts, "offline_after_s", 180.0, dev) * 1000)
-        rate = _opt(opts, "max_msgs_per_s", 500.0, dev)
+        opts = self.options
+        self.book = LabelBook(retry_s=opts.retry_s, retry_max_s=opts.retry_max_s,
+                              stale_after_s=opts.stale_after_s, max_labels=opts.max_labels)
+        self.tick_s = opts.tick_s
+        self.offline_after_ms = int(opts.offline_after_s * 1000)
+        rate = opts.max_msgs_per_s
         self._bucket = TokenBucket(rate=rate, burst=rate * 4, clock=ctx.clock)
         self.metrics = esl_metrics(ctx.registry)
         self._outbox: dict[str, LabelJob] = {}  # label id -> latest job: bounded by labels
@@ -93,10 +108,7 @@ class EslDriver(Driver):
         self._boot_id: str | None = None
         self.last_seen_ms: int | None = None
         self._alarm_active = False
-        labels = opts.get("labels") or {}
-        if not isinstance(labels, Mapping):
-            raise DriverError(dev, "option labels must be a table of label id -> sku")
-        self.bind_labels({str(k): str(v) for k, v in labels.items()})
+        self.bind_labels(opts.labels)
 
     # ---- public API -------------------------------------------------------------------
 
@@ -112,10 +124,9 @@ class EslDriver(Driver):
                 {"version": version, "currency": currency, "items": dict(items)}
             )
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            detail = f"bad price book at {where}: {first['msg']}"
-            raise CommandRejected(self.device_id, detail) from err
+            where, msg = first_error(err)
+            raise CommandRejected(self.device_id, f"bad price book at {where}: {msg}",
+                                  field=where, reason="bad_argument") from err
         return self.apply_price_book(book)
 
     def apply_price_book(self, book: PriceBook) -> dict[str, Any]:
@@ -137,35 +148,31 @@ class EslDriver(Driver):
         self._queue(jobs)
         return len(jobs)
 
-    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        if name in ("esl_price_book", "set_price_book"):
-            items = args.get("items")
-            version = args.get("version")
-            if not isinstance(items, Mapping) or not isinstance(version, int):
-                raise CommandRejected(self.device_id, "needs version (int) and items (object)")
-            return self.set_price_book(version, items, currency=str(args.get("currency", "EUR")))
-        if name == "bind_labels":
-            labels = args.get("labels")
-            if not isinstance(labels, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-            ):
-                raise CommandRejected(self.device_id, "labels must map label id -> sku")
-            return {"jobs": self.bind_labels(labels)}
-        if name == "unbind_labels":
-            labels = args.get("labels")
-            if not isinstance(labels, list):
-                raise CommandRejected(self.device_id, "labels must be a list of label ids")
-            return {"removed": self.book.unbind(str(x) for x in labels)}
-        if name == "esl_status":
-            now = self.ctx.clock.now_ms()
-            counts = self.book.counts(now_ms=now)
-            return {"pending": counts.pending, "acked": counts.acked, "stale": counts.stale,
-                    "stale_labels": self.book.stale(now_ms=now)[:ALARM_LIST_MAX]}
-        if name == "resend":
-            jobs = self.book.resend_all(now_ms=self.ctx.clock.now_ms())
-            self._queue(jobs)
-            return {"jobs": len(jobs)}
-        return await super().handle_command(name, args)
+    @command("esl_price_book", PriceBook)
+    @command("set_price_book", PriceBook)
+    async def _price_book(self, args: PriceBook) -> dict[str, Any]:
+        return self.apply_price_book(args)
+
+    @command("bind_labels", BindLabels)
+    async def _bind(self, args: BindLabels) -> dict[str, Any]:
+        return {"jobs": self.bind_labels(args.labels)}
+
+    @command("unbind_labels", UnbindLabels)
+    async def _unbind(self, args: UnbindLabels) -> dict[str, Any]:
+        return {"removed": self.book.unbind(args.labels)}
+
+    @command("esl_status")
+    async def _cmd_status(self, args: Any) -> dict[str, Any]:
+        now = self.ctx.clock.now_ms()
+        counts = self.book.counts(now_ms=now)
+        return {"pending": counts.pending, "acked": counts.acked, "stale": counts.stale,
+                "stale_labels": self.book.stale(now_ms=now)[:ALARM_LIST_MAX]}
+
+    @command("resend")
+    async def _resend(self, args: Any) -> dict[str, Any]:
+        jobs = self.book.resend_all(now_ms=self.ctx.clock.now_ms())
+        self._queue(jobs)
+        return {"jobs": len(jobs)}
 
     # ---- run loop -------------------------------------------------------------------------
 

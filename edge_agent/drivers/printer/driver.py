@@ -1,6 +1,6 @@
 """ESC/POS receipt printer driver (TCP 9100 or serial), with its cash drawer.
 
-Options::
+Options (``PrinterOptions``)::
 
     host = "10.0.0.7"        # TCP; or port = "/dev/ttyUSB0" (+ baudrate) for serial
     tcp_port = 9100
@@ -8,6 +8,9 @@ Options::
     status_timeout_s = 0.5
     drawer = true            # a cash drawer hangs on the DK port
     drawer_open_alarm_s = 60
+
+Commands: ``open_drawer``, ``status``, ``print_text`` {lines: [str]}. Capability:
+``ReceiptPrinter`` (the cash drawer is part of it: there is no second wire to a drawer).
 
 Jobs arrive as ESC/POS bytes (rendered with python-escpos by ``edge_agent.pos``) and
 are written in one piece under the link lock, so a status query never lands in the
@@ -21,29 +24,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from escpos.constants import RT_STATUS
 from prometheus_client import Counter
+from pydantic import Field
 
 from edge_agent.drivers.base import (
+    CommandArgs,
     CommandRejected,
     DeviceConfig,
     DeviceHealth,
     Driver,
     DriverContext,
     DriverError,
+    command,
     register,
 )
-from edge_agent.drivers.drawer import CashDrawer
-from edge_agent.drivers.printer.render import render_lines
-from edge_agent.drivers.printer.transport import (
+from edge_agent.drivers.capabilities import ReceiptPrinter
+from edge_agent.drivers.links import (
     ByteLink,
+    LinkOptions,
     LinkTimeout,
     link_metrics,
     open_link,
 )
+from edge_agent.drivers.printer.drawer import CashDrawer
+from edge_agent.drivers.printer.render import render_lines
 from edge_agent.metrics import registry_scoped
 from protocols import escpos
 
@@ -76,20 +83,31 @@ def _jobs_counter(ctx: DriverContext) -> Counter:
         "storefleet_printer_jobs", "print jobs by result", ["device", "result"], registry=r))
 
 
+class PrinterOptions(LinkOptions):
+    status_interval_s: float = Field(2.0, gt=0)  # DLE EOT 1/2/4 poll period
+    status_timeout_s: float = Field(0.5, gt=0)  # an answer to one status query
+    drawer: bool = True  # a cash drawer hangs on the DK port
+    # A till left open this long is a loss-prevention alarm.
+    drawer_open_alarm_s: float = Field(60.0, gt=0)
+
+
+class PrintText(CommandArgs):
+    lines: list[str] = Field(max_length=500)  # a receipt, not a book
+
+
 @register
-class PrinterDriver(Driver):
+class PrinterDriver(Driver, ReceiptPrinter):
     family = "printer"
+    Options = PrinterOptions
+    options: PrinterOptions
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
-        o = config.options
-        if not (o.get("host") or o.get("port")):
-            raise DriverError(self.device_id, "options need 'host' (TCP) or 'port' (serial)")
-        self._interval = float(o.get("status_interval_s", 2.0))
-        self._timeout = float(o.get("status_timeout_s", 0.5))
-        self.drawer = (CashDrawer(clock=ctx.clock,
-                                  open_alarm_s=float(o.get("drawer_open_alarm_s", 60.0)))
-                       if o.get("drawer", True) else None)
+        o = self.options
+        self._interval = o.status_interval_s
+        self._timeout = o.status_timeout_s
+        self.drawer = (CashDrawer(clock=ctx.clock, open_alarm_s=o.drawer_open_alarm_s)
+                       if o.drawer else None)
         self._metrics = link_metrics(ctx.registry)
         self._jobs = _jobs_counter(ctx)
         self._link: ByteLink | None = None
@@ -102,7 +120,7 @@ class PrinterDriver(Driver):
     # ---- run --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        link = await open_link(self.device_id, self.config.options)
+        link = await open_link(self.device_id, self.options)
         self._link = link
         try:
             while True:
@@ -200,18 +218,18 @@ class PrinterDriver(Driver):
                             last_seen_ms=self._last_seen, alarms=tuple(sorted(alarms)),
                             details=details)
 
-    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        if name == "open_drawer":
-            await self.kick_drawer()
-            return {"kicked": True}
-        if name == "status":
-            state = await self.refresh_status()
-            return {"paper": state.paper, "cover_open": state.cover_open,
-                    "drawer_open": state.drawer_open, "alarms": sorted(self._alarms)}
-        if name == "print_text":
-            lines = args.get("lines")
-            if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
-                raise CommandRejected(self.device_id, "print_text needs 'lines': [str]")
-            await self.print_bytes(render_lines(lines))
-            return {"printed": len(lines)}
-        return await super().handle_command(name, args)
+    @command("open_drawer")
+    async def _open_drawer(self, args: Any) -> dict[str, Any]:
+        await self.kick_drawer()
+        return {"kicked": True}
+
+    @command("status")
+    async def _cmd_status(self, args: Any) -> dict[str, Any]:
+        state = await self.refresh_status()
+        return {"paper": state.paper, "cover_open": state.cover_open,
+                "drawer_open": state.drawer_open, "alarms": sorted(self._alarms)}
+
+    @command("print_text", PrintText)
+    async def _print_text(self, args: PrintText) -> dict[str, Any]:
+        await self.print_bytes(render_lines(args.lines))
+        return {"printed": len(args.lines)}

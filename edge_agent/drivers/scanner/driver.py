@@ -1,6 +1,7 @@
 """Serial barcode scanner driver (AIM ID prefix + CR suffix, ``protocols.aim``).
 
-Options: ``port`` (+ ``baudrate``), ``queue_size`` (default 64). Each scan goes to the
+Options (``ScannerOptions``): ``port`` (+ ``baudrate``), ``queue_size`` (default 64).
+Capability: ``Scanner``. Each scan goes to the
 callbacks registered with ``on_scan`` and to every ``scans()`` iterator (the POS
 reads them through ``PosPeripherals``). A consumer that does not keep up loses its
 oldest scans, counted, rather than growing memory. Scans are not business events: a
@@ -15,16 +16,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from prometheus_client import Counter
+from pydantic import Field
 
 from edge_agent.drivers.base import (
     DeviceConfig,
     DeviceHealth,
     Driver,
     DriverContext,
-    DriverError,
     register,
 )
-from edge_agent.drivers.printer.transport import SerialLink, link_metrics
+from edge_agent.drivers.capabilities import Scanner
+from edge_agent.drivers.links import SerialLink, SerialOptions, link_metrics
 from edge_agent.metrics import registry_scoped
 from protocols import aim
 
@@ -38,15 +40,19 @@ def _scan_counter(ctx: DriverContext) -> Counter:
         "storefleet_scans", "barcodes read", ["device", "symbology"], registry=r))
 
 
+class ScannerOptions(SerialOptions):
+    queue_size: int = Field(64, ge=1, le=10_000)  # scans a slow reader may fall behind by
+
+
 @register
-class ScannerDriver(Driver):
+class ScannerDriver(Driver, Scanner):
     family = "scanner"
+    Options = ScannerOptions
+    options: ScannerOptions
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
-        if not config.options.get("port"):
-            raise DriverError(self.device_id, "options.port (serial device) is required")
-        self._queue_size = int(config.options.get("queue_size", 64))
+        self._queue_size = self.options.queue_size
         self._metrics = link_metrics(ctx.registry)
         self._scans = _scan_counter(ctx)
         self._callbacks: list[ScanCallback] = []
@@ -69,9 +75,9 @@ class ScannerDriver(Driver):
             self._queues.discard(queue)
 
     async def run(self) -> None:
-        o = self.config.options
-        link = await SerialLink(self.device_id, str(o["port"]),
-                                baudrate=int(o.get("baudrate", 9600)), max_buffer=4096).open()
+        o = self.options
+        link = await SerialLink(self.device_id, o.port, baudrate=o.baudrate,
+                                max_buffer=4096).open()
         self._online = True
         self._decoder = aim.ScanDecoder()
         dropped_seen = 0

@@ -1,6 +1,6 @@
 """Vending cabinet driver: lock board + cashless reader on one serial line.
 
-Options (``[[agent.devices]] options``)::
+Options (``[[agent.devices]] options``, checked by ``VendingOptions``)::
 
     port = "/dev/serial/by-id/usb-cabinet-1"   # or a pty path in tests
     baudrate = 9600
@@ -17,29 +17,30 @@ The driver polls the reader and runs the cashless session (``protocols.mdb``): a
 selection becomes a vend request; an approval releases the door, and the door state
 is always read back before the vend is declared a success. Every settled vend emits
 exactly one ``vend`` event whose id is derived from the session id (a retried emit is
-stored once).
+stored once). Commands: ``unlock`` {door: 0..15}, ``status``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.drivers.base import (
+    CommandArgs,
     CommandRejected,
     DeviceConfig,
     DeviceHealth,
     Driver,
     DriverContext,
     DriverError,
+    command,
     register,
 )
-from edge_agent.drivers.printer.transport import SerialLink, link_metrics
+from edge_agent.drivers.links import SerialLink, SerialOptions, link_metrics
 from edge_agent.drivers.vending.transport import BoardClient
 from edge_agent.metrics import registry_scoped
 from protocols import mdb
@@ -51,43 +52,48 @@ logger = logging.getLogger(__name__)
 UNLOCK_SETTLE_S = 0.05  # a latch needs a few ms to release before the door sensor reads open
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
-    item: int
-    price: int
+# The lock board addresses 16 doors (one status bitmap of 16 bits).
+Door = Annotated[int, Field(ge=0, lt=16)]
+
+
+class Slot(BaseModel):
+    """One door of the planogram: the item number the reader is told, its price."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item: int = Field(ge=0, lt=65536)  # two bytes on the wire (VEND_REQUEST)
+    price: int = Field(ge=0)  # minor units
     sku: str | None = None
 
 
-def parse_planogram(device_id: str, doors: Mapping[str, Any]) -> dict[int, Slot]:
-    out: dict[int, Slot] = {}
-    for key, spec in doors.items():
-        try:
-            door = int(key)
-            slot = Slot(int(spec["item"]), int(spec["price"]), spec.get("sku"))
-        except (KeyError, TypeError, ValueError) as err:
-            raise DriverError(device_id, f"bad planogram entry for door {key!r}: {err}") from err
-        if not 0 <= door < 16 or slot.price < 0:
-            raise DriverError(device_id, f"door {door} / price {slot.price} out of range")
-        out[door] = slot
-    return out
+class VendingOptions(SerialOptions):
+    poll_interval_s: float = Field(0.2, gt=0)  # MDB readers are polled about every 0.2 s
+    reply_timeout_s: float = Field(0.5, gt=0)
+    status_every: int = Field(10, ge=1)  # read door bitmap + temperature every N polls
+    max_temperature_c: float = 8.0  # above this: ``temperature_high`` alarm
+    doors: dict[Door, Slot] = Field(default_factory=dict)
+
+
+class Unlock(CommandArgs):
+    door: Door
 
 
 @register
 class VendingDriver(Driver):
     family = "vending"
+    Options = VendingOptions
+    options: VendingOptions
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
-        o = config.options
-        if not o.get("port"):
-            raise DriverError(self.device_id, "options.port (serial device) is required")
-        self._port = str(o["port"])
-        self._baud = int(o.get("baudrate", 9600))
-        self._poll_s = float(o.get("poll_interval_s", 0.2))
-        self._timeout_s = float(o.get("reply_timeout_s", 0.5))
-        self._status_every = max(1, int(o.get("status_every", 10)))
-        self._max_temp = float(o.get("max_temperature_c", 8.0))
-        self._planogram = parse_planogram(self.device_id, o.get("doors") or {})
+        o = self.options
+        self._port = o.port
+        self._baud = o.baudrate
+        self._poll_s = o.poll_interval_s
+        self._timeout_s = o.reply_timeout_s
+        self._status_every = o.status_every
+        self._max_temp = o.max_temperature_c
+        self._planogram: dict[int, Slot] = dict(o.doors)
         self._metrics = link_metrics(ctx.registry)
         self._vends = _vend_counter(ctx)
         self._board: BoardClient | None = None
@@ -235,20 +241,22 @@ class VendingDriver(Driver):
         return DeviceHealth(online=self._online, last_seen_ms=self._last_seen,
                             alarms=tuple(alarms), details=details)
 
-    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    def _board_online(self) -> None:
         if self._board is None:
-            raise CommandRejected(self.device_id, "cabinet offline")
-        if name == "unlock":
-            door = args.get("door")
-            if not isinstance(door, int) or not 0 <= door < 16:
-                raise CommandRejected(self.device_id, "unlock needs an integer 'door' 0..15")
-            if self._session.state is not mdb.State.IDLE:
-                raise CommandRejected(self.device_id, "a vend session is in progress")
-            return {"door": door, "opened": await self._dispense(door)}
-        if name == "status":
-            st = await self._read_status()
-            return {"open_doors": sorted(st.open_doors), "temperature_c": st.temperature_c}
-        return await super().handle_command(name, args)
+            raise CommandRejected(self.device_id, "cabinet offline", reason="offline")
+
+    @command("unlock", Unlock)
+    async def _unlock(self, args: Unlock) -> dict[str, Any]:
+        self._board_online()
+        if self._session.state is not mdb.State.IDLE:
+            raise CommandRejected(self.device_id, "a vend session is in progress", reason="busy")
+        return {"door": args.door, "opened": await self._dispense(args.door)}
+
+    @command("status")
+    async def _cmd_status(self, args: Any) -> dict[str, Any]:
+        self._board_online()
+        st = await self._read_status()
+        return {"open_doors": sorted(st.open_doors), "temperature_c": st.temperature_c}
 
 
 def _vend_counter(ctx: DriverContext) -> Counter:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from edge_agent.drivers.base import DriverError
-from edge_agent.drivers.printer.transport import (
+from edge_agent.drivers.links import (
     ByteLink,
     LinkMetrics,
     LinkTimeout,

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from edge_agent.drivers.capabilities import CartFleet
 from edge_agent.errors import AgentError
 from edge_agent.inference.triggers.engine import Decision, Shopper, TriggerEngine, who_of
 from edge_agent.inference.triggers.errors import NoCodesLeft, TriggerError
@@ -156,7 +157,7 @@ class TriggerService:
         """Follow the cart driver's scan reports until cancelled (survives driver restarts)."""
         while True:
             driver = self._carts() if self._carts is not None else None
-            if driver is None or not hasattr(driver, "subscribe_scans"):
+            if not isinstance(driver, CartFleet):
                 await asyncio.sleep(_RESUBSCRIBE_S)
                 continue
             sub = driver.subscribe_scans(maxsize=4096)

@@ -1,4 +1,5 @@
-"""Byte links to serial and TCP devices, for the POS and vending drivers.
+"""How bytes and messages reach a driver, shared by every family (decision 0033):
+byte links to serial and TCP devices, their options and metrics, and the flood guard.
 
 The narrowest interface (httpx-transport style): ``read()``, ``write()``, ``close()``.
 
@@ -15,6 +16,14 @@ has its oldest bytes dropped and counted, never grows memory.
 Errors (all ``DriverError`` subclasses, so the supervisor restarts the driver):
 ``LinkClosed`` when the device went away (EIO on a pty whose other end closed, a TCP
 reset, EOF) and ``LinkTimeout`` when nothing arrives in time.
+
+Options: a serial family's options model extends ``SerialOptions`` (``port``,
+``baudrate``); one that also takes TCP extends ``LinkOptions`` (``port`` or ``host`` +
+``tcp_port``); ``open_link`` opens what they name. Reconnecting is the supervisor's
+job: a driver opens its link in ``run()`` and closes it in ``finally``, and the
+supervisor awaits that end before a replacement opens the same port.
+
+``TokenBucket`` cuts a device (or a cart, a bus sender) that floods us to a rate.
 """
 
 from __future__ import annotations
@@ -23,14 +32,15 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 import serial
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import Field, model_validator
 
-from edge_agent.drivers.base import DriverError
+from edge_agent.drivers.base import DriverError, DriverOptions
 from edge_agent.metrics import registry_scoped
+from protocols.clock import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -248,18 +258,41 @@ class TcpLink(_Buffered):
             self._writer = None
 
 
-async def open_link(device_id: str, options: Mapping[str, Any], *,
+# Above any UART or USB-CDC rate a store device uses; bounds a typo such as 96000000.
+MAX_BAUDRATE = 4_000_000
+
+
+class SerialOptions(DriverOptions):
+    """A device on a serial line (a real UART, USB CDC, or a simulator's pty)."""
+
+    port: str = Field(min_length=1, description="serial device path, e.g. /dev/ttyUSB0")
+    baudrate: int = Field(9600, gt=0, le=MAX_BAUDRATE)
+
+
+class LinkOptions(DriverOptions):
+    """A device on serial (``port`` + ``baudrate``) or TCP (``host`` + ``tcp_port``)."""
+
+    port: str | None = Field(None, min_length=1)
+    baudrate: int = Field(9600, gt=0, le=MAX_BAUDRATE)
+    host: str | None = Field(None, min_length=1)
+    tcp_port: int = Field(9100, gt=0, le=65535)  # 9100: the raw-printing port (JetDirect)
+
+    @model_validator(mode="after")
+    def _one_link(self) -> LinkOptions:
+        if not (self.port or self.host):
+            raise ValueError("needs 'port' (serial) or 'host' (TCP)")
+        return self
+
+
+async def open_link(device_id: str, options: LinkOptions | SerialOptions, *,
                     max_buffer: int = DEFAULT_MAX_BUFFER) -> SerialLink | TcpLink:
-    """Open the link a device config names: ``{"port": "/dev/ttyUSB0", "baudrate": 9600}``
-    or ``{"host": "10.0.0.7", "tcp_port": 9100}``."""
-    if options.get("port"):
-        return await SerialLink(device_id, str(options["port"]),
-                                baudrate=int(options.get("baudrate", 9600)),
+    """Open the link a device's options name: serial when ``port`` is set, else TCP."""
+    if options.port:
+        return await SerialLink(device_id, options.port, baudrate=options.baudrate,
                                 max_buffer=max_buffer).open()
-    if options.get("host"):
-        return await TcpLink(device_id, str(options["host"]), int(options.get("tcp_port", 9100)),
-                             max_buffer=max_buffer).open()
-    raise DriverError(device_id, "options need 'port' (serial) or 'host' (TCP)")
+    assert isinstance(options, LinkOptions) and options.host  # the model's validator
+    return await TcpLink(device_id, options.host, options.tcp_port,
+                         max_buffer=max_buffer).open()
 
 
 class LinkMetrics:
@@ -279,3 +312,24 @@ class LinkMetrics:
 
 def link_metrics(registry: CollectorRegistry) -> LinkMetrics:
     return registry_scoped(registry, "link", LinkMetrics)
+
+
+class TokenBucket:
+    """Flood guard: ``rate`` messages/s sustained, ``burst`` at once; a sender over it is
+    cut to the rate, not believed. Timed on the injected clock."""
+
+    def __init__(self, *, rate: float, burst: float, clock: Clock) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._last = clock.monotonic()
+
+    def take(self) -> bool:
+        now = self._clock.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
