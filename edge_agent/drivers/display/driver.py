@@ -22,7 +22,7 @@ from edge_agent.drivers.base import (
     register,
 )
 from edge_agent.drivers.capabilities import CustomerDisplay
-from edge_agent.drivers.links import SerialLink, SerialOptions, link_metrics
+from edge_agent.drivers.links import ByteLink, SerialOptions, link_metrics, open_link
 from protocols import linedisplay
 
 logger = logging.getLogger(__name__)
@@ -42,13 +42,12 @@ class DisplayDriver(Driver, CustomerDisplay):
         super().__init__(config, ctx)
         self._metrics = link_metrics(ctx.registry)
         self.shown: tuple[str, str] = (self.options.idle_text, "")
-        self._link: SerialLink | None = None
+        self._link: ByteLink | None = None
         self._last_seen: int | None = None
 
     async def run(self) -> None:
         o = self.options
-        link = await SerialLink(self.device_id, o.port, baudrate=o.baudrate,
-                                max_buffer=256).open()
+        link = await open_link(self.device_id, o, max_buffer=256)
         try:
             await link.write(bytes((linedisplay.ESC, 0x40)) + linedisplay.show_bytes(*self.shown))
             self._link = link

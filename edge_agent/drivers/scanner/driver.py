@@ -26,7 +26,7 @@ from edge_agent.drivers.base import (
     register,
 )
 from edge_agent.drivers.capabilities import Scanner
-from edge_agent.drivers.links import SerialLink, SerialOptions, link_metrics
+from edge_agent.drivers.links import SerialOptions, link_metrics, open_link
 from edge_agent.metrics import registry_scoped
 from protocols import aim
 
@@ -76,8 +76,7 @@ class ScannerDriver(Driver, Scanner):
 
     async def run(self) -> None:
         o = self.options
-        link = await SerialLink(self.device_id, o.port, baudrate=o.baudrate,
-                                max_buffer=4096).open()
+        link = await open_link(self.device_id, o, max_buffer=4096)
         self._online = True
         self._decoder = aim.ScanDecoder()
         dropped_seen = 0

@@ -40,7 +40,7 @@ from edge_agent.drivers.base import (
     command,
     register,
 )
-from edge_agent.drivers.links import SerialLink, SerialOptions, link_metrics
+from edge_agent.drivers.links import SerialOptions, link_metrics, open_link
 from edge_agent.drivers.vending.transport import BoardClient
 from edge_agent.metrics import registry_scoped
 from protocols import mdb
@@ -86,14 +86,7 @@ class VendingDriver(Driver):
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
-        o = self.options
-        self._port = o.port
-        self._baud = o.baudrate
-        self._poll_s = o.poll_interval_s
-        self._timeout_s = o.reply_timeout_s
-        self._status_every = o.status_every
-        self._max_temp = o.max_temperature_c
-        self._planogram: dict[int, Slot] = dict(o.doors)
+        self._planogram: dict[int, Slot] = dict(self.options.doors)
         self._metrics = link_metrics(ctx.registry)
         self._vends = _vend_counter(ctx)
         self._board: BoardClient | None = None
@@ -107,18 +100,19 @@ class VendingDriver(Driver):
     # ---- run --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        link = await SerialLink(self.device_id, self._port, baudrate=self._baud).open()
+        o = self.options
+        link = await open_link(self.device_id, o)
         self._board = BoardClient(link, device_id=self.device_id, metrics=self._metrics,
-                                  timeout_s=self._timeout_s)
+                                  timeout_s=o.reply_timeout_s)
         try:
             await self._read_status()
             n = 0
             while True:
                 await self._poll_once()
                 n += 1
-                if n % self._status_every == 0:
+                if n % o.status_every == 0:
                     await self._read_status()
-                await asyncio.sleep(self._poll_s)
+                await asyncio.sleep(o.poll_interval_s)
         finally:
             self._online = False
             self._board = None
@@ -233,7 +227,7 @@ class VendingDriver(Driver):
     def health(self) -> DeviceHealth:
         alarms = [f"door_jammed:{d}" for d in sorted(self._jammed)]
         st = self._status
-        if st is not None and st.temperature_c > self._max_temp:
+        if st is not None and st.temperature_c > self.options.max_temperature_c:
             alarms.append("temperature_high")
         details: dict[str, Any] = {"session": self._session.state.value}
         if st is not None:
