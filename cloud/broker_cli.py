@@ -28,6 +28,21 @@ AdminOpt = Annotated[
     typer.Option("--admin-username", envvar="STOREFLEET_BROKER_ADMIN_USERNAME",
                  show_envvar=True, help="the user made by `mosquitto_ctrl dynsec init`"),
 ]
+CaOpt = Annotated[
+    Path | None,
+    typer.Option("--mqtt-ca", envvar="STOREFLEET_MQTT_CA", show_envvar=True,
+                 help="mqtts://: the CA file of the broker's certificate"),
+]
+CertOpt = Annotated[
+    Path | None,
+    typer.Option("--mqtt-cert", envvar="STOREFLEET_MQTT_CERT", show_envvar=True,
+                 help="mqtts://: a client certificate, when the listener asks for one"),
+]
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option("--mqtt-key", envvar="STOREFLEET_MQTT_KEY", show_envvar=True,
+                 help="mqtts://: the client certificate's key"),
+]
 AdminPasswordOpt = Annotated[
     Path | None,
     typer.Option("--admin-password-file", envvar="STOREFLEET_BROKER_ADMIN_PASSWORD_FILE",
@@ -66,22 +81,27 @@ def _read(path: Path, what: str) -> str:
 
 
 def _send(mqtt: str, admin: str, admin_password: Path | None, commands: list[dict[str, Any]],
-          *, tolerate_existing: bool = False) -> None:
+          *, tls: tuple[Path | None, Path | None, Path | None] = (None, None, None),
+          tolerate_existing: bool = False) -> None:
     import asyncio
 
     from cloud.broker_users import BrokerAdminError, send_commands
-    from cloud.settings import parse_mqtt_url
+    from protocols.broker import BrokerAddress, BrokerAddressError
 
+    ca, cert, key = tls
     try:
-        address = parse_mqtt_url(mqtt)
-    except ValueError as err:
-        typer.echo(str(err), err=True)
+        address = BrokerAddress.parse(mqtt, setting="--mqtt").with_tls(
+            ca_file=ca, cert_file=cert, key_file=key, prefix="--mqtt")
+    except BrokerAddressError as err:
+        typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
+    for setting, path in address.tls_files(prefix="--mqtt"):
+        _read(path, setting)  # missing or unreadable: refused here, the option named
     password = _secret(admin_password, "STOREFLEET_BROKER_ADMIN_PASSWORD", "admin password")
+    address = address.with_credentials(username=admin, password=password)
     try:
-        asyncio.run(send_commands(address.host, address.port, tls=address.tls,
-                                  admin_username=admin, admin_password=password,
-                                  commands=commands, tolerate_existing=tolerate_existing))
+        asyncio.run(send_commands(address, commands=commands,
+                                  tolerate_existing=tolerate_existing))
     except BrokerAdminError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(1) from err
@@ -89,11 +109,13 @@ def _send(mqtt: str, admin: str, admin_password: Path | None, commands: list[dic
 
 @app.command()
 def setup(mqtt: BrokerOpt = "mqtt://127.0.0.1:1883", admin_username: AdminOpt = "admin",
-          admin_password_file: AdminPasswordOpt = None) -> None:
+          admin_password_file: AdminPasswordOpt = None, mqtt_ca: CaOpt = None,
+          mqtt_cert: CertOpt = None, mqtt_key: KeyOpt = None) -> None:
     """Deny by default and create the cloud roles (ingest, hq); safe to run again."""
     from cloud.broker_users import setup_commands
 
-    _send(mqtt, admin_username, admin_password_file, setup_commands(), tolerate_existing=True)
+    _send(mqtt, admin_username, admin_password_file, setup_commands(),
+          tls=(mqtt_ca, mqtt_cert, mqtt_key), tolerate_existing=True)
     typer.echo("broker set up: deny by default, roles ingest and hq")
 
 
@@ -104,7 +126,9 @@ def add_store(store_id: Annotated[str, typer.Argument(help="the store id, its us
               admin_password_file: AdminPasswordOpt = None,
               generate: Annotated[bool, typer.Option(
                   "--generate", help="if --password-file does not exist, write a new random "
-                                     "password to it (mode 0600) first")] = False) -> None:
+                                     "password to it (mode 0600) first")] = False,
+              mqtt_ca: CaOpt = None, mqtt_cert: CertOpt = None,
+              mqtt_key: KeyOpt = None) -> None:
     """Create a store's user and its role store-<id> (its own topics only, no $share)."""
     from cloud.broker_users import store_user_commands
     from protocols.errors import TopicError
@@ -125,8 +149,10 @@ def add_store(store_id: Annotated[str, typer.Argument(help="the store id, its us
     except TopicError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from err
-    _send(mqtt, admin_username, admin_password_file, commands)
-    typer.echo(f"store {store_id}: user and role store-{store_id} created")
+    _send(mqtt, admin_username, admin_password_file, commands,
+          tls=(mqtt_ca, mqtt_cert, mqtt_key))
+    how = "password" if password else "certificate identity (CN = store id, mTLS)"
+    typer.echo(f"store {store_id}: user and role store-{store_id} created ({how})")
 
 
 @app.command("add-cloud")
@@ -139,10 +165,12 @@ def add_cloud(username: Annotated[str, typer.Argument(
                        "API are given)")] = None,
               mqtt: BrokerOpt = "mqtt://127.0.0.1:1883",
               admin_username: AdminOpt = "admin",
-              admin_password_file: AdminPasswordOpt = None) -> None:
+              admin_password_file: AdminPasswordOpt = None, mqtt_ca: CaOpt = None,
+              mqtt_cert: CertOpt = None, mqtt_key: KeyOpt = None) -> None:
     """Create a cloud services user (ingest workers and the API) with roles ingest and hq."""
     from cloud.broker_users import cloud_user_commands
 
     password = _read(password_file, "password") if password_file else None
-    _send(mqtt, admin_username, admin_password_file, cloud_user_commands(username, password))
+    _send(mqtt, admin_username, admin_password_file, cloud_user_commands(username, password),
+          tls=(mqtt_ca, mqtt_cert, mqtt_key))
     typer.echo(f"cloud user {username} created (roles ingest, hq)")

@@ -30,6 +30,7 @@ import aiomqtt
 
 from cloud.errors import CloudError
 from protocols import topics
+from protocols.broker import BrokerAddress
 
 logger = logging.getLogger(__name__)
 
@@ -116,25 +117,20 @@ def cloud_user_commands(username: str, password: str | None,
 
 
 async def send_commands(
-    host: str,
-    port: int,
+    address: BrokerAddress,
     *,
-    tls: bool = False,
-    admin_username: str,
-    admin_password: str,
     commands: list[Command],
     tolerate_existing: bool = False,
     wait_s: float = 10.0,  # the plugin answers at once; silence means it is not loaded
 ) -> None:
-    """Send ``commands`` as one batch and wait for every answer; raise
+    """Send ``commands`` as one batch, as the plugin's admin (``address`` carries its
+    user name and password, and TLS files for mqtts://), and wait for every answer; raise
     ``BrokerAdminError`` on the first refusal (an "already exists" is no refusal when
     ``tolerate_existing``: re-running the set-up is harmless)."""
     batch = [{**c, "correlationData": uuid.uuid4().hex} for c in commands]
     waiting = {c["correlationData"]: c["command"] for c in batch}
     try:
-        async with aiomqtt.Client(host, port, username=admin_username,
-                                  password=admin_password,
-                                  tls_params=aiomqtt.TLSParameters() if tls else None,
+        async with aiomqtt.Client(**address.client_options(),
                                   identifier=f"storefleet-admin-{uuid.uuid4().hex[:8]}") as client:
             await client.subscribe(RESPONSE_TOPIC, qos=1)
             await client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
@@ -153,7 +149,7 @@ async def send_commands(
     except TimeoutError as err:
         raise BrokerAdminError(", ".join(sorted(set(waiting.values()))),
                                f"no answer within {wait_s:g} s (is the dynamic security "
-                               f"plugin loaded, and may {admin_username!r} administer it?)"
+                               f"plugin loaded, and may {address.username!r} administer it?)"
                                ) from err
     except aiomqtt.MqttError as err:
         raise BrokerAdminError("connection", str(err)) from err

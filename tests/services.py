@@ -8,6 +8,7 @@ service cannot start, tests are skipped, unless ``STOREFLEET_REQUIRE_SERVICES=1`
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,12 +53,18 @@ def find_mosquitto() -> str | None:
 
 @dataclass
 class Mosquitto:
-    """A Mosquitto broker on 127.0.0.1 with persistence, restartable on the same port."""
+    """A Mosquitto broker on 127.0.0.1 with persistence, restartable on the same port.
+
+    ``shipped_conf``: run a shipped configuration (``shipped_broker_conf``) instead of
+    the test one; ``tls_port`` is then its mTLS listener, ``pki`` its certificates."""
 
     workdir: Path
     port: int = field(default_factory=free_port)
     extra_conf: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    shipped_conf: str | None = None
+    tls_port: int | None = None
+    pki: Path | None = None
 
     host = "127.0.0.1"
 
@@ -65,9 +72,18 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def tls_url(self) -> str:
+        assert self.tls_port is not None, "this broker has no TLS listener"
+        return f"mqtts://{self.host}:{self.tls_port}"
+
     def config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
+        if self.shipped_conf is not None:
+            conf.write_text(self.shipped_conf + "\nlog_dest stderr\nconnection_messages true\n"
+                            + ("user root\n" if os.geteuid() == 0 else ""))
+            return conf
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
@@ -119,6 +135,65 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def shipped_broker_conf(shipped: Path, substitutions: dict[str, str]) -> str:
+    """A shipped Mosquitto configuration with a test's paths and ports: each regular
+    expression in ``substitutions`` (a whole line) must match exactly once, so a change
+    to the shipped file that a test no longer covers fails loudly."""
+    conf = shipped.read_text()
+    for pattern, value in substitutions.items():
+        conf, count = re.subn(pattern, value, conf, flags=re.M)
+        assert count == 1, f"{shipped.name} no longer has one {pattern!r}"
+    return conf
+
+
+def dynsec_plugin() -> Path | None:
+    """Mosquitto's dynamic security plugin, wherever the distribution put it."""
+    for pattern in ("usr/lib/*/", "usr/lib/", "usr/local/lib/", "usr/local/lib/*/"):
+        found = sorted(Path("/").glob(pattern + "mosquitto_dynamic_security.so"))
+        if found:
+            return found[0]
+    return None
+
+
+def shipped_cloud_broker(workdir: Path, *, admin: tuple[str, str]) -> Mosquitto:
+    """The cloud broker as deploy/mosquitto/ ships it (dynamic security plugin, password
+    listener, mTLS listener), on free loopback ports, with certificates made by
+    ``cloud.pki`` in ``workdir/pki`` (CA, server for 127.0.0.1 and localhost, stores
+    S001 and S002) and the plugin initialised by ``mosquitto_ctrl dynsec init``: only
+    ``admin`` exists. Not started."""
+    from cloud import pki
+
+    plugin = dynsec_plugin()
+    tool = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
+    if plugin is None or not Path(tool).exists():
+        unavailable("mosquitto's dynamic security plugin or mosquitto_ctrl is not installed")
+    assert plugin is not None
+    certs = workdir / "pki"
+    pki.init_ca(certs)
+    pki.issue_server(certs, ["127.0.0.1", "localhost"])
+    for store in ("S001", "S002"):
+        pki.issue_store(certs, store)
+    state = workdir / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    dynsec = state / "dynamic-security.json"
+    subprocess.run([tool, "dynsec", "init", str(dynsec), *admin], check=True,
+                   capture_output=True)
+    port, tls_port = free_port(), free_port()
+    shipped = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
+    conf = shipped_broker_conf(shipped, {
+        r"^persistence_location .*$": f"persistence_location {state}/",
+        r"^plugin .*$": f"plugin {plugin}",
+        r"^plugin_opt_config_file .*$": f"plugin_opt_config_file {dynsec}",
+        r"^listener 1883 .*$": f"listener {port} 127.0.0.1",
+        r"^listener 8883$": f"listener {tls_port} 127.0.0.1",
+        r"^cafile .*$": f"cafile {certs / 'ca.crt'}",
+        r"^certfile .*$": f"certfile {certs / 'server.crt'}",
+        r"^keyfile .*$": f"keyfile {certs / 'server.key'}",
+    })
+    return Mosquitto(workdir=workdir, port=port, shipped_conf=conf, tls_port=tls_port,
+                     pki=certs)
 
 
 def find_pg_bin() -> Path | None:

@@ -100,7 +100,8 @@ class UplinkLink:
 
     async def __aenter__(self) -> Self:
         alerts = _TlsAlerts()
-        _mqtt_logger.addFilter(alerts)
+        # First in line: the lost-socket filter after it may end the record's way.
+        _mqtt_logger.filters.insert(0, alerts)
         try:
             await self._client.__aenter__()
         except aiomqtt.MqttError as err:

@@ -4,10 +4,11 @@ The fenced block after ``<!-- production-steps -->`` is taken from README.md and
 bash, on real Mosquitto (with the shipped ``deploy/mosquitto/mosquitto.conf``, its
 dynamic security plugin and ``mosquitto_ctrl``) and real PostgreSQL. Only the values of
 step 0's ``export`` lines change (paths into this test's temporary folder, the test's
-database and a free broker port), and the shipped broker configuration gets this test's
-paths and port (and ``user root`` when the test runs as root, since the temporary
-folder is root's alone). Everything else runs as a reader would type it; the test waits
-where the README says "a minute later".
+database, free broker ports, 127.0.0.1 as the broker's name), and the shipped broker
+configuration gets this test's paths, certificate files and ports (and ``user root`` when
+the test runs as root, since the temporary folder is root's alone). The store box
+connects to the mTLS listener with the certificate the steps made. Everything else
+runs as a reader would type it; the test waits where the README says "a minute later".
 
 Then it counts: every event the simulated store produced (its ledger) is in the cloud's
 database exactly once, both ingest workers serve metrics on their own ports, the store's
@@ -56,11 +57,11 @@ def readme_steps() -> str:
 
 
 def split_steps(block: str) -> tuple[str, str, str, str]:
-    """(step 0, steps 1-4, step 5, step 6): the test waits where steps 5 and 6 say to."""
+    """(step 0, steps 1-5, step 6, step 7): the test waits where steps 6 and 7 say to."""
     site, rest = block.split("\n# 1.", 1)
-    setup, rest = rest.split("\n# 5.", 1)
-    devices_on, look = rest.split("\n# 6.", 1)
-    return site, "# 1." + setup, "# 5." + devices_on, "# 6." + look
+    setup, rest = rest.split("\n# 6.", 1)
+    devices_on, look = rest.split("\n# 7.", 1)
+    return site, "# 1." + setup, "# 6." + devices_on, "# 7." + look
 
 
 def with_site(site: str, values: dict[str, str]) -> str:
@@ -183,16 +184,22 @@ def test_readme_production_steps_run_as_written(
     assert not busy, f"the README's steps need ports {busy} free on this machine"
 
     site, setup, devices_on, look = split_steps(readme_steps())
-    broker_port = free_port()
+    broker_port, tls_port = free_port(), free_port()
     state = tmp_path / "broker"
     state.mkdir()
     dynsec = state / "dynamic-security.json"
     secrets_dir, box = tmp_path / "secrets", tmp_path / "box"
+    pki_dir, broker_certs = secrets_dir / "pki", tmp_path / "mosquitto-certs"
     conf = broker_conf(CLOUD_BROKER_CONF, tmp_path / "mosquitto.conf", {
         r"^persistence_location .*$": f"persistence_location {state}/",
         r"^plugin_opt_config_file .*$": f"plugin_opt_config_file {dynsec}",
         r"^plugin .*$": f"plugin {dynsec_plugin()}",
-        r"^listener 1883$": f"listener {broker_port} 127.0.0.1",
+        r"^listener 1883 127\.0\.0\.1$": f"listener {broker_port} 127.0.0.1",
+        r"^listener 8883$": f"listener {tls_port} 127.0.0.1",
+        r"^cafile /etc/mosquitto/certs/ca\.crt$": f"cafile {broker_certs / 'ca.crt'}",
+        r"^certfile /etc/mosquitto/certs/server\.crt$":
+            f"certfile {broker_certs / 'server.crt'}",
+        r"^keyfile /etc/mosquitto/certs/server\.key$": f"keyfile {broker_certs / 'server.key'}",
     }, state_dir=state)
     bus_conf = broker_conf(STORE_BUS_CONF, tmp_path / "store-bus.conf", {
         r"^persistence_location .*$": f"persistence_location {box / 'bus'}/",
@@ -201,12 +208,15 @@ def test_readme_production_steps_run_as_written(
     db_url = postgres_server.create_database("sf_readme_steps")
     site = with_site(site, {
         "SF_SECRETS": str(secrets_dir),
+        "SF_PKI": str(pki_dir),
         "SF_MOSQUITTO_CONF": str(conf),
+        "SF_MOSQUITTO_CERTS": str(broker_certs),
         "SF_STORE_BUS_CONF": str(bus_conf),
         "SF_DYNSEC": str(dynsec),
         "STOREFLEET_DATABASE_URL": db_url,
         "STOREFLEET_MQTT_URL": f"mqtt://127.0.0.1:{broker_port}",
-        "SF_CLOUD_BROKER": f"mqtt://127.0.0.1:{broker_port}",
+        "SF_CLOUD_HOST": "127.0.0.1",
+        "SF_CLOUD_BROKER": f"mqtts://127.0.0.1:{tls_port}",
         "SF_BOX_DATA": str(box),
     })
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOREFLEET_")}
@@ -229,7 +239,8 @@ def test_readme_production_steps_run_as_written(
         return output
 
     run_steps(setup)
-    assert not (secrets_dir / "S001.secret").stat().st_mode & 0o077, "password file not 0600"
+    for key in (pki_dir / "ca.key", pki_dir / "server.key", pki_dir / "stores" / "S001.key"):
+        assert key.stat().st_mode & 0o777 == 0o600, f"{key} is not 0600"
     token = (secrets_dir / "hq-admin.token").read_text().strip()
     headers = {"Authorization": f"Bearer {token}"}
 

@@ -1,16 +1,22 @@
 """Per-store identities and the shipped broker rights (``cloud.broker_users`` on
 Mosquitto's dynamic security plugin, decision 0027): a store box can publish only its
 upward channels and subscribe only to its own downward ones, refused at SUBSCRIBE time
-otherwise (``$share`` included), so it cannot take any of the ingest's events."""
+otherwise (``$share`` included), so it cannot take any of the ingest's events.
+
+The broker runs deploy/mosquitto/mosquitto.conf as shipped (paths and ports changed).
+Every store test runs twice (decision 0032): ``password``, the store logs in with a user
+name and password on the cloud services' listener, and ``mtls``, the store connects to
+the TLS listener with its certificate (made by ``cloud.pki``, CN = store id) and has no
+password, as a production store does. The cloud identity always uses its password."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
@@ -19,54 +25,65 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud import broker_users
 from protocols import topics
+from protocols.broker import BrokerAddress
 from tests.integration.conftest import wait_for
-from tests.services import Mosquitto, unavailable
+from tests.services import Mosquitto, shipped_cloud_broker
 
 pytestmark = pytest.mark.mosquitto
 
 USERS = {"storefleet-cloud": "cloud-secret-1", "S001": "s001-secret-1", "S002": "s002-secret-1"}
 ADMIN = ("admin", "admin-secret-1")  # the dynamic security plugin's admin (mosquitto_ctrl)
-PLUGIN_DIRS = ("/usr/lib/*/", "/usr/lib/", "/usr/local/lib/", "/usr/local/lib/*/")
-
-
-def dynsec_plugin() -> Path | None:
-    for pattern in PLUGIN_DIRS:
-        found = sorted(Path("/").glob(pattern.lstrip("/") + "mosquitto_dynamic_security.so"))
-        if found:
-            return found[0]
-    return None
+STORES = ("S001", "S002")
 
 
 @pytest.fixture
-def dynsec_broker(tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
-    """A broker with the dynamic security plugin, initialised by ``mosquitto_ctrl dynsec
-    init`` as deploy/mosquitto/README.md says: only its admin exists yet."""
-    plugin = dynsec_plugin()
-    tool = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
-    if plugin is None or not Path(tool).exists():
-        unavailable("mosquitto's dynamic security plugin or mosquitto_ctrl is not installed")
-    config = tmp_path / "dynamic-security.json"
-    subprocess.run([tool, "dynsec", "init", str(config), *ADMIN], check=True,
-                   capture_output=True)
-    return mosquitto_factory(
-        "allow_anonymous false\n"
-        f"plugin {plugin}\n"
-        f"plugin_opt_config_file {config}\n"
-    )
+def dynsec_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """The cloud broker as deploy/mosquitto/ ships it, its plugin initialised by
+    ``mosquitto_ctrl dynsec init`` as deploy/mosquitto/README.md says: only its admin
+    exists yet."""
+    broker = shipped_cloud_broker(tmp_path / "cloud-broker", admin=ADMIN)
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+def admin_address(broker: Mosquitto) -> BrokerAddress:
+    return BrokerAddress(broker.host, broker.port, ADMIN[0], ADMIN[1])
+
+
+@pytest.fixture(params=["password", "mtls"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """How the stores connect: a password on 1883, or their certificate on 8883."""
+    return str(request.param)
 
 
 @pytest.fixture
-async def secured(dynsec_broker: Mosquitto) -> Mosquitto:
+async def secured(dynsec_broker: Mosquitto, transport: str) -> Mosquitto:
     """The set-up and the users of ``cloud.broker_users`` (the same commands as
-    ``storefleet cloud broker-user``) on a fresh dynamic-security broker."""
+    ``storefleet cloud broker ...``) on a fresh dynamic-security broker; the stores
+    without a password when they use certificates."""
     commands = [*broker_users.setup_commands(),
                 *broker_users.cloud_user_commands("storefleet-cloud", USERS["storefleet-cloud"])]
-    for store in ("S001", "S002"):
-        commands += broker_users.store_user_commands(store, USERS[store])
-    await broker_users.send_commands(dynsec_broker.host, dynsec_broker.port,
-                                     admin_username=ADMIN[0], admin_password=ADMIN[1],
-                                     commands=commands)
+    for store in STORES:
+        commands += broker_users.store_user_commands(
+            store, USERS[store] if transport == "password" else None)
+    await broker_users.send_commands(admin_address(dynsec_broker), commands=commands)
+    dynsec_broker.transport = transport  # type: ignore[attr-defined]
     return dynsec_broker
+
+
+def as_user(broker: Mosquitto, user: str) -> dict[str, Any]:
+    """``aiomqtt.Client`` keyword arguments for ``user`` on ``broker``: a store over the
+    test's transport (its certificate on the TLS listener under ``mtls``), the cloud
+    identity with its password on the password listener."""
+    if user in STORES and getattr(broker, "transport", "password") == "mtls":
+        assert broker.pki is not None
+        address = BrokerAddress.parse(broker.tls_url, setting="test").with_tls(
+            ca_file=broker.pki / "ca.crt", cert_file=broker.pki / "stores" / f"{user}.crt",
+            key_file=broker.pki / "stores" / f"{user}.key", prefix="test")
+    else:
+        address = BrokerAddress(broker.host, broker.port, user, USERS[user])
+    return address.client_options()
 
 
 def _connect_rc(broker: Mosquitto, user: str | None, password: str | None) -> int:
@@ -90,17 +107,18 @@ def _connect_rc(broker: Mosquitto, user: str | None, password: str | None) -> in
 
 async def _try_publish(broker: Mosquitto, user: str, topic: str, payload: bytes) -> None:
     try:
-        async with aiomqtt.Client(broker.host, broker.port, username=user, password=USERS[user],
-                                  identifier=f"{user}-pub") as client:
+        async with aiomqtt.Client(**as_user(broker, user), identifier=f"{user}-pub") as client:
             await client.publish(topic, payload, qos=1, timeout=2)
     except aiomqtt.MqttError:
         pass
 
 
-def test_anonymous_and_wrong_password_are_refused(secured: Mosquitto) -> None:
+def test_anonymous_and_wrong_password_are_refused(secured: Mosquitto, transport: str) -> None:
     assert _connect_rc(secured, None, None) != 0
     assert _connect_rc(secured, "S001", "wrong") != 0
-    assert _connect_rc(secured, "S001", USERS["S001"]) == 0
+    # A certificate identity has no password: the password listener refuses it.
+    assert (_connect_rc(secured, "S001", USERS["S001"]) == 0) == (transport == "password")
+    assert _connect_rc(secured, "storefleet-cloud", USERS["storefleet-cloud"]) == 0
 
 
 async def test_a_store_cannot_read_or_write_another_stores_topics(secured: Mosquitto) -> None:
@@ -109,16 +127,15 @@ async def test_a_store_cannot_read_or_write_another_stores_topics(secured: Mosqu
     ready = asyncio.Event()
 
     async def cloud() -> None:
-        async with aiomqtt.Client(secured.host, secured.port, username="storefleet-cloud",
-                                  password=USERS["storefleet-cloud"], identifier="cloud") as c:
+        async with aiomqtt.Client(**as_user(secured, "storefleet-cloud"),
+                                  identifier="cloud") as c:
             await c.subscribe("sf/v1/#", qos=1)
             ready.set()
             async for msg in c.messages:
                 seen_by_cloud.append(str(msg.topic))
 
     async def s001_snoop() -> None:
-        async with aiomqtt.Client(secured.host, secured.port, username="S001",
-                                  password=USERS["S001"], identifier="S001-snoop") as c:
+        async with aiomqtt.Client(**as_user(secured, "S001"), identifier="S001-snoop") as c:
             await c.subscribe("sf/v1/S002/#", qos=1)  # another store's namespace
             await c.subscribe(topics.cmd("S001", "agent"), qos=1)  # its own: allowed
             async for msg in c.messages:
@@ -136,8 +153,7 @@ async def test_a_store_cannot_read_or_write_another_stores_topics(secured: Mosqu
         (topics.cmd("S001", "agent"), b"self-cmd"),  # even its own downlink: denied
     ]:
         await _try_publish(secured, "S001", topic, payload)
-    async with aiomqtt.Client(secured.host, secured.port, username="storefleet-cloud",
-                              password=USERS["storefleet-cloud"], identifier="api") as api:
+    async with aiomqtt.Client(**as_user(secured, "storefleet-cloud"), identifier="api") as api:
         await api.publish(topics.cmd("S002", "agent"), b"for-s002", qos=1)
         await api.publish(topics.cmd("S001", "agent"), b"for-s001", qos=1)
 
@@ -156,7 +172,8 @@ async def test_a_store_cannot_read_or_write_another_stores_topics(secured: Mosqu
 
 
 async def test_agent_and_ingest_work_with_their_own_identities(
-    secured: Mosquitto, tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto]
+    secured: Mosquitto, tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto],
+    transport: str,
 ) -> None:
     """The real agent (as S001) and ingest (as storefleet-cloud, shared subscription)
     run end to end under the shipped ACL."""
@@ -170,8 +187,15 @@ async def test_agent_and_ingest_work_with_their_own_identities(
     ingest = Proc("ingest", ["cloud", "ingest", "--db", db, "--mqtt", url, "--metrics-port", "0"],
                   tmp_path / "logs", env={"STOREFLEET_MQTT_USERNAME": "storefleet-cloud",
                                           "STOREFLEET_MQTT_PASSWORD": USERS["storefleet-cloud"]})
+    if transport == "mtls":
+        assert secured.pki is not None
+        cloud = [secured.tls_url, "--cloud-ca", str(secured.pki / "ca.crt"),
+                 "--cloud-cert", str(secured.pki / "stores" / "S001.crt"),
+                 "--cloud-key", str(secured.pki / "stores" / "S001.key")]
+    else:
+        cloud = [f"mqtt://S001:{USERS['S001']}@127.0.0.1:{secured.port}"]
     agent = Proc("agent", ["edge", "run", "--store", "S001", "--local-bus", local.url,
-                           "--cloud", f"mqtt://S001:{USERS['S001']}@127.0.0.1:{secured.port}",
+                           "--cloud", *cloud,
                            "--data-dir", str(tmp_path / "edge"), "--metrics-port", "0"],
                  tmp_path / "logs")
     engine = sa.create_engine(db)
@@ -220,8 +244,7 @@ async def test_a_store_is_refused_at_subscribe_time_outside_its_downward_topics(
 ) -> None:
     protocol = aiomqtt.ProtocolVersion.V5 if version == "5" else aiomqtt.ProtocolVersion.V311
     own = topics.store_downlink_filters("S001")
-    async with aiomqtt.Client(secured.host, secured.port, username="S001",
-                              password=USERS["S001"], identifier="S001-probe",
+    async with aiomqtt.Client(**as_user(secured, "S001"), identifier="S001-probe",
                               protocol=protocol) as store:
         granted = await store.subscribe([(f, 1) for f in [*FORBIDDEN_FILTERS, *own]])
     codes = _codes(granted)  # one per filter, in order
@@ -241,14 +264,13 @@ async def test_a_store_cannot_take_the_ingest_share_and_nothing_is_lost(
     async def publish(count: int) -> None:
         nonlocal sent
         for store in ("S001", "S002"):
-            async with aiomqtt.Client(secured.host, secured.port, username=store,
-                                      password=USERS[store], identifier=f"{store}-pub") as c:
+            async with aiomqtt.Client(**as_user(secured, store),
+                                      identifier=f"{store}-pub") as c:
                 for _ in range(count // 2):
                     await c.publish(topics.evt(store, "sale"), f"{store}-{sent}".encode(), qos=1)
                     sent += 1
 
-    async with aiomqtt.Client(secured.host, secured.port, username="storefleet-cloud",
-                              password=USERS["storefleet-cloud"], identifier="ingest-1",
+    async with aiomqtt.Client(**as_user(secured, "storefleet-cloud"), identifier="ingest-1",
                               clean_session=False) as ingest:
         granted = await ingest.subscribe(INGEST_SHARE, qos=1)
         assert _codes(granted) == [1]
@@ -259,8 +281,7 @@ async def test_a_store_cannot_take_the_ingest_share_and_nothing_is_lost(
 
         collector = asyncio.create_task(collect(), name="ingest-collect")
         try:
-            async with aiomqtt.Client(secured.host, secured.port, username="S001",
-                                      password=USERS["S001"], identifier="S001-hijack",
+            async with aiomqtt.Client(**as_user(secured, "S001"), identifier="S001-hijack",
                                       clean_session=False) as hijack:
                 refused = await hijack.subscribe(INGEST_SHARE, qos=1)
                 await publish(1000)  # while the hijacker is online
