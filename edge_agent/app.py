@@ -21,28 +21,31 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, field_validator
 
 import edge_agent.drivers  # noqa: F401 - loads every driver family into DRIVERS
 from edge_agent.backoff import Backoff
-from edge_agent.cartscreen.checkout import cart_till
-from edge_agent.cartscreen.runtime import InAisle, InAisleSettings, check_rules
-from edge_agent.commands import CommandError, CommandHandler, CommandRefused, Handler
+from edge_agent.commands import (
+    CommandError,
+    CommandHandler,
+    CommandRefused,
+    CommandSpec,
+    NoArgs,
+)
 from edge_agent.config import AgentConfig
 from edge_agent.drivers.base import CommandRejected, DeviceConfig, Driver, DriverError
 from edge_agent.drivers.context import AgentDriverContext
 from edge_agent.drivers.supervisor import DriverSupervisor
-from edge_agent.errors import AgentError, AgentFailed, StorageError
+from edge_agent.errors import AgentError, AgentFailed, ConfigError, StorageError
+from edge_agent.kernel.module import Module, PayloadHandler, discover, settings_of
 from edge_agent.kernel.supervisor import Supervisor
 from edge_agent.localbus.consumer import LocalBusConsumer
 from edge_agent.localbus.embedded import EmbeddedBroker
 from edge_agent.localbus.registry import DeviceRegistry
 from edge_agent.metrics import AgentMetrics, MetricsServer
-from edge_agent.pos.peripherals import PosPeripherals
-from edge_agent.pos.runtime import PosRuntime
-from edge_agent.pos.shelf import LabelTarget, ShelfSync, label_targets
 from edge_agent.shadow import (
     LOG_LEVELS,
     AgentShadow,
@@ -57,7 +60,6 @@ from edge_agent.uplink.link import UplinkLink
 from edge_agent.uplink.outbox import Outbox
 from edge_agent.uplink.session import UplinkSupervisor
 from edge_agent.uplink.telemetry import TelemetryForwarder
-from pricing import Catalog, PromotionSnapshot
 from protocols import topics
 from protocols.clock import Clock, SystemClock
 from protocols.codec import decode
@@ -65,8 +67,9 @@ from protocols.errors import ProtocolError
 from protocols.messages import Birth, DeviceInfo, RebirthRequest
 
 if TYPE_CHECKING:
-    from edge_agent.inference.vision import VisionPipeline
-    from protocols.vision import CategorySeen
+    from pathlib import Path
+
+M = TypeVar("M", bound=Module)
 
 logger = logging.getLogger(__name__)
 
@@ -141,17 +144,17 @@ class Agent:
             data_dir=config.data_dir,
         )
         self.drivers = DriverSupervisor(self.driver_context)
-        # The till and online orders: priced from cached snapshots, events via the outbox.
-        self.pos = PosRuntime(config, clock=self.clock, registry=self.metrics.registry,
-                              sink=self.driver_context, online=lambda: self.uplink.connected,
-                              peripherals=self._pos_peripherals)
-        # In-aisle coupons (triggers) and the cart-screen web app, when configured.
-        self.in_aisle: InAisle | None = self._make_in_aisle()
-        # Product recognition (cart snapshots, cameras): started in _serve when configured.
-        self.vision: VisionPipeline | None = None
-        # E-shelf labels on the till's prices (decision 0018); its task runs in _serve.
-        self.shelf: ShelfSync | None = (self._make_shelf_sync()
-                                         if config.shelf_labels_follow_till else None)
+        # The modules (till, shelf, in-aisle, vision, ...): found, configured from their
+        # own sections, built in dependency order (decision 0030).
+        self.modules: dict[str, Module] = {}
+        classes = discover()
+        unknown = sorted(set(config.modules) - set(classes))
+        if unknown:
+            raise ConfigError(unknown[0], f"no such module (known: {', '.join(sorted(classes))})")
+        wanted = {name: settings for name, cls in classes.items()
+                  if (settings := settings_of(cls, config.modules.get(name))) is not None}
+        for name in _dependency_order(classes, wanted):
+            self.modules[name] = classes[name](self, wanted[name])
         self._desired_devices: dict[str, Any] = {}
         self._drivers_live = False  # configure() needs the running loop of _serve
         self._health_sig: dict[str, Any] = {}
@@ -172,7 +175,7 @@ class Agent:
             store_id=config.store_id,
             clock=self.clock,
             metrics=self.metrics,
-            handlers=self._command_handlers(),
+            handlers=self._commands(),
             device_handler=self._device_command,
         )
         # The supervision tree: the kernel's parts, then the modules' (decision 0030).
@@ -222,9 +225,9 @@ class Agent:
             await self._db.open()
             stack.push_async_callback(self._db.close)
             await self.outbox.load()
-            await self.pos.open()
-            stack.push_async_callback(self.pos.close)
-            await self.pos.resume()
+            for module in self.modules.values():  # dependency order
+                await module.open()
+                stack.push_async_callback(module.close)
             await self.shadow.load()
             if self.config.metrics_port:
                 self._metrics_server = MetricsServer(
@@ -273,28 +276,22 @@ class Agent:
             task, err = failure
             raise AgentFailed(task, err) from err
 
-    async def _start_modules(self, modules: Supervisor) -> None:
-        if self.in_aisle is not None:
+    async def _start_modules(self, tasks: Supervisor) -> None:
+        for name, module in self.modules.items():  # dependency order
             try:
-                await self.in_aisle.start()
-            except AgentError as err:  # e.g. the screen port is taken: sell on without it
-                self.metrics.bad_payloads.labels(source="config", reason="in_aisle").inc()
-                logger.error("in-aisle coupons and cart screens not started: %s", err)
-                await self.in_aisle.stop()
-                self.in_aisle = None
-        if self.config.vision:
-            await self._start_vision()
-        modules.start("pos-sync", self.pos.sync_forever)
-        if self.shelf is not None:
-            modules.start("shelf-sync", self.shelf.run)
+                await module.start(tasks)
+            except Exception as err:  # e.g. a screen port taken: the store runs without it
+                self.metrics.bad_payloads.labels(source="config", reason=name).inc()
+                logger.error("module %s not started: %s", name, err, exc_info=err)
+                await module.stop()
 
-    async def _stop_modules(self, modules: Supervisor) -> None:
-        if self.vision is not None:  # feeds the triggers: stop it first
-            await self.vision.__aexit__(None, None, None)
-            self.vision = None
-        if self.in_aisle is not None:
-            await self.in_aisle.stop()  # issues coupons into the outbox: before it closes
-        await modules.aclose()
+    async def _stop_modules(self, tasks: Supervisor) -> None:
+        for name, module in reversed(self.modules.items()):  # users before what they use
+            try:
+                await module.stop()
+            except Exception as err:
+                logger.error("module %s did not stop cleanly: %s", name, err, exc_info=err)
+        await tasks.aclose()
 
     async def _enforce_bounds(self) -> None:
         while True:
@@ -353,13 +350,16 @@ class Agent:
                 await self.shadow.handle_desired(payload, link)
             else:
                 logger.debug("desired shadow for device %s: no driver handles it yet", where.target)
-        elif where.channel == "cmd" and where.target == topics.ORDERS_TARGET:
-            await self.pos.orders.handle(payload)
+        elif where.channel == "cmd" and (handler := self._targets.get(where.target or "")):
+            await handler(payload)
         elif where.channel == "cmd":
             await self.commands.handle(payload, target=where.target or "", link=link)
         elif where.channel == "content":
-            # pricebook / promotions go to the till; the manifest is not handled yet.
-            await self.pos.handle_content(where.kind or "", payload)
+            if (handler := self._content.get(where.kind or "")) is not None:
+                await handler(payload)
+            else:
+                logger.info("content %s (%d bytes): no module handles it", where.kind,
+                            len(payload))
 
     async def _on_fleet(self, topic: str, payload: bytes) -> None:
         if topic != topics.fleet("rebirth"):
@@ -381,39 +381,78 @@ class Agent:
         def set_interval(value: Any) -> None:
             self.telemetry.interval_s = float(value)
 
-        return [
+        keys = [
             ShadowKey("log_level", check_log_level, _set_log_level),
             ShadowKey("telemetry_interval_s", check_interval, set_interval),
             ShadowKey("devices", check_devices, self._set_desired_devices),
-            ShadowKey("trigger_rules", check_rules, self._set_trigger_rules),
         ]
+        for module in self.modules.values():
+            keys.extend(module.shadow_keys())
+        return keys
 
-    def _command_handlers(self) -> dict[str, Handler]:
-        async def ping(_args: dict[str, Any]) -> dict[str, Any]:
+    def _commands(self) -> dict[str, CommandSpec[Any]]:
+        async def ping(_args: NoArgs) -> dict[str, Any]:
             return {"pong": True, "ts": self.clock.now_ms()}
 
-        async def diagnostics(_args: dict[str, Any]) -> dict[str, Any]:
+        async def diagnostics(_args: NoArgs) -> dict[str, Any]:
             return self.diagnostics()
 
-        async def set_log_level(args: dict[str, Any]) -> dict[str, Any]:
-            level = args.get("level")
-            try:
-                check_log_level(level)
-            except ValueError as err:
-                raise CommandError(str(err)) from err
-            _set_log_level(level)
-            return {"level": str(level).upper()}
+        async def set_log_level(args: LogLevelArgs) -> dict[str, Any]:
+            _set_log_level(args.level)
+            return {"level": args.level.upper()}
 
-        async def rebirth(_args: dict[str, Any]) -> dict[str, Any]:
+        async def rebirth(_args: NoArgs) -> dict[str, Any]:
             await self.uplink.publish_birth()
             return {"bd_seq": self.uplink.bd_seq}
 
-        return {
-            "ping": ping,
-            "get_diagnostics": diagnostics,
-            "set_log_level": set_log_level,
-            "rebirth": rebirth,
+        commands: dict[str, CommandSpec[Any]] = {
+            "ping": CommandSpec(NoArgs, ping),
+            "get_diagnostics": CommandSpec(NoArgs, diagnostics),
+            "set_log_level": CommandSpec(LogLevelArgs, set_log_level),
+            "rebirth": CommandSpec(NoArgs, rebirth),
         }
+        for module in self.modules.values():
+            commands.update(module.commands())
+        return commands
+
+    @property
+    def _targets(self) -> dict[str, PayloadHandler]:
+        return {t: h for m in self.modules.values() for t, h in m.command_targets().items()}
+
+    @property
+    def _content(self) -> dict[str, PayloadHandler]:
+        return {k: h for m in self.modules.values() for k, h in m.content_handlers().items()}
+
+    # ---- what the kernel offers its modules (kernel.module.Kernel) ------------------------
+
+    @property
+    def store_id(self) -> str:
+        return self.config.store_id
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    @property
+    def sink(self) -> AgentDriverContext:
+        return self.driver_context
+
+    def online(self) -> bool:
+        return self.uplink.connected
+
+    def module(self, name: str) -> Module | None:
+        return self.modules.get(name)
+
+    def get(self, cls: type[M]) -> M:
+        """The running module of class ``cls`` (tests, the demo): ``agent.get(Till).pos``."""
+        module = self.modules.get(cls.name)
+        if not isinstance(module, cls):
+            raise LookupError(f"module {cls.name} is not running on this agent")
+        return module
 
     def _task_report(self) -> dict[str, dict[str, Any]]:
         """Each supervised task's state and restarts, for the reported shadow (the last
@@ -440,102 +479,10 @@ class Agent:
             "devices": [d.model_dump() for d in self.devices.snapshot()],
             "devices_health": self.drivers.health(),
             "tasks": {**self.tasks.states(), **self.module_tasks.states()},
+            "modules": {name: m.diagnostics() for name, m in self.modules.items()},
         }
 
     # ---- drivers ---------------------------------------------------------------------------
-
-    def _pos_peripherals(self) -> PosPeripherals | None:
-        """The till's printer / scanner / display among the running drivers, if any."""
-        running = [d for i in self.drivers.device_ids() if (d := self.drivers.driver(i))]
-        pos = PosPeripherals.from_drivers(running)
-        return pos if pos.printer or pos.scanner or pos.display else None
-
-    def _make_shelf_sync(self) -> ShelfSync:
-        """E-shelf labels on the till's prices: its verified book and pos snapshot."""
-
-        def inputs() -> tuple[Catalog | None, PromotionSnapshot | None]:
-            compiled = self.pos.promotions.ruleset("pos")
-            return self.pos.catalog.catalog, (compiled[0] if compiled else None)
-
-        def labels() -> list[LabelTarget]:
-            return label_targets(d for i in self.drivers.device_ids()
-                                 if (d := self.drivers.driver(i)) is not None)
-
-        return ShelfSync(inputs=inputs, labels=labels, store=self.pos.service.store,
-                         clock=self.clock, registry=self.metrics.registry,
-                         interval_s=self.config.shelf_sync_interval_s)
-
-    def _make_in_aisle(self) -> InAisle | None:
-        c = self.config
-        if c.cartscreen_port is None and not c.trigger_rules and c.retail_data is None:
-            return None
-
-        def pos_pricing() -> Any:
-            catalog = self.pos.catalog.catalog
-            compiled = self.pos.promotions.ruleset("cart") or self.pos.promotions.ruleset("pos")
-            return None if catalog is None or compiled is None else (catalog, *compiled)
-
-        in_aisle = InAisle(
-            InAisleSettings(store_id=c.store_id, data_dir=c.data_dir,
-                            cartscreen_port=c.cartscreen_port, cartscreen_host=c.cartscreen_host,
-                            store_layout=c.store_layout, retail_data=c.retail_data,
-                            trigger_rules=c.trigger_rules, utc_offset_min=c.pos_utc_offset_min,
-                            unscanned_window_s=c.unscanned_window_s,
-                            positioning_model=c.positioning_model,
-                            payment_confirmation=c.payment_confirmation,
-                            payment_secret=c.payment_secret),
-            ctx=self.driver_context, carts=self.cart_driver, pos_pricing=pos_pricing,
-            pos_ranges=lambda: list(self.pos.ranges.ranges), pos_promotions=self.pos.promotions)
-        # Paying on a cart is a sale at this store's till: same ledger, events, pricing.
-        in_aisle.use_till(cart_till(
-            in_aisle, ledger=self.pos.ledger, sink=self.driver_context, clock=self.clock,
-            metrics=self.pos.service.metrics, online=lambda: self.uplink.connected,
-            till_ranges=self.pos.ranges, api=self.pos.api, currency=c.pos_currency,
-            utc_offset_min=c.pos_utc_offset_min))
-        return in_aisle
-
-    async def _start_vision(self) -> None:
-        # Imported here: OpenCV and onnxruntime load only on boxes that run vision.
-        from edge_agent.inference.vision import VisionError, VisionModel, VisionPipeline
-        from edge_agent.inference.vision.model import physical_cores
-
-        c = self.config
-        # Never more intra-op threads than physical cores (decision 0011: hyper-threads
-        # and oversubscription doubled the latency on the 2-core box).
-        threads = None if c.vision_threads is None else min(c.vision_threads, physical_cores())
-        try:
-            model = await asyncio.to_thread(VisionModel, c.vision_model,  # reads the file
-                                            intra_op_threads=threads)
-            pipeline = VisionPipeline(self.driver_context, model=model, cameras=c.vision_cameras,
-                                      min_confidence=c.vision_min_confidence,
-                                      on_seen=self._on_seen)
-            await pipeline.__aenter__()
-        except VisionError as err:  # a bad model file: run on without vision
-            self.metrics.bad_payloads.labels(source="config", reason="vision").inc()
-            logger.error("vision not started: %s", err)
-            return
-        self.vision = pipeline
-
-    async def _on_seen(self, seen: CategorySeen) -> None:
-        """A recognised product: from a cart's camera it is that cart's (triggers, the
-        unscanned check); a fixed camera's sighting has no cart and is only counted."""
-        if seen.source in self.config.vision_cameras or self.in_aisle is None:
-            return
-        await self.in_aisle.seen.on_seen(seen)
-
-    def cart_driver(self) -> Driver | None:
-        """The running driver of the store's carts (family ``cart``), if any."""
-        for device_id in self.drivers.device_ids():
-            driver = self.drivers.driver(device_id)
-            if driver is not None and driver.family == "cart":
-                return driver
-        return None
-
-    def _set_trigger_rules(self, value: Any) -> None:
-        if self.in_aisle is None:
-            logger.warning("trigger_rules in the desired shadow, but in-aisle is not configured")
-            return
-        self.in_aisle.set_rules(value)
 
     def driver(self, device_id: str) -> Driver | None:
         """A running driver, for agent modules that use its in-process API."""
@@ -626,6 +573,37 @@ class Agent:
                     await self.shadow.report(link)
                 except AgentError as err:
                     logger.warning("could not report device health: %s", err)
+
+
+class LogLevelArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: str
+
+    @field_validator("level")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        check_log_level(value)
+        return value
+
+
+def _dependency_order(classes: dict[str, type[Module]], wanted: dict[str, Any]) -> list[str]:
+    """Names of the wanted modules, each after the wanted modules it uses."""
+    order: list[str] = []
+
+    def place(name: str, path: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in path:
+            raise ConfigError(name, f"modules use each other in a circle: {' -> '.join(path)}")
+        for dep in classes[name].after:
+            if dep in wanted:
+                place(dep, (*path, name))
+        order.append(name)
+
+    for name in sorted(wanted):
+        place(name, ())
+    return order
 
 
 async def _first_of(*aws: Awaitable[object]) -> None:

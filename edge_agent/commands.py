@@ -4,8 +4,10 @@ Each command runs at most once: its ``cmd_id`` is recorded (persisted, bounded) 
 it runs, so a redelivery after a reconnect or restart is ignored. An expired command
 (``now > expires_at``) is answered ``expired`` and not run.
 
-Handlers are a table name -> async function(args) -> result dict, built by the
-composition root; ``CommandError`` from a handler becomes status ``error``.
+Handlers are a table name -> ``CommandSpec`` (an argument model and an async function of
+it returning a result dict), declared by the kernel and the modules: arguments that do
+not fit the model are ``rejected`` with the field named; ``CommandError`` from a handler
+becomes status ``error``, and so does any other exception (logged with its traceback).
 Commands for another target (``cmd/{device_id}``) go to ``device_handler``
 (target, name, args) when one is given; ``CommandRefused`` becomes ``rejected``.
 """
@@ -14,7 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edge_agent.errors import AgentError
 from edge_agent.metrics import AgentMetrics
@@ -29,6 +34,27 @@ from protocols.messages import Command, CommandResult, CommandStatus
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+A = TypeVar("A", bound=BaseModel)
+
+
+class NoArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec(Generic[A]):
+    """A command: its arguments' model (unknown fields refused) and what runs it."""
+
+    args: type[A]
+    run: Callable[[A], Awaitable[dict[str, Any]]]
+
+
+def refusal(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "args"
+    return f"bad argument {where!r}: {first['msg']}"
+
+
 DeviceHandler = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -52,7 +78,7 @@ class CommandHandler:
         store_id: str,
         clock: Clock,
         metrics: AgentMetrics,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, CommandSpec[Any]],
         device_handler: DeviceHandler | None = None,
     ) -> None:
         self._device_handler = device_handler
@@ -102,10 +128,17 @@ class CommandHandler:
                 return "rejected", {}, err.detail
             except CommandError as err:
                 return "error", {}, err.detail
-        handler = self._handlers.get(command.name)
-        if handler is None:
+        spec = self._handlers.get(command.name)
+        if spec is None:
             return "unknown_command", {}, f"unknown command {command.name!r}"
         try:
-            return "ok", await handler(dict(command.args)), None
+            args = spec.args.model_validate(dict(command.args))
+        except ValidationError as err:
+            return "rejected", {}, refusal(err)
+        try:
+            return "ok", await spec.run(args), None
         except CommandError as err:
             return "error", {}, err.detail
+        except Exception as err:  # the isolation boundary of one command
+            logger.exception("command %s %s failed", command.name, command.cmd_id)
+            return "error", {}, f"{type(err).__name__}: {err}"

@@ -3,8 +3,9 @@
     cfg = AgentConfig(store_id="s-001", data_dir=Path("/var/lib/storefleet"))
     cfg = load_config(Path("agent.toml"), store_id="s-001")   # file, then overrides
 
-A TOML file holds the same field names at the top level (or under ``[agent]``).
-Devices driven by the agent's drivers are a list of tables:
+A TOML file holds the kernel's fields under ``[agent]`` and each module's settings in
+its own section (``[till]``, ``[shelf]``, ``[in_aisle]``, ``[vision]``: see
+``edge_agent/modules/``). Devices driven by the agent's drivers are a list of tables:
 
     [[agent.devices]]
     id = "ble-scanner"
@@ -12,19 +13,21 @@ Devices driven by the agent's drivers are a list of tables:
     model = "bluez"
     options = { backend = "bleak", adapter = "hci0" }
 
-What the store prints about itself on receipts is one table (``StoreSettings``):
+What the store prints about itself on receipts is one table of the till's
+(``StoreSettings``):
 
-    [agent.store]
+    [till.store]
     name = "Storefleet Market"
     address = ["Main St 1", "10115 Berlin"]
     tax_id = "DE123456789"            # printed as "VAT ID DE123456789"
-    time_zone = "Europe/Berlin"       # IANA name; unset: pos_utc_offset_min
+    time_zone = "Europe/Berlin"       # IANA name; unset: the till's utc_offset_min
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,7 +61,7 @@ class StoreSettings:
     """The store as its receipts name it (``[agent.store]``; a dict is accepted).
 
     ``name`` empty: receipts print "Store {store_id}". ``tax_id`` None: no tax line.
-    ``time_zone`` None: receipts print the time at the fixed ``pos_utc_offset_min``
+    ``time_zone`` None: receipts print the time at the till's fixed ``utc_offset_min``
     (the offset pricing uses); an IANA name follows DST on its own.
     """
 
@@ -92,7 +95,7 @@ class StoreSettings:
         if isinstance(value, StoreSettings):
             return value
         if not isinstance(value, dict):
-            raise ConfigError("store", "must be an [agent.store] table")
+            raise ConfigError("store", "must be a [till.store] table")
         unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"store.{unknown[0]}", "unknown setting")
@@ -160,81 +163,21 @@ class AgentConfig:
     # ``devices`` adds to / overrides these by id. Dicts are accepted and converted.
     devices: tuple[DeviceConfig, ...] = ()
     health_interval_s: float = 5.0  # driver health -> reported shadow, metrics, birth
-    # POS and online orders (edge_agent.pos). cloud_api: the cloud's HTTP base URL for
-    # promotion snapshots, coupon ranges and online coupon redemption (None: the till
-    # prices from what is cached/provisioned under data_dir/pos). pos_trusted_keys: the
-    # cloud's Ed25519 public keys (base64) that snapshot signatures must verify against.
-    cloud_api: str | None = None
-    cloud_api_token: str | None = None
-    pos_trusted_keys: tuple[str, ...] = ()
-    pos_currency: str = "EUR"
-    pos_utc_offset_min: int = 0
-    pos_refresh_interval_s: float = 300.0  # snapshot/range poll while the uplink is up
-    # store: name, address, tax id and time zone printed on receipts (StoreSettings).
-    store: StoreSettings = dataclasses.field(default_factory=StoreSettings)
-    pos_offline_points_per_day: int = 2_000  # per card, while offline
-    pos_offline_stored_value_per_day: int = 5_000  # minor units per card, while offline
-    # E-shelf labels show the till's one-unit price (price book + markdowns), recomputed
-    # on every new book or snapshot and every shelf_sync_interval_s (edge_agent.pos.shelf).
-    # Off: labels take only esl_price_book commands / desired state from HQ.
-    shelf_labels_follow_till: bool = True
-    shelf_sync_interval_s: float = 60.0
-    # In-aisle coupons and cart screens (edge_agent.cartscreen, inference.triggers).
-    # cartscreen_port: the cart-screen web app (/cart/{cart_id}); None = not served, 0 = any
-    # free port. store_layout: the layout TOML (zones, shelves, anchors) for the map and the
-    # positioning fallback. retail_data: an offline JSON bundle (catalog, promotions,
-    # members, coupon ranges, trigger rules) used where the till's caches have nothing.
-    # trigger_rules: protocols.triggers.TriggerRule dicts (the desired shadow's
-    # ``trigger_rules`` replaces them at run time).
-    cartscreen_port: int | None = None
-    cartscreen_host: str = "0.0.0.0"
-    # payment_confirmation: who confirms a cart checkout was paid (cartscreen/payment.py):
-    # "provider" (default: a notice to /api/payments/notify signed with payment_secret,
-    # HMAC-SHA256) or "screen" (the shopper's "I have paid" button: demos, trials only).
-    payment_confirmation: Literal["provider", "screen"] = "provider"
-    payment_secret: str | None = dataclasses.field(default=None, repr=False)
-    store_layout: Path | None = None
-    retail_data: Path | None = None
-    trigger_rules: tuple[Any, ...] = ()
-    # positioning_model: the store's trained positioning model (ONNX, decision 0009;
-    # `storefleet positioning train`); carts are then located by the particle-filter
-    # Positioner. None: by the strongest beacon heard (storemap.BeaconLocator).
-    positioning_model: Path | None = None
-    # Vision (edge_agent.inference.vision, decision 0011): carts' JPEG snapshots on the
-    # local bus (store/cart/{id}/up/snapshot) and cv2.VideoCapture sources
-    # (vision_cameras: camera id -> device index, file or stream URL) are classified by
-    # the ONNX model in a worker thread; cart sightings feed the coupon triggers' vision
-    # cue and the "seen but not scanned" check (both need in-aisle configured).
-    # vision_threads: onnxruntime intra-op threads (None: min(physical cores, 2); never
-    # more than the physical cores). unscanned_window_s: a product seen going into a
-    # cart must be scanned within this, or the cart raises an unscanned_item alarm.
-    vision: bool = False
-    vision_model: Path | None = None  # None: the model shipped in models/vision
-    vision_cameras: dict[str, str | int] = dataclasses.field(default_factory=dict)
-    vision_min_confidence: float = 0.6
-    vision_threads: int | None = None
-    unscanned_window_s: float = 30.0
+    # The modules' own sections, by module name ([till], [shelf], [in_aisle], [vision],
+    # or another package's module): each module validates its section with its own
+    # settings model (edge_agent.kernel.module, decision 0030).
+    modules: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not valid_id(self.store_id):
             raise ConfigError("store_id", f"{self.store_id!r} is not a valid id")
         object.__setattr__(self, "devices", _device_configs(self.devices))
-        object.__setattr__(self, "store", StoreSettings.of(self.store))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        object.__setattr__(self, "pos_trusted_keys", tuple(self.pos_trusted_keys))
-        object.__setattr__(self, "trigger_rules", tuple(self.trigger_rules))
-        object.__setattr__(self, "vision_cameras", dict(self.vision_cameras))
-        for camera in self.vision_cameras:
-            if not valid_id(camera):
-                raise ConfigError("vision_cameras", f"{camera!r} is not a valid camera id")
-        if not 0.0 <= self.vision_min_confidence <= 1.0:
-            raise ConfigError("vision_min_confidence", "must be within 0..1")
-        if self.vision_threads is not None and self.vision_threads < 1:
-            raise ConfigError("vision_threads", "must be >= 1")
-        if self.payment_confirmation not in ("provider", "screen"):
-            raise ConfigError("payment_confirmation", "must be provider or screen")
-        if self.cartscreen_port is not None and not 0 <= self.cartscreen_port <= 65535:
-            raise ConfigError("cartscreen_port", f"{self.cartscreen_port} is not a TCP port")
+        modules = {str(k): dict(v) for k, v in dict(self.modules).items()
+                   if isinstance(v, Mapping)}
+        if len(modules) != len(self.modules):
+            raise ConfigError("modules", "each module's settings must be a table")
+        object.__setattr__(self, "modules", modules)
         if self.cloud_password_file is not None:
             object.__setattr__(self, "cloud_password_file", Path(self.cloud_password_file))
             if self.cloud_password is not None:
@@ -265,9 +208,6 @@ class AgentConfig:
             "cloud_ack_window",
             "reconnect_max_s",
             "health_interval_s",
-            "pos_refresh_interval_s",
-            "shelf_sync_interval_s",
-            "unscanned_window_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -376,10 +316,17 @@ def load_config(path: Path | None = None, /, **overrides: Any) -> AgentConfig:
             doc = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as err:
             raise ConfigError("config", f"cannot read {path}: {err}") from err
-        section = doc.get("agent", doc)
+        section = doc.pop("agent", None)
+        if section is None:  # a file without [agent]: the kernel's fields at the top
+            section = {k: v for k, v in doc.items() if k in _FIELDS}
+            doc = {k: v for k, v in doc.items() if k not in _FIELDS}
         if not isinstance(section, dict):
             raise ConfigError("config", "[agent] must be a table")
+        for name, table in doc.items():  # every other table is a module's section
+            if not isinstance(table, dict):
+                raise ConfigError(name, "unknown setting (module settings are [tables])")
         values.update(section)
+        values["modules"] = {**doc, **values.get("modules", {})}
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - _FIELDS)
     if unknown:

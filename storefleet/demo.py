@@ -95,17 +95,34 @@ def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
     from firmware_sim.layouts import DEFAULT_LAYOUT
 
     return {"cartscreen_port": _port(8090), "cartscreen_host": "127.0.0.1",
-            "store_layout": DEFAULT_LAYOUT, "retail_data": SAMPLE_DATA,
+            "store_layout": str(DEFAULT_LAYOUT), "retail_data": str(SAMPLE_DATA),
             # carts located by the model trained from a simulated site survey of the demo
             # store (models/positioning/train_demo_store.py; no training at start)
             "positioning_model": DEMO_POSITIONING_MODEL,
             "trigger_rules": DEMO_SHELF_RULES,
             # no payment provider in a demo: the cart screen's "I have paid" confirms
             # (a store sets payment_secret and leaves this at "provider")
-            "payment_confirmation": "screen",
-            # the carts' basket cameras: product recognition, vision-cued coupons and
-            # "seen but not scanned" alarms
-            "vision": True, "unscanned_window_s": 10.0}
+            "payment_confirmation": "screen", "unscanned_window_s": 10.0}
+
+
+def _modules(full_store: bool, *, api: str, token: str, trusted_key: str,
+             currency: str) -> dict[str, dict[str, Any]]:
+    """The store box's modules: the till following the cloud, in-aisle coupons and cart
+    screens on the demo layout and sample data, and the carts' basket cameras (product
+    recognition, vision-cued coupons, "seen but not scanned" alarms)."""
+    if not full_store:
+        return {}
+    return {"till": _till_settings(full_store, api=api, token=token, trusted_key=trusted_key,
+                                   currency=currency),
+            "in_aisle": _in_aisle_settings(full_store), "vision": {}}
+
+
+def _in_aisle(agent: Any) -> Any:
+    """The agent's in-aisle runtime (``InAisle``), or None when the module is not running."""
+    from edge_agent.modules.in_aisle import InAisleModule
+
+    module = agent.module("in_aisle")
+    return module.in_aisle if isinstance(module, InAisleModule) else None
 
 
 def _till_settings(full_store: bool, *, api: str, token: str, trusted_key: str,
@@ -116,8 +133,8 @@ def _till_settings(full_store: bool, *, api: str, token: str, trusted_key: str,
         return {}
     from edge_agent.config import StoreSettings
 
-    return {"cloud_api": api, "cloud_api_token": token, "pos_trusted_keys": (trusted_key,),
-            "pos_currency": currency, "pos_utc_offset_min": 480,
+    return {"cloud_api": api, "cloud_api_token": token, "trusted_keys": (trusted_key,),
+            "currency": currency, "utc_offset_min": 480,
             # what the receipts print at the top (the demo store sits in Shanghai)
             "store": StoreSettings(name="storefleet demo store",
                                    address=("100 Nanjing East Road", "Huangpu, Shanghai"),
@@ -146,7 +163,7 @@ def _progress_line(*, t: float, stores: list[dict[str, Any]], kinds: dict[str, i
     (coupons triggered, labels acknowledged, the online order's status)."""
     online = sum(1 for s in stores if s["online"])
     devices = sum(int(s["devices_online"]) for s in stores)
-    triggered = agent.in_aisle.triggers.issued_total if agent.in_aisle is not None else 0
+    triggered = _in_aisle(agent).triggers.issued_total if _in_aisle(agent) is not None else 0
     labels = int(_metric_sum(registry, "storefleet_esl_acks_total", result="converged"))
     sales = kinds.get("sale", 0)
     cart = kinds.get("sale:cart", 0)
@@ -266,10 +283,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                         metrics_port=metrics_port, metrics_host="127.0.0.1",
                         devices=store_devices,  # type: ignore[arg-type]  # dicts: validated
                         health_interval_s=1.0,
-                        # in-aisle coupons and cart screens on the demo layout and sample data
-                        **_in_aisle_settings(opts.full_store),
-                        # the till: signed snapshot and price book from the cloud API
-                        **_till_settings(opts.full_store, api=api, token=device_token,
+                        modules=_modules(opts.full_store, api=api, token=device_token,
                                          trusted_key=trusted_key, currency=currency)),
             registry=agent_registry,
         )
@@ -290,7 +304,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                              cart_snapshots=opts.full_store, unscanned_share=0.15,
                              cart_site_radio=opts.full_store, cart_dwell_s=DEMO_DWELL_S,
                              # shoppers pay on their cart's screen at the end of a trip
-                             cart_screen_url=(agent.in_aisle.url if agent.in_aisle is not None
+                             cart_screen_url=(_in_aisle(agent).url if _in_aisle(agent) is not None
                                               else None))
         sim_stop = asyncio.Event()
         sim_task = asyncio.create_task(sim.run(sim_stop), name="demo-sim")
@@ -299,12 +313,12 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         console.print(f"  API + docs     {api}/docs   (token: {token})")
         console.print(f"  cloud metrics  {api}/metrics")
         console.print(f"  agent metrics  http://127.0.0.1:{metrics_port}/metrics")
-        if agent.in_aisle is not None and agent.in_aisle.url is not None:
+        if _in_aisle(agent) is not None and _in_aisle(agent).url is not None:
             # the whole-store simulator names its carts {store}-smartcart-NN
-            carts = ", ".join(f"{agent.in_aisle.url}/cart/{opts.store_id}-smartcart-{i + 1:02d}"
-                              for i in range(opts.carts)) or f"{agent.in_aisle.url}/cart/<id>"
+            carts = ", ".join(f"{_in_aisle(agent).url}/cart/{opts.store_id}-smartcart-{i + 1:02d}"
+                              for i in range(opts.carts)) or f"{_in_aisle(agent).url}/cart/<id>"
             console.print(f"  cart screens   {carts}")
-            locator = type(agent.in_aisle.triggers.locator).__name__
+            locator = type(_in_aisle(agent).triggers.locator).__name__
             console.print(f"  positioning    {locator}"
                           + (f" ({DEMO_POSITIONING_MODEL.name})"
                              if locator == "PositionerLocator" else ""))
@@ -451,10 +465,10 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             "families_simulated": sorted(set(sim.families_started) | wired_families),
             "content_applied": content,
             "cart_sessions": sum(len(c.sessions) for c in sim.cart_sims),
-            "coupons_triggered": (agent.in_aisle.triggers.issued_total
-                                  if agent.in_aisle is not None else 0),
-            "positioning": (type(agent.in_aisle.triggers.locator).__name__
-                            if agent.in_aisle is not None else None),
+            "coupons_triggered": (_in_aisle(agent).triggers.issued_total
+                                  if _in_aisle(agent) is not None else 0),
+            "positioning": (type(_in_aisle(agent).triggers.locator).__name__
+                            if _in_aisle(agent) is not None else None),
             "shelf_coupons": _shelf_coupons(agent, agent_registry),
             "snapshots_classified": int(sum(
                 _metric(agent_registry, "storefleet_vision_classified_total", {"category": c})
@@ -525,10 +539,10 @@ def _retail_ok(summary: dict[str, Any]) -> bool:
 
 def _shelf_coupons(agent: Any, registry: CollectorRegistry) -> int:
     """Coupons issued by shelf rules (the ones positioning has to get right)."""
-    if agent.in_aisle is None:
+    if _in_aisle(agent) is None:
         return 0
     return int(sum(_metric(registry, "storefleet_trigger_coupons_issued_total", {"rule": r.id})
-                   for r in agent.in_aisle.engine.rules if r.shelf is not None))
+                   for r in _in_aisle(agent).engine.rules if r.shelf is not None))
 
 
 async def wait_store_online(http: httpx.AsyncClient, *, timeout_s: float = 20.0) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from edge_agent.modules.till import Till
 from edge_agent.pos.sales import PosError, Tenders
 from pricing import Basket, Line, Member
 
@@ -139,7 +140,7 @@ async def _poll(check: Any, *, timeout_s: float, every_s: float = 0.2) -> bool:
 
 async def wait_till_synced(agent: Any, demo: RetailDemo, *, timeout_s: float = 30.0) -> bool:
     """Until the till has verified the published snapshot and price book."""
-    pos = agent.pos
+    pos = agent.get(Till).pos
 
     def synced() -> bool:
         catalog = pos.catalog.catalog
@@ -165,7 +166,7 @@ async def cashier(agent: Any, demo: RetailDemo, stop: asyncio.Event, *,
         member = (Member(id=demo.member_id, currency=demo.currency)
                   if demo.member_id and n % 2 else None)
         try:
-            sale = await agent.pos.service.sell(
+            sale = await agent.get(Till).pos.service.sell(
                 lines, member=member, tenders=Tenders(method="cash" if n % 3 else "card"),
                 cashier=CASHIER)
         except PosError as err:
@@ -201,7 +202,7 @@ async def online_order(http: httpx.AsyncClient, agent: Any, demo: RetailDemo, *,
         raise RuntimeError(f"order {order_id} was not accepted by store {demo.order_store}")
     for step in ORDER_STEPS:  # store staff at the order desk
         await asyncio.sleep(step_s)
-        await agent.pos.orders.advance(order_id, step)
+        await agent.get(Till).pos.orders.advance(order_id, step)
         demo.order_steps_done.append(step)
 
 
@@ -215,7 +216,7 @@ def shelf_agreement(agent: Any) -> dict[str, Any]:
     of each sku (no member, now): the shelf must show the till's price."""
     from edge_agent.pos.shelf import label_targets
 
-    pos = agent.pos
+    pos = agent.get(Till).pos
     now = agent.clock.now_ms()
     checked, differ = 0, []
     drivers = [d for i in agent.drivers.device_ids() if (d := agent.driver(i)) is not None]

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -56,6 +56,8 @@ from pricing import Catalog, PromotionSnapshot, Ruleset, compile
 from protocols.errors import DecodeError
 from protocols.triggers import TriggerRule, parse_rules
 
+if TYPE_CHECKING:
+    from edge_agent.kernel.supervisor import Supervisor
 logger = logging.getLogger(__name__)
 
 _SNAPSHOT_POLL_S = 5.0  # a version check (an int compare); the till polls every few minutes
@@ -192,7 +194,9 @@ class InAisle:
     def cart_url(self, cart_id: str) -> str | None:
         return f"{self.url}/cart/{cart_id}" if self.url else None
 
-    async def start(self) -> None:
+    async def start(self, tasks: Supervisor | None = None) -> None:
+        """Start serving. The loops run as children of ``tasks`` (the agent's supervision
+        tree: restarted on a crash); without one (tests), as plain tasks."""
         await self.triggers.start()
         for r in self.ranges:
             await self.ledger.add_range(r, source="bundle")
@@ -201,10 +205,18 @@ class InAisle:
             self.server = CartScreenServer(app, host=self.settings.cartscreen_host,
                                            port=self.settings.cartscreen_port)
             await self.server.start()
-        self._task = asyncio.create_task(self.triggers.run(), name="triggers-scans")
-        self._sweep = asyncio.create_task(self.seen.run(), name="vision-unscanned-sweep")
         if self._pos_promotions is not None:
             await self.follow_snapshot_once()  # before the first scan: HQ's rules, if any
+        loops = {"triggers-scans": self.triggers.run, "vision-unscanned-sweep": self.seen.run}
+        if self._pos_promotions is not None:
+            loops["triggers-snapshot-rules"] = self._follow_snapshot
+        if tasks is not None:
+            for name, loop in loops.items():
+                tasks.start(name, loop)
+            return
+        self._task = asyncio.create_task(loops["triggers-scans"](), name="triggers-scans")
+        self._sweep = asyncio.create_task(self.seen.run(), name="vision-unscanned-sweep")
+        if "triggers-snapshot-rules" in loops:
             self._follow = asyncio.create_task(self._follow_snapshot(),
                                                name="triggers-snapshot-rules")
 

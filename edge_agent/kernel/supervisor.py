@@ -72,6 +72,7 @@ class Child:
     state: State = "running"
     restarts: int = 0
     last_error: str | None = None
+    stopping: bool = False  # asked to stop: ending now is expected
 
 
 class Supervisor:
@@ -138,6 +139,7 @@ class Supervisor:
         task = child.task
         if task is None or task.done():
             return
+        child.stopping = True
         if child.stop is not None:
             child.stop()
             with contextlib.suppress(TimeoutError):
@@ -187,6 +189,6 @@ class Supervisor:
                 continue
             gauge.set(0)
             child.state = "stopped"
-            if self._open:
+            if self._open and not child.stopping:
                 logger.warning("%s: task %s ended on its own", self.name, child.name)
             return

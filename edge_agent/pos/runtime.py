@@ -1,9 +1,10 @@
 """``PosRuntime``: the till and the order desk as the agent runs them.
 
-Built by ``edge_agent.app.Agent`` (the composition root) from ``AgentConfig``:
+Built by the till module (``edge_agent.modules.till``) from its ``[till]`` settings:
 
-    pos = PosRuntime(config, clock=clock, registry=registry, sink=agent.driver_context,
-                     online=lambda: agent.uplink.connected, peripherals=find_peripherals)
+    pos = PosRuntime(TillSettings(...), store_id="S001", data_dir=path, clock=clock,
+                     registry=registry, sink=kernel.sink, online=kernel.online,
+                     peripherals=find_peripherals)
     await pos.open()                    # ledger, cached snapshot/catalog/ranges, resume
     task = asyncio.create_task(pos.sync_forever(), name="agent-pos-sync")
     await pos.service.sell(...); await pos.orders.handle(payload)
@@ -11,7 +12,7 @@ Built by ``edge_agent.app.Agent`` (the composition root) from ``AgentConfig``:
 
 ``sync_forever`` refreshes the signed promotion snapshot, the signed price book and the
 coupon ranges over HTTP at start, whenever the uplink comes back, and every
-``pos_refresh_interval_s``. ``handle_content`` takes the cloud's retained
+``refresh_interval_s``. ``handle_content`` takes the cloud's retained
 ``content/pricebook`` (installs the pushed book) and ``content/promotions``
 (re-downloads the snapshot) announcements.
 """
@@ -21,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
 
-from edge_agent.config import AgentConfig
 from edge_agent.pos.cache import (
     CacheError,
     CacheMetrics,
@@ -41,6 +42,7 @@ from edge_agent.pos.orders import OrderDesk
 from edge_agent.pos.peripherals import PosPeripherals
 from edge_agent.pos.pricebook import PriceBookCache
 from edge_agent.pos.sales import EventSink, PosMetrics, PosService
+from edge_agent.pos.settings import TillSettings
 from protocols.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -49,37 +51,39 @@ _LINK_POLL_S = 1.0  # how soon a returning uplink triggers a refresh
 
 
 class PosRuntime:
-    def __init__(self, config: AgentConfig, *, clock: Clock, registry: CollectorRegistry,
-                 sink: EventSink, online: Callable[[], bool],
+    def __init__(self, settings: TillSettings, *, store_id: str, data_dir: Path, clock: Clock,
+                 registry: CollectorRegistry, sink: EventSink, online: Callable[[], bool],
                  peripherals: Callable[[], PosPeripherals | None] = lambda: None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._config = config
+        self.settings = settings
         self._clock = clock
         self._online = online
-        data = config.data_dir / "pos"
+        data = data_dir / "pos"
         cache_metrics = CacheMetrics(registry)
-        self.ledger = PosLedger(config.data_dir / "pos.db")
-        self.promotions = PromotionCache(data / "promotions.json", store_id=config.store_id,
-                                         keys=load_keys(config.pos_trusted_keys),
+        self.ledger = PosLedger(data_dir / "pos.db")
+        self.promotions = PromotionCache(data / "promotions.json", store_id=store_id,
+                                         keys=load_keys(settings.trusted_keys),
                                          metrics=cache_metrics)
         self.catalog = CatalogCache(data / "catalog.json")
-        self.pricebook = PriceBookCache(data / "pricebook.json", store_id=config.store_id,
+        self.pricebook = PriceBookCache(data / "pricebook.json", store_id=store_id,
                                         keys=self.promotions.keys, catalog=self.catalog,
                                         metrics=cache_metrics)
-        self.ranges = RangeCache(data / "coupon_ranges.json", store_id=config.store_id,
+        self.ranges = RangeCache(data / "coupon_ranges.json", store_id=store_id,
                                  metrics=cache_metrics)
-        self.api = (CloudApi(config.cloud_api, token=config.cloud_api_token,
-                             transport=transport) if config.cloud_api else None)
+        token = settings.cloud_api_token
+        self.api = (CloudApi(settings.cloud_api,
+                             token=token.get_secret_value() if token else None,
+                             transport=transport) if settings.cloud_api else None)
         self.service = PosService(
-            store_id=config.store_id, ledger=self.ledger, promotions=self.promotions,
+            store_id=store_id, ledger=self.ledger, promotions=self.promotions,
             catalog=self.catalog, ranges=self.ranges, sink=sink, clock=clock,
             metrics=PosMetrics(registry), online=online, api=self.api,
             peripherals=peripherals,
-            limits=OfflineLimits(config.pos_offline_points_per_day,
-                                 config.pos_offline_stored_value_per_day),
-            currency=config.pos_currency, utc_offset_min=config.pos_utc_offset_min,
-            store_info=config.store)
-        self.orders = OrderDesk(store_id=config.store_id, ledger=self.ledger, sink=sink,
+            limits=OfflineLimits(settings.offline_points_per_day,
+                                 settings.offline_stored_value_per_day),
+            currency=settings.currency, utc_offset_min=settings.utc_offset_min,
+            store_info=settings.store)
+        self.orders = OrderDesk(store_id=store_id, ledger=self.ledger, sink=sink,
                                 clock=clock, registry=registry, tickets_dir=data / "tickets",
                                 peripherals=peripherals)
         self.synced = asyncio.Event()  # set after the first successful refresh (tests wait)
@@ -109,7 +113,7 @@ class PosRuntime:
             try:
                 doc = await self.api.request("GET", "/api/v1/promotions/keys")
                 self.promotions.keys = load_keys([k["public_key"] for k in doc])
-                logger.warning("no pos_trusted_keys configured: trusting the cloud's "
+                logger.warning("no [till] trusted_keys configured: trusting the cloud's "
                                "current keys %s", sorted(self.promotions.keys))
             except (CacheError, KeyError, TypeError) as err:
                 logger.warning("could not fetch snapshot keys: %s", err)
@@ -141,6 +145,6 @@ class PosRuntime:
             if online and (not was_online or now >= next_due):
                 ok = await self.refresh()
                 # Failed: try again soon rather than after a whole interval.
-                next_due = now + (self._config.pos_refresh_interval_s if ok else 5.0)
+                next_due = now + (self.settings.refresh_interval_s if ok else 5.0)
             was_online = online
             await asyncio.sleep(_LINK_POLL_S)

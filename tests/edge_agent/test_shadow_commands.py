@@ -158,8 +158,10 @@ async def test_commands_ping_diagnostics_log_level_rebirth_unknown_expired_dedup
 
         lvl = await run("set_log_level", level="warning")
         assert lvl.status == "ok" and logging.getLogger("edge_agent").level == logging.WARNING
-        bad = await run("set_log_level", level="LOUD")
-        assert bad.status == "error" and "log_level" in (bad.error or "")
+        bad = await run("set_log_level", level="LOUD")  # refused by the argument model
+        assert bad.status == "rejected" and "'level'" in (bad.error or "")
+        extra = await run("set_log_level", level="info", colour="red")
+        assert extra.status == "rejected" and "'colour'" in (extra.error or "")
 
         births_before = len(seen.on(topics.state(cfg.store_id)))
         reb = await run("rebirth")

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_agent.app import Agent
+from edge_agent.cartscreen import SAMPLE_DATA
 from edge_agent.config import AgentConfig
 from edge_agent.errors import ConfigError
 from edge_agent.shadow import AgentShadow, ShadowKey, check_log_level
@@ -16,15 +17,19 @@ from protocols.clock import ManualClock
 from protocols.shadow_keys import AGENT_KEYS, DEVICE_KEYS, undeclared
 
 
-def make_agent(tmp_path: Path) -> Agent:
+def make_agent(tmp_path: Path, **modules: dict[str, object]) -> Agent:
     config = AgentConfig(store_id="s-keys", data_dir=tmp_path / "agent",
-                         cloud_url="mqtt://127.0.0.1:1", local_bus="embedded", metrics_port=0)
+                         cloud_url="mqtt://127.0.0.1:1", local_bus="embedded", metrics_port=0,
+                         modules=modules)
     return Agent(config, clock=ManualClock(), registry=CollectorRegistry())
 
 
 def test_the_agent_applies_exactly_the_declared_agent_keys(tmp_path: Path) -> None:
-    assert make_agent(tmp_path).shadow.supported == AGENT_KEYS == {
-        "log_level", "telemetry_interval_s", "devices", "trigger_rules"}
+    """The kernel's keys plus its modules' (``trigger_rules`` is the in-aisle module's)."""
+    assert AGENT_KEYS == {"log_level", "telemetry_interval_s", "devices", "trigger_rules"}
+    with_in_aisle = make_agent(tmp_path, in_aisle={"retail_data": str(SAMPLE_DATA)})
+    assert with_in_aisle.shadow.supported == AGENT_KEYS
+    assert make_agent(tmp_path).shadow.supported == AGENT_KEYS - {"trigger_rules"}
 
 
 def test_an_undeclared_key_is_refused_when_the_shadow_is_built(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from edge_agent.app import Agent
 from edge_agent.backoff import Backoff
 from edge_agent.errors import AgentFailed
 from edge_agent.kernel.supervisor import Supervisor
+from edge_agent.modules.till import Till
 from edge_agent.pos.peripherals import PosError
 from protocols import topics
 from protocols.codec import decode, encode
@@ -124,7 +125,7 @@ async def test_till_sync_crash_is_logged_counted_and_restarted(
         resumed.set()
         await asyncio.Event().wait()
 
-    agent.pos.sync_forever = sync_forever  # type: ignore[method-assign]
+    agent.get(Till).pos.sync_forever = sync_forever  # type: ignore[method-assign]
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop=stop))
     try:
@@ -152,7 +153,7 @@ async def test_a_downlink_handler_raising_any_error_never_ends_the_agent(
         raise PosError("printer on fire")
 
     async with watch(uplink_broker, cfg.store_id) as seen, running_agent(cfg) as agent:
-        agent.pos.orders.handle = broken  # type: ignore[method-assign]
+        agent.get(Till).pos.orders.handle = broken  # type: ignore[method-assign]
         async with aiomqtt.Client(uplink_broker.host, uplink_broker.port) as cloud:
             await cloud.publish(topics.orders(cfg.store_id), b"{}", qos=1)
             await wait_until(lambda: metric(agent, "storefleet_agent_bad_payloads_total",

@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 
 from cloud.loyalty.sale import SaleData
+from edge_agent.app import Agent
 from edge_agent.cartscreen import SAMPLE_DATA
 from edge_agent.cartscreen.checkout import cart_till
+from edge_agent.cartscreen.runtime import InAisle
+from edge_agent.modules.in_aisle import InAisleModule
 from edge_agent.pos.ledger import PosLedger
 from edge_agent.pos.sales import PosMetrics
 from firmware_sim.cart import CartSimulator
@@ -31,6 +34,11 @@ from protocols.messages import Event
 from tests.edge_agent.cartscreen.rig import BAGUETTE, CEREAL, MILK, Rig, running_rig
 from tests.edge_agent.helpers import make_config, running_agent, wait_until, watch
 from tests.services import Mosquitto
+
+
+def aisle(agent: Agent) -> InAisle:
+    """The agent's in-aisle runtime (its module ``in_aisle``)."""
+    return agent.get(InAisleModule).in_aisle
 
 BUNDLE = json.loads(SAMPLE_DATA.read_text())
 CATALOG = Catalog.model_validate(BUNDLE["catalog"])
@@ -168,9 +176,11 @@ async def test_simulated_carts_trips_end_in_recorded_cart_sales(
     checkouts and keeps shopping."""
     uplink, local = mosquitto_factory(), mosquitto_factory()
     config = make_config(tmp_path, uplink=uplink, local=local,
-                         devices=({"id": "carts", "family": "cart"},), cartscreen_port=0,
-                         cartscreen_host="127.0.0.1", store_layout=DEFAULT_LAYOUT,
-                         retail_data=SAMPLE_DATA, payment_confirmation="screen",
+                         devices=({"id": "carts", "family": "cart"},),
+                         modules={"in_aisle": {
+                             "cartscreen_port": 0, "cartscreen_host": "127.0.0.1",
+                             "store_layout": DEFAULT_LAYOUT, "retail_data": SAMPLE_DATA,
+                             "payment_confirmation": "screen"}},
                          health_interval_s=0.5)
     layout = Layout.load(DEFAULT_LAYOUT)
     with socket.socket() as s:
@@ -179,10 +189,10 @@ async def test_simulated_carts_trips_end_in_recorded_cart_sales(
     stop = asyncio.Event()
     store = config.store_id
     async with running_agent(config) as agent, watch(uplink, store) as up:
-        assert agent.in_aisle is not None and agent.in_aisle.url is not None
+        assert aisle(agent) is not None and aisle(agent).url is not None
         cart = CartSimulator("C1", local.url, layout, seed=SEED, member_share=1.0,
                              coupon_share=1.0, items_per_session=(2, 3), dwell_s=2.5,
-                             speed_mps=3.0, screen_url=agent.in_aisle.url)
+                             speed_mps=3.0, screen_url=aisle(agent).url)
         lost = CartSimulator("C2", local.url, layout, seed=SEED + 1, items_per_session=(1, 1),
                              dwell_s=0.5, speed_mps=4.0, screen_url=dead)
         tasks = [asyncio.create_task(c.run(stop), name=f"test-{c.cart_id}")

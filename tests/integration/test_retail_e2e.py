@@ -36,6 +36,7 @@ from cloud.promotions.reprice import Repricer
 from cloud.promotions.signing import SnapshotSigner, raw_public
 from edge_agent.app import Agent
 from edge_agent.config import AgentConfig
+from edge_agent.modules.till import Till
 from edge_agent.pos.sales import Tenders
 from firmware_sim.printer.sim import start_printer_sim
 from pricing import Basket, Catalog, Item, Line, Member, Store
@@ -141,17 +142,18 @@ async def test_offline_sale_and_online_order_end_to_end(
                 store_id=STORE, data_dir=tmp_path / "agent", cloud_url=cloud_broker.url,
                 local_bus=local_broker.url, metrics_port=0, keepalive_s=2,
                 reconnect_min_s=0.1, reconnect_max_s=0.5, health_interval_s=0.5,
-                outbox_synchronous="NORMAL", cloud_api=api_url, cloud_api_token=DEVICE,
-                pos_trusted_keys=(base64.b64encode(raw_public(signer.public_key)).decode(),),
+                outbox_synchronous="NORMAL", modules={"till": {
+                    "cloud_api": api_url, "cloud_api_token": DEVICE,
+                    "trusted_keys": [base64.b64encode(raw_public(signer.public_key)).decode()]}},
                 # a config-file style dict: AgentConfig converts it to a DeviceConfig
                 devices=({"id": "P1", "family": "printer", "options": {
                     "host": "127.0.0.1", "tcp_port": printer_server.sockets[0].getsockname()[1],
                     "status_interval_s": 0.2}},))  # type: ignore[arg-type]
             async with Agent(config, registry=CollectorRegistry()) as agent:
-                await agent.pos.catalog.install(CATALOG)  # the provisioned price book
-                await asyncio.wait_for(agent.pos.synced.wait(), 20)
-                await until(lambda: agent._pos_peripherals() is not None
-                            and agent._pos_peripherals().status().can_print,  # type: ignore[union-attr]
+                await agent.get(Till).pos.catalog.install(CATALOG)  # the provisioned price book
+                await asyncio.wait_for(agent.get(Till).pos.synced.wait(), 20)
+                await until(lambda: agent.get(Till)._peripherals() is not None
+                            and agent.get(Till)._peripherals().status().can_print,  # type: ignore[union-attr]
                             what="printer online")
 
                 # ---- 1. the cloud goes away; the store keeps selling ----
@@ -159,7 +161,7 @@ async def test_offline_sale_and_online_order_end_to_end(
                 await until(lambda: not agent.uplink.connected, what="uplink down")
                 member = Member(id=member_id, currency="EUR", points_balance=1_000)
                 code = f"{rng['prefix']}{3:06d}"
-                sale = await agent.pos.service.sell(
+                sale = await agent.get(Till).pos.service.sell(
                     [Line(line_id="1", sku="milk", qty=3), Line(line_id="2", sku="coffee",
                                                                 qty=1)],
                     member=member, coupons=[code], tenders=Tenders(points=200))
@@ -244,7 +246,7 @@ async def test_offline_sale_and_online_order_end_to_end(
 
                 await until(lambda: _is(status(), "accepted"), what="accepted in the cloud")
                 for step in ("picking", "ready", "handed_over"):
-                    await agent.pos.orders.advance(order["order_id"], step)
+                    await agent.get(Till).pos.orders.advance(order["order_id"], step)
                 await until(lambda: _is(status(), "handed_over"), what="handed over")
                 # Delivered again (a re-dispatch): recognised by the store, not reprinted.
                 assert (await api.post(f"/api/v1/orders/{order['order_id']}/dispatch")

@@ -27,6 +27,7 @@ from cloud.db.models import Event
 from cloud.promotions.signing import SnapshotSigner, raw_public
 from edge_agent.app import Agent
 from edge_agent.config import AgentConfig
+from edge_agent.modules.till import Till
 from pricing import Line
 from protocols import encode, topics
 from protocols.messages import PriceBookAnnouncement
@@ -69,11 +70,12 @@ async def test_price_book_published_in_the_cloud_prices_the_store_sale(
                 store_id=STORE, data_dir=tmp_path / "agent", cloud_url=cloud_broker.url,
                 local_bus=local_broker.url, metrics_port=0, keepalive_s=2,
                 reconnect_min_s=0.1, reconnect_max_s=0.5, health_interval_s=0.5,
-                outbox_synchronous="NORMAL", cloud_api=api_url, cloud_api_token=DEVICE_S1,
-                pos_refresh_interval_s=3_600,  # nothing polled during the test: pushes only
-                pos_trusted_keys=(base64.b64encode(raw_public(signer.public_key)).decode(),))
+                outbox_synchronous="NORMAL", modules={"till": {
+                    "cloud_api": api_url, "cloud_api_token": DEVICE_S1,
+                    "refresh_interval_s": 3_600,  # nothing polled during the test: pushes only
+                    "trusted_keys": [base64.b64encode(raw_public(signer.public_key)).decode()]}})
             async with Agent(config, registry=agent_registry) as agent:
-                pos = agent.pos
+                pos = agent.get(Till).pos
                 await asyncio.wait_for(pos.synced.wait(), 20)
                 await until(lambda: pos.pricebook.version == 1, what="book v1 installed")
                 first = await pos.service.sell([Line(line_id="1", sku="milk", qty=2)])

@@ -20,14 +20,22 @@ from typing import Any
 import httpx
 import pytest
 
+from edge_agent.app import Agent
 from edge_agent.cartscreen import SAMPLE_DATA
 from edge_agent.cartscreen.payment import SIGNATURE_HEADER, sign
+from edge_agent.cartscreen.runtime import InAisle
+from edge_agent.modules.in_aisle import InAisleModule
 from firmware_sim.cart import CartSimulator
 from firmware_sim.layouts import DEFAULT_LAYOUT, Layout
 from protocols.triggers import CouponIssuedData
 from tests.edge_agent.cartscreen.browser import CHROMIUM_ARGS, chromium
 from tests.edge_agent.helpers import make_config, running_agent, wait_until, watch
 from tests.services import Mosquitto
+
+
+def aisle(agent: Agent) -> InAisle:
+    """The agent's in-aisle runtime (its module ``in_aisle``)."""
+    return agent.get(InAisleModule).in_aisle
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.browser]
 
@@ -42,18 +50,19 @@ async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
     from playwright.async_api import async_playwright
 
     config = make_config(tmp_path, uplink=uplink_broker, local=local_broker,
-                         devices=({"id": "carts", "family": "cart"},), cartscreen_port=0,
-                         cartscreen_host="127.0.0.1", store_layout=DEFAULT_LAYOUT,
-                         retail_data=SAMPLE_DATA, health_interval_s=0.5,
-                         payment_secret=PAYMENT_SECRET)  # the provider confirms payment
+                         devices=({"id": "carts", "family": "cart"},), health_interval_s=0.5,
+                         modules={"in_aisle": {
+                             "cartscreen_port": 0, "cartscreen_host": "127.0.0.1",
+                             "store_layout": DEFAULT_LAYOUT, "retail_data": SAMPLE_DATA,
+                             "payment_secret": PAYMENT_SECRET}})  # the provider confirms
     layout = Layout.load(DEFAULT_LAYOUT)
     sim = CartSimulator("C1", local_broker.url, layout, seed=SEED, member_share=1.0,
                         items_per_session=(3, 3), dwell_s=1.0)
     sim_stop = asyncio.Event()
     async with running_agent(config) as agent, watch(uplink_broker, config.store_id) as up, \
             async_playwright() as pw:
-        assert agent.in_aisle is not None and agent.in_aisle.url is not None
-        url = f"{agent.in_aisle.url}/cart/C1"
+        assert aisle(agent) is not None and aisle(agent).url is not None
+        url = f"{aisle(agent).url}/cart/C1"
         browser = await pw.chromium.launch(executable_path=executable, headless=True,
                                            args=CHROMIUM_ARGS)
         sim_task: asyncio.Task[Any] | None = None
@@ -63,8 +72,8 @@ async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
             page.on("pageerror", lambda e: errors.append(str(e)))
             await page.goto(url)
             await page.wait_for_selector("#storemap")
-            await wait_until(lambda: agent.in_aisle is not None
-                             and agent.in_aisle.hub.watching("C1"), what="page's WebSocket")
+            await wait_until(lambda: aisle(agent) is not None
+                             and aisle(agent).hub.watching("C1"), what="page's WebSocket")
 
             sim_task = asyncio.create_task(sim.run(sim_stop), name="test-cart-sim")
             # the shopper walks into the grocery aisles, lingers 2 s: the coupon pops up
@@ -98,13 +107,13 @@ async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
             await page.click("#checkout")
             await page.wait_for_selector("#pay-popup:not([hidden])", timeout=10_000)
             assert not await page.is_visible("#pay-done")  # no "I have paid" button
-            checkout = agent.in_aisle.backend.view("C1").checkout
+            checkout = aisle(agent).backend.view("C1").checkout
             assert checkout is not None
             notice = json.dumps({"payload": checkout["payload"], "amount": after,
                                  "currency": checkout["priced"]["currency"],
                                  "provider_ref": "wx-4200001"}).encode()
             for _ in range(2):  # the gateway retries: still one sale
-                async with httpx.AsyncClient(base_url=agent.in_aisle.url, timeout=10) as http:
+                async with httpx.AsyncClient(base_url=aisle(agent).url, timeout=10) as http:
                     r = await http.post("/api/payments/notify", content=notice, headers={
                         SIGNATURE_HEADER: sign(PAYMENT_SECRET, notice)})
                 assert r.status_code == 200, r.text

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from cloud.promotions.service import store_document
 from cloud.promotions.signing import SnapshotSigner
+from edge_agent.app import Agent
 from edge_agent.config import AgentConfig, StoreSettings, load_config
 from edge_agent.drivers.base import DeviceConfig
 from edge_agent.drivers.printer import PrinterDriver
@@ -30,6 +31,7 @@ from edge_agent.pos.peripherals import PosPeripherals
 from edge_agent.pos.receipt import mask_id
 from edge_agent.pos.runtime import PosRuntime
 from edge_agent.pos.sales import Tenders
+from edge_agent.pos.settings import TillSettings
 from firmware_sim.printer.sim import PrinterSim, start_printer_sim
 from pricing import Member
 from protocols.clock import ManualClock
@@ -49,10 +51,12 @@ STORE_TOML = """
 [agent]
 store_id = "S001"
 data_dir = "{data_dir}"
-pos_trusted_keys = ["{key}"]
-pos_utc_offset_min = 0   # pricing's fixed offset; the receipt follows time_zone
 
-[agent.store]
+[till]
+trusted_keys = ["{key}"]
+utc_offset_min = 0   # pricing's fixed offset; the receipt follows time_zone
+
+[till.store]
 name = "Storefleet Market"
 address = ["Main St 1", "10115 Berlin"]
 tax_id = "DE123456789"
@@ -77,8 +81,8 @@ async def shop(tmp_path: Path, config: AgentConfig | None = None, *,
                signer: SnapshotSigner | None = None) -> AsyncIterator[Shop]:
     signer = signer or SnapshotSigner.generate()
     if config is None:
-        config = AgentConfig(store_id=STORE, data_dir=tmp_path,
-                             pos_trusted_keys=(signer.public_keys()[0]["public_key"],))
+        config = AgentConfig(store_id=STORE, data_dir=tmp_path, modules={"till": {
+            "trusted_keys": [signer.public_keys()[0]["public_key"]]}})
     sim, server = await start_printer_sim(port=0, width=WIDTH)
     ctx = FakeContext(store_id=STORE)
     driver = PrinterDriver(DeviceConfig("P1", "printer", options={
@@ -87,7 +91,9 @@ async def shop(tmp_path: Path, config: AgentConfig | None = None, *,
     task = asyncio.create_task(driver.run(), name="printer-under-test")
     clock = ManualClock()  # 2026-01-01T00:00Z
     online = [True]
-    pos = PosRuntime(config, clock=clock, registry=CollectorRegistry(), sink=ctx,
+    pos = PosRuntime(TillSettings.model_validate(config.modules["till"]),
+                     store_id=config.store_id, data_dir=config.data_dir,
+                     clock=clock, registry=CollectorRegistry(), sink=ctx,
                      online=lambda: online[0],
                      peripherals=lambda: PosPeripherals(printer=driver))
     await pos.open()
@@ -201,15 +207,18 @@ def test_mask_id_never_shows_more_than_half() -> None:
     ({"name": 5}, "store.name"),
     ({"phone": "123"}, "store.phone"),
 ])
-def test_store_settings_are_validated_at_start(store: dict[str, Any], field: str) -> None:
+def test_store_settings_are_validated_at_start(
+    tmp_path: Path, store: dict[str, Any], field: str
+) -> None:
+    config = load_config(store_id=STORE, data_dir=tmp_path, modules={"till": {"store": store}})
     with pytest.raises(ConfigError) as err:
-        load_config(store_id=STORE, data_dir="/tmp/x", store=store)
-    assert err.value.field == field
+        Agent(config, registry=CollectorRegistry())
+    assert err.value.field == "till.store" and field in str(err.value)
 
 
 def test_store_settings_from_toml(tmp_path: Path) -> None:
     toml = tmp_path / "agent.toml"
     toml.write_text(STORE_TOML.format(data_dir=tmp_path, key="k"))
-    assert load_config(toml).store == StoreSettings(
+    assert TillSettings.model_validate(load_config(toml).modules["till"]).store == StoreSettings(
         name="Storefleet Market", address=("Main St 1", "10115 Berlin"),
         tax_id="DE123456789", time_zone="Europe/Berlin")

@@ -12,7 +12,11 @@ import json
 import aiomqtt
 import pytest
 
+from edge_agent.app import Agent
 from edge_agent.cartscreen import SAMPLE_DATA
+from edge_agent.cartscreen.runtime import InAisle
+from edge_agent.modules.in_aisle import InAisleModule
+from edge_agent.modules.vision import Vision
 from firmware_sim.cart import CartSimulator
 from firmware_sim.layouts import DEFAULT_LAYOUT, Layout
 from protocols import topics
@@ -20,6 +24,11 @@ from protocols.triggers import CouponIssuedData
 from protocols.vision import PRODUCT_CATEGORIES, SNAPSHOT
 from tests.edge_agent.helpers import make_config, metric, running_agent, wait_until, watch
 from tests.services import Mosquitto
+
+
+def aisle(agent: Agent) -> InAisle:
+    """The agent's in-aisle runtime (its module ``in_aisle``)."""
+    return agent.get(InAisleModule).in_aisle
 
 pytestmark = pytest.mark.mosquitto
 
@@ -37,17 +46,20 @@ async def test_a_cart_snapshot_of_a_category_fires_the_rule_cued_by_it(
     layout = Layout.load(DEFAULT_LAYOUT)
     config = make_config(tmp_path, uplink=uplink_broker, local=local_broker,
                          devices=({"id": "carts", "family": "cart"},),
-                         store_layout=DEFAULT_LAYOUT, retail_data=SAMPLE_DATA,
-                         trigger_rules=tuple(seen_rules(layout)), vision=True,
-                         vision_threads=64, unscanned_window_s=1.0, health_interval_s=0.5)
+                         health_interval_s=0.5,
+                         modules={"in_aisle": {"store_layout": DEFAULT_LAYOUT,
+                                               "retail_data": SAMPLE_DATA,
+                                               "trigger_rules": tuple(seen_rules(layout)),
+                                               "unscanned_window_s": 1.0},
+                                  "vision": {"threads": 64}})
     # Every pictured product goes in unscanned: each picture is also an alarm.
     sim = CartSimulator("C7", local_broker.url, layout, seed=11, member_share=0.0,
                         items_per_session=(4, 4), dwell_s=0.4, speed_mps=3.0,
                         snapshots=True, unscanned_share=1.0)
     stop = asyncio.Event()
     async with running_agent(config) as agent, watch(uplink_broker, config.store_id) as up:
-        assert agent.vision is not None and agent.in_aisle is not None
-        assert agent.vision.classifier.model.threads <= 2  # clamped to physical cores
+        assert agent.get(Vision).pipeline is not None and aisle(agent) is not None
+        assert agent.get(Vision).pipeline.classifier.model.threads <= 2  # clamped to physical cores
         # garbage first: refused, counted, and the pipeline carries on
         async with aiomqtt.Client(local_broker.host, local_broker.port) as bad:
             await bad.publish(topics.local("cart", "C9", "up", SNAPSHOT),

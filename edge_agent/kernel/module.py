@@ -1,0 +1,168 @@
+"""The module contract: what a part of the store box declares to the kernel (decision 0030).
+
+    class Greeter(Module):
+        name = "greeter"                      # its TOML section [greeter] and its tasks' prefix
+
+        class Settings(ModuleSettings):       # validated before anything starts
+            hello: str = "hi"
+
+        def commands(self) -> Mapping[str, CommandSpec[Any]]:
+            return {"greet": CommandSpec(GreetArgs, self._greet)}
+
+        async def start(self, tasks: Supervisor) -> None:
+            tasks.start("greeter-loop", self._loop)   # supervised: restarted on a crash
+
+A module declares its settings model, the downlink it handles (content kinds, command
+targets, agent commands with argument models, desired-shadow keys) and its long-running
+tasks; the kernel routes by these declarations. Modules are found, not listed: every
+module in the ``edge_agent.modules`` package, and every entry point in the group
+``storefleet.agent_modules`` (another package's module, installed beside the agent).
+
+A module runs when its section is in the configuration, or when it is ``default_on``
+and its section is absent; ``enabled = false`` in its section turns it off.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edge_agent.commands import CommandSpec
+from edge_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from edge_agent.drivers.context import AgentDriverContext
+    from edge_agent.drivers.supervisor import DriverSupervisor
+    from edge_agent.kernel.supervisor import Supervisor
+    from edge_agent.metrics import AgentMetrics
+    from edge_agent.shadow import ShadowKey
+    from protocols.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "storefleet.agent_modules"
+PayloadHandler = Callable[[bytes], Awaitable[None]]
+
+
+class ModuleSettings(BaseModel):
+    """Base of every module's settings: unknown keys are errors, values are checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+
+
+class Kernel(Protocol):
+    """What the kernel offers a module."""
+
+    @property
+    def store_id(self) -> str: ...
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def metrics(self) -> AgentMetrics: ...
+    @property
+    def registry(self) -> CollectorRegistry: ...
+    @property
+    def sink(self) -> AgentDriverContext: ...  # events and telemetry into the outbox
+    @property
+    def drivers(self) -> DriverSupervisor: ...
+    def online(self) -> bool: ...  # the uplink is up
+    def module(self, name: str) -> Module | None: ...
+
+
+class Module:
+    name: ClassVar[str]
+    Settings: ClassVar[type[ModuleSettings]] = ModuleSettings
+    default_on: ClassVar[bool] = False
+    # Modules this one uses: started after them, stopped before them.
+    after: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, kernel: Kernel, settings: Any) -> None:
+        self.kernel = kernel
+        self.settings = settings
+
+    # ---- declarations (the kernel routes by them) --------------------------------------
+
+    def content_handlers(self) -> Mapping[str, PayloadHandler]:
+        """``content/<kind>`` downlink -> handler."""
+        return {}
+
+    def command_targets(self) -> Mapping[str, PayloadHandler]:
+        """``cmd/<target>`` downlink handled as a whole (e.g. online orders)."""
+        return {}
+
+    def commands(self) -> Mapping[str, CommandSpec[Any]]:
+        """Agent commands (``cmd/agent``) with their argument models."""
+        return {}
+
+    def shadow_keys(self) -> Sequence[ShadowKey]:
+        """Desired-shadow keys this module applies."""
+        return ()
+
+    # ---- lifetime --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Before the kernel's tasks start (storage open, state resumed)."""
+
+    async def start(self, tasks: Supervisor) -> None:
+        """Start serving; long-running work goes into ``tasks`` (supervised)."""
+
+    async def stop(self) -> None:
+        """Stop serving (its tasks are stopped by the kernel right after)."""
+
+    async def close(self) -> None:
+        """After everything stopped, before the database closes."""
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {}
+
+
+def discover() -> dict[str, type[Module]]:
+    """Every module class: the ``edge_agent.modules`` package's, then entry points'."""
+    import edge_agent.modules as package
+
+    found: dict[str, type[Module]] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        mod = importlib.import_module(f"{package.__name__}.{info.name}")
+        cls = getattr(mod, "MODULE", None)
+        if isinstance(cls, type) and issubclass(cls, Module):
+            found[cls.name] = cls
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as err:  # another package's broken module must not stop the box
+            logger.error("agent module %s (%s) cannot be loaded: %s", ep.name, ep.value, err)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Module)):
+            logger.error("entry point %s is not an agent Module: %r", ep.name, cls)
+            continue
+        if cls.name in found:
+            logger.error("agent module %s from %s ignored: the name is taken", cls.name, ep.value)
+            continue
+        found[cls.name] = cls
+    return found
+
+
+def settings_of(cls: type[Module], section: Mapping[str, Any] | None) -> ModuleSettings | None:
+    """The module's validated settings, or None when it does not run."""
+    if section is None and not cls.default_on:
+        return None
+    try:
+        settings = cls.Settings.model_validate(dict(section or {}))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "?"
+        raise ConfigError(f"{cls.name}.{where}", first["msg"]) from err
+    return settings if settings.enabled else None

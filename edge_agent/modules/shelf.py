@@ -1,0 +1,60 @@
+"""E-shelf labels on the till's prices (``[shelf]``; on by default, decision 0018): the
+labels show the one-unit price of the till's verified price book and promotion
+snapshot, recomputed on every new book or snapshot and every ``sync_interval_s``.
+``enabled = false``: labels take only ``esl_price_book`` commands / desired state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
+
+from edge_agent.drivers.capabilities import LABEL_SINK
+from edge_agent.kernel.module import Module, ModuleSettings
+from edge_agent.modules.till import Till
+from edge_agent.pos.shelf import LabelTarget, ShelfSync
+
+if TYPE_CHECKING:
+    from edge_agent.kernel.module import Kernel
+    from edge_agent.kernel.supervisor import Supervisor
+    from pricing import Catalog, PromotionSnapshot
+
+
+class ShelfSettings(ModuleSettings):
+    sync_interval_s: float = Field(default=60.0, gt=0)
+
+
+class Shelf(Module):
+    name = "shelf"
+    Settings = ShelfSettings
+    default_on: ClassVar[bool] = True
+    after = ("till",)
+
+    def __init__(self, kernel: Kernel, settings: ShelfSettings) -> None:
+        super().__init__(kernel, settings)
+        till = kernel.module("till")
+        self.sync: ShelfSync | None = None
+        if not isinstance(till, Till):
+            return  # no till, no prices to show
+        pos = till.pos
+
+        def inputs() -> tuple[Catalog | None, PromotionSnapshot | None]:
+            compiled = pos.promotions.ruleset("pos")
+            return pos.catalog.catalog, (compiled[0] if compiled else None)
+
+        def labels() -> list[LabelTarget]:
+            return kernel.drivers.find(LABEL_SINK)
+
+        self.sync = ShelfSync(inputs=inputs, labels=labels, store=pos.service.store,
+                              clock=kernel.clock, registry=kernel.registry,
+                              interval_s=settings.sync_interval_s)
+
+    async def start(self, tasks: Supervisor) -> None:
+        if self.sync is not None:
+            tasks.start("shelf-sync", self.sync.run)
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {"following_till": self.sync is not None}
+
+
+MODULE = Shelf

@@ -1,0 +1,68 @@
+"""The till and the order desk (``[till]``; on by default): sales priced from signed
+snapshots and price books, online orders, receipts on the store's peripherals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from edge_agent.kernel.module import Module, PayloadHandler
+from edge_agent.pos.peripherals import PosPeripherals
+from edge_agent.pos.runtime import PosRuntime
+from edge_agent.pos.settings import TillSettings
+from protocols import topics
+
+if TYPE_CHECKING:
+    from edge_agent.kernel.module import Kernel
+    from edge_agent.kernel.supervisor import Supervisor
+
+
+class Till(Module):
+    name = "till"
+    Settings = TillSettings
+    default_on: ClassVar[bool] = True
+
+    def __init__(self, kernel: Kernel, settings: TillSettings) -> None:
+        super().__init__(kernel, settings)
+        self.pos = PosRuntime(settings, store_id=kernel.store_id, data_dir=kernel.data_dir,
+                              clock=kernel.clock, registry=kernel.registry, sink=kernel.sink,
+                              online=kernel.online, peripherals=self._peripherals)
+
+    def _peripherals(self) -> PosPeripherals | None:
+        """The till's printer, scanner and display among the running drivers, if any."""
+        pos = PosPeripherals.find(self.kernel.drivers)
+        return pos if pos.printer or pos.scanner or pos.display else None
+
+    def content_handlers(self) -> Mapping[str, PayloadHandler]:
+        async def pricebook(payload: bytes) -> None:
+            await self.pos.handle_content("pricebook", payload)
+
+        async def promotions(payload: bytes) -> None:
+            await self.pos.handle_content("promotions", payload)
+
+        return {"pricebook": pricebook, "promotions": promotions}
+
+    def command_targets(self) -> Mapping[str, PayloadHandler]:
+        async def orders(payload: bytes) -> None:
+            await self.pos.orders.handle(payload)
+
+        return {topics.ORDERS_TARGET: orders}
+
+    async def open(self) -> None:
+        await self.pos.open()
+
+    async def resume(self) -> None:
+        await self.pos.resume()  # re-emit sales a crash left half-written (outbox open)
+
+    async def start(self, tasks: Supervisor) -> None:
+        tasks.start("pos-sync", self.pos.sync_forever)
+
+    async def close(self) -> None:
+        await self.pos.close()
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {"promotions_version": self.pos.promotions.version,
+                "pricebook_version": self.pos.pricebook.version}
+
+
+MODULE = Till
