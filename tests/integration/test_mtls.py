@@ -21,6 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from cloud import broker_users, pki
+from cloud.publish import MqttPublisher
+from cloud.settings import CloudSettings
 from firmware_sim.store import StoreSimulator
 from protocols import topics
 from protocols.broker import BrokerAddress
@@ -222,3 +224,29 @@ async def test_a_refused_certificate_is_logged_once_and_counted(
     assert len(warnings) == 1, warnings
     assert "TLS handshake with " + broker.tls_url in warnings[0]
     assert "UNKNOWN_CA" in warnings[0].upper()
+
+
+async def test_the_cloud_publisher_connects_with_a_client_certificate(broker: Mosquitto) -> None:
+    """The cloud services may use the mTLS listener too (STOREFLEET_MQTT_CA / _CERT /
+    _KEY): the API's publisher, as ``storefleet-cloud`` by its certificate's CN, sends a
+    command that S001, by its own certificate, receives."""
+    assert broker.pki is not None
+    pki.issue_store(broker.pki, "storefleet-cloud")
+    settings = CloudSettings.from_env({
+        "STOREFLEET_MQTT_URL": broker.tls_url,
+        "STOREFLEET_MQTT_CA": str(broker.pki / "ca.crt"),
+        "STOREFLEET_MQTT_CERT": str(broker.pki / "stores" / "storefleet-cloud.crt"),
+        "STOREFLEET_MQTT_KEY": str(broker.pki / "stores" / "storefleet-cloud.key"),
+    })
+    publisher = MqttPublisher(settings, client_id="api-tls")
+    async with aiomqtt.Client(**store_tls(broker, "S001").client_options(),
+                              identifier="S001") as store:
+        await store.subscribe(topics.cmd("S001", "agent"), qos=1)
+        try:
+            await publisher.publish(topics.cmd("S001", "agent"), b"over-mtls", qos=1,
+                                    retain=False)
+        finally:
+            await publisher.aclose()
+        async with asyncio.timeout(5):
+            message = await anext(aiter(store.messages))
+    assert message.payload == b"over-mtls"
