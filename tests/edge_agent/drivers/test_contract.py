@@ -161,15 +161,19 @@ async def test_reconfiguring_a_serial_device_awaits_the_old_driver_before_openin
 
 # ---- commands carry argument models ----------------------------------------------------------
 
-def _drivers(tmp_path: Path, ctx: FakeContext) -> dict[str, Driver]:
-    configs = [DeviceConfig("V1", "vending", options={"port": "/dev/null"}),
+def _configs(tmp_path: Path) -> list[DeviceConfig]:
+    """One device of each family with commands; none needs its device to answer."""
+    return [DeviceConfig("V1", "vending", options={"port": "/dev/null"}),
                DeviceConfig("P1", "printer", options={"host": "127.0.0.1"}),
                DeviceConfig("E1", "esl"),
                DeviceConfig("C1", "cart"),
                DeviceConfig("A1", "audio", options={"cache_dir": str(tmp_path / "a")}),
                DeviceConfig("B1", "beacon", options={"backend": "replay",
                                                      "recording": "/dev/null"})]
-    return {c.family: DRIVERS[c.family](c, ctx) for c in configs}
+
+
+def _drivers(tmp_path: Path, ctx: FakeContext) -> dict[str, Driver]:
+    return {c.family: DRIVERS[c.family](c, ctx) for c in _configs(tmp_path)}
 
 
 @pytest.mark.parametrize(("family", "name", "args", "field"), [
@@ -188,11 +192,14 @@ async def test_bad_arguments_are_refused_naming_the_field_and_counted(
     tmp_path: Path, family: str, name: str, args: dict[str, Any], field: str
 ) -> None:
     ctx = FakeContext()
-    driver = _drivers(tmp_path, ctx)[family]
     sup = DriverSupervisor(ctx)
-    sup._slots[driver.device_id] = _slot(driver)  # a built driver, not started: no device
-    with pytest.raises(CommandRejected) as refused:
-        await sup.command(driver.device_id, name, args)
+    [config] = [c for c in _configs(tmp_path) if c.family == family]
+    assert sup.configure([config]) == []
+    try:
+        with pytest.raises(CommandRejected) as refused:
+            await sup.command(config.device_id, name, args)
+    finally:
+        await sup.aclose()
     assert refused.value.field == field and refused.value.reason == "bad_argument"
     assert field.split(".")[0] in refused.value.detail
     assert ctx.registry.get_sample_value("storefleet_driver_commands_total", {
@@ -208,12 +215,6 @@ async def test_commands_are_declared_in_a_table(tmp_path: Path) -> None:
     with pytest.raises(CommandRejected) as unknown:
         await drivers["cart"].handle_command("launch", {})
     assert unknown.value.reason == "unknown_command"
-
-
-def _slot(driver: Driver) -> Any:
-    from edge_agent.drivers.supervisor import _Slot
-
-    return _Slot(config=driver.config, driver=driver)
 
 
 # ---- capabilities -----------------------------------------------------------------------------
