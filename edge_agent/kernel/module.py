@@ -166,3 +166,35 @@ def settings_of(cls: type[Module], section: Mapping[str, Any] | None) -> ModuleS
         where = ".".join(str(p) for p in first["loc"]) or "?"
         raise ConfigError(f"{cls.name}.{where}", first["msg"]) from err
     return settings if settings.enabled else None
+
+
+def load_modules(kernel: Kernel, sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Module]:
+    """Build the modules that run (found by ``discover``, configured from ``sections``),
+    each after the modules it uses, so that it can look them up while it is built."""
+    classes = discover()
+    unknown = sorted(set(sections) - set(classes))
+    if unknown:
+        raise ConfigError(unknown[0], f"no such module (known: {', '.join(sorted(classes))})")
+    wanted = {name: settings for name, cls in classes.items()
+              if (settings := settings_of(cls, sections.get(name))) is not None}
+    order: list[str] = []
+
+    def place(name: str, path: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in path:
+            raise ConfigError(name, f"modules use each other in a circle: {' -> '.join(path)}")
+        for dep in classes[name].after:
+            if dep in wanted:
+                place(dep, (*path, name))
+        order.append(name)
+
+    for name in sorted(wanted):
+        place(name, ())
+    modules: dict[str, Module] = {}
+    loaded = getattr(kernel, "modules", None)
+    for name in order:
+        modules[name] = classes[name](kernel, wanted[name])
+        if isinstance(loaded, dict):
+            loaded[name] = modules[name]  # visible to the next one's kernel.module()
+    return modules

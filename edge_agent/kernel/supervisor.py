@@ -192,3 +192,14 @@ class Supervisor:
             if self._open and not child.stopping:
                 logger.warning("%s: task %s ended on its own", self.name, child.name)
             return
+
+
+async def first_of(*aws: Awaitable[object]) -> None:
+    """Return when the first of ``aws`` completes; the others are cancelled and awaited."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
