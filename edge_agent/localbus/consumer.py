@@ -1,17 +1,19 @@
 """The agent's client on the store-local bus: ``store/{kind}/{device_id}/up/{type}``.
 
-Nothing lost across a ``kill -9`` of the agent: the session is persistent
-(``clean_session=False``, client id ``{store}-agent``), the subscription is QoS 1, and
-each QoS 1 message is acknowledged (PUBACK) only after what it carries is committed to
-the outbox. Until then the broker keeps it and redelivers it to the next session; the
-outbox ignores a redelivered event whose id it already holds.
+Nothing lost across a ``kill -9`` of the agent: the consumer is an ``AckSubscriber``
+(``storefleet.mqtt``, decision 0034): a persistent session (client id
+``{store}-agent``), a QoS 1 subscription, and each QoS 1 message acknowledged (PUBACK)
+only after what it carries is committed to the outbox. Until then the broker keeps it
+and redelivers it to the next session; the outbox ignores a redelivered event whose id
+it already holds.
 
 Messages are taken in batches (whatever has arrived, up to ``batch_max``) and a batch's
 events are committed in one transaction: while one commit runs, the next batch gathers.
 
 Memory is bounded: the receive queue holds at most ``queue_max`` messages. Beyond it a
-QoS 0 message is dropped (counted); a QoS 1 message is left unacknowledged and the
-session is restarted afterwards, so the broker redelivers it (it never left the broker).
+QoS 0 message is dropped (counted in ``storefleet_local_dropped_total{qos}``); a QoS 1
+message is left unacknowledged and the session is restarted afterwards, so the broker
+redelivers it (it never left the broker).
 
 Driver traffic: a message of any other type (``up/scan``, ``up/ack`` ...) goes to the
 handlers drivers registered for its device kind (``add_handler``), after the batch's
@@ -22,7 +24,6 @@ and counted (``storefleet_local_handler_errors_total``) and never ends the sessi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -30,7 +31,6 @@ from typing import Any
 import aiomqtt
 from prometheus_client import Counter
 
-from edge_agent.backoff import Backoff
 from edge_agent.config import BrokerAddress
 from edge_agent.errors import LinkError, StorageError
 from edge_agent.localbus.registry import DeviceRegistry
@@ -39,10 +39,12 @@ from edge_agent.uplink.outage import Outage, mqtt_logger
 from edge_agent.uplink.outbox import NewRow, Outbox
 from edge_agent.uplink.telemetry import TelemetryForwarder
 from protocols import topics
+from protocols.backoff import Backoff
 from protocols.clock import Clock
 from protocols.codec import decode, decode_device_event, encode
 from protocols.errors import ProtocolError
 from protocols.messages import DeviceEvent, DeviceState, Event, Telemetry
+from storefleet.mqtt.subscriber import AckSubscriber, NotConnected
 
 logger = logging.getLogger(__name__)
 _mqtt_logger = mqtt_logger(f"{__name__}.mqtt")  # paho's records for the local-bus client
@@ -80,28 +82,6 @@ def event_row(
     return NewRow(id=event_id, topic=topics.evt(store_id, kind), encode=build)
 
 
-class _BoundedQueue(asyncio.Queue[aiomqtt.Message]):
-    """aiomqtt's receive queue with a bound that drops QoS 0 and flags QoS 1 overflow."""
-
-    def __init__(self, maxsize: int = 0, *, limit: int, metrics: AgentMetrics) -> None:
-        super().__init__(maxsize=0)  # we bound it ourselves; aiomqtt's full queue just drops
-        self.limit = limit
-        self.overflowed = False
-        self._metrics = metrics
-
-    def put_nowait(self, item: aiomqtt.Message) -> None:
-        if self.qsize() >= self.limit:
-            self._metrics.local_dropped.labels(qos=str(item.qos)).inc()
-            if item.qos > 0:
-                self.overflowed = True  # unacked: the broker redelivers it after a reconnect
-            return
-        super().put_nowait(item)
-
-
-class _Overflow(Exception):
-    """The receive queue overflowed: reconnect so the broker redelivers what we skipped."""
-
-
 class LocalBusConsumer:
     def __init__(
         self,
@@ -125,13 +105,7 @@ class LocalBusConsumer:
         self._telemetry = telemetry
         self._metrics = metrics
         self._clock = clock
-        self._batch_max = batch_max
-        self._queue_max = queue_max
-        self._keepalive_s = keepalive_s
-        self._backoff = backoff
         self._outage = Outage("local bus", clock=clock)
-        self.connected = False
-        self._client: aiomqtt.Client | None = None
         self._handlers: dict[str, list[LocalHandler]] = {}
         self._handler_errors = Counter(
             "storefleet_local_handler_errors_total",
@@ -139,6 +113,27 @@ class LocalBusConsumer:
             ["device_kind"],
             registry=metrics.registry,
         )
+        self._subscriber = AckSubscriber(
+            address,
+            client_id=f"{store_id}-agent",
+            filters=[topics.local_up_filter()],
+            handle=self._process,
+            backoff=backoff,
+            name="local bus",
+            window_s=0.0,  # whatever has arrived: the next batch gathers during a commit
+            batch_max=batch_max,
+            keepalive_s=keepalive_s,
+            on_connect=self._on_connect,
+            on_error=self._on_error,
+            retry_on=(StorageError,),
+            queue_max=queue_max,
+            on_dropped=lambda qos: metrics.local_dropped.labels(qos=str(qos)).inc(),
+            mqtt_logger=_mqtt_logger,
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._subscriber.connected.is_set()
 
     # ---- driver hooks -------------------------------------------------------------------
 
@@ -155,78 +150,30 @@ class LocalBusConsumer:
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None:
         """Publish on the local bus; ``LinkError`` while the session is down."""
-        client = self._client
-        if client is None:
-            raise LinkError("local", f"not connected; cannot publish {topic}")
         try:
-            await client.publish(topic, payload, qos=qos, retain=retain)
+            await self._subscriber.publish(topic, payload, qos=qos, retain=retain)
+        except NotConnected as err:
+            raise LinkError("local", f"not connected; cannot publish {topic}") from err
         except aiomqtt.MqttError as err:
             raise LinkError("local", f"publish {topic}: {err}") from err
 
     async def run(self) -> None:
         """Consume until cancelled, reconnecting with backoff."""
-        while True:
-            try:
-                await self._session()
-            except _Overflow:
-                logger.warning("local receive queue overflowed; reconnecting for redelivery")
-                continue
-            except LinkError as err:  # lost or not made: one warning per outage
-                self._outage.lost(err)
-            except StorageError as err:
-                logger.warning("local bus session ended: %s", err)
-            finally:
-                self.connected = False
-            await asyncio.sleep(self._backoff.next())
+        await self._subscriber.run()
 
-    async def _session(self) -> None:
-        queues: list[_BoundedQueue] = []
+    async def _on_connect(self) -> None:
+        self._outage.over()
+        logger.info("local bus connected to %s", self._address.url)
 
-        def make_queue(maxsize: int = 0) -> _BoundedQueue:
-            queue = _BoundedQueue(maxsize, limit=self._queue_max, metrics=self._metrics)
-            queues.append(queue)
-            return queue
-
-        client = aiomqtt.Client(
-            self._address.host,
-            self._address.port,
-            username=self._address.username,
-            password=self._address.password,
-            identifier=f"{self._store_id}-agent",
-            clean_session=False,
-            keepalive=self._keepalive_s,
-            queue_type=make_queue,  # type: ignore[arg-type]  # a factory, called with maxsize=
-            logger=_mqtt_logger,
-        )
-        # Manual PUBACKs (paho, under aiomqtt): a QoS 1 message is acknowledged only after
-        # its event is committed to the outbox, so a crash in between loses nothing.
-        client._client.manual_ack_set(True)
-        queue = queues[0]
-        try:
-            async with client:
-                await client.subscribe(topics.local_up_filter(), qos=1)
-                self._client = client
-                self.connected = True
-                self._backoff.reset()
-                self._outage.over()
-                logger.info("local bus connected to %s", self._address.url)
-                iterator = client.messages.__aiter__()
-                while True:
-                    batch = [await iterator.__anext__()]
-                    while len(batch) < self._batch_max and not queue.empty():
-                        batch.append(queue.get_nowait())
-                    await self._process(batch)
-                    for message in batch:
-                        if message.qos > 0:
-                            client._client.ack(message.mid, message.qos)
-                    if queue.overflowed:
-                        raise _Overflow
-        except aiomqtt.MqttError as err:
-            raise LinkError("local", str(err)) from err
-        finally:
-            self._client = None
+    def _on_error(self, err: Exception) -> None:
+        if isinstance(err, StorageError):
+            logger.warning("local bus session ended: %s", err)
+        else:  # lost or not made: one warning per outage
+            self._outage.lost(LinkError("local", str(err)))
 
     async def _process(self, batch: list[aiomqtt.Message]) -> None:
+        """Commit the batch's events, then run the driver handlers; the subscriber
+        acknowledges the batch when this returns."""
         rows: list[NewRow] = []
         dispatch: list[tuple[str, str, str, bytes]] = []
         now = self._clock.now_ms()

@@ -1,0 +1,377 @@
+"""One MQTT subscriber that acknowledges a message only after what it carries is committed.
+
+    subscriber = AckSubscriber(address, client_id="s1-agent", filters=["store/#"],
+                               handle=commit, backoff=Backoff(), name="local bus")
+    await subscriber.run()          # until cancelled; or run(stop) for a clean stop
+
+Used by the store box's local bus (``edge_agent.localbus.consumer``: device messages to
+the outbox) and the cloud's ingest (``cloud.ingest.worker``: store messages to the
+database); decision 0034. Before, each wrote it over aiomqtt's private client.
+
+Nothing lost across a crash: the session is persistent (a fixed client id,
+``clean_session=False``), the subscriptions are QoS 1, and automatic acknowledgement is
+off. Messages are taken in batches (the first awaited, then more for up to ``window_s``
+or ``batch_max`` messages) and the batch goes to ``handle``, which commits it. Only when
+``handle`` returns are the batch's QoS 1 messages acknowledged (PUBACK), in arrival
+order (MQTT 3.1.1 wants PUBACKs in the order the PUBLISHes came). ``handle`` may return
+what to do once the batch is acknowledged (ingest tells the stores which events it
+committed). If ``handle`` raises, nothing of the batch is acknowledged: the session ends,
+the broker redelivers the batch to the next one, and the error goes to ``on_error``
+(the caller logs and counts it) when its type is one of ``retry_on``; any other error
+ends ``run`` (a bug, for the supervisor to count and restart).
+
+Reconnects use the shared capped backoff (``protocols.backoff``). A working session
+resets it; a session that connected but whose handler failed does not, so a handler
+that keeps failing (a database down) is retried ever more slowly, not in a loop.
+
+Bounded memory (``queue_max``): beyond it a QoS 0 message is dropped and a QoS 1 message
+is left unacknowledged (both reported to ``on_dropped``); the session is then restarted
+at once, so the broker redelivers what was skipped (it never left the broker).
+
+A clean stop (``run(stop)`` with ``stop`` set) hands over (decision 0029): unsubscribe
+(the broker routes new messages elsewhere; what it queued for this session it still
+sends), keep handling and acknowledging until nothing came for ``drain_idle_s`` or
+``drain_s`` passed, disconnect, then connect once with ``clean_session=True`` so the
+broker discards the session. ``run`` returns a ``StopReport``. A cancelled ``run`` (a
+crash, the agent's shutdown) keeps the session: the broker queues for it.
+
+aiomqtt (2.5) has no public switch for manual acknowledgement (empicano/aiomqtt#345, the
+draft PR #346); paho has (``manual_ack_set`` / ``ack``, paho-mqtt 2.0), and aiomqtt's
+``_client`` is the paho client. This module is the only place that reaches through it:
+``_manual_ack`` and ``_ack``. Remove both when aiomqtt ships its own switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import aiomqtt
+
+from protocols.backoff import Backoff
+from protocols.broker import BrokerAddress
+
+logger = logging.getLogger(__name__)
+
+Batch = list[aiomqtt.Message]
+AfterAck = Callable[[], Awaitable[None]]
+"""What to do once a batch is acknowledged (e.g. tell the senders it is committed)."""
+BatchHandler = Callable[[Batch], Awaitable[AfterAck | None]]
+
+StopOutcome = Literal["idle", "deadline", "not_drained", "session_kept"]
+
+# A clean stop drains for at most this long (a scaled-down pod has a grace period,
+# Kubernetes' default is 30 s; the drain must end well within it) ...
+DRAIN_S = 5.0
+# ... and ends as soon as nothing came for this long after the unsubscribe: the broker
+# sends what it queued for us as fast as we acknowledge, so a pause this long on a
+# working connection means the session is empty (a round trip is milliseconds).
+DRAIN_IDLE_S = 0.5
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """How a clean stop went: ``idle`` (all drained), ``deadline`` (the rest discarded),
+    ``not_drained`` (stopped while disconnected), ``session_kept`` (the broker could
+    not be told to end the session); ``drained``: messages handled after unsubscribing."""
+
+    outcome: StopOutcome
+    drained: int
+
+
+class NotConnected(aiomqtt.MqttError):
+    """``publish`` while no session is up."""
+
+
+class _Overflow(Exception):
+    """The receive queue overflowed: reconnect so the broker redelivers what we skipped."""
+
+
+class _BoundedQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's receive queue (its ``queue_type``), bounded by us: aiomqtt's own bound
+    drops any message silently; this one reports it and flags a skipped QoS 1 message."""
+
+    def __init__(self, *, limit: int | None, on_dropped: Callable[[int], None]) -> None:
+        super().__init__(maxsize=0)
+        self.limit = limit
+        self.overflowed = False
+        self._on_dropped = on_dropped
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        if self.limit is not None and self.qsize() >= self.limit:
+            self._on_dropped(item.qos)
+            if item.qos > 0:
+                self.overflowed = True  # unacknowledged: redelivered after a reconnect
+            return
+        super().put_nowait(item)
+
+
+class AckSubscriber:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        client_id: str,
+        filters: Sequence[str],
+        handle: BatchHandler,
+        backoff: Backoff,
+        name: str,
+        window_s: float = 0.0,
+        batch_max: int = 500,
+        keepalive_s: int = 60,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        retry_on: tuple[type[Exception], ...] = (),
+        queue_max: int | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+        drain_s: float = DRAIN_S,
+        drain_idle_s: float = DRAIN_IDLE_S,
+        mqtt_logger: logging.Logger | None = None,
+    ) -> None:
+        """``name`` starts this subscriber's log lines; ``on_connect`` runs once subscribed
+        (``publish`` works in it); ``on_error`` gets every broker error (``MqttError``)
+        and every handler error of a ``retry_on`` type before the reconnect."""
+        self._address = address
+        self._client_id = client_id
+        self._filters = list(filters)
+        self._handle = handle
+        self._backoff = backoff
+        self._name = name
+        self._window_s = window_s
+        self._batch_max = batch_max
+        self._keepalive_s = keepalive_s
+        self._on_connect = on_connect
+        self._on_error = on_error
+        self._retry_on: tuple[type[Exception], ...] = (aiomqtt.MqttError, *retry_on)
+        self._queue_max = queue_max
+        self._on_dropped = on_dropped or (lambda qos: None)
+        self._drain_s = drain_s
+        self._drain_idle_s = drain_idle_s
+        self._mqtt_logger = mqtt_logger
+        self.connected = asyncio.Event()  # set while subscribed
+        self._client: aiomqtt.Client | None = None
+        self._queue: _BoundedQueue | None = None
+        self._pending: asyncio.Future[aiomqtt.Message] | None = None  # next, being awaited
+        self._handler_failed = False  # the last session ended in a handler error
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
+                      retain: bool = False) -> None:
+        """Publish on this subscriber's connection; ``NotConnected`` while it is down."""
+        client = self._client
+        if client is None:
+            raise NotConnected(f"{self._name}: not connected; cannot publish {topic}")
+        await client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def run(self, stop: asyncio.Event | None = None) -> StopReport:
+        """Subscribe and handle batches, reconnecting with backoff, until ``stop`` is set
+        (then hand over and return how) or the task is cancelled (the session is kept)."""
+        drained: StopReport | None = None  # how the drain went, once one completed
+        while stop is None or not stop.is_set():
+            try:
+                drained = await self._session(stop)
+            except _Overflow:
+                logger.warning("%s: receive queue overflowed; reconnecting for redelivery",
+                               self._name)
+                continue
+            except self._retry_on as err:
+                if self._on_error is not None:
+                    self._on_error(err)
+            if stop is None or not stop.is_set():
+                delay = self._backoff.next()
+                logger.debug("%s: reconnecting in %.1f s", self._name, delay)
+                await _wait(stop, delay)
+        # Only a clean stop gets here (a cancelled task or an error does not): end the
+        # session so the broker parks nothing for a client that is not coming back.
+        return await self._end_session(drained)
+
+    # ---- one session ----------------------------------------------------------------------
+
+    async def _session(self, stop: asyncio.Event | None) -> StopReport:
+        """Connect, subscribe, handle until ``stop``; then drain and say how it went."""
+        async with self._connect(clean_session=False) as client:
+            for filter_ in self._filters:
+                await client.subscribe(filter_, qos=1)
+            self._client = client
+            try:
+                if self._on_connect is not None:
+                    await self._on_connect()
+                self.connected.set()
+                if not self._handler_failed:
+                    self._backoff.reset()  # a working connection (see the module docstring)
+                messages = client.messages
+                while stop is None or not stop.is_set():
+                    batch = await self._next_batch(messages, stop)
+                    if batch:
+                        await self._settle(client, batch)
+                    if self._queue is not None and self._queue.overflowed:
+                        raise _Overflow
+                return await self._drain(client, messages)
+            finally:
+                self._client = None
+                self.connected.clear()
+                # A message taken but not handled was not acknowledged: the broker
+                # redelivers it to the next session.
+                pending, self._pending = self._pending, None
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await pending
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, *, clean_session: bool) -> AsyncIterator[aiomqtt.Client]:
+        def make_queue(maxsize: int = 0) -> _BoundedQueue:  # aiomqtt calls it with maxsize=
+            self._queue = _BoundedQueue(limit=self._queue_max, on_dropped=self._on_dropped)
+            return self._queue
+
+        client = aiomqtt.Client(
+            **self._address.client_options(),  # mqtt:// or mqtts:// (decision 0032)
+            identifier=self._client_id,
+            # persistent session: the broker keeps what we missed (True only to end it)
+            clean_session=clean_session,
+            keepalive=self._keepalive_s,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            queue_type=make_queue,  # type: ignore[arg-type]  # a factory, called with maxsize=
+            logger=self._mqtt_logger,
+        )
+        _manual_ack(client)
+        async with client:
+            yield client
+
+    async def _settle(self, client: aiomqtt.Client, batch: Batch) -> None:
+        """Handle (commit) the batch, then, and only then, acknowledge it."""
+        try:
+            after = await self._handle(batch)
+        except Exception:
+            self._handler_failed = True
+            raise
+        for message in batch:  # in arrival order
+            if message.qos > 0:
+                rc = _ack(client, message)
+                if rc != 0:  # the connection is going: the broker redelivers it
+                    logger.warning("%s: could not ack mid %d (rc %s)", self._name,
+                                   message.mid, rc)
+        self._handler_failed = False
+        self._backoff.reset()
+        if after is not None:
+            await after()
+
+    async def _next_batch(self, messages: aiomqtt.client.MessagesIterator,
+                          stop: asyncio.Event | None, *,
+                          wait_s: float | None = None) -> Batch:
+        """A batch, once the first message came; empty if ``stop`` was set or nothing
+        came within ``wait_s`` first."""
+        # aiomqtt's iterator is not cancellation-safe: cancelling ``anext`` right after it
+        # took a message off the queue drops that message (it is then redelivered only
+        # after a reconnect, as it is never acknowledged). So a pending ``anext`` is never
+        # cancelled on a timeout; it is kept and becomes the next message.
+        first = self._receive(messages)
+        stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        try:
+            await asyncio.wait({first} | ({stopped} if stopped else set()), timeout=wait_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if stopped is not None:
+                stopped.cancel()
+        if not first.done():
+            return []
+        batch: Batch = []
+        deadline = time.monotonic() + self._window_s
+        while len(batch) < self._batch_max:
+            if self._pending is None and self._queue is not None and not self._queue.empty():
+                # Already received: take it at once (an ``anext`` needs loop turns). Only
+                # with no ``anext`` pending, which could hold an earlier message.
+                batch.append(self._queue.get_nowait())
+                continue
+            pending = self._receive(messages)
+            if not pending.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (stop is not None and stop.is_set()):
+                    break
+                await asyncio.wait({pending}, timeout=remaining)
+                if not pending.done():
+                    break
+            self._pending = None
+            batch.append(pending.result())  # raises MqttError when the connection dropped
+        return batch
+
+    def _receive(self, messages: aiomqtt.client.MessagesIterator
+                 ) -> asyncio.Future[aiomqtt.Message]:
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(messages))
+        return self._pending
+
+    # ---- a clean stop (decision 0029) -------------------------------------------------------
+
+    async def _drain(self, client: aiomqtt.Client,
+                     messages: aiomqtt.client.MessagesIterator) -> StopReport:
+        """Still connected: unsubscribe, then handle and acknowledge what the broker had
+        already routed to this session until idle or ``drain_s`` passed."""
+        started = time.monotonic()
+        deadline = started + self._drain_s
+        for filter_ in self._filters:
+            # After the UNSUBACK the broker routes the group's new messages to the other
+            # members only; what it queued for us it still delivers (Mosquitto does).
+            await client.unsubscribe(filter_)
+        drained, idle = 0, False
+        while (remaining := deadline - time.monotonic()) > 0:
+            batch = await self._next_batch(messages, None,
+                                           wait_s=min(self._drain_idle_s, remaining))
+            if not batch:
+                idle = remaining > self._drain_idle_s
+                break
+            await self._settle(client, batch)
+            drained += len(batch)
+        logger.info("%s: clean stop: unsubscribed, drained %d messages in %.1f s (%s)%s",
+                    self._name, drained, time.monotonic() - started,
+                    "idle" if idle else "deadline",
+                    "" if idle else "; the rest of the session is discarded and re-sent "
+                    "by the senders")
+        return StopReport(outcome="idle" if idle else "deadline", drained=drained)
+
+    async def _end_session(self, drained: StopReport | None) -> StopReport:
+        """End this client id's persistent session at the broker (MQTT 3.1.1: connect
+        with ``clean_session=True``, disconnect): nothing is queued for it any more."""
+        outcome: StopOutcome
+        if drained is None:
+            # Stopped while disconnected (or the drain failed): the session still holds
+            # its subscriptions and what the broker queued meanwhile; ending it discards
+            # that, and the senders re-send it.
+            outcome = "not_drained"
+            logger.warning("%s: clean stop without a drain (not connected): ending the "
+                           "session; the senders re-send what it held", self._name)
+        else:
+            outcome = drained.outcome
+        try:
+            async with self._connect(clean_session=True):
+                pass
+        except aiomqtt.MqttError as err:
+            outcome = "session_kept"
+            logger.warning("%s: could not end the session at the broker (%s): if it still "
+                           "subscribes, the broker parks messages for it until this client "
+                           "id returns; the senders re-send them meanwhile", self._name, err)
+        return StopReport(outcome=outcome, drained=drained.drained if drained else 0)
+
+
+def _manual_ack(client: aiomqtt.Client) -> None:
+    """Turn paho's automatic PUBACK off (see the module docstring for why ``_client``);
+    without it paho acknowledges a message as soon as it is queued, before it is
+    committed, and a crash then loses it."""
+    client._client.manual_ack_set(True)
+
+
+def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> int:
+    """PUBACK (QoS 1) or PUBREC (QoS 2) ``message``; paho's result code (0: sent)."""
+    return int(client._client.ack(message.mid, message.qos))
+
+
+async def _wait(stop: asyncio.Event | None, seconds: float) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
