@@ -7,6 +7,7 @@ also runnable alone as ``python -m edge_agent run ...``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -94,6 +95,7 @@ def run(
     try:
         cfg = load_config(
             config,
+            environ=os.environ,  # STOREFLEET_<MODULE>__<FIELD> module settings
             store_id=store,
             cloud_url=cloud,
             cloud_username=cloud_username,

@@ -26,6 +26,7 @@ What the store prints about itself on receipts is one table of the till's
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ def _broker(url: str, *, setting: str) -> BrokerAddress:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreSettings:
-    """The store as its receipts name it (``[agent.store]``; a dict is accepted).
+    """The store as its receipts name it (``[till.store]``; a dict is accepted).
 
     ``name`` empty: receipts print "Store {store_id}". ``tax_id`` None: no tax line.
     ``time_zone`` None: receipts print the time at the till's fixed ``utc_offset_min``
@@ -308,8 +309,49 @@ def _read_secret(path: Path, *, setting: str) -> str:
     return value
 
 
-def load_config(path: Path | None = None, /, **overrides: Any) -> AgentConfig:
-    """Settings from a TOML file (optional), then ``overrides`` (``None`` values ignored)."""
+MODULE_ENV_PREFIX = "STOREFLEET_"
+
+
+def module_env(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Module settings from the environment: ``STOREFLEET_<MODULE>__<FIELD>[__<FIELD>]``
+    (``STOREFLEET_TILL__CLOUD_API_TOKEN``, ``STOREFLEET_TILL__STORE__NAME``); a value is
+    JSON when it parses as JSON (numbers, lists, ``true``), else the string itself."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, raw in environ.items():
+        if not key.startswith(MODULE_ENV_PREFIX) or "__" not in key:
+            continue
+        module, *path = key.removeprefix(MODULE_ENV_PREFIX).lower().split("__")
+        if not module or not path or not all(path):
+            continue
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = out.setdefault(module, {})
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(key, "conflicts with another variable")
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: Path | None = None, /, *, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> AgentConfig:
+    """Settings from a TOML file (optional), then the modules' environment variables
+    (``environ``, e.g. ``os.environ``; see ``module_env``), then ``overrides`` (``None``
+    values ignored)."""
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -327,6 +369,8 @@ def load_config(path: Path | None = None, /, **overrides: Any) -> AgentConfig:
                 raise ConfigError(name, "unknown setting (module settings are [tables])")
         values.update(section)
         values["modules"] = {**doc, **values.get("modules", {})}
+    if environ is not None and (from_env := module_env(environ)):
+        values["modules"] = _merge(dict(values.get("modules", {})), from_env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - _FIELDS)
     if unknown:

@@ -6,7 +6,7 @@ desired shadow         ``trigger_rules`` set on this store's agent shadow: a per
                        off here; ``null`` removes the override)
 promotion snapshot     the ``trigger_rules`` of the installed signed promotion document
                        (HQ attaches rules to coupon promotions; versioned with them)
-config / bundle        ``AgentConfig.trigger_rules`` plus the ``retail_data`` bundle's:
+config / bundle        ``[in_aisle] trigger_rules`` plus the ``retail_data`` bundle's:
                        provisioning, and the fallback until a snapshot carries rules
 =====================  ===============================================================
 

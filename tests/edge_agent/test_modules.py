@@ -15,8 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_agent.app import Agent
+from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
 from edge_agent.kernel.module import discover
+from edge_agent.modules.shelf import Shelf
+from edge_agent.modules.till import Till
 from protocols import topics
 from protocols.codec import decode, encode
 from protocols.messages import Command, CommandResult
@@ -136,3 +139,32 @@ async def test_an_added_module_runs_supervised_and_answers_its_command(
         assert result.result == {"text": f"moin, Ana from {cfg.store_id}"}
         assert agent.diagnostics()["tasks"]["greeter-ticks"]["state"] == "running"
     await asyncio.sleep(0)
+
+
+def test_module_sections_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    toml = tmp_path / "agent.toml"
+    toml.write_text(textwrap.dedent(f"""\
+        [agent]
+        store_id = "S001"
+        data_dir = "{tmp_path / 'box'}"
+        local_bus = "mqtt://127.0.0.1:1"
+        metrics_port = 0
+
+        [till]
+        currency = "EUR"
+
+        [till.store]
+        name = "From the file"
+        """))
+    env = {"STOREFLEET_TILL__CURRENCY": "CHF", "STOREFLEET_TILL__STORE__TAX_ID": "CHE-1",
+           "STOREFLEET_SHELF__SYNC_INTERVAL_S": "15", "STOREFLEET_CLOUD_URL": "ignored"}
+    cfg = load_config(toml, environ=env)
+    agent = Agent(cfg, registry=CollectorRegistry())
+    till = agent.get(Till)
+    assert till.settings.currency == "CHF"
+    assert (till.settings.store.name, till.settings.store.tax_id) == ("From the file", "CHE-1")
+    assert agent.get(Shelf).settings.sync_interval_s == 15.0
+    with pytest.raises(ConfigError) as err:
+        Agent(load_config(toml, environ={"STOREFLEET_TILL__CURRENCY": "swiss"}),
+              registry=CollectorRegistry())
+    assert err.value.field == "till.currency"
