@@ -168,3 +168,23 @@ def test_module_sections_come_from_the_file_and_the_environment(tmp_path: Path) 
         Agent(load_config(toml, environ={"STOREFLEET_TILL__CURRENCY": "swiss"}),
               registry=CollectorRegistry())
     assert err.value.field == "till.currency"
+
+
+def test_the_shipped_example_configuration_builds_an_agent(tmp_path: Path) -> None:
+    """deploy/edge.example.toml stays true: every key is one the kernel or a module takes.
+    Its /etc/storefleet files are made here (the store layout: the demo store's)."""
+    root = Path(__file__).resolve().parents[2]
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for name in ("ca.crt", "S001.crt", "S001.key"):
+        (etc / name).write_text("placeholder")
+    (etc / "layout.toml").write_text((root / "firmware_sim/layouts/demo_store.toml").read_text())
+    example = tmp_path / "edge.toml"
+    example.write_text((root / "deploy/edge.example.toml").read_text()
+                       .replace("/etc/storefleet/", f"{etc}/"))
+    agent = Agent(load_config(example, data_dir=tmp_path / "box", metrics_port=0),
+                  registry=CollectorRegistry())
+    assert set(agent.modules) == {"till", "shelf", "in_aisle"}
+    assert agent.get(Till).settings.store.time_zone == "Europe/Berlin"
+    assert agent.config.cloud.tls
+    assert [c.device_id for c in agent.device_configs()] == ["printer-1"]
