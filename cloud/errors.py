@@ -1,6 +1,7 @@
 """Errors of the cloud package.
 
-    CloudError                  base of everything raised here
+    CloudError                  base of everything raised here (a ``StorefleetError``,
+                                protocols.errors: the one root, decision 0031)
      +-- DatabaseUnavailable    the database could not be reached or refused the
      |                          transaction for a reason that may pass (``cause``)
      +-- PublishError           a message could not be handed to the broker
@@ -11,9 +12,13 @@ Third-party errors (SQLAlchemy, aiomqtt) are mapped to these where they enter ou
 
 from __future__ import annotations
 
+from protocols.errors import StorefleetError
 
-class CloudError(Exception):
+
+class CloudError(StorefleetError):
     """Base error of the cloud package."""
+
+    reason = "cloud_error"
 
 
 class DatabaseUnavailable(CloudError):

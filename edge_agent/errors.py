@@ -1,6 +1,7 @@
 """Errors raised by the edge agent.
 
-    AgentError                   base of everything raised here
+    AgentError                   base of everything raised here (a ``StorefleetError``,
+                                 protocols.errors: the one root, decision 0031)
      +-- ConfigError             invalid settings (``field`` attr names the setting)
      +-- StorageError            the SQLite outbox / kv store failed (``op`` attr)
      +-- LinkError               an MQTT session failed or dropped (``link``: "uplink" | "local")
@@ -11,9 +12,13 @@ where they enter our code.
 
 from __future__ import annotations
 
+from protocols.errors import StorefleetError
 
-class AgentError(Exception):
+
+class AgentError(StorefleetError):
     """Base error of the edge agent."""
+
+    reason = "agent_error"
 
 
 class AgentFailed(AgentError):

@@ -6,13 +6,17 @@ from typing import Any
 
 import httpx
 
+from protocols.errors import StorefleetError
 
-class FleetError(Exception):
+
+class FleetError(StorefleetError):
     """An API call failed; ``status`` and the problem+json ``detail`` say why.
 
     ``status`` is 0 when no HTTP answer came back (refused, timed out, not a URL); the
     message then leaves the status out and names the API instead.
     """
+
+    reason = "api_call_failed"
 
     def __init__(self, status: int, title: str, detail: str | None = None) -> None:
         head = f"{status} {title}" if status else title

@@ -1,6 +1,7 @@
 """Errors raised by the pricing engine.
 
-One base class; every subclass carries its context as attributes::
+One base class (a ``protocols.errors.StorefleetError``, the root every package's errors
+share); every subclass carries its context as attributes::
 
     PricingError                      anything the engine refuses to price
      +-- UnknownSku(sku, line_id)      a basket line names a sku the catalog lacks
@@ -23,9 +24,13 @@ loaded from JSON (``snapshot.load_snapshot``), so callers catch one tree.
 
 from __future__ import annotations
 
+from protocols.errors import StorefleetError
 
-class PricingError(Exception):
+
+class PricingError(StorefleetError):
     """Base of every error the pricing package raises."""
+
+    reason = "pricing_error"
 
 
 class UnknownSku(PricingError):

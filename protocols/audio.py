@@ -24,7 +24,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from protocols.messages import EpochMs, Ident, Msg
+from protocols.ids import Id
+from protocols.messages import EpochMs, Msg
 
 DEVICE_KIND = "audio"
 OUTPUT = "output"
@@ -61,25 +62,25 @@ class Track(Msg):
 
 class Zone(Msg):
     volume_db: float = Gain
-    presence_sensors: list[Ident] = Field(default_factory=list, max_length=64)
+    presence_sensors: list[Id] = Field(default_factory=list, max_length=64)
 
 
 class Daypart(Msg):
-    name: Ident
+    name: Id
     start: str
     end: str
-    playlist: list[Ident] = Field(min_length=1, max_length=1000)
-    zones: list[Ident] | None = None  # None = every zone
+    playlist: list[Id] = Field(min_length=1, max_length=1000)
+    zones: list[Id] | None = None  # None = every zone
     gain_db: float = Gain
 
     _hhmm = field_validator("start", "end")(_check_hhmm)
 
 
 class Announcement(Msg):
-    name: Ident
+    name: Id
     at: str
-    track_id: Ident
-    zones: list[Ident] | None = None
+    track_id: Id
+    zones: list[Id] | None = None
     gain_db: float = Gain
     priority: int = Field(default=100, ge=0, le=1000)
 
@@ -89,14 +90,14 @@ class Announcement(Msg):
 class Spot(Msg):
     """A promotion spot: every ``every_s`` inside its window, or when a shopper is near."""
 
-    name: Ident
-    track_id: Ident
+    name: Id
+    track_id: Id
     trigger: Literal["interval", "presence"] = "interval"
     every_s: int | None = Field(default=None, gt=0, le=86_400)
     cooldown_s: int = Field(default=120, ge=0, le=86_400)  # presence: not again before this
     start: str | None = None  # window; None = all day
     end: str | None = None
-    zones: list[Ident] | None = None
+    zones: list[Id] | None = None
     gain_db: float = Gain
     priority: int = Field(default=10, ge=0, le=1000)
 
@@ -114,8 +115,8 @@ class AudioSchedule(Msg):
     version: int = Field(ge=1)
     timezone: str = Field(default="UTC", max_length=64)
     duck_db: float = Field(default=-12.0, ge=-96.0, le=0.0)
-    tracks: dict[Ident, Track] = Field(max_length=10_000)
-    zones: dict[Ident, Zone] = Field(min_length=1, max_length=64)
+    tracks: dict[Id, Track] = Field(max_length=10_000)
+    zones: dict[Id, Zone] = Field(min_length=1, max_length=64)
     dayparts: list[Daypart] = Field(default_factory=list, max_length=48)
     announcements: list[Announcement] = Field(default_factory=list, max_length=200)
     spots: list[Spot] = Field(default_factory=list, max_length=200)
@@ -140,16 +141,16 @@ class AudioSchedule(Msg):
 
 
 class Layer(Msg):
-    track_id: Ident
+    track_id: Id
     sha256: str = Sha256
     kind: Literal["music", "announcement", "spot"]
-    item: Ident  # the daypart, announcement or spot that put it there
+    item: Id  # the daypart, announcement or spot that put it there
     started_ms: EpochMs  # the unit plays from offset (now - started_ms)
     gain_db: float = Field(ge=-96.0, le=12.0)
 
 
 class ZoneOutput(Msg):
-    zone: Ident
+    zone: Id
     music: Layer | None = None
     voice: Layer | None = None
 
@@ -169,7 +170,7 @@ class UnitPlaying(Msg):
 
 class UnitStatus(Msg):
     v: Literal[1] = 1
-    boot_id: Ident
+    boot_id: Id
     ts: EpochMs
 
 

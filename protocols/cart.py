@@ -23,7 +23,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from protocols.messages import EpochMs, Ident, Msg
+from protocols.ids import Id
+from protocols.messages import EpochMs, Msg
 
 CART_KIND = "cart"
 MEMBER_QR_PREFIX = "SFM:"
@@ -35,7 +36,7 @@ Barcode = Annotated[str, Field(pattern=r"^[0-9]{6,14}$")]  # EAN-8/13, UPC-A, GT
 
 class CartSessionMsg(Msg):
     v: Literal[1] = 1
-    session_id: Ident
+    session_id: Id
     action: Literal["start", "end"]
     member_qr: str | None = Field(default=None, max_length=128)
     ts: EpochMs
@@ -49,21 +50,21 @@ class BeaconReading(Msg):
 class CartScan(Msg):
     v: Literal[1] = 1
     ts: EpochMs
-    session_id: Ident | None = None
+    session_id: Id | None = None
     readings: list[BeaconReading] = Field(max_length=32)
 
 
 class CartItem(Msg):
     v: Literal[1] = 1
     ts: EpochMs
-    session_id: Ident
+    session_id: Id
     barcode: Barcode
     qty: int = Field(default=1, ge=-99, le=99)  # negative: taken out of the basket
 
 
 class ScreenMessage(Msg):
     v: Literal[1] = 1
-    msg_id: Ident
+    msg_id: Id
     ts: EpochMs
     kind: Annotated[str, Field(max_length=32)] = "info"  # info | coupon | alert ...
     title: Annotated[str, Field(max_length=80)]
@@ -72,7 +73,7 @@ class ScreenMessage(Msg):
 
 class ScreenAck(Msg):
     v: Literal[1] = 1
-    msg_id: Ident
+    msg_id: Id
     ts: EpochMs
     status: Literal["shown", "dismissed"] = "shown"
 

@@ -18,6 +18,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from protocols.errors import DecodeError
+from protocols.ids import ID_MAX
 from protocols.messages import Birth, Death, DeviceEvent, Event, State
 
 # 256 KiB: a birth with a few thousand devices fits; a runaway payload does not.
@@ -107,7 +108,7 @@ def decode_state(
 
 # ---- the uplink envelope of a device event ----------------------------------------------
 
-_WIDEST_ID = "x" * 64  # messages.Ident's max_length (and topics' id rule)
+_WIDEST_ID = "x" * ID_MAX  # the widest id (protocols.ids)
 _WIDEST_SEQ = 2**63 - 1  # the outbox's seq is a SQLite INTEGER: it cannot go higher
 
 

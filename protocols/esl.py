@@ -24,7 +24,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from protocols.messages import EpochMs, Ident, Msg
+from protocols.ids import Id
+from protocols.messages import EpochMs, Msg
 
 DEVICE_KIND = "esl_ap"
 JOB = "job"
@@ -52,13 +53,13 @@ class PriceBook(Msg):
     v: Literal[1] = 1
     version: int = Field(ge=1)
     currency: str = Field(default="EUR", min_length=3, max_length=3)
-    items: dict[Ident, PriceBookItem] = Field(max_length=PRICE_BOOK_MAX_ITEMS)
+    items: dict[Id, PriceBookItem] = Field(max_length=PRICE_BOOK_MAX_ITEMS)
 
 
 class LabelContent(Msg):
     """What a label displays. ``price_minor`` None clears the label (item withdrawn)."""
 
-    sku: Ident
+    sku: Id
     price_minor: int | None = Field(default=None, ge=0)
     currency: str = Field(min_length=3, max_length=3)
     promo_text: str | None = Field(default=None, max_length=PROMO_MAX)
@@ -73,8 +74,8 @@ class LabelContent(Msg):
 
 class LabelJob(Msg):
     v: Literal[1] = 1
-    job_id: Ident
-    label_id: Ident
+    job_id: Id
+    label_id: Id
     version: int = Field(ge=0, description="price book version, shown small on the label")
     content: LabelContent
     content_hash: str = Field(min_length=16, max_length=16)
@@ -83,8 +84,8 @@ class LabelJob(Msg):
 
 class LabelAck(Msg):
     v: Literal[1] = 1
-    label_id: Ident
-    job_id: Ident | None = None
+    label_id: Id
+    job_id: Id | None = None
     content_hash: str = Field(min_length=16, max_length=16)
     battery_pct: float = Field(ge=0, le=100)
     rssi_dbm: int = Field(ge=-130, le=0)
@@ -93,7 +94,7 @@ class LabelAck(Msg):
 
 class ApStatus(Msg):
     v: Literal[1] = 1
-    boot_id: Ident  # changes when the AP restarts and forgets its queued jobs
+    boot_id: Id  # changes when the AP restarts and forgets its queued jobs
     labels: int = Field(ge=0)
     pending: int = Field(ge=0)
     ts: EpochMs

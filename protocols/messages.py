@@ -2,7 +2,8 @@
 
 Every model has a ``v`` field; unknown fields are ignored, missing or ill-typed
 ones are rejected (strict types: ``"5"`` is not an int). Money is integer minor
-units, times are UTC epoch milliseconds, ids are UUIDv7 strings (``protocols.ids``).
+units, times are UTC epoch milliseconds, every id is an ``Id`` (``protocols.ids``, the
+one id rule, checked on decode); event ids are UUIDv7 strings.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from protocols.topics import valid_id
+from protocols.ids import Id
 
 # Event kinds the cloud accepts. A new kind is added here first, so that store
 # and cloud agree; an event of any other kind is rejected as ``unknown_kind``.
@@ -32,18 +33,11 @@ EVENT_KINDS: frozenset[str] = frozenset(
 )
 
 EpochMs = Annotated[int, Field(ge=0, le=10**14)]
-Ident = Annotated[str, Field(min_length=1, max_length=64)]
 Scalar = str | int | float | bool | None
 
 
 class Msg(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
-
-
-def _check_ident(value: str, what: str) -> str:
-    if not valid_id(value):
-        raise ValueError(f"{what} must be 1-64 chars of letters, digits, '-', '_', '.', ':'")
-    return value
 
 
 # ---- birth / death -----------------------------------------------------------
@@ -74,15 +68,15 @@ def device_text_fits(*values: str | None) -> bool:
 
 
 class DeviceInfo(Msg):
-    device_id: Ident
-    kind: Ident
+    device_id: Id
+    kind: Id
     online: bool = True
     model: DeviceText | None = None
     fw: DeviceText | None = None
     last_seen: EpochMs | None = None
     # Why the agent refused what this device said about itself (e.g. "state_too_large");
     # the device is known, its refused state is not carried.
-    refused: Ident | None = None
+    refused: Id | None = None
 
 
 class Birth(Msg):
@@ -117,10 +111,10 @@ class Event(Msg):
     """A business event on ``evt/{kind}``. ``id`` is the idempotency key."""
 
     v: Literal[1] = 1
-    id: Ident
+    id: Id
     kind: str
-    store_id: Ident
-    device_id: Ident | None = None
+    store_id: Id
+    device_id: Id | None = None
     seq: int = Field(ge=0)
     ts: EpochMs
     historical: bool = False
@@ -141,7 +135,7 @@ class DeviceEvent(Msg):
     """
 
     v: Literal[1] = 1
-    id: Ident
+    id: Id
     kind: str
     ts: EpochMs
     data: dict[str, Any] = Field(default_factory=dict)
@@ -166,8 +160,8 @@ class Telemetry(Msg):
     """Batched telemetry of one device (``tele/{device_kind}/{device_id}``)."""
 
     v: Literal[1] = 1
-    device_id: Ident
-    device_kind: Ident
+    device_id: Id
+    device_kind: Id
     samples: list[Sample] = Field(min_length=1, max_length=1000)
 
 
@@ -197,8 +191,8 @@ CommandStatus = Literal["ok", "error", "expired", "unknown_command", "rejected"]
 
 class Command(Msg):
     v: Literal[1] = 1
-    cmd_id: Ident
-    name: Ident
+    cmd_id: Id
+    name: Id
     args: dict[str, Any] = Field(default_factory=dict)
     expires_at: EpochMs
     ts: EpochMs
@@ -206,8 +200,8 @@ class Command(Msg):
 
 class CommandResult(Msg):
     v: Literal[1] = 1
-    cmd_id: Ident
-    target: Ident = "agent"
+    cmd_id: Id
+    target: Id = "agent"
     status: CommandStatus
     result: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
@@ -239,7 +233,7 @@ class BirthRefused(Msg):
     v: Literal[1] = 1
     accepted: Literal[False] = False
     bd_seq: int | None = Field(default=None, ge=0)
-    reason: Ident
+    reason: Id
     detail: str = Field(default="", max_length=512)
     ts: EpochMs
 
@@ -259,7 +253,7 @@ class EventsAck(Msg):
     (decision 0028); the cloud stores by id, so a second copy changes nothing."""
 
     v: Literal[1] = 1
-    ids: list[Ident] = Field(min_length=1, max_length=ACK_MAX_IDS)
+    ids: list[Id] = Field(min_length=1, max_length=ACK_MAX_IDS)
     ts: EpochMs
 
 
@@ -269,7 +263,7 @@ class EventsAck(Msg):
 class RebirthRequest(Msg):
     v: Literal[1] = 1
     ts: EpochMs
-    stores: list[Ident] | None = None  # None = every store
+    stores: list[Id] | None = None  # None = every store
 
 
 # ---- store-local bus: device state ----------------------------------------------------------

@@ -23,7 +23,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from protocols.messages import EpochMs, Ident, Msg
+from protocols.ids import Id
+from protocols.messages import EpochMs, Msg
 
 Fulfilment = Literal["pickup", "delivery"]
 OrderState = Literal[
@@ -61,7 +62,7 @@ def can_transition(fulfilment: Fulfilment, current: str, new: str) -> bool:
 
 
 class OrderLine(Msg):
-    sku: Ident
+    sku: Id
     qty: Qty
     name: str = Field(default="", max_length=80)
 
@@ -77,12 +78,12 @@ class OrderDispatch(Msg):
     a redelivered dispatch is recognised and printed once."""
 
     v: Literal[1] = 1
-    order_id: Ident
-    store_id: Ident
+    order_id: Id
+    store_id: Id
     fulfilment: Fulfilment
     lines: list[OrderLine] = Field(min_length=1, max_length=200)
     customer: Customer
-    member_id: Ident | None = None
+    member_id: Id | None = None
     note: str = Field(default="", max_length=300)
     created_ms: EpochMs
     ts: EpochMs
@@ -92,7 +93,7 @@ class OrderStatusData(Msg):
     """``Event.data`` of an ``order_status`` event."""
 
     v: Literal[1] = 1
-    order_id: Ident
+    order_id: Id
     status: OrderState
     ts: EpochMs
     reason: str | None = Field(default=None, max_length=200)

@@ -24,38 +24,26 @@ Uplink (store box <-> cloud), prefix ``sf/v1/{store_id}/``:
 Store-local bus: ``store/{device_kind}/{device_id}/{up|down}/{type}``.
 
 Builders return strings; parsers return frozen dataclasses or raise
-``TopicError``. Ids are restricted to a safe alphabet so that a store id can
-never contain ``/``, ``+`` or ``#`` and escape its namespace.
+``TopicError``. Every level built from an id is checked against the one id rule
+(``protocols.ids``), so a store id can never contain ``/``, ``+`` or ``#`` and escape
+its namespace.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from protocols.errors import TopicError
+from protocols.ids import check_id, valid_id  # the id rule; importable from here too
 
 PREFIX = "sf/v1"
 FLEET = "_fleet"
 LOCAL_PREFIX = "store"
 
-# Letters, digits, '-', '_', '.', ':'; 1-64 chars. No MQTT wildcards or separators.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-
 UplinkChannel = Literal[
     "state", "evt", "tele", "shadow", "cmd", "cmd-res", "content", "ready", "ack"
 ]
-
-
-def valid_id(value: str) -> bool:
-    return bool(_ID_RE.match(value))
-
-
-def check_id(value: str, what: str = "id") -> str:
-    if not valid_id(value):
-        raise TopicError(value, f"{what} must match {_ID_RE.pattern}")
-    return value
 
 
 # ---- uplink builders -------------------------------------------------------

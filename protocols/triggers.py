@@ -24,7 +24,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from protocols.errors import DecodeError
-from protocols.messages import EpochMs, Ident
+from protocols.ids import Id
+from protocols.messages import EpochMs
 
 DAY_MS = 86_400_000
 Text = Annotated[str, Field(max_length=200)]
@@ -40,7 +41,7 @@ class CouponTemplate(_Doc):
     """The coupon a rule issues. ``engine_code`` is the code of a ``pricing.Coupon`` in
     the promotion snapshot: the issued single-use code answers to it at the till."""
 
-    engine_code: Ident
+    engine_code: Id
     title: Text
     title_zh: Text = ""
     body: Text = ""
@@ -49,16 +50,16 @@ class CouponTemplate(_Doc):
 
 
 class TriggerRule(_Doc):
-    id: Ident
-    zone: Ident | None = None
-    shelf: Ident | None = None
+    id: Id
+    zone: Id | None = None
+    shelf: Id | None = None
     dwell_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 0
     member_only: bool = False
     tiers: tuple[str, ...] = ()
     """Member tiers the rule is for (implies members only). Empty = any shopper."""
     segments: tuple[str, ...] = ()
     """Member segments (any one matches; implies members only). Empty = any shopper."""
-    vision_category: Ident | None = None
+    vision_category: Id | None = None
     """Fire only if the cart's camera saw this product category recently."""
     vision_within_ms: Annotated[int, Field(ge=1_000, le=3_600_000)] = 120_000
     valid_from_ms: EpochMs | None = None
@@ -120,13 +121,13 @@ class CouponIssuedData(_Doc):
     """``data`` of the ``coupon_issued`` event; ``issue_id`` is the event id (idempotent:
     one per rule, member or cart session, store-local day and ordinal)."""
 
-    issue_id: Ident
-    rule_id: Ident
-    code: Ident
-    engine_code: Ident
-    cart_id: Ident
-    session_id: Ident | None = None
-    member_id: Ident | None = None
+    issue_id: Id
+    rule_id: Id
+    code: Id
+    engine_code: Id
+    cart_id: Id
+    session_id: Id | None = None
+    member_id: Id | None = None
     zone: str | None = None
     shelf: str | None = None
     day: int
@@ -141,6 +142,6 @@ class CartScreenPush(_Doc):
     v: Literal[1] = 1
     type: Literal["coupon", "basket", "position", "member", "hello", "info", "scan_reminder",
                   "receipt"]
-    cart_id: Ident
+    cart_id: Id
     ts: EpochMs
     data: dict[str, Any] = Field(default_factory=dict)

@@ -25,7 +25,8 @@ from pydantic import Field
 
 from protocols.codec import decode
 from protocols.errors import DecodeError
-from protocols.messages import EpochMs, Ident, Msg
+from protocols.ids import Id
+from protocols.messages import EpochMs, Msg
 
 SNAPSHOT = "snapshot"
 JPEG_SOI = b"\xff\xd8"  # every JPEG starts with the start-of-image marker
@@ -56,8 +57,8 @@ class CartSnapshot(Msg):
     """JSON form of a cart snapshot. ``jpeg_b64`` is standard base64 (RFC 4648)."""
 
     v: Literal[1] = 1
-    snapshot_id: Ident
-    session_id: Ident | None = None
+    snapshot_id: Id
+    session_id: Id | None = None
     ts: EpochMs
     content_type: Literal["image/jpeg"] = "image/jpeg"
     jpeg_b64: str = Field(min_length=4, max_length=SNAPSHOT_MAX_JPEG * 4 // 3 + 4)
@@ -67,13 +68,13 @@ class CategorySeen(Msg):
     """A product category recognised in one frame from one source."""
 
     v: Literal[1] = 1
-    id: Ident
-    source: Ident  # cart id for snapshots, camera id for streams
-    category: Ident
+    id: Id
+    source: Id  # cart id for snapshots, camera id for streams
+    category: Id
     confidence: float = Field(ge=0.0, le=1.0)
     ts: EpochMs  # when the frame was taken (snapshot ts or capture time)
-    snapshot_id: Ident | None = None
-    session_id: Ident | None = None
+    snapshot_id: Id | None = None
+    session_id: Id | None = None
     model: str = Field(max_length=64)  # model name@version, for audits of what fired
 
 

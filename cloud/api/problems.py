@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.api.schemas import Problem
 from cloud.metrics import ApiMetrics
+from protocols.errors import StorefleetError
 from protocols.problems import NOTHING_PUBLISHED, TYPE_BASE
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ _REASON_BY_STATUS = {
 }
 
 
-class ApiProblem(Exception):
+class ApiProblem(StorefleetError):
     def __init__(
         self,
         status: int,

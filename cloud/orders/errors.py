@@ -1,6 +1,6 @@
 """Errors of online orders and offline coupon ranges.
 
-    OrderError                  base of everything raised here
+    OrderError                  base of everything raised here (a ``StorefleetError``)
      +-- InvalidOrder           a request the service refuses (``detail``)
      +-- NoStoreAvailable       no store accepting orders has every line in stock
      |                          (``missing``: sku -> units short at the nearest store)
@@ -12,9 +12,13 @@ Routes map them to problem+json (422, 409, 409, 404).
 
 from __future__ import annotations
 
+from protocols.errors import StorefleetError
 
-class OrderError(Exception):
+
+class OrderError(StorefleetError):
     """Base error of cloud.orders."""
+
+    reason = "order_error"
 
 
 class InvalidOrder(OrderError):

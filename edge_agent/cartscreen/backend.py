@@ -40,6 +40,7 @@ from edge_agent.inference.triggers.service import EventSink, Members, StaticMemb
 from edge_agent.inference.triggers.storemap import Location, StoreMap
 from edge_agent.pos.sales import ChargeMismatch, NotReady, PosService, Sale, SaleRefused, Tenders
 from pricing import Basket, Catalog, Line, Member, PricingError, Ruleset, Store, price
+from protocols.errors import StorefleetError
 from protocols.ids import uuid7
 from protocols.triggers import TriggerRule
 
@@ -51,8 +52,10 @@ MAX_LIST = 50  # shopping-list entries per cart
 RESERVATION_S = 30 * 60.0
 
 
-class ScreenError(Exception):
+class ScreenError(StorefleetError):
     """A cart-screen request that cannot be done (``status`` = HTTP status to answer)."""
+
+    reason = "screen_error"
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)

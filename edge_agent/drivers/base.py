@@ -57,10 +57,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from protocols.clock import Clock
+from protocols.errors import StorefleetError
 from protocols.messages import DEVICE_TEXT_MAX, device_text_fits
 
 
-class DriverError(Exception):
+class DriverError(StorefleetError):
     reason = "driver_error"  # a short, stable code for metric labels
 
     def __init__(self, device_id: str, detail: str) -> None:

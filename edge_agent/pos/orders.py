@@ -13,12 +13,18 @@ cannot print) the rendering is written to ``tickets_dir/{order_id}.txt`` and pri
 retried on the next delivery of the same order. Every transition (``accepted`` on
 receipt, then what staff do) is checked against ``protocols.orders.can_transition`` and
 sent as an ``order_status`` event through the durable outbox; its event id is
-``{order_id}-{status}``, so a repeated report is one event for the cloud.
+``{order_id}-{status}`` (``status_event_id``), so a repeated report is one event for the
+cloud.
+
+An order id is an ``Id`` (``protocols.ids``): ``decode`` refuses a dispatch whose id could
+leave the tickets folder (``../x``, ``a b``), so it is counted as ``bad_payload`` and
+nothing is written; the ticket path checks the id again before it is built.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +37,7 @@ from edge_agent.pos.sales import EventSink
 from protocols.clock import Clock
 from protocols.codec import decode
 from protocols.errors import DecodeError
+from protocols.ids import ID_MAX, check_id
 from protocols.orders import OrderDispatch, OrderStatusData, can_transition
 
 logger = logging.getLogger(__name__)
@@ -56,6 +63,19 @@ class OrderMetrics:
         self.transitions = Counter(
             "storefleet_pos_order_transitions", "order status changes by result",
             ["result"], registry=registry)
+
+
+def status_event_id(order_id: str, status: str) -> str:
+    """The event id of an order's ``status`` report: the same for a repeated report.
+
+    ``{order_id}-{status}`` while it fits an id; a long order id (up to 64 characters,
+    plus ``-out_for_delivery``) does not, so its status events are named by a hash of
+    both instead: 24 hex characters (96 bits) make a collision negligible."""
+    plain = f"{order_id}-{status}"
+    if len(plain) <= ID_MAX:
+        return plain
+    digest = hashlib.sha256(f"{order_id}|{status}".encode()).hexdigest()[:24]
+    return f"ord-{digest}-{status}"
 
 
 def ticket_lines(order: OrderDispatch) -> list[str]:
@@ -131,7 +151,7 @@ class OrderDesk:
                                ts=self._clock.now_ms(), reason=reason)
         await self._sink.emit_event("order_status", device_id=self._device_id,
                                     data=data.model_dump(mode="json"),
-                                    event_id=f"{order_id}-{status}")
+                                    event_id=status_event_id(order_id, status))
         self.metrics.transitions.labels(result="reported").inc()
 
     async def _print(self, order: OrderDispatch) -> bool:
@@ -144,7 +164,8 @@ class OrderDesk:
                 return True
             except PeripheralUnavailable as err:
                 logger.warning("pick ticket %s not printed: %s", order.order_id, err)
-        path = self.tickets_dir / f"{order.order_id}.txt"
+        # Decoding checked the id already; a path is built from it only if it is one.
+        path = self.tickets_dir / f"{check_id(order.order_id, 'order id')}.txt"
         # A few hundred bytes once per order; off the loop anyway (an SD card can stall).
         await asyncio.to_thread(_write_ticket, path, "\n".join(lines) + "\n")
         self.metrics.tickets.labels(where="file").inc()

@@ -34,6 +34,7 @@ from edge_agent.drivers.capabilities import (
 from edge_agent.pos.receipt import Receipt
 from edge_agent.pos.render import render_receipt, render_ticket
 from protocols.aim import Scan
+from protocols.errors import StorefleetError
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class CapabilityFinder(Protocol):
     def find(self, capability: Capability[T]) -> list[T]: ...
 
 
-class PosError(Exception):
+class PosError(StorefleetError):
     """Base error of the POS package."""
 
 

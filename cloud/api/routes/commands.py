@@ -12,19 +12,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.api.deps import CommandRole, PrincipalDep, ReadRole, SessionDep, StateDep
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.schemas import ID_PATTERN, CommandCreate, CommandPublic
+from cloud.api.schemas import CommandCreate, CommandPublic
 from cloud.db.models import Command, Store
 from cloud.errors import PublishError
 from protocols import topics
 from protocols.codec import encode
-from protocols.ids import uuid7
+from protocols.ids import Id, uuid7
 from protocols.messages import Command as CommandMsg
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["commands"], route_class=JsonRoute)
 
-StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
+StoreId = Annotated[Id, Path(description="store id")]
 
 
 def _public(cmd: Command, now_ms: int) -> CommandPublic:
@@ -86,7 +86,7 @@ async def create_command(
 @router.get("/commands/{cmd_id}", summary="A command's status and result",
             responses={404: {"description": "unknown command"}})
 def get_command(
-    cmd_id: Annotated[str, Path(pattern=ID_PATTERN)], session: SessionDep, app: StateDep,
+    cmd_id: Annotated[Id, Path()], session: SessionDep, app: StateDep,
     _: ReadRole, who: PrincipalDep,
 ) -> CommandPublic:
     cmd = session.get(Command, cmd_id)

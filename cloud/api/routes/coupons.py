@@ -21,7 +21,7 @@ from cloud.api.routes.retail_common import (
     require_store,
     writes,
 )
-from cloud.api.schemas import ID_PATTERN, Text
+from cloud.api.schemas import Text
 from cloud.db.models_loyalty import Campaign, Coupon
 from cloud.loyalty.coupons import (
     CouponBenefit,
@@ -35,12 +35,12 @@ from cloud.loyalty.coupons import (
 )
 from cloud.loyalty.errors import Conflict, CouponUnusable
 from cloud.loyalty.members import get_member
+from protocols.ids import Id
 
 router = APIRouter(tags=["coupons"], route_class=JsonRoute)
 
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
-Code = Annotated[str, Path(pattern=ID_PATTERN, description="coupon code")]
-CampaignId = Annotated[str, Path(pattern=ID_PATTERN, description="campaign id")]
+Code = Annotated[Id, Path(description="coupon code")]
+CampaignId = Annotated[Id, Path(description="campaign id")]
 
 
 class CampaignCreate(BaseModel):

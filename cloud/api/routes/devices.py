@@ -9,8 +9,9 @@ from sqlalchemy import select
 
 from cloud.api.deps import PrincipalDep, ReadRole, SessionDep, scoped_store_filter
 from cloud.api.json_body import JsonRoute
-from cloud.api.schemas import ID_PATTERN, DevicePublic
+from cloud.api.schemas import DevicePublic
 from cloud.db.models import Device
+from protocols.ids import Id
 
 router = APIRouter(prefix="/devices", tags=["devices"], route_class=JsonRoute)
 
@@ -20,7 +21,7 @@ def list_devices(
     session: SessionDep,
     _: ReadRole,
     who: PrincipalDep,
-    store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    store_id: Annotated[Id | None, Query()] = None,
     online: bool | None = None,
     # A page bound, so one call can never pull a whole chain's devices into memory.
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,

@@ -19,8 +19,9 @@ from sqlalchemy import and_, or_, select
 from cloud.api.deps import PrincipalDep, ReadRole, SessionDep, scoped_store_filter
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.schemas import BIGINT_MAX, ID_PATTERN, EventPage, EventPublic
+from cloud.api.schemas import BIGINT_MAX, EventPage, EventPublic
 from cloud.db.models import Event
+from protocols.ids import Id
 
 router = APIRouter(prefix="/events", tags=["events"], route_class=JsonRoute)
 
@@ -51,8 +52,8 @@ def list_events(
     session: SessionDep,
     _: ReadRole,
     who: PrincipalDep,
-    store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-    kind: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    store_id: Annotated[Id | None, Query()] = None,
+    kind: Annotated[Id | None, Query()] = None,
     after: Annotated[str | None, Query(description="`next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:

@@ -21,15 +21,15 @@ from cloud.api.routes.retail_common import (
     reads,
     writes,
 )
-from cloud.api.schemas import ID_PATTERN, BigInt, Text
+from cloud.api.schemas import BigInt, Text
 from cloud.db.models_loyalty import Member, PointsEntry
 from cloud.loyalty import distribution, points, stored_value
 from cloud.loyalty.members import create_member, find_by_phone, get_member
 from cloud.loyalty.tiers import member_tier
+from protocols.ids import Id
 
 router = APIRouter(prefix="/members", tags=["members"], route_class=JsonRoute)
 
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Key = Annotated[Text, Field(min_length=1, max_length=128)]
 
 

@@ -42,7 +42,7 @@ from cloud.api.deps import (
 )
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.schemas import ID_PATTERN, IdStr, Text
+from cloud.api.schemas import Text
 from cloud.db.models_orders import CouponFlag, Order, OrderStatusEvent
 from cloud.orders import coupon_ranges, service
 from cloud.orders.dispatch import dispatch
@@ -55,14 +55,15 @@ from cloud.orders.errors import (
 )
 from cloud.orders.metrics import OrderMetrics
 from cloud.settings import Role
+from protocols.ids import Id
 from protocols.orders import Customer, Fulfilment, OrderLine
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["orders"], route_class=JsonRoute)
 
-StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
-OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="order id")]
+StoreId = Annotated[Id, Path(description="store id")]
+OrderId = Annotated[Id, Path(description="order id")]
 
 
 @dataclass
@@ -110,7 +111,7 @@ class LocationUpdate(_Body):
 
 
 class StockUpdate(_Body):
-    levels: dict[IdStr, Annotated[int, Field(ge=0, le=10_000_000)]] = Field(max_length=10_000)
+    levels: dict[Id, Annotated[int, Field(ge=0, le=10_000_000)]] = Field(max_length=10_000)
 
 
 class OrderCreate(_Body):
@@ -118,7 +119,7 @@ class OrderCreate(_Body):
     fulfilment: Fulfilment
     lines: list[OrderLine] = Field(min_length=1, max_length=200)
     customer: Customer
-    member_id: IdStr | None = None
+    member_id: Id | None = None
     note: Text = Field(default="", max_length=300)
     lat: float = Field(ge=-90, le=90, description="delivery address or the shopper's position")
     lon: float = Field(ge=-180, le=180)
@@ -149,7 +150,7 @@ class OrderPublic(BaseModel):
 
 
 class RangeCreate(_Body):
-    engine_code: IdStr
+    engine_code: Id
     count: int = Field(ge=1, le=coupon_ranges.MAX_RANGE)
     ttl_days: int = Field(default=30, ge=1, le=366)
 
@@ -283,7 +284,7 @@ def get_order(order_id: OrderId, session: SessionDep, _: ReadRole,
 @router.get("/orders", summary="Recent orders, newest first")
 def list_orders(
     session: SessionDep, _: ReadRole, who: PrincipalDep,
-    store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    store_id: Annotated[Id | None, Query()] = None,
     status: Annotated[Text | None, Query(max_length=24)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[OrderPublic]:
@@ -341,7 +342,7 @@ def list_ranges(store_id: StoreId, session: SessionDep, app: StateDep,
 @router.get("/coupon-flags", summary="Offline coupon redemptions the cloud flagged")
 def list_flags(
     session: SessionDep, _: ReadRole, who: PrincipalDep,
-    store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    store_id: Annotated[Id | None, Query()] = None,
     reason: Annotated[Literal["double_use", "not_allocated", "expired"] | None,
                       Query()] = None,
 ) -> list[dict[str, Any]]:

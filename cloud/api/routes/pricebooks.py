@@ -22,27 +22,30 @@ from cloud.api.routes.retail_common import (
     require_store,
     writes,
 )
-from cloud.api.schemas import ID_PATTERN, BigInt
+from cloud.api.schemas import BigInt
 from cloud.db.models import Store
 from cloud.db.models_loyalty import PriceBookVersion, StoreRegion
 from cloud.loyalty.errors import NotFound
 from cloud.pricebook import service
 from pricing import Item
+from protocols.ids import Id
 from protocols.problems import NOTHING_PUBLISHED
 
 router = APIRouter(tags=["price books"], route_class=JsonRoute)
 
-StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
+StoreId = Annotated[Id, Path(description="store id")]
 
 
 class PriceBookItem(Item):
+    # A sku keys the stores' price book (protocols.esl.PriceBook) and their labels: an id.
+    sku: Id
     price: Annotated[BigInt, Strict()] = Field(description="minor units")
 
 
 class PriceBookPublish(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    store_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = Field(
+    store_id: Id | None = Field(
         default=None, description="publish this store's overrides; omitted: the chain's book")
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
         default=None, description="default: the chain's currency")

@@ -29,7 +29,7 @@ from cloud.api.deps import PrincipalDep, StateDep, scoped_store_filter
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import nothing_published
 from cloud.api.routes.retail_common import HqRole, RetailDep, RetailRead, reads, writes
-from cloud.api.schemas import ID_PATTERN, BigInt
+from cloud.api.schemas import BigInt
 from cloud.db.models import Store
 from cloud.db.models_loyalty import (
     PromotionDef,
@@ -43,15 +43,15 @@ from cloud.loyalty.sale import CHANNELS, Channel
 from cloud.promotions import service
 from cloud.promotions.announce import announce
 from cloud.promotions.reprice import audit_summary
+from protocols.ids import Id
 from protocols.problems import NOTHING_PUBLISHED
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["promotions"], route_class=JsonRoute)
 
-StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
-PathId = Annotated[str, Path(pattern=ID_PATTERN)]
-Id = Annotated[str, Field(pattern=ID_PATTERN)]
+StoreId = Annotated[Id, Path(description="store id")]
+PathId = Annotated[Id, Path()]
 
 
 class PromotionPut(BaseModel):
@@ -281,7 +281,7 @@ def list_tiers(state: StateDep, _: RetailRead) -> list[TierPublic]:
             "the recorded one (kind=mismatch), and sales it could not re-price "
             "(kind=unaudited)")
 def mismatches(state: StateDep, _: RetailRead, who: PrincipalDep,
-               store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+               store_id: Annotated[Id | None, Query()] = None,
                kind: Annotated[FindingKind | None, Query(description="only this kind")] = None,
                reason: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[MismatchPublic]:
@@ -303,7 +303,7 @@ def mismatches(state: StateDep, _: RetailRead, who: PrincipalDep,
 @router.get("/promotions/audit", summary="How many sales the cloud audited, found "
             "mismatched, could not audit, and whose charged money differs")
 def audit(state: StateDep, _: RetailRead, who: PrincipalDep,
-          store_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None) -> AuditSummary:
+          store_id: Annotated[Id | None, Query()] = None) -> AuditSummary:
     return reads(state, lambda s: AuditSummary.model_validate(
         audit_summary(s, scoped_store_filter(s, who, store_id))))
 

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from cloud.api.deps import StateDep, require_role
 from cloud.api.problems import ApiProblem
-from cloud.api.schemas import ID_PATTERN
 from cloud.db.models import Store
 from cloud.db.models_loyalty import StoreRegion
 from cloud.loyalty import errors as le
@@ -29,6 +28,7 @@ from cloud.promotions.metrics import PromotionMetrics
 from cloud.promotions.reprice import Repricer
 from cloud.promotions.signing import SnapshotSigner
 from cloud.settings import Role
+from protocols.ids import Id
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ def get_retail(request: Request) -> RetailState:
 
 RetailDep = Annotated[RetailState, Depends(get_retail)]
 
-MemberId = Annotated[str, Path(pattern=ID_PATTERN, description="member id")]
+MemberId = Annotated[Id, Path(description="member id")]
 
 _READ = frozenset({Role.HQ_ADMIN, Role.FIELD_TECH, Role.STORE_MANAGER, Role.DEVICE})
 _TILL = frozenset({Role.HQ_ADMIN, Role.DEVICE})

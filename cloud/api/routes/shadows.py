@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.api.deps import AdminRole, ReadRole, SessionDep, StateDep
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.schemas import ID_PATTERN, ShadowDesiredUpdate, ShadowPublic
+from cloud.api.schemas import ShadowDesiredUpdate, ShadowPublic
 from cloud.db.models import Shadow
 from cloud.errors import PublishError
 from protocols import topics
 from protocols.codec import encode
+from protocols.ids import Id
 from protocols.messages import ShadowDesired
 from protocols.shadow_keys import DEVICE_KEYS, undeclared
 
@@ -29,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/stores/{store_id}/shadow", tags=["shadows"], route_class=JsonRoute)
 
-StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
-Target = Annotated[str, Path(pattern=ID_PATTERN, description='"agent" or a device id')]
+StoreId = Annotated[Id, Path(description="store id")]
+Target = Annotated[Id, Path(description='"agent" or a device id')]
 
 
 def _public(shadow: Shadow) -> ShadowPublic:

@@ -11,12 +11,13 @@ from sqlalchemy.orm import Session
 from cloud.api.deps import PrincipalDep, ReadRole, SessionDep
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.schemas import ID_PATTERN, DevicePublic, StoreDetailPublic, StorePublic
+from cloud.api.schemas import DevicePublic, StoreDetailPublic, StorePublic
 from cloud.db.models import Device, Store
+from protocols.ids import Id
 
 router = APIRouter(prefix="/stores", tags=["stores"], route_class=JsonRoute)
 
-StoreId = Annotated[str, Path(pattern=ID_PATTERN, description="store id")]
+StoreId = Annotated[Id, Path(description="store id")]
 
 
 def _with_counts() -> Select[Any]:

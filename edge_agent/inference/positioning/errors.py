@@ -9,9 +9,13 @@ onnxruntime's and the csv module's errors are converted to these where they ente
 
 from __future__ import annotations
 
+from protocols.errors import StorefleetError
 
-class PositioningError(Exception):
+
+class PositioningError(StorefleetError):
     """Base error of indoor positioning."""
+
+    reason = "positioning_error"
 
 
 class SurveyError(PositioningError):

@@ -6,9 +6,13 @@
 
 from __future__ import annotations
 
+from protocols.errors import StorefleetError
 
-class TriggerError(Exception):
+
+class TriggerError(StorefleetError):
     """Base error of ``edge_agent.inference.triggers``."""
+
+    reason = "trigger_error"
 
 
 class NoCodesLeft(TriggerError):
