@@ -8,7 +8,9 @@ The lifespan migrates the database (``alembic upgrade head``), and when ``ingest
 is on runs an ``IngestWorker`` as a named task in the same event loop, stopping and
 awaiting it on shutdown. When ``settings.scheduler_interval_s`` > 0 it also runs the
 retail jobs loop (``cloud.scheduler``: commission settlement, points and coupon
-expiry), safe with any number of replicas.
+expiry), safe with any number of replicas. Both run supervised (``cloud.supervise``): a
+crash is logged, counted and restarted with backoff, and ``/healthz`` shows each task's
+state, answering 503 while one is down (decision 0031).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ from cloud.promotions.signing import SnapshotSigner
 from cloud.publish import MqttPublisher, Publisher
 from cloud.scheduler import JobMetrics, JobScheduler, retail_jobs
 from cloud.settings import CloudSettings
+from cloud.supervise import TaskSupervisor
+from protocols.backoff import Backoff
 from protocols.clock import Clock, SystemClock
 from protocols.ids import uuid7
 
@@ -81,6 +85,7 @@ def create_app(
     migrate: bool = True,
     loyalty: LoyaltyProgram | None = None,
     signer: SnapshotSigner | None = None,
+    task_backoff: Callable[[], Backoff] | None = None,
 ) -> FastAPI:
     registry = registry if registry is not None else CollectorRegistry()
     retail = make_retail(settings, registry, program=loyalty, signer=signer)
@@ -98,6 +103,9 @@ def create_app(
     )
     order_metrics = OrderMetrics(registry)
     job_metrics = JobMetrics(registry)
+    # A crashed background task is started again after 1 s, then up to a minute apart.
+    tasks = TaskSupervisor(registry, backoff=task_backoff or (lambda: Backoff(min_s=1.0,
+                                                                               max_s=60.0)))
     for prefix in settings.unscoped_store_tokens():
         logger.warning("API token %s is a store-manager/device token without a store scope: "
                        "it acts for every store (give it '@<store>'; decision 0015)", prefix)
@@ -115,14 +123,14 @@ def create_app(
                 interval_s=settings.scheduler_interval_s, metrics=job_metrics,
                 holder=f"{socket.gethostname()}:{os.getpid()}:{uuid7(state.clock.now_ms())[-8:]}")
             app.state.scheduler = scheduler
-            jobs_task = asyncio.create_task(scheduler.run(stop), name="cloud-scheduler")
+            jobs_task = tasks.start("scheduler", lambda: scheduler.run(stop), stop=stop)
         if ingest:
             worker = IngestWorker(settings, registry=registry, clock=state.clock,
                                   engine=engine, migrate=False,
                                   hooks=ingest_hooks(registry, retail=retail,
                                                      orders=order_metrics))
             app.state.ingest = worker
-            task = asyncio.create_task(worker.run(stop), name="cloud-ingest")
+            task = tasks.start("ingest", lambda: worker.run(stop), stop=stop)
         try:
             yield
         finally:
@@ -143,6 +151,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.cloud = state
+    app.state.tasks = tasks  # /healthz reads their states
     app.state.retail = retail
     app.state.api_metrics = state.metrics
     app.state.orders = orders_routes.OrdersState(metrics=order_metrics)

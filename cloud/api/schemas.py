@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The protocols' id alphabet (protocols.topics.valid_id), for path/query/body checks.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-IdStr = Annotated[str, Field(pattern=ID_PATTERN, examples=["store-0001"])]
+from protocols.ids import Id
+
+# Every id in a path, query or body is the one ``protocols.ids.Id`` (decision 0031).
 
 # Every integer column is a PostgreSQL BIGINT (cloud.db.models maps int to BigInteger):
 # a larger number reached the database and came back as a 500 (issue 12). Every integer
@@ -97,9 +97,9 @@ class ShadowDesiredUpdate(BaseModel):
 class CommandCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: IdStr = Field(examples=["ping"])
+    name: Id = Field(examples=["ping"])
     args: dict[str, Any] = Field(default_factory=dict)
-    target: IdStr = "agent"
+    target: Id = "agent"
     # One day at most: a command older than that is better sent again than run late.
     ttl_s: int = Field(default=60, ge=1, le=86_400)
 
@@ -120,9 +120,18 @@ class CommandPublic(Public):
     completed_ms: int | None
 
 
+class TaskStatePublic(BaseModel):
+    state: str = Field(description="running, restarting (it crashed; started again after "
+                                   "a backoff) or stopped")
+    restarts: int = Field(description="crashes since the process started")
+    last_error: str | None = Field(default=None, description="the last crash, kept after it")
+
+
 class HealthPublic(BaseModel):
     status: str
     database: str
+    tasks: dict[str, TaskStatePublic] | None = Field(
+        default=None, description="the API process's background tasks (ingest, scheduler)")
 
 
 class Problem(BaseModel):
