@@ -62,7 +62,8 @@ async def test_a_crashed_ingest_task_shows_in_healthz_and_comes_back(
         assert r.json()["tasks"]["ingest"] == {"state": "running", "restarts": 0}
 
         # The broker goes away; the reconnect backoff raises what the old one raised.
-        worker._backoff = _OverflowedBackoff()
+        # (The worker's reconnect loop is its AckSubscriber's, storefleet/mqtt/subscriber.py.)
+        worker._subscriber._backoff = _OverflowedBackoff()
         await asyncio.to_thread(mosquitto.restart)
         last: list[httpx.Response] = []
 
@@ -78,7 +79,7 @@ async def test_a_crashed_ingest_task_shows_in_healthz_and_comes_back(
                    and r.exc_info for r in caplog.records)
 
         # It is started again and takes messages as before.
-        worker._backoff = Backoff(min_s=0.05, max_s=0.5)
+        worker._subscriber._backoff = Backoff(min_s=0.05, max_s=0.5)
 
         async def up() -> bool:
             return (await c.get("/healthz")).status_code == 200 and worker.connected.is_set()
