@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from cloud.backoff import Backoff
 from cloud.ingest import IngestWorker
 from cloud.settings import CloudSettings
+from protocols.backoff import Backoff
 
 ADMIN = "test-admin-token-0001"
 TECH = "test-tech-token-00001"

@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-import cloud.backoff
 import edge_agent.backoff
 from protocols.backoff import Backoff
 
@@ -20,13 +19,12 @@ def test_attempt_ten_thousand_gives_the_cap_without_overflow() -> None:
     assert max(delays[-100:]) > 15  # still jittered up to the cap, not stuck low
 
 
-def test_the_old_modules_are_the_same_class() -> None:
-    assert cloud.backoff.Backoff is Backoff
+def test_the_agent_module_is_the_same_class_and_defaults_reach_the_cap() -> None:
     assert edge_agent.backoff.Backoff is Backoff
-    cloud_default = cloud.backoff.Backoff()  # ingest's default construction
+    default = Backoff()  # ingest's default construction (cloud/backoff.py overflowed here)
     for _ in range(2_000):
-        cloud_default.next()
-    assert cloud_default.ceiling() == cloud_default.max_s
+        default.next()
+    assert default.ceiling() == default.max_s
 
 
 def test_grows_with_jitter_and_resets() -> None:
