@@ -27,9 +27,9 @@ from edge_agent.storage import KvStore
 from edge_agent.uplink.publisher import Publish
 from protocols import topics
 from protocols.clock import Clock
-from protocols.codec import decode, encode
-from protocols.errors import DecodeError
+from protocols.codec import encode
 from protocols.messages import Command, CommandResult, CommandStatus
+from storefleet.mqtt.payloads import decode_or_count
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +89,9 @@ class CommandHandler:
         self._handlers = dict(handlers)
 
     async def handle(self, payload: bytes, *, target: str, link: Publish) -> None:
-        try:
-            command = decode(payload, Command)
-        except DecodeError as err:
-            self._metrics.bad_payloads.labels(source="cloud", reason=err.reason).inc()
-            logger.warning("bad command payload: %s", err)
+        command = decode_or_count(payload, Command, bad=self._metrics.bad_payloads,
+                                  source="cloud", what="command payload", log=logger)
+        if command is None:
             return
         now = self._clock.now_ms()
         if not await self._kv.remember_command(command.cmd_id, now_ms=now):

@@ -19,9 +19,9 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.shadow import AgentShadow
 from edge_agent.uplink.link import UplinkLink
 from protocols import topics
-from protocols.codec import decode
 from protocols.errors import ProtocolError
 from protocols.messages import RebirthRequest
+from storefleet.mqtt.payloads import decode_or_count
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +77,9 @@ class Downlink:
         if topic != topics.fleet("rebirth"):
             logger.debug("fleet announcement %s ignored", topic)
             return
-        try:
-            request = decode(payload, RebirthRequest)
-        except ProtocolError as err:
-            reason = getattr(err, "reason", "invalid")
-            self._metrics.bad_payloads.labels(source="cloud", reason=reason).inc()
-            logger.warning("bad rebirth request: %s", err)
+        request = decode_or_count(payload, RebirthRequest, bad=self._metrics.bad_payloads,
+                                  source="cloud", what="rebirth request", log=logger)
+        if request is None:
             return
         if request.stores is None or self._store_id in request.stores:
             await self._rebirth()

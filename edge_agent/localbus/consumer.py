@@ -44,6 +44,7 @@ from protocols.clock import Clock
 from protocols.codec import decode, decode_device_event, encode
 from protocols.errors import ProtocolError
 from protocols.messages import DeviceEvent, DeviceState, Event, Telemetry
+from storefleet.mqtt.payloads import count_bad
 from storefleet.mqtt.subscriber import AckSubscriber, NotConnected
 
 logger = logging.getLogger(__name__)
@@ -182,9 +183,8 @@ class LocalBusConsumer:
             try:
                 row = self._handle(topic, payload, now_ms=now, dispatch=dispatch)
             except ProtocolError as err:
-                reason = getattr(err, "reason", "invalid")
-                self._metrics.bad_payloads.labels(source="local", reason=reason).inc()
-                logger.warning("bad local message on %s: %s", message.topic, err)
+                count_bad(err, bad=self._metrics.bad_payloads, source="local",
+                          what=f"local message on {topic}", log=logger)
                 continue
             if row is not None:
                 rows.append(row)

@@ -37,6 +37,7 @@ from protocols.clock import Clock
 from protocols.codec import decode, encode
 from protocols.errors import ProtocolError
 from protocols.messages import Birth, BirthRefused, CloudReady, Death, EventsAck
+from storefleet.mqtt.payloads import count_bad, decode_or_count
 
 logger = logging.getLogger(__name__)
 
@@ -198,9 +199,8 @@ class UplinkSupervisor:
         try:
             ready = _decode_answer(payload)
         except ProtocolError as err:
-            reason = getattr(err, "reason", "invalid")
-            self._metrics.bad_payloads.labels(source="cloud", reason=reason).inc()
-            logger.warning("bad ready message: %s", err)
+            count_bad(err, bad=self._metrics.bad_payloads, source="cloud",
+                      what="ready message", log=logger)
             return
         if isinstance(ready, BirthRefused):
             self._on_refused(link, ready)
@@ -273,12 +273,9 @@ class UplinkSupervisor:
 
     async def _on_ack(self, payload: bytes) -> None:
         """The cloud committed these events: they may leave the outbox (decision 0028)."""
-        try:
-            ack = decode(payload, EventsAck)
-        except ProtocolError as err:
-            reason = getattr(err, "reason", "invalid")
-            self._metrics.bad_payloads.labels(source="cloud", reason=reason).inc()
-            logger.warning("bad ack message: %s", err)
+        ack = decode_or_count(payload, EventsAck, bad=self._metrics.bad_payloads,
+                              source="cloud", what="ack message", log=logger)
+        if ack is None:
             return
         await self._publisher.on_ack(ack.ids)
 
