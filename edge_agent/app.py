@@ -34,7 +34,6 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 
 import edge_agent.drivers  # noqa: F401 - loads every driver family into DRIVERS
-from edge_agent.backoff import Backoff
 from edge_agent.commands import CommandHandler
 from edge_agent.config import AgentConfig
 from edge_agent.drivers.base import DeviceConfig, Driver
@@ -56,6 +55,7 @@ from edge_agent.uplink.birth import build_birth
 from edge_agent.uplink.outbox import Outbox
 from edge_agent.uplink.session import UplinkSupervisor
 from edge_agent.uplink.telemetry import TelemetryForwarder
+from protocols.backoff import Backoff
 from protocols.clock import Clock, SystemClock
 from protocols.messages import Birth
 

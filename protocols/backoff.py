@@ -1,9 +1,8 @@
 """Capped exponential backoff with full jitter: the one the agent, the cloud and the
 simulators reconnect and restart with (decision 0031).
 
-It lives in ``protocols`` because it is pure computation shared by every package;
-``edge_agent.backoff`` re-exports it for the agent modules that still import it from
-there (``cloud/backoff.py``, the cloud's copy, is gone).
+It lives in ``protocols`` because it is pure computation shared by every package (the
+two copies, ``cloud/backoff.py`` and ``edge_agent/backoff.py``, are gone).
 
 The exponent is capped, not only the delay: the cloud's copy computed
 ``factor ** attempt`` before taking the minimum with ``max_s``, so about 1,024 failed

@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from edge_agent.backoff import Backoff
 from edge_agent.drivers.base import (
     DRIVERS,
     BadOption,
@@ -38,6 +37,7 @@ from edge_agent.drivers.base import (
     DriverError,
 )
 from edge_agent.drivers.capabilities import Capability
+from protocols.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from edge_agent.backoff import Backoff
+from protocols.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from edge_agent.backoff import Backoff
 from edge_agent.config import AgentConfig
 from edge_agent.errors import AgentError, LinkError
 from edge_agent.metrics import AgentMetrics
@@ -33,6 +32,7 @@ from edge_agent.uplink.outbox import Outbox
 from edge_agent.uplink.publisher import CloudAcks, OutboxPublisher
 from edge_agent.uplink.telemetry import TelemetryForwarder
 from protocols import topics
+from protocols.backoff import Backoff
 from protocols.clock import Clock
 from protocols.codec import decode, encode
 from protocols.errors import ProtocolError

@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
-from edge_agent.backoff import Backoff
 from edge_agent.cli import app
 from edge_agent.config import AgentConfig, BrokerAddress, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.metrics import AgentMetrics, MetricsServer
+from protocols.backoff import Backoff
 
 
 def test_defaults_and_urls(tmp_path: Path) -> None:

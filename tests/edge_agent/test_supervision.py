@@ -12,12 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from edge_agent.app import Agent
-from edge_agent.backoff import Backoff
 from edge_agent.errors import AgentFailed
 from edge_agent.kernel.supervisor import Supervisor
 from edge_agent.modules.till import Till
 from edge_agent.pos.peripherals import PosError
 from protocols import topics
+from protocols.backoff import Backoff
 from protocols.codec import decode, encode
 from protocols.messages import Command, CommandResult
 from tests.edge_agent.helpers import make_config, metric, running_agent, wait_until, watch

@@ -239,7 +239,7 @@ def test_cmd_that_is_not_ok_exits_2_with_the_result(cloud: Cloud) -> None:
                       "30", "--api", cloud.url, "--token", ADMIN)
     assert bad_level.returncode == 2, (bad_level.stdout, bad_level.stderr)
     result = json.loads(bad_level.stdout)
-    assert result["status"] == "error" and "log_level must be one of" in result["error"]
+    assert result["status"] == "rejected" and "log_level must be one of" in result["error"]
 
     unknown = fleet("cmd", AGENT_STORE, "self_destruct", "--wait", "30", "--api", cloud.url,
                     "--token", ADMIN)

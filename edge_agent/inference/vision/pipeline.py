@@ -18,7 +18,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 
-from edge_agent.backoff import Backoff
 from edge_agent.drivers.base import DriverContext
 from edge_agent.inference.vision.classifier import (
     DEFAULT_MIN_CONFIDENCE,
@@ -29,6 +28,7 @@ from edge_agent.inference.vision.classifier import (
 from edge_agent.inference.vision.errors import SourceError
 from edge_agent.inference.vision.frames import CartSnapshots, VideoSource
 from edge_agent.inference.vision.model import VisionModel
+from protocols.backoff import Backoff
 from protocols.vision import CategorySeen
 
 logger = logging.getLogger(__name__)
