@@ -41,6 +41,7 @@ from edge_agent.drivers.context import AgentDriverContext
 from edge_agent.drivers.supervisor import DriverSupervisor
 from edge_agent.errors import AgentError, AgentFailed, StorageError
 from edge_agent.kernel.builtin import kernel_commands, kernel_shadow_keys
+from edge_agent.kernel.device_shadow import DeviceShadows
 from edge_agent.kernel.devices import DeviceHub
 from edge_agent.kernel.module import Module, load_modules
 from edge_agent.kernel.routing import Downlink
@@ -129,7 +130,10 @@ class Agent:
         self.commands = CommandHandler(self.kv, store_id=config.store_id, clock=self.clock,
                                        metrics=self.metrics, handlers=commands,
                                        device_handler=self.hub.command)
+        self.device_shadows = DeviceShadows(store_id=config.store_id, drivers=self.drivers,
+                                            clock=self.clock, metrics=self.metrics)
         self.downlink = Downlink(store_id=config.store_id, shadow=self.shadow,
+                                 device_shadows=self.device_shadows,
                                  commands=self.commands, modules=self.modules.values(),
                                  metrics=self.metrics, rebirth=self.uplink.publish_birth)
         # The supervision tree: the kernel's parts, then the modules' (decision 0030).
@@ -201,6 +205,7 @@ class Agent:
                 kernel.start("outbox-bounds", self._enforce_bounds)
                 self.hub.configure()
                 kernel.start("driver-health", self.hub.watch)
+                kernel.start("device-shadows", self.device_shadows.run)
                 await self._start_modules(modules)
                 self.ready.set()
                 logger.info("agent %s running (version %s)", self.config.store_id,
@@ -211,6 +216,7 @@ class Agent:
                 await self._stop_modules(modules)
                 # Drivers next: they may still emit events while the outbox is open.
                 await kernel.stop_child("driver-health")
+                await kernel.stop_child("device-shadows")
                 await self.hub.aclose()
                 await kernel.stop_child("local-bus")
                 await kernel.stop_child("outbox-bounds")

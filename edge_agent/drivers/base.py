@@ -32,6 +32,9 @@ The contract (decision 0033):
 - **Commands** are declared with ``@command(name, ArgsModel)``; ``handle_command``
   dispatches by that table and refuses an unknown command or bad arguments with
   ``CommandRejected`` naming the field, before any driver code runs.
+- **Desired keys** are declared with ``@desired(key, ValueModel)`` (decision 0037): the
+  kernel hands a device's desired value of ``key``, checked by the model, to the method;
+  it returns what it applied (reported back, so equal to the desired value converges).
 - **Capabilities** (``drivers/capabilities.py``) are typed protocols a driver class
   inherits; the agent finds drivers by capability (``DriverSupervisor.find``), never
   by family name.
@@ -225,19 +228,51 @@ def command(name: str, args: type[BaseModel] = NoArgs) -> Callable[[H], H]:
     return mark
 
 
+DesiredHandler = Callable[[Any, Any], Awaitable[Any]]
+D = TypeVar("D", bound=DesiredHandler)
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredSpec:
+    """One declared desired key: its value model and the method that applies a value and
+    returns the value now in effect (a model, or None)."""
+
+    key: str
+    value: type[BaseModel]
+    handler: DesiredHandler
+
+
+def desired(key: str, value: type[BaseModel]) -> Callable[[D], D]:
+    """Declare a driver method as applying the desired-shadow ``key``, whose value the
+    kernel checks with ``value`` first (decision 0037; declare the key in
+    ``protocols.shadow_keys`` too)."""
+
+    def mark(fn: D) -> D:
+        specs = [*getattr(fn, "_driver_desired", ()), DesiredSpec(key, value, fn)]
+        fn._driver_desired = specs  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
 class Driver(abc.ABC):
     family: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = AnyOptions
     commands: ClassVar[Mapping[str, CommandSpec]] = MappingProxyType({})
+    desired_keys: ClassVar[Mapping[str, DesiredSpec]] = MappingProxyType({})
     options: BaseModel
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        table = dict(cls.commands)  # inherited declarations first; a subclass may override
+        # inherited declarations first; a subclass may override
+        table, keys = dict(cls.commands), dict(cls.desired_keys)
         for attr in vars(cls).values():
             for spec in getattr(attr, "_driver_commands", ()):
                 table[spec.name] = spec
+            for key in getattr(attr, "_driver_desired", ()):
+                keys[key.key] = key
         cls.commands = MappingProxyType(table)
+        cls.desired_keys = MappingProxyType(keys)
 
     def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         self.config = config

@@ -2,6 +2,7 @@
 declarations say (decision 0030), never through an if-chain of features.
 
     sf/v1/{store}/shadow/agent/desired   -> the agent's shadow (kernel and module keys)
+    sf/v1/{store}/shadow/{device}/desired -> the device's driver (decision 0037)
     sf/v1/{store}/cmd/{target}           -> a module's command target (e.g. ``orders``),
                                             else the agent's commands / a device's
     sf/v1/{store}/content/{kind}         -> the module that handles ``kind``
@@ -14,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from edge_agent.commands import CommandHandler
+from edge_agent.kernel.device_shadow import DeviceShadows
 from edge_agent.kernel.module import Module
 from edge_agent.metrics import AgentMetrics
 from edge_agent.shadow import AgentShadow
@@ -32,6 +34,7 @@ class Downlink:
         *,
         store_id: str,
         shadow: AgentShadow,
+        device_shadows: DeviceShadows,
         commands: CommandHandler,
         modules: Iterable[Module],
         metrics: AgentMetrics,
@@ -39,6 +42,7 @@ class Downlink:
     ) -> None:
         self._store_id = store_id
         self._shadow = shadow
+        self._device_shadows = device_shadows
         self._commands = commands
         self._metrics = metrics
         self._rebirth = rebirth
@@ -61,7 +65,7 @@ class Downlink:
             if target == "agent":
                 await self._shadow.handle_desired(payload, link)
             else:
-                logger.debug("desired shadow for device %s: no driver handles it yet", target)
+                await self._device_shadows.handle_desired(target, payload, link)
         elif where.channel == "cmd" and (handler := self.targets.get(target)) is not None:
             await handler(payload)
         elif where.channel == "cmd":

@@ -44,8 +44,9 @@ def test_an_undeclared_key_is_refused_when_the_shadow_is_built(tmp_path: Path) -
     assert "esl_price_book" in str(caught.value)
 
 
-def test_no_device_level_key_is_declared_while_no_driver_applies_one() -> None:
-    assert DEVICE_KEYS == frozenset()
-    assert undeclared("esl-1", ["esl_price_book", "audio_schedule"]) == [
-        "audio_schedule", "esl_price_book"]
+def test_device_level_keys_are_the_ones_drivers_declare() -> None:
+    """Drivers declare them with ``@desired`` (decision 0037; test_device_shadow.py
+    checks the two tables agree); anything else is undeclared for a device."""
+    assert DEVICE_KEYS == {"esl_price_book", "audio_schedule"}
+    assert undeclared("esl-1", ["esl_price_book", "volume", "audio_schedule"]) == ["volume"]
     assert undeclared("agent", ["anything"]) == []  # the agent keeps unknown keys

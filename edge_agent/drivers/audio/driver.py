@@ -10,7 +10,8 @@ reports (``store/presence/{sensor}/up/presence``) start presence-triggered spots
 
 Options (``AudioOptions``): ``zones`` (list; default every zone of the schedule),
 ``cache_dir`` (default ``<agent data_dir>/audio/<device id>``), ``tick_s`` (longest
-sleep), ``offline_after_s``, ``max_msgs_per_s``. Commands: ``audio_schedule`` (alias
+sleep), ``offline_after_s``, ``max_msgs_per_s``. Desired key (decision 0037):
+``audio_schedule`` (an ``AudioSchedule``). Commands: ``audio_schedule`` (alias
 ``set_schedule``) {schedule}, ``audio_asset`` {data_b64}, ``audio_status``.
 """
 
@@ -40,6 +41,7 @@ from edge_agent.drivers.base import (
     DriverError,
     DriverOptions,
     command,
+    desired,
     first_error,
     register,
 )
@@ -177,6 +179,12 @@ class AudioDriver(Driver):
     @command("set_schedule", ScheduleArgs)
     async def _schedule(self, args: ScheduleArgs) -> dict[str, Any]:
         return await self.set_schedule(args.schedule)
+
+    @desired("audio_schedule", AudioSchedule)
+    async def _desired_schedule(self, schedule: AudioSchedule) -> AudioSchedule | None:
+        """The desired shadow's schedule; the one in effect is what is reported."""
+        await self.set_schedule(schedule.model_dump(mode="json"))
+        return self.scheduler.schedule if self.scheduler else None
 
     @command("audio_asset", AssetArgs)
     async def _asset(self, args: AssetArgs) -> dict[str, Any]:

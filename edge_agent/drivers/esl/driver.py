@@ -10,6 +10,7 @@ forgot its queue). Labels not converged within ``stale_after_s`` raise the
 
 Options (``EslOptions``): ``labels`` {label id: sku}, ``retry_s``, ``retry_max_s``,
 ``stale_after_s``, ``max_labels``, ``tick_s``, ``offline_after_s``, ``max_msgs_per_s``.
+Desired key (decision 0037): ``esl_price_book`` (a ``PriceBook``).
 Commands: ``esl_price_book`` (alias ``set_price_book``; arguments: ``PriceBook``),
 ``bind_labels``, ``unbind_labels``, ``esl_status``, ``resend``. Capability: ``LabelSink``.
 """
@@ -32,6 +33,7 @@ from edge_agent.drivers.base import (
     DriverContext,
     DriverOptions,
     command,
+    desired,
     first_error,
     register,
 )
@@ -152,6 +154,13 @@ class EslDriver(Driver, LabelSink):
     @command("set_price_book", PriceBook)
     async def _price_book(self, args: PriceBook) -> dict[str, Any]:
         return self.apply_price_book(args)
+
+    @desired("esl_price_book", PriceBook)
+    async def _desired_price_book(self, book: PriceBook) -> PriceBook | None:
+        """The desired shadow's price book; the book in effect is what is reported (a
+        newer one sent as a command stays, and the shadow shows the difference)."""
+        self.apply_price_book(book)
+        return self.book.book
 
     @command("bind_labels", BindLabels)
     async def _bind(self, args: BindLabels) -> dict[str, Any]:

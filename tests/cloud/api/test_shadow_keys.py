@@ -19,13 +19,12 @@ async def test_device_level_desired_keys_must_be_declared(db_url: str) -> None:
     app = create_app(make_settings(db_url), publisher=pub, registry=CollectorRegistry())
     async with api_client(app) as c:
         r = await c.put("/api/v1/stores/s1/shadow/esl-01/desired", headers=auth(ADMIN),
-                        json={"state": {"esl_price_book": {"version": 7, "items": []},
-                                        "audio_schedule": {}}})
+                        json={"state": {"volume_db": -6, "screen_text": "hi"}})
         assert r.status_code == 422, r.text
         assert r.headers["content-type"] == "application/problem+json"
         problem = r.json()
         assert problem["type"].endswith("/undeclared_shadow_key")
-        assert "audio_schedule, esl_price_book" in problem["detail"]
+        assert "screen_text, volume_db" in problem["detail"]
         assert "esl-01" in problem["detail"]
         # Nothing stored, nothing published.
         assert (await c.get("/api/v1/stores/s1/shadow/esl-01",
