@@ -24,7 +24,8 @@ class BusDeviceSim:
 
     kind: str  # the local-bus device kind, e.g. "esl"
     model: str  # reported in the device state, e.g. "sim-esl-ap"
-    down_type: str  # the one down-topic type the device listens to
+    down_type: str  # the down-topic type the device listens to
+    more_down_types: tuple[str, ...] = ()  # others, handed to ``on_down`` (e.g. firmware)
     fw = "1.0.0"
     max_queued_in = 1_000  # messages held unread before paho drops them (bounded memory)
 
@@ -39,6 +40,10 @@ class BusDeviceSim:
 
     async def on_message(self, payload: bytes) -> None:
         """One message on the device's down topic (raw bytes; validate before use)."""
+        raise NotImplementedError
+
+    async def on_down(self, type_: str, payload: bytes) -> None:
+        """A message on one of ``more_down_types`` (raw bytes; validate before use)."""
         raise NotImplementedError
 
     async def step(self) -> object:
@@ -68,7 +73,8 @@ class BusDeviceSim:
             will=aiomqtt.Will(self.topic("up", "state"), offline, qos=1, retain=True),
             max_queued_incoming_messages=self.max_queued_in, keepalive=10,
         ))
-        await self._client.subscribe(self.topic("down", self.down_type), qos=1)
+        for type_ in (self.down_type, *self.more_down_types):
+            await self._client.subscribe(self.topic("down", type_), qos=1)
         online = DeviceState(online=True, model=self.model, fw=self.fw, ts=self.now_ms())
         await self.publish_up("state", encode(online), retain=True)
         name = f"{self.kind}-sim-{self.device_id}"
@@ -99,4 +105,8 @@ class BusDeviceSim:
             payload = message.payload
             raw = (bytes(payload) if isinstance(payload, bytes | bytearray)
                    else str(payload).encode())
-            await self.on_message(raw)
+            type_ = str(message.topic).rsplit("/", 1)[-1]
+            if type_ != self.down_type and type_ in self.more_down_types:
+                await self.on_down(type_, raw)
+            else:
+                await self.on_message(raw)

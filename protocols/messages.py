@@ -29,6 +29,7 @@ EVENT_KINDS: frozenset[str] = frozenset(
         "order_status",
         "cart_session",
         "label_ack",
+        "firmware_update",  # a device firmware update's outcome (decision 0039)
     }
 )
 

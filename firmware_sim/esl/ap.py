@@ -19,11 +19,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from firmware_sim.busdevice import BusDeviceSim
+from firmware_sim.esl.firmware import ApBootloader
 from protocols import decode, encode, topics
 from protocols.clock import Clock, SystemClock
 from protocols.errors import ProtocolError
-from protocols.esl import ACK, DEVICE_KIND, JOB, STATUS, ApStatus, LabelAck, LabelJob
+from protocols.esl import (
+    ACK,
+    DEVICE_KIND,
+    FW,
+    JOB,
+    STATUS,
+    ApStatus,
+    FwDown,
+    FwResult,
+    LabelAck,
+    LabelJob,
+)
 from protocols.ids import uuid7
+from protocols.messages import DeviceState
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +61,7 @@ class EslApSim(BusDeviceSim):
     kind = DEVICE_KIND
     model = "sim-esl-ap"
     down_type = JOB
+    more_down_types = (FW,)
     max_queued_in = 10_000
 
     def __init__(
@@ -83,6 +97,7 @@ class EslApSim(BusDeviceSim):
         self.boot_id = uuid7(now)
         self.stats: Counter[str] = Counter()
         self._next_status_ms = now
+        self.bootloader = ApBootloader(version=self.fw)
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -110,6 +125,30 @@ class EslApSim(BusDeviceSim):
             return
         self.stats["jobs"] += 1
         self.pending[job.label_id] = job  # the latest job wins: memory bounded by labels
+
+    # ---- firmware (decision 0039) ---------------------------------------------------------
+
+    async def on_down(self, type_: str, payload: bytes) -> None:
+        try:
+            msg = decode(payload, FwDown, max_bytes=MAX_JOB_BYTES).root
+        except ProtocolError as err:
+            self.stats["bad_fw"] += 1
+            logger.debug("esl sim %s: bad firmware message: %s", self.ap_id, err)
+            return
+        reply = self.bootloader.handle(msg)
+        if reply is None:
+            return  # lost (fault injection)
+        await self.publish_up(FW, encode(reply))
+        if isinstance(reply, FwResult) and reply.outcome == "ok" and reply.fw_version != self.fw:
+            await self.reboot_into(reply.fw_version)
+
+    async def reboot_into(self, version: str) -> None:
+        """Run the new firmware: a restart (new boot id, queue lost), the retained state
+        and the next status say the new version."""
+        self.fw = version
+        self.restart()
+        state = DeviceState(online=True, model=self.model, fw=self.fw, ts=self.now_ms())
+        await self.publish_up("state", encode(state), retain=True)
 
     # ---- check-ins out -------------------------------------------------------------------
 
@@ -139,7 +178,7 @@ class EslApSim(BusDeviceSim):
         if now >= self._next_status_ms:
             self._next_status_ms = now + self.status_interval_ms
             status = ApStatus(boot_id=self.boot_id, labels=len(self.labels),
-                              pending=len(self.pending), ts=now)
+                              pending=len(self.pending), fw_version=self.fw, ts=now)
             await self.publish_up(STATUS, encode(status))
             self.stats["status"] += 1
         return len(acks)

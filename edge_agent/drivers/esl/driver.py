@@ -12,7 +12,8 @@ Options (``EslOptions``): ``labels`` {label id: sku}, ``retry_s``, ``retry_max_s
 ``stale_after_s``, ``max_labels``, ``tick_s``, ``offline_after_s``, ``max_msgs_per_s``.
 Desired key (decision 0037): ``esl_price_book`` (a ``PriceBook``).
 Commands: ``esl_price_book`` (alias ``set_price_book``; arguments: ``PriceBook``),
-``bind_labels``, ``unbind_labels``, ``esl_status``, ``resend``. Capability: ``LabelSink``.
+``bind_labels``, ``unbind_labels``, ``esl_status``, ``resend``, ``firmware_update``
+(``esl/firmware.py``, decision 0039). Capability: ``LabelSink``.
 """
 
 from __future__ import annotations
@@ -38,17 +39,21 @@ from edge_agent.drivers.base import (
     register,
 )
 from edge_agent.drivers.capabilities import LabelSink
+from edge_agent.drivers.esl.firmware import EslFirmware, EslFirmwareOptions
 from edge_agent.drivers.esl.labels import AckResult, LabelBook, LabelBookError
 from edge_agent.drivers.esl.metrics import esl_metrics
+from edge_agent.drivers.firmware import FirmwareUpdate
 from edge_agent.drivers.links import TokenBucket
 from protocols import decode, encode, topics
 from protocols.errors import ProtocolError
 from protocols.esl import (
     ACK,
     DEVICE_KIND,
+    FW,
     JOB,
     STATUS,
     ApStatus,
+    FwUp,
     LabelAck,
     LabelJob,
     PriceBook,
@@ -66,7 +71,7 @@ LOW_BATTERY_PCT = 15.0
 ALARM_LIST_MAX = 50
 
 
-class EslOptions(DriverOptions):
+class EslOptions(EslFirmwareOptions, DriverOptions):
     labels: dict[str, str] = Field(default_factory=dict)  # label id -> sku
     retry_s: PositiveFloat = 120.0  # first retry of an unacknowledged job
     retry_max_s: PositiveFloat = 1800.0
@@ -111,6 +116,8 @@ class EslDriver(Driver, LabelSink):
         self.last_seen_ms: int | None = None
         self._alarm_active = False
         self.bind_labels(opts.labels)
+        self.firmware = EslFirmware(device_id=self.device_id, ctx=ctx, options=opts,
+                                    publish=self._publish_fw)
 
     # ---- public API -------------------------------------------------------------------
 
@@ -177,6 +184,21 @@ class EslDriver(Driver, LabelSink):
         return {"pending": counts.pending, "acked": counts.acked, "stale": counts.stale,
                 "stale_labels": self.book.stale(now_ms=now)[:ALARM_LIST_MAX]}
 
+    @command("firmware_update", FirmwareUpdate)
+    async def _firmware_update(self, args: FirmwareUpdate) -> dict[str, Any]:
+        # A reboot drops the AP's queued label jobs (they are resent after it), so an
+        # update waits until a price book has reached the shelf; stale labels, which
+        # may never check in, do not hold it back (decision 0039).
+        pending = self.book.counts(now_ms=self.ctx.clock.now_ms()).pending
+        if pending:
+            raise CommandRejected(self.device_id, f"a price book is still reaching the "
+                                  f"shelf ({pending} label(s) pending)", reason="busy")
+        return await self.firmware.start(args)
+
+    async def _publish_fw(self, payload: bytes) -> None:
+        topic = topics.local(DEVICE_KIND, self.device_id, "down", FW)
+        await self.ctx.publish_local(topic, payload, qos=1)
+
     @command("resend")
     async def _resend(self, args: Any) -> dict[str, Any]:
         jobs = self.book.resend_all(now_ms=self.ctx.clock.now_ms())
@@ -193,16 +215,20 @@ class EslDriver(Driver, LabelSink):
 
     async def run(self) -> None:
         self.subscribe()
-        while True:
-            await self.tick()
-            self._wake.clear()
-            try:
-                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
-                # cancellation that races with completion (the task then never stops).
-                async with asyncio.timeout(self.tick_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+        self.firmware.resume_saved()
+        try:
+            while True:
+                await self.tick()
+                self._wake.clear()
+                try:
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                    # cancellation that races with completion (the task then never stops).
+                    async with asyncio.timeout(self.tick_s):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            await self.firmware.aclose()  # its saved job is resumed by the next run
 
     async def tick(self) -> None:
         """Send queued and due jobs, update alarms and gauges (the clock decides what is due)."""
@@ -268,6 +294,10 @@ class EslDriver(Driver, LabelSink):
                 self._on_ack(decode(payload, LabelAck, max_bytes=MAX_MESSAGE_BYTES))
             elif type_ == STATUS:
                 self._on_status(decode(payload, ApStatus, max_bytes=MAX_MESSAGE_BYTES))
+            elif type_ == FW:
+                if not self.firmware.on_up(decode(payload, FwUp,
+                                                  max_bytes=MAX_MESSAGE_BYTES).root):
+                    self._bad("unknown_update")
             else:
                 self._bad("unknown_type")
         except ProtocolError as err:
@@ -286,6 +316,8 @@ class EslDriver(Driver, LabelSink):
 
     def _on_status(self, status: ApStatus) -> None:
         self.last_seen_ms = self.ctx.clock.now_ms()
+        if status.fw_version is not None:
+            self.firmware.running_version = status.fw_version
         if self._boot_id is not None and status.boot_id != self._boot_id:
             jobs = self.book.resend_all(now_ms=self.ctx.clock.now_ms())
             logger.info("esl %s: access point restarted; resending %d job(s)",
@@ -312,6 +344,8 @@ class EslDriver(Driver, LabelSink):
                 "price_book_version": self.book.book.version if self.book.book else None,
                 "labels_low_battery": sum(b < LOW_BATTERY_PCT for b in batteries),
                 "min_battery_pct": min(batteries) if batteries else None,
+                "firmware_version": self.firmware.running_version,
+                "update": self.firmware.state.snapshot(),
             },
         )
 
