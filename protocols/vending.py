@@ -49,12 +49,34 @@ END_SESSION; 0x04 CANCEL_REQUEST (the customer pressed cancel); 0x20 SELECTION (
 the cabinet's keypad, which on a real machine the VMC reads itself).
 
 Error reply ``0xFF``: code u8 (ErrorCode).
+
+Bootloader commands (firmware update, decision 0039):
+
+=====  ==============  ===========================  ==================================
+0x03   INFO            -                            firmware version (ASCII, 1..32 B)
+0x30   FW_START        size u32, version (ASCII)    block size u16 (the board's choice);
+                                                    error BUSY while a session is open
+0x31   FW_BLOCK        block u16, crc32 u32, data   block u16, status u8 (BlockStatus)
+0x32   FW_VERIFY       -                            result u8 (VerifyResult)
+0x33   FW_REBOOT       -                            result u8 (0: rebooting into the
+                                                    verified image, 1: nothing verified)
+=====  ==============  ===========================  ==================================
+
+A block's CRC-32 (IEEE, ``zlib.crc32``) covers its data only: the frame's CRC-16 guards
+the wire, the block's CRC-32 what reaches the board's buffer; a block whose CRC does not
+match is answered ``BAD_CRC`` and the VMC sends it again. Blocks go in order (block n
+covers bytes ``n * block_size`` onwards). An image ends with the CRC-32 of everything
+before it (4 bytes, big-endian; ``firmware_image`` builds one): ``FW_VERIFY`` checks it
+and the size, ``BAD_IMAGE`` drops the staged image and the board keeps its firmware.
+After ``FW_REBOOT`` the board is silent while it restarts, then ``INFO`` names the
+version it runs: the new one, or the old one when the new one failed to start.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
+import zlib
 from dataclasses import dataclass
 
 from protocols.errors import ProtocolError
@@ -69,12 +91,17 @@ REPLY_BIT = 0x80
 class Cmd(enum.IntEnum):
     UNLOCK = 0x01
     STATUS = 0x02
+    INFO = 0x03
     POLL = 0x10
     VEND_REQUEST = 0x11
     VEND_SUCCESS = 0x12
     VEND_FAILURE = 0x13
     SESSION_DONE = 0x14
     VEND_CANCEL = 0x15
+    FW_START = 0x30
+    FW_BLOCK = 0x31
+    FW_VERIFY = 0x32
+    FW_REBOOT = 0x33
     ERROR = 0xFF
 
 
@@ -88,6 +115,20 @@ class ErrorCode(enum.IntEnum):
     UNKNOWN_CMD = 1
     BAD_PAYLOAD = 2
     BUSY = 3
+
+
+class BlockStatus(enum.IntEnum):
+    OK = 0
+    BAD_CRC = 1  # the data does not match the block's CRC-32: send it again
+    OUT_OF_ORDER = 2  # not the block the board expects next
+    NO_UPDATE = 3  # no FW_START before it
+
+
+class VerifyResult(enum.IntEnum):
+    OK = 0
+    BAD_IMAGE = 1  # the image's own CRC-32 does not match: the old firmware stays
+    INCOMPLETE = 2  # fewer bytes than FW_START announced
+    NO_UPDATE = 3
 
 
 class PollEvent(enum.IntEnum):
@@ -316,3 +357,82 @@ def parse_unlock_reply(payload: bytes) -> tuple[int, UnlockResult]:
         return payload[0], UnlockResult(payload[1])
     except ValueError as err:
         raise VendingFrameError("bad_payload", f"unlock result {payload[1]}") from err
+
+
+# ---- bootloader (firmware update) ---------------------------------------------------------
+
+FW_VERSION_MAX = 32
+FW_BLOCK_HEADER = 6  # block u16 + crc32 u32
+FW_BLOCK_MAX = MAX_PAYLOAD - FW_BLOCK_HEADER  # 244 bytes of data per frame at most
+FW_TRAILER = 4  # the image's own CRC-32
+
+
+def crc32(data: bytes) -> int:
+    """CRC-32/ISO-HDLC (zlib's); check value for b"123456789" is 0xCBF43926."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def firmware_image(body: bytes) -> bytes:
+    """A bootable image: ``body`` followed by its CRC-32 (what FW_VERIFY checks)."""
+    return body + crc32(body).to_bytes(FW_TRAILER, "big")
+
+
+def image_ok(image: bytes) -> bool:
+    return len(image) > FW_TRAILER and crc32(image[:-FW_TRAILER]) == int.from_bytes(
+        image[-FW_TRAILER:], "big")
+
+
+def _version_bytes(version: str) -> bytes:
+    raw = version.encode("ascii", errors="replace")
+    if not 0 < len(raw) <= FW_VERSION_MAX:
+        raise VendingFrameError("bad_field", f"firmware version of {len(raw)} bytes")
+    return raw
+
+
+def parse_version(payload: bytes) -> str:
+    if not 0 < len(payload) <= FW_VERSION_MAX or not payload.isascii():
+        raise VendingFrameError("bad_payload", f"firmware version of {len(payload)} bytes")
+    return payload.decode("ascii")
+
+
+def fw_start_payload(size: int, version: str) -> bytes:
+    return struct.pack(">I", size) + _version_bytes(version)
+
+
+def parse_fw_start(payload: bytes) -> tuple[int, str]:
+    if len(payload) < 5:
+        raise VendingFrameError("bad_payload", f"FW_START of {len(payload)} bytes")
+    (size,) = struct.unpack(">I", payload[:4])
+    return size, parse_version(payload[4:])
+
+
+def fw_block_payload(block: int, data: bytes, *, crc: int | None = None) -> bytes:
+    if not 0 < len(data) <= FW_BLOCK_MAX:
+        raise VendingFrameError("bad_field", f"firmware block of {len(data)} bytes")
+    return struct.pack(">HI", block, crc32(data) if crc is None else crc) + data
+
+
+def parse_fw_block(payload: bytes) -> tuple[int, int, bytes]:
+    """(block, crc32 as sent, data)."""
+    if len(payload) <= FW_BLOCK_HEADER:
+        raise VendingFrameError("bad_payload", f"FW_BLOCK of {len(payload)} bytes")
+    block, crc = struct.unpack(">HI", payload[:FW_BLOCK_HEADER])
+    return block, crc, payload[FW_BLOCK_HEADER:]
+
+
+def parse_fw_block_reply(payload: bytes) -> tuple[int, BlockStatus]:
+    if len(payload) != 3:
+        raise VendingFrameError("bad_payload", f"FW_BLOCK reply of {len(payload)} bytes")
+    try:
+        return int.from_bytes(payload[:2], "big"), BlockStatus(payload[2])
+    except ValueError as err:
+        raise VendingFrameError("bad_payload", f"block status {payload[2]}") from err
+
+
+def parse_verify_reply(payload: bytes) -> VerifyResult:
+    if len(payload) != 1:
+        raise VendingFrameError("bad_payload", f"FW_VERIFY reply of {len(payload)} bytes")
+    try:
+        return VerifyResult(payload[0])
+    except ValueError as err:
+        raise VendingFrameError("bad_payload", f"verify result {payload[0]}") from err

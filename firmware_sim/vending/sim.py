@@ -18,9 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware_sim.printer.ports import PortClosed, PtyPort
+from firmware_sim.vending.bootloader import BoardBootloader
 from protocols import vending as v
 
 logger = logging.getLogger(__name__)
+
+
+class BoardBusy(Exception):
+    """The board refuses a request now (answered with error BUSY)."""
 
 
 @dataclass
@@ -32,6 +37,8 @@ class VendingFaults:
     wrong_seq_every: int = 0  # send a stale reply (previous SEQ) before every Nth reply
     delay_s: float = 0.0  # answer this late
     jammed_doors: set[int] = field(default_factory=set)  # report OK but stay shut
+    corrupt_blocks: set[int] = field(default_factory=set)  # firmware blocks damaged once
+    boot_fails: bool = False  # a verified image does not start: the old one runs again
 
     @staticmethod
     def hit(every: int, n: int) -> bool:
@@ -68,6 +75,21 @@ class VendingCabinetSim:
         self._last: tuple[int, int, bytes, bytes] | None = None  # seq, cmd, payload, reply
         self._rng = random.Random(seed)
         self._decoder = v.FrameDecoder()
+        self.bootloader = BoardBootloader(corrupt_blocks=set(self.faults.corrupt_blocks),
+                                          boot_fails=self.faults.boot_fails)
+        self.reboot_s = 0.3  # silent this long after FW_REBOOT
+        self.reboots = 0
+        self._rebooting_until = 0.0
+
+    @property
+    def firmware_version(self) -> str:
+        return self.bootloader.version
+
+    def tap(self, funds: int, *, media_id: int = 1) -> None:
+        """A card tap only: the customer is still choosing (a session is open)."""
+        self._events.append(v.PollReply(v.PollEvent.BEGIN_SESSION, funds=funds,
+                                        media_id=media_id))
+        self._idle.clear()
 
     # ---- the customer and the service tech -------------------------------------------------
 
@@ -127,6 +149,8 @@ class VendingCabinetSim:
                 await self._answer(item)
 
     async def _answer(self, frame: v.Frame) -> None:
+        if asyncio.get_running_loop().time() < self._rebooting_until:
+            return  # restarting: nobody listens
         if self._last is not None and self._last[:3] == (frame.seq, frame.cmd, frame.payload):
             reply = self._last[3]  # retransmission: answer again, do not act again
         else:
@@ -155,6 +179,8 @@ class VendingCabinetSim:
     def _handle(self, frame: v.Frame) -> v.Frame:
         try:
             payload = self._dispatch(frame)
+        except BoardBusy:
+            return v.Frame(frame.seq, v.Cmd.ERROR, bytes((v.ErrorCode.BUSY,)))
         except v.VendingFrameError:
             return v.Frame(frame.seq, v.Cmd.ERROR, bytes((v.ErrorCode.BAD_PAYLOAD,)))
         if payload is None:
@@ -173,6 +199,9 @@ class VendingCabinetSim:
                 self.open_doors.add(door)
                 self.unlocks.append(door)
             return bytes((door, v.UnlockResult.OK))
+        if cmd in (v.Cmd.INFO, v.Cmd.FW_START, v.Cmd.FW_BLOCK, v.Cmd.FW_VERIFY,
+                   v.Cmd.FW_REBOOT):
+            return self._bootloader(frame)
         if cmd == v.Cmd.STATUS:
             return v.CabinetStatus(frozenset(self.open_doors), self.temperature_c).encode()
         if cmd == v.Cmd.POLL:
@@ -202,6 +231,25 @@ class VendingCabinetSim:
             self._update_idle()
             return b""
         return None
+
+    def _bootloader(self, frame: v.Frame) -> bytes:
+        cmd, p, boot = frame.cmd, frame.payload, self.bootloader
+        if cmd == v.Cmd.INFO:
+            return boot.version.encode("ascii")
+        if cmd == v.Cmd.FW_START:
+            if self.session_open:
+                raise BoardBusy
+            return boot.start(p)
+        if cmd == v.Cmd.FW_BLOCK:
+            return boot.block(p)
+        if cmd == v.Cmd.FW_VERIFY:
+            return boot.verify()
+        reply, restarts = boot.reboot()
+        if restarts:
+            self.reboots += 1
+            self._rebooting_until = asyncio.get_running_loop().time() + self.reboot_s
+            self._last = None  # RAM, and the reply cache with it, is lost
+        return reply
 
     def _update_idle(self) -> None:
         if self._events or self.session_open:

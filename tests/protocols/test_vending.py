@@ -112,3 +112,34 @@ def test_denied_and_reader_ended_vends() -> None:
 def test_vend_event_id_is_deterministic() -> None:
     a = mdb.vend_event_id("S1", "V1", "sess")
     assert a == mdb.vend_event_id("S1", "V1", "sess") != mdb.vend_event_id("S1", "V1", "other")
+
+
+# ---- bootloader frames (decision 0039) ------------------------------------------------------
+
+
+def test_firmware_payloads_round_trip() -> None:
+    assert v.crc32(b"123456789") == 0xCBF43926
+    image = v.firmware_image(b"\x00" * 300)
+    assert v.image_ok(image) and not v.image_ok(image[:-1] + b"\x00")
+    assert not v.image_ok(b"\x00" * 4)
+    assert v.parse_fw_start(v.fw_start_payload(70_000, "2.5.0-rc1")) == (70_000, "2.5.0-rc1")
+    block, crc, data = v.parse_fw_block(v.fw_block_payload(513, b"abc"))
+    assert (block, crc, data) == (513, v.crc32(b"abc"), b"abc")
+    assert v.parse_fw_block_reply(b"\x02\x01\x01") == (513, v.BlockStatus.BAD_CRC)
+    assert v.parse_verify_reply(b"\x01") is v.VerifyResult.BAD_IMAGE
+    with pytest.raises(v.VendingFrameError):
+        v.fw_block_payload(0, b"x" * (v.FW_BLOCK_MAX + 1))  # would not fit one frame
+    with pytest.raises(v.VendingFrameError):
+        v.fw_start_payload(1, "x" * 33)
+    assert len(v.encode(v.Frame(1, v.Cmd.FW_BLOCK,
+                                v.fw_block_payload(0, b"x" * v.FW_BLOCK_MAX)))) <= v.MAX_FRAME
+
+
+@given(st.binary(max_size=300))
+def test_firmware_parsers_refuse_garbage_by_reason_only(noise: bytes) -> None:
+    for parse in (v.parse_fw_start, v.parse_fw_block, v.parse_fw_block_reply,
+                  v.parse_verify_reply, v.parse_version):
+        try:
+            parse(noise)
+        except v.VendingFrameError as err:
+            assert err.reason == "bad_payload"

@@ -17,7 +17,8 @@ The driver polls the reader and runs the cashless session (``protocols.mdb``): a
 selection becomes a vend request; an approval releases the door, and the door state
 is always read back before the vend is declared a success. Every settled vend emits
 exactly one ``vend`` event whose id is derived from the session id (a retried emit is
-stored once). Commands: ``unlock`` {door: 0..15}, ``status``.
+stored once). Commands: ``unlock`` {door: 0..15}, ``status``, ``firmware_update``
+(``vending/firmware.py``, decision 0039; refused while a vend session is open).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from edge_agent.drivers.base import (
     command,
     register,
 )
+from edge_agent.drivers.firmware import FirmwareUpdate
 from edge_agent.drivers.links import SerialOptions, link_metrics, open_link
+from edge_agent.drivers.vending.firmware import VendingFirmware, VendingFirmwareOptions
 from edge_agent.drivers.vending.transport import BoardClient
 from edge_agent.metrics import registry_scoped
 from protocols import mdb
@@ -66,7 +69,7 @@ class Slot(BaseModel):
     sku: str | None = None
 
 
-class VendingOptions(SerialOptions):
+class VendingOptions(VendingFirmwareOptions, SerialOptions):
     poll_interval_s: float = Field(0.2, gt=0)  # MDB readers are polled about every 0.2 s
     reply_timeout_s: float = Field(0.5, gt=0)
     status_every: int = Field(10, ge=1)  # read door bitmap + temperature every N polls
@@ -96,6 +99,8 @@ class VendingDriver(Driver):
         self._last_seen: int | None = None
         self._status: v.CabinetStatus | None = None
         self._jammed: set[int] = set()
+        self.firmware = VendingFirmware(device_id=self.device_id, ctx=ctx,
+                                        options=self.options, request=self._request)
 
     # ---- run --------------------------------------------------------------------------------
 
@@ -106,8 +111,12 @@ class VendingDriver(Driver):
                                   timeout_s=o.reply_timeout_s)
         try:
             await self._read_status()
+            await self.firmware.read_version()
             n = 0
             while True:
+                if self.firmware.state.busy:  # the board is in its bootloader
+                    await asyncio.sleep(o.poll_interval_s)
+                    continue
                 await self._poll_once()
                 n += 1
                 if n % o.status_every == 0:
@@ -229,7 +238,9 @@ class VendingDriver(Driver):
         st = self._status
         if st is not None and st.temperature_c > self.options.max_temperature_c:
             alarms.append("temperature_high")
-        details: dict[str, Any] = {"session": self._session.state.value}
+        details: dict[str, Any] = {"session": self._session.state.value,
+                                   "firmware_version": self.firmware.running_version,
+                                   "update": self.firmware.state.snapshot()}
         if st is not None:
             details |= {"temperature_c": st.temperature_c, "open_doors": sorted(st.open_doors)}
         return DeviceHealth(online=self._online, last_seen_ms=self._last_seen,
@@ -245,6 +256,14 @@ class VendingDriver(Driver):
         if self._session.state is not mdb.State.IDLE:
             raise CommandRejected(self.device_id, "a vend session is in progress", reason="busy")
         return {"door": args.door, "opened": await self._dispense(args.door)}
+
+    @command("firmware_update", FirmwareUpdate)
+    async def _firmware_update(self, args: FirmwareUpdate) -> dict[str, Any]:
+        self._board_online()
+        if self._session.state is not mdb.State.IDLE:
+            raise CommandRejected(self.device_id, "a vend session is in progress",
+                                  reason="busy")
+        return await self.firmware.update(args)
 
     @command("status")
     async def _cmd_status(self, args: Any) -> dict[str, Any]:

@@ -208,7 +208,7 @@ async def test_bad_arguments_are_refused_naming_the_field_and_counted(
 
 async def test_commands_are_declared_in_a_table(tmp_path: Path) -> None:
     drivers = _drivers(tmp_path, FakeContext())
-    assert set(drivers["vending"].commands) == {"unlock", "status"}
+    assert set(drivers["vending"].commands) == {"unlock", "status", "firmware_update"}
     assert set(drivers["printer"].commands) == {"open_drawer", "status", "print_text"}
     assert {"esl_price_book", "set_price_book", "bind_labels"} <= set(drivers["esl"].commands)
     assert set(drivers["cart"].commands) == {"list_carts", "screen"}
