@@ -85,13 +85,23 @@ class ShadowPublic(Public):
     reported: dict[str, Any] | None
     reported_version: int | None
     in_sync: bool = Field(default=False, description="the store applied the latest desired version")
+    delta: dict[str, Any] = Field(
+        default_factory=dict, description="desired keys whose reported value differs (not yet "
+        "applied, rejected or unsupported), with their desired value")
     updated_ms: int
 
 
 class ShadowDesiredUpdate(BaseModel):
+    """PUT replaces the desired state, PATCH merges into it (RFC 7386: objects merge
+    recursively); in both a ``null`` value deletes the key."""
+
     model_config = ConfigDict(extra="forbid")
 
     state: dict[str, Any] = Field(examples=[{"log_level": "debug"}])
+    expected_version: int | None = Field(
+        default=None, ge=0, description="the desired version this change was made against "
+        "(0: no shadow yet); another one is a 409 and nothing is written. Omitted: "
+        "unconditional")
 
 
 class CommandCreate(BaseModel):
