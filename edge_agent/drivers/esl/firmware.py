@@ -35,6 +35,7 @@ from edge_agent.drivers.firmware import (
     read_image,
 )
 from protocols import encode
+from protocols.errors import StorefleetError
 from protocols.esl import FW_CHUNK_MAX, FwAck, FwBegin, FwChunk, FwCommit, FwResult
 from protocols.ids import uuid7
 
@@ -149,6 +150,16 @@ class EslFirmware:
         self._signal.set()
         return True
 
+    async def _send_msg(self, payload: bytes) -> None:
+        """Publish; a bus that is down (an agent just starting, a broker restart) counts
+        as a message lost: the ack timeout sends it again, ``fw_max_stalls`` bound it."""
+        try:
+            await self._publish(payload)
+        except StorefleetError as err:
+            self._metrics.resent.labels(family="esl", device=self.device_id).inc()
+            logger.info("esl %s: firmware message not sent (%s); retrying after %s s",
+                        self.device_id, err, self.options.fw_ack_timeout_s)
+
     async def _wait(self, done: Callable[[], bool]) -> bool:
         """Until ``done()`` or a result, or False after ``fw_ack_timeout_s`` without."""
         try:
@@ -183,6 +194,11 @@ class EslFirmware:
         except OSError as err:
             self.state.state, self.state.outcome, self.state.detail = (
                 "failed", "failed", f"image unreadable: {err}")
+        except Exception as err:  # a bug: reported as a failed update, never left hanging
+            logger.exception("esl %s: firmware update %s crashed", self.device_id,
+                             job.update_id)
+            self.state.state, self.state.outcome, self.state.detail = (
+                "failed", "failed", f"driver error: {err!r}")
         await emit_outcome(self.ctx, device_id=self.device_id, family="esl", st=self.state,
                            from_version=job.from_version,
                            extra={"resumed_from": resumed_from})
@@ -196,7 +212,7 @@ class EslFirmware:
         begin = FwBegin(update_id=job.update_id, version=job.version, size=job.size,
                         sha256=job.sha256, chunk_size=self.options.fw_chunk_size)
         for _ in range(self.options.fw_max_stalls):
-            await self._publish(encode(begin))
+            await self._send_msg(encode(begin))
             if await self._wait(lambda: self._acked >= 0):
                 self._check_result()
                 return self._acked
@@ -209,8 +225,8 @@ class EslFirmware:
         while acked < job.size:
             while sent < job.size and sent - acked < o.fw_window * o.fw_chunk_size:
                 n = min(o.fw_chunk_size, job.size - sent)
-                await self._publish(encode(FwChunk.of(job.update_id, sent,
-                                                      image[sent:sent + n])))
+                await self._send_msg(encode(FwChunk.of(job.update_id, sent,
+                                                       image[sent:sent + n])))
                 sent += n
             if not await self._wait(functools.partial(self._acked_past, acked)):
                 stalls += 1
@@ -233,7 +249,7 @@ class EslFirmware:
     async def _commit(self, job: SavedJob) -> FwResult:
         self.state.state = "verifying"
         for _ in range(self.options.fw_max_stalls):
-            await self._publish(encode(FwCommit(update_id=job.update_id)))
+            await self._send_msg(encode(FwCommit(update_id=job.update_id)))
             if await self._wait(lambda: False) and self._result is not None:
                 return self._result
         raise UpdateFailed("failed", "the access point did not answer the commit")
