@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
@@ -29,6 +30,7 @@ from cloud.api.deps import AppState, enforce_path_scope
 from cloud.api.docs import install_docs
 from cloud.api.problems import install_problem_handlers
 from cloud.api.routes import (
+    artifacts,
     commands,
     coupons,
     devices,
@@ -42,6 +44,8 @@ from cloud.api.routes import (
 )
 from cloud.api.routes import orders as orders_routes
 from cloud.api.routes.retail_common import RetailState
+from cloud.artifacts.service import ArtifactMetrics, ArtifactService, release_signer
+from cloud.artifacts.storage import LocalArtifactStorage
 from cloud.db.engine import make_engine, make_session_factory, writer
 from cloud.db.migrate import upgrade
 from cloud.ingest.hooks import PostCommitHooks
@@ -85,6 +89,7 @@ def create_app(
     migrate: bool = True,
     loyalty: LoyaltyProgram | None = None,
     signer: SnapshotSigner | None = None,
+    release: SnapshotSigner | None = None,
     task_backoff: Callable[[], Backoff] | None = None,
 ) -> FastAPI:
     registry = registry if registry is not None else CollectorRegistry()
@@ -155,6 +160,10 @@ def create_app(
     app.state.retail = retail
     app.state.api_metrics = state.metrics
     app.state.orders = orders_routes.OrdersState(metrics=order_metrics)
+    app.state.artifacts = artifacts.ArtifactState(service=ArtifactService(
+        storage=LocalArtifactStorage(Path(settings.artifact_dir)),
+        signer=release or release_signer(settings), writer=state.writer, clock=state.clock,
+        max_bytes=settings.max_artifact_bytes, metrics=ArtifactMetrics(registry)))
     install_problem_handlers(app)
     app.middleware("http")(_count_requests(state.metrics))
 
@@ -162,7 +171,7 @@ def create_app(
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_path_scope)],
                     responses=_AUTH_RESPONSES)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions,
-                   pricebooks):
+                   pricebooks, artifacts):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
     app.include_router(api)

@@ -9,6 +9,7 @@ stored phone hash):
 
 =========================  ====================================================
 ``signing-key.pem``        Ed25519 private key signing promotion snapshots
+``release-key.pem``        Ed25519 private key signing artifact manifests (0036)
 ``member-hash.key``        HMAC key of members' phone-number hashes
 ``hq-admin.token``         an API bearer token with the role hq-admin
 ``api-tokens``             ``<token>:hq-admin``, the API's token list
@@ -65,6 +66,7 @@ def init_secrets(directory: Path) -> dict[str, bool]:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     created = {
         "signing-key.pem": write_secret(directory / "signing-key.pem", _signing_key),
+        "release-key.pem": write_secret(directory / "release-key.pem", _signing_key),
         "member-hash.key": write_secret(directory / "member-hash.key", _random),
         "hq-admin.token": write_secret(directory / "hq-admin.token", _random),
         "mqtt-cloud.secret": write_secret(directory / "mqtt-cloud.secret", _random),
@@ -75,6 +77,7 @@ def init_secrets(directory: Path) -> dict[str, bool]:
                                          lambda: f"{token}:hq-admin\n".encode())
     d = directory.resolve()
     env = (f"STOREFLEET_SIGNING_KEY_FILE={d / 'signing-key.pem'}\n"
+           f"STOREFLEET_RELEASE_KEY_FILE={d / 'release-key.pem'}\n"
            f"STOREFLEET_MEMBER_HASH_KEY_FILE={d / 'member-hash.key'}\n"
            f"STOREFLEET_API_TOKENS_FILE={d / 'api-tokens'}\n"
            f"STOREFLEET_MQTT_USERNAME={CLOUD_MQTT_USER}\n"
@@ -87,7 +90,8 @@ def init_secrets(directory: Path) -> dict[str, bool]:
 @app.command("init")
 def init(directory: Annotated[Path, typer.Argument(
         help="where to keep them, e.g. /etc/storefleet (created 0700)")]) -> None:
-    """Create the signing key, member hash key, hq-admin token and broker passwords."""
+    """Create the signing and release keys, member hash key, hq-admin token, broker
+    passwords."""
     try:
         created = init_secrets(directory)
     except OSError as err:

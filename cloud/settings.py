@@ -23,6 +23,9 @@ Environment variables (all optional):
 ``STOREFLEET_MEMBER_HASH_KEY``     server secret for keyed phone-number hashes (>= 16 chars)
 ``STOREFLEET_SIGNING_KEY_FILE``    Ed25519 private key (PEM) signing promotion snapshots
 ``STOREFLEET_TRUSTED_KEYS``        older public keys still announced (base64, comma list)
+``STOREFLEET_ARTIFACT_DIR``        where uploaded artifacts are kept (``./artifacts``)
+``STOREFLEET_RELEASE_KEY_FILE``    Ed25519 private key (PEM) signing artifact manifests
+``STOREFLEET_MAX_ARTIFACT_BYTES``  largest artifact upload in bytes (4 GiB)
 ``STOREFLEET_CURRENCY``            the chain's ISO currency (``EUR``)
 =================================  =========================================================
 
@@ -157,6 +160,12 @@ class CloudSettings(BaseModel):
     signing_key_file: str | None = None
     trusted_keys: tuple[str, ...] = ()
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    # Artifacts (decision 0036): blobs by sha256 under artifact_dir; manifests signed with
+    # the release key (PEM file; None = an ephemeral key per process, warned about, as
+    # for promotions). 4 GiB: an agent wheel or ONNX model is far smaller.
+    artifact_dir: str = "./artifacts"
+    release_key_file: str | None = None
+    max_artifact_bytes: int = Field(default=4 * 1024**3, ge=1, le=64 * 1024**3)
 
     @field_validator("mqtt_url")
     @classmethod
@@ -260,11 +269,14 @@ class CloudSettings(BaseModel):
             data["share_group"] = None if group.strip().lower() in ("", "none", "-") else group
         if raw_tokens := env.get(ENV_PREFIX + "API_TOKENS"):
             data["api_tokens"] = parse_tokens(raw_tokens)
-        for name in ("member_hash_key", "signing_key_file", "currency"):
+        for name in ("member_hash_key", "signing_key_file", "currency", "artifact_dir",
+                     "release_key_file"):
             if raw := env.get(ENV_PREFIX + name.upper()):
                 data[name] = raw
         if raw := env.get(ENV_PREFIX + "REQUIRE_TOKEN_SCOPE"):
             data["require_token_scope"] = raw.strip().lower() not in ("0", "false", "no", "off")
+        if raw := env.get(ENV_PREFIX + "MAX_ARTIFACT_BYTES"):
+            data["max_artifact_bytes"] = int(raw)
         if raw := env.get(ENV_PREFIX + "SCHEDULER_INTERVAL_S"):
             data["scheduler_interval_s"] = float(raw)
         if raw_keys := env.get(ENV_PREFIX + "TRUSTED_KEYS"):

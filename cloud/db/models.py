@@ -123,8 +123,11 @@ class Command(Base):
 
 
 
-# Loyalty and promotions tables live in their own module; importing it here puts them
-# in Base.metadata for Alembic and the model/migration drift test.
+# Tables of other modules; importing them here puts them in Base.metadata for Alembic
+# and the model/migration drift test. Artifacts of rollouts (decision 0036):
+from cloud.db import models_artifacts as models_artifacts  # noqa: E402
+
+# Loyalty and promotions:
 from cloud.db import models_loyalty as models_loyalty  # noqa: E402
 
 # Online orders, stock, store locations and offline coupon ranges (same reason).

@@ -46,8 +46,9 @@ def test_secrets_init_makes_each_secret_once(tmp_path: Path) -> None:
     first = CliRunner().invoke(app, ["secrets", "init", str(target)])
     assert first.exit_code == 0, first.output
     files = {p.name: p.read_bytes() for p in target.iterdir()}
-    assert set(files) == {"signing-key.pem", "member-hash.key", "hq-admin.token", "api-tokens",
-                          "mqtt-cloud.secret", "broker-admin.secret", "cloud.env"}
+    assert set(files) == {"signing-key.pem", "release-key.pem", "member-hash.key",
+                          "hq-admin.token", "api-tokens", "mqtt-cloud.secret",
+                          "broker-admin.secret", "cloud.env"}
     assert all(not (target / name).stat().st_mode & 0o077 for name in files)
     second = CliRunner().invoke(app, ["secrets", "init", str(target)])
     assert second.exit_code == 0 and "created" not in second.output
@@ -57,6 +58,8 @@ def test_secrets_init_makes_each_secret_once(tmp_path: Path) -> None:
     env = dict(line.split("=", 1) for line in files["cloud.env"].decode().splitlines())
     settings = CloudSettings.from_env(env)  # what `set -a; . cloud.env` gives the services
     assert settings.signing_key_file == str((target / "signing-key.pem").resolve())
+    assert settings.release_key_file == str((target / "release-key.pem").resolve())
+    assert files["release-key.pem"] != files["signing-key.pem"]  # two keys, two purposes
     assert settings.member_hash_key is not None and settings.api_tokens[token].role == "hq-admin"
     assert settings.mqtt_username == "storefleet-cloud" and settings.mqtt_password
 

@@ -46,7 +46,8 @@ def api_url(postgres_server: Postgres, tmp_path: Path) -> Iterator[str]:
     db_url = postgres_server.create_database(f"sf_fuzz_{tmp_path.name[-8:].lower()}")
     # A hash key, so member routes answer as configured ones do (without it they answer
     # a documented 503, which not_a_server_error would count).
-    settings = make_settings(db_url, member_hash_key="fuzz-member-hash-key-0123")
+    settings = make_settings(db_url, member_hash_key="fuzz-member-hash-key-0123",
+                             artifact_dir=str(tmp_path / "artifacts"))
     app = create_app(settings, registry=CollectorRegistry(), publisher=MemoryPublisher())
     port = free_port()
     server = EmbeddedServer(uvicorn.Config(app, host=HOST, port=port, log_level="warning"))

@@ -1,0 +1,9 @@
+"""Artifacts: agent releases, device firmware and ONNX models, uploaded once, stored by
+sha256, their manifests signed with the release key (decision 0036).
+
+- ``storage``: the ``ArtifactStorage`` interface and the local-directory store;
+- ``service``: upload (stream, hash, sign, record), look-ups, the release key;
+- ``errors``: ``ArtifactError`` and its subclasses.
+The routes are ``cloud.api.routes.artifacts``; the manifest format ``protocols.artifacts``;
+the box side ``edge_agent.kernel.artifacts``.
+"""
