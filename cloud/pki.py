@@ -115,9 +115,60 @@ def issue_store(directory: Path, store_id: str, *, days: int = LEAF_DAYS) -> Iss
     return paths
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A store's key and certificate in memory (PEM), for a bundle (decision 0035)."""
+
+    key_pem: bytes
+    cert_pem: bytes
+    serial: int
+
+
+def make_store_identity(directory: Path, store_id: str, *, days: int = LEAF_DAYS) -> Identity:
+    """Like ``issue_store`` but nothing written: the key exists only in what is returned
+    (the enrolment bundle), so the cloud never keeps a store's private key."""
+    if not valid_id(store_id):
+        raise PkiError(directory, f"{store_id!r} is not a valid store id")
+    cert, key = _build(directory, common_name=store_id, sans=[],
+                       usage=ExtendedKeyUsageOID.CLIENT_AUTH, days=days)
+    return Identity(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM),
+                    cert.serial_number)
+
+
+def write_crl(directory: Path, path: Path, serials: list[int]) -> None:
+    """A CRL signed by the CA listing ``serials``, replacing ``path`` atomically (the
+    broker may read it at any moment: Mosquitto's ``crlfile``, reloaded on SIGHUP)."""
+    ca_cert, ca_key = _load_ca(directory)
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca_cert.subject)
+               .last_update(now - BACKDATE)
+               # Mosquitto (OpenSSL) refuses every client once the CRL's next update has
+               # passed; the cloud rewrites it on every change, so one CA lifetime is fine.
+               .next_update(ca_cert.not_valid_after_utc))
+    for serial in sorted(set(serials)):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial)
+            .revocation_date(now - BACKDATE).build())
+    pem = builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(pem)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise PkiError(path, f"cannot write the CRL: {err.strerror}") from err
+
+
 def _issue(directory: Path, paths: Issued, *, common_name: str, sans: list[x509.GeneralName],
            usage: x509.ObjectIdentifier, days: int) -> None:
     _refuse_existing(paths)
+    cert, key = _build(directory, common_name=common_name, sans=sans, usage=usage, days=days)
+    _write(paths, cert, key)
+
+
+def _build(directory: Path, *, common_name: str, sans: list[x509.GeneralName],
+           usage: x509.ObjectIdentifier, days: int
+           ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_cert, ca_key = _load_ca(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -142,7 +193,7 @@ def _issue(directory: Path, paths: Issued, *, common_name: str, sans: list[x509.
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    _write(paths, builder.sign(ca_key, hashes.SHA256()), key)
+    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -168,11 +219,13 @@ def _refuse_existing(paths: Issued) -> None:
 
 def _write(paths: Issued, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     """The key first (0600, created exclusively), then the certificate (0644)."""
-    pem_key = key.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    _create(paths.key, pem_key, mode=0o600)
+    _create(paths.key, _key_pem(key), mode=0o600)
     _create(paths.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def _create(path: Path, data: bytes, *, mode: int) -> None:

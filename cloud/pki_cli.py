@@ -61,3 +61,23 @@ def store(directory: DirArg,
 
     issued = _done(lambda: issue_store(directory, store_id))
     typer.echo(f"store {store_id}: certificate {issued.cert}, key {issued.key} (0600)")
+
+
+@app.command("crl")
+def crl(directory: DirArg,
+        out: Annotated[Path | None, typer.Option(
+            "--out", help="the broker's crlfile [default: DIR/crl.pem]")] = None) -> None:
+    """An empty revocation list signed by the CA, for the broker's `crlfile` before the
+    first revocation; the cloud rewrites it on every revocation (decision 0035)."""
+    from cloud.pki import PkiError, write_crl
+
+    path = out or directory / "crl.pem"
+    if path.exists():
+        typer.echo(f"{path} exists; kept (the cloud keeps it up to date)")
+        return
+    try:
+        write_crl(directory, path, [])
+    except PkiError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"CRL written: {path} (give it to the broker: crlfile {path})")

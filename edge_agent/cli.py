@@ -120,6 +120,28 @@ def run(
         raise typer.Exit(1) from err
 
 
+@app.command("enrol")
+def enrol(
+    token: Annotated[str, typer.Option("--token", envvar="STOREFLEET_ENROL_TOKEN",
+                                       help="the one-time token of `fleet provision`")],
+    cloud_api: Annotated[str, typer.Option("--cloud-api", help="the cloud API base URL")],
+    directory: Annotated[Path, typer.Option(
+        "--dir", help="where to install the identity")] = Path("/etc/storefleet/identity"),
+) -> None:
+    """Fetch this box's identity (key, certificate, CA, broker URL) once and install it."""
+    from edge_agent.enrolment import EnrolError, fetch, install
+
+    try:
+        paths = install(fetch(cloud_api, token), directory)
+    except EnrolError as err:
+        typer.echo(f"enrolment failed ({err.reason}): {err}", err=True)
+        raise typer.Exit(1) from err
+    broker = paths["broker.url"].read_text().strip()
+    typer.echo(f"identity installed in {directory}; run the agent with --cloud {broker} "
+               f"--cloud-ca {paths['ca.crt']} --cloud-cert {paths['store.crt']} "
+               f"--cloud-key {paths['store.key']}")
+
+
 async def _run(cfg: AgentConfig) -> None:
     import asyncio
 

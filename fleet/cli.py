@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from fleet import artifacts
+from fleet import provision
 
 if TYPE_CHECKING:
     from fleet.client import FleetClient
@@ -24,7 +24,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(artifacts.app, name="artifact")
 
 ApiOpt = Annotated[str, typer.Option("--api", envvar="STOREFLEET_API", help="cloud API base URL")]
 TokenOpt = Annotated[
@@ -124,6 +123,9 @@ def cmd(
     typer.echo(json.dumps(result, indent=2))
     if result.get("status") != "ok":
         raise typer.Exit(2)
+
+
+provision.register(app)  # fleet provision, fleet revoke (decision 0035)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.api.problems import ApiProblem
 from cloud.db.models_loyalty import StoreRegion
+from cloud.enrolment.service import revoked_stores
 from cloud.metrics import ApiMetrics
 from cloud.publish import Publisher
 from cloud.settings import CloudSettings, Role, TokenGrant
@@ -115,6 +116,12 @@ def get_principal(
             found = grant
     if found is None:
         raise ApiProblem(401, "unknown bearer token", reason="unauthenticated", headers=challenge)
+    if found.role is Role.DEVICE and found.stores:
+        # A revoked store's device tokens stop working at once (decision 0035).
+        with state.reader() as session:
+            if revoked := revoked_stores(session, frozenset(found.stores)):
+                raise ApiProblem(401, f"store {revoked[0]} is revoked",
+                                 reason="store_revoked", headers=challenge)
     return Principal(role=found.role, stores=frozenset(found.stores),
                      regions=frozenset(found.regions))
 

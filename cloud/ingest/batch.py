@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.enrolment.service import is_enrolled
 from cloud.errors import DatabaseUnavailable
 from cloud.ingest.apply import Outcome, apply_batch
 from cloud.ingest.decode import Inbound, channel_of, decode_uplink
@@ -80,9 +81,10 @@ class BatchResult:
 class BatchProcessor:
     def __init__(
         self, sessions: sessionmaker[Session], *, clock: Clock, max_payload: int,
-        hooks: PostCommitHooks | None = None,
+        hooks: PostCommitHooks | None = None, require_enrolment: bool = False,
     ) -> None:
         self._sessions = sessions
+        self._require_enrolment = require_enrolment
         self._clock = clock
         self._max_payload = max_payload
         self._hooks = hooks
@@ -100,6 +102,8 @@ class BatchProcessor:
                 logger.warning("rejected message on %s: %s", topic[:200], err)
                 if (refused := _refused_state(topic, payload, err)) is not None:
                     result.refused.append(refused)
+        if self._require_enrolment:
+            items = self._enrolled_only(items, result)
         if items:
             result.outcome.add(self._store(items, refused=result.refused))
             self._after_commit(items)
@@ -111,6 +115,27 @@ class BatchProcessor:
                 if isinstance(item.msg, Event):
                     result.acks.setdefault(item.store_id, []).append(item.msg.id)
         return result
+
+    def _enrolled_only(self, items: list[Inbound], result: BatchResult) -> list[Inbound]:
+        """Births of stores not enrolled are refused (``not_enrolled``, decision 0035)."""
+        births = {item.store_id for item in items if isinstance(item.msg, Birth)}
+        if not births:
+            return items
+        try:
+            with self._sessions() as session:
+                unknown = {s for s in births if not is_enrolled(session, s)}
+        except Exception as err:
+            raise DatabaseUnavailable(f"enrolment check: {type(err).__name__}: {err}") from err
+        kept = []
+        for item in items:
+            if isinstance(item.msg, Birth) and item.store_id in unknown:
+                result.outcome.rejected["not_enrolled"] += 1
+                result.refused.append(RefusedBirth(
+                    item.store_id, item.msg.bd_seq, "not_enrolled",
+                    f"store {item.store_id} is not enrolled (or revoked): provision it"))
+            else:
+                kept.append(item)
+        return kept
 
     def _after_commit(self, items: list[Inbound]) -> None:
         """Run post-commit hooks (see hooks.py) on every event of the batch."""

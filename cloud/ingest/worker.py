@@ -93,6 +93,7 @@ class IngestWorker:
             make_session_factory(writer(self._engine)),
             clock=self._clock,
             max_payload=settings.max_payload,
+            require_enrolment=settings.enrolment.required,
             hooks=hooks,
         )
         self._migrate = migrate

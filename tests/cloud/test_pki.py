@@ -103,3 +103,17 @@ def test_the_cli_as_the_readme_runs_it(tmp_path: Path) -> None:
     assert (d / "stores" / "S001.key").stat().st_mode & 0o777 == 0o600
     again = cli("store", str(d), "S001")
     assert again.returncode == 1 and "not replaced" in again.stderr
+
+
+def test_pki_crl_writes_an_empty_list_signed_by_the_ca_once(tmp_path: Path) -> None:
+    """`storefleet cloud pki crl DIR`: the broker's first crlfile (decision 0035)."""
+    pki.init_ca(tmp_path)
+    cmd = [sys.executable, "-m", "storefleet", "cloud", "pki", "crl", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    crl = x509.load_pem_x509_crl((tmp_path / "crl.pem").read_bytes())
+    ca_key = _cert(tmp_path / "ca.crt").public_key()
+    assert isinstance(ca_key, ec.EllipticCurvePublicKey)
+    assert crl.is_signature_valid(ca_key) and len(list(crl)) == 0
+    again = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    assert again.returncode == 0 and "kept" in again.stdout
