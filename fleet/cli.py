@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from fleet import provision
+from fleet import artifacts, provision
 
 if TYPE_CHECKING:
     from fleet.client import FleetClient
@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(artifacts.app, name="artifact")
 
 ApiOpt = Annotated[str, typer.Option("--api", envvar="STOREFLEET_API", help="cloud API base URL")]
 TokenOpt = Annotated[
