@@ -43,6 +43,7 @@ from edge_agent.errors import AgentError, AgentFailed, StorageError
 from edge_agent.kernel.builtin import kernel_commands, kernel_shadow_keys
 from edge_agent.kernel.device_shadow import DeviceShadows
 from edge_agent.kernel.devices import DeviceHub
+from edge_agent.kernel.logring import LogRing
 from edge_agent.kernel.module import Module, load_modules
 from edge_agent.kernel.routing import Downlink
 from edge_agent.kernel.supervisor import Supervisor, first_of
@@ -123,8 +124,9 @@ class Agent:
             keys={k.name: k for k in keys},
             extra_reported=lambda: {"devices_health": self.drivers.health(),
                                     "tasks": self._task_report(), "alarms": self.alarms()})
+        self.logs = LogRing()  # recent lines for get_logs, attached while run() runs
         commands = kernel_commands(now_ms=self.clock.now_ms, diagnostics=self.diagnostics,
-                                   rebirth=self._rebirth)
+                                   rebirth=self._rebirth, logs=self.logs)
         for module in self.modules.values():
             commands.update(module.commands())
         self.commands = CommandHandler(self.kv, store_id=config.store_id, clock=self.clock,
@@ -172,6 +174,7 @@ class Agent:
         """Run until ``stop`` is set (or cancelled), then shut down cleanly."""
         stop = stop or asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(self.logs.attached())
             if self.config.embedded_local_bus:
                 self.broker = EmbeddedBroker(host=self.config.local_bus_host,
                                              port=self.config.local_bus_port)

@@ -6,9 +6,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_agent.commands import CommandSpec, NoArgs
+from edge_agent.kernel.logring import MAX_LINES, LogRing
 from edge_agent.shadow import LOG_LEVELS, ShadowKey, check_devices, check_interval, check_log_level
 
 PACKAGE_LOGGER = "edge_agent"  # set_log_level / shadow log_level act on our own loggers
@@ -26,6 +27,22 @@ class LogLevelArgs(BaseModel):
         return value
 
 
+class GetLogsArgs(BaseModel):
+    """``get_logs``: lines after sequence ``since``, at ``level`` or above, ``limit`` newest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: int = Field(default=0, ge=0)
+    level: str = "DEBUG"
+    limit: int = Field(default=100, ge=1, le=MAX_LINES)
+
+    @field_validator("level")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        check_log_level(value)
+        return value.upper()
+
+
 def set_log_level(value: Any) -> None:
     level = str(value).upper()
     if level not in LOG_LEVELS:
@@ -38,8 +55,9 @@ def kernel_commands(
     now_ms: Callable[[], int],
     diagnostics: Callable[[], dict[str, Any]],
     rebirth: Callable[[], Awaitable[int]],
+    logs: LogRing,
 ) -> dict[str, CommandSpec[Any]]:
-    """``ping``, ``get_diagnostics``, ``set_log_level``, ``rebirth``."""
+    """``ping``, ``get_diagnostics``, ``set_log_level``, ``rebirth``, ``get_logs``."""
 
     async def ping(_args: NoArgs) -> dict[str, Any]:
         return {"pong": True, "ts": now_ms()}
@@ -54,10 +72,15 @@ def kernel_commands(
     async def new_birth(_args: NoArgs) -> dict[str, Any]:
         return {"bd_seq": await rebirth()}
 
+    async def get_logs(args: GetLogsArgs) -> dict[str, Any]:
+        return logs.lines(since=args.since, level=logging.getLevelNamesMapping()[args.level],
+                          limit=args.limit)
+
     return {"ping": CommandSpec(NoArgs, ping),
             "get_diagnostics": CommandSpec(NoArgs, get_diagnostics),
             "set_log_level": CommandSpec(LogLevelArgs, log_level),
-            "rebirth": CommandSpec(NoArgs, new_birth)}
+            "rebirth": CommandSpec(NoArgs, new_birth),
+            "get_logs": CommandSpec(GetLogsArgs, get_logs)}
 
 
 def kernel_shadow_keys(
