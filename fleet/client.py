@@ -79,14 +79,23 @@ class FleetClient:
             raise FleetError(resp.status_code, f"{self._base_url}{path} did not answer JSON",
                              resp.headers.get("content-type")) from err
 
-    def stores(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/api/v1/stores"))
+    def stores(self, *, region: str | None = None,
+               online: bool | None = None) -> list[dict[str, Any]]:
+        params = _present(region=region, online=online)
+        return list(self._call("GET", "/api/v1/stores", params=params))
 
     def store(self, store_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/api/v1/stores/{store_id}"))
 
-    def devices(self, store_id: str | None = None) -> list[dict[str, Any]]:
-        params = {"store_id": store_id} if store_id else {}
+    def devices(
+        self,
+        store_id: str | None = None,
+        *,
+        kind: str | None = None,
+        online: bool | None = None,
+        device_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        params = _present(store_id=store_id, kind=kind, online=online, device_id=device_id)
         return list(self._call("GET", "/api/v1/devices", params=params))
 
     def events(
@@ -129,3 +138,9 @@ class FleetClient:
                 "PUT", f"/api/v1/stores/{store_id}/shadow/{target}/desired", json={"state": state}
             )
         )
+
+
+def _present(**params: Any) -> dict[str, Any]:
+    """Query parameters that were given; booleans as the API spells them."""
+    return {k: (str(v).lower() if isinstance(v, bool) else v)
+            for k, v in params.items() if v is not None}

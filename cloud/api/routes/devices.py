@@ -16,13 +16,15 @@ from protocols.ids import Id
 router = APIRouter(prefix="/devices", tags=["devices"], route_class=JsonRoute)
 
 
-@router.get("", summary="List devices, optionally of one store and/or by online status")
+@router.get("", summary="List devices, optionally of one store, kind, id or online status")
 def list_devices(
     session: SessionDep,
     _: ReadRole,
     who: PrincipalDep,
     store_id: Annotated[Id | None, Query()] = None,
     online: bool | None = None,
+    kind: Annotated[Id | None, Query()] = None,
+    device_id: Annotated[Id | None, Query(description="this device id in any store")] = None,
     # A page bound, so one call can never pull a whole chain's devices into memory.
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[DevicePublic]:
@@ -31,4 +33,8 @@ def list_devices(
         stmt = stmt.where(Device.store_id.in_(sorted(stores)))
     if online is not None:
         stmt = stmt.where(Device.online == online)
+    if kind is not None:
+        stmt = stmt.where(Device.kind == kind)
+    if device_id is not None:
+        stmt = stmt.where(Device.device_id == device_id)
     return [DevicePublic.model_validate(d) for d in session.scalars(stmt)]

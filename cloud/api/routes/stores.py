@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import Integer, Select, func, select
 from sqlalchemy.orm import Session
 
@@ -13,6 +13,7 @@ from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import DevicePublic, StoreDetailPublic, StorePublic
 from cloud.db.models import Device, Store
+from cloud.db.models_loyalty import StoreRegion
 from protocols.ids import Id
 
 router = APIRouter(prefix="/stores", tags=["stores"], route_class=JsonRoute)
@@ -42,8 +43,19 @@ def _public(cls: type[StorePublic], store: Store, total: int | None, online: int
 
 
 @router.get("", summary="List stores with online status and device counts")
-def list_stores(session: SessionDep, _: ReadRole, who: PrincipalDep) -> list[StorePublic]:
+def list_stores(
+    session: SessionDep,
+    _: ReadRole,
+    who: PrincipalDep,
+    region: Annotated[Id | None, Query(description="stores HQ put in this region")] = None,
+    online: bool | None = None,
+) -> list[StorePublic]:
     stmt = _with_counts().order_by(Store.store_id)
+    if region is not None:
+        stmt = stmt.where(Store.store_id.in_(
+            select(StoreRegion.store_id).where(StoreRegion.region == region)))
+    if online is not None:
+        stmt = stmt.where(Store.online == online)
     if (allowed := who.allowed_stores(session)) is not None:
         stmt = stmt.where(Store.store_id.in_(sorted(allowed)))  # a scoped token: its own
     rows = session.execute(stmt).all()
