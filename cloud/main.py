@@ -34,6 +34,7 @@ from cloud.api.routes import (
     commands,
     coupons,
     devices,
+    enrolment,
     events,
     health,
     members,
@@ -48,6 +49,7 @@ from cloud.artifacts.service import ArtifactMetrics, ArtifactService, release_si
 from cloud.artifacts.storage import LocalArtifactStorage
 from cloud.db.engine import make_engine, make_session_factory, writer
 from cloud.db.migrate import upgrade
+from cloud.enrolment.metrics import EnrolmentMetrics
 from cloud.ingest.hooks import PostCommitHooks
 from cloud.ingest.worker import IngestWorker
 from cloud.loyalty.ingest import LoyaltyHook
@@ -174,6 +176,12 @@ def create_app(
                    pricebooks, artifacts):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
+    if settings.enrolment.ca_dir:
+        # Store identities only where the cloud holds a CA (decision 0035); the box
+        # enrols with its one-time token, not an API token.
+        api.include_router(enrolment.router)
+        app.include_router(enrolment.public_router, prefix=API_PREFIX)
+        app.state.enrolment_metrics = EnrolmentMetrics(registry)
     app.include_router(api)
     app.include_router(health.router)
     install_docs(app)

@@ -63,6 +63,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from cloud.enrolment.settings import EnrolmentSettings
 from protocols.broker import BrokerAddress, BrokerAddressError
 from protocols.codec import DEFAULT_MAX_PAYLOAD
 from protocols.topics import valid_id
@@ -160,6 +161,8 @@ class CloudSettings(BaseModel):
     signing_key_file: str | None = None
     trusted_keys: tuple[str, ...] = ()
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    # Store identities: provisioning, enrolment, revocation (cloud.enrolment.settings).
+    enrolment: EnrolmentSettings = Field(default_factory=EnrolmentSettings)
     # Artifacts (decision 0036): blobs by sha256 under artifact_dir; manifests signed with
     # the release key (PEM file; None = an ephemeral key per process, warned about, as
     # for promotions). 4 GiB: an agent wheel or ONNX model is far smaller.
@@ -281,12 +284,14 @@ class CloudSettings(BaseModel):
             data["scheduler_interval_s"] = float(raw)
         if raw_keys := env.get(ENV_PREFIX + "TRUSTED_KEYS"):
             data["trusted_keys"] = tuple(k.strip() for k in raw_keys.split(",") if k.strip())
+        data["enrolment"] = EnrolmentSettings.from_env(env, ENV_PREFIX)
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(data)
 
 
 # The secrets that may come from a file named by ``<VARIABLE>_FILE``.
-SECRET_FILE_VARIABLES = ("MQTT_PASSWORD", "MEMBER_HASH_KEY", "API_TOKENS")
+SECRET_FILE_VARIABLES = ("MQTT_PASSWORD", "MEMBER_HASH_KEY", "API_TOKENS",
+                         "BROKER_ADMIN_PASSWORD")
 
 
 def _with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:

@@ -127,6 +127,9 @@ class Command(Base):
 # and the model/migration drift test. Artifacts of rollouts (decision 0036):
 from cloud.db import models_artifacts as models_artifacts  # noqa: E402
 
+# Store identities and revoked certificates (decision 0035):
+from cloud.db import models_enrolment as models_enrolment  # noqa: E402
+
 # Loyalty and promotions:
 from cloud.db import models_loyalty as models_loyalty  # noqa: E402
 
