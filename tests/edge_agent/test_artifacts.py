@@ -28,16 +28,21 @@ from cloud.db.models_artifacts import Artifact
 from cloud.main import create_app
 from cloud.promotions.signing import SnapshotSigner
 from cloud.publish import MemoryPublisher
+from edge_agent.app import Agent
 from edge_agent.cartscreen.server import EmbeddedServer
+from edge_agent.commands import CommandError
+from edge_agent.errors import ConfigError
 from edge_agent.kernel.artifacts import (
     ArtifactApi,
     ArtifactCache,
     ArtifactRefused,
     ArtifactUnavailable,
 )
+from edge_agent.modules.updates import FetchArgs, Updates
 from protocols.signed import load_public_keys
 from tests.cloud.conftest import ADMIN, DEVICE_S1, auth, make_settings
-from tests.services import free_port
+from tests.edge_agent.helpers import make_config
+from tests.services import Mosquitto, free_port
 
 BODY = os.urandom(3 * 1024 * 1024 + 123)  # several reads and writes, not a round size
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -228,7 +233,8 @@ async def test_download_killed_with_sigkill_resumes(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the child wrote nothing"
                 await asyncio.sleep(0.05)
         finally:
-            child.send_signal(signal.SIGKILL)
+            if child.returncode is None:
+                child.send_signal(signal.SIGKILL)
             await asyncio.wait_for(child.wait(), 10)
         kept = partial.stat().st_size
         assert partial.read_bytes() == BODY[:kept]
@@ -294,3 +300,30 @@ async def test_unsigned_and_wrongly_signed_manifests_are_refused(tmp_path: Path)
     assert refused(registry, "signature") == 1
     assert refused(registry, "unsigned") == 1
     assert refused(registry, "untrusted_key") == 1
+
+
+async def test_the_updates_module_fetches_into_the_agents_cache(tmp_path: Path) -> None:
+    async with cloud_with(tmp_path) as cloud:
+        key = cloud.signer.public_keys()[0]["public_key"]
+        section = {"cloud_api": cloud.url, "cloud_api_token": DEVICE_S1, "trusted_keys": [key]}
+        cfg = make_config(tmp_path, uplink=Mosquitto(workdir=tmp_path), local=None,
+                          modules={"updates": section})
+        registry = CollectorRegistry()
+        updates = Agent(cfg, registry=registry).module("updates")
+        assert isinstance(updates, Updates)
+        fetch = updates.commands()["fetch_artifact"].run
+        assert await fetch(FetchArgs(sha256=SHA, target=TARGET)) == {"sha256": SHA,
+                                                                      "size": len(BODY)}
+        assert (cfg.data_dir / "cas" / SHA).read_bytes() == BODY
+        with pytest.raises(CommandError, match="target: made for"):
+            await fetch(FetchArgs(sha256=SHA, target="firmware:esl/ap-2"))
+        assert refused(registry, "target") == 1
+        await updates.close()
+
+        # A release key is required (no trust on first use for code), and must parse.
+        for bad, field in (({**section, "trusted_keys": []}, "updates.trusted_keys"),
+                           ({**section, "trusted_keys": ["nope"]}, "updates.trusted_keys")):
+            with pytest.raises(ConfigError) as err:
+                Agent(make_config(tmp_path, uplink=Mosquitto(workdir=tmp_path), local=None,
+                                  modules={"updates": bad}), registry=CollectorRegistry())
+            assert err.value.field == field
