@@ -8,18 +8,22 @@ see what is there (decision 0036). Registered in ``fleet.cli`` with one line.
     fleet artifact ls --kind firmware
 
 The file is streamed from disk (never read whole into memory); the cloud hashes, stores
-and signs it and answers the signed manifest, printed here. Exit codes: 0 done, 1 the
-API refused or could not be reached (one line on stderr, never a traceback), 2 a file
-that cannot be read.
+and signs it and answers the signed manifest, printed here. API and token, errors and
+exit codes as every ``fleet`` command (decision 0038: ``fleet.config``, ``fleet.output``);
+a file that cannot be read is a usage error (2).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+
+from fleet import output
+from fleet.output import Exit
 
 if TYPE_CHECKING:
     from fleet.client import FleetClient
@@ -27,14 +31,19 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Artifacts: agent releases, device firmware, ONNX models.",
                   no_args_is_help=True)
 
-DEFAULT_API = "http://127.0.0.1:8000"
 COLUMNS = ["sha256", "kind", "target", "version", "size", "created_ms"]
+UPLOAD_TIMEOUT_S = 60.0  # per read or write of a big upload, not for the whole of it
 
-ApiOpt = Annotated[str, typer.Option("--api", envvar="STOREFLEET_API",
-                                     help="cloud API base URL")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="STOREFLEET_TOKEN",
-                                              help="API bearer token")]
+ApiOpt = Annotated[str | None, typer.Option(
+    "--api", envvar="STOREFLEET_API", show_default=False,
+    help="cloud API base URL [default: what `fleet login` saved]")]
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", envvar="STOREFLEET_TOKEN", show_default=False,
+    help="API bearer token [default: what `fleet login` saved]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+T = TypeVar("T")
 
 
 class Kind(StrEnum):  # protocols.artifacts.ArtifactKind; kept here so --help stays light
@@ -60,26 +69,24 @@ def listing(client: FleetClient, *, kind: str | None = None,
     return list(client._call("GET", "/api/v1/artifacts", params=params))
 
 
-def _with_client(api: str, token: str | None) -> FleetClient:
+def _call(api: str | None, token: str | None, fn: Callable[[FleetClient], T]) -> T:
+    """Run ``fn`` with a client; an API error becomes one line and its exit code."""
     from fleet.client import FleetClient, FleetError
+    from fleet.config import ConfigError, resolve
 
     try:
-        return FleetClient(api, token=token, timeout=60.0)  # a big upload's writes
+        target = resolve(api, token)
+        with FleetClient(target.api, token=target.token, timeout=UPLOAD_TIMEOUT_S) as client:
+            return fn(client)
+    except ConfigError as err:
+        raise output.fail(str(err), Exit.FAILED) from err
     except FleetError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
-
-
-def _fail(err: Exception) -> typer.Exit:
-    from fleet.client import FleetError
-
-    hint = ""
-    if isinstance(err, FleetError) and err.status == 401:
-        hint = " (pass a valid --token or set STOREFLEET_TOKEN)"
-    elif isinstance(err, FleetError) and err.status == 0:
-        hint = " (is --api / STOREFLEET_API right, and the API running?)"
-    typer.echo(f"error: {err}{hint}", err=True)
-    return typer.Exit(1)
+        hint = ""
+        if err.status == 401:
+            hint = " (pass a valid --token, set STOREFLEET_TOKEN or run `fleet login`)"
+        elif err.status == 0:
+            hint = " (is --api / STOREFLEET_API right, and the API running?)"
+        raise output.fail(f"{err}{hint}", output.exit_for_status(err.status)) from err
 
 
 @app.command("upload")
@@ -89,26 +96,18 @@ def upload_cmd(
     target: Annotated[str, typer.Option(help="agent | firmware:<family>/<model> | "
                                         "model:positioning | model:vision")],
     version: Annotated[str, typer.Option(help="the artifact's version label")],
-    api: ApiOpt = DEFAULT_API, token: TokenOpt = None, as_json: JsonOpt = False,
+    api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Upload a file once; print its signed manifest."""
-    from fleet.client import FleetError
-
     if not file.is_file():
-        typer.echo(f"error: {file} is not a readable file", err=True)
-        raise typer.Exit(2)
+        raise output.fail(f"{file} is not a readable file", Exit.USAGE)
     try:
-        with _with_client(api, token) as client:
-            signed = upload(client, file, kind=kind.value, target=target, version=version)
-    except FleetError as err:
-        raise _fail(err) from err
+        signed = _call(api, token, lambda c: upload(c, file, kind=kind.value, target=target,
+                                                    version=version))
     except OSError as err:
-        typer.echo(f"error: cannot read {file}: {err.strerror}", err=True)
-        raise typer.Exit(2) from err
+        raise output.fail(f"cannot read {file}: {err.strerror}", Exit.USAGE) from err
     if as_json:
-        import json
-
-        typer.echo(json.dumps(signed, indent=2))
+        output.print_json(signed)
         return
     manifest = signed["payload"]
     typer.echo(f"{manifest['sha256']}  {manifest['target']} {manifest['version']}  "
@@ -119,27 +118,12 @@ def upload_cmd(
 def ls_cmd(
     kind: Annotated[Kind | None, typer.Option(help="only this kind")] = None,
     target: Annotated[str | None, typer.Option(help="only this target")] = None,
-    api: ApiOpt = DEFAULT_API, token: TokenOpt = None, as_json: JsonOpt = False,
+    api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """List artifacts, newest first."""
-    from fleet.client import FleetError
-
-    try:
-        with _with_client(api, token) as client:
-            rows = listing(client, kind=kind.value if kind else None, target=target)
-    except FleetError as err:
-        raise _fail(err) from err
+    rows = _call(api, token, lambda c: listing(c, kind=kind.value if kind else None,
+                                               target=target))
     if as_json:
-        import json
-
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="artifacts")
-    for column in COLUMNS:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in COLUMNS))
-    Console().print(table)
+        output.print_json(rows)
+    else:
+        output.table(rows, COLUMNS, "artifacts")
