@@ -348,6 +348,17 @@ def test_help_documents_the_exit_codes() -> None:
     assert "5 the cloud API cannot be reached" in text and "fleet login" in text
 
 
+def test_shell_completion_through_the_entry_point() -> None:
+    """typer's completion, as bash asks for it after `fleet --install-completion`."""
+    env = {"_FLEET_COMPLETE": "complete_bash", "COMP_WORDS": "fleet sto", "COMP_CWORD": "1"}
+    proc = fleet(env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["stores", "store"]
+    env = {"_FLEET_COMPLETE": "complete_bash", "COMP_WORDS": "fleet devices ls --un",
+           "COMP_CWORD": "3"}
+    assert fleet(env=env).stdout.split() == ["--unhealthy"]
+
+
 def test_login_saves_0600_and_the_other_commands_use_it(cloud: Cloud, tmp_path: Path) -> None:
     home = {"XDG_CONFIG_HOME": str(tmp_path), "HOME": str(tmp_path)}
     saved = tmp_path / "storefleet" / "config.json"
@@ -374,6 +385,11 @@ def test_login_saves_0600_and_the_other_commands_use_it(cloud: Cloud, tmp_path: 
     other = f"http://localhost:{cloud.url.rsplit(':', 1)[1]}"
     missing = fleet("stores", "ls", "--api", other, env=home)
     assert "missing bearer token" in one_line_error(missing, Exit.AUTH)
+
+    saved.write_text("{not json")
+    broken = one_line_error(fleet("stores", "ls", env=home), Exit.FAILED)
+    assert broken.startswith(f"error: fleet config {saved}: unreadable")
+    assert broken.endswith("run `fleet login` again")
 
 
 def test_stores_ls_by_region_and_offline(cloud: Cloud) -> None:
