@@ -56,7 +56,7 @@ class ArtifactMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.uploads = Counter(
             "storefleet_artifact_uploads", "Artifact uploads by result "
-            "(stored, unchanged, conflict, invalid, too_large)", ["result"],
+            "(stored, unchanged, conflict, invalid, too_large, cut)", ["result"],
             registry=registry)
 
 

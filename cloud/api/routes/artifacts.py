@@ -10,12 +10,14 @@ device token; the bytes are signed, not secret); only hq-admin uploads.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from cloud.api.deps import AdminRole, StateDep, require_role
 from cloud.api.problems import ApiProblem
@@ -29,6 +31,8 @@ from cloud.artifacts.errors import (
 from cloud.artifacts.service import ArtifactService
 from cloud.settings import Role
 from protocols.artifacts import SHA256_PATTERN, ArtifactKind, ArtifactManifest
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/artifacts", tags=["artifacts"])
 
@@ -82,6 +86,7 @@ _UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 @router.post("", status_code=201, summary="Upload an artifact (the raw file as the body)",
              openapi_extra=_UPLOAD_BODY,
              responses={200: {"description": "these bytes were already this artifact"},
+                        400: {"description": "the body ended before its Content-Length"},
                         409: {"description": "the target and version name other bytes, "
                                              "or these bytes another target/version"},
                         413: {"description": "larger than STOREFLEET_MAX_ARTIFACT_BYTES"},
@@ -101,6 +106,13 @@ async def upload_artifact(
     try:
         uploaded = await service.upload(request.stream(), kind=kind.value, target=target,
                                         version=version)
+    except ClientDisconnect as err:
+        # The uploader went away mid-body: the storage removed the partial file; nobody is
+        # left to read an answer, but the request is counted and logged like any other.
+        service.metrics.uploads.labels(result="cut").inc()
+        logger.warning("artifact upload of %s %s cut by the client", target, version)
+        raise ApiProblem(400, "the upload was cut before its end", reason="upload_cut") \
+            from err
     except ArtifactError as err:
         if not isinstance(err, ArtifactConflict):  # conflicts are counted by the service
             service.metrics.uploads.labels(

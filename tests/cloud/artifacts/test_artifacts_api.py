@@ -3,12 +3,14 @@ manifests signed with the release key, bytes served with Range."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from prometheus_client import CollectorRegistry
 
 from cloud.artifacts.service import release_signer
@@ -17,7 +19,9 @@ from cloud.promotions.signing import SnapshotSigner, verify_document
 from cloud.publish import MemoryPublisher
 from cloud.secrets_cli import init_secrets
 from cloud.settings import CloudSettings
+from edge_agent.cartscreen.server import EmbeddedServer
 from tests.cloud.conftest import ADMIN, DEVICE_S1, TECH, api_client, auth, make_settings, metric
+from tests.services import free_port
 
 BODY = bytes(range(256)) * 1000  # 256 kB, every byte value
 
@@ -123,3 +127,36 @@ def test_release_key_from_secrets_init(tmp_path: Path) -> None:
     (tmp_path / "bad.pem").write_text("not a key")
     with pytest.raises(ValueError, match="release_key_file"):
         release_signer(CloudSettings(release_key_file=str(tmp_path / "bad.pem")))
+
+
+async def test_an_upload_cut_midway_leaves_nothing_and_is_counted(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    app = make_app(f"sqlite:///{tmp_path / 'cut.db'}", tmp_path, registry,
+                   SnapshotSigner.generate())
+    port = free_port()
+    server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(), name="artifact-cut-api")
+    try:
+        while not server.started:
+            assert not task.done(), "uvicorn did not start"
+            await asyncio.sleep(0.02)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(("POST /api/v1/artifacts?kind=agent&target=agent&version=1 HTTP/1.1\r\n"
+                      f"Host: cloud\r\nAuthorization: Bearer {ADMIN}\r\n"
+                      "Content-Length: 1000000\r\n\r\n").encode() + b"x" * 300_000)
+        await writer.drain()
+        writer.transport.abort()  # gone with 700 kB still to send
+        cut = "storefleet_artifact_uploads_total"
+        for _ in range(200):
+            if metric(registry, cut, result="cut"):
+                break
+            await asyncio.sleep(0.05)
+        assert metric(registry, cut, result="cut") == 1
+        assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            listed = await client.get("/api/v1/artifacts", headers=auth(ADMIN))
+            assert listed.json() == []
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
