@@ -327,3 +327,35 @@ async def test_the_updates_module_fetches_into_the_agents_cache(tmp_path: Path) 
                 Agent(make_config(tmp_path, uplink=Mosquitto(workdir=tmp_path), local=None,
                                   modules={"updates": bad}), registry=CollectorRegistry())
             assert err.value.field == field
+
+
+async def test_the_cache_evicts_least_recently_used_unreferenced_entries(
+    tmp_path: Path,
+) -> None:
+    registry = CollectorRegistry()
+    async with cloud_with(tmp_path) as cloud:
+        small = {}
+        async with httpx.AsyncClient(base_url=cloud.url) as http:
+            for version in ("a", "b", "c"):
+                data = version.encode() * 1000
+                r = await http.post("/api/v1/artifacts", content=data, headers=auth(ADMIN),
+                                    params={"kind": "model", "target": "model:vision",
+                                            "version": version})
+                assert r.status_code == 201, r.text
+                small[version] = r.json()["payload"]["sha256"]
+        in_use: set[str] = set()
+        # room for two 1000-byte models beside the 3 MB firmware, which stays in use
+        cache = box(cloud, tmp_path, registry, max_bytes=len(BODY) + 2000,
+                    keep=lambda: in_use)
+        in_use.add(SHA)
+        await cache.fetch(SHA, target=TARGET)
+        for version in ("a", "b"):
+            await cache.fetch(small[version], target="model:vision")
+            await asyncio.sleep(0.02)  # distinct modification times
+        assert await cache.evict() == []  # within the bound
+        await cache.fetch(small["c"], target="model:vision")
+        cas = tmp_path / "box" / "cas"
+        assert not (cas / small["a"]).exists() and not (cas / f"{small['a']}.json").exists()
+        assert all((cas / sha).exists() for sha in (SHA, small["b"], small["c"]))
+        assert registry.get_sample_value("storefleet_artifact_evicted_total") == 1
+        await cache.api.aclose()
