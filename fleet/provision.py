@@ -1,81 +1,124 @@
 """``fleet provision STORE`` and ``fleet revoke STORE`` (decision 0035): thin wrappers
-over ``POST /api/v1/stores/{id}/provision`` and ``/revoke``.
+over ``POST /api/v1/stores/{id}/provision`` and ``/revoke``. Registered in ``fleet.cli``
+with one line.
 
-``provision`` prints the one-time token the box enrols with (``storefleet edge enrol``);
-with ``--bundle FILE`` it enrols at once and writes the bundle (key included, 0600) for
-a technician to carry to the box.
+    fleet provision S001                  # a one-time token for `storefleet edge enrol`
+    fleet provision S001 --bundle S001.tar.gz   # enrol now; the bundle (0600) to carry
+    fleet revoke S001
+
+API and token, errors and exit codes as every ``fleet`` command (decision 0038:
+``fleet.config``, ``fleet.output``); a bundle file that exists or cannot be written is a
+usage error (2). The token is printed once and never logged; the bundle holds the
+store's private key and is written 0600, never over an existing file.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-ApiOpt = Annotated[str, typer.Option("--api", envvar="STOREFLEET_API", help="cloud API base URL")]
-TokenOpt = Annotated[
-    str | None, typer.Option("--token", envvar="STOREFLEET_TOKEN", help="API bearer token")
-]
-DEFAULT_API = "http://127.0.0.1:8000"
+from fleet import output
+from fleet.output import Exit
+
+if TYPE_CHECKING:
+    from fleet.client import FleetClient
+
+ApiOpt = Annotated[str | None, typer.Option(
+    "--api", envvar="STOREFLEET_API", show_default=False,
+    help="cloud API base URL [default: what `fleet login` saved]")]
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", envvar="STOREFLEET_TOKEN", show_default=False,
+    help="API bearer token [default: what `fleet login` saved]")]
+StoreArg = Annotated[str, typer.Argument(help="store id")]
+
+T = TypeVar("T")
 
 
-def _fail(err: Exception) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(1)
+def provision_store(client: FleetClient, store_id: str) -> dict[str, Any]:
+    """A one-time enrolment token: ``{store_id, token, expires_ms}``. (``_call`` is the
+    client's one request path with its error mapping.)"""
+    return dict(client._call("POST", f"/api/v1/stores/{store_id}/provision"))
+
+
+def enrol(client: FleetClient, token: str) -> bytes:
+    """The bundle (tar.gz) for a one-time token, as the box would fetch it."""
+    from fleet.client import FleetError
+
+    resp = client._http.post("/api/v1/enrol", json={"token": token})  # gzip, not JSON
+    if resp.status_code != 200:
+        raise FleetError(resp.status_code, "enrolment refused", resp.text[:200])
+    return resp.content
+
+
+def revoke_store(client: FleetClient, store_id: str) -> dict[str, Any]:
+    return dict(client._call("POST", f"/api/v1/stores/{store_id}/revoke"))
+
+
+def _call(api: str | None, token: str | None, fn: Callable[[FleetClient], T]) -> T:
+    from fleet.client import FleetClient, FleetError
+    from fleet.config import ConfigError, resolve
+
+    try:
+        target = resolve(api, token)
+        with FleetClient(target.api, token=target.token) as client:
+            return fn(client)
+    except ConfigError as err:
+        raise output.fail(str(err), Exit.FAILED) from err
+    except FleetError as err:
+        hint = ""
+        if err.status == 401:
+            hint = " (pass a valid --token, set STOREFLEET_TOKEN or run `fleet login`)"
+        elif err.status == 404:
+            hint = " (no such store, or this cloud has no CA: STOREFLEET_CA_DIR)"
+        elif err.status == 0:
+            hint = " (is --api / STOREFLEET_API right, and the API running?)"
+        raise output.fail(f"{err}{hint}", output.exit_for_status(err.status)) from err
 
 
 def provision(
-    store: Annotated[str, typer.Argument(help="store id")],
+    store: StoreArg,
     bundle: Annotated[Path | None, typer.Option(
-        "--bundle", help="enrol now and write the bundle here (instead of a token)")] = None,
-    api: ApiOpt = DEFAULT_API,
-    token: TokenOpt = None,
+        "--bundle", help="enrol now and write the bundle here (0600) instead of printing "
+                         "a token")] = None,
+    api: ApiOpt = None, token: TokenOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Issue a store's identity: a one-time enrolment token (or, with --bundle, the
-    bundle itself). Provisioning a store again rotates its keys when the box enrols."""
-    from fleet.client import FleetClient, FleetError
+    """Issue a store's identity: a one-time enrolment token for `storefleet edge enrol`
+    (or, with --bundle, the bundle itself). Again for a store: its keys rotate when the
+    box enrols, and its old certificate is revoked."""
+    if bundle is not None and bundle.exists():
+        raise output.fail(f"{bundle} exists; not replaced", Exit.USAGE)
 
-    try:
-        with FleetClient(api, token=token) as client:
-            done: dict[str, Any] = client._call("POST", f"/api/v1/stores/{store}/provision")
-            if bundle is not None:
-                # The bundle is gzip, not JSON: the same call the box makes.
-                resp = client._http.post("/api/v1/enrol", json={"token": done["token"]})
-                if resp.status_code != 200:
-                    raise FleetError(resp.status_code, "enrolment refused", resp.text[:200])
-                data = resp.content
-                with os.fdopen(os.open(bundle, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
-                               "wb") as out:
-                    out.write(data)
-    except (FleetError, OSError) as err:
-        raise _fail(err) from err
-    if bundle is not None:
-        typer.echo(f"store {store}: bundle written to {bundle} (0600; holds the private key)")
+    def work(client: FleetClient) -> tuple[dict[str, Any], bytes | None]:
+        done = provision_store(client, store)
+        return done, (enrol(client, done["token"]) if bundle is not None else None)
+
+    done, data = _call(api, token, work)
+    if bundle is not None and data is not None:
+        try:
+            with os.fdopen(os.open(bundle, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                           "wb") as out:
+                out.write(data)
+        except OSError as err:
+            raise output.fail(f"cannot write {bundle}: {err.strerror}", Exit.USAGE) from err
+        typer.echo(f"store {store}: bundle written to {bundle} (0600; it holds the store's "
+                   "private key: carry it to the box, then delete it)")
     elif as_json:
-        typer.echo(json.dumps(done))
+        output.print_json(done)
     else:
-        typer.echo(f"store {store}: enrolment token (valid until {done['expires_ms']} ms, "
-                   f"once):\n{done['token']}\non the box: storefleet edge enrol --token "
-                   f"<token> --cloud-api {api}")
+        typer.echo(f"store {store}: one-time enrolment token, valid until "
+                   f"{done['expires_ms']} (epoch ms):\n{done['token']}\n"
+                   "on the box: storefleet edge enrol --token <token> --cloud-api <API URL>")
 
 
-def revoke(
-    store: Annotated[str, typer.Argument(help="store id")],
-    api: ApiOpt = DEFAULT_API,
-    token: TokenOpt = None,
-) -> None:
-    """Cut a store off at the broker (CRL, client disabled and kicked) and the API."""
-    from fleet.client import FleetClient, FleetError
-
-    try:
-        with FleetClient(api, token=token) as client:
-            client._call("POST", f"/api/v1/stores/{store}/revoke")
-    except FleetError as err:
-        raise _fail(err) from err
+def revoke(store: StoreArg, api: ApiOpt = None, token: TokenOpt = None) -> None:
+    """Cut a store off: its certificate refused by the broker (CRL), its connection
+    kicked, its device tokens refused by the API. `fleet provision` readmits it."""
+    _call(api, token, lambda c: revoke_store(c, store))
     typer.echo(f"store {store}: revoked")
 
 

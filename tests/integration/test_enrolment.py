@@ -186,6 +186,13 @@ async def test_provision_enrol_revoke_and_rotate_on_real_mosquitto(
         log = (broker.workdir / "mosquitto.log").read_text()
         assert "been disconnected by administrative action" in log
 
+        # Exit codes as every fleet command's (decision 0038): 7 no such store, 6 a token
+        # that may not.
+        assert run_cli([fleet[0], "revoke", "S999", *fleet[1:]]).returncode == 7
+        refused = run_cli([fleet[0], "provision", "S001", "--api", api_url,
+                           "--token", DEVICE_TOKEN])
+        assert refused.returncode == 6, refused.stderr
+
         # 4. Provision again: a new bundle (rotated key) works, the old certificate not.
         agent.terminate(timeout=10)
         bundle_file = tmp_path / "S001.tar.gz"
