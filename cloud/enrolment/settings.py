@@ -23,7 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from protocols.broker import BrokerAddress, BrokerAddressError
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -43,6 +45,17 @@ class EnrolmentSettings(BaseModel):
     # A day: long enough to ship a box and plug it in, short enough that a token lost
     # on the way is worthless soon.
     token_ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
+
+    @field_validator("store_broker_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        """Refused at start-up, not in every bundle the boxes then cannot use."""
+        if value is not None:
+            try:
+                BrokerAddress.parse(value, setting="store_broker_url")
+            except BrokerAddressError as err:
+                raise ValueError(str(err)) from err
+        return value
 
     @property
     def crl_path(self) -> Path | None:

@@ -189,3 +189,12 @@ async def test_provision_is_hq_admin_only_and_a_revoked_stores_device_token_is_r
             service.revoke(session, "s1", now_ms=NOW)
         gone = await client.get(orders, headers=auth(DEVICE_S1))
         assert gone.status_code == 401 and gone.json()["type"].endswith("/store_revoked")
+
+
+def test_the_stores_broker_url_is_checked_at_start() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="store_broker_url"):
+        EnrolmentSettings(store_broker_url="http://cloud.example.net")
+    assert EnrolmentSettings.from_env({"STOREFLEET_STORE_BROKER_URL": "mqtts://c:8883"},
+                                      "STOREFLEET_").store_broker_url == "mqtts://c:8883"
