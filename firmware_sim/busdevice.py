@@ -83,9 +83,15 @@ class BusDeviceSim:
             self._tasks.append(asyncio.create_task(self._autostep(tick_s), name=f"{name}-step"))
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # aiomqtt's publish awaits its PUBACK with asyncio.wait_for, and 3.11's wait_for
+        # can swallow a cancellation that races with the PUBACK: the task then runs on.
+        # Cancel again until every task has ended (a device answering every message,
+        # such as the ESL bootloader, hit it about once in a dozen runs).
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         self._tasks.clear()
         if self._client is not None:
             with contextlib.suppress(aiomqtt.MqttError):

@@ -132,10 +132,14 @@ class EslFirmware:
 
     async def aclose(self) -> None:
         """Stop a running transfer; its saved job stays, to be resumed."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        # Cancelled until it ends: the bus client's publish awaits its PUBACK with
+        # asyncio.wait_for, which on 3.11 can swallow a cancellation racing the PUBACK.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved (``_run`` reports its own errors)
 
     # ---- messages from the AP ----------------------------------------------------------
 
