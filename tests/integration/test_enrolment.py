@@ -205,6 +205,14 @@ async def test_provision_enrol_revoke_and_rotate_on_real_mosquitto(
         assert (second / "store.key").read_bytes() != (first / "store.key").read_bytes()
         assert await connects(identity(broker, second))
         assert not await connects(identity(broker, first))
+        # The provisioned identity has its store's rights only (decision 0027): the
+        # ingest share and another store's topics are refused, its own are not.
+        async with aiomqtt.Client(**identity(broker, second).client_options(),
+                                  identifier="S001-acl") as client:
+            codes = await client.subscribe([
+                (topics.shared(topics.PREFIX + "/+/evt/+", "storefleet-ingest"), 1),
+                ("sf/v1/S002/#", 1), (topics.cmd("S001", "agent"), 1)])
+            assert [c if isinstance(c, int) else c.value for c in codes] == [0x80, 0x80, 1]
         assert (await http.get(stock, headers=device)).status_code != 401
     finally:
         engine.dispose()
