@@ -40,6 +40,7 @@ from cloud.api.routes import (
     members,
     pricebooks,
     promotions,
+    rollouts,
     shadows,
     stores,
 )
@@ -62,6 +63,7 @@ from cloud.promotions.metrics import PromotionMetrics
 from cloud.promotions.reprice import RepriceHook
 from cloud.promotions.signing import SnapshotSigner
 from cloud.publish import MqttPublisher, Publisher
+from cloud.rollouts.service import RolloutHook, RolloutMetrics, RolloutOfferer
 from cloud.scheduler import JobMetrics, JobScheduler, retail_jobs
 from cloud.settings import CloudSettings
 from cloud.supervise import TaskSupervisor
@@ -110,6 +112,10 @@ def create_app(
     )
     order_metrics = OrderMetrics(registry)
     job_metrics = JobMetrics(registry)
+    rollout_metrics = RolloutMetrics(registry)
+    offerer = RolloutOfferer(sessions=state.writer, reader=state.reader,
+                             publisher=state.publisher, clock=state.clock, metrics=rollout_metrics,
+                             interval_s=settings.rollout_interval_s)
     # A crashed background task is started again after 1 s, then up to a minute apart.
     tasks = TaskSupervisor(registry, backoff=task_backoff or (lambda: Backoff(min_s=1.0,
                                                                                max_s=60.0)))
@@ -131,18 +137,22 @@ def create_app(
                 holder=f"{socket.gethostname()}:{os.getpid()}:{uuid7(state.clock.now_ms())[-8:]}")
             app.state.scheduler = scheduler
             jobs_task = tasks.start("scheduler", lambda: scheduler.run(stop), stop=stop)
+        offers_task: asyncio.Task[None] | None = None
+        if settings.rollout_interval_s > 0:  # offers and deadlines (decision 0040)
+            offers_task = tasks.start("rollouts", lambda: offerer.run(stop), stop=stop)
         if ingest:
             worker = IngestWorker(settings, registry=registry, clock=state.clock,
                                   engine=engine, migrate=False,
                                   hooks=ingest_hooks(registry, retail=retail,
-                                                     orders=order_metrics))
+                                                     orders=order_metrics,
+                                                     rollouts=rollout_metrics))
             app.state.ingest = worker
             task = tasks.start("ingest", lambda: worker.run(stop), stop=stop)
         try:
             yield
         finally:
             stop.set()
-            for running in (task, jobs_task):
+            for running in (task, jobs_task, offers_task):
                 if running is not None:
                     await running
             if own_publisher and isinstance(state.publisher, MqttPublisher):
@@ -162,6 +172,7 @@ def create_app(
     app.state.retail = retail
     app.state.api_metrics = state.metrics
     app.state.orders = orders_routes.OrdersState(metrics=order_metrics)
+    app.state.rollouts = rollouts.RolloutState(offerer=offerer)
     app.state.artifacts = artifacts.ArtifactState(service=ArtifactService(
         storage=LocalArtifactStorage(Path(settings.artifact_dir)),
         signer=release or release_signer(settings), writer=state.writer, clock=state.clock,
@@ -173,7 +184,7 @@ def create_app(
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_path_scope)],
                     responses=_AUTH_RESPONSES)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions,
-                   pricebooks, artifacts):
+                   pricebooks, artifacts, rollouts):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
     if settings.enrolment.ca_dir:
@@ -205,7 +216,8 @@ def make_retail(
 
 
 def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
-                 orders: OrderMetrics | None = None) -> PostCommitHooks:
+                 orders: OrderMetrics | None = None,
+                 rollouts: RolloutMetrics | None = None) -> PostCommitHooks:
     """What stored events trigger: loyalty (points, coupons, commissions) and re-pricing."""
     hooks = PostCommitHooks(registry=registry)
     hooks.register("loyalty", {"sale", "refund"},
@@ -214,6 +226,9 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
                    RepriceHook(metrics=retail.promotion_metrics, repricer=retail.repricer))
     # Orders: order_status state machine; offline coupon-range reconciliation.
     order_hooks.register(hooks, metrics=orders or OrderMetrics(registry))
+    # Rollouts: a box's install report advances, halts or completes its rollout.
+    hooks.register("rollouts", {"rollout_status"},
+                   RolloutHook(rollouts or RolloutMetrics(registry)))
     return hooks
 
 

@@ -150,6 +150,9 @@ class CloudSettings(BaseModel):
     # seconds between runs; 0 = no scheduler (tests, or a cron calling the job routes).
     # 300 s: settlement is due days after a sale, so minutes of lag cost nothing.
     scheduler_interval_s: float = Field(default=300.0, ge=0, le=86_400)
+    # Rollouts (decision 0040): seconds between offer ticks (offers of the current wave,
+    # per-target deadlines); 0 = offers only when a rollout is created or resumed.
+    rollout_interval_s: float = Field(default=5.0, ge=0, le=3600)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     max_payload: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1024, le=16 * 1024 * 1024)
     # Loyalty: the HMAC key of phone-number hashes. None = phone lookups are refused
@@ -282,6 +285,8 @@ class CloudSettings(BaseModel):
             data["max_artifact_bytes"] = int(raw)
         if raw := env.get(ENV_PREFIX + "SCHEDULER_INTERVAL_S"):
             data["scheduler_interval_s"] = float(raw)
+        if raw := env.get(ENV_PREFIX + "ROLLOUT_INTERVAL_S"):
+            data["rollout_interval_s"] = float(raw)
         if raw_keys := env.get(ENV_PREFIX + "TRUSTED_KEYS"):
             data["trusted_keys"] = tuple(k.strip() for k in raw_keys.split(",") if k.strip())
         data["enrolment"] = EnrolmentSettings.from_env(env, ENV_PREFIX)

@@ -30,6 +30,7 @@ EVENT_KINDS: frozenset[str] = frozenset(
         "cart_session",
         "label_ack",
         "firmware_update",  # a device firmware update's outcome (decision 0039)
+        "rollout_status",  # a step of a rollout's install on the box (decision 0040)
     }
 )
 
@@ -311,3 +312,22 @@ class PriceBookAnnouncement(Msg):
     key_id: str = Field(min_length=1, max_length=64)
     path: str = Field(min_length=1, max_length=512)
     document: dict[str, Any] | None = None
+
+
+# ---- rollouts (decision 0040) -----------------------------------------------------------
+
+RolloutStep = Literal["fetching", "fetched", "installing", "succeeded", "failed"]
+# A step's detail is a short reason ("bad_image: crc mismatch"), never a log.
+ROLLOUT_DETAIL_MAX = 500
+
+
+class RolloutStatus(Msg):
+    """The ``data`` of a ``rollout_status`` event: one step of one install on the box.
+    ``device`` is ``agent`` or the device id the artifact is for."""
+
+    v: Literal[1] = 1
+    rollout_id: Id
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    device: Id
+    step: RolloutStep
+    detail: str = Field(default="", max_length=ROLLOUT_DETAIL_MAX)

@@ -135,3 +135,6 @@ from cloud.db import models_loyalty as models_loyalty  # noqa: E402
 
 # Online orders, stock, store locations and offline coupon ranges (same reason).
 from cloud.db import models_orders as models_orders  # noqa: E402
+
+# Rollouts, their targets and failed (store, device, artifact) pairs (decision 0040):
+from cloud.db import models_rollouts as models_rollouts  # noqa: E402

@@ -13,18 +13,33 @@ first use: without a release key nothing could be installed safely, so ``trusted
 is required. The agent command ``fetch_artifact {sha256, target}`` fetches one artifact
 into the cache (a field tech pre-loading a release; a refusal is answered ``error`` with
 its reason).
+
+Rollouts (decision 0040) offer ``install_artifact {rollout_id, sha256, target, version,
+device, deadline_ms}``: the command is accepted at once and the install runs as a task
+(the downlink is not held for minutes): fetch into the cache (signature, sha256 and
+target checked), then for firmware the device driver's ``firmware_update`` with the
+cached path. Every step (fetching, fetched, installing, succeeded, failed) is one
+``rollout_status`` event through the outbox, with an id derived from (rollout, device,
+step), so it survives an outage or a restart and a repeated step is stored once. An
+install cut by a restart is not resumed here: the cloud marks it failed at its deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from edge_agent.commands import CommandError, CommandSpec
+from edge_agent.commands import CommandError, CommandRefused, CommandSpec
+from edge_agent.drivers.base import CommandRejected, DriverError
 from edge_agent.kernel.artifacts import ArtifactApi, ArtifactCache, ArtifactError
 from edge_agent.kernel.module import Module, ModuleSettings
-from protocols.artifacts import Sha256, Target
+from protocols.artifacts import Sha256, Target, Version
+from protocols.ids import Id
+from protocols.messages import ROLLOUT_DETAIL_MAX, RolloutStep
 from protocols.signed import SignatureError, load_public_keys
 
 if TYPE_CHECKING:
@@ -32,7 +47,11 @@ if TYPE_CHECKING:
 
     from edge_agent.kernel.module import Kernel
 
+logger = logging.getLogger(__name__)
+
 MB = 1024 * 1024
+# uuid5 namespace of rollout_status event ids (fixed: stable across restarts).
+ROLLOUT_EVENT_NAMESPACE = uuid.UUID("0b7d9a52-64c1-4c8e-8f0a-5e3a1d2c9b40")
 
 
 class UpdatesSettings(ModuleSettings):
@@ -61,6 +80,23 @@ class FetchArgs(BaseModel):
     target: Target
 
 
+class InstallArgs(BaseModel):
+    """``install_artifact``: what a rollout offers (decision 0040)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rollout_id: Id
+    sha256: Sha256
+    target: Target
+    version: Version
+    device: Id  # "agent" or the device the firmware is for
+    deadline_ms: int = Field(ge=0)
+
+
+def rollout_event_id(rollout_id: str, device: str, step: str) -> str:
+    return str(uuid.uuid5(ROLLOUT_EVENT_NAMESPACE, f"{rollout_id}/{device}/{step}"))
+
+
 class Updates(Module):
     name = "updates"
     Settings = UpdatesSettings
@@ -74,9 +110,11 @@ class Updates(Module):
                             token=token.get_secret_value() if token else None),
             keys=load_public_keys(settings.trusted_keys), registry=kernel.registry,
             max_bytes=settings.cache_max_mb * MB)
+        self._installs: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def commands(self) -> Mapping[str, CommandSpec[Any]]:
-        return {"fetch_artifact": CommandSpec(FetchArgs, self._fetch)}
+        return {"fetch_artifact": CommandSpec(FetchArgs, self._fetch),
+                "install_artifact": CommandSpec(InstallArgs, self._install)}
 
     async def _fetch(self, args: FetchArgs) -> dict[str, Any]:
         try:
@@ -84,6 +122,62 @@ class Updates(Module):
         except ArtifactError as err:  # counted and logged by the cache
             raise CommandError(f"{err.reason}: {err.detail}") from err
         return {"sha256": args.sha256, "size": path.stat().st_size}
+
+    async def _install(self, args: InstallArgs) -> dict[str, Any]:
+        if not args.target.startswith("firmware:"):
+            raise CommandRefused(f"installing {args.target} artifacts is not supported yet")
+        if args.device == "agent":
+            raise CommandRefused("a firmware artifact needs a device")
+        key = (args.rollout_id, args.device)
+        running = self._installs.get(key)
+        if running is not None and not running.done():
+            return {"rollout_id": args.rollout_id, "accepted": False, "running": True}
+        self._installs[key] = asyncio.create_task(self._run_install(args),
+                                                  name=f"install-{args.rollout_id}")
+        return {"rollout_id": args.rollout_id, "accepted": True}
+
+    async def _report(self, args: InstallArgs, step: RolloutStep, detail: str = "") -> None:
+        data = {"v": 1, "rollout_id": args.rollout_id, "sha256": args.sha256,
+                "device": args.device, "step": step, "detail": detail[:ROLLOUT_DETAIL_MAX]}
+        await self.kernel.sink.emit_event(
+            "rollout_status", device_id=args.device, data=data,
+            event_id=rollout_event_id(args.rollout_id, args.device, step))
+
+    async def _run_install(self, args: InstallArgs) -> None:
+        try:
+            await self._report(args, "fetching")
+            try:
+                path = await self.cache.fetch(args.sha256, target=args.target)
+            except ArtifactError as err:  # counted and logged by the cache
+                await self._report(args, "failed", f"{err.reason}: {err.detail}")
+                return
+            await self._report(args, "fetched")
+            await self._report(args, "installing")
+            try:
+                result = await self.kernel.drivers.command(
+                    args.device, "firmware_update",
+                    {"path": str(path), "version": args.version, "sha256": args.sha256})
+            except (CommandRejected, DriverError) as err:
+                logger.warning("rollout %s: %s refused the firmware: %s", args.rollout_id,
+                               args.device, err)
+                await self._report(args, "failed", f"refused: {err}")
+                return
+            outcome = str(result.get("outcome"))
+            if outcome == "ok":
+                await self._report(args, "succeeded", f"version {args.version}")
+            else:
+                await self._report(args, "failed",
+                                   f"{outcome}: {result.get('detail') or ''}".strip())
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: logged; the cloud fails this target at its deadline
+            logger.exception("rollout %s: install on %s failed", args.rollout_id, args.device)
+
+    async def stop(self) -> None:
+        for task in self._installs.values():
+            task.cancel()
+        await asyncio.gather(*self._installs.values(), return_exceptions=True)
+        self._installs.clear()
 
     async def close(self) -> None:
         await self.cache.api.aclose()

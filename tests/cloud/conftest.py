@@ -47,6 +47,7 @@ def make_settings(db_url: str, mqtt_url: str = "mqtt://127.0.0.1:1", **kw: Any) 
         api_tokens=TOKENS,
         ingest_client_id=kw.pop("ingest_client_id", f"ingest-test-{next(_ids)}"),
         scheduler_interval_s=kw.pop("scheduler_interval_s", 0),  # jobs run when a test asks
+        rollout_interval_s=kw.pop("rollout_interval_s", 0),  # likewise the rollout ticks
         # MANAGER and DEVICE are unscoped on purpose: the chain-wide migration mode
         require_token_scope=kw.pop("require_token_scope", False),
         **kw,
