@@ -168,11 +168,20 @@ def evaluate(session: Session, rollout: Rollout, *, now_ms: int,
         # A skipped target (its pair failed before) is neither a success nor a failure.
         wave = [t for t in targets if t.wave == rollout.wave and t.state != "skipped"]
         ok = sum(t.state == "succeeded" for t in wave)
-        if rollout.wave < last and ok >= math.ceil(rollout.success_pct * len(wave) / 100):
+        needed = math.ceil(rollout.success_pct * len(wave) / 100)
+        if rollout.wave < last and ok >= needed:
             rollout.wave += 1
             rollout.updated_ms = now_ms
             logger.info("rollout %s: wave %d offered", rollout.id, rollout.wave)
             continue
+        if ok < needed and all(t.state in TERMINAL_TARGET for t in wave):
+            rollout.state, rollout.updated_ms = "halted", now_ms
+            rollout.reason = f"wave {rollout.wave}: {ok} of {len(wave)} succeeded, " \
+                             f"{rollout.success_pct}% needed"
+            if metrics:
+                metrics.transitions.labels(state="halted").inc()
+            logger.warning("rollout %s halted: %s", rollout.id, rollout.reason)
+            return
         break
     if rollout.wave == last and all(t.state in TERMINAL_TARGET for t in targets):
         rollout.state, rollout.updated_ms = "completed", now_ms
