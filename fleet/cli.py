@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from fleet import artifacts, output, provision
+from fleet import artifacts, output, provision, rollouts
 from fleet.output import Exit
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(devices_app, name="devices")
 app.add_typer(device_app, name="device")
 app.add_typer(artifacts.app, name="artifact")
+app.add_typer(rollouts.app, name="rollout")  # decision 0040
 
 ApiOpt = Annotated[str | None, typer.Option(
     "--api", envvar="STOREFLEET_API", show_default=False,
