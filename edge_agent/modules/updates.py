@@ -31,12 +31,14 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from edge_agent.commands import CommandError, CommandRefused, CommandSpec
 from edge_agent.drivers.base import CommandRejected, DriverError
 from edge_agent.kernel.artifacts import ArtifactApi, ArtifactCache, ArtifactError
 from edge_agent.kernel.module import Module, ModuleSettings
+from edge_agent.metrics import registry_scoped
 from protocols.artifacts import Sha256, Target, Version
 from protocols.ids import Id
 from protocols.messages import ROLLOUT_DETAIL_MAX, RolloutStep
@@ -111,6 +113,10 @@ class Updates(Module):
             keys=load_public_keys(settings.trusted_keys), registry=kernel.registry,
             max_bytes=settings.cache_max_mb * MB)
         self._installs: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._install_results = registry_scoped(kernel.registry, "rollout_installs", lambda r: (
+            Counter("storefleet_rollout_installs", "rollout installs on this box, by result "
+                    "(succeeded, failed, error: a bug, report_failed)", ["result"],
+                    registry=r)))
 
     def commands(self) -> Mapping[str, CommandSpec[Any]]:
         return {"fetch_artifact": CommandSpec(FetchArgs, self._fetch),
@@ -145,33 +151,42 @@ class Updates(Module):
 
     async def _run_install(self, args: InstallArgs) -> None:
         try:
-            await self._report(args, "fetching")
-            try:
-                path = await self.cache.fetch(args.sha256, target=args.target)
-            except ArtifactError as err:  # counted and logged by the cache
-                await self._report(args, "failed", f"{err.reason}: {err.detail}")
-                return
-            await self._report(args, "fetched")
-            await self._report(args, "installing")
-            try:
-                result = await self.kernel.drivers.command(
-                    args.device, "firmware_update",
-                    {"path": str(path), "version": args.version, "sha256": args.sha256})
-            except (CommandRejected, DriverError) as err:
-                logger.warning("rollout %s: %s refused the firmware: %s", args.rollout_id,
-                               args.device, err)
-                await self._report(args, "failed", f"refused: {err}")
-                return
-            outcome = str(result.get("outcome"))
-            if outcome == "ok":
-                await self._report(args, "succeeded", f"version {args.version}")
-            else:
-                await self._report(args, "failed",
-                                   f"{outcome}: {result.get('detail') or ''}".strip())
+            step, detail = await self._install_steps(args)
+            self._install_results.labels(result=step).inc()
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug: logged; the cloud fails this target at its deadline
+        except Exception as err:  # a bug: counted, logged, reported failed
+            self._install_results.labels(result="error").inc()
             logger.exception("rollout %s: install on %s failed", args.rollout_id, args.device)
+            step, detail = "failed", f"error: {type(err).__name__}: {err}"
+        try:
+            await self._report(args, step, detail)
+        except Exception:  # the outbox refused it: the cloud fails the target at its deadline
+            self._install_results.labels(result="report_failed").inc()
+            logger.exception("rollout %s: %s report of %s not stored", args.rollout_id, step,
+                             args.device)
+
+    async def _install_steps(self, args: InstallArgs) -> tuple[RolloutStep, str]:
+        """Fetch, then install; reports the steps on the way, returns the last one."""
+        await self._report(args, "fetching")
+        try:
+            path = await self.cache.fetch(args.sha256, target=args.target)
+        except ArtifactError as err:  # counted and logged by the cache
+            return "failed", f"{err.reason}: {err.detail}"
+        await self._report(args, "fetched")
+        await self._report(args, "installing")
+        try:
+            result = await self.kernel.drivers.command(
+                args.device, "firmware_update",
+                {"path": str(path), "version": args.version, "sha256": args.sha256})
+        except (CommandRejected, DriverError) as err:  # counted by the driver supervisor
+            logger.warning("rollout %s: %s refused the firmware: %s", args.rollout_id,
+                           args.device, err)
+            return "failed", f"refused: {err}"
+        outcome = str(result.get("outcome"))
+        if outcome == "ok":
+            return "succeeded", f"version {args.version}"
+        return "failed", f"{outcome}: {result.get('detail') or ''}".strip()
 
     async def stop(self) -> None:
         for task in self._installs.values():

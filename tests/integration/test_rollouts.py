@@ -31,7 +31,7 @@ from edge_agent.cartscreen.server import EmbeddedServer
 from firmware_sim.vending import VendingCabinetSim, start_vending_sim
 from protocols import vending as v
 from tests.cloud.conftest import ADMIN, DEVICE, auth, make_settings
-from tests.edge_agent.helpers import make_config, running_agent, wait_until
+from tests.edge_agent.helpers import make_config, metric, running_agent, wait_until
 from tests.services import Mosquitto, free_port
 
 pytestmark = pytest.mark.mosquitto
@@ -163,6 +163,8 @@ async def test_good_firmware_completes_wave_by_wave(
         done = await f.until(created["id"], "completed")
         assert all(t["state"] == "succeeded" for t in done["targets"])
         assert [c.firmware_version for c in f.cabinets] == ["2.0.0"] * 3
+        assert [metric(a, "storefleet_rollout_installs_total", result="succeeded")
+                for a in f.agents] == [1, 1, 1]
         offers = f.offers(created["id"])
         assert offers[0][0] == f.stores[0] and len(offers) == 3
         # the canary's success came first: the second wave was offered after it
@@ -181,6 +183,7 @@ async def test_refused_image_halts_is_never_offered_again_and_pause_resume_abort
         assert states == {s1: "failed", s2: "waiting"}  # the halt kept s2 from it
         assert [s for s, _ in f.offers(first["id"])] == [s1]
         assert f.cabinets[0].firmware_version == "1.0.0"
+        assert metric(f.agents[0], "storefleet_rollout_installs_total", result="failed") == 1
         # the failed pair is skipped by a later rollout; the other store gets the offer
         again = await f.create(bad, [s1, s2], canary_size=1, wave_size=1)
         halted = await f.until(again["id"], "halted")  # s2's board refuses it too
