@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from cloud.api.deps import AdminRole, StateDep, require_role
+from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
 from cloud.artifacts.errors import (
     ArtifactConflict,
@@ -30,11 +31,11 @@ from cloud.artifacts.errors import (
 )
 from cloud.artifacts.service import ArtifactService
 from cloud.settings import Role
-from protocols.artifacts import SHA256_PATTERN, ArtifactKind, ArtifactManifest
+from protocols.artifacts import SHA256_PATTERN, TARGET_PATTERN, ArtifactKind, ArtifactManifest
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/artifacts", tags=["artifacts"])
+router = APIRouter(prefix="/artifacts", tags=["artifacts"], route_class=JsonRoute)
 
 _ANY_ROLE = frozenset(Role)
 ArtifactRead = Annotated[Role, Depends(require_role(_ANY_ROLE, "read artifacts"))]
@@ -94,7 +95,7 @@ _UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
 async def upload_artifact(
     request: Request, response: Response, service: ServiceDep, _: AdminRole,
     kind: Annotated[ArtifactKind, Query()],
-    target: Annotated[str, Query(max_length=140,
+    target: Annotated[str, Query(max_length=140, pattern=TARGET_PATTERN,
                                  description="agent | firmware:<family>/<model> | "
                                  "model:positioning | model:vision")],
     version: Annotated[str, Query(max_length=64)],
@@ -127,7 +128,7 @@ async def upload_artifact(
 async def list_artifacts(
     state: StateDep, service: ServiceDep, _: ArtifactRead,
     kind: Annotated[ArtifactKind | None, Query()] = None,
-    target: Annotated[str | None, Query(max_length=140)] = None,
+    target: Annotated[str | None, Query(max_length=140, pattern=TARGET_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ArtifactManifest]:
     def work() -> list[ArtifactManifest]:

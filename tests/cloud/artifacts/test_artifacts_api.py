@@ -114,7 +114,10 @@ async def test_refused_uploads(db_url: str, tmp_path: Path) -> None:
         assert (await client.get("/api/v1/artifacts/nothex", headers=auth(TECH))).status_code \
             == 422
     assert metric(registry, "storefleet_artifact_uploads_total", result="conflict") == 2
-    assert metric(registry, "storefleet_artifact_uploads_total", result="invalid") == 3
+    # "firmware:esl" does not fit the target rule and is refused by the API's request
+    # validation (a 422 problem like every malformed request) before the upload starts;
+    # the other two are refused by the upload itself and counted there.
+    assert metric(registry, "storefleet_artifact_uploads_total", result="invalid") == 2
     assert metric(registry, "storefleet_artifact_uploads_total", result="too_large") == 2
 
 
