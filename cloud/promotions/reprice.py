@@ -128,6 +128,10 @@ class RepriceHook:
         self.repricer = repricer or Repricer()
 
     def __call__(self, session: Session, event: Event, now_ms: int) -> None:
+        if session.get(SaleAudit, (event.store_id, event.id)) is not None:
+            # A duplicate (hooks see redelivered events too): audited once already, so
+            # neither the work nor the counters happen again.
+            return
         sale: SaleData | None = None
         pricing: Finding | None
         try:

@@ -113,6 +113,8 @@ def test_every_sale_gets_an_audit_outcome_and_findings_are_kept_once(
     }
 
     sample = registry.get_sample_value
+    # re-priced once each (good, good-charged, tampered, short), the redelivery not again
+    assert sample("storefleet_repriced_sales_total") == 4
     assert sample("storefleet_sales_unaudited_total", {"reason": "no_basket"}) == 2
     assert sample("storefleet_sales_unaudited_total", {"reason": "engine_version"}) == 1
     assert sample("storefleet_reprice_mismatches_total", {"reason": "charged_differs"}) == 2

@@ -117,7 +117,7 @@ def test_reprice_flags_tampered_total_and_accepts_correct(
     assert rows["old-version"].reason == "unknown_snapshot"
     sample = registry.get_sample_value
     assert sample("storefleet_reprice_mismatches_total", {"reason": "totals"}) == 1
-    assert sample("storefleet_repriced_sales_total") == 3  # good, tampered, redelivery
+    assert sample("storefleet_repriced_sales_total") == 2  # good, tampered; a redelivery not again
 
 
 def test_golden_corpus_through_the_cloud_pricing_path(sessions: sessionmaker[Session],
