@@ -15,15 +15,15 @@ a file that cannot be read is a usage error (2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fleet import output
 from fleet.output import Exit
+from fleet.session import call_api
 
 if TYPE_CHECKING:
     from fleet.client import FleetClient
@@ -43,7 +43,6 @@ TokenOpt = Annotated[str | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
-T = TypeVar("T")
 
 
 class Kind(StrEnum):  # protocols.artifacts.ArtifactKind; kept here so --help stays light
@@ -54,10 +53,9 @@ class Kind(StrEnum):  # protocols.artifacts.ArtifactKind; kept here so --help st
 
 def upload(client: FleetClient, path: Path, *, kind: str, target: str,
            version: str) -> dict[str, Any]:
-    """POST the file's bytes (streamed) and return the signed manifest. (``_call`` is
-    the client's one request path with its error mapping; this package's own.)"""
+    """POST the file's bytes (streamed) and return the signed manifest."""
     with path.open("rb") as body:
-        return dict(client._call("POST", "/api/v1/artifacts", content=body,
+        return dict(client.request("POST", "/api/v1/artifacts", content=body,
                                    params={"kind": kind, "target": target,
                                            "version": version},
                                    headers={"Content-Type": "application/octet-stream"}))
@@ -66,27 +64,9 @@ def upload(client: FleetClient, path: Path, *, kind: str, target: str,
 def listing(client: FleetClient, *, kind: str | None = None,
             target: str | None = None) -> list[dict[str, Any]]:
     params = {k: v for k, v in (("kind", kind), ("target", target)) if v is not None}
-    return list(client._call("GET", "/api/v1/artifacts", params=params))
+    return list(client.request("GET", "/api/v1/artifacts", params=params))
 
 
-def _call(api: str | None, token: str | None, fn: Callable[[FleetClient], T]) -> T:
-    """Run ``fn`` with a client; an API error becomes one line and its exit code."""
-    from fleet.client import FleetClient, FleetError
-    from fleet.config import ConfigError, resolve
-
-    try:
-        target = resolve(api, token)
-        with FleetClient(target.api, token=target.token, timeout=UPLOAD_TIMEOUT_S) as client:
-            return fn(client)
-    except ConfigError as err:
-        raise output.fail(str(err), Exit.FAILED) from err
-    except FleetError as err:
-        hint = ""
-        if err.status == 401:
-            hint = " (pass a valid --token, set STOREFLEET_TOKEN or run `fleet login`)"
-        elif err.status == 0:
-            hint = " (is --api / STOREFLEET_API right, and the API running?)"
-        raise output.fail(f"{err}{hint}", output.exit_for_status(err.status)) from err
 
 
 @app.command("upload")
@@ -102,8 +82,9 @@ def upload_cmd(
     if not file.is_file():
         raise output.fail(f"{file} is not a readable file", Exit.USAGE)
     try:
-        signed = _call(api, token, lambda c: upload(c, file, kind=kind.value, target=target,
-                                                    version=version))
+        signed = call_api(api, token, lambda c: upload(c, file, kind=kind.value, target=target,
+                                                    version=version),
+                          timeout=UPLOAD_TIMEOUT_S)
     except OSError as err:
         raise output.fail(f"cannot read {file}: {err.strerror}", Exit.USAGE) from err
     if as_json:
@@ -121,8 +102,8 @@ def ls_cmd(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """List artifacts, newest first."""
-    rows = _call(api, token, lambda c: listing(c, kind=kind.value if kind else None,
-                                               target=target))
+    rows = call_api(api, token, lambda c: listing(c, kind=kind.value if kind else None,
+                                               target=target), timeout=UPLOAD_TIMEOUT_S)
     if as_json:
         output.print_json(rows)
     else:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fleet import artifacts, output, provision, rollouts
 from fleet.output import Exit
+from fleet.session import call_api
 
 if TYPE_CHECKING:
     from fleet.client import FleetClient
@@ -55,30 +55,8 @@ LOG_COLUMNS = ["seq", "time", "level", "logger", "message"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # as the agent's get_logs
 POLL_S = 0.2  # the agent answers over MQTT; the API has no push to wait on
 
-T = TypeVar("T")
 
 
-def _call(api: str | None, token: str | None, fn: Callable[[FleetClient], T]) -> T:
-    """Run ``fn`` with a client; a ``FleetError`` becomes one line and its exit code."""
-    from fleet.client import FleetClient, FleetError
-    from fleet.config import ConfigError, resolve
-
-    try:
-        target = resolve(api, token)
-        with FleetClient(target.api, token=target.token) as client:
-            return fn(client)
-    except ConfigError as err:
-        raise output.fail(str(err), Exit.FAILED) from err
-    except FleetError as err:
-        hint = ""
-        if err.status == 401:
-            hint = " (pass a valid --token, set STOREFLEET_TOKEN or run `fleet login`)"
-        elif err.status == 0:
-            hint = " (is --api / STOREFLEET_API right, and the API running?)"
-        raise output.fail(f"{err}{hint}", output.exit_for_status(err.status)) from err
-
-
-# ---- login ---------------------------------------------------------------------------
 
 
 @app.command()
@@ -92,7 +70,7 @@ def login(
     """Check the API and token, then save both (0600) for the other commands."""
     from fleet.config import ConfigError, save
 
-    stores = _call(api, token, lambda c: c.stores())  # refuses a bad token before saving
+    stores = call_api(api, token, lambda c: c.stores())  # refuses a bad token before saving
     try:
         path = save(api, token)
     except ConfigError as err:
@@ -105,7 +83,7 @@ def login(
 
 def _list_stores(api: str | None, token: str | None, region: str | None, offline: bool,
                  as_json: bool) -> None:
-    rows = _call(api, token, lambda c: c.stores(region=region,
+    rows = call_api(api, token, lambda c: c.stores(region=region,
                                                  online=False if offline else None))
     if as_json:
         output.print_json(rows)
@@ -139,7 +117,7 @@ def store_show(store: Annotated[str, typer.Argument(help="store id")], api: ApiO
     def fetch(c: FleetClient) -> dict[str, Any]:
         return {**c.store(store), "devices": c.devices(store)}
 
-    detail = _call(api, token, fetch)
+    detail = call_api(api, token, fetch)
     if as_json:
         output.print_json(detail)
         return
@@ -159,7 +137,7 @@ UnhealthyOpt = Annotated[bool, typer.Option("--unhealthy",
 
 def _list_devices(api: str | None, token: str | None, store: str | None, kind: str | None,
                   unhealthy: bool, as_json: bool) -> None:
-    rows = _call(api, token, lambda c: c.devices(store, kind=kind,
+    rows = call_api(api, token, lambda c: c.devices(store, kind=kind,
                                                  online=False if unhealthy else None))
     if as_json:
         output.print_json(rows)
@@ -225,7 +203,7 @@ def device_show(
                 out["shadow"] = shadow
         return out
 
-    shown = _call(api, token, fetch)
+    shown = call_api(api, token, fetch)
     if as_json:
         output.print_json(shown)
         return
@@ -323,7 +301,7 @@ def cmd(
                 store, device = found["store_id"], found["device_id"]
         return _run_command(c, store, name, args, target=device, wait=wait)
 
-    result = _call(api, token, send)
+    result = call_api(api, token, send)
     output.print_json(result)
     _check_result(result)
 
@@ -350,7 +328,7 @@ def diag(
                             wait=wait)
         return diagnostics, logs
 
-    diagnostics, logs = _call(api, token, collect)
+    diagnostics, logs = call_api(api, token, collect)
     for result in (diagnostics, logs):
         if result and result.get("status") != "ok":
             output.print_json(result)
@@ -438,7 +416,7 @@ def logs(
             time.sleep(interval)
 
     try:
-        _call(api, token, tail)
+        call_api(api, token, tail)
     except KeyboardInterrupt:
         raise typer.Exit(int(Exit.OK)) from None
 

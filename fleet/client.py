@@ -54,7 +54,8 @@ class FleetClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request; an unreachable API or an error answer becomes a ``FleetError``."""
         try:
             resp = self._http.request(method, path, **kwargs)
         except (httpx.HTTPError, httpx.InvalidURL) as err:
@@ -71,6 +72,11 @@ class FleetClient:
             raise FleetError(
                 resp.status_code, body.get("title", resp.reason_phrase), body.get("detail")
             )
+        return resp
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; its JSON answer (None when empty)."""
+        resp = self.raw(method, path, **kwargs)
         if not resp.content:
             return None
         try:
@@ -82,10 +88,10 @@ class FleetClient:
     def stores(self, *, region: str | None = None,
                online: bool | None = None) -> list[dict[str, Any]]:
         params = _present(region=region, online=online)
-        return list(self._call("GET", "/api/v1/stores", params=params))
+        return list(self.request("GET", "/api/v1/stores", params=params))
 
     def store(self, store_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/api/v1/stores/{store_id}"))
+        return dict(self.request("GET", f"/api/v1/stores/{store_id}"))
 
     def devices(
         self,
@@ -96,7 +102,7 @@ class FleetClient:
         device_id: str | None = None,
     ) -> list[dict[str, Any]]:
         params = _present(store_id=store_id, kind=kind, online=online, device_id=device_id)
-        return list(self._call("GET", "/api/v1/devices", params=params))
+        return list(self.request("GET", "/api/v1/devices", params=params))
 
     def events(
         self,
@@ -110,7 +116,7 @@ class FleetClient:
         for key, value in (("store_id", store_id), ("kind", kind), ("after", after)):
             if value is not None:
                 params[key] = value
-        return dict(self._call("GET", "/api/v1/events", params=params))
+        return dict(self.request("GET", "/api/v1/events", params=params))
 
     def send_command(
         self,
@@ -122,19 +128,19 @@ class FleetClient:
         ttl_s: int = 60,
     ) -> dict[str, Any]:
         body = {"name": name, "args": args or {}, "target": target, "ttl_s": ttl_s}
-        return dict(self._call("POST", f"/api/v1/stores/{store_id}/commands", json=body))
+        return dict(self.request("POST", f"/api/v1/stores/{store_id}/commands", json=body))
 
     def command(self, cmd_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/api/v1/commands/{cmd_id}"))
+        return dict(self.request("GET", f"/api/v1/commands/{cmd_id}"))
 
     def shadow(self, store_id: str, target: str = "agent") -> dict[str, Any]:
-        return dict(self._call("GET", f"/api/v1/stores/{store_id}/shadow/{target}"))
+        return dict(self.request("GET", f"/api/v1/stores/{store_id}/shadow/{target}"))
 
     def set_desired(
         self, store_id: str, state: dict[str, Any], *, target: str = "agent"
     ) -> dict[str, Any]:
         return dict(
-            self._call(
+            self.request(
                 "PUT", f"/api/v1/stores/{store_id}/shadow/{target}/desired", json={"state": state}
             )
         )

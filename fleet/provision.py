@@ -15,14 +15,14 @@ store's private key and is written 0600, never over an existing file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fleet import output
 from fleet.output import Exit
+from fleet.session import call_api
 
 if TYPE_CHECKING:
     from fleet.client import FleetClient
@@ -35,48 +35,26 @@ TokenOpt = Annotated[str | None, typer.Option(
     help="API bearer token [default: what `fleet login` saved]")]
 StoreArg = Annotated[str, typer.Argument(help="store id")]
 
-T = TypeVar("T")
+
+
+# a 404 here: no such store, or provisioning is off on this cloud (no CA configured)
+NOT_FOUND = {404: " (no such store, or this cloud has no CA: STOREFLEET_CA_DIR)"}
 
 
 def provision_store(client: FleetClient, store_id: str) -> dict[str, Any]:
-    """A one-time enrolment token: ``{store_id, token, expires_ms}``. (``_call`` is the
-    client's one request path with its error mapping.)"""
-    return dict(client._call("POST", f"/api/v1/stores/{store_id}/provision"))
+    """A one-time enrolment token: ``{store_id, token, expires_ms}``."""
+    return dict(client.request("POST", f"/api/v1/stores/{store_id}/provision"))
 
 
 def enrol(client: FleetClient, token: str) -> bytes:
     """The bundle (tar.gz) for a one-time token, as the box would fetch it."""
-    from fleet.client import FleetError
-
-    resp = client._http.post("/api/v1/enrol", json={"token": token})  # gzip, not JSON
-    if resp.status_code != 200:
-        raise FleetError(resp.status_code, "enrolment refused", resp.text[:200])
-    return resp.content
+    return client.raw("POST", "/api/v1/enrol", json={"token": token}).content  # gzip
 
 
 def revoke_store(client: FleetClient, store_id: str) -> dict[str, Any]:
-    return dict(client._call("POST", f"/api/v1/stores/{store_id}/revoke"))
+    return dict(client.request("POST", f"/api/v1/stores/{store_id}/revoke"))
 
 
-def _call(api: str | None, token: str | None, fn: Callable[[FleetClient], T]) -> T:
-    from fleet.client import FleetClient, FleetError
-    from fleet.config import ConfigError, resolve
-
-    try:
-        target = resolve(api, token)
-        with FleetClient(target.api, token=target.token) as client:
-            return fn(client)
-    except ConfigError as err:
-        raise output.fail(str(err), Exit.FAILED) from err
-    except FleetError as err:
-        hint = ""
-        if err.status == 401:
-            hint = " (pass a valid --token, set STOREFLEET_TOKEN or run `fleet login`)"
-        elif err.status == 404:
-            hint = " (no such store, or this cloud has no CA: STOREFLEET_CA_DIR)"
-        elif err.status == 0:
-            hint = " (is --api / STOREFLEET_API right, and the API running?)"
-        raise output.fail(f"{err}{hint}", output.exit_for_status(err.status)) from err
 
 
 def provision(
@@ -97,7 +75,7 @@ def provision(
         done = provision_store(client, store)
         return done, (enrol(client, done["token"]) if bundle is not None else None)
 
-    done, data = _call(api, token, work)
+    done, data = call_api(api, token, work, hints=NOT_FOUND)
     if bundle is not None and data is not None:
         try:
             with os.fdopen(os.open(bundle, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
@@ -118,7 +96,7 @@ def provision(
 def revoke(store: StoreArg, api: ApiOpt = None, token: TokenOpt = None) -> None:
     """Cut a store off: its certificate refused by the broker (CRL), its connection
     kicked, its device tokens refused by the API. `fleet provision` readmits it."""
-    _call(api, token, lambda c: revoke_store(c, store))
+    call_api(api, token, lambda c: revoke_store(c, store), hints=NOT_FOUND)
     typer.echo(f"store {store}: revoked")
 
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleet import output
-from fleet.artifacts import ApiOpt, JsonOpt, TokenOpt, _call
+from fleet.artifacts import ApiOpt, JsonOpt, TokenOpt
+from fleet.session import call_api
 
 if TYPE_CHECKING:
     from fleet.client import FleetClient
@@ -35,7 +36,7 @@ IdArg = Annotated[str, typer.Argument(help="the rollout's id")]
 
 def _req(method: str, path: str, **kw: Any) -> Any:
     def run(client: FleetClient) -> Any:
-        return client._call(method, path, **kw)
+        return client.request(method, path, **kw)
     return run
 
 
@@ -79,7 +80,7 @@ def create_cmd(
     body = {"sha256": sha256, "device": device, "stores": store, "canary_size": canary,
             "wave_size": wave_size, "success_pct": success_pct,
             "failure_threshold": failure_threshold, "deadline_s": deadline_s}
-    rollout = _call(api, token, _req("POST", "/api/v1/rollouts", json=body))
+    rollout = call_api(api, token, _req("POST", "/api/v1/rollouts", json=body))
     if as_json:
         output.print_json(rollout)
     else:
@@ -89,7 +90,7 @@ def create_cmd(
 @app.command("ls")
 def ls_cmd(api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """List rollouts, newest first."""
-    rows = _call(api, token, _req("GET", "/api/v1/rollouts"))
+    rows = call_api(api, token, _req("GET", "/api/v1/rollouts"))
     if as_json:
         output.print_json(rows)
     else:
@@ -106,7 +107,7 @@ def status_cmd(
 ) -> None:
     """A rollout with a progress bar per wave."""
     while True:
-        rollout = _call(api, token, _req("GET", f"/api/v1/rollouts/{rollout_id}"))
+        rollout = call_api(api, token, _req("GET", f"/api/v1/rollouts/{rollout_id}"))
         if as_json:
             output.print_json(rollout)
         else:
@@ -118,7 +119,7 @@ def status_cmd(
 
 def _change(rollout_id: str, action: str, api: str | None, token: str | None,
             as_json: bool) -> None:
-    rollout = _call(api, token, _req("POST", f"/api/v1/rollouts/{rollout_id}/{action}"))
+    rollout = call_api(api, token, _req("POST", f"/api/v1/rollouts/{rollout_id}/{action}"))
     if as_json:
         output.print_json(rollout)
     else:
