@@ -27,7 +27,7 @@ HEAVY = [
     "edge_agent.app", "edge_agent.drivers", "edge_agent.inference.positioning.model",
     "cloud.main", "cloud.settings", "cloud.ingest", "firmware_sim.store",
     "firmware_sim.audio.unit", "firmware_sim.esl.ap", "firmware_sim.printer.sim",
-    "storefleet.demo", "fleet.client",
+    "storefleet.demo", "fleet.client", "protocols.codec", "protocols.messages",
 ]
 
 # In a fresh interpreter: every group and command of both CLIs, `--help` each, in-process,
