@@ -18,7 +18,8 @@ Rollouts (decision 0040) offer ``install_artifact {rollout_id, sha256, target, v
 device, deadline_ms}``: the command is accepted at once and the install runs as a task
 (the downlink is not held for minutes): fetch into the cache (signature, sha256 and
 target checked), then for firmware the device driver's ``firmware_update`` with the
-cached path. Every step (fetching, fetched, installing, succeeded, failed) is one
+cached path (each kind has its installer, ``edge_agent.installers``). Every step
+(fetching, fetched, installing, succeeded, failed) is one
 ``rollout_status`` event through the outbox, with an id derived from (rollout, device,
 step), so it survives an outage or a restart and a repeated step is stored once. An
 install cut by a restart is not resumed here: the cloud marks it failed at its deadline.
@@ -35,11 +36,11 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from edge_agent.commands import CommandError, CommandRefused, CommandSpec
-from edge_agent.drivers.base import CommandRejected, DriverError
+from edge_agent.installers import Installer, Offer, installers
 from edge_agent.kernel.artifacts import ArtifactApi, ArtifactCache, ArtifactError
 from edge_agent.kernel.module import Module, ModuleSettings
 from edge_agent.metrics import registry_scoped
-from protocols.artifacts import Sha256, Target, Version
+from protocols.artifacts import Sha256, Target, Version, kind_of_target
 from protocols.ids import Id
 from protocols.messages import ROLLOUT_DETAIL_MAX, RolloutStep
 from protocols.signed import SignatureError, load_public_keys
@@ -94,6 +95,10 @@ class InstallArgs(BaseModel):
     device: Id  # "agent" or the device the firmware is for
     deadline_ms: int = Field(ge=0)
 
+    def offer(self) -> Offer:
+        return Offer(rollout_id=self.rollout_id, sha256=self.sha256, target=self.target,
+                     version=self.version, device=self.device, deadline_ms=self.deadline_ms)
+
 
 def rollout_event_id(rollout_id: str, device: str, step: str) -> str:
     return str(uuid.uuid5(ROLLOUT_EVENT_NAMESPACE, f"{rollout_id}/{device}/{step}"))
@@ -112,6 +117,7 @@ class Updates(Module):
                             token=token.get_secret_value() if token else None),
             keys=load_public_keys(settings.trusted_keys), registry=kernel.registry,
             max_bytes=settings.cache_max_mb * MB)
+        self.installers = installers(kernel)
         self._installs: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._install_results = registry_scoped(kernel.registry, "rollout_installs", lambda r: (
             Counter("storefleet_rollout_installs", "rollout installs on this box, by result "
@@ -130,15 +136,18 @@ class Updates(Module):
         return {"sha256": args.sha256, "size": path.stat().st_size}
 
     async def _install(self, args: InstallArgs) -> dict[str, Any]:
-        if not args.target.startswith("firmware:"):
+        kind = kind_of_target(args.target)
+        installer = self.installers.get(kind) if kind is not None else None
+        if installer is None:
             raise CommandRefused(f"installing {args.target} artifacts is not supported yet")
-        if args.device == "agent":
-            raise CommandRefused("a firmware artifact needs a device")
+        refusal = installer.refuse(args.offer())
+        if refusal is not None:
+            raise CommandRefused(refusal)
         key = (args.rollout_id, args.device)
         running = self._installs.get(key)
         if running is not None and not running.done():
             return {"rollout_id": args.rollout_id, "accepted": False, "running": True}
-        self._installs[key] = asyncio.create_task(self._run_install(args),
+        self._installs[key] = asyncio.create_task(self._run_install(args, installer),
                                                   name=f"install-{args.rollout_id}")
         return {"rollout_id": args.rollout_id, "accepted": True}
 
@@ -149,9 +158,9 @@ class Updates(Module):
             "rollout_status", device_id=args.device, data=data,
             event_id=rollout_event_id(args.rollout_id, args.device, step))
 
-    async def _run_install(self, args: InstallArgs) -> None:
+    async def _run_install(self, args: InstallArgs, installer: Installer) -> None:
         try:
-            step, detail = await self._install_steps(args)
+            step, detail = await self._install_steps(args, installer)
             self._install_results.labels(result=step).inc()
         except asyncio.CancelledError:
             raise
@@ -166,7 +175,8 @@ class Updates(Module):
             logger.exception("rollout %s: %s report of %s not stored", args.rollout_id, step,
                              args.device)
 
-    async def _install_steps(self, args: InstallArgs) -> tuple[RolloutStep, str]:
+    async def _install_steps(self, args: InstallArgs,
+                             installer: Installer) -> tuple[RolloutStep, str]:
         """Fetch, then install; reports the steps on the way, returns the last one."""
         await self._report(args, "fetching")
         try:
@@ -175,18 +185,7 @@ class Updates(Module):
             return "failed", f"{err.reason}: {err.detail}"
         await self._report(args, "fetched")
         await self._report(args, "installing")
-        try:
-            result = await self.kernel.drivers.command(
-                args.device, "firmware_update",
-                {"path": str(path), "version": args.version, "sha256": args.sha256})
-        except (CommandRejected, DriverError) as err:  # counted by the driver supervisor
-            logger.warning("rollout %s: %s refused the firmware: %s", args.rollout_id,
-                           args.device, err)
-            return "failed", f"refused: {err}"
-        outcome = str(result.get("outcome"))
-        if outcome == "ok":
-            return "succeeded", f"version {args.version}"
-        return "failed", f"{outcome}: {result.get('detail') or ''}".strip()
+        return await installer.install(args.offer(), path)
 
     async def stop(self) -> None:
         for task in self._installs.values():

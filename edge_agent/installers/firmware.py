@@ -1,0 +1,40 @@
+"""Device firmware (decision 0039): the driver of the device flashes the cached image."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge_agent.drivers.base import CommandRejected, DriverError
+from edge_agent.installers import Offer
+from protocols.messages import RolloutStep
+
+if TYPE_CHECKING:
+    from edge_agent.kernel.module import Kernel
+
+logger = logging.getLogger(__name__)
+
+
+class FirmwareInstaller:
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def refuse(self, offer: Offer) -> str | None:
+        if offer.device == "agent":
+            return "a firmware artifact needs a device"
+        return None
+
+    async def install(self, offer: Offer, path: Path) -> tuple[RolloutStep, str]:
+        try:
+            result = await self.kernel.drivers.command(
+                offer.device, "firmware_update",
+                {"path": str(path), "version": offer.version, "sha256": offer.sha256})
+        except (CommandRejected, DriverError) as err:  # counted by the driver supervisor
+            logger.warning("rollout %s: %s refused the firmware: %s", offer.rollout_id,
+                           offer.device, err)
+            return "failed", f"refused: {err}"
+        outcome = str(result.get("outcome"))
+        if outcome == "ok":
+            return "succeeded", f"version {offer.version}"
+        return "failed", f"{outcome}: {result.get('detail') or ''}".strip()
