@@ -82,7 +82,9 @@ def init_secrets(directory: Path) -> dict[str, bool]:
            f"STOREFLEET_API_TOKENS_FILE={d / 'api-tokens'}\n"
            f"STOREFLEET_MQTT_USERNAME={CLOUD_MQTT_USER}\n"
            f"STOREFLEET_MQTT_PASSWORD_FILE={d / 'mqtt-cloud.secret'}\n"
-           f"STOREFLEET_BROKER_ADMIN_PASSWORD_FILE={d / 'broker-admin.secret'}\n")
+           f"STOREFLEET_BROKER_ADMIN_PASSWORD_FILE={d / 'broker-admin.secret'}\n"
+           # production refuses the birth of a store that did not enrol (decision 0035)
+           "STOREFLEET_REQUIRE_ENROLMENT=1\n")
     created["cloud.env"] = write_secret(directory / "cloud.env", env.encode)
     return created
 

@@ -64,6 +64,9 @@ def provision(
                          "a token")] = None,
     api: ApiOpt = None, token: TokenOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="print the token alone (for scripts: "
+                              "ENROL_TOKEN=$(fleet provision S001 -q))")] = False,
 ) -> None:
     """Issue a store's identity: a one-time enrolment token for `storefleet edge enrol`
     (or, with --bundle, the bundle itself). Again for a store: its keys rotate when the
@@ -87,6 +90,8 @@ def provision(
                    "private key: carry it to the box, then delete it)")
     elif as_json:
         output.print_json(done)
+    elif quiet:
+        typer.echo(done["token"])
     else:
         typer.echo(f"store {store}: one-time enrolment token, valid until "
                    f"{done['expires_ms']} (epoch ms):\n{done['token']}\n"

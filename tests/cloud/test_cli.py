@@ -62,6 +62,7 @@ def test_secrets_init_makes_each_secret_once(tmp_path: Path) -> None:
     assert files["release-key.pem"] != files["signing-key.pem"]  # two keys, two purposes
     assert settings.member_hash_key is not None and settings.api_tokens[token].role == "hq-admin"
     assert settings.mqtt_username == "storefleet-cloud" and settings.mqtt_password
+    assert settings.enrolment.required  # production takes births of enrolled stores only
 
 
 def test_ingest_says_when_its_metrics_port_is_taken(tmp_path: Path) -> None:

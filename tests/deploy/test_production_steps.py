@@ -87,7 +87,8 @@ def broker_conf(shipped: Path, dest: Path, substitutions: dict[str, str], *,
     for pattern, value in substitutions.items():
         conf, count = re.subn(pattern, value, conf, flags=re.M)
         assert count == 1, f"{shipped.name} no longer has one {pattern!r}"
-    conf += f"\npid_file {state_dir / 'mosquitto.pid'}\n"
+    if not re.search(r"^pid_file ", conf, flags=re.M):
+        conf += f"\npid_file {state_dir / 'mosquitto.pid'}\n"
     if os.geteuid() == 0:
         conf += "user root\n"
     dest.write_text(conf)
@@ -200,6 +201,8 @@ def test_readme_production_steps_run_as_written(
         r"^certfile /etc/mosquitto/certs/server\.crt$":
             f"certfile {broker_certs / 'server.crt'}",
         r"^keyfile /etc/mosquitto/certs/server\.key$": f"keyfile {broker_certs / 'server.key'}",
+        r"^crlfile /etc/mosquitto/certs/crl\.pem$": f"crlfile {broker_certs / 'crl.pem'}",
+        r"^pid_file /run/mosquitto/mosquitto\.pid$": f"pid_file {state / 'mosquitto.pid'}",
     }, state_dir=state)
     bus_conf = broker_conf(STORE_BUS_CONF, tmp_path / "store-bus.conf", {
         r"^persistence_location .*$": f"persistence_location {box / 'bus'}/",
@@ -211,6 +214,7 @@ def test_readme_production_steps_run_as_written(
         "SF_PKI": str(pki_dir),
         "SF_MOSQUITTO_CONF": str(conf),
         "SF_MOSQUITTO_CERTS": str(broker_certs),
+        "SF_BROKER_PID": str(state / "mosquitto.pid"),
         "SF_STORE_BUS_CONF": str(bus_conf),
         "SF_DYNSEC": str(dynsec),
         "STOREFLEET_DATABASE_URL": db_url,
@@ -239,8 +243,10 @@ def test_readme_production_steps_run_as_written(
         return output
 
     run_steps(setup)
-    for key in (pki_dir / "ca.key", pki_dir / "server.key", pki_dir / "stores" / "S001.key"):
+    for key in (pki_dir / "ca.key", pki_dir / "server.key", box / "identity" / "store.key"):
         assert key.stat().st_mode & 0o777 == 0o600, f"{key} is not 0600"
+    # the box enrolled: no certificate was made by hand, and the store's identity is its own
+    assert not (pki_dir / "stores" / "S001.key").exists()
     token = (secrets_dir / "hq-admin.token").read_text().strip()
     headers = {"Authorization": f"Bearer {token}"}
 
@@ -307,3 +313,20 @@ def test_readme_production_steps_run_as_written(
     # Step 6 as written: the store's devices through the field techs' CLI.
     shown = run_steps(look)
     assert re.search(r"S001-\w+-\d\d", shown), shown
+
+    # `fleet revoke` as the README says, on the broker as configured: the CRL is rewritten
+    # and re-read on the API's SIGHUP (pid_file), the box is kicked and then refused in
+    # the TLS handshake.
+    revoked = subprocess.run([str(Path(sys.executable).parent / "fleet"), "revoke", "S001",
+                              "--api", API, "--token", token], env=env, capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+
+    def refused_by_tls() -> bool:
+        text = httpx.get("http://127.0.0.1:9108/metrics").text
+        ready = re.search(r"^storefleet_uplink_cloud_ready 0\.0$", text, re.M)
+        tls = re.search(r'^storefleet_uplink_connect_failures_total\{reason="tls"\} '
+                        r"([0-9.e+]+)$", text, re.M)
+        return bool(ready and tls and float(tls.group(1)) >= 1)
+
+    wait_for(refused_by_tls, within_s=60, what="the revoked box refused by the broker", log=log)
