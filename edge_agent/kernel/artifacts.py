@@ -31,12 +31,13 @@ The cache is bounded: past ``max_bytes``, the least recently used entries that a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -106,9 +107,22 @@ class ArtifactApi:
         self._client = httpx.AsyncClient(base_url=base_url, headers=headers,
                                          transport=transport, timeout=timeout_s)
 
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """Send, and once more when the server closed the connection before any answer:
+        a pooled keep-alive connection that the server dropped just as it was reused
+        (uvicorn closes idle ones after 5 s, httpx keeps them 5 s). A GET, so safe to
+        repeat; a cut in the middle of a body is not this and is left to resume."""
+        try:
+            return await self._client.send(request, stream=stream)
+        except httpx.RemoteProtocolError as err:
+            logger.info("artifacts: %s %s: %s; sending once more", request.method,
+                        request.url.path, err)
+        return await self._client.send(request, stream=stream)
+
     async def manifest(self, sha256: str) -> Any:
         try:
-            response = await self._client.get(f"/api/v1/artifacts/{sha256}")
+            response = await self._send(
+                self._client.build_request("GET", f"/api/v1/artifacts/{sha256}"))
         except httpx.HTTPError as err:
             raise ArtifactUnavailable("network", sha256, str(err) or type(err).__name__) \
                 from err
@@ -119,11 +133,16 @@ class ArtifactApi:
         except ValueError as err:
             raise ArtifactRefused("malformed", sha256, "manifest is not JSON") from err
 
-    def content(self, sha256: str, *, offset: int) -> Any:
-        """An async context manager streaming the bytes from ``offset``."""
+    @contextlib.asynccontextmanager
+    async def content(self, sha256: str, *, offset: int) -> AsyncIterator[httpx.Response]:
+        """The response streaming the bytes from ``offset``."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        return self._client.stream("GET", f"/api/v1/artifacts/{sha256}/content",
-                                   headers=headers)
+        response = await self._send(self._client.build_request(
+            "GET", f"/api/v1/artifacts/{sha256}/content", headers=headers), stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     async def aclose(self) -> None:
         await self._client.aclose()

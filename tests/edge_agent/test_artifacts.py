@@ -57,7 +57,7 @@ class Cut:
 
     upstream_port: int
     requests: list[tuple[str, str | None]] = field(default_factory=list)
-    mode: str | None = None  # None | "cut" | "stall"
+    mode: str | None = None  # None | "cut" | "stall" | "drop" (the next request unanswered)
     after: int = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -71,6 +71,10 @@ class Cut:
                 rng = next((h.split(":", 1)[1].strip() for h in head.split("\r\n")
                             if h.lower().startswith("range:")), None)
                 self.requests.append((line, rng))
+                if self.mode == "drop":  # what a server closing an idle connection does
+                    self.mode = None
+                    writer.transport.abort()
+                    return
                 if "/content" in line and self.mode is not None:
                     state["budget"], state["mode"] = self.after, self.mode
                     self.mode = None
@@ -200,6 +204,25 @@ async def test_cut_connection_resumes_with_range(tmp_path: Path) -> None:
             == len(BODY)
         assert await cache.fetch(SHA, target=TARGET) == path  # cached: no new download
         assert len(content_requests(cloud)) == 2
+        await cache.api.aclose()
+
+
+async def test_a_keep_alive_connection_closed_by_the_server_is_sent_once_more(
+    tmp_path: Path,
+) -> None:
+    """The server closes an idle pooled connection just as the box reuses it: the request
+    gets no answer at all. Sent once more on a new connection, the fetch goes on."""
+    registry = CollectorRegistry()
+    async with cloud_with(tmp_path) as cloud:
+        cache = box(cloud, tmp_path, registry)
+        await cache.api.manifest(SHA)  # the connection is now in the pool
+        cloud.proxy.mode = "drop"
+        path = await cache.fetch(SHA, target=TARGET)
+        assert path.read_bytes() == BODY
+        manifests = [line for line, _ in cloud.proxy.requests if "/content" not in line]
+        assert len(manifests) == 3  # the first, the one dropped, the one sent again
+        assert registry.get_sample_value("storefleet_artifact_fetches_total",
+                                         {"result": "downloaded"}) == 1
         await cache.api.aclose()
 
 
