@@ -161,7 +161,8 @@ def shipped_cloud_broker(workdir: Path, *, admin: tuple[str, str]) -> Mosquitto:
     """The cloud broker as deploy/mosquitto/ ships it (dynamic security plugin, password
     listener, mTLS listener), on free loopback ports, with certificates made by
     ``cloud.pki`` in ``workdir/pki`` (CA, server for 127.0.0.1 and localhost, stores
-    S001 and S002) and the plugin initialised by ``mosquitto_ctrl dynsec init``: only
+    S001 and S002, an empty CRL ``crl.pem``; the pid file is ``workdir/mosquitto.pid``)
+    and the plugin initialised by ``mosquitto_ctrl dynsec init``: only
     ``admin`` exists. Not started."""
     from cloud import pki
 
@@ -175,6 +176,7 @@ def shipped_cloud_broker(workdir: Path, *, admin: tuple[str, str]) -> Mosquitto:
     pki.issue_server(certs, ["127.0.0.1", "localhost"])
     for store in ("S001", "S002"):
         pki.issue_store(certs, store)
+    pki.write_crl(certs, certs / "crl.pem", [])  # empty: nothing revoked yet
     state = workdir / "state"
     state.mkdir(parents=True, exist_ok=True)
     dynsec = state / "dynamic-security.json"
@@ -191,6 +193,8 @@ def shipped_cloud_broker(workdir: Path, *, admin: tuple[str, str]) -> Mosquitto:
         r"^cafile .*$": f"cafile {certs / 'ca.crt'}",
         r"^certfile .*$": f"certfile {certs / 'server.crt'}",
         r"^keyfile .*$": f"keyfile {certs / 'server.key'}",
+        r"^crlfile .*$": f"crlfile {certs / 'crl.pem'}",
+        r"^pid_file .*$": f"pid_file {workdir / 'mosquitto.pid'}",
     })
     return Mosquitto(workdir=workdir, port=port, shipped_conf=conf, tls_port=tls_port,
                      pki=certs)

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from cloud import broker_users, pki
+from cloud import broker_users
 from edge_agent.enrolment import install
 from firmware_sim.store import StoreSimulator
 from protocols import decode, encode, topics
@@ -47,16 +47,10 @@ DEVICE_TOKEN = "enrolment-device-s001-token-1"
 
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
-    """The shipped broker with a CRL (empty at first) and a pid file to signal."""
+    """The shipped broker with its CRL (empty at first) and pid file to signal."""
     shipped = shipped_cloud_broker(tmp_path / "cloud-broker", admin=ADMIN)
-    assert shipped.pki is not None and shipped.shipped_conf is not None
-    pki.write_crl(shipped.pki, shipped.pki / "crl.pem", [])
-    shipped.shipped_conf = shipped.shipped_conf.replace(
-        "use_identity_as_username true",
-        f"use_identity_as_username true\ncrlfile {shipped.pki / 'crl.pem'}")
+    assert shipped.pki is not None
     shipped.start()
-    assert shipped.proc is not None
-    (shipped.workdir / "mosquitto.pid").write_text(f"{shipped.proc.pid}\n")
     # S002 exists at the broker (its certificate is the fixture's) but is never enrolled.
     commands = [*broker_users.setup_commands(), *broker_users.cloud_user_commands(*CLOUD),
                 *broker_users.store_user_commands("S002", None)]
