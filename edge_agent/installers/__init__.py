@@ -59,6 +59,13 @@ def _firmware(kernel: Kernel) -> Installer:
     return FirmwareInstaller(kernel)
 
 
+def _model(kernel: Kernel) -> Installer:
+    from edge_agent.installers.model import ModelInstaller
+
+    return ModelInstaller(kernel)
+
+
 INSTALLERS: dict[ArtifactKind, Callable[[Kernel], Installer]] = {
     ArtifactKind.FIRMWARE: _firmware,
+    ArtifactKind.MODEL: _model,
 }

@@ -7,6 +7,9 @@ what the cart's camera sees, the cart-screen web app, and checkout at the store'
     store_layout = "/etc/storefleet/layout.toml"
     positioning_model = "/var/lib/storefleet/positioning.onnx"
     payment_secret = "..."            # the payment provider's notices (HMAC-SHA256)
+
+A ``model:positioning`` rollout replaces the positioning model while carts are being
+located, and the box starts with it from then on (decision 0042).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from edge_agent.modules.till import Till
 from edge_agent.shadow import ShadowKey
 
 if TYPE_CHECKING:
+    from edge_agent.inference.positioning.slot import PositioningSlot
     from edge_agent.kernel.module import Kernel
     from edge_agent.kernel.supervisor import Supervisor
 
@@ -80,7 +84,8 @@ class InAisleModule(Module):
                             retail_data=settings.retail_data,
                             trigger_rules=settings.trigger_rules, utc_offset_min=utc_offset,
                             unscanned_window_s=settings.unscanned_window_s,
-                            positioning_model=settings.positioning_model,
+                            positioning_model=(_installed_positioning(kernel)
+                                               or settings.positioning_model),
                             payment_confirmation=settings.payment_confirmation,
                             payment_secret=secret.get_secret_value() if secret else None),
             ctx=kernel.sink, carts=self.cart_driver, pos_pricing=pos_pricing,
@@ -97,6 +102,15 @@ class InAisleModule(Module):
         """The running driver of the store's carts (capability ``CART_FLEET``), if any."""
         return next(iter(self.kernel.drivers.find(CART_FLEET)), None)
 
+    def model_slot(self, name: str) -> PositioningSlot | None:
+        """The carts' positioning model, for the model installer (decision 0042)."""
+        from edge_agent.inference.positioning.slot import PositioningSlot
+
+        if name != "positioning":
+            return None
+        return PositioningSlot(self.in_aisle.triggers, store_map=self.in_aisle.store_map,
+                               registry=self.kernel.registry)
+
     def shadow_keys(self) -> Sequence[ShadowKey]:
         return [ShadowKey("trigger_rules", check_rules, self.in_aisle.set_rules)]
 
@@ -105,6 +119,25 @@ class InAisleModule(Module):
 
     async def stop(self) -> None:
         await self.in_aisle.stop()  # issues coupons into the outbox: before it closes
+
+
+def _installed_positioning(kernel: Kernel) -> Path | None:
+    """The positioning model a rollout installed, if it loads (else counted, logged and
+    None: the configured one runs)."""
+    from edge_agent.inference.installed import InstalledModels
+
+    installed = InstalledModels(kernel.data_dir, registry=kernel.registry)
+    path = installed.current("positioning")
+    if path is None:
+        return None
+    from edge_agent.inference.positioning import PositioningError, PositionModel
+
+    try:
+        PositionModel(path)
+    except PositioningError as err:
+        installed.fallback("positioning", "invalid", str(err))
+        return None
+    return path
 
 
 MODULE = InAisleModule

@@ -6,6 +6,9 @@ sightings feed the in-aisle coupon triggers and the "seen but not scanned" check
     model = "/var/lib/storefleet/vision.onnx"     # unset: the model shipped in models/vision
     cameras = { entrance = "rtsp://10.0.0.5/stream" }
     min_confidence = 0.6
+
+A ``model:vision`` rollout replaces the model while the pipeline runs, and the box
+starts with it from then on (``edge_agent/installers/model.py``, decision 0042).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from edge_agent.modules.in_aisle import InAisleModule
 from protocols.topics import valid_id
 
 if TYPE_CHECKING:
-    from edge_agent.inference.vision import VisionPipeline
+    from edge_agent.inference.vision import VisionModel, VisionPipeline
+    from edge_agent.inference.vision.slot import VisionSlot
     from edge_agent.kernel.module import Kernel
     from protocols.vision import CategorySeen
 
@@ -54,17 +58,17 @@ class Vision(Module):
     def __init__(self, kernel: Kernel, settings: VisionSettings) -> None:
         super().__init__(kernel, settings)
         self.pipeline: VisionPipeline | None = None
+        self.threads: int | None = None
 
     async def start(self, tasks: Any) -> None:
         # Imported here: OpenCV and onnxruntime load only on boxes that run vision.
-        from edge_agent.inference.vision import VisionError, VisionModel, VisionPipeline
+        from edge_agent.inference.vision import VisionError, VisionPipeline
         from edge_agent.inference.vision.model import physical_cores
 
         s = self.settings
-        threads = None if s.threads is None else min(s.threads, physical_cores())
+        self.threads = None if s.threads is None else min(s.threads, physical_cores())
         try:
-            model = await asyncio.to_thread(VisionModel, s.model,  # reads the file
-                                            intra_op_threads=threads)
+            model = await asyncio.to_thread(self._load)  # reads the file
             pipeline = VisionPipeline(self.kernel.sink, model=model, cameras=s.cameras,
                                       min_confidence=s.min_confidence, on_seen=self._on_seen)
             await pipeline.__aenter__()
@@ -73,6 +77,29 @@ class Vision(Module):
             logger.error("vision not started: %s", err)
             return
         self.pipeline = pipeline
+
+    def _load(self) -> VisionModel:
+        """The model a rollout installed, else (counted when it cannot be used) the
+        configured one."""
+        from edge_agent.inference.installed import InstalledModels
+        from edge_agent.inference.vision import VisionError, VisionModel
+
+        installed = InstalledModels(self.kernel.data_dir, registry=self.kernel.registry)
+        path = installed.current("vision")
+        if path is not None:
+            try:
+                return VisionModel(path, intra_op_threads=self.threads)
+            except VisionError as err:
+                installed.fallback("vision", "invalid", str(err))
+        return VisionModel(self.settings.model, intra_op_threads=self.threads)
+
+    def model_slot(self, name: str) -> VisionSlot | None:
+        """The running model, for the model installer (decision 0042)."""
+        from edge_agent.inference.vision.slot import VisionSlot
+
+        if name != "vision" or self.pipeline is None:
+            return None
+        return VisionSlot(self.pipeline.classifier, threads=self.threads)
 
     async def stop(self) -> None:
         if self.pipeline is not None:  # feeds the triggers: stopped before in-aisle

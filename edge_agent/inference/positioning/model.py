@@ -103,7 +103,41 @@ class PositionModel:
     def anchor_ids(self) -> tuple[str, ...]:
         return self.info.anchor_ids
 
+    def check(self) -> None:
+        """What the positioner relies on, before this model may replace a running one
+        (decision 0042): one float input ``(batch, anchors)`` with a free batch axis,
+        one float output, and a finite (x, y) per row for two rows of "nothing heard".
+        The output's declared shape is not checked: skl2onnx declares ``(None, 1)`` for a
+        two-target regressor, so the answer's size is. Raises ``ModelError``."""
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+            raise ModelError(self.name, "needs one float input, has "
+                             f"{[(i.name, i.type) for i in inputs]}")
+        shape = inputs[0].shape
+        anchors = len(self.anchor_ids)
+        if (len(shape) != 2 or isinstance(shape[0], int)
+                or (isinstance(shape[1], int) and shape[1] != anchors)):
+            raise ModelError(self.name, f"input {inputs[0].name} {shape} is not "
+                             f"(batch, {anchors} anchors)")
+        if len(outputs) != 1 or outputs[0].type != "tensor(float)":
+            raise ModelError(self.name, "needs one float output, has "
+                             f"{[(o.name, o.type) for o in outputs]}")
+        quiet = np.full((2, anchors), self.info.features.floor_dbm, np.float32)
+        try:
+            (y,) = self._session.run([self._output], {self._input: quiet})
+        except Exception as err:  # onnxruntime raises several unexported error types
+            raise ModelError(self.name, f"inference failed: {err}") from err
+        check_fixes(self.name, np.asarray(y), rows=2)
+
     def predict(self, features: FloatArray) -> FloatArray:
         x = np.ascontiguousarray(features, dtype=np.float32).reshape(-1, len(self.anchor_ids))
         (y,) = self._session.run([self._output], {self._input: x})
         return np.asarray(y, dtype=np.float64).reshape(-1, 2)
+
+
+def check_fixes(where: str, fixes: npt.NDArray[Any], *, rows: int) -> None:
+    """``fixes`` holds one finite (x, y) per row, or ``ModelError``."""
+    if fixes.size != 2 * rows:
+        raise ModelError(where, f"answered {fixes.shape} for {rows} rows, not ({rows}, 2)")
+    if not np.isfinite(fixes).all():
+        raise ModelError(where, "answered NaN or infinite positions")

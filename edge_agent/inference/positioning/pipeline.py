@@ -26,6 +26,7 @@ from edge_agent.inference.positioning.features import RssiSmoother
 from edge_agent.inference.positioning.filter import MAP_FILTER, FilterParams, ParticleFilter
 from edge_agent.inference.positioning.layout import FloorPlan
 from edge_agent.inference.positioning.model import PositionModel
+from edge_agent.metrics import registry_scoped
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,9 @@ class Positioner:
         self.filter_params = filter_params or (
             MAP_FILTER if self.radio_map is not None else FilterParams()
         )
-        self.metrics = PositioningMetrics(registry if registry is not None else CollectorRegistry())
+        # one set per registry: a model rollout builds a second positioner (decision 0042)
+        self.metrics = registry_scoped(registry if registry is not None else CollectorRegistry(),
+                                       "positioning", PositioningMetrics)
         # fewer anchors than this in a window: the fingerprint is ambiguous, so the filter
         # only predicts (the cart keeps its last position, growing uncertain)
         self.min_anchors = min_anchors
@@ -123,6 +126,19 @@ class Positioner:
     def _fix(self, vec: np.ndarray) -> np.ndarray:
         fix: np.ndarray = self.model.predict(vec[None])[0]
         return fix
+
+    def probe(self, reports: Iterable[ScanReport]) -> np.ndarray:
+        """The model's point fix for one scan window, by the path a cart's scan takes
+        (anchor index, smoothed features) but on no cart's track and not counted: the
+        model installer's check after a swap."""
+        smoother = RssiSmoother(len(self._index), params=self.model.info.features)
+        t = -math.inf
+        for r in reports:
+            idx = self._index.get(r.beacon_id)
+            if idx is not None:
+                smoother.add(idx, float(r.rssi), r.t)
+                t = max(t, r.t)
+        return self._fix(smoother.vector(t))
 
     def forget(self, cart_id: str) -> None:
         """Drop a cart's state (returned to the corral, powered off)."""

@@ -57,7 +57,11 @@ OnSeen = Callable[[CategorySeen], Awaitable[None] | None]
 
 
 class VisionClassifier:
-    """Synchronous, thread-safe to call from one worker thread at a time."""
+    """Synchronous, thread-safe to call from one worker thread at a time.
+
+    ``model`` may be replaced while the worker runs (a model rollout, decision 0042):
+    every call reads it once, so a batch is preprocessed, run and labelled by one model.
+    """
 
     def __init__(self, model: VisionModel, *, registry: CollectorRegistry) -> None:
         self.model = model
@@ -66,38 +70,50 @@ class VisionClassifier:
     def classify(self, frame: np.ndarray | bytes) -> Classification:
         """One frame (BGR pixels or JPEG bytes). Raises ``FrameError`` for a bad frame,
         after counting it."""
+        model = self.model
         try:
             image = decode_jpeg(frame) if isinstance(frame, bytes) else frame
-            batch = self.model.preprocess([image])
+            batch = model.preprocess([image])
         except FrameError as err:
             self.metrics.bad_frames.labels(reason=err.reason).inc()
             raise
-        return self._classify_batch(batch)[0]
+        return self._classify_batch(model, batch)[0]
 
     def classify_batch(self, images: Sequence[np.ndarray]) -> list[Classification]:
-        return self._classify_batch(self.model.preprocess(images))
+        model = self.model
+        return self._classify_batch(model, model.preprocess(images))
 
-    def classify_frames(self, frames: Sequence[Frame]) -> list[Classification | None]:
-        """Decode and classify; a bad frame yields None (counted), the others go on."""
+    def classify_frames(self, frames: Sequence[Frame], *,
+                        model: VisionModel | None = None) -> list[Classification | None]:
+        """Decode and classify (by ``model``, default the current one); a bad frame yields
+        None (counted), the others go on."""
+        model = model or self.model
         good: list[np.ndarray] = []
         where: list[int] = []
         for i, frame in enumerate(frames):
             try:
-                good.append(self.model.preprocess([frame.pixels()])[0])
+                good.append(model.preprocess([frame.pixels()])[0])
                 where.append(i)
             except FrameError as err:
                 self.metrics.bad_frames.labels(reason=err.reason).inc()
                 logger.warning("vision source %s: %s", frame.source, err)
         out: list[Classification | None] = [None] * len(frames)
         if good:
-            for i, c in zip(where, self._classify_batch(np.stack(good)), strict=True):
+            for i, c in zip(where, self._classify_batch(model, np.stack(good)), strict=True):
                 out[i] = c
         return out
 
-    def _classify_batch(self, batch: np.ndarray) -> list[Classification]:
-        probs = self.model.predict(batch)
+    def probe(self, jpeg: bytes) -> tuple[VisionModel, np.ndarray]:
+        """The current model and its probabilities for one JPEG, by the path a snapshot
+        takes (decode, crop and resize, run) but not counted as a classification: the
+        model installer's check after a swap."""
+        model = self.model
+        return model, model.predict(model.preprocess([decode_jpeg(jpeg)]))
+
+    def _classify_batch(self, model: VisionModel, batch: np.ndarray) -> list[Classification]:
+        probs = model.predict(batch)
         best = probs.argmax(axis=1)
-        labels = self.model.info.labels
+        labels = model.info.labels
         result = [Classification(labels[k], float(probs[i, k])) for i, k in enumerate(best)]
         for c in result:
             self.metrics.classified.labels(category=c.category).inc()
@@ -186,10 +202,12 @@ class AsyncVisionClassifier:
                 continue
             batch = [self._frames.popleft() for _ in range(min(self.max_batch, len(self._frames)))]
             self.metrics.queue_depth.set(len(self._frames))
+            model = self.classifier.model  # the batch's results carry this model's tag
             try:
                 t0 = time.perf_counter()
                 # Decoding and onnxruntime block for milliseconds: run them in a thread.
-                results = await asyncio.to_thread(self.classifier.classify_frames, batch)
+                results = await asyncio.to_thread(self.classifier.classify_frames, batch,
+                                                  model=model)
                 self.metrics.batch_seconds.observe(time.perf_counter() - t0)
             except VisionError as err:  # e.g. onnxruntime failed: skip the batch, go on
                 self.metrics.errors.labels(where="inference").inc()
@@ -199,12 +217,12 @@ class AsyncVisionClassifier:
                 self.processed += len(batch)
                 for frame, result in zip(batch, results, strict=True):
                     if result is not None:
-                        await self._publish(frame, result)
+                        await self._publish(frame, result, model=model.info.tag)
             finally:
                 if not self._frames:
                     self._idle.set()
 
-    async def _publish(self, frame: Frame, result: Classification) -> None:
+    async def _publish(self, frame: Frame, result: Classification, *, model: str) -> None:
         if result.confidence < self.min_confidence:
             self.metrics.low_confidence.inc()
             return
@@ -216,7 +234,7 @@ class AsyncVisionClassifier:
             ts=frame.ts_ms,
             snapshot_id=frame.snapshot_id,
             session_id=frame.session_id,
-            model=self.classifier.model.info.tag,
+            model=model,
         )
         for queue in self._subscribers:
             if queue.full():  # a slow subscriber loses its oldest, not everyone's newest

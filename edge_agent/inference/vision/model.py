@@ -190,6 +190,31 @@ class VisionModel:
     def preprocess(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         return preprocess(frames, size=self.info.input_size)
 
+    def check(self) -> None:
+        """What the classifier relies on, before this model may replace a running one
+        (decision 0042): one uint8 input ``(batch, S, S, 3)`` with a free batch axis (the
+        classifier batches up to eight frames), one float output ``(batch, labels)``, and
+        probabilities for a batch of two black frames. Raises ``ModelError``."""
+        where = str(self.path)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(uint8)":
+            raise ModelError(where, "needs one uint8 input, has "
+                             f"{[(i.name, i.type) for i in inputs]}")
+        if isinstance(inputs[0].shape[0], int):
+            raise ModelError(where, f"input {inputs[0].name} has a fixed batch of "
+                             f"{inputs[0].shape[0]}; the classifier batches frames")
+        if len(outputs) != 1 or outputs[0].type != "tensor(float)":
+            raise ModelError(where, "needs one float output, has "
+                             f"{[(o.name, o.type) for o in outputs]}")
+        shape = outputs[0].shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(self.info.labels)):
+            raise ModelError(where, f"output {outputs[0].name} {shape} is not "
+                             f"(batch, {len(self.info.labels)} labels)")
+        size = self.info.input_size
+        check_probabilities(where, self.predict(np.zeros((2, size, size, 3), np.uint8)),
+                            rows=2, labels=len(self.info.labels))
+
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, C)`` for a preprocessed uint8 batch ``(N, S, S, 3)``."""
         if len(batch) == 0:
@@ -199,3 +224,19 @@ class VisionModel:
         except _ORT_ERRORS as err:
             raise ModelError(str(self.path), f"inference failed: {err}") from err
         return np.asarray(probs, dtype=np.float32)
+
+
+# A softmax in float32 sums to 1 within a few ulps per label; 1e-3 leaves room for any
+# export while still catching logits or scores that were never normalised.
+_SUM_TOLERANCE = 1e-3
+
+
+def check_probabilities(where: str, probs: np.ndarray, *, rows: int, labels: int) -> None:
+    """``probs`` is ``rows`` finite probability rows over ``labels``, or ``ModelError``."""
+    if probs.shape != (rows, labels):
+        raise ModelError(where, f"answered {probs.shape} for {rows} frames, not "
+                         f"({rows}, {labels})")
+    if not np.isfinite(probs).all():
+        raise ModelError(where, "answered NaN or infinite scores")
+    if probs.min() < 0 or probs.max() > 1 or np.abs(probs.sum(axis=1) - 1).max() > _SUM_TOLERANCE:
+        raise ModelError(where, "answered scores that are not probabilities")
