@@ -42,6 +42,7 @@ from cloud.api.routes import (
     promotions,
     rollouts,
     shadows,
+    store_targeting,
     stores,
 )
 from cloud.api.routes import orders as orders_routes
@@ -184,7 +185,7 @@ def create_app(
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_path_scope)],
                     responses=_AUTH_RESPONSES)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions,
-                   pricebooks, artifacts, rollouts):
+                   pricebooks, artifacts, rollouts, store_targeting):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
     if settings.enrolment.ca_dir:

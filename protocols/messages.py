@@ -316,7 +316,10 @@ class PriceBookAnnouncement(Msg):
 
 # ---- rollouts (decision 0040) -----------------------------------------------------------
 
-RolloutStep = Literal["fetching", "fetched", "installing", "succeeded", "failed"]
+# deferred: fetched, but the device is busy (mid-vend, mid-update); the install waits
+# for it within the offer's deadline (decision 0043).
+RolloutStep = Literal["fetching", "fetched", "deferred", "installing", "succeeded",
+                      "failed"]
 # A step's detail is a short reason ("bad_image: crc mismatch"), never a log.
 ROLLOUT_DETAIL_MAX = 500
 

@@ -4,8 +4,12 @@
     offers = await offerer.tick()          # publishes install_artifact to due stores
     hooks.register("rollouts", {"rollout_status"}, RolloutHook(metrics))
 
-A rollout offers one artifact (``install_artifact`` agent command) to explicit stores in
-waves: the first ``canary_size`` stores, then groups of ``wave_size``. The next wave is
+A rollout offers one artifact (``install_artifact`` agent command) to stores in waves:
+the first ``canary_size`` stores, then groups of ``wave_size``. The stores (and for
+firmware by model, the device in each) are resolved from stores, regions, groups and
+models when it is created (``targeting.py``, decision 0043); a store with a maintenance
+window is offered only inside it (``windows.py``), and a box whose device is busy
+reports ``deferred`` (the target waits, its deadline still running). The next wave is
 offered once ``success_pct`` of the current wave succeeded; ``failure_threshold`` failed
 stores halt it; a store that has not reported success ``deadline_s`` after its offer has
 failed. A failed (store, device, artifact) is recorded in ``rollout_failures`` and never
@@ -31,9 +35,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db.models import Command
 from cloud.db.models_artifacts import Artifact
-from cloud.db.models_rollouts import Rollout, RolloutFailure, RolloutTarget
-from cloud.errors import CloudError, PublishError
+from cloud.db.models_rollouts import Rollout, RolloutFailure, RolloutTarget, StoreMaintenance
+from cloud.errors import PublishError
 from cloud.publish import Publisher
+from cloud.rollouts.errors import RolloutError
+from cloud.rollouts.targeting import MAX_STORES, Selection, resolve
+from cloud.rollouts.windows import Window
 from protocols import topics
 from protocols.clock import Clock
 from protocols.codec import encode
@@ -45,19 +52,10 @@ logger = logging.getLogger(__name__)
 
 STATES = ("running", "paused", "halted", "aborted", "completed")
 TERMINAL_TARGET = frozenset({"succeeded", "failed", "skipped"})
-MAX_STORES = 10_000  # explicit targets; region/group targeting resolves to these later
+# Targets that are offered and not yet done: their deadline runs.
+IN_FLIGHT = frozenset({"offered", "deferred", "installing"})
 INSTALL_COMMAND = "install_artifact"
-
-
-class RolloutError(CloudError):
-    """A rollout request that cannot be carried out (``status`` is the HTTP status,
-    ``reason`` the problem's reason and metric label)."""
-
-    reason = "rollout"
-
-    def __init__(self, status: int, detail: str, *, reason: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.reason = status, detail, reason
+NAMES_MAX = 100  # regions, groups or models in one plan
 
 
 class RolloutPlan(BaseModel):
@@ -66,8 +64,14 @@ class RolloutPlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    device: Id = Field(default="agent", description="'agent' or the device the firmware is for")
-    stores: list[Id] = Field(min_length=1, max_length=MAX_STORES)
+    device: Id | None = Field(default=None, description="'agent' (the default without "
+                              "models) or the device the firmware is for in every store")
+    stores: list[Id] = Field(default_factory=list, max_length=MAX_STORES)
+    regions: list[Id] = Field(default_factory=list, max_length=NAMES_MAX)
+    groups: list[Id] = Field(default_factory=list, max_length=NAMES_MAX)
+    models: list[Id] = Field(default_factory=list, max_length=NAMES_MAX, description=
+                             "firmware: the stores with a device of this model, each "
+                             "target naming its device")
     canary_size: int = Field(default=1, ge=1)
     wave_size: int = Field(default=10, ge=1)
     success_pct: int = Field(default=100, ge=1, le=100)
@@ -76,9 +80,18 @@ class RolloutPlan(BaseModel):
 
     @model_validator(mode="after")
     def _distinct(self) -> RolloutPlan:
-        if len(set(self.stores)) != len(self.stores):
-            raise ValueError("stores are listed more than once")
+        for name in ("stores", "regions", "groups", "models"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} are listed more than once")
+        if not (self.stores or self.regions or self.groups or self.models):
+            raise ValueError("select stores: give stores, regions, groups or models")
         return self
+
+    def selection(self) -> Selection:
+        return Selection(stores=list(self.stores), regions=list(self.regions),
+                         groups=list(self.groups), models=list(self.models),
+                         device=self.device)
 
 
 class RolloutMetrics:
@@ -101,21 +114,22 @@ def create(session: Session, plan: RolloutPlan, *, now_ms: int) -> Rollout:
     artifact = session.get(Artifact, plan.sha256)
     if artifact is None:
         raise RolloutError(404, f"no artifact {plan.sha256}", reason="unknown_artifact")
-    if (plan.device == "agent") != (artifact.kind == "agent"):
-        raise RolloutError(422, f"artifact of kind {artifact.kind} cannot go to "
-                           f"{plan.device!r}", reason="wrong_target")
+    chosen = resolve(session, plan.selection(), artifact=artifact)
     rollout = Rollout(
         id=uuid7(now_ms), sha256=plan.sha256, target=artifact.target, version=artifact.version,
-        device=plan.device, stores=list(plan.stores), canary_size=plan.canary_size,
+        device=chosen.device, stores=chosen.stores,
+        selection=plan.model_dump(include={"stores", "regions", "groups", "models"}),
+        canary_size=plan.canary_size,
         wave_size=plan.wave_size, success_pct=plan.success_pct,
         failure_threshold=plan.failure_threshold, deadline_s=plan.deadline_s,
         state="running", wave=0, created_ms=now_ms, updated_ms=now_ms, reason=None)
     session.add(rollout)
-    for store_id, wave in zip(plan.stores, waves_of(len(plan.stores), plan.canary_size,
-                                                     plan.wave_size), strict=True):
+    for store_id, wave in zip(chosen.stores, waves_of(len(chosen.stores), plan.canary_size,
+                                                       plan.wave_size), strict=True):
         session.add(RolloutTarget(rollout_id=rollout.id, store_id=store_id, wave=wave,
-                                  state="waiting", offered_ms=None, deadline_ms=None,
-                                  detail=None, updated_ms=now_ms))
+                                  device=chosen.devices[store_id], state="waiting",
+                                  offered_ms=None, deadline_ms=None, detail=None,
+                                  updated_ms=now_ms))
     return rollout
 
 
@@ -139,11 +153,17 @@ def set_state(session: Session, rollout_id: str, to: str, *, now_ms: int) -> Rol
     return rollout
 
 
+def device_of(rollout: Rollout, target: RolloutTarget) -> str:
+    """The device a target's offer names (its own since 0013, else the rollout's)."""
+    return target.device or rollout.device
+
+
 def _fail(session: Session, rollout: Rollout, target: RolloutTarget, detail: str, *,
           now_ms: int) -> None:
     target.state, target.detail, target.updated_ms = "failed", detail, now_ms
-    if session.get(RolloutFailure, (target.store_id, rollout.device, rollout.sha256)) is None:
-        session.add(RolloutFailure(store_id=target.store_id, device=rollout.device,
+    device = device_of(rollout, target)
+    if session.get(RolloutFailure, (target.store_id, device, rollout.sha256)) is None:
+        session.add(RolloutFailure(store_id=target.store_id, device=device,
                                    sha256=rollout.sha256, rollout_id=rollout.id,
                                    detail=detail, created_ms=now_ms))
 
@@ -204,37 +224,57 @@ def _due(session: Session, *, now_ms: int, metrics: RolloutMetrics) -> list[Offe
                                .with_for_update()).all()
     for rollout in rollouts:
         for target in targets_of(session, rollout.id):
-            if (target.state in ("offered", "installing") and target.deadline_ms is not None
+            if (target.state in IN_FLIGHT and target.deadline_ms is not None
                     and now_ms > target.deadline_ms):
-                _fail(session, rollout, target, "deadline passed", now_ms=now_ms)
+                detail = "deadline passed" + (f" (deferred: {target.detail})"
+                                              if target.state == "deferred" else "")
+                _fail(session, rollout, target, detail, now_ms=now_ms)
         evaluate(session, rollout, now_ms=now_ms, metrics=metrics)
         if rollout.state != "running":
             continue
-        for target in targets_of(session, rollout.id):
-            if target.wave > rollout.wave or target.state != "waiting":
-                continue
-            if session.get(RolloutFailure, (target.store_id, rollout.device,
+        due = [t for t in targets_of(session, rollout.id)
+               if t.wave <= rollout.wave and t.state == "waiting"]
+        windows = windows_of(session, [t.store_id for t in due])
+        for target in due:
+            device = device_of(rollout, target)
+            if session.get(RolloutFailure, (target.store_id, device,
                                             rollout.sha256)) is not None:
                 target.state, target.detail = "skipped", "failed before; never offered again"
                 target.updated_ms = now_ms
                 metrics.offers.labels(result="skipped").inc()
                 continue
+            window = windows.get(target.store_id)
+            if window is not None and not window.open_at(now_ms):
+                waiting = f"outside its maintenance window {window.describe()}"
+                if target.detail != waiting:  # written once, not at every tick
+                    target.detail, target.updated_ms = waiting, now_ms
+                    metrics.offers.labels(result="outside_window").inc()
+                continue
             deadline = now_ms + rollout.deadline_s * 1000
             args = {"rollout_id": rollout.id, "sha256": rollout.sha256,
                     "target": rollout.target, "version": rollout.version,
-                    "device": rollout.device, "deadline_ms": deadline}
+                    "device": device, "deadline_ms": deadline}
             cmd_id = uuid7(now_ms)
             session.add(Command(cmd_id=cmd_id, store_id=target.store_id, target="agent",
                                 name=INSTALL_COMMAND, args=args, expires_at=deadline,
                                 created_ms=now_ms, status="pending", result=None,
                                 error=None, completed_ms=None))
             target.state, target.offered_ms, target.deadline_ms = "offered", now_ms, deadline
-            target.updated_ms = now_ms
+            target.detail, target.updated_ms = None, now_ms
             offers.append(Offer(target.store_id, CommandMsg(
                 cmd_id=cmd_id, name=INSTALL_COMMAND, args=args, expires_at=deadline,
                 ts=now_ms)))
         evaluate(session, rollout, now_ms=now_ms, metrics=metrics)  # all skipped: done
     return offers
+
+
+def windows_of(session: Session, stores: Sequence[str]) -> dict[str, Window]:
+    """The maintenance windows of those of ``stores`` that have one."""
+    if not stores:
+        return {}
+    rows = session.scalars(select(StoreMaintenance).where(
+        StoreMaintenance.store_id.in_(sorted(set(stores)))))
+    return {r.store_id: Window(r.timezone, r.start_min, r.end_min) for r in rows}
 
 
 def _unoffer(sessions: sessionmaker[Session], offer: Offer, rollout_id: str) -> None:
@@ -312,6 +352,8 @@ class RolloutHook:
             target.state, target.detail, target.updated_ms = "succeeded", report.detail, now_ms
         elif report.step == "failed":
             _fail(session, rollout, target, report.detail, now_ms=now_ms)
+        elif report.step == "deferred":  # busy on the box: not a failure, deadline runs
+            target.state, target.detail, target.updated_ms = "deferred", report.detail, now_ms
         else:
             target.state, target.detail, target.updated_ms = "installing", report.step, now_ms
         evaluate(session, rollout, now_ms=now_ms, metrics=self.metrics)

@@ -10,18 +10,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import AdminRole, ReadRole, SessionDep, StateDep
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.db.models_rollouts import Rollout
+from cloud.db.models_rollouts import Rollout, RolloutTarget
 from cloud.rollouts.service import (
     RolloutError,
     RolloutOfferer,
     RolloutPlan,
     create,
+    device_of,
     progress,
     set_state,
     targets_of,
@@ -65,6 +66,9 @@ class RolloutPublic(BaseModel):
     created_ms: int
     updated_ms: int
     stores: int
+    # what was asked (stores, regions, groups, models); None for rollouts before 0013
+    selection: dict[str, list[str]] | None
+    deferred: int  # targets busy on their box right now (decision 0043)
 
 
 class RolloutDetail(RolloutPublic):
@@ -72,30 +76,35 @@ class RolloutDetail(RolloutPublic):
     targets: list[dict[str, Any]]
 
 
-def _public(r: Rollout) -> RolloutPublic:
+def _public(r: Rollout, deferred: int = 0) -> RolloutPublic:
     return RolloutPublic(
         id=r.id, sha256=r.sha256, target=r.target, version=r.version, device=r.device,
         state=r.state, wave=r.wave, reason=r.reason, canary_size=r.canary_size,
         wave_size=r.wave_size, success_pct=r.success_pct,
         failure_threshold=r.failure_threshold, deadline_s=r.deadline_s,
-        created_ms=r.created_ms, updated_ms=r.updated_ms, stores=len(r.stores))
+        created_ms=r.created_ms, updated_ms=r.updated_ms, stores=len(r.stores),
+        selection=r.selection, deferred=deferred)
 
 
 def _detail(session: Session, r: Rollout) -> RolloutDetail:
     targets = targets_of(session, r.id)
+    deferred = sum(t.state == "deferred" for t in targets)
     return RolloutDetail(
-        **_public(r).model_dump(), waves=progress(targets),
-        targets=[{"store_id": t.store_id, "wave": t.wave, "state": t.state,
-                  "detail": t.detail, "deadline_ms": t.deadline_ms} for t in targets])
+        **_public(r, deferred).model_dump(), waves=progress(targets),
+        targets=[{"store_id": t.store_id, "device": device_of(r, t), "wave": t.wave,
+                  "state": t.state, "detail": t.detail, "deadline_ms": t.deadline_ms}
+                 for t in targets])
 
 
 def _problem(err: RolloutError) -> ApiProblem:
     return ApiProblem(err.status, err.detail, reason=err.reason)
 
 
-@router.post("", status_code=201, summary="Start a rollout of an artifact to stores",
+@router.post("", status_code=201, summary="Start a rollout of an artifact to stores "
+             "selected by any union of stores, regions, groups and (firmware) device models",
              responses={404: {"description": "unknown artifact"},
-                        422: {"description": "a plan that does not fit the artifact"}})
+                        422: {"description": "a plan that does not fit the artifact, or a "
+                              "selection that is empty or contradictory"}})
 async def create_rollout(body: RolloutPlan, app: StateDep, offerer: OffererDep,
                          _: AdminRole, response: Response) -> RolloutDetail:
     def run() -> RolloutDetail:
@@ -113,9 +122,14 @@ async def create_rollout(body: RolloutPlan, app: StateDep, offerer: OffererDep,
 
 @router.get("", summary="Rollouts, newest first")
 def list_rollouts(session: SessionDep, _: ReadRole) -> list[RolloutPublic]:
-    rows = session.scalars(select(Rollout).order_by(Rollout.created_ms.desc(),
-                                                    Rollout.id.desc()).limit(500))
-    return [_public(r) for r in rows]
+    rows = list(session.scalars(select(Rollout).order_by(Rollout.created_ms.desc(),
+                                                         Rollout.id.desc()).limit(500)))
+    deferred: dict[str, int] = {rollout_id: n for rollout_id, n in session.execute(
+        select(RolloutTarget.rollout_id, func.count())
+        .where(RolloutTarget.state == "deferred",
+               RolloutTarget.rollout_id.in_([r.id for r in rows]))
+        .group_by(RolloutTarget.rollout_id))} if rows else {}
+    return [_public(r, deferred.get(r.id, 0)) for r in rows]
 
 
 @router.get("/{rollout_id}", summary="A rollout with its progress per wave",
