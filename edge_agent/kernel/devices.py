@@ -16,7 +16,7 @@ from edge_agent.drivers.context import AgentDriverContext
 from edge_agent.drivers.supervisor import DriverSupervisor
 from edge_agent.localbus.registry import DeviceRegistry
 from edge_agent.metrics import AgentMetrics
-from protocols.messages import DeviceInfo
+from protocols.messages import DEVICE_TEXT_MAX, DeviceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +84,11 @@ class DeviceHub:
         self.live = False
         await self.drivers.aclose()
 
-    async def command(self, target: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """A cloud command for a device (``cmd/<device id>``)."""
+    async def command(self, target: str, name: str, args: dict[str, Any], *,
+                      reason: str | None = None) -> dict[str, Any]:
+        """A cloud command for a device (``cmd/<device id>``), with the sender's reason."""
         try:
-            return await self.drivers.command(target, name, args)
+            return await self.drivers.command(target, name, args, reason=reason)
         except CommandRejected as err:
             raise CommandRefused(err.detail) from err
         except DriverError as err:
@@ -102,6 +103,7 @@ class DeviceHub:
                 kind=h["family"],
                 online=bool(h["online"]),
                 model=h.get("model"),  # bounded when configured (DeviceConfig)
+                fw=_firmware_version(h),
                 last_seen=h.get("last_seen_ms"),
             )
         return [devices[k] for k in sorted(devices)]
@@ -125,15 +127,22 @@ class DeviceHub:
             health = self.drivers.health()
             self._telemetry(health)
             # last_seen and live readings change all the time; these are what one acts on.
-            sig = {k: (v["online"], tuple(v["alarms"]), v["restarts"], v["last_error"])
-                   for k, v in health.items()}
+            sig = {k: (v["online"], tuple(v["alarms"]), v["restarts"], v["last_error"],
+                       _firmware_version(v)) for k, v in health.items()}
             other = self._signature()
             if sig == self._health_sig and other == self._other_sig:
                 continue
             self._other_sig = other
-            online_changed = ({k: v[0] for k, v in sig.items()}
-                              != {k: v[0] for k, v in self._health_sig.items()})
+            # on- or offline, or a new firmware (a rollout's result): the birth carries them
+            births_differ = ({k: (v[0], v[4]) for k, v in sig.items()}
+                             != {k: (v[0], v[4]) for k, v in self._health_sig.items()})
             self._health_sig = sig
-            if online_changed:
+            if births_differ:
                 self._request_rebirth()
             await self._report()
+
+
+def _firmware_version(health: dict[str, Any]) -> str | None:
+    """The firmware a driver reports its device runs (``firmware_version``), if any."""
+    version = health.get("firmware_version")
+    return version[:DEVICE_TEXT_MAX] if isinstance(version, str) and version else None

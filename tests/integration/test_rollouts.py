@@ -44,6 +44,14 @@ async def test_good_firmware_completes_wave_by_wave(
         # the canary's success came first: the second wave was offered after it
         assert offers[0][1] < offers[1][1] == offers[2][1]
 
+        # and the cloud's device registry (what `fleet devices` shows) has the new firmware
+        async def registry_updated() -> bool:
+            r = await f.http.get("/api/v1/devices", headers=auth(ADMIN),
+                                 params={"device_id": "vend-1"})
+            return sorted(d["fw"] or "" for d in r.json()) == ["2.0.0"] * 3
+
+        await until_true(registry_updated, what="firmware 2.0.0 in the device registry")
+
 
 async def test_refused_image_halts_is_never_offered_again_and_pause_resume_abort(
     tmp_path: Path, mosquitto_factory: Callable[[], Mosquitto]
