@@ -6,7 +6,8 @@ and size on FW_VERIFY (a bad image is dropped; the running firmware is untouched
 on FW_REBOOT starts the verified image. ``corrupt_blocks`` flips a bit in a block's
 data on its first arrival (what a noisy buffer does after the frame CRC passed);
 ``boot_fails`` makes a verified image fail to start, so the board falls back to the
-version it ran before.
+version it ran before; ``unbootable`` does that for some versions only (a board
+variant that a release does not support, while the next release starts).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class BoardBootloader:
     version: str = "1.0.0"
     corrupt_blocks: set[int] = field(default_factory=set)
     boot_fails: bool = False
+    unbootable: frozenset[str] = frozenset()  # versions that fail to start on this board
     size: int | None = None  # from FW_START; None: no update staged
     staged_version: str = ""
     data: bytearray = field(default_factory=bytearray)
@@ -75,7 +77,7 @@ class BoardBootloader:
         """(reply, whether the board now restarts)."""
         if not self.verified:
             return bytes((1,)), False
-        if not self.boot_fails:
+        if not self.boot_fails and self.staged_version not in self.unbootable:
             self.version = self.staged_version
         else:
             self.stats["boot_failed"] += 1  # the old image is still in its bank

@@ -39,6 +39,7 @@ class VendingFaults:
     jammed_doors: set[int] = field(default_factory=set)  # report OK but stay shut
     corrupt_blocks: set[int] = field(default_factory=set)  # firmware blocks damaged once
     boot_fails: bool = False  # a verified image does not start: the old one runs again
+    unbootable: frozenset[str] = frozenset()  # as boot_fails, for these versions only
 
     @staticmethod
     def hit(every: int, n: int) -> bool:
@@ -76,7 +77,8 @@ class VendingCabinetSim:
         self._rng = random.Random(seed)
         self._decoder = v.FrameDecoder()
         self.bootloader = BoardBootloader(corrupt_blocks=set(self.faults.corrupt_blocks),
-                                          boot_fails=self.faults.boot_fails)
+                                          boot_fails=self.faults.boot_fails,
+                                          unbootable=self.faults.unbootable)
         self.reboot_s = 0.3  # silent this long after FW_REBOOT
         self.reboots = 0
         self._rebooting_until = 0.0

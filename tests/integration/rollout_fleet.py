@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,7 @@ from cloud.main import create_app
 from cloud.promotions.signing import SnapshotSigner
 from edge_agent.app import Agent
 from edge_agent.cartscreen.server import EmbeddedServer
-from firmware_sim.vending import VendingCabinetSim, start_vending_sim
+from firmware_sim.vending import VendingCabinetSim, VendingFaults, start_vending_sim
 from tests.cloud.conftest import ADMIN, DEVICE, auth, make_settings
 from tests.edge_agent.helpers import make_config, running_agent, wait_until
 from tests.services import Mosquitto, free_port
@@ -103,9 +103,14 @@ class Fleet:
 
 @contextlib.asynccontextmanager
 async def fleet(tmp_path: Path, brokers: Callable[[], Mosquitto], n: int, *,
-                updates: dict[str, Any] | None = None) -> AsyncIterator[Fleet]:
+                updates: dict[str, Any] | None = None,
+                modules: Mapping[str, Any] | None = None,
+                faults: Mapping[int, VendingFaults] | None = None,
+                cabinet_options: Mapping[str, Any] | None = None) -> AsyncIterator[Fleet]:
     """``n`` boxes with a vending cabinet each; ``updates`` adds to their updates module's
-    settings."""
+    settings; ``faults``: box index -> the faults of its cabinet; ``modules``: the
+    other modules each box runs (section -> settings); ``cabinet_options``: every
+    box's vending driver options (over the quick polling below)."""
     broker = brokers()
     signer = SnapshotSigner.generate()
     app = create_app(make_settings(f"sqlite:///{tmp_path / 'cloud.db'}", broker.url,
@@ -118,23 +123,24 @@ async def fleet(tmp_path: Path, brokers: Callable[[], Mosquitto], n: int, *,
     task = asyncio.create_task(server.serve(), name="rollout-test-api")
     key = signer.public_keys()[0]["public_key"]
     url = f"http://127.0.0.1:{port}"
-    sims = [await start_vending_sim() for _ in range(n)]
+    sims = [await start_vending_sim(faults=(faults or {}).get(i)) for i in range(n)]
     try:
         while not server.started:
             assert not task.done(), "uvicorn did not start"
             await asyncio.sleep(0.02)
         async with contextlib.AsyncExitStack() as stack:
-            agents = []
-            for i, (cabinet, _) in enumerate(sims):
-                cfg = make_config(tmp_path / f"box{i}", uplink=broker, local=brokers(),
-                                  devices=[{"id": "vend-1", "family": "vending", "options": {
-                                      "port": cabinet.port.path, "poll_interval_s": 0.01,
-                                      "reply_timeout_s": 0.1}}],
-                                  modules={"updates": {"cloud_api": url,
-                                                       "cloud_api_token": DEVICE,
-                                                       "trusted_keys": [key],
-                                                       **(updates or {})}})
-                agents.append(await stack.enter_async_context(running_agent(cfg)))
+            configs = [make_config(
+                tmp_path / f"box{i}", uplink=broker, local=brokers(),
+                devices=[{"id": "vend-1", "family": "vending", "options": {
+                    "port": cabinet.port.path, "poll_interval_s": 0.01,
+                    "reply_timeout_s": 0.1, **(cabinet_options or {})}}],
+                modules={**(modules or {}), "updates": {
+                    "cloud_api": url, "cloud_api_token": DEVICE,
+                    "trusted_keys": [key], **(updates or {})}})
+                for i, (cabinet, _) in enumerate(sims)]
+            # Started together: one by one, 20 boxes spent 12 s waiting on connects.
+            agents = list(await asyncio.gather(*(
+                stack.enter_async_context(running_agent(cfg)) for cfg in configs)))
             http = await stack.enter_async_context(httpx.AsyncClient(base_url=url))
 
             async def all_born() -> bool:
