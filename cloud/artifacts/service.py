@@ -58,6 +58,10 @@ class ArtifactMetrics:
             "storefleet_artifact_uploads", "Artifact uploads by result "
             "(stored, unchanged, conflict, invalid, too_large, cut)", ["result"],
             registry=registry)
+        self.served_bytes = Counter(
+            "storefleet_artifact_served_bytes", "Artifact content bytes handed to the "
+            "server for boxes (ranges included; a download cut short counts what was sent)",
+            registry=registry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
+from prometheus_client import Counter
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Scope, Send
 
 from cloud.api.deps import AdminRole, StateDep, require_role
 from cloud.api.json_body import JsonRoute
@@ -65,6 +68,25 @@ class ReleaseKey(BaseModel):
     key_id: str
     public_key: str = Field(description="raw Ed25519 public key, base64")
     current: bool
+
+
+class CountedFileResponse(FileResponse):
+    """A ``FileResponse`` that counts the body bytes it sends (what the fleet's downloads
+    cost the cloud). A server offering ``http.response.pathsend`` (uvicorn does not)
+    would send the file past this count."""
+
+    def __init__(self, path: str | os.PathLike[str], *, counter: Counter,
+                 **kw: Any) -> None:
+        super().__init__(path, **kw)
+        self._counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def counted(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body":
+                self._counter.inc(len(message.get("body", b"")))
+
+        await super().__call__(scope, receive, counted)
 
 
 def problem_of(err: ArtifactError) -> ApiProblem:
@@ -177,5 +199,7 @@ async def get_content(sha256: Sha256Path, state: StateDep, service: ServiceDep,
     except UnknownArtifact as err:
         raise problem_of(err) from err
     # Starlette's FileResponse answers Range (206, multipart for several, 416) itself.
-    return FileResponse(path, media_type="application/octet-stream",
-                        headers={"Cache-Control": "private, max-age=31536000, immutable"})
+    return CountedFileResponse(path, counter=service.metrics.served_bytes,
+                               media_type="application/octet-stream",
+                               headers={"Cache-Control": "private, max-age=31536000, "
+                                                         "immutable"})

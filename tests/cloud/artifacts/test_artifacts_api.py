@@ -64,6 +64,9 @@ async def test_upload_sign_serve_with_range_and_list(db_url: str, tmp_path: Path
                                 headers={**auth(DEVICE_S1), "Range": "bytes=1000-"})
         assert part.status_code == 206 and part.content == BODY[1000:]
         assert part.headers["content-range"] == f"bytes 1000-{len(BODY) - 1}/{len(BODY)}"
+        # what the downloads cost the cloud: the whole file, then the range
+        assert metric(registry, "storefleet_artifact_served_bytes_total") == \
+            2 * len(BODY) - 1000
 
         await upload(client, b"model bytes", kind="model", target="model:vision",
                      version="2026.12")
