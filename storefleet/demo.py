@@ -106,15 +106,31 @@ def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
 
 
 def _modules(full_store: bool, *, api: str, token: str, trusted_key: str,
-             currency: str) -> dict[str, dict[str, Any]]:
-    """The store box's modules: the till following the cloud, in-aisle coupons and cart
-    screens on the demo layout and sample data, and the carts' basket cameras (product
-    recognition, vision-cued coupons, "seen but not scanned" alarms)."""
+             release_key: str, currency: str) -> dict[str, dict[str, Any]]:
+    """The store box's modules: updates (rollouts of firmware, models and agent releases
+    signed with the cloud's release key), and in the whole store the till following the
+    cloud, in-aisle coupons and cart screens on the demo layout and sample data, and the
+    carts' basket cameras (product recognition, vision-cued coupons, "seen but not
+    scanned" alarms)."""
+    updates = {"cloud_api": api, "cloud_api_token": token, "trusted_keys": [release_key]}
     if not full_store:
-        return {}
+        return {"updates": updates}
     return {"till": _till_settings(full_store, api=api, token=token, trusted_key=trusted_key,
                                    currency=currency),
-            "in_aisle": _in_aisle_settings(full_store), "vision": {}}
+            "in_aisle": _in_aisle_settings(full_store), "vision": {}, "updates": updates}
+
+
+def _sample_firmware(directory: Path, *, model: str, version: str) -> Path:
+    """A bootable image for the simulated vending board (body + CRC-32 trailer), for a
+    field tech to try a rollout on the demo (README, "Field tech quick start")."""
+    from protocols import vending
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"vending-{model}-{version}.bin"
+    if not path.exists():
+        body = f"storefleet demo vending firmware {version}\n".encode() * 64
+        path.write_bytes(vending.firmware_image(body))
+    return path
 
 
 def _in_aisle(agent: Any) -> Any:
@@ -180,6 +196,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     # Imported here so `storefleet demo --help` stays fast.
     import uvicorn
 
+    from cloud.artifacts.service import release_signer
     from cloud.main import create_app
     from cloud.promotions.signing import SnapshotSigner
     from cloud.settings import CloudSettings, Role, TokenGrant
@@ -226,6 +243,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         # The demo's own promotion-signing key, kept with its data (PEM, Ed25519).
         key_file = data_dir / "signing-key.pem"
         _ensure_signing_key(key_file)
+        # ... and its release key, which signs artifacts for rollouts (decision 0036)
+        release_key_file = data_dir / "release-key.pem"
+        _ensure_signing_key(release_key_file)
         settings = CloudSettings(
             database_url=f"sqlite:///{db_path}",
             mqtt_url=broker.url,
@@ -234,13 +254,18 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             api_tokens={token: TokenGrant(role=Role.HQ_ADMIN),
                         device_token: TokenGrant(role=Role.DEVICE, stores=(opts.store_id,))},
             signing_key_file=str(key_file),
+            release_key_file=str(release_key_file),
+            artifact_dir=str(data_dir / "artifacts"),
+            rollout_interval_s=1.0,  # a demo rollout advances within a second
             currency=currency,
             member_hash_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]  # SecretStr
         )
         signer = SnapshotSigner.from_settings(settings)
         # the store box is provisioned with the cloud's public key (base64, raw Ed25519)
         trusted_key = str(signer.public_keys()[0]["public_key"])
-        app = create_app(settings, registry=cloud_registry, ingest=True, signer=signer)
+        release = release_signer(settings)
+        app = create_app(settings, registry=cloud_registry, ingest=True, signer=signer,
+                         release=release)
         server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=api_port,
                                                log_level="warning", lifespan="on"))
         server_task = asyncio.create_task(server.serve(), name="demo-api")
@@ -284,7 +309,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                         devices=store_devices,  # type: ignore[arg-type]  # dicts: validated
                         health_interval_s=1.0,
                         modules=_modules(opts.full_store, api=api, token=device_token,
-                                         trusted_key=trusted_key, currency=currency)),
+                                         trusted_key=trusted_key,
+                                         release_key=str(release.public_keys()[0]["public_key"]),
+                                         currency=currency)),
             registry=agent_registry,
         )
         agent_stop = asyncio.Event()
@@ -326,6 +353,10 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         if opts.full_store:
             console.print(f"  printer        {printer_dir}   (receipts and pick tickets)")
         console.print(f"  try: fleet stores --api {api} --token {token}")
+        if opts.full_store:
+            firmware = _sample_firmware(data_dir / "firmware", model="sim-lockboard",
+                                        version="2.0.0")
+            console.print(f"  a rollout      {firmware}   (README: Field tech quick start)")
 
         engine = sa.create_engine(f"sqlite:///{db_path}")
         stack.callback(engine.dispose)

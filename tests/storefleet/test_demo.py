@@ -141,11 +141,44 @@ def test_ctrl_c_ends_the_demo_with_the_full_summary(tmp_path: Path,
     assert len(printed) >= summary["till_sales"] + 1  # receipts and the pick ticket
 
 
+def _fleet(*argv: str, api: str, token: str) -> str:
+    """``fleet ...`` through its console script, as the README's quick start types it."""
+    done = subprocess.run([str(Path(sys.executable).parent / "fleet"), *argv],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "STOREFLEET_API": api, "STOREFLEET_TOKEN": token,
+                               "COLUMNS": "200"})
+    assert done.returncode == 0, f"fleet {' '.join(argv)}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
 def test_sigterm_ends_the_demo_with_the_plain_summary(start_demo: Starter) -> None:
-    """A service manager's SIGTERM, shortly after start: the plain summary on stdout and
-    exit 0 (1 only when a check fails)."""
+    """A service manager's SIGTERM, after the README's field-tech rollout on the demo:
+    the plain summary on stdout and exit 0 (1 only when a check fails)."""
     proc, out, err = start_demo()
     _wait_progress(proc, out, timeout_s=120, until=lambda m: int(m[2]) >= 1)
+
+    # "Field tech quick start": the firmware image the demo prints, uploaded, rolled out
+    # to the vending cabinet and watched until it completes; the board runs it.
+    head = out.read_text()
+    printed = re.search(r"API \+ docs\s+(\S+)/docs\s+\(token: (\S+)\)", head)
+    firmware = re.search(r"a rollout\s+(\S+\.bin)", head)
+    assert printed and firmware, head
+    (api, token), image = printed.groups(), firmware[1]
+    manifest = json.loads(_fleet("artifact", "upload", image, "--kind", "firmware", "--target",
+                                 "firmware:vending/sim-lockboard", "--version", "2.0.0",
+                                 "--json", api=api, token=token))
+    _fleet("rollout", "create", manifest["payload"]["sha256"], "--store", "S001",
+           "--device", "S001-vend-01", api=api, token=token)
+    rollout = json.loads(_fleet("rollout", "ls", "--json", api=api, token=token))[0]
+    deadline = time.monotonic() + 90
+    while (status := json.loads(_fleet("rollout", "status", rollout["id"], "--json",
+                                       api=api, token=token)))["state"] == "running":
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    assert status["state"] == "completed", status
+    device = json.loads(_fleet("device", "show", "S001-vend-01", "--json", api=api, token=token))
+    assert device["driver"]["firmware_version"] == "2.0.0"
+
     rc = _stop(proc, signal.SIGTERM)
     stdout = out.read_text()
     assert rc == 0, stdout[-3000:] + err.read_text()[-3000:]
