@@ -66,6 +66,9 @@ M = TypeVar("M", bound=Module)
 logger = logging.getLogger(__name__)
 
 _BOUNDS_EVERY_S = 30.0  # age bound check period; the byte bound is checked on every put
+# The exit code of a clean stop that asked to be started again (request_restart): the
+# process supervisor restarts on any exit; this one tells the log it was wanted (EX_TEMPFAIL).
+RESTART_EXIT_CODE = 75
 
 
 class Agent:
@@ -146,6 +149,8 @@ class Agent:
         self._metrics_server: MetricsServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
+        self._restart = asyncio.Event()
+        self.restart_reason: str | None = None  # set by request_restart
 
     async def __aenter__(self) -> Agent:
         """Start ``run`` in a task and return once it is ready (for the demo and tests)."""
@@ -213,7 +218,8 @@ class Agent:
                 self.ready.set()
                 logger.info("agent %s running (version %s)", self.config.store_id,
                             self.config.agent_version)
-                await first_of(stop.wait(), kernel.failed.wait(), modules.failed.wait())
+                await first_of(stop.wait(), kernel.failed.wait(), modules.failed.wait(),
+                               self._restart.wait())
             finally:
                 logger.info("agent %s stopping", self.config.store_id)
                 await self._stop_modules(modules)
@@ -362,6 +368,13 @@ class Agent:
 
     def module(self, name: str) -> Module | None:
         return self.modules.get(name)
+
+    def request_restart(self, reason: str) -> None:
+        """Stop as on SIGTERM (the outbox drained and closed), then the CLI exits with
+        ``RESTART_EXIT_CODE`` so the supervisor starts the agent again (decision 0041)."""
+        logger.warning("agent %s restarting: %s", self.config.store_id, reason)
+        self.restart_reason = reason
+        self._restart.set()
 
     def get(self, cls: type[M]) -> M:
         """The running module of class ``cls`` (tests, the demo): ``agent.get(Till).pos``."""

@@ -114,10 +114,14 @@ def run(
     import asyncio  # here, not at the top: 30 ms of every `storefleet ... --help`
 
     try:
-        asyncio.run(_run(cfg))
+        restart = asyncio.run(_run(cfg))
     except AgentError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from err
+    if restart:
+        from edge_agent.app import RESTART_EXIT_CODE
+
+        raise typer.Exit(RESTART_EXIT_CODE)  # the supervisor starts the agent again
 
 
 @app.command("enrol")
@@ -142,7 +146,8 @@ def enrol(
                f"--cloud-key {paths['store.key']}")
 
 
-async def _run(cfg: AgentConfig) -> None:
+async def _run(cfg: AgentConfig) -> bool:
+    """Run the agent; True when it stopped to be restarted (``request_restart``)."""
     import asyncio
 
     from edge_agent.app import Agent
@@ -151,7 +156,9 @@ async def _run(cfg: AgentConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Agent(cfg).run(stop=stop)
+    agent = Agent(cfg)
+    await agent.run(stop=stop)
+    return agent.restart_reason is not None
 
 
 def main() -> None:

@@ -65,7 +65,18 @@ def _model(kernel: Kernel) -> Installer:
     return ModelInstaller(kernel)
 
 
+def _agent(kernel: Kernel) -> Installer:
+    import os
+
+    from edge_agent.installers.agent import AgentInstaller
+    from edge_agent.selfupdate.releases import Launched
+
+    # Started by the launcher or not: its hand-over to this process (decision 0041).
+    return AgentInstaller(kernel, launched=Launched.from_environ(os.environ))
+
+
 INSTALLERS: dict[ArtifactKind, Callable[[Kernel], Installer]] = {
+    ArtifactKind.AGENT: _agent,
     ArtifactKind.FIRMWARE: _firmware,
     ArtifactKind.MODEL: _model,
 }
