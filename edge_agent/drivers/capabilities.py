@@ -20,6 +20,7 @@ capability          used by                                provided by (family)
 ``CUSTOMER_DISPLAY`` the till's line display (pos)          display
 ``LABEL_SINK``      shelf sync (pos/shelf.py)               esl
 ``CART_FLEET``      in-aisle: sessions, scans, screens      cart
+``BUSY``            rollouts: defer while busy (0043)       vending, esl
 ==================  =====================================  ==========================
 """
 
@@ -99,6 +100,18 @@ class CartFleet(ScreenSink, Protocol):
     def subscribe_scans(self, *, maxsize: int = 256) -> ScanSubscription: ...
 
 
+@runtime_checkable
+class BusyReporter(Protocol):
+    """A device that can be in the middle of something an install must not cut (a vend
+    session, a price book reaching the shelf, a firmware transfer): ``busy_reason()``
+    says what, in a few words, or None when it is free (decision 0043)."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    def busy_reason(self) -> str | None: ...
+
+
 class Capability(Generic[T]):
     """A capability to look drivers up by (``DriverSupervisor.find``)."""
 
@@ -119,9 +132,10 @@ CUSTOMER_DISPLAY = Capability[CustomerDisplay]("customer_display", CustomerDispl
 LABEL_SINK = Capability[LabelSink]("label_sink", LabelSink)
 SCREEN_SINK = Capability[ScreenSink]("screen_sink", ScreenSink)
 CART_FLEET = Capability[CartFleet]("cart_fleet", CartFleet)
+BUSY = Capability[BusyReporter]("busy", BusyReporter)
 
 CAPABILITIES: tuple[Capability[Any], ...] = (
-    RECEIPT_PRINTER, SCANNER, CUSTOMER_DISPLAY, LABEL_SINK, SCREEN_SINK, CART_FLEET)
+    RECEIPT_PRINTER, SCANNER, CUSTOMER_DISPLAY, LABEL_SINK, SCREEN_SINK, CART_FLEET, BUSY)
 
 
 def capabilities_of(driver: object) -> list[str]:

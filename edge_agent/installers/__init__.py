@@ -8,7 +8,9 @@ depends on the artifact's kind, and each kind is one ``Installer``:
 - ``agent`` and ``model``: their own files here, registered in ``INSTALLERS``.
 
 An installer refuses an offer it cannot take at once (``refuse``, answered on the
-command), and otherwise turns the cached file into the last step, ``succeeded`` or
+command), says while its target is busy (``busy``: mid-sale, mid-vend, a cart in use;
+the module defers the install until it is free or the offer's deadline passes, decision
+0043), and otherwise turns the cached file into the last step, ``succeeded`` or
 ``failed`` with a short detail. It raises only for a bug: the module counts, logs and
 reports that as failed.
 """
@@ -43,6 +45,10 @@ class Offer:
 class Installer(Protocol):
     def refuse(self, offer: Offer) -> str | None:
         """Why this offer cannot be taken (answered at once), or None."""
+
+    def busy(self, offer: Offer) -> str | None:
+        """Why the install must wait now (a short reason), or None: asked before
+        ``install`` and again, with a backoff, until None or the offer's deadline."""
 
     async def install(self, offer: Offer, path: Path) -> tuple[RolloutStep, str]:
         """Install the verified file at ``path``; the last step and its detail."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent.drivers.base import CommandRejected, DriverError
+from edge_agent.drivers.capabilities import BUSY
 from edge_agent.installers import Offer
 from protocols.messages import RolloutStep
 
@@ -23,6 +24,14 @@ class FirmwareInstaller:
     def refuse(self, offer: Offer) -> str | None:
         if offer.device == "agent":
             return "a firmware artifact needs a device"
+        return None
+
+    def busy(self, offer: Offer) -> str | None:
+        """The device's own busy signal (``BusyReporter``: a vend session, a price book
+        reaching the shelf); a family without one is never busy."""
+        for device in self.kernel.drivers.find(BUSY):
+            if device.device_id == offer.device:
+                return device.busy_reason()
         return None
 
     async def install(self, offer: Offer, path: Path) -> tuple[RolloutStep, str]:

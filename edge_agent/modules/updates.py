@@ -19,10 +19,17 @@ device, deadline_ms}``: the command is accepted at once and the install runs as 
 (the downlink is not held for minutes): fetch into the cache (signature, sha256 and
 target checked), then for firmware the device driver's ``firmware_update`` with the
 cached path (each kind has its installer, ``edge_agent.installers``). Every step
-(fetching, fetched, installing, succeeded, failed) is one
+(fetching, fetched, deferred, installing, succeeded, failed) is one
 ``rollout_status`` event through the outbox, with an id derived from (rollout, device,
 step), so it survives an outage or a restart and a repeated step is stored once. An
 install cut by a restart is not resumed here: the cloud marks it failed at its deadline.
+
+Busy deferral (decision 0043): between fetched and installing, while the installer says
+its target is busy (``Installer.busy``: mid-vend, a price book reaching the shelf, a
+cart in use), the install waits: one ``deferred`` step with the reason, then a retry
+with a bounded backoff (``busy_retry_min_s``..``busy_retry_max_s``) until the target is
+free (installing follows) or the offer's deadline passes (``failed`` with ``busy:
+<reason>``).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from edge_agent.kernel.artifacts import ArtifactApi, ArtifactCache, ArtifactErro
 from edge_agent.kernel.module import Module, ModuleSettings
 from edge_agent.metrics import registry_scoped
 from protocols.artifacts import Sha256, Target, Version, kind_of_target
+from protocols.backoff import Backoff
 from protocols.ids import Id
 from protocols.messages import ROLLOUT_DETAIL_MAX, RolloutStep
 from protocols.signed import SignatureError, load_public_keys
@@ -65,6 +73,10 @@ class UpdatesSettings(ModuleSettings):
     # Bound of <data_dir>/cas; least recently used artifacts not in use are evicted.
     # 2 GiB: an agent release, a few firmware images and models, with room to spare.
     cache_max_mb: int = Field(default=2048, ge=1)
+    # While a target is busy the install is retried with this backoff: a vend or a sale
+    # takes seconds to a minute, so 1 s at first, then at most every 30 s.
+    busy_retry_min_s: float = Field(default=1.0, gt=0)
+    busy_retry_max_s: float = Field(default=30.0, gt=0)
 
     @field_validator("trusted_keys")
     @classmethod
@@ -184,8 +196,35 @@ class Updates(Module):
         except ArtifactError as err:  # counted and logged by the cache
             return "failed", f"{err.reason}: {err.detail}"
         await self._report(args, "fetched")
+        if (reason := await self._wait_until_free(args, installer)) is not None:
+            return "failed", f"busy: {reason}"
         await self._report(args, "installing")
         return await installer.install(args.offer(), path)
+
+    async def _wait_until_free(self, args: InstallArgs, installer: Installer) -> str | None:
+        """Defer while the target is busy: ``deferred`` is reported once (its event id
+        is per step, so a spell is one event however long it lasts); returns None once
+        the target is free, or the busy reason when the offer's deadline passed first."""
+        offer = args.offer()
+        s = self.settings
+        backoff = Backoff(min_s=s.busy_retry_min_s,
+                          max_s=max(s.busy_retry_min_s, s.busy_retry_max_s))
+        deferred = False
+        while (reason := installer.busy(offer)) is not None:
+            left_s = (offer.deadline_ms - self.kernel.clock.now_ms()) / 1000
+            if left_s <= 0:
+                self._install_results.labels(result="busy_past_deadline").inc()
+                logger.warning("rollout %s: %s still busy at the deadline (%s)",
+                               args.rollout_id, args.device, reason)
+                return reason
+            if not deferred:
+                deferred = True
+                self._install_results.labels(result="deferred").inc()
+                logger.info("rollout %s: %s busy (%s); install deferred", args.rollout_id,
+                            args.device, reason)
+                await self._report(args, "deferred", reason)
+            await asyncio.sleep(min(backoff.next(), left_s))
+        return None
 
     async def stop(self) -> None:
         for task in self._installs.values():

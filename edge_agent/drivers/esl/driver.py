@@ -38,7 +38,7 @@ from edge_agent.drivers.base import (
     first_error,
     register,
 )
-from edge_agent.drivers.capabilities import LabelSink
+from edge_agent.drivers.capabilities import BusyReporter, LabelSink
 from edge_agent.drivers.esl.firmware import EslFirmware, EslFirmwareOptions
 from edge_agent.drivers.esl.labels import AckResult, LabelBook, LabelBookError
 from edge_agent.drivers.esl.metrics import esl_metrics
@@ -94,7 +94,7 @@ class UnbindLabels(CommandArgs):
 
 
 @register
-class EslDriver(Driver, LabelSink):
+class EslDriver(Driver, LabelSink, BusyReporter):
     family = "esl"
     Options = EslOptions
     options: EslOptions
@@ -194,6 +194,16 @@ class EslDriver(Driver, LabelSink):
             raise CommandRejected(self.device_id, f"a price book is still reaching the "
                                   f"shelf ({pending} label(s) pending)", reason="busy")
         return await self.firmware.start(args)
+
+    def busy_reason(self) -> str | None:
+        """A rollout defers while the AP is flashed or a price book is reaching the
+        shelf (the same rule ``firmware_update`` refuses by)."""
+        if self.firmware.busy:
+            return "a firmware update is running"
+        pending = self.book.counts(now_ms=self.ctx.clock.now_ms()).pending
+        if pending:
+            return f"a price book is still reaching the shelf ({pending} label(s) pending)"
+        return None
 
     async def _publish_fw(self, payload: bytes) -> None:
         topic = topics.local(DEVICE_KIND, self.device_id, "down", FW)

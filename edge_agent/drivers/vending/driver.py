@@ -41,6 +41,7 @@ from edge_agent.drivers.base import (
     command,
     register,
 )
+from edge_agent.drivers.capabilities import BusyReporter
 from edge_agent.drivers.firmware import FirmwareUpdate
 from edge_agent.drivers.links import SerialOptions, link_metrics, open_link
 from edge_agent.drivers.vending.firmware import VendingFirmware, VendingFirmwareOptions
@@ -82,7 +83,7 @@ class Unlock(CommandArgs):
 
 
 @register
-class VendingDriver(Driver):
+class VendingDriver(Driver, BusyReporter):
     family = "vending"
     Options = VendingOptions
     options: VendingOptions
@@ -245,6 +246,14 @@ class VendingDriver(Driver):
             details |= {"temperature_c": st.temperature_c, "open_doors": sorted(st.open_doors)}
         return DeviceHealth(online=self._online, last_seen_ms=self._last_seen,
                             alarms=tuple(alarms), details=details)
+
+    def busy_reason(self) -> str | None:
+        """A rollout defers while a customer is mid-vend or the board is being flashed."""
+        if self.firmware.state.busy:
+            return "a firmware update is running"
+        if self._session.state is not mdb.State.IDLE:
+            return f"a vend session is in progress ({self._session.state.value})"
+        return None
 
     def _board_online(self) -> None:
         if self._board is None:
