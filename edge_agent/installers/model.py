@@ -93,6 +93,9 @@ class ModelInstaller:
             await asyncio.to_thread(self.installed.discard, name, offer.sha256)
             return self._done(offer, name, "replaced_back",
                               f"replaced back by the previous model: {err.detail}")
+        except BaseException:  # a bug (counted by the updates module): never left in place
+            slot.swap(previous)
+            raise
         try:
             await asyncio.to_thread(self.installed.record, name, Installed(
                 sha256=offer.sha256, version=offer.version, rollout_id=offer.rollout_id))

@@ -71,9 +71,12 @@ class PositioningSlot:
         if not isinstance(locator, PositionerLocator):
             raise ModelRejected(self.name, "after the swap: no positioning model in place")
         positioner = locator.positioner
-        fix = positioner.probe([ScanReport(a, PROBE_RSSI_DBM, 0.0)
-                                for a in positioner.model.anchor_ids])
         where = positioner.model.name
+        try:
+            fix = positioner.probe([ScanReport(a, PROBE_RSSI_DBM, 0.0)
+                                    for a in positioner.model.anchor_ids])
+        except Exception as err:  # onnxruntime raises several unexported error types
+            raise ModelRejected(self.name, f"after the swap: {where}: {err}") from err
         try:
             check_fixes(where, fix, rows=1)
         except PositioningError as err:
