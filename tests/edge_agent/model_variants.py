@@ -63,6 +63,28 @@ def vision_nchw(path: Path) -> Path:
     return _save(out, path)
 
 
+def vision_small(path: Path, *, size: int = 24) -> Path:
+    """A valid vision model of another input size (``size``): one linear layer."""
+    model = onnx.load(default_model_path())
+    x = helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", size, size, 3])
+    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 10])
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).normal(0, 1e-4, (size * size * 3, 10)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+         helper.make_node("Flatten", ["pixels"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+        "small", [x], [y], [w])
+    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out.ir_version = model.ir_version
+    for prop in model.metadata_props:
+        out.metadata_props.add(key=prop.key, value=prop.value)
+    _set_meta(out, "input_size", str(size))
+    _set_meta(out, "name", "small")
+    return _save(out, path)
+
+
 def vision_extra_label(path: Path) -> Path:
     """Eleven scores for ten labels."""
     model = onnx.load(default_model_path())

@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from edge_agent.app import Agent
 from edge_agent.cartscreen import SAMPLE_DATA
 from edge_agent.inference.triggers.storemap import PositionerLocator
-from edge_agent.inference.vision import Frame
-from edge_agent.inference.vision.slot import probe_jpeg
+from edge_agent.inference.vision import Frame, VisionClassifier, VisionModel
+from edge_agent.inference.vision.slot import VisionSlot, probe_jpeg
 from edge_agent.installers import Installer, Offer, installers
 from edge_agent.modules.in_aisle import InAisleModule
 from edge_agent.modules.vision import Vision
@@ -170,3 +173,38 @@ async def test_positioning_model_swapped_under_the_carts_and_replaced_back(
         locator = agent.get(InAisleModule).in_aisle.triggers.locator
         assert isinstance(locator, PositionerLocator)
         assert locator.positioner.model.name.startswith(str(models))
+
+
+def test_a_swap_never_mixes_two_models_in_one_classification(tmp_path: Path) -> None:
+    """Two models of different input sizes swapped back and forth while a worker thread
+    classifies (as the pipeline's does): every batch is cropped, run and labelled by one
+    of them, or the sizes would clash inside onnxruntime or numpy."""
+    shipped = VisionModel(intra_op_threads=1)
+    small = VisionModel(variants.vision_small(tmp_path / "small.onnx"), intra_op_threads=1)
+    classifier = VisionClassifier(shipped, registry=CollectorRegistry())
+    slot = VisionSlot(classifier, threads=1)
+    frames = [Frame(source="C1", ts_ms=1, jpeg=probe_jpeg())] * 4
+    stop = threading.Event()
+    errors: list[Exception] = []
+    runs = 0
+
+    def classify() -> None:
+        nonlocal runs
+        while not stop.is_set():
+            try:
+                classifier.classify_frames(frames)
+            except Exception as err:
+                errors.append(err)
+                return
+            runs += 1
+
+    worker = threading.Thread(target=classify, name="test-classify")
+    worker.start()
+    swaps, until = 0, time.monotonic() + 1.5
+    while time.monotonic() < until and worker.is_alive():
+        slot.swap((small, shipped)[swaps % 2])
+        swaps += 1
+        time.sleep(0.0002)
+    stop.set()
+    worker.join()
+    assert errors == [] and runs > 50 and swaps > 500
