@@ -84,6 +84,20 @@ def bench_cli(
     raise typer.Exit(cli_startup_main(argv))
 
 
+@bench_app.command("rollout")
+def bench_rollout(
+    as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
+    boxes: int = typer.Option(100, min=1, help="simulated boxes"),
+    size_mb: float = typer.Option(50.0, "--size-mb", min=0.001, help="artifact size (MiB)"),
+    wave_size: int = typer.Option(20, min=1, help="boxes per wave after the canary"),
+) -> None:
+    """A 50 MB artifact rolled out to 100 simulated boxes: seconds, cloud bytes and RSS."""
+    from bench.rollout import main as rollout_main
+
+    argv = ["--boxes", str(boxes), "--size-mb", str(size_mb), "--wave-size", str(wave_size)]
+    raise typer.Exit(rollout_main(argv + (["--json"] if as_json else [])))
+
+
 @app.command("version")
 def version() -> None:
     """Print the storefleet version."""
