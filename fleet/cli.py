@@ -113,15 +113,17 @@ def stores_ls(region: RegionOpt = None, offline: OfflineOpt = False, api: ApiOpt
 @store_app.command("show")
 def store_show(store: Annotated[str, typer.Argument(help="store id")], api: ApiOpt = None,
                token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    """One store: its status, last birth and devices."""
+    """One store: its status, maintenance window, last birth and devices."""
     def fetch(c: FleetClient) -> dict[str, Any]:
-        return {**c.store(store), "devices": c.devices(store)}
+        return {**c.store(store), "devices": c.devices(store),
+                "maintenance": c.request("GET", f"/api/v1/stores/{store}/maintenance")}
 
     detail = call_api(api, token, fetch)
     if as_json:
         output.print_json(detail)
         return
     summary = {k: v for k, v in detail.items() if k not in ("birth", "devices")}
+    summary["maintenance"] = detail["maintenance"]["note"]  # the window, or "at once"
     output.fields(summary, f"store {store}")
     output.table(detail["devices"], DEVICE_COLUMNS, f"devices of {store}")
 

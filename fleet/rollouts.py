@@ -3,6 +3,7 @@
 
     fleet rollout create SHA256 --device vend-1 --store s1 --store s2 --store s3 \\
         --canary 1 --wave-size 10 --success-pct 100 --failure-threshold 1 --deadline-s 3600
+    fleet rollout create SHA256 --model cab-8 --region north --group pilot   # decision 0043
     fleet rollout status ID --watch      # a progress bar per wave until it ends
     fleet rollout pause|resume|abort ID
 
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Rollouts: an artifact to stores, wave by wave.", no_args_is_help=True)
 
-COLUMNS = ["id", "state", "target", "version", "device", "wave", "stores", "created_ms"]
+COLUMNS = ["id", "state", "target", "version", "device", "wave", "stores", "deferred",
+           "created_ms"]
 ENDED = frozenset({"halted", "aborted", "completed"})
 BAR = 30  # characters of a wave's progress bar
 
@@ -54,20 +56,41 @@ def bars(rollout: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _selection(rollout: dict[str, Any]) -> str:
+    chosen = rollout.get("selection") or {}
+    parts = [f"{key} {', '.join(chosen[key])}" for key in ("stores", "regions", "groups",
+                                                            "models") if chosen.get(key)]
+    return "; ".join(parts) or "stores"
+
+
 def _show(rollout: dict[str, Any]) -> None:
     reason = f" ({rollout['reason']})" if rollout.get("reason") else ""
+    # "*": each store's own device of the model (decision 0043)
+    device = "each store's device" if rollout["device"] == "*" else rollout["device"]
     typer.echo(f"rollout {rollout['id']}: {rollout['state']}{reason}  {rollout['target']} "
-               f"{rollout['version']} -> {rollout['device']}")
+               f"{rollout['version']} -> {device}")
     for line in bars(rollout):
         typer.echo(line)
+    deferred = rollout.get("deferred", 0)
+    busy = f", {deferred} deferred (busy on their box)" if deferred else ""
+    typer.echo(f"  {rollout['stores']} store(s) from {_selection(rollout)}{busy}")
 
 
 @app.command("create")
 def create_cmd(
     sha256: Annotated[str, typer.Argument(help="the artifact's sha256 (fleet artifact ls)")],
-    store: Annotated[list[str], typer.Option("--store", help="a target store (repeat)")],
-    device: Annotated[str, typer.Option(help="'agent' or the device the firmware is for")
-                      ] = "agent",
+    store: Annotated[list[str] | None, typer.Option(
+        "--store", help="a target store (repeat; the first is the canary)")] = None,
+    region: Annotated[list[str] | None, typer.Option(
+        "--region", help="the stores of a region (repeat)")] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="the stores of a store group (repeat)")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="firmware: the stores with a device of this model, each its own "
+        "(repeat)")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="'agent' (the default without --model) or the device the firmware is for")
+                      ] = None,
     canary: Annotated[int, typer.Option(help="stores in the first wave")] = 1,
     wave_size: Annotated[int, typer.Option(help="stores per later wave")] = 10,
     success_pct: Annotated[int, typer.Option(help="% of a wave to succeed to go on")] = 100,
@@ -76,8 +99,12 @@ def create_cmd(
                           ] = 3600,
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Start a rollout; the first wave is offered at once."""
-    body = {"sha256": sha256, "device": device, "stores": store, "canary_size": canary,
+    """Start a rollout to any union of stores, regions and groups (and for firmware the
+    stores with a device of a model); the first wave is offered at once, inside each
+    store's maintenance window."""
+    body = {"sha256": sha256, "device": device, "stores": store or [],
+            "regions": region or [], "groups": group or [], "models": model or [],
+            "canary_size": canary,
             "wave_size": wave_size, "success_pct": success_pct,
             "failure_threshold": failure_threshold, "deadline_s": deadline_s}
     rollout = call_api(api, token, _req("POST", "/api/v1/rollouts", json=body))
