@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge_agent.drivers.capabilities import BUSY
 from edge_agent.installers import Offer
 from edge_agent.selfupdate.releases import Launched, ReleaseError, Releases, Trial, release_name
 from edge_agent.selfupdate.trial import updates_counter
@@ -50,8 +51,12 @@ class AgentInstaller:
         return None
 
     def busy(self, offer: Offer) -> str | None:
-        """A restart stops every device driver for a few seconds; there is no cheap
-        sign of a sale in progress on the box yet, so the agent is never busy."""
+        """A restart stops every driver for a few seconds: the agent is busy while any
+        device is (``BusyReporter``: a vend session, a price book reaching the shelf;
+        decision 0043). A sale at the till has no such cheap sign yet."""
+        for device in self.kernel.drivers.find(BUSY):
+            if (reason := device.busy_reason()) is not None:
+                return f"{device.device_id}: {reason}"
         return None
 
     async def install(self, offer: Offer, path: Path) -> tuple[RolloutStep, str]:

@@ -196,7 +196,7 @@ class Releases:
     # ---- releases ----------------------------------------------------------------------
 
     def unpack(self, wheel: Path, release: str, *, python: str, version: str) -> Path:
-        """``pip install --no-deps --no-index --target`` into ``.partial``, then renamed
+        """``pip install --no-deps --no-index --target`` into a ``.partial``, then renamed
         into place; a release already there is complete (only a rename makes one)."""
         final = self.path(release)
         if final.is_dir():
@@ -206,9 +206,10 @@ class Releases:
             raise ReleaseError("wrong_wheel", f"the wheel is {dist} {wheel_version}, the "
                                               f"rollout offers storefleet {version}")
         self.releases.mkdir(parents=True, exist_ok=True)
-        partial = self.releases / f".{release}.partial"
+        # Per process: a pip orphaned by a kill of the agent may still be writing its own.
+        partial = self.releases / f".{release}.{os.getpid()}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        with tempfile.TemporaryDirectory(dir=self.root, prefix=".wheel-") as tmp:
+        with tempfile.TemporaryDirectory(dir=self.releases, prefix=".wheel-") as tmp:
             # pip takes a wheel only under its canonical file name; the cache names by sha.
             named = Path(tmp) / f"{dist.replace('-', '_')}-{wheel_version}-{tag}.whl"
             named.symlink_to(wheel.resolve())

@@ -11,9 +11,10 @@ once per session, offline), the version rewritten: 0.2.0 and 0.4.0 good, 0.3.0 b
 - a good release is switched to, the agent restarted into it, ``succeeded`` reaches the
   cloud, the rollout completes; then a broken one is switched back by the launcher
   on its own, well inside the deadline, 0.2.0 runs again, ``failed`` (rolled back)
-  reaches the cloud and a new rollout of it skips the store;
-- ``kill -9`` of the agent while it unpacks a release: the supervisor restarts it and
-  ``current`` is a complete release, the agent runs, the rollout is answered.
+  reaches the cloud and a new rollout of it skips the store; then ``kill -9`` of the
+  agent while it unpacks 0.4.0: the supervisor restarts it and ``current`` is a
+  complete release (0.2.0 or 0.4.0), the agent runs, the rollout is answered;
+- the agent is busy (an install waits) while a device is: a customer mid-vend.
 """
 
 from __future__ import annotations
@@ -32,14 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from edge_agent.installers import Offer
+from edge_agent.installers.agent import AgentInstaller
 from edge_agent.selfupdate.releases import Releases, release_name
 from tests.cloud.conftest import ADMIN, DEVICE, auth
-from tests.edge_agent.helpers import new_store_id
+from tests.edge_agent.helpers import new_store_id, wait_until
 from tests.edge_agent.wheels import build_wheel
 from tests.integration.rollout_fleet import Fleet, fleet, until_true
-from tests.services import Mosquitto, unavailable
+from tests.services import Mosquitto, free_port, unavailable
 
 pytestmark = pytest.mark.mosquitto
 
@@ -82,6 +87,7 @@ class Box:
     store_id: str
     supervisord: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int
 
     @property
     def releases(self) -> Releases:
@@ -91,6 +97,16 @@ class Box:
         pid = self.supervisord.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         return int(children[0]) if children else None
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """A sample of the running agent's /metrics (0 when absent)."""
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{self.metrics_port}/metrics")).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
@@ -104,7 +120,7 @@ def box(tmp_path: Path, *, cloud: Mosquitto, local: Mosquitto, api: str, key: st
     root, work = tmp_path / "opt-storefleet", tmp_path / "var-lib-storefleet"
     root.mkdir()
     work.mkdir()
-    store_id = new_store_id()
+    store_id, metrics_port = new_store_id(), free_port()
     conf = tmp_path / "edge.toml"
     conf.write_text(f"""
 [agent]
@@ -112,7 +128,7 @@ store_id = "{store_id}"
 data_dir = "{work}"
 cloud_url = "{cloud.url}"
 local_bus = "{local.url}"
-metrics_port = 0
+metrics_port = {metrics_port}
 keepalive_s = 2
 reconnect_min_s = 0.1
 reconnect_max_s = 0.5
@@ -157,7 +173,8 @@ stdout_logfile_maxbytes=0
     proc = subprocess.Popen([str(supervisord), "-n", "-c", str(sv_conf)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield Box(root=root, store_id=store_id, supervisord=proc, log=log)
+        yield Box(root=root, store_id=store_id, supervisord=proc, log=log,
+                  metrics_port=metrics_port)
     finally:
         proc.send_signal(signal.SIGTERM)  # stops the agent (SIGTERM), then itself
         try:
@@ -230,13 +247,15 @@ async def offer(f: Fleet, b: Box, wheel: Path, version: str, **plan: Any) -> tup
 
 # ---- the scenarios -------------------------------------------------------------------
 
-async def test_good_release_commits_and_a_broken_one_rolls_back_by_itself(
+async def test_good_broken_and_killed_installs_under_a_supervisor(
     tmp_path: Path, mosquitto_factory: Callable[[], Mosquitto], wheels: dict[str, Path]
 ) -> None:
+    """One box through three releases (each agent start costs seconds, so one story)."""
     async with cloud_and_box(tmp_path, mosquitto_factory) as (f, b):
         await until_running(f, b, BASE)
         first = b.agent_pid()
 
+        # 0.2.0: switched, restarted into by the supervisor, succeeded
         sha2, rollout = await offer(f, b, wheels["0.2.0"], "0.2.0", deadline_s=300)
         done = await until_state(f, rollout, "completed")
         assert [t["state"] for t in done["targets"]] == ["succeeded"]
@@ -247,7 +266,9 @@ async def test_good_release_commits_and_a_broken_one_rolls_back_by_itself(
         trial = b.releases.read_trial()
         assert trial is not None and (trial.state, trial.reported) == ("committed", True)
         assert "exit status 75; expected" in (tmp_path / "supervisord.log").read_text()
+        assert await b.metric("storefleet_agent_updates_total", outcome="committed") == 1
 
+        # 0.3.0, broken: switched back by the launcher on its own, long before the deadline
         sha3, rollout = await offer(f, b, wheels["0.3.0"], "0.3.0", deadline_s=300)
         started = time.monotonic()
         halted = await until_state(f, rollout, "halted")
@@ -255,13 +276,13 @@ async def test_good_release_commits_and_a_broken_one_rolls_back_by_itself(
         assert target["state"] == "failed"
         assert target["detail"].startswith("rolled back: "), target
         assert time.monotonic() - started < 100, "not rolled back well before the deadline"
-        assert b.releases.current() == good
+        assert (b.releases.current(), b.releases.previous()) == (good, None)
         await until_running(f, b, "0.2.0")
         trial = b.releases.read_trial()
         assert trial is not None and trial.state == "rolled_back" and trial.reported
         assert trial.starts == trial.max_starts + 1
+        assert await b.metric("storefleet_agent_updates_total", outcome="rolled_back") == 1
         assert "release 0.3.0 is broken on purpose" in b.log.read_text()
-
         # the failed (store, agent, 0.3.0) is never offered again
         r = await f.http.post("/api/v1/rollouts", headers=auth(ADMIN), json={
             "sha256": sha3, "device": "agent", "stores": [b.store_id]})
@@ -270,19 +291,16 @@ async def test_good_release_commits_and_a_broken_one_rolls_back_by_itself(
         assert [t["state"] for t in again["targets"]] == ["skipped"]
         assert f.offers(str(r.json()["id"])) == []
 
-
-async def test_kill9_while_unpacking_leaves_a_complete_release_running(
-    tmp_path: Path, mosquitto_factory: Callable[[], Mosquitto], wheels: dict[str, Path]
-) -> None:
-    async with cloud_and_box(tmp_path, mosquitto_factory) as (f, b):
-        await until_running(f, b, BASE)
+        # 0.4.0: kill -9 of the agent while it unpacks; after the supervisor's restart
+        # the old (0.2.0) or the new release runs, complete, never neither
         victim = b.agent_pid()
         assert victim is not None
-        sha, rollout = await offer(f, b, wheels["0.4.0"], "0.4.0", deadline_s=300)
+        sha4, rollout = await offer(f, b, wheels["0.4.0"], "0.4.0", deadline_s=300)
+        new = release_name("0.4.0", sha4)
 
         async def unpacking() -> bool:
             trial = b.releases.read_trial()
-            return trial is not None and trial.state == "unpacking"
+            return trial is not None and (trial.to, trial.state) == (new, "unpacking")
 
         await until_true(unpacking, what="the unpack under way", within_s=30)
         os.kill(victim, signal.SIGKILL)
@@ -292,13 +310,13 @@ async def test_kill9_while_unpacking_leaves_a_complete_release_running(
 
         await until_true(restarted, what="the supervisor's restart", within_s=10)
         current = b.releases.current()
-        assert current in (None, release_name("0.4.0", sha))  # old or new, never neither
-        if current is not None:
-            assert (b.releases.path(current) / "edge_agent" / "__init__.py").exists()
-        await until_running(f, b, BASE if current is None else "0.4.0")
-        got = await until_state(f, rollout, "halted" if current is None else "completed")
+        assert current in (good, new)
+        assert current is not None
+        assert (b.releases.path(current) / "edge_agent" / "__init__.py").exists()
+        await until_running(f, b, "0.2.0" if current == good else "0.4.0")
+        got = await until_state(f, rollout, "halted" if current == good else "completed")
         (target,) = got["targets"]
-        if current is None:
+        if current == good:
             assert target["detail"].startswith("interrupted: "), target
 
 
@@ -317,3 +335,19 @@ def test_shipped_unit_verifies_and_runs_the_launcher(tmp_path: Path) -> None:
     proc = subprocess.run([str(analyze), "verify", str(unit)], capture_output=True,
                           text=True, timeout=60, check=False)
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
+
+
+async def test_the_agent_is_busy_while_a_device_is(
+    tmp_path: Path, mosquitto_factory: Callable[[], Mosquitto]
+) -> None:
+    """A restart stops every driver: no agent install while a customer is mid-vend."""
+    async with fleet(tmp_path, mosquitto_factory, 1) as f:
+        agent, cabinet = f.agents[0], f.cabinets[0]
+        installer = AgentInstaller(agent, launched=None)
+        offer = Offer(rollout_id="r-1", sha256="ab" * 32, target="agent", version="0.2.0",
+                      device="agent", deadline_ms=0)
+        assert installer.busy(offer) is None
+        cabinet.tap(500)  # a card tapped: the customer is still choosing
+        await wait_until(lambda: agent.drivers.health()["vend-1"]["session"] == "session",
+                         what="vend session open")
+        assert installer.busy(offer) == "vend-1: a vend session is in progress (session)"

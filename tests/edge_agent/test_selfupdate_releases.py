@@ -1,7 +1,9 @@
 """The A/B layout and the launcher's settlement (decision 0041), on a real directory with
 real ``pip install --target`` and the launcher's real command line: every stop between
 two steps leaves ``current`` naming a complete release or nothing (the runtime's agent).
-The whole path under a process supervisor is ``test_selfupdate.py``."""
+And the agent's side of a trial that cannot become healthy: a real agent asks for its
+restart at the deadline, and the launcher's next settlement switches back. The whole
+path under a process supervisor is ``test_selfupdate.py``."""
 
 from __future__ import annotations
 
@@ -14,13 +16,17 @@ import pytest
 
 from edge_agent.selfupdate.launcher import agent_command
 from edge_agent.selfupdate.releases import (
+    ENV_RELEASE,
+    ENV_ROOT,
     Launched,
     ReleaseError,
     Releases,
     Trial,
     release_name,
 )
+from tests.edge_agent.helpers import make_config, metric, running_agent, wait_until
 from tests.edge_agent.wheels import build_wheel
+from tests.services import Mosquitto, free_port
 
 SHA = "ab" * 32
 NOW_MS = 1_800_000_000_000
@@ -111,12 +117,12 @@ def test_a_stop_between_any_two_steps_leaves_a_complete_release(tmp_path: Path) 
     releases.switch("old")
     # stopped while unpacking (a .partial left): failed, old runs, the next install cleans
     releases.write_trial(trial("new", from_="old", state="unpacking"))
-    (releases.releases / ".new.partial").mkdir()
+    (releases.releases / ".new.4242.partial").mkdir()
     settled = releases.settle(now_ms=NOW_MS)
     assert settled is not None and settled.state == "failed"
     assert settled.detail.startswith("interrupted: ")
     assert releases.current() == "old"
-    assert releases.prune(keep={"new"}) == [".new.partial"]
+    assert releases.prune(keep={"new"}) == [".new.4242.partial"]
     # stopped after writing the trial, before the switch
     fake_release(releases, "new")
     releases.write_trial(trial("new", from_="old"))
@@ -134,3 +140,29 @@ def test_an_unreadable_trial_is_set_aside_and_the_agent_starts(tmp_path: Path) -
     releases.trial_path.write_text("{half")
     assert releases.settle(now_ms=int(time.time() * 1000)) is None
     assert releases.trial_path.with_suffix(".bad").read_text() == "{half"
+
+
+@pytest.mark.mosquitto
+async def test_a_release_not_healthy_by_its_deadline_restarts_and_is_switched_back(
+    tmp_path: Path, local_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    releases = Releases(tmp_path / "opt")
+    fake_release(releases, "new")
+    deadline_ms = int(time.time() * 1000) + 1500
+    releases.write_trial(trial("new", deadline_ms=deadline_ms))
+    releases.switch("new")
+    monkeypatch.setenv(ENV_ROOT, str(releases.root))  # as the launcher hands it over
+    monkeypatch.setenv(ENV_RELEASE, "new")
+    # the cloud broker is not there: the new agent never gets online
+    cfg = make_config(tmp_path, uplink=Mosquitto(port=free_port(), workdir=tmp_path),
+                      local=local_broker)
+    async with running_agent(cfg, connected=False) as agent:
+        await wait_until(lambda: agent.restart_reason is not None, within_s=10,
+                         what="the restart request")
+        await wait_until(lambda: not agent.ready.is_set(), what="the clean stop")
+        assert metric(agent, "storefleet_agent_updates_total", outcome="trial_timeout") == 1
+    assert int(time.time() * 1000) > deadline_ms
+    settled = releases.settle(now_ms=int(time.time() * 1000))
+    assert settled is not None and settled.state == "rolled_back"
+    assert settled.detail == "rolled back: new did not report healthy by the deadline"
+    assert releases.current() is None
