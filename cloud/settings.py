@@ -27,6 +27,8 @@ Environment variables (all optional):
 ``STOREFLEET_RELEASE_KEY_FILE``    Ed25519 private key (PEM) signing artifact manifests
 ``STOREFLEET_MAX_ARTIFACT_BYTES``  largest artifact upload in bytes (4 GiB)
 ``STOREFLEET_CURRENCY``            the chain's ISO currency (``EUR``)
+``STOREFLEET_SENSITIVE_COMMAND_ROLES`` roles that may send sensitive commands, comma list
+                                  (``hq-admin,store-manager``; decision 0044)
 =================================  =========================================================
 
 Secrets may be given as files instead (``storefleet cloud secrets init`` writes them):
@@ -40,8 +42,12 @@ gets 403 for any other store; hq-admin is chain-wide; a field-tech token is chai
 unless given stores and/or regions::
 
     STOREFLEET_API_TOKENS='tokA:hq-admin,tokB:store-manager@s1,tokC:device@s1|s2,tokD:field-tech@region=north|s9'
-    STOREFLEET_API_TOKENS='{"tokB": {"role": "store-manager", "stores": ["s1"]},
+    STOREFLEET_API_TOKENS='{"tokB": {"role": "store-manager", "stores": ["s1"], "name": "ann"},
                             "tokA": "hq-admin"}'
+
+A token's ``name`` (JSON form only) is who its commands are recorded as sent by
+(decision 0044); a token without one is recorded as ``<role>:<fingerprint>``, the first
+8 hex digits of the token's SHA-256, which tells tokens apart without revealing them.
 
 A store-manager or device token without a scope is refused at start-up (secure by
 default). ``STOREFLEET_REQUIRE_TOKEN_SCOPE=0`` lets such tokens act chain-wide, for a
@@ -53,6 +59,7 @@ Tokens that look like placeholders (``changeme``, ``secret`` ...) or are shorter
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -105,6 +112,22 @@ class TokenGrant(BaseModel):
     role: Role
     stores: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
+    # Who holds the token ("ann", "tech-north-1"): the sender recorded with its commands.
+    name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not valid_id(value):
+            raise ValueError(f"token name {value!r} must be 1-64 chars of letters, digits, "
+                             "'-', '_', '.', ':'")
+        return value
+
+    def sender(self, token: str) -> str:
+        """The name recorded as this token's commands' sender (decision 0044)."""
+        if self.name is not None:
+            return self.name
+        return f"{self.role.value}:{hashlib.sha256(token.encode()).hexdigest()[:8]}"
 
     @field_validator("stores", "regions")
     @classmethod
@@ -172,6 +195,11 @@ class CloudSettings(BaseModel):
     artifact_dir: str = "./artifacts"
     release_key_file: str | None = None
     max_artifact_bytes: int = Field(default=4 * 1024**3, ge=1, le=64 * 1024**3)
+    # Who may send a sensitive command (protocols.commands: open a cash drawer, unlock a
+    # cabinet door), with a stated reason (decision 0044). Store managers answer for
+    # their store's cash and stock (and their tokens are bound to their stores); field
+    # techs service devices and have no business in a drawer or a cabinet.
+    sensitive_command_roles: frozenset[Role] = frozenset({Role.HQ_ADMIN, Role.STORE_MANAGER})
 
     @field_validator("mqtt_url")
     @classmethod
@@ -236,6 +264,15 @@ class CloudSettings(BaseModel):
         return [token[:4] + "..." for token, grant in self.api_tokens.items()
                 if grant.role in STORE_BOUND_ROLES and not grant.scoped]
 
+    @field_validator("sensitive_command_roles")
+    @classmethod
+    def _no_device_role(cls, value: frozenset[Role]) -> frozenset[Role]:
+        if Role.DEVICE in value:
+            # A device token is a machine's credential; a reason is a person's statement.
+            raise ValueError("sensitive_command_roles: the device role may not send "
+                             "sensitive commands")
+        return value
+
     @field_validator("member_hash_key")
     @classmethod
     def _check_hash_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -287,6 +324,9 @@ class CloudSettings(BaseModel):
             data["scheduler_interval_s"] = float(raw)
         if raw := env.get(ENV_PREFIX + "ROLLOUT_INTERVAL_S"):
             data["rollout_interval_s"] = float(raw)
+        if (raw := env.get(ENV_PREFIX + "SENSITIVE_COMMAND_ROLES")) is not None:
+            data["sensitive_command_roles"] = frozenset(
+                r.strip() for r in raw.split(",") if r.strip())
         if raw_keys := env.get(ENV_PREFIX + "TRUSTED_KEYS"):
             data["trusted_keys"] = tuple(k.strip() for k in raw_keys.split(",") if k.strip())
         data["enrolment"] = EnrolmentSettings.from_env(env, ENV_PREFIX)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from protocols.commands import REASON_MAX, SENDER_NAME_MAX
 from protocols.ids import Id
 
 # Event kinds the cloud accepts. A new kind is added here first, so that store
@@ -191,6 +192,14 @@ AGENT_COMMANDS: frozenset[str] = frozenset({"ping", "get_diagnostics", "set_log_
 CommandStatus = Literal["ok", "error", "expired", "unknown_command", "rejected"]
 
 
+class CommandSender(Msg):
+    """Who sent a command (decision 0044): an API token's name and role, or the cloud
+    itself (role ``system``, e.g. a rollout's offer)."""
+
+    name: str = Field(min_length=1, max_length=SENDER_NAME_MAX)
+    role: Id
+
+
 class Command(Msg):
     v: Literal[1] = 1
     cmd_id: Id
@@ -198,6 +207,10 @@ class Command(Msg):
     args: dict[str, Any] = Field(default_factory=dict)
     expires_at: EpochMs
     ts: EpochMs
+    # Optional on the wire, so a box and a cloud of different releases still agree; a
+    # sensitive command without a reason is refused by the box (protocols.commands).
+    sender: CommandSender | None = None
+    reason: str | None = Field(default=None, max_length=REASON_MAX)
 
 
 class CommandResult(Msg):

@@ -70,11 +70,13 @@ _bearer = HTTPBearer(
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's role and scope (empty = chain-wide)."""
+    """Who is calling: the token's role, scope (empty = chain-wide) and name (the sender
+    recorded with its commands, ``TokenGrant.sender``)."""
 
     role: Role
     stores: frozenset[str] = frozenset()
     regions: frozenset[str] = frozenset()
+    name: str = ""
 
     @property
     def chain_wide(self) -> bool:
@@ -109,11 +111,12 @@ def get_principal(
         raise ApiProblem(401, "missing bearer token", reason="unauthenticated", headers=challenge)
     presented = credentials.credentials.encode()
     found: TokenGrant | None = None
+    found_token = ""
     # Compare against every token in constant time, so timing says nothing about
     # how much of a guess was right.
     for token, grant in state.settings.api_tokens.items():
         if hmac.compare_digest(presented, token.encode()):
-            found = grant
+            found, found_token = grant, token
     if found is None:
         raise ApiProblem(401, "unknown bearer token", reason="unauthenticated", headers=challenge)
     if found.role is Role.DEVICE and found.stores:
@@ -123,7 +126,7 @@ def get_principal(
                 raise ApiProblem(401, f"store {revoked[0]} is revoked",
                                  reason="store_revoked", headers=challenge)
     return Principal(role=found.role, stores=frozenset(found.stores),
-                     regions=frozenset(found.regions))
+                     regions=frozenset(found.regions), name=found.sender(found_token))
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

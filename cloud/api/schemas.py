@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocols.commands import REASON_MAX
 from protocols.ids import Id
 
 # Every id in a path, query or body is the one ``protocols.ids.Id`` (decision 0031).
@@ -112,6 +113,10 @@ class CommandCreate(BaseModel):
     target: Id = "agent"
     # One day at most: a command older than that is better sent again than run late.
     ttl_s: int = Field(default=60, ge=1, le=86_400)
+    reason: str | None = Field(
+        default=None, max_length=REASON_MAX, examples=["customer's card stuck, ticket 4711"],
+        description="why it is sent; required (not blank) for a sensitive command (opening "
+        "a cash drawer, unlocking a cabinet door: protocols.commands), stored with it")
 
 
 class CommandPublic(Public):
@@ -128,6 +133,11 @@ class CommandPublic(Public):
     result: dict[str, Any] | None
     error: str | None
     completed_ms: int | None
+    sender: str | None = Field(description="who sent it: the token's name, <role>:<token "
+                               "fingerprint> without one, or rollout:<id> for the cloud's "
+                               "own offers; null for commands older than the record")
+    sender_role: str | None = Field(description="the sender's role, or system")
+    reason: str | None = Field(description="why it was sent, as stated")
 
 
 class TaskStatePublic(BaseModel):

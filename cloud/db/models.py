@@ -120,6 +120,10 @@ class Command(Base):
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     completed_ms: Mapped[int | None]
+    # Who sent it and why (decision 0044); None on rows from before migration 0014.
+    sender: Mapped[str | None] = mapped_column(String(128))
+    sender_role: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 

@@ -44,9 +44,10 @@ from cloud.rollouts.windows import Window
 from protocols import topics
 from protocols.clock import Clock
 from protocols.codec import encode
+from protocols.commands import SYSTEM_ROLE
 from protocols.ids import Id, uuid7
 from protocols.messages import Command as CommandMsg
-from protocols.messages import Event, RolloutStatus
+from protocols.messages import CommandSender, Event, RolloutStatus
 
 logger = logging.getLogger(__name__)
 
@@ -255,15 +256,18 @@ def _due(session: Session, *, now_ms: int, metrics: RolloutMetrics) -> list[Offe
                     "target": rollout.target, "version": rollout.version,
                     "device": device, "deadline_ms": deadline}
             cmd_id = uuid7(now_ms)
+            # The cloud sends offers by itself: a system sender (decision 0044).
+            sender = CommandSender(name=f"rollout:{rollout.id}", role=SYSTEM_ROLE)
             session.add(Command(cmd_id=cmd_id, store_id=target.store_id, target="agent",
                                 name=INSTALL_COMMAND, args=args, expires_at=deadline,
                                 created_ms=now_ms, status="pending", result=None,
-                                error=None, completed_ms=None))
+                                error=None, completed_ms=None, sender=sender.name,
+                                sender_role=sender.role))
             target.state, target.offered_ms, target.deadline_ms = "offered", now_ms, deadline
             target.detail, target.updated_ms = None, now_ms
             offers.append(Offer(target.store_id, CommandMsg(
                 cmd_id=cmd_id, name=INSTALL_COMMAND, args=args, expires_at=deadline,
-                ts=now_ms)))
+                ts=now_ms, sender=sender)))
         evaluate(session, rollout, now_ms=now_ms, metrics=metrics)  # all skipped: done
     return offers
 

@@ -1,4 +1,10 @@
-"""Commands to a store's agent or devices; results arrive on ``cmd-res`` via ingest."""
+"""Commands to a store's agent or devices; results arrive on ``cmd-res`` via ingest.
+
+Each command records who sent it (the token's name and role) and why; a sensitive one
+(``protocols.commands``: opening a cash drawer, unlocking a cabinet door) needs a role of
+``sensitive_command_roles`` and a stated reason (decision 0044). Both travel to the box
+with the command, which logs them beside the result.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,26 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud.api.deps import CommandRole, PrincipalDep, ReadRole, SessionDep, StateDep
+from cloud.api.deps import (
+    COMMANDERS,
+    AppState,
+    Principal,
+    PrincipalDep,
+    ReadRole,
+    SessionDep,
+    StateDep,
+)
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
 from cloud.api.schemas import CommandCreate, CommandPublic
-from cloud.db.models import Command, Store
+from cloud.db.models import Command, Device, Store
 from cloud.errors import PublishError
 from protocols import topics
 from protocols.codec import encode
+from protocols.commands import is_sensitive
 from protocols.ids import Id, uuid7
 from protocols.messages import Command as CommandMsg
+from protocols.messages import CommandSender
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +58,42 @@ def _create(sessions: sessionmaker[Session], cmd: Command) -> bool:
     return True
 
 
+def _family(sessions: sessionmaker[Session], store_id: str, target: str) -> str | None:
+    """The target's family: ``agent``, a known device's kind, or None (not seen yet)."""
+    if target == "agent":
+        return "agent"
+    with sessions() as session:
+        device = session.get(Device, (store_id, target))
+        return None if device is None else device.kind
+
+
+def _check_sender(app: AppState, who: Principal, body: CommandCreate, *,
+                  store_id: str, family: str | None) -> str | None:
+    """403 unless the role may send this command, 422 for a sensitive one without a
+    reason; returns the stated reason (stripped; None when blank)."""
+    reason = (body.reason or "").strip() or None
+    if not is_sensitive(family, body.name):
+        if who.role not in COMMANDERS:
+            raise ApiProblem(403, f"role {who.role.value!r} may not send commands",
+                             reason="forbidden")
+        return reason
+    allowed = app.settings.sensitive_command_roles
+    what = f"{body.name!r} to {store_id}/{body.target}"
+    if who.role not in allowed:
+        logger.warning("store %s: sensitive command %s to %s refused: role %s (%s)",
+                       store_id, body.name, body.target, who.role.value, who.name)
+        names = ", ".join(sorted(r.value for r in allowed)) or "none (configuration)"
+        raise ApiProblem(403, f"{what} is a sensitive command; role {who.role.value!r} may "
+                         f"not send it (allowed roles: {names})",
+                         reason="sensitive_command_forbidden")
+    if reason is None:
+        logger.warning("store %s: sensitive command %s to %s refused: no reason (%s)",
+                       store_id, body.name, body.target, who.name)
+        raise ApiProblem(422, f"{what} is a sensitive command: state why in 'reason'",
+                         reason="reason_required")
+    return reason
+
+
 def _set_status(sessions: sessionmaker[Session], cmd_id: str, status: str) -> None:
     with sessions.begin() as session:
         cmd = session.get(Command, cmd_id)
@@ -54,21 +106,27 @@ def _set_status(sessions: sessionmaker[Session], cmd_id: str, status: str) -> No
     status_code=202,
     summary="Send a command; returns at once with its cmd_id (poll GET /commands/{cmd_id})",
     responses={404: {"description": "unknown store"},
+               422: {"description": "a sensitive command without a reason"},
                503: {"description": "the broker did not take the command"}},
 )
 async def create_command(
-    store_id: StoreId, body: CommandCreate, app: StateDep, _: CommandRole, response: Response
+    store_id: StoreId, body: CommandCreate, app: StateDep, who: PrincipalDep,
+    response: Response,
 ) -> CommandPublic:
+    family = await asyncio.to_thread(_family, app.reader, store_id, body.target)
+    reason = _check_sender(app, who, body, store_id=store_id, family=family)
     now = app.clock.now_ms()
     cmd = Command(
         cmd_id=uuid7(now), store_id=store_id, target=body.target, name=body.name,
         args=body.args, expires_at=now + body.ttl_s * 1000, created_ms=now, status="pending",
         result=None, error=None, completed_ms=None,
+        sender=who.name, sender_role=who.role.value, reason=reason,
     )
     if not await asyncio.to_thread(_create, app.writer, cmd):
         raise ApiProblem(404, f"no store {store_id!r}")
     msg = CommandMsg(cmd_id=cmd.cmd_id, name=cmd.name, args=cmd.args,
-                     expires_at=cmd.expires_at, ts=now)
+                     expires_at=cmd.expires_at, ts=now,
+                     sender=CommandSender(name=who.name, role=who.role.value), reason=reason)
     try:
         await app.publisher.publish(topics.cmd(store_id, body.target), encode(msg),
                                     qos=1, retain=False)
