@@ -9,7 +9,9 @@ it returning a result dict), declared by the kernel and the modules: arguments t
 not fit the model are ``rejected`` with the field named; ``CommandError`` from a handler
 becomes status ``error``, and so does any other exception (logged with its traceback).
 Commands for another target (``cmd/{device_id}``) go to ``device_handler``
-(target, name, args) when one is given; ``CommandRefused`` becomes ``rejected``.
+(target, name, args, reason=) when one is given; ``CommandRefused`` becomes ``rejected``
+(a driver refuses a sensitive command without a reason: decision 0044). Who sent each
+command and why is logged beside its result, so ``fleet logs`` shows it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -55,7 +57,11 @@ def refusal(err: ValidationError) -> str:
     return f"bad argument {where!r}: {first['msg']}"
 
 
-DeviceHandler = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+class DeviceHandler(Protocol):
+    """Runs command ``name`` on device ``target`` (``reason``: the sender's, or None)."""
+
+    async def __call__(self, target: str, name: str, args: dict[str, Any], /, *,
+                       reason: str | None = None) -> dict[str, Any]: ...
 
 
 class CommandError(AgentError):
@@ -100,7 +106,8 @@ class CommandHandler:
             return
         status, result, error = await self._run(command, target=target, now_ms=now)
         self._metrics.commands.labels(name=command.name, status=status).inc()
-        logger.info("command %s %s -> %s", command.name, command.cmd_id, status)
+        logger.info("command %s %s -> %s (%s)%s", command.name, command.cmd_id, status,
+                    _who(command), f": {error}" if error else "")
         reply = CommandResult(
             cmd_id=command.cmd_id,
             target=target,
@@ -120,7 +127,8 @@ class CommandHandler:
             return "expired", {}, f"expired {now_ms - command.expires_at} ms ago"
         if target != "agent" and self._device_handler is not None:
             try:
-                result = await self._device_handler(target, command.name, dict(command.args))
+                result = await self._device_handler(target, command.name,
+                                                    dict(command.args), reason=command.reason)
                 return "ok", result, None
             except CommandRefused as err:
                 return "rejected", {}, err.detail
@@ -140,3 +148,11 @@ class CommandHandler:
         except Exception as err:  # the isolation boundary of one command
             logger.exception("command %s %s failed", command.name, command.cmd_id)
             return "error", {}, f"{type(err).__name__}: {err}"
+
+
+def _who(command: Command) -> str:
+    """``sent by NAME (ROLE), reason: ...`` for the log line of a command's result."""
+    sender = command.sender
+    who = "sent by an unknown sender" if sender is None else (
+        f"sent by {sender.name} ({sender.role})")
+    return who if command.reason is None else f"{who}, reason: {command.reason!r}"

@@ -31,7 +31,9 @@ The contract (decision 0033):
   only (counted, shown in ``devices_health``).
 - **Commands** are declared with ``@command(name, ArgsModel)``; ``handle_command``
   dispatches by that table and refuses an unknown command or bad arguments with
-  ``CommandRejected`` naming the field, before any driver code runs.
+  ``CommandRejected`` naming the field, before any driver code runs. A command that
+  opens cash or stock is declared ``sensitive=True`` (and listed in
+  ``protocols.commands``): it is refused without a stated reason (decision 0044).
 - **Desired keys** are declared with ``@desired(key, ValueModel)`` (decision 0037): the
   kernel hands a device's desired value of ``key``, checked by the model, to the method;
   it returns what it applied (reported back, so equal to the desired value converges).
@@ -214,14 +216,19 @@ class CommandSpec:
     name: str
     args: type[BaseModel]
     handler: CommandHandler
+    sensitive: bool = False
+    """Needs a stated reason (and, in the cloud, an allowed role): decision 0044."""
 
 
-def command(name: str, args: type[BaseModel] = NoArgs) -> Callable[[H], H]:
+def command(name: str, args: type[BaseModel] = NoArgs, *,
+            sensitive: bool = False) -> Callable[[H], H]:
     """Declare a driver method as the command ``name`` taking ``args`` (validated before
-    the method runs). Stack it to give one method several names."""
+    the method runs). Stack it to give one method several names. ``sensitive``: it opens
+    cash or stock, so it runs only with a reason (list it in ``protocols.commands``)."""
 
     def mark(fn: H) -> H:
-        specs = [*getattr(fn, "_driver_commands", ()), CommandSpec(name, args, fn)]
+        spec = CommandSpec(name, args, fn, sensitive=sensitive)
+        specs = [*getattr(fn, "_driver_commands", ()), spec]
         fn._driver_commands = specs  # type: ignore[attr-defined]
         return fn
 
@@ -291,9 +298,11 @@ class Driver(abc.ABC):
     def health(self) -> DeviceHealth:
         """A cheap, non-blocking snapshot."""
 
-    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        """Dispatch by the ``@command`` table: unknown names and bad arguments are refused
-        here, naming the field, before any driver code runs."""
+    async def handle_command(self, name: str, args: Mapping[str, Any], *,
+                             reason: str | None = None) -> dict[str, Any]:
+        """Dispatch by the ``@command`` table: unknown names, bad arguments and a
+        sensitive command without a ``reason`` are refused here, before any driver code
+        runs."""
         spec = self.commands.get(name)
         if spec is None:
             raise CommandRejected(self.device_id, f"unknown command {name!r}",
@@ -304,6 +313,9 @@ class Driver(abc.ABC):
             where, msg = first_error(err)
             raise CommandRejected(self.device_id, f"{name}: argument {where}: {msg}",
                                   field=where, reason="bad_argument") from err
+        if spec.sensitive and not (reason or "").strip():
+            raise CommandRejected(self.device_id, f"{name} is a sensitive command and came "
+                                  "without a reason", field="reason", reason="reason_required")
         return await spec.handler(self, parsed)
 
 

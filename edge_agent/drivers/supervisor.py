@@ -306,7 +306,8 @@ class DriverSupervisor:
     def configs(self) -> list[DeviceConfig]:
         return [slot.config for slot in self._slots.values()]
 
-    async def command(self, device_id: str, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    async def command(self, device_id: str, name: str, args: Mapping[str, Any], *,
+                      reason: str | None = None) -> dict[str, Any]:
         slot = self._slots.get(device_id)
         if slot is None:
             refused = self._refused.get(device_id)
@@ -316,7 +317,7 @@ class DriverSupervisor:
             raise CommandRejected(device_id, "no such device", reason="no_such_device")
         family = slot.config.family
         try:
-            result = await slot.driver.handle_command(name, args)
+            result = await slot.driver.handle_command(name, args, reason=reason)
         except CommandRejected as err:
             self._metrics.commands.labels(family=family, result=err.reason).inc()
             logger.info("command %s to %s refused: %s", name, device_id, err.detail)

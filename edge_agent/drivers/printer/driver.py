@@ -9,8 +9,9 @@ Options (``PrinterOptions``)::
     drawer = true            # a cash drawer hangs on the DK port
     drawer_open_alarm_s = 60
 
-Commands: ``open_drawer``, ``status``, ``print_text`` {lines: [str]}. Capability:
-``ReceiptPrinter`` (the cash drawer is part of it: there is no second wire to a drawer).
+Commands: ``open_drawer`` (sensitive: only with a reason, decision 0044), ``status``,
+``print_text`` {lines: [str]}. Capability: ``ReceiptPrinter`` (the cash drawer is part
+of it: there is no second wire to a drawer).
 
 Jobs arrive as ESC/POS bytes (rendered with python-escpos by ``edge_agent.pos``) and
 are written in one piece under the link lock, so a status query never lands in the
@@ -218,7 +219,7 @@ class PrinterDriver(Driver, ReceiptPrinter):
                             last_seen_ms=self._last_seen, alarms=tuple(sorted(alarms)),
                             details=details)
 
-    @command("open_drawer")
+    @command("open_drawer", sensitive=True)
     async def _open_drawer(self, args: Any) -> dict[str, Any]:
         await self.kick_drawer()
         return {"kicked": True}

@@ -17,8 +17,9 @@ The driver polls the reader and runs the cashless session (``protocols.mdb``): a
 selection becomes a vend request; an approval releases the door, and the door state
 is always read back before the vend is declared a success. Every settled vend emits
 exactly one ``vend`` event whose id is derived from the session id (a retried emit is
-stored once). Commands: ``unlock`` {door: 0..15}, ``status``, ``firmware_update``
-(``vending/firmware.py``, decision 0039; refused while a vend session is open).
+stored once). Commands: ``unlock`` {door: 0..15} (sensitive: only with a reason,
+decision 0044), ``status``, ``firmware_update`` (``vending/firmware.py``, decision 0039;
+refused while a vend session is open).
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ class VendingDriver(Driver, BusyReporter):
         if self._board is None:
             raise CommandRejected(self.device_id, "cabinet offline", reason="offline")
 
-    @command("unlock", Unlock)
+    @command("unlock", Unlock, sensitive=True)
     async def _unlock(self, args: Unlock) -> dict[str, Any]:
         self._board_online()
         if self._session.state is not mdb.State.IDLE:

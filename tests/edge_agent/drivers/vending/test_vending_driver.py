@@ -136,7 +136,9 @@ async def test_flood_costs_bounded_memory_and_the_cabinet_keeps_vending() -> Non
 async def test_unlock_command_reads_back_and_rejects_bad_args() -> None:
     async with running() as (_sim, _ctx, driver):
         await until(lambda: driver.health().online)
-        assert await driver.handle_command("unlock", {"door": 5}) == {"door": 5, "opened": True}
+        # unlock is sensitive (decision 0044): it runs with a reason only
+        assert await driver.handle_command("unlock", {"door": 5}, reason="restock") == {
+            "door": 5, "opened": True}
         status = await driver.handle_command("status", {})
         assert status["open_doors"] == [5] and status["temperature_c"] == 4.0
         from edge_agent.drivers.base import CommandRejected
