@@ -241,11 +241,12 @@ def _parse_args(arg: list[str] | None, args_json: str | None) -> dict[str, Any]:
 
 
 def _run_command(c: FleetClient, store: str, name: str, args: dict[str, Any], *,
-                 target: str = "agent", wait: float) -> dict[str, Any]:
+                 target: str = "agent", wait: float, reason: str | None = None,
+                 ) -> dict[str, Any]:
     """Send, then poll until the box answers or ``wait`` runs out (a spinner on stderr)."""
     from rich.console import Console
 
-    sent = c.send_command(store, name, args=args, target=target)
+    sent = c.send_command(store, name, args=args, target=target, reason=reason)
     deadline = time.monotonic() + wait
     with Console(stderr=True).status(f"{name} on {store}/{target}: waiting for the box"):
         result = c.command(sent["cmd_id"])
@@ -273,12 +274,16 @@ def cmd(
     arg: Annotated[list[str] | None, typer.Option("--arg", help="key=value (repeatable)")] = None,
     args_json: Annotated[str | None, typer.Option(
         "--json", help="the arguments as one JSON object (--arg adds to it)")] = None,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="why you send it, stored with it; required for a sensitive "
+                         "command (open_drawer, a vending cabinet's unlock)")] = None,
     wait: WaitOpt = 10.0,
     api: ApiOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Send a command to a store's agent or a device, wait for the result and print it as
-    JSON (exit 3 when it is not ok, 4 when no answer came within --wait)."""
+    JSON, with who sent it and why (exit 3 when it is not ok, 4 when no answer came within
+    --wait; 2 when a sensitive command lacks --reason, 6 when your role may not send it)."""
     from fleet.client import FleetError
 
     args = _parse_args(arg, args_json)
@@ -301,7 +306,13 @@ def cmd(
                     raise FleetError(404, "Not Found",
                                      f"no store or device {target!r}") from err
                 store, device = found["store_id"], found["device_id"]
-        return _run_command(c, store, name, args, target=device, wait=wait)
+        try:
+            return _run_command(c, store, name, args, target=device, wait=wait, reason=reason)
+        except FleetError as err:
+            if err.problem == "reason_required":  # decision 0044
+                raise output.fail(f"{err} (say why with --reason \"...\")",
+                                  Exit.USAGE) from err
+            raise
 
     result = call_api(api, token, send)
     output.print_json(result)

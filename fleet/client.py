@@ -13,17 +13,20 @@ class FleetError(StorefleetError):
     """An API call failed; ``status`` and the problem+json ``detail`` say why.
 
     ``status`` is 0 when no HTTP answer came back (refused, timed out, not a URL); the
-    message then leaves the status out and names the API instead.
+    message then leaves the status out and names the API instead. ``problem`` is the
+    problem's type without its base (``reason_required``), when the API gave one.
     """
 
     reason = "api_call_failed"
 
-    def __init__(self, status: int, title: str, detail: str | None = None) -> None:
+    def __init__(self, status: int, title: str, detail: str | None = None, *,
+                 problem: str | None = None) -> None:
         head = f"{status} {title}" if status else title
         super().__init__(head + (f": {detail}" if detail else ""))
         self.status = status
         self.title = title
         self.detail = detail
+        self.problem = problem
 
 
 class FleetClient:
@@ -69,8 +72,10 @@ class FleetClient:
                 body = {}
             if not isinstance(body, dict):
                 body = {}
+            kind = body.get("type")
             raise FleetError(
-                resp.status_code, body.get("title", resp.reason_phrase), body.get("detail")
+                resp.status_code, body.get("title", resp.reason_phrase), body.get("detail"),
+                problem=kind.rpartition("/")[2] if isinstance(kind, str) else None,
             )
         return resp
 
@@ -126,8 +131,12 @@ class FleetClient:
         args: dict[str, Any] | None = None,
         target: str = "agent",
         ttl_s: int = 60,
+        reason: str | None = None,
     ) -> dict[str, Any]:
-        body = {"name": name, "args": args or {}, "target": target, "ttl_s": ttl_s}
+        body: dict[str, Any] = {"name": name, "args": args or {}, "target": target,
+                                "ttl_s": ttl_s}
+        if reason is not None:
+            body["reason"] = reason
         return dict(self.request("POST", f"/api/v1/stores/{store_id}/commands", json=body))
 
     def command(self, cmd_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -559,3 +560,51 @@ def test_logs_and_follow(cloud: Cloud) -> None:
         out, err = follow.communicate(timeout=30)
     assert follow.returncode == 0, err
     assert out.count(f"command ping {later['cmd_id']} -> ok") == 1  # once: no repeats
+
+
+# ---- issue 14: who sent a command and why; sensitive commands (decision 0044) ----------
+
+
+def _sender(token: str, role: str) -> str:
+    """The sender the API records for a token configured without a name."""
+    return f"{role}:{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+
+
+def test_cmd_sensitive_needs_a_reason_and_an_allowed_role(cloud: Cloud) -> None:
+    unlock = ["cmd", f"{BIRTH_STORE}/S002-vend-01", "unlock", "--json", '{"door": 3}',
+              "--api", cloud.url]
+    no_reason = fleet(*unlock, "--token", ADMIN)
+    line = one_line_error(no_reason, Exit.USAGE)
+    assert line.startswith("error: 422 ") and "sensitive command" in line
+    assert line.endswith('(say why with --reason "...")')
+
+    tech = fleet(*unlock, "--reason", "restock", "--token", TECH)
+    line = one_line_error(tech, Exit.AUTH)
+    assert line.startswith("error: 403 Forbidden: ")
+    assert "'field-tech'" in line and "allowed roles: hq-admin, store-manager" in line
+
+    # the store's manager may, with a reason; S002 has no agent, so it stays pending
+    sent = fleet(*unlock, "--reason", "restock door 3", "--wait", "0.5",
+                 "--token", MANAGER_S002)
+    assert sent.returncode == Exit.TIMEOUT, sent.stderr
+    result = json.loads(sent.stdout)
+    assert (result["sender"], result["sender_role"], result["reason"]) == (
+        _sender(MANAGER_S002, "store-manager"), "store-manager", "restock door 3")
+
+
+def test_cmd_result_and_the_boxs_log_say_who_sent_it_and_why(cloud: Cloud) -> None:
+    info = fleet("cmd", AGENT_STORE, "set_log_level", "--arg", "level=info", "--wait", "30",
+                 "--api", cloud.url, "--token", ADMIN)
+    assert info.returncode == 0, info.stderr
+    ping = fleet("cmd", AGENT_STORE, "ping", "--reason", "checking after a power cut",
+                 "--wait", "30", "--api", cloud.url, "--token", TECH)
+    assert ping.returncode == 0, ping.stderr
+    result = json.loads(ping.stdout)
+    who = _sender(TECH, "field-tech")
+    assert (result["status"], result["sender"], result["sender_role"], result["reason"]) == (
+        "ok", who, "field-tech", "checking after a power cut")
+    lines = fleet("logs", AGENT_STORE, "--json", "--api", cloud.url, "--token", TECH)
+    assert lines.returncode == 0, lines.stderr
+    messages = [json.loads(line)["message"] for line in lines.stdout.splitlines()]
+    assert any(f"command ping {result['cmd_id']} -> ok (sent by {who} (field-tech), "
+               "reason: 'checking after a power cut')" in m for m in messages), messages
