@@ -127,8 +127,9 @@ async def test_twenty_boxes_halt_roll_back_complete_and_refuse_tampering(
             session.execute(update(Artifact).where(Artifact.sha256 == forged)
                             .values(signed=signed))
         every_box = {"canary_size": BOXES, "failure_threshold": BOXES}
-        for sha, reason in ((changed, "tampered"), (forged, "signature")):
-            rollout = await f.create(sha, stores, **every_box)
+        rollouts = {reason: await f.create(sha, stores, **every_box)
+                    for sha, reason in ((changed, "tampered"), (forged, "signature"))}
+        for reason, rollout in rollouts.items():
             halted = await f.until(rollout["id"], "halted")
             assert [t["state"] for t in halted["targets"]] == ["failed"] * BOXES
             assert all(t["detail"].startswith(reason) for t in halted["targets"]), reason
