@@ -139,7 +139,10 @@ def cloud(workdir: Path, *, broker: str) -> Iterator[tuple[str, int]]:
 
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident set (``VmHWM``), in MiB."""
-    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError as err:
+        raise BenchError(f"cannot read the peak RSS of {pid} (Linux /proc): {err}") from err
     match = re.search(r"^VmHWM:\s+(\d+) kB$", status, re.MULTILINE)
     if match is None:
         raise BenchError(f"no VmHWM in /proc/{pid}/status")
