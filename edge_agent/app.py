@@ -366,6 +366,17 @@ class Agent:
     def online(self) -> bool:
         return self.uplink.connected
 
+    def healthy(self) -> bool:
+        """Serving as it should (a self-update's trial, decision 0041): started, the
+        uplink up with the cloud's answer to the birth (when awaited), and no supervised
+        task failed or waiting to restart."""
+        if not (self.ready.is_set() and self.uplink.connected):
+            return False
+        if self.config.await_cloud_ready and not self.uplink.cloud_ready:
+            return False
+        states = {**self.tasks.states(), **self.module_tasks.states()}
+        return all(s["state"] in ("running", "stopped") for s in states.values())
+
     def module(self, name: str) -> Module | None:
         return self.modules.get(name)
 

@@ -84,7 +84,8 @@ def run(
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
-    """Run the agent until SIGTERM or SIGINT."""
+    """Run the agent until SIGTERM or SIGINT (exit 75: it stopped to be started again,
+    e.g. into a new release; run it under storefleet-edge-launcher, decision 0041)."""
     from edge_agent.config import load_config
     from edge_agent.errors import AgentError, ConfigError
 

@@ -1,11 +1,11 @@
 """The agent's side of a self-update trial (decision 0041), run by the ``selfupdate``
 module in every agent the launcher starts.
 
-- The new release, on trial: once it is healthy (the uplink up, so the birth went out
-  and the downlink is subscribed, for ``HEALTHY_FOR_S`` in one stretch, after every
-  module started), it commits the trial and reports ``succeeded``; if it is not healthy
-  by the trial's deadline it asks the kernel for a restart, and the launcher, past the
-  deadline, switches back.
+- The new release, on trial: once it is healthy (``kernel.healthy()``: every module
+  started, the uplink up and the cloud's answer to the birth in, no supervised task
+  failed or restarting) for ``HEALTHY_FOR_S`` in one stretch, it commits the trial and
+  reports ``succeeded``; if it is not healthy by the trial's deadline it asks the
+  kernel for a restart, and the launcher, past the deadline, switches back.
 - Any agent: an outcome not yet reported (committed; rolled back by the launcher;
   failed, the install stopped before the switch) is reported once: the
   ``rollout_status`` event goes into the outbox under the same uuid5 as the updates
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 AGENT = "agent"  # the rollout's device for agent releases
-# Online this long in one stretch: an agent that crashes right after connecting (a module
-# failing on its first message) does not commit.
+# Healthy this long in one stretch: an agent that fails right after connecting (a module
+# crashing on its first message) does not commit.
 HEALTHY_FOR_S = 3.0
 _POLL_S = 0.2  # how often health is looked at while on trial
 
@@ -92,7 +92,7 @@ class TrialRunner:
         since: float | None = None
         clock = self.kernel.clock
         while clock.now_ms() < deadline_ms:
-            if not self.kernel.online():
+            if not self.kernel.healthy():
                 since = None
             elif since is None:
                 since = clock.monotonic()

@@ -92,6 +92,11 @@ class UplinkSupervisor:
         return self._link is not None
 
     @property
+    def cloud_ready(self) -> bool:
+        """The cloud answered this session's birth (``ready``)."""
+        return self._cloud_ready.is_set()
+
+    @property
     def link(self) -> UplinkLink | None:
         """The current session's link (None while disconnected), for unsolicited reports."""
         return self._link

@@ -26,7 +26,7 @@ from edge_agent.selfupdate.releases import (
 )
 from tests.edge_agent.helpers import make_config, metric, running_agent, wait_until
 from tests.edge_agent.wheels import build_wheel
-from tests.services import Mosquitto, free_port
+from tests.services import Mosquitto
 
 SHA = "ab" * 32
 NOW_MS = 1_800_000_000_000
@@ -144,7 +144,8 @@ def test_an_unreadable_trial_is_set_aside_and_the_agent_starts(tmp_path: Path) -
 
 @pytest.mark.mosquitto
 async def test_a_release_not_healthy_by_its_deadline_restarts_and_is_switched_back(
-    tmp_path: Path, local_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, uplink_broker: Mosquitto, local_broker: Mosquitto,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     releases = Releases(tmp_path / "opt")
     fake_release(releases, "new")
@@ -153,10 +154,11 @@ async def test_a_release_not_healthy_by_its_deadline_restarts_and_is_switched_ba
     releases.switch("new")
     monkeypatch.setenv(ENV_ROOT, str(releases.root))  # as the launcher hands it over
     monkeypatch.setenv(ENV_RELEASE, "new")
-    # the cloud broker is not there: the new agent never gets online
-    cfg = make_config(tmp_path, uplink=Mosquitto(port=free_port(), workdir=tmp_path),
-                      local=local_broker)
-    async with running_agent(cfg, connected=False) as agent:
+    # connected to the cloud's broker, but no cloud answers its birth: online, not healthy
+    cfg = make_config(tmp_path, uplink=uplink_broker, local=local_broker,
+                      await_cloud_ready=True)
+    async with running_agent(cfg) as agent:
+        assert agent.online() and not agent.healthy()
         await wait_until(lambda: agent.restart_reason is not None, within_s=10,
                          what="the restart request")
         await wait_until(lambda: not agent.ready.is_set(), what="the clean stop")
@@ -166,3 +168,15 @@ async def test_a_release_not_healthy_by_its_deadline_restarts_and_is_switched_ba
     assert settled is not None and settled.state == "rolled_back"
     assert settled.detail == "rolled back: new did not report healthy by the deadline"
     assert releases.current() is None
+
+
+def test_the_launcher_loads_the_standard_library_only() -> None:
+    """It runs before every agent start and is never replaced by a self-update."""
+    code = ("import sys, edge_agent.selfupdate.launcher; "
+            "print(' '.join(sorted(m for m in sys.modules if '.' not in m)))")
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    ours = {m for m in out if m in {"edge_agent", "protocols"}}
+    third_party = [m for m in out if m not in sys.stdlib_module_names and m not in ours
+                   and not m.startswith("_")]
+    assert third_party == [], third_party
