@@ -20,6 +20,9 @@ command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # a CJK font, so the cart screen's Chinese strings render as glyphs in screenshots
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)
+# systemd-analyze verifies the shipped unit (tests/edge_agent/test_selfupdate.py); systemd
+# need not run (supervisord stands in for it there)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
