@@ -182,6 +182,20 @@ stdout_logfile_maxbytes=0
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        # A pip orphaned by the kill -9 (systemd would end it with the unit's cgroup).
+        for pid in processes_mentioning(str(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+    return pids
 
 
 @contextlib.asynccontextmanager
