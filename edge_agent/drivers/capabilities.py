@@ -20,7 +20,7 @@ capability          used by                                provided by (family)
 ``CUSTOMER_DISPLAY`` the till's line display (pos)          display
 ``LABEL_SINK``      shelf sync (pos/shelf.py)               esl
 ``CART_FLEET``      in-aisle: sessions, scans, screens      cart
-``BUSY``            rollouts: defer while busy (0043)       vending, esl
+``BUSY``            rollouts: defer while busy (0043)       vending, esl, cart
 ==================  =====================================  ==========================
 """
 

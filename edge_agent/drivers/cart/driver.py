@@ -52,7 +52,7 @@ from edge_agent.drivers.base import (
     command,
     register,
 )
-from edge_agent.drivers.capabilities import CartFleet
+from edge_agent.drivers.capabilities import BusyReporter, CartFleet
 from edge_agent.drivers.cart.state import Cart, Session
 from edge_agent.drivers.links import TokenBucket
 from protocols import decode, encode, topics
@@ -159,7 +159,7 @@ class ScreenArgs(CommandArgs):
 
 
 @register
-class CartDriver(Driver, CartFleet):
+class CartDriver(Driver, CartFleet, BusyReporter):
     family = "cart"
     Options = CartOptions
     options: CartOptions
@@ -206,6 +206,18 @@ class CartDriver(Driver, CartFleet):
                 "screen_pending": len(self._pending),
             },
         )
+
+    def busy_reason(self) -> str | None:
+        """Carts in use (a session open, heard from within ``offline_after_s``) hold back
+        an agent restart (decision 0043); a cart gone silent mid-session does not hold it
+        for ever."""
+        now = self.ctx.clock.now_ms()
+        in_use = sorted(cart_id for cart_id, c in self.carts.items()
+                        if c.session is not None and c.last_seen_ms is not None
+                        and now - c.last_seen_ms <= self.offline_after_ms)
+        if not in_use:
+            return None
+        return f"{len(in_use)} cart(s) in use ({', '.join(in_use[:5])})"
 
     # ---- the in-process API -------------------------------------------------------------
 

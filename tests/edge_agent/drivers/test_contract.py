@@ -26,7 +26,7 @@ from edge_agent.drivers.base import (
     DriverOptions,
     register,
 )
-from edge_agent.drivers.capabilities import LABEL_SINK, SCREEN_SINK, capabilities_of
+from edge_agent.drivers.capabilities import BUSY, LABEL_SINK, SCREEN_SINK, capabilities_of
 from edge_agent.drivers.links import SerialLink, SerialOptions
 from edge_agent.drivers.supervisor import DriverSupervisor
 from edge_agent.drivers.testing import FakeContext
@@ -230,7 +230,8 @@ async def test_drivers_are_found_by_capability(tmp_path: Path) -> None:
         assert [d.device_id for d in sup.find(LABEL_SINK)] == ["E1", "E2"]
         assert [d is sup.driver("C1") for d in sup.find(SCREEN_SINK)] == [True]
         assert capabilities_of(sup.driver("P1")) == ["receipt_printer"]
-        assert capabilities_of(sup.driver("C1")) == ["screen_sink", "cart_fleet"]
+        assert capabilities_of(sup.driver("C1")) == ["screen_sink", "cart_fleet", "busy"]
+        assert [d.device_id for d in sup.find(BUSY)] == ["E1", "E2", "C1"]
     finally:
         await sup.aclose()
 

@@ -84,6 +84,9 @@ async def test_sessions_scans_and_screen_messages(
             assert [m.msg_id for m in sim.screens] == [result.msg_id]
             assert sim.screens[0].title == "2 for 1"
 
+            # a cart mid-session holds back an agent restart (decision 0043)
+            await wait_until(lambda: driver.busy_reason() == "1 cart(s) in use (cart-01)",
+                             what="cart in use")
             # whole sessions: start (member from the QR code) and end with the basket
             await wait_until(lambda: len(sim.sessions) >= 2, within_s=20, what="a whole session")
         sub.close()
