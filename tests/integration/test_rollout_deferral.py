@@ -1,6 +1,7 @@
 """Busy deferral end to end (decision 0043): a firmware rollout reaches a vending
 cabinet whose customer is mid-session; the box reports ``deferred`` once, retries while
-the vend session is open, and installs when it ends. Real Mosquitto, the cloud under
+the vend session is open, and installs when it ends; a session that outlasts the
+offer's deadline fails the install with the busy reason. Real Mosquitto, the cloud under
 uvicorn, a real agent and the cabinet simulator on a pty (``rollout_fleet.fleet``)."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.services import Mosquitto
 pytestmark = pytest.mark.mosquitto
 
 GOOD = v.firmware_image(random.Random(4).randbytes(2000))
+GOOD2 = v.firmware_image(random.Random(5).randbytes(2000))
 # Retry fast here; production retries from 1 s up to 30 s.
 FAST_RETRY = {"busy_retry_min_s": 0.05, "busy_retry_max_s": 0.2}
 
@@ -59,3 +61,23 @@ async def test_a_cabinet_mid_vend_defers_the_firmware_until_the_vend_ends(
                 select(Event).where(Event.kind == "rollout_status").order_by(Event.seq))]
         # one deferred report for the whole busy spell, however many retries it took
         assert steps == ["fetching", "fetched", "deferred", "installing", "succeeded"]
+
+        # a customer who never leaves: the box gives up at the offer's deadline
+        await cabinet.wait_idle()
+        cabinet.tap(500)
+        await wait_until(lambda: agent.drivers.health()["vend-1"]["session"] == "session",
+                         what="vend session open again")
+        second = await f.create(await f.upload(GOOD2, "3.0.0"), f.stores, deadline_s=2)
+        await f.until(second["id"], "halted")
+
+        def failed_reports() -> list[str]:
+            with f.app.state.cloud.reader() as session:
+                return [e.data["detail"] for e in session.scalars(select(Event).where(
+                    Event.kind == "rollout_status")) if e.data["rollout_id"] == second["id"]
+                    and e.data["step"] == "failed"]
+
+        await wait_until(failed_reports, what="the box's busy failure reported")
+        assert failed_reports() == ["busy: a vend session is in progress (session)"]
+        assert metric(agent, "storefleet_rollout_installs_total",
+                      result="busy_past_deadline") == 1
+        assert cabinet.firmware_version == "2.0.0"  # the board was never touched
