@@ -187,7 +187,11 @@ async def test_refused_while_a_price_book_is_reaching_the_shelf(
         sim.interval_ms = 3_600_000  # labels asleep: the price book stays pending
         for label in sim.labels.values():
             label.next_ms = sim.now_ms() + sim.interval_ms
+        assert drv.busy_reason() is None
         drv.set_price_book(1, {"SKU0": {"price_minor": 100}, "SKU1": {"price_minor": 200}})
+        # a rollout defers on the same rule (decision 0043)
+        assert drv.busy_reason() == ("a price book is still reaching the shelf "
+                                     "(2 label(s) pending)")
         with pytest.raises(CommandRejected) as refused:
             await drv.handle_command("firmware_update", args(image(tmp_path)))
         assert refused.value.reason == "busy" and "2 label(s) pending" in refused.value.detail
