@@ -103,9 +103,16 @@ async def test_a_rollout_reaches_the_union_of_stores_regions_groups_and_models(
         # a model narrows a store selection
         assert targets(await plan(c, 201, models=["cab-8"], groups=["pilot"])) == [
             ("s1", "vend-1")]
+        # out of the group: a later rollout by group no longer reaches it
+        assert (await c.delete("/api/v1/groups/pilot/stores/s4",
+                               headers=auth(ADMIN))).status_code == 204
+        gone = await c.delete("/api/v1/groups/pilot/stores/s4", headers=auth(ADMIN))
+        assert gone.status_code == 404 and "not in group 'pilot'" in gone.json()["detail"]
+        assert targets(await plan(c, 201, device="vend-1", groups=["pilot"])) == [
+            ("s1", "vend-1")]
         # listed rollouts carry their selection
         listed = (await c.get("/api/v1/rollouts", headers=auth(ADMIN))).json()
-        assert listed[0]["selection"]["models"] == ["cab-8"] and listed[0]["deferred"] == 0
+        assert listed[0]["selection"]["groups"] == ["pilot"] and listed[0]["deferred"] == 0
 
 
 async def test_an_empty_or_contradictory_selection_is_a_422_problem(db_url: str) -> None:
