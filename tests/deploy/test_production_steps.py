@@ -243,8 +243,8 @@ def test_readme_production_steps_run_as_written(
         return output
 
     run_steps(setup)
-    for key in (pki_dir / "ca.key", pki_dir / "server.key", box / "identity" / "store.key"):
-        assert key.stat().st_mode & 0o777 == 0o600, f"{key} is not 0600"
+    for key_path in (pki_dir / "ca.key", pki_dir / "server.key", box / "identity" / "store.key"):
+        assert key_path.stat().st_mode & 0o777 == 0o600, f"{key_path} is not 0600"
     # the box enrolled: no certificate was made by hand, and the store's identity is its own
     assert not (pki_dir / "stores" / "S001.key").exists()
     token = (secrets_dir / "hq-admin.token").read_text().strip()

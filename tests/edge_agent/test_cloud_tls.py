@@ -49,7 +49,7 @@ def test_refused_with_the_setting_named(tmp_path: Path, certs: Path,
               **{k: str(names.get(v, tmp_path / v)) if k != "cloud_url" else v
                  for k, v in settings.items()}}
     with pytest.raises(ConfigError, match=detail) as caught:
-        load_config(store_id="S001", data_dir=tmp_path, **values)
+        load_config(store_id="S001", data_dir=tmp_path, **values)  # type: ignore[arg-type]
     assert caught.value.field == field
 
 

@@ -153,7 +153,7 @@ async def test_a_downlink_handler_raising_any_error_never_ends_the_agent(
         raise PosError("printer on fire")
 
     async with watch(uplink_broker, cfg.store_id) as seen, running_agent(cfg) as agent:
-        agent.get(Till).pos.orders.handle = broken  # type: ignore[method-assign]
+        agent.get(Till).pos.orders.handle = broken  # type: ignore[method-assign,assignment]
         async with aiomqtt.Client(uplink_broker.host, uplink_broker.port) as cloud:
             await cloud.publish(topics.orders(cfg.store_id), b"{}", qos=1)
             await wait_until(lambda: metric(agent, "storefleet_agent_bad_payloads_total",

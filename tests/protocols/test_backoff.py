@@ -50,4 +50,4 @@ def test_zero_minimum_stays_bounded() -> None:
 )
 def test_refuses_settings_that_cannot_back_off(kw: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        Backoff(**kw)
+        Backoff(**kw)  # type: ignore[arg-type]  # wrong on purpose

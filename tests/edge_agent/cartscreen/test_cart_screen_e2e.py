@@ -112,8 +112,10 @@ async def test_coupon_appears_at_the_shelf_and_applying_it_lowers_the_total(
             notice = json.dumps({"payload": checkout["payload"], "amount": after,
                                  "currency": checkout["priced"]["currency"],
                                  "provider_ref": "wx-4200001"}).encode()
+            screen_url = aisle(agent).url
+            assert screen_url is not None
             for _ in range(2):  # the gateway retries: still one sale
-                async with httpx.AsyncClient(base_url=aisle(agent).url, timeout=10) as http:
+                async with httpx.AsyncClient(base_url=screen_url, timeout=10) as http:
                     r = await http.post("/api/payments/notify", content=notice, headers={
                         SIGNATURE_HEADER: sign(PAYMENT_SECRET, notice)})
                 assert r.status_code == 200, r.text

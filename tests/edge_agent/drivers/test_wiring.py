@@ -77,7 +77,8 @@ class EchoDriver(Driver):
     def health(self) -> DeviceHealth:
         return DeviceHealth(online=self.running, last_seen_ms=1, details={"echoes": len(self.got)})
 
-    async def handle_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    async def handle_command(self, name: str, args: Mapping[str, Any], *,
+                             reason: str | None = None) -> dict[str, Any]:
         if name == "emit":
             event_id = await self.ctx.emit_event("device_event", device_id=self.device_id,
                                                  data={"n": args.get("n")},

@@ -58,8 +58,9 @@ async def test_a_cart_snapshot_of_a_category_fires_the_rule_cued_by_it(
                         snapshots=True, unscanned_share=1.0)
     stop = asyncio.Event()
     async with running_agent(config) as agent, watch(uplink_broker, config.store_id) as up:
-        assert agent.get(Vision).pipeline is not None and aisle(agent) is not None
-        assert agent.get(Vision).pipeline.classifier.model.threads <= 2  # clamped to physical cores
+        pipeline = agent.get(Vision).pipeline
+        assert pipeline is not None and aisle(agent) is not None
+        assert pipeline.classifier.model.threads <= 2  # clamped to physical cores
         # garbage first: refused, counted, and the pipeline carries on
         async with aiomqtt.Client(local_broker.host, local_broker.port) as bad:
             await bad.publish(topics.local("cart", "C9", "up", SNAPSHOT),
