@@ -37,6 +37,7 @@ import edge_agent.drivers  # noqa: F401 - loads every driver family into DRIVERS
 from edge_agent.commands import CommandHandler
 from edge_agent.config import AgentConfig
 from edge_agent.drivers.base import DeviceConfig, Driver
+from edge_agent.drivers.capabilities import BUSY
 from edge_agent.drivers.context import AgentDriverContext
 from edge_agent.drivers.supervisor import DriverSupervisor
 from edge_agent.errors import AgentError, AgentFailed, StorageError
@@ -379,6 +380,17 @@ class Agent:
 
     def module(self, name: str) -> Module | None:
         return self.modules.get(name)
+
+    def busy(self) -> str | None:
+        """Why a restart now would cut something short (decision 0043): a device that
+        reports busy (a vend, a flash, a cart in use), then a module (a sale at the till)."""
+        for device in self.drivers.find(BUSY):
+            if (reason := device.busy_reason()) is not None:
+                return f"{device.device_id}: {reason}"
+        for name, module in self.modules.items():
+            if (reason := module.busy()) is not None:
+                return f"{name}: {reason}"
+        return None
 
     def request_restart(self, reason: str) -> None:
         """Stop as on SIGTERM (the outbox drained and closed), then the CLI exits with

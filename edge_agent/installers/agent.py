@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.drivers.capabilities import BUSY
 from edge_agent.installers import Offer
 from edge_agent.selfupdate.releases import Launched, ReleaseError, Releases, Trial, release_name
 from edge_agent.selfupdate.trial import updates_counter
@@ -51,13 +50,11 @@ class AgentInstaller:
         return None
 
     def busy(self, offer: Offer) -> str | None:
-        """A restart stops every driver for a few seconds: the agent is busy while any
-        device is (``BusyReporter``: a vend session, a price book reaching the shelf;
-        decision 0043). A sale at the till has no such cheap sign yet."""
-        for device in self.kernel.drivers.find(BUSY):
-            if (reason := device.busy_reason()) is not None:
-                return f"{device.device_id}: {reason}"
-        return None
+        """A restart stops every driver and module for a few seconds: the agent is busy
+        while any device is (``BusyReporter``: a vend session, a price book reaching the
+        shelf) or any module is (a sale being recorded at the till or a cart; decision
+        0043)."""
+        return self.kernel.busy()
 
     async def install(self, offer: Offer, path: Path) -> tuple[RolloutStep, str]:
         assert self.launched is not None  # refused otherwise

@@ -81,6 +81,9 @@ class Kernel(Protocol):
     def online(self) -> bool: ...  # the uplink is up
     def healthy(self) -> bool: ...  # serving: online, cloud-ready, no task failing
     def module(self, name: str) -> Module | None: ...
+    # Why a restart or an install now would cut something short (a device's vend or
+    # flash, a module's sale in progress), or None (decision 0043).
+    def busy(self) -> str | None: ...
     # Stop cleanly, then exit RESTART_EXIT_CODE: the supervisor starts the agent again.
     def request_restart(self, reason: str) -> None: ...
 
@@ -130,6 +133,11 @@ class Module:
 
     def diagnostics(self) -> dict[str, Any]:
         return {}
+
+    def busy(self) -> str | None:
+        """Why stopping the agent now would cut this module's work short (a sale being
+        recorded), or None; an agent update waits while any module is busy."""
+        return None
 
 
 def discover() -> dict[str, type[Module]]:

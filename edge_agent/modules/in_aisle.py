@@ -120,6 +120,10 @@ class InAisleModule(Module):
     async def stop(self) -> None:
         await self.in_aisle.stop()  # issues coupons into the outbox: before it closes
 
+    def busy(self) -> str | None:
+        till = self.in_aisle.backend.till  # records cart checkouts (None: no till module)
+        return f"{till.selling} cart checkout(s) being recorded" if till and till.selling else None
+
 
 def _installed_positioning(kernel: Kernel) -> Path | None:
     """The positioning model a rollout installed, if it loads (else counted, logged and

@@ -60,6 +60,10 @@ class Till(Module):
     async def close(self) -> None:
         await self.pos.close()
 
+    def busy(self) -> str | None:
+        selling = self.pos.service.selling
+        return f"{selling} sale(s) being recorded" if selling else None
+
     def diagnostics(self) -> dict[str, Any]:
         return {"promotions_version": self.pos.promotions.version,
                 "pricebook_version": self.pos.pricebook.version}

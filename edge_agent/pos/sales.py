@@ -210,6 +210,7 @@ class PosService:
         self.till_id = till_id
         self.channel = channel
         self.store_info = store_info or StoreSettings()
+        self._selling = 0
 
     # ---- selling -----------------------------------------------------------------------
 
@@ -220,6 +221,11 @@ class PosService:
             raise NotReady("no promotion snapshot or catalog cached yet")
         return price(basket, self.catalog.catalog, cached[1], member, now_ms, self.store)
 
+    @property
+    def selling(self) -> int:
+        """Sales being recorded right now: an agent update waits for them (decision 0043)."""
+        return self._selling
+
     async def sell(self, lines: Sequence[Line], *, member: Member | None = None,
                    coupons: Sequence[str] = (), tenders: Tenders = Tenders(),
                    sale_id: str | None = None, cashier: str | None = None,
@@ -229,6 +235,19 @@ class PosService:
         name), printed on the receipt. ``till_id``: where it was sold when this service
         records for several points of sale (the carts: the cart's id), named in the sale
         and on the receipt; the events still come from the service's ``till_id``."""
+        self._selling += 1
+        try:
+            return await self._sell(lines, member=member, coupons=coupons, tenders=tenders,
+                                    sale_id=sale_id, cashier=cashier, till_id=till_id)
+        finally:
+            self._selling -= 1
+
+    async def _sell(self, lines: Sequence[Line], *, member: Member | None,
+                    coupons: Sequence[str], tenders: Tenders, sale_id: str | None,
+                    cashier: str | None, till_id: str | None) -> Sale:
+        if not lines:
+            self.metrics.refused.labels(reason="empty").inc()
+            raise SaleRefused("empty", "a sale needs at least one line")
         till_id = till_id or self.till_id
         now = self._clock.now_ms()
         offline = not self._online()

@@ -286,3 +286,42 @@ async def test_sale_left_between_ledger_and_outbox_is_emitted_by_resume(
         assert await t.pos.resume() == 0
         [event] = ctx.events
         assert event.kind == "sale" and event.data["totals"]["total"] == 700
+
+
+class GatedSink:
+    """An outbox that takes its time (a slow disk): each event waits for ``gate``."""
+
+    def __init__(self, inner: FakeContext) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def emit_event(self, kind: str, *, device_id: str, data: Any,
+                         event_id: str | None = None) -> str:
+        self.waiting.set()
+        await self.gate.wait()
+        return await self.inner.emit_event(kind, device_id=device_id, data=data,
+                                           event_id=event_id)
+
+
+async def test_a_sale_being_recorded_counts_as_selling_until_it_is_done(
+        tmp_path: Path) -> None:
+    """What an agent update waits for (decision 0043): a sale in progress is counted from
+    the call until it returns, also when it fails."""
+    ctx = FakeContext()
+    sink = GatedSink(ctx)
+    async with till(tmp_path, sink=sink) as t:
+        assert t.pos.selling == 0
+        sale = asyncio.create_task(t.pos.sell(lines(("bread", 2))))
+        await asyncio.wait_for(sink.waiting.wait(), 5)
+        assert t.pos.selling == 1
+        sink.gate.set()
+        await sale
+        assert t.pos.selling == 0 and [e.kind for e in ctx.events] == ["sale"]
+        with pytest.raises(SaleRefused):
+            await t.pos.sell(lines(("no-such-sku", 1)))  # refused: not counted afterwards
+        assert t.pos.selling == 0
+        # an empty basket is refused as such (it was a validation error from the receipt)
+        with pytest.raises(SaleRefused) as empty:
+            await t.pos.sell([])
+        assert empty.value.reason == "empty" and t.pos.selling == 0
