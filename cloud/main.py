@@ -21,7 +21,6 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
@@ -48,7 +47,7 @@ from cloud.api.routes import (
 from cloud.api.routes import orders as orders_routes
 from cloud.api.routes.retail_common import RetailState
 from cloud.artifacts.service import ArtifactMetrics, ArtifactService, release_signer
-from cloud.artifacts.storage import LocalArtifactStorage
+from cloud.artifacts.storage import artifact_storage
 from cloud.db.engine import make_engine, make_session_factory, writer
 from cloud.db.migrate import upgrade
 from cloud.enrolment.metrics import EnrolmentMetrics
@@ -175,7 +174,7 @@ def create_app(
     app.state.orders = orders_routes.OrdersState(metrics=order_metrics)
     app.state.rollouts = rollouts.RolloutState(offerer=offerer)
     app.state.artifacts = artifacts.ArtifactState(service=ArtifactService(
-        storage=LocalArtifactStorage(Path(settings.artifact_dir)),
+        storage=artifact_storage(settings, registry=registry),
         signer=release or release_signer(settings), writer=state.writer, clock=state.clock,
         max_bytes=settings.max_artifact_bytes, metrics=ArtifactMetrics(registry)))
     install_problem_handlers(app)

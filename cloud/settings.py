@@ -23,7 +23,15 @@ Environment variables (all optional):
 ``STOREFLEET_MEMBER_HASH_KEY``     server secret for keyed phone-number hashes (>= 16 chars)
 ``STOREFLEET_SIGNING_KEY_FILE``    Ed25519 private key (PEM) signing promotion snapshots
 ``STOREFLEET_TRUSTED_KEYS``        older public keys still announced (base64, comma list)
-``STOREFLEET_ARTIFACT_DIR``        where uploaded artifacts are kept (``./artifacts``)
+``STOREFLEET_ARTIFACT_DIR``        where uploaded artifacts are kept (``./artifacts``); with
+                                  an S3 store, where uploads are spooled (``tmp/``)
+``STOREFLEET_ARTIFACT_STORE``      ``s3://bucket[/prefix]``: artifacts in an S3-compatible
+                                  store instead (needs ``storefleet[s3]``; decision 0036)
+``STOREFLEET_ARTIFACT_S3_ENDPOINT_URL`` the store's URL (MinIO, Ceph ...); unset = AWS S3
+``STOREFLEET_ARTIFACT_S3_REGION``  the bucket's region (required with an S3 store)
+``STOREFLEET_ARTIFACT_S3_ACCESS_KEY_ID``, ``_SECRET_ACCESS_KEY`` the store's credentials,
+                                  both or neither (neither: boto3's own chain, e.g. an
+                                  instance role)
 ``STOREFLEET_RELEASE_KEY_FILE``    Ed25519 private key (PEM) signing artifact manifests
 ``STOREFLEET_MAX_ARTIFACT_BYTES``  largest artifact upload in bytes (4 GiB)
 ``STOREFLEET_CURRENCY``            the chain's ISO currency (``EUR``)
@@ -32,9 +40,10 @@ Environment variables (all optional):
 =================================  =========================================================
 
 Secrets may be given as files instead (``storefleet cloud secrets init`` writes them):
-``STOREFLEET_MQTT_PASSWORD_FILE``, ``STOREFLEET_MEMBER_HASH_KEY_FILE`` and
-``STOREFLEET_API_TOKENS_FILE`` hold what the variable without ``_FILE`` would (surrounding
-white space stripped), so no secret need sit in a process's environment or a unit file.
+``STOREFLEET_MQTT_PASSWORD_FILE``, ``STOREFLEET_MEMBER_HASH_KEY_FILE``,
+``STOREFLEET_API_TOKENS_FILE`` and ``STOREFLEET_ARTIFACT_S3_SECRET_ACCESS_KEY_FILE`` hold
+what the variable without ``_FILE`` would (surrounding white space stripped), so no
+secret need sit in a process's environment or a unit file.
 Setting both forms of one secret is an error.
 
 Token scopes (decision 0015). A store-manager or device token is bound to stores and
@@ -66,7 +75,7 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -84,6 +93,24 @@ PLACEHOLDER_TOKENS = frozenset(
 )
 # Shorter tokens can be guessed; 12 chars of a random alphabet is the floor we accept.
 MIN_TOKEN_LEN = 12
+# S3's bucket naming rule (3-63 lower-case letters, digits, dots, hyphens), which
+# S3-compatible stores follow too.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class S3Location(NamedTuple):
+    bucket: str
+    prefix: str  # "" or a key prefix without leading/trailing slashes
+
+
+def parse_s3_location(url: str) -> S3Location:
+    """``s3://bucket[/prefix]`` as bucket and prefix; anything else is a ValueError."""
+    scheme, sep, rest = url.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme != "s3" or not sep or not _BUCKET.match(bucket):
+        raise ValueError(f"artifact_store: {url!r} is not s3://bucket[/prefix] with a valid "
+                         "bucket name (3-63 chars: a-z, 0-9, '.', '-')")
+    return S3Location(bucket=bucket, prefix=prefix.strip("/"))
 
 
 class Role(StrEnum):
@@ -195,6 +222,13 @@ class CloudSettings(BaseModel):
     artifact_dir: str = "./artifacts"
     release_key_file: str | None = None
     max_artifact_bytes: int = Field(default=4 * 1024**3, ge=1, le=64 * 1024**3)
+    # None = blobs in artifact_dir; "s3://bucket[/prefix]" = in an S3-compatible store
+    # (cloud.artifacts.s3), reached with the artifact_s3_* settings.
+    artifact_store: str | None = None
+    artifact_s3_endpoint_url: str | None = None
+    artifact_s3_region: str | None = None
+    artifact_s3_access_key_id: str | None = None
+    artifact_s3_secret_access_key: SecretStr | None = None
     # Who may send a sensitive command (protocols.commands: open a cash drawer, unlock a
     # cabinet door), with a stated reason (decision 0044). Store managers answer for
     # their store's cash and stock (and their tokens are bound to their stores); field
@@ -219,6 +253,46 @@ class CloudSettings(BaseModel):
             except OSError as err:
                 raise ValueError(f"{setting}: cannot read {path}: {err.strerror}") from err
         return self
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _check_artifact_store(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("", "local"):
+            return None
+        parse_s3_location(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_artifact_s3(self) -> CloudSettings:
+        """An S3 store is refused at start-up unless it can be reached as configured:
+        a region, credentials as a pair, an http(s) endpoint; S3 settings without an
+        S3 store are refused too (they would be silently ignored)."""
+        given = [name for name in ("artifact_s3_endpoint_url", "artifact_s3_region",
+                                   "artifact_s3_access_key_id",
+                                   "artifact_s3_secret_access_key")
+                 if getattr(self, name) is not None]
+        if self.artifact_store is None:
+            if given:
+                raise ValueError(f"{', '.join(given)} given without an S3 store: set "
+                                 "STOREFLEET_ARTIFACT_STORE=s3://bucket[/prefix]")
+            return self
+        if not self.artifact_s3_region:
+            raise ValueError("artifact_store is an S3 store but artifact_s3_region is not "
+                             "set (STOREFLEET_ARTIFACT_S3_REGION, e.g. us-east-1)")
+        if (self.artifact_s3_access_key_id is None) != \
+                (self.artifact_s3_secret_access_key is None):
+            raise ValueError("artifact_s3_access_key_id and artifact_s3_secret_access_key "
+                             "go together: give both, or neither to use boto3's own "
+                             "credential chain")
+        endpoint = self.artifact_s3_endpoint_url
+        if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
+            raise ValueError(f"artifact_s3_endpoint_url: {endpoint!r} is not an http(s) URL")
+        return self
+
+    @property
+    def artifact_s3(self) -> S3Location | None:
+        """The S3 bucket and prefix of the artifact store; None for the local directory."""
+        return None if self.artifact_store is None else parse_s3_location(self.artifact_store)
 
     @field_validator("share_group", "ingest_client_id")
     @classmethod
@@ -313,7 +387,9 @@ class CloudSettings(BaseModel):
         if raw_tokens := env.get(ENV_PREFIX + "API_TOKENS"):
             data["api_tokens"] = parse_tokens(raw_tokens)
         for name in ("member_hash_key", "signing_key_file", "currency", "artifact_dir",
-                     "release_key_file"):
+                     "release_key_file", "artifact_store", "artifact_s3_endpoint_url",
+                     "artifact_s3_region", "artifact_s3_access_key_id",
+                     "artifact_s3_secret_access_key"):
             if raw := env.get(ENV_PREFIX + name.upper()):
                 data[name] = raw
         if raw := env.get(ENV_PREFIX + "REQUIRE_TOKEN_SCOPE"):
@@ -336,7 +412,7 @@ class CloudSettings(BaseModel):
 
 # The secrets that may come from a file named by ``<VARIABLE>_FILE``.
 SECRET_FILE_VARIABLES = ("MQTT_PASSWORD", "MEMBER_HASH_KEY", "API_TOKENS",
-                         "BROKER_ADMIN_PASSWORD")
+                         "BROKER_ADMIN_PASSWORD", "ARTIFACT_S3_SECRET_ACCESS_KEY")
 
 
 def _with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:

@@ -6,6 +6,10 @@
      +-- ArtifactConflict       that target and version already name other bytes, or
                                 these bytes are already another target/version
      +-- UnknownArtifact        no artifact with that sha256
+     +-- ArtifactStoreError     the blob store failed (``operation``, ``code``)
+          +-- StoreRefused      it answered no: bucket missing, credentials refused,
+                                access denied (the API answers 502)
+          +-- StoreUnreachable  no answer: endpoint down, timeouts (the API answers 503)
 """
 
 from __future__ import annotations
@@ -50,3 +54,24 @@ class UnknownArtifact(ArtifactError):
     def __init__(self, sha256: str) -> None:
         super().__init__(f"no artifact {sha256}")
         self.sha256 = sha256
+
+
+class ArtifactStoreError(ArtifactError):
+    """The blob store failed ``operation`` (put, get, delete); ``code`` is what it said
+    (an S3 error code such as ``NoSuchBucket``) or the kind of failure."""
+
+    reason = "store"
+
+    def __init__(self, detail: str, *, operation: str, code: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.operation = operation
+        self.code = code
+
+
+class StoreRefused(ArtifactStoreError):
+    reason = "store_refused"
+
+
+class StoreUnreachable(ArtifactStoreError):
+    reason = "store_unreachable"

@@ -5,22 +5,29 @@ The upload body is the raw file (``application/octet-stream``), streamed to the 
 as it arrives and never held in memory; what it is comes in the query: ``kind``,
 ``target`` and ``version``. Every token may read artifacts (a box fetches with its
 device token; the bytes are signed, not secret); only hq-admin uploads.
+
+Content is served by ``BlobResponse`` from whichever store holds it (decision 0036): one
+``Range`` (``bytes=a-b``, ``a-``, ``-n``) is answered 206 with only those bytes read from
+the store (a ranged GetObject on S3), a range past the end 416; several ranges, or an
+``If-Range`` that is not the blob's ETag (its sha256), get the whole file, as RFC 9110
+allows. A store that fails before the first byte is a problem+json 502 (it refused) or
+503 (no answer); after it, the connection is cut and the box resumes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope, Send
 
 from cloud.api.deps import AdminRole, StateDep, require_role
 from cloud.api.json_body import JsonRoute
@@ -28,11 +35,14 @@ from cloud.api.problems import ApiProblem
 from cloud.artifacts.errors import (
     ArtifactConflict,
     ArtifactError,
+    ArtifactStoreError,
     ArtifactTooLarge,
     InvalidArtifact,
+    StoreUnreachable,
     UnknownArtifact,
 )
 from cloud.artifacts.service import ArtifactService
+from cloud.artifacts.storage import BlobReader
 from cloud.settings import Role
 from protocols.artifacts import SHA256_PATTERN, TARGET_PATTERN, ArtifactKind, ArtifactManifest
 
@@ -70,23 +80,48 @@ class ReleaseKey(BaseModel):
     current: bool
 
 
-class CountedFileResponse(FileResponse):
-    """A ``FileResponse`` that counts the body bytes it sends (what the fleet's downloads
-    cost the cloud). A server offering ``http.response.pathsend`` (uvicorn does not)
-    would send the file past this count."""
+class RangeNotSatisfiable(Exception):
+    pass
 
-    def __init__(self, path: str | os.PathLike[str], *, counter: Counter,
-                 **kw: Any) -> None:
-        super().__init__(path, **kw)
-        self._counter = counter
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def counted(message: Message) -> None:
-            await send(message)
-            if message["type"] == "http.response.body":
-                self._counter.inc(len(message.get("body", b"")))
+# One range of the three forms RFC 9110 defines: first-last, first-, -suffix length.
+_ONE_RANGE = re.compile(r"^bytes=(?:(\d+)-(\d*)|-(\d+))$")
 
-        await super().__call__(scope, receive, counted)
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The ``[start, end)`` that ``Range: header`` asks of a ``size``-byte blob; None for
+    the whole blob (no header, several ranges, or one we do not parse: RFC 9110 lets a
+    server ignore those); ``RangeNotSatisfiable`` for a range past the end."""
+    match = _ONE_RANGE.match((header or "").replace(" ", ""))
+    if match is None:
+        return None
+    first, last, suffix = match.groups()
+    if suffix is not None:
+        if int(suffix) == 0 or size == 0:
+            raise RangeNotSatisfiable
+        return max(size - int(suffix), 0), size
+    start = int(first)
+    end = size if not last else min(int(last) + 1, size)
+    if start >= size:
+        raise RangeNotSatisfiable
+    if start >= end:
+        return None  # last before first: not a valid range, so ignored
+    return start, end
+
+
+class BlobResponse(StreamingResponse):
+    """The bytes of an opened ``BlobReader``, counting what is sent (what the fleet's
+    downloads cost the cloud; a download cut short counts what was sent)."""
+
+    def __init__(self, reader: BlobReader, *, counter: Counter, status_code: int,
+                 headers: dict[str, str]) -> None:
+        async def counted() -> AsyncIterator[bytes]:
+            async for chunk in reader.chunks():
+                counter.inc(len(chunk))
+                yield chunk
+
+        super().__init__(counted(), status_code=status_code, headers=headers,
+                         media_type="application/octet-stream")
 
 
 def problem_of(err: ArtifactError) -> ApiProblem:
@@ -99,7 +134,17 @@ def problem_of(err: ArtifactError) -> ApiProblem:
             return ApiProblem(409, str(err), reason=err.reason)
         case UnknownArtifact():
             return ApiProblem(404, str(err))
+        case StoreUnreachable():
+            return ApiProblem(503, str(err), reason=err.reason, headers={"Retry-After": "30"})
+        case ArtifactStoreError():
+            return ApiProblem(502, str(err), reason=err.reason)
     return ApiProblem(500, str(err), reason=err.reason)
+
+
+def _upload_result(err: ArtifactError) -> str:
+    if isinstance(err, ArtifactTooLarge):
+        return "too_large"
+    return "store_error" if isinstance(err, ArtifactStoreError) else "invalid"
 
 
 _UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
@@ -113,7 +158,9 @@ _UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
                         409: {"description": "the target and version name other bytes, "
                                              "or these bytes another target/version"},
                         413: {"description": "larger than STOREFLEET_MAX_ARTIFACT_BYTES"},
-                        422: {"description": "kind, target or version do not fit"}})
+                        422: {"description": "kind, target or version do not fit"},
+                        502: {"description": "the artifact store refused the upload"},
+                        503: {"description": "the artifact store did not answer"}})
 async def upload_artifact(
     request: Request, response: Response, service: ServiceDep, _: AdminRole,
     kind: Annotated[ArtifactKind, Query()],
@@ -138,8 +185,7 @@ async def upload_artifact(
             from err
     except ArtifactError as err:
         if not isinstance(err, ArtifactConflict):  # conflicts are counted by the service
-            service.metrics.uploads.labels(
-                result="too_large" if isinstance(err, ArtifactTooLarge) else "invalid").inc()
+            service.metrics.uploads.labels(result=_upload_result(err)).inc()
         raise problem_of(err) from err
     if not uploaded.created:
         response.status_code = 200
@@ -182,24 +228,39 @@ async def get_manifest(sha256: Sha256Path, state: StateDep, service: ServiceDep,
 
 
 @router.get("/{sha256}/content", summary="An artifact's bytes (Range requests answered 206)",
-            response_class=FileResponse,
+            response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {}}},
                        206: {"description": "the range asked for"},
                        404: {"description": "no such artifact"},
-                       416: {"description": "a range outside the file"}})
-async def get_content(sha256: Sha256Path, state: StateDep, service: ServiceDep,
-                      _: ArtifactRead) -> FileResponse:
-    def work() -> None:
-        with state.reader() as session:
-            service.signed(session, sha256)  # recorded, not only a blob left on disk
+                       416: {"description": "a range outside the file"},
+                       502: {"description": "the artifact store refused the read"},
+                       503: {"description": "the artifact store did not answer"}})
+async def get_content(request: Request, sha256: Sha256Path, state: StateDep,
+                      service: ServiceDep, _: ArtifactRead) -> Response:
+    def recorded() -> None:
+        with state.reader() as session:  # recorded, not only a blob left in the store
+            service.signed(session, sha256)
 
     try:
-        await asyncio.to_thread(work)
-        path = await asyncio.to_thread(service.storage.path, sha256)
-    except UnknownArtifact as err:
+        await asyncio.to_thread(recorded)
+        total = await service.storage.size(sha256)  # served as stored (module docstring)
+    except ArtifactError as err:
         raise problem_of(err) from err
-    # Starlette's FileResponse answers Range (206, multipart for several, 416) itself.
-    return CountedFileResponse(path, counter=service.metrics.served_bytes,
-                               media_type="application/octet-stream",
-                               headers={"Cache-Control": "private, max-age=31536000, "
-                                                         "immutable"})
+    etag = f'"{sha256}"'  # the bytes are named by their hash: a strong validator
+    if_range = request.headers.get("if-range")
+    try:
+        wanted = None if if_range not in (None, etag) else \
+            byte_range(request.headers.get("range"), total)
+    except RangeNotSatisfiable:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
+    start, end = wanted or (0, total)
+    headers = {"Accept-Ranges": "bytes", "ETag": etag, "Content-Length": str(end - start),
+               "Cache-Control": "private, max-age=31536000, immutable"}
+    if wanted is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+    try:
+        reader = await service.storage.open(sha256, start=start, end=end)
+    except ArtifactError as err:
+        raise problem_of(err) from err
+    return BlobResponse(reader, counter=service.metrics.served_bytes,
+                        status_code=206 if wanted is not None else 200, headers=headers)
