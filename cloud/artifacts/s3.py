@@ -57,10 +57,13 @@ from cloud.settings import CloudSettings, S3Location
 logger = logging.getLogger(__name__)
 
 # 8 MiB parts: S3's floor is 5 MiB; at 8 MiB a 4 GiB artifact is 512 parts (the limit is
-# 10,000), and four in flight keep the memory a multipart upload holds near 32 MiB.
+# 10,000). From a file object boto3 reads each part into memory before sending it: four
+# in flight and four read at most keep an upload near 32 MiB, whatever its size.
 PART_BYTES = 8 * 1024 * 1024
 _TRANSFER = TransferConfig(multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES,
                            max_concurrency=4)
+# s3transfer's setting, which boto3's TransferConfig takes only as an attribute.
+_TRANSFER.max_in_memory_upload_chunks = 4
 # What a missing key reads as: NoSuchKey on GET; HEAD answers have no body, hence "404".
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 

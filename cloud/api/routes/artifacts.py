@@ -28,6 +28,7 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from cloud.api.deps import AdminRole, StateDep, require_role
 from cloud.api.json_body import JsonRoute
@@ -122,6 +123,15 @@ class BlobResponse(StreamingResponse):
 
         super().__init__(counted(), status_code=status_code, headers=headers,
                          media_type="application/octet-stream")
+        self._reader = reader
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # A box that hangs up before the first chunk leaves the body unread: close it
+            # here too (a file, or the store's connection), at once and without awaiting.
+            self._reader.close()
 
 
 def problem_of(err: ArtifactError) -> ApiProblem:
