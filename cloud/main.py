@@ -31,6 +31,7 @@ from cloud.api.problems import install_problem_handlers
 from cloud.api.routes import (
     artifacts,
     commands,
+    content,
     coupons,
     devices,
     enrolment,
@@ -48,6 +49,7 @@ from cloud.api.routes import orders as orders_routes
 from cloud.api.routes.retail_common import RetailState
 from cloud.artifacts.service import ArtifactMetrics, ArtifactService, release_signer
 from cloud.artifacts.storage import artifact_storage
+from cloud.content.service import ContentHook, ContentMetrics
 from cloud.db.engine import make_engine, make_session_factory, writer
 from cloud.db.migrate import upgrade
 from cloud.enrolment.metrics import EnrolmentMetrics
@@ -113,6 +115,7 @@ def create_app(
     order_metrics = OrderMetrics(registry)
     job_metrics = JobMetrics(registry)
     rollout_metrics = RolloutMetrics(registry)
+    content_metrics = ContentMetrics(registry)
     offerer = RolloutOfferer(sessions=state.writer, reader=state.reader,
                              publisher=state.publisher, clock=state.clock, metrics=rollout_metrics,
                              interval_s=settings.rollout_interval_s)
@@ -145,7 +148,8 @@ def create_app(
                                   engine=engine, migrate=False,
                                   hooks=ingest_hooks(registry, retail=retail,
                                                      orders=order_metrics,
-                                                     rollouts=rollout_metrics))
+                                                     rollouts=rollout_metrics,
+                                                     content=content_metrics))
             app.state.ingest = worker
             task = tasks.start("ingest", lambda: worker.run(stop), stop=stop)
         try:
@@ -173,6 +177,7 @@ def create_app(
     app.state.api_metrics = state.metrics
     app.state.orders = orders_routes.OrdersState(metrics=order_metrics)
     app.state.rollouts = rollouts.RolloutState(offerer=offerer)
+    app.state.content = content.ContentState(signer=retail.signer, metrics=content_metrics)
     app.state.artifacts = artifacts.ArtifactState(service=ArtifactService(
         storage=artifact_storage(settings, registry=registry),
         signer=release or release_signer(settings), writer=state.writer, clock=state.clock,
@@ -184,7 +189,7 @@ def create_app(
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_path_scope)],
                     responses=_AUTH_RESPONSES)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions,
-                   pricebooks, artifacts, rollouts, store_targeting):
+                   pricebooks, artifacts, rollouts, store_targeting, content):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
     if settings.enrolment.ca_dir:
@@ -217,7 +222,8 @@ def make_retail(
 
 def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
                  orders: OrderMetrics | None = None,
-                 rollouts: RolloutMetrics | None = None) -> PostCommitHooks:
+                 rollouts: RolloutMetrics | None = None,
+                 content: ContentMetrics | None = None) -> PostCommitHooks:
     """What stored events trigger: loyalty (points, coupons, commissions) and re-pricing."""
     hooks = PostCommitHooks(registry=registry)
     hooks.register("loyalty", {"sale", "refund"},
@@ -229,6 +235,9 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
     # Rollouts: a box's install report advances, halts or completes its rollout.
     hooks.register("rollouts", {"rollout_status"},
                    RolloutHook(rollouts or RolloutMetrics(registry)))
+    # Content (decision 0046): each store's newest report of the manifest it applied.
+    hooks.register("content", {"content_status"},
+                   ContentHook(content or ContentMetrics(registry)))
     return hooks
 
 

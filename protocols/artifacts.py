@@ -11,7 +11,9 @@ Targets name what an artifact may be installed on:
 
 - ``agent``: the store agent (kind ``agent``);
 - ``firmware:<family>/<model>``: firmware of one device model (kind ``firmware``);
-- ``model:positioning`` / ``model:vision``: an ONNX model (kind ``model``).
+- ``model:positioning`` / ``model:vision``: an ONNX model (kind ``model``);
+- ``content``: a content asset a store's content manifest names (kind ``asset``:
+  audio, images, video; decision 0046).
 """
 
 from __future__ import annotations
@@ -28,20 +30,24 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # A version is a label, not compared as a number here: rollouts order by upload time.
 VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-TARGET_PATTERN = (rf"^(agent|firmware:{_PART}/{_PART}|model:(positioning|vision))$")
+TARGET_PATTERN = (rf"^(agent|content|firmware:{_PART}/{_PART}|model:(positioning|vision))$")
 _TARGET = re.compile(TARGET_PATTERN)
+CONTENT_TARGET = "content"
 
 
 class ArtifactKind(StrEnum):
     AGENT = "agent"
     FIRMWARE = "firmware"
     MODEL = "model"
+    ASSET = "asset"  # content (decision 0046)
 
 
 def kind_of_target(target: str) -> ArtifactKind | None:
     """The kind a target takes, or None if ``target`` is not a target."""
     if not _TARGET.match(target):
         return None
+    if target == CONTENT_TARGET:
+        return ArtifactKind.ASSET
     return ArtifactKind(target.partition(":")[0])
 
 
@@ -52,7 +58,7 @@ def firmware_target(family: str, model: str) -> str:
 Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN, description="hex sha256 of the bytes")]
 Version = Annotated[str, Field(pattern=VERSION_PATTERN)]
 Target = Annotated[str, Field(pattern=TARGET_PATTERN, max_length=140,
-                              description="agent | firmware:<family>/<model> | "
+                              description="agent | content | firmware:<family>/<model> | "
                               "model:positioning | model:vision")]
 
 

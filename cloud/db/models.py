@@ -142,3 +142,6 @@ from cloud.db import models_orders as models_orders  # noqa: E402
 
 # Rollouts, their targets and failed (store, device, artifact) pairs (decision 0040):
 from cloud.db import models_rollouts as models_rollouts  # noqa: E402
+
+# Content manifests and each store's applied content (decision 0046):
+from cloud.db import models_content as models_content  # noqa: E402

@@ -87,6 +87,14 @@ def _union(session: Session, sel: Selection) -> list[str]:
     return ordered + sorted(reached - set(ordered))
 
 
+def stores_of(session: Session, *, stores: list[str], regions: list[str],
+              groups: list[str]) -> list[str]:
+    """The union of explicit stores, regions and groups, in the order described above
+    (content publishing selects stores the same way, decision 0046)."""
+    return _union(session, Selection(stores=stores, regions=regions, groups=groups,
+                                     models=[], device=None))
+
+
 def _by_model(session: Session, sel: Selection, artifact: Artifact,
               union: list[str]) -> tuple[list[str], dict[str, str]]:
     family, _, model = artifact.target.removeprefix("firmware:").partition("/")

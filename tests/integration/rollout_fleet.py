@@ -106,23 +106,30 @@ async def fleet(tmp_path: Path, brokers: Callable[[], Mosquitto], n: int, *,
                 updates: dict[str, Any] | None = None,
                 modules: Mapping[str, Any] | None = None,
                 faults: Mapping[int, VendingFaults] | None = None,
-                cabinet_options: Mapping[str, Any] | None = None) -> AsyncIterator[Fleet]:
+                cabinet_options: Mapping[str, Any] | None = None,
+                content_signer: SnapshotSigner | None = None) -> AsyncIterator[Fleet]:
     """``n`` boxes with a vending cabinet each; ``updates`` adds to their updates module's
     settings; ``faults``: box index -> the faults of its cabinet; ``modules``: the
     other modules each box runs (section -> settings); ``cabinet_options``: every
-    box's vending driver options (over the quick polling below)."""
+    box's vending driver options (over the quick polling below); ``content_signer``: the
+    cloud's signing key (content manifests, price books); given, every box also runs
+    the ``content`` module (decision 0046) trusting it and the release key."""
     broker = brokers()
     signer = SnapshotSigner.generate()
     app = create_app(make_settings(f"sqlite:///{tmp_path / 'cloud.db'}", broker.url,
                                    artifact_dir=str(tmp_path / "blobs"),
                                    rollout_interval_s=0.2),
-                     registry=CollectorRegistry(), release=signer, ingest=True)
+                     registry=CollectorRegistry(), release=signer, signer=content_signer,
+                     ingest=True)
     port = free_port()
     server = EmbeddedServer(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(), name="rollout-test-api")
     key = signer.public_keys()[0]["public_key"]
     url = f"http://127.0.0.1:{port}"
+    content = {} if content_signer is None else {"content": {
+        "cloud_api": url, "cloud_api_token": DEVICE, "release_keys": [key], "retry_s": 0.2,
+        "trusted_keys": [content_signer.public_keys()[0]["public_key"]]}}
     sims = [await start_vending_sim(faults=(faults or {}).get(i)) for i in range(n)]
     try:
         while not server.started:
@@ -134,7 +141,7 @@ async def fleet(tmp_path: Path, brokers: Callable[[], Mosquitto], n: int, *,
                 devices=[{"id": "vend-1", "family": "vending", "options": {
                     "port": cabinet.port.path, "poll_interval_s": 0.01,
                     "reply_timeout_s": 0.1, **(cabinet_options or {})}}],
-                modules={**(modules or {}), "updates": {
+                modules={**(modules or {}), **content, "updates": {
                     "cloud_api": url, "cloud_api_token": DEVICE,
                     "trusted_keys": [key], **(updates or {})}})
                 for i, (cabinet, _) in enumerate(sims)]

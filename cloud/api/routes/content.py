@@ -1,0 +1,113 @@
+"""Content (decision 0046): hq-admin publishes per-store content manifests; readers see,
+per store, the manifest published against the one its box applied."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from cloud.api.deps import AdminRole, PrincipalDep, ReadRole, StateDep, scoped_store_filter
+from cloud.api.json_body import JsonRoute
+from cloud.api.problems import ApiProblem
+from cloud.content.service import (
+    Built,
+    ContentError,
+    ContentMetrics,
+    ContentPublish,
+    announce,
+    build,
+    refresh_gauge,
+    status,
+)
+from cloud.promotions.signing import SnapshotSigner
+from protocols.ids import Id
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/content", tags=["content"], route_class=JsonRoute)
+
+
+@dataclass
+class ContentState:
+    signer: SnapshotSigner
+    metrics: ContentMetrics
+
+
+def get_content(request: Request) -> ContentState:
+    state: ContentState = request.app.state.content
+    return state
+
+
+ContentDep = Annotated[ContentState, Depends(get_content)]
+
+
+class PublishResult(BaseModel):
+    stores: int
+    versions: dict[str, int]  # store -> the manifest version it was given
+    failed: list[str]  # stores whose announcement the broker refused (republish)
+    seconds: float
+
+
+class StoreContentPublic(BaseModel):
+    store_id: str
+    state: str  # converged | pending | refused | unpublished
+    published_version: int | None
+    published_ms: int | None
+    applied_version: int | None
+    applied_ms: int | None
+    price_book_version: int | None
+    schedule_version: str | None
+    assets_present: int
+    assets_missing: int
+    detail: str
+    reported_ms: int | None
+
+
+@router.post("/publish", status_code=201,
+             summary="Publish content (inline documents, assets by sha256) as each selected "
+             "store's next signed manifest, retained on content/manifest",
+             responses={404: {"description": "an asset that was never uploaded"},
+                        413: {"description": "inline documents too large"},
+                        422: {"description": "an empty selection or an artifact that is "
+                              "not an asset"}})
+async def publish_content(body: ContentPublish, app: StateDep, content: ContentDep,
+                          _: AdminRole) -> PublishResult:
+    started = time.monotonic()
+
+    def run() -> list[Built]:
+        with app.writer.begin() as session:
+            return build(session, body, signer=content.signer, now_ms=app.clock.now_ms())
+
+    def gauge() -> None:
+        with app.reader() as session:
+            refresh_gauge(session, content.metrics)
+
+    try:
+        built = await asyncio.to_thread(run)  # blocking database work, off the loop
+    except ContentError as err:
+        raise ApiProblem(err.status, err.detail, reason=err.reason) from err
+    failed = await announce(app.publisher, built, metrics=content.metrics)
+    await asyncio.to_thread(gauge)
+    seconds = time.monotonic() - started
+    content.metrics.publish_seconds.set(seconds)
+    logger.info("content published to %d stores in %.2f s (%d failed)", len(built),
+                seconds, len(failed))
+    return PublishResult(stores=len(built), versions={b.store_id: b.version for b in built},
+                         failed=failed,
+                         seconds=round(seconds, 3))
+
+
+@router.get("/status", summary="Per store: the manifest published against the one "
+            "applied, since when, and its price book and schedule versions")
+def content_status(session_state: StateDep, principal: PrincipalDep, _: ReadRole,
+                   store_id: Annotated[Id | None, Query()] = None
+                   ) -> list[StoreContentPublic]:
+    with session_state.reader() as session:
+        only = scoped_store_filter(session, principal, store_id)
+        return [StoreContentPublic(**asdict(r)) for r in status(session, only=only)]

@@ -1,0 +1,1 @@
+"""Content manifests per store and their convergence (decision 0046)."""
