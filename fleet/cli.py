@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fleet import artifacts, output, provision, rollouts
+from fleet import artifacts, content, output, provision, rollouts
 from fleet.output import Exit
 from fleet.session import call_api
 
@@ -38,6 +38,7 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(device_app, name="device")
 app.add_typer(artifacts.app, name="artifact")
 app.add_typer(rollouts.app, name="rollout")  # decision 0040
+app.add_typer(content.app, name="content")  # decision 0046
 
 ApiOpt = Annotated[str | None, typer.Option(
     "--api", envvar="STOREFLEET_API", show_default=False,

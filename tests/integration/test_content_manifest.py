@@ -11,6 +11,7 @@ manifest not switched, and the store shows ``refused``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from edge_agent.modules.content import AppliedContent, Content
 from protocols import topics
 from tests.cloud.conftest import ADMIN, auth
 from tests.edge_agent.helpers import metric, wait_until
+from tests.fleet.test_fleet_artifacts import fleet as fleet_cli
 from tests.integration.rollout_fleet import Fleet, fleet, until_true
 from tests.services import Mosquitto
 
@@ -103,6 +105,18 @@ async def test_publish_applies_everywhere_and_refuses_tampering(
         assert row["price_book_version"] == book and row["schedule_version"] == "sched-7"
         assert row["assets_present"] == 1 and row["assets_missing"] == 0
         assert row["applied_ms"] is not None
+        # the same through `fleet content status` (a real subprocess against the API)
+        done = await asyncio.to_thread(fleet_cli, str(f.http.base_url), ADMIN, "content",
+                                       "status", "--json", config=tmp_path / "config")
+        assert done.returncode == 0, done.stderr
+        assert {r["store_id"]: r["state"] for r in json.loads(done.stdout)} == {
+            s: "converged" for s in f.stores}
+        done = await asyncio.to_thread(fleet_cli, str(f.http.base_url), ADMIN, "content",
+                                       "status", "--store", b.config.store_id,
+                                       config=tmp_path / "config")
+        assert done.returncode == 0, done.stderr
+        assert b.config.store_id in done.stdout and "sched-7" in done.stdout
+        assert a.config.store_id not in done.stdout and "1 converged" in done.stdout
 
         # A manifest changed after signing (a higher version, another schedule): refused.
         applied = content_of(a).applied
