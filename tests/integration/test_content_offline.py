@@ -238,3 +238,27 @@ async def test_kill9_mid_apply_leaves_old_or_new(
             await wait_until(lambda: (on_disk() or (0, []))[0] == 2, within_s=30,
                              what="manifest 2 applied after the kills")
         assert whole() == (2, shas)
+
+
+async def test_an_asset_larger_than_the_cache_bound_is_refused_clearly(
+        tmp_path: Path, mosquitto_factory: Callable[[], Mosquitto]) -> None:
+    broker = mosquitto_factory()
+    cloud = Cloud(tmp_path, broker)
+    cfg = make_config(tmp_path / "box", uplink=broker, local=None,
+                      modules={"content": {**cloud.content_settings(), "cache_max_mb": 1}})
+    async with cloud.serving() as http, running_agent(cfg) as agent:
+        big = await upload(http, b"x" * (1024 * 1024 + 1), "big")
+        await publish(http, cfg.store_id, [big], "day-1")
+
+        async def refused() -> bool:
+            r = await http.get("/api/v1/content/status", params={"store_id": cfg.store_id})
+            return bool(r.json()[0]["state"] == "refused")
+
+        await until_true(refused, what="the store shows the manifest refused")
+        r = await http.get("/api/v1/content/status", params={"store_id": cfg.store_id})
+        assert r.json()[0]["detail"] == (
+            f"too_large: asset day-1-0.wav ({big[:12]}) is 1048577 bytes, larger than "
+            "the cache bound of 1048576")
+        assert metric(agent, "storefleet_content_manifests_total", result="too_large") == 1
+        assert metric(agent, "storefleet_artifact_downloaded_bytes_total") == 0
+        assert applied_version(agent) is None
