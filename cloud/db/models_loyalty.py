@@ -271,6 +271,8 @@ class PriceBookVersion(Base):
     currency: Mapped[str] = mapped_column(String(3))
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     published_ms: Mapped[int]
+    # When stores start charging it (decision 0047); None: as soon as they have it.
+    effective_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class SalePriceMismatch(Base):

@@ -146,6 +146,23 @@ class CloudApi:
         except ValueError as err:
             raise CacheError("invalid", f"{method} {path}: not JSON") from err
 
+    async def download(self, path: str, *, max_bytes: int) -> bytes:
+        """A binary body (a price book's zstd body), refused beyond ``max_bytes``."""
+        try:
+            async with self._client.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise CacheError("http", f"GET {path}: {response.status_code} "
+                                             f"{response.text[:200]}")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise CacheError("too_large", f"GET {path}: over {max_bytes} bytes")
+        except httpx.HTTPError as err:
+            raise CacheError("network", f"GET {path}: {err!r}") from err
+        return bytes(body)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

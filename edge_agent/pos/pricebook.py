@@ -14,17 +14,31 @@ The cloud pushes the store's book in a retained ``PriceBookAnnouncement`` on
   (``CatalogCache.install``); at start the newer of the two wins, so a crash between
   the writes loses nothing. Sales priced afterwards record its version
   (``PricedBasket.catalog_version``).
+
+At scale (decision 0047) the book travels as a signed header and a zstd body
+(``cloud.pricebook.wire``; ``GET .../price-book/wire?base=<applied version>``): the
+header is verified like a document, the body by the sha256 and size the header signs,
+and the book is applied into the box's SQLite ``PriceStore`` (one transaction, in a
+worker thread, in chunks) before the till's catalog is swapped by reference. A delta
+applies only on its base; on any other base the full book is fetched (counted
+``result="base_mismatch"``). A tampered body is ``body_hash``. A book whose
+``effective_ms`` is still ahead is held (``pending``) and applied by ``apply_due``.
+Small inline books (the announcement's ``document``) are also written into the store,
+so the store is always the applied book.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
@@ -37,8 +51,10 @@ from edge_agent.pos.cache import (
     _write_atomic,
     verify,
 )
+from edge_agent.pos.pricestore import BaseMismatch, Header, PriceStore, Row, rows_of
 from pricing import Catalog
 from protocols import decode
+from protocols.clock import Clock, SystemClock
 from protocols.errors import ProtocolError
 from protocols.messages import PriceBookAnnouncement
 
@@ -47,21 +63,62 @@ logger = logging.getLogger(__name__)
 DOCUMENT_KIND = "storefleet.pricebook"  # cloud.pricebook.service.DOCUMENT_KIND
 
 
+WIRE_KIND = "storefleet.pricebook.wire"  # cloud.pricebook.wire.HEADER_KIND
+WIRE_FORMAT = "columns+zstd"
+# The largest body the box downloads or inflates: a million SKUs are ~10 MB compressed
+# and ~60 MB of JSON; 16x headroom for long names.
+MAX_BODY_BYTES = 256 * 1024 * 1024
+MAX_RAW_BYTES = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WireBook:
+    """A verified header (its payload) and the body it vouches for, still compressed."""
+
+    payload: dict[str, Any]
+    body: bytes
+
+    @property
+    def header(self) -> Header:
+        p = self.payload
+        return Header(version=p["version"], base_version=p["base_version"],
+                      currency=p["currency"], effective_ms=p["effective_ms"],
+                      published_ms=p["published_ms"], body_sha256=p["body_sha256"])
+
+
 class PriceBookCache:
     def __init__(self, path: Path, *, store_id: str, keys: Mapping[str, Ed25519PublicKey],
-                 catalog: CatalogCache, metrics: CacheMetrics) -> None:
+                 catalog: CatalogCache, metrics: CacheMetrics,
+                 store: PriceStore | None = None, clock: Clock | None = None) -> None:
         self.path = path
         self.store_id = store_id
         self.keys = dict(keys)
         self.catalog = catalog
         self._metrics = metrics
+        self.store = store
+        self._clock = clock or SystemClock()
+        self.pending: WireBook | None = None  # verified, waiting for its effective time
+        self.applied_ms: int | None = None  # when the running version was applied
+        # skus the last apply changed (all of a full book: None); the labels follow them
+        self.changed: list[str] | None = None
 
     @property
     def version(self) -> int | None:
         return None if self.catalog.catalog is None else self.catalog.catalog.version
 
     async def load(self) -> bool:
-        """After ``CatalogCache.load``: use the cached signed book if it is newer."""
+        """After ``CatalogCache.load``: use the cached signed book or the applied store,
+        whichever is newer."""
+        loaded = await self._load_document()
+        if self.store is not None:
+            state = await asyncio.to_thread(self.store.state)
+            current = self.version
+            if state is not None and (current is None or state.version > current):
+                self.catalog.catalog = await asyncio.to_thread(self.store.catalog)
+                loaded = True
+        return loaded
+
+    async def _load_document(self) -> bool:
         text = await asyncio.to_thread(_read, self.path)
         if text is None:
             return False
@@ -89,7 +146,17 @@ class PriceBookCache:
             self._metrics.refresh.labels(what="pricebook", result="unchanged").inc()
             return False
         await asyncio.to_thread(_write_atomic, self.path, json.dumps(document))
+        if self.store is not None:
+            header = Header(version=catalog.version, base_version=None,
+                            currency=catalog.currency,
+                            effective_ms=int(document["payload"].get("published_ms", 0)),
+                            published_ms=int(document["payload"].get("published_ms", 0)),
+                            body_sha256=catalog.ruleset_hash())
+            rows = [(i.sku, i.name, i.category, i.price, i.earns_points)
+                    for i in catalog.items.values()]
+            await asyncio.to_thread(self.store.apply_full, header, rows)
         await self.catalog.install(catalog)
+        self.changed, self.applied_ms = None, self._clock.now_ms()
         self._metrics.refresh.labels(what="pricebook", result="updated").inc()
         logger.info("store %s: price book v%d installed (%d items)", self.store_id,
                     catalog.version, len(catalog.items))
@@ -97,6 +164,8 @@ class PriceBookCache:
 
     async def refresh(self, api: CloudApi) -> bool:
         """Download the store's book; True when a newer one was installed."""
+        if self.store is not None:
+            return await self.refresh_wire(api)
         try:
             return await self.install(await api.request(
                 "GET", f"/api/v1/stores/{self.store_id}/price-book"))
@@ -127,6 +196,132 @@ class PriceBookCache:
                 return False
         return api is not None and await self.refresh(api)
 
+    # ---- the wire path (decision 0047) ------------------------------------------------
+
+    async def refresh_wire(self, api: CloudApi) -> bool:
+        """Fetch the delta from the applied version (or the full book), verify, apply or
+        hold until its effective time; True when a newer book was applied."""
+        assert self.store is not None
+        state = await asyncio.to_thread(self.store.state)
+        base = None if state is None else state.version
+        try:
+            try:
+                book = await self._fetch(api, base)
+                if book is None:
+                    return await self.apply_due()
+                return await self._take(book)
+            except BaseMismatch as err:
+                self._metrics.refresh.labels(what="pricebook", result="base_mismatch").inc()
+                logger.warning("store %s: price book delta refused (%s); fetching the full "
+                               "book", self.store_id, err)
+                book = await self._fetch(api, None)
+                return False if book is None else await self._take(book)
+        except CacheError as err:
+            result = err.reason
+            if result in ("nothing_published", "network", "http", "too_large"):
+                # refusals of what was downloaded were counted where they were found
+                self._metrics.refresh.labels(what="pricebook", result=result).inc()
+            log = logger.debug if result == "nothing_published" else logger.warning
+            log("store %s: price book not refreshed: %s", self.store_id, err)
+            return False
+
+    async def _fetch(self, api: CloudApi, base: int | None) -> WireBook | None:
+        """The verified header and body; None when it is not newer than ours."""
+        query = "" if base is None else f"?base={base}"
+        reply = await api.request("GET", f"/api/v1/stores/{self.store_id}/price-book/wire"
+                                         f"{query}")
+        try:
+            payload = self._verify_header(reply["header"], base)
+            path = reply["body_path"]
+        except (KeyError, TypeError) as err:
+            raise self._refused("invalid", f"wire reply: {err!r}") from err
+        if payload is None:
+            return None
+        if not isinstance(path, str) or not path.startswith("/api/v1/"):
+            raise self._refused("invalid", f"body path {path!r}")
+        body = await api.download(path, max_bytes=min(MAX_BODY_BYTES,
+                                                      int(payload["body_size"])))
+        # The signature covers the body through its sha256: hashing the bytes is the
+        # whole verification, with no re-canonicalisation of a million items.
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
+        if len(body) != payload["body_size"] or digest != payload["body_sha256"]:
+            raise self._refused("body_hash", f"body of v{payload['version']} is not the "
+                                             "one its header signs")
+        return WireBook(payload=payload, body=body)
+
+    def _verify_header(self, document: Mapping[str, Any], base: int | None
+                       ) -> dict[str, Any] | None:
+        try:
+            payload = verify(document, self.keys)
+        except CacheError as err:
+            raise self._refused(err.reason, err.detail) from err
+        if payload.get("kind") != WIRE_KIND or payload.get("format") != WIRE_FORMAT:
+            raise self._refused("invalid", f"not a price book header: {payload.get('kind')!r}")
+        if payload.get("store_id") != self.store_id:
+            raise self._refused("store", f"price book for {payload.get('store_id')!r}, "
+                                         f"not {self.store_id!r}")
+        for key in ("version", "effective_ms", "published_ms", "body_size", "upserts",
+                    "removals"):
+            if not isinstance(payload.get(key), int) or isinstance(payload[key], bool):
+                raise self._refused("invalid", f"header field {key}")
+        if payload.get("base_version") is not None and payload["base_version"] != base:
+            raise BaseMismatch(base=payload["base_version"], installed=base)
+        if base is not None and payload["version"] <= base:
+            self._metrics.refresh.labels(what="pricebook", result="unchanged").inc()
+            return None
+        return payload
+
+    def _refused(self, reason: str, detail: str) -> CacheError:
+        self._metrics.refresh.labels(what="pricebook", result=reason).inc()
+        logger.warning("store %s: price book refused: %s: %s", self.store_id, reason, detail)
+        return CacheError(reason, detail)
+
+    async def _take(self, book: WireBook) -> bool:
+        if book.payload["effective_ms"] > self._clock.now_ms():
+            self.pending = book
+            self._metrics.refresh.labels(what="pricebook", result="pending").inc()
+            logger.info("store %s: price book v%d held until %d", self.store_id,
+                        book.payload["version"], book.payload["effective_ms"])
+            return False
+        return await self._apply(book)
+
+    async def apply_due(self) -> bool:
+        """Apply the held book once its effective time has come."""
+        book = self.pending
+        if book is None or book.payload["effective_ms"] > self._clock.now_ms():
+            return False
+        self.pending = None
+        try:
+            return await self._apply(book)
+        except BaseMismatch as err:  # something else was applied meanwhile: next refresh
+            self._metrics.refresh.labels(what="pricebook", result="base_mismatch").inc()
+            logger.warning("store %s: held price book dropped: %s", self.store_id, err)
+            return False
+
+    async def _apply(self, book: WireBook) -> bool:
+        assert self.store is not None
+        store = self.store
+        payload = book.payload
+        body = Body(book)
+        try:
+            if payload["base_version"] is None:
+                await asyncio.to_thread(store.apply_full, book.header, body.upserts())
+                changed: list[str] | None = None
+            else:
+                # removals follow the upserts in the body: known once these are consumed
+                changed = await asyncio.to_thread(store.apply_delta, book.header,
+                                                  body.upserts(), body.removals)
+            catalog = await asyncio.to_thread(store.catalog)
+        except CacheError as err:
+            raise self._refused(err.reason, err.detail) from err
+        self.catalog.catalog = catalog  # one reference swap: a sale sees old or new
+        self.changed, self.applied_ms = changed, self._clock.now_ms()
+        self._metrics.refresh.labels(what="pricebook", result="updated").inc()
+        logger.info("store %s: price book v%d applied (%s, %d items)", self.store_id,
+                    payload["version"], "full" if changed is None else
+                    f"delta of {len(changed)}", payload["items"])
+        return True
+
     def _accept(self, document: Mapping[str, Any]) -> Catalog | None:
         """The verified catalog, None if it is the installed version; ``CacheError``."""
         payload = verify(document, self.keys)
@@ -146,3 +341,50 @@ class PriceBookCache:
         if current is not None and catalog.version == current:
             return None
         return catalog
+
+
+class Body:
+    """The body's lines, parsed one at a time in the worker thread that applies them:
+    ``upserts()`` yields table rows, then ``removals`` holds the skus to drop. The counts
+    are checked against the header before the last row is handed over, so a body that
+    does not hold what its header says fails inside the store's transaction (rolled
+    back)."""
+
+    def __init__(self, book: WireBook) -> None:
+        self._book = book
+        self.removals: list[str] = []
+
+    def _lines(self) -> Iterator[dict[str, Any]]:
+        total = 0
+        pending = b""
+        # Streamed in 4 MiB reads: no single call holds the GIL for a whole book.
+        with zstandard.ZstdDecompressor().stream_reader(self._book.body) as reader:
+            while True:
+                chunk = reader.read(4 * 1024 * 1024)
+                total += len(chunk)
+                if total > MAX_RAW_BYTES:
+                    raise CacheError("invalid", f"body inflates beyond {MAX_RAW_BYTES} bytes")
+                lines = (pending + chunk).split(b"\n") if chunk else [pending]
+                pending = lines.pop() if chunk else b""
+                for line in lines:
+                    if line:
+                        yield json.loads(line)
+                if not chunk:
+                    return
+
+    def upserts(self) -> Iterator[Row]:
+        count = 0
+        try:
+            for line in self._lines():
+                if "upsert" in line:
+                    columns = line["upsert"]
+                    rows = list(rows_of(columns))
+                    count += len(rows)
+                    yield from rows
+                else:
+                    self.removals.extend(line["remove"])
+        except (zstandard.ZstdError, ValueError, KeyError, TypeError) as err:
+            raise CacheError("invalid", f"price book body: {err!r}") from err
+        payload = self._book.payload
+        if count != payload["upserts"] or len(self.removals) != payload["removals"]:
+            raise CacheError("invalid", "price book body does not hold the header's counts")

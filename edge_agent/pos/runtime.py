@@ -41,6 +41,7 @@ from edge_agent.pos.offline import OfflineLimits
 from edge_agent.pos.orders import OrderDesk
 from edge_agent.pos.peripherals import PosPeripherals
 from edge_agent.pos.pricebook import PriceBookCache
+from edge_agent.pos.pricestore import PriceStore
 from edge_agent.pos.sales import EventSink, PosMetrics, PosService
 from edge_agent.pos.settings import TillSettings
 from protocols.clock import Clock
@@ -67,7 +68,8 @@ class PosRuntime:
         self.catalog = CatalogCache(data / "catalog.json")
         self.pricebook = PriceBookCache(data / "pricebook.json", store_id=store_id,
                                         keys=self.promotions.keys, catalog=self.catalog,
-                                        metrics=cache_metrics)
+                                        metrics=cache_metrics, clock=clock,
+                                        store=PriceStore(data / "pricebook.db"))
         self.ranges = RangeCache(data / "coupon_ranges.json", store_id=store_id,
                                  metrics=cache_metrics)
         token = settings.cloud_api_token
@@ -147,4 +149,5 @@ class PosRuntime:
                 # Failed: try again soon rather than after a whole interval.
                 next_due = now + (self.settings.refresh_interval_s if ok else 5.0)
             was_online = online
+            await self.pricebook.apply_due()  # a held book whose effective time came
             await asyncio.sleep(_LINK_POLL_S)

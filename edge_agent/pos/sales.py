@@ -459,7 +459,10 @@ class PosService:
                  cashier: str | None = None,
                  sale_number: int | None = None) -> Receipt:
         catalog = self.catalog.catalog
-        names = {sku: item.name or sku for sku, item in catalog.items.items()} if catalog else {}
+        # Only this sale's skus: a store's book may hold a million (decision 0047).
+        skus = {ln.sku for ln in priced.lines}
+        names = {sku: catalog.items[sku].name or sku for sku in skus
+                 if sku in catalog.items} if catalog else {}
         by_promo: dict[str, int] = {}
         for ln in priced.lines:
             for a in ln.discounts:

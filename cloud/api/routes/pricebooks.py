@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, Strict
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import StateDep
@@ -18,6 +18,7 @@ from cloud.api.routes.retail_common import (
     HqRole,
     RetailDep,
     RetailRead,
+    RetailState,
     reads,
     require_store,
     writes,
@@ -27,6 +28,7 @@ from cloud.db.models import Store
 from cloud.db.models_loyalty import PriceBookVersion, StoreRegion
 from cloud.loyalty.errors import NotFound
 from cloud.pricebook import service
+from cloud.pricebook.wire import WireBook
 from pricing import Item
 from protocols.ids import Id
 from protocols.problems import NOTHING_PUBLISHED
@@ -49,8 +51,15 @@ class PriceBookPublish(BaseModel):
         default=None, description="publish this store's overrides; omitted: the chain's book")
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
         default=None, description="default: the chain's currency")
-    items: list[PriceBookItem] = Field(min_length=1, max_length=100_000, description="sku, name, "
-                              "category, price (minor units), earns_points")
+    # A department store's book: a million SKUs (decision 0047).
+    items: list[PriceBookItem] = Field(min_length=0, max_length=1_000_000, description="sku, "
+                              "name, category, price (minor units), earns_points")
+    changes: bool = Field(default=False, description="items (upserts) and remove apply on top "
+                          "of the scope's latest version instead of replacing it")
+    remove: list[Id] = Field(default_factory=list, max_length=1_000_000,
+                             description="skus to drop (with changes)")
+    effective_ms: BigInt | None = Field(
+        default=None, ge=0, description="when stores start charging it; default: on arrival")
 
 
 class PriceBookPublished(BaseModel):
@@ -94,9 +103,11 @@ async def publish(body: PriceBookPublish, state: StateDep, retail: RetailDep,
         if body.store_id is not None:
             require_store(s, body.store_id)
         row = service.publish(s, items=items, currency=currency,
-                              now_ms=state.clock.now_ms(), store_id=body.store_id)
+                              now_ms=state.clock.now_ms(), store_id=body.store_id,
+                              effective_ms=body.effective_ms, changes=body.changes,
+                              remove=tuple(body.remove))
         s.flush()
-        docs = {store: service.store_document(s, store, retail.signer)
+        docs = {store: service.announcement_document(s, store, retail.signer)
                 for store in _stores_reached(s, row)}
         return row, docs
 
@@ -124,6 +135,59 @@ def store_book(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailR
                                                         version=version))
 
     return reads(state, work)
+
+
+class WireHeader(BaseModel):
+    header: SignedPriceBook = Field(description="payload: kind, store_id, version, "
+                                    "base_version (null: full), effective_ms, published_ms, "
+                                    "currency, format, body_sha256, body_size, items, "
+                                    "upserts, removals")
+    body_path: str = Field(description="GET it for the zstd body the header vouches for")
+
+
+def _wire(s: Session, store_id: str, retail: RetailState, version: int | None,
+          base: int | None) -> WireBook:
+    stmt = select(func.max(PriceBookVersion.version)).where(
+        PriceBookVersion.scope.in_([service.CHAIN, store_id]))
+    if version is not None:
+        stmt = stmt.where(PriceBookVersion.version <= version)
+    at = s.scalar(stmt)
+    if at is None:
+        if version is None:
+            raise nothing_published("price book", store_id)
+        raise NotFound("price book for store", store_id)
+    return retail.price_books.get((store_id, at, base), lambda: service.store_wire(
+        s, store_id, retail.signer, version=at, base=base))
+
+
+@router.get("/stores/{store_id}/price-book/wire",
+            summary="The store's book as a signed header and a zstd body: the delta from "
+                    "base when base is an older version of this store's book, else the full "
+                    "book (decision 0047)",
+            responses={404: {"description": "nothing as of that version; or, with type "
+                             f"{NOTHING_PUBLISHED}, no book published for this store yet"}})
+def store_wire_header(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailRead,
+                      base: Annotated[BigInt | None, Query(ge=1)] = None) -> WireHeader:
+    book = reads(state, lambda s: _wire(s, store_id, retail, None, base))
+    p = book.payload
+    query = f"version={p['version']}" + (f"&base={p['base_version']}"
+                                        if p["base_version"] is not None else "")
+    return WireHeader(header=SignedPriceBook(**book.header),
+                      body_path=f"/api/v1/stores/{store_id}/price-book/wire/body?{query}")
+
+
+@router.get("/stores/{store_id}/price-book/wire/body",
+            summary="The zstd body of the store's book at version (the delta from base)",
+            response_class=Response,
+            responses={200: {"content": {"application/zstd": {}}},
+                       404: {"description": "nothing as of that version"}})
+def store_wire_body(store_id: StoreId, state: StateDep, retail: RetailDep, _: RetailRead,
+                    version: Annotated[BigInt, Query(ge=1)],
+                    base: Annotated[BigInt | None, Query(ge=1)] = None) -> Response:
+    # Built again from the frozen versions: zstd at one level is deterministic, so the
+    # bytes match the header's sha256 (the box checks it anyway).
+    book = reads(state, lambda s: _wire(s, store_id, retail, version, base))
+    return Response(book.body, media_type="application/zstd")
 
 
 @router.get("/price-books/versions/{version}", summary="One published version, as frozen",

@@ -23,6 +23,7 @@ from cloud.db.models_loyalty import StoreRegion
 from cloud.loyalty import errors as le
 from cloud.loyalty.metrics import LoyaltyMetrics
 from cloud.loyalty.program import LoyaltyProgram
+from cloud.pricebook.wire import WireCache
 from cloud.promotions import errors as pe
 from cloud.promotions.metrics import PromotionMetrics
 from cloud.promotions.reprice import Repricer
@@ -40,6 +41,7 @@ class RetailState:
     loyalty_metrics: LoyaltyMetrics
     promotion_metrics: PromotionMetrics
     repricer: Repricer = field(default_factory=Repricer)
+    price_books: WireCache = field(default_factory=WireCache)  # decision 0047
 
 
 def get_retail(request: Request) -> RetailState:

@@ -31,7 +31,8 @@ CHILD = textwrap.dedent("""
             yield (f"sku-{i:06d}", "", "", 2, True)
     store = PriceStore(db)
     header = Header(version=2, base_version=1 if kind == "delta" else None,
-                    currency="EUR", effective_ms=2, published_ms=2)
+                    currency="EUR", effective_ms=2, published_ms=2,
+                    body_sha256="b2")
     if kind == "delta":
         store.apply_delta(header, rows(), [], chunk=1000)
     else:
@@ -42,7 +43,7 @@ CHILD = textwrap.dedent("""
 def v1(path: Path) -> PriceStore:
     store = PriceStore(path)
     store.apply_full(Header(version=1, base_version=None, currency="EUR", effective_ms=1,
-                            published_ms=1),
+                            published_ms=1, body_sha256="b1"),
                      ((f"sku-{i:06d}", "", "", 1, True) for i in range(N)))
     return store
 
@@ -70,9 +71,9 @@ def test_kill9_mid_apply_leaves_the_old_book(tmp_path: Path, kind: str) -> None:
 
     # and the store still takes the next book, on the right base only
     header = Header(version=2, base_version=1, currency="EUR", effective_ms=2,
-                    published_ms=2)
+                    published_ms=2, body_sha256="b2")
     assert store.apply_delta(header, [("sku-000001", "", "", 7, True)], ["sku-000002"]) \
-        == ["sku-000002", "sku-000001"]
+        == ["sku-000001", "sku-000002"]
     with pytest.raises(BaseMismatch):
         store.apply_delta(header, [("sku-000003", "", "", 7, True)], [])
     state = store.state()

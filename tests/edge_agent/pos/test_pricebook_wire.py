@@ -1,0 +1,230 @@
+"""The box applies price books from the wire (decision 0047) into its SQLite store,
+against the real cloud app over HTTP (ASGI): the full book signed, compressed,
+downloaded, verified and applied; a delta on its base; a delta on another base makes
+it fetch the full book; a tampered header or body refused, counted, the old book keeps
+pricing; a book held until its effective time; the till prices while a book applies."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from cloud.db.models import Store as StoreRow
+from cloud.main import create_app
+from cloud.promotions.signing import SnapshotSigner, raw_public
+from cloud.publish import MemoryPublisher
+from edge_agent.pos.cache import CacheMetrics, CatalogCache, CloudApi, load_keys
+from edge_agent.pos.pricebook import PriceBookCache
+from edge_agent.pos.pricestore import PriceStore
+from pricing import Basket, Line, PromotionSnapshot, Store, compile, price
+from protocols.clock import ManualClock
+from tests.cloud.conftest import ADMIN, DEVICE_S1, api_client, auth, make_settings
+
+SIGNER = SnapshotSigner.generate()
+KEYS = load_keys([base64.b64encode(raw_public(SIGNER.public_key)).decode()])
+RULES = compile(PromotionSnapshot(version=1, currency="EUR"))
+N = 3000
+
+
+def items(n: int) -> list[dict[str, Any]]:
+    return [{"sku": f"sku-{i:05d}", "name": f"Item {i}", "price": 100 + i} for i in range(n)]
+
+
+class Tamper(httpx.AsyncBaseTransport):
+    """The real cloud app behind a transport that can rewrite a request or a response
+    on its way (a hostile network or a broken cache in front of the cloud)."""
+
+    def __init__(self, app: Any) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.request_hook: Callable[[httpx.Request], httpx.Request] | None = None
+        self.body_hook: Callable[[bytes], bytes] | None = None
+        self.header_hook: Callable[[dict[str, Any]], None] | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.request_hook is not None:
+            request = self.request_hook(request)
+        response = await self.inner.handle_async_request(request)
+        path = request.url.path
+        if self.body_hook is not None and path.endswith("/wire/body"):
+            body = self.body_hook(await response.aread())
+            return httpx.Response(response.status_code, content=body)
+        if self.header_hook is not None and path.endswith("/wire"):
+            doc = httpx.Response(200, content=await response.aread()).json()
+            self.header_hook(doc["header"])
+            return httpx.Response(response.status_code, json=doc)
+        return response
+
+
+@dataclass
+class Box:
+    cloud: httpx.AsyncClient
+    net: Tamper
+    api: CloudApi
+    cache: PriceBookCache
+    clock: ManualClock
+    registry: CollectorRegistry
+
+    def count(self, result: str) -> float:
+        return self.registry.get_sample_value("storefleet_pos_cache_refresh_total",
+                                              {"what": "pricebook", "result": result}) or 0.0
+
+    async def publish(self, **body: Any) -> int:
+        r = await self.cloud.post("/api/v1/price-books", headers=auth(ADMIN), json=body)
+        assert r.status_code == 201, r.text
+        return int(r.json()["version"])
+
+    def sale(self, sku: str) -> int:
+        """What the till charges for one ``sku`` now."""
+        catalog = self.cache.catalog.catalog
+        assert catalog is not None
+        basket = Basket(id="b", currency="EUR", lines=(Line(line_id="1", sku=sku, qty=1),))
+        return price(basket, catalog, RULES, None, self.clock.now_ms(),
+                     Store(id="s1", currency="EUR")).total
+
+
+def new_cache(data: Path, registry: CollectorRegistry, clock: ManualClock) -> PriceBookCache:
+    return PriceBookCache(data / "pricebook.json", store_id="s1", keys=KEYS,
+                          catalog=CatalogCache(data / "catalog.json"),
+                          metrics=CacheMetrics(registry), clock=clock,
+                          store=PriceStore(data / "pricebook.db"))
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Box]:
+    clock = ManualClock()
+    app = create_app(make_settings(f"sqlite:///{tmp_path / 'cloud.db'}"),
+                     registry=CollectorRegistry(), publisher=MemoryPublisher(), clock=clock,
+                     signer=SIGNER)
+    async with api_client(app) as cloud:
+        with app.state.cloud.writer.begin() as s:
+            s.add(StoreRow(store_id="s1", online=True))
+        net = Tamper(app)
+        api = CloudApi("http://cloud", token=DEVICE_S1, transport=net)
+        registry = CollectorRegistry()
+        try:
+            yield Box(cloud, net, api, new_cache(tmp_path / "box", registry, clock), clock,
+                      registry)
+        finally:
+            await api.aclose()
+
+
+async def test_full_book_then_deltas_applied_and_survive_restart(box: Box,
+                                                                 tmp_path: Path) -> None:
+    v1 = await box.publish(items=items(N))
+    assert await box.cache.refresh(box.api)
+    assert box.cache.version == v1 and box.cache.changed is None  # full: every label
+    assert box.sale("sku-00007") == 107
+    state = box.cache.store.state() if box.cache.store else None
+    assert state is not None and (state.version, state.items) == (v1, N)
+    assert not (tmp_path / "box" / "catalog.json").exists()  # the store is the book
+
+    v2 = await box.publish(changes=True, items=[{"sku": "sku-00007", "price": 5},
+                                                {"sku": "new", "price": 9}],
+                           remove=["sku-00008"])
+    assert await box.cache.refresh(box.api)
+    assert box.cache.version == v2
+    assert sorted(box.cache.changed or []) == ["new", "sku-00007", "sku-00008"]
+    assert (box.sale("sku-00007"), box.sale("new")) == (5, 9)
+    assert "sku-00008" not in (box.cache.catalog.catalog.items if box.cache.catalog.catalog
+                               else {})
+    assert not await box.cache.refresh(box.api)  # up to date
+    assert box.count("updated") == 2 and box.count("unchanged") == 1
+
+    again = new_cache(tmp_path / "box", CollectorRegistry(), box.clock)
+    assert await again.load()
+    assert again.version == v2 and again.catalog.catalog is not None
+    assert len(again.catalog.catalog.items) == N  # -1 removed, +1 new
+
+
+async def test_delta_on_another_base_fetches_the_full_book(box: Box) -> None:
+    v1 = await box.publish(items=items(N))
+    assert await box.cache.refresh(box.api)
+    await box.publish(changes=True, items=[{"sku": "sku-00001", "price": 1}])
+    v3 = await box.publish(changes=True, items=[{"sku": "sku-00002", "price": 2}])
+    assert await box.cache.refresh(box.api)  # the delta v1 -> v3
+    assert box.cache.version == v3 and box.cache.changed == ["sku-00001", "sku-00002"]
+
+    # The box is at v3; a cloud (or a cache in front of it) answers with the delta on v1
+    def old_base(request: httpx.Request) -> httpx.Request:
+        if request.url.path.endswith("/wire") and "base" in request.url.params:
+            return httpx.Request(request.method, request.url.copy_set_param("base", v1),
+                                 headers=request.headers)
+        return request
+
+    box.net.request_hook = old_base
+    v4 = await box.publish(changes=True, items=[{"sku": "sku-00003", "price": 3}])
+    assert await box.cache.refresh(box.api)
+    assert box.count("base_mismatch") == 1
+    assert box.cache.version == v4 and box.cache.changed is None  # the full book
+    assert [box.sale(f"sku-0000{i}") for i in (1, 2, 3, 4)] == [1, 2, 3, 104]
+
+
+async def test_tampered_header_or_body_refused_old_book_keeps_pricing(box: Box) -> None:
+    v1 = await box.publish(items=items(N))
+    assert await box.cache.refresh(box.api)
+    await box.publish(changes=True, items=[{"sku": "sku-00001", "price": 1}])
+
+    def cheaper(header: dict[str, Any]) -> None:
+        header["payload"]["effective_ms"] = 0
+    box.net.header_hook = cheaper
+    assert not await box.cache.refresh(box.api)
+    assert box.count("signature") == 1
+
+    box.net.header_hook = None
+    box.net.body_hook = lambda body: body[:-1] + bytes([body[-1] ^ 1])
+    assert not await box.cache.refresh(box.api)
+    assert box.count("body_hash") == 1
+    assert box.cache.version == v1 and box.sale("sku-00001") == 101
+    state = box.cache.store.state() if box.cache.store else None
+    assert state is not None and state.version == v1
+
+    box.net.body_hook = None
+    assert await box.cache.refresh(box.api)
+    assert box.sale("sku-00001") == 1
+
+
+async def test_book_held_until_its_effective_time(box: Box) -> None:
+    v1 = await box.publish(items=items(10))
+    assert await box.cache.refresh(box.api)
+    v2 = await box.publish(changes=True, items=[{"sku": "sku-00001", "price": 1}],
+                           effective_ms=box.clock.now_ms() + 3_600_000)
+    assert not await box.cache.refresh(box.api)
+    assert box.count("pending") == 1
+    assert box.cache.pending is not None and box.cache.version == v1
+    assert not await box.cache.apply_due()
+    assert box.sale("sku-00001") == 101
+    box.clock.advance(3600)
+    assert await box.cache.apply_due()
+    assert box.cache.version == v2 and box.sale("sku-00001") == 1
+
+
+async def test_till_prices_while_a_full_book_applies(box: Box) -> None:
+    """The apply runs off the loop, in chunks: sales are priced meanwhile (how long a
+    sale waits is measured by ``storefleet bench pricebook``, not asserted here)."""
+    await box.publish(items=items(N))
+    assert await box.cache.refresh(box.api)
+    await box.publish(items=[{**i, "price": i["price"] + 1} for i in items(20_000)])
+    priced: list[int] = []
+    done = asyncio.Event()
+
+    async def till() -> None:
+        while not done.is_set():
+            priced.append(box.sale("sku-00007"))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(till(), name="till")
+    try:
+        assert await box.cache.refresh(box.api)
+    finally:
+        done.set()
+        await task
+    assert len(priced) > 10 and set(priced) <= {107, 108}
+    assert box.sale("sku-00007") == 108
