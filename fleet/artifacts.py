@@ -49,6 +49,7 @@ class Kind(StrEnum):  # protocols.artifacts.ArtifactKind; kept here so --help st
     AGENT = "agent"
     FIRMWARE = "firmware"
     MODEL = "model"
+    ASSET = "asset"  # content (decision 0046)
 
 
 def upload(client: FleetClient, path: Path, *, kind: str, target: str,
@@ -72,9 +73,9 @@ def listing(client: FleetClient, *, kind: str | None = None,
 @app.command("upload")
 def upload_cmd(
     file: Annotated[Path, typer.Argument(help="the file to upload")],
-    kind: Annotated[Kind, typer.Option(help="agent | firmware | model")],
+    kind: Annotated[Kind, typer.Option(help="agent | firmware | model | asset")],
     target: Annotated[str, typer.Option(help="agent | firmware:<family>/<model> | "
-                                        "model:positioning | model:vision")],
+                                        "model:positioning | model:vision | content")],
     version: Annotated[str, typer.Option(help="the artifact's version label")],
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:

@@ -83,9 +83,26 @@ async def test_publish_applies_everywhere_and_refuses_tampering(
         assert r.status_code == 201, r.text
         book = r.json()["version"]
 
+        # uploaded and published with the fleet CLI (real subprocesses against the API)
         jingle = b"RIFF" + bytes(range(256)) * 64
-        sha = await upload_asset(f, jingle, "jingle-1")
-        out = await publish(f, f.stores, [{"sha256": sha, "name": "jingle.wav"}])
+        files = {"jingle.wav": jingle, "schedule.json": json.dumps(SCHEDULE).encode(),
+                 "playlists.json": json.dumps(PLAYLISTS).encode()}
+        for name, body in files.items():
+            (tmp_path / name).write_bytes(body)
+
+        async def cli(*args: str) -> Any:
+            done = await asyncio.to_thread(fleet_cli, str(f.http.base_url), ADMIN, *args,
+                                           "--json", config=tmp_path / "config")
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        uploaded = await cli("artifact", "upload", str(tmp_path / "jingle.wav"), "--kind",
+                             "asset", "--target", "content", "--version", "jingle-1")
+        sha = uploaded["payload"]["sha256"]
+        out = await cli("content", "publish", "--store", a.config.store_id, "--store",
+                        b.config.store_id, "--doc", f"schedule={tmp_path / 'schedule.json'}",
+                        "--doc", f"playlists={tmp_path / 'playlists.json'}",
+                        "--asset", f"{sha}=jingle.wav")
         assert out["versions"] == {s: 1 for s in f.stores} and out["failed"] == []
 
         await wait_until(lambda: applied_version(a) == 1 and applied_version(b) == 1,
@@ -106,10 +123,7 @@ async def test_publish_applies_everywhere_and_refuses_tampering(
         assert row["assets_present"] == 1 and row["assets_missing"] == 0
         assert row["applied_ms"] is not None
         # the same through `fleet content status` (a real subprocess against the API)
-        done = await asyncio.to_thread(fleet_cli, str(f.http.base_url), ADMIN, "content",
-                                       "status", "--json", config=tmp_path / "config")
-        assert done.returncode == 0, done.stderr
-        assert {r["store_id"]: r["state"] for r in json.loads(done.stdout)} == {
+        assert {r["store_id"]: r["state"] for r in await cli("content", "status")} == {
             s: "converged" for s in f.stores}
         done = await asyncio.to_thread(fleet_cli, str(f.http.base_url), ADMIN, "content",
                                        "status", "--store", b.config.store_id,
