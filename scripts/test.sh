@@ -43,4 +43,7 @@ echo "== installing storefleet[test] into $("$PY" -c 'import sys; print(sys.pref
 
 export STOREFLEET_REQUIRE_SERVICES="${STOREFLEET_REQUIRE_SERVICES:-1}"
 echo "== pytest (STOREFLEET_REQUIRE_SERVICES=$STOREFLEET_REQUIRE_SERVICES)"
-exec "$PY" -m pytest -ra "$@"
+# Two workers: most of the suite waits on brokers, databases and processes rather than
+# the CPU. PYTEST_WORKERS=0 runs it in one process. Tests that need the README's fixed
+# ports run in one worker (xdist group "fixed-ports").
+exec "$PY" -m pytest -ra -n "${PYTEST_WORKERS:-2}" --dist loadgroup --durations=25 "$@"

@@ -44,6 +44,9 @@ STORE_BUS_CONF = REPO / "deploy" / "mosquitto" / "store-bus.conf"
 MARKER = "<!-- production-steps -->"
 # The ports the README's steps use as written; they must be free on this machine.
 README_PORTS = (1884, 8000, 9108, 9109, 9110)
+# ... so it never runs beside the demo's tests, which prefer them (scripts/test.sh runs
+# two workers).
+pytestmark = pytest.mark.xdist_group("fixed-ports")
 API = "http://127.0.0.1:8000"
 
 
