@@ -47,7 +47,8 @@ class Shelf(Module):
 
         self.sync = ShelfSync(inputs=inputs, labels=labels, store=pos.service.store,
                               clock=kernel.clock, registry=kernel.registry,
-                              interval_s=settings.sync_interval_s)
+                              interval_s=settings.sync_interval_s,
+                              changes=pos.pricebook.changed_since)
 
     async def start(self, tasks: Supervisor) -> None:
         if self.sync is not None:

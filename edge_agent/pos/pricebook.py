@@ -101,6 +101,7 @@ class PriceBookCache:
         self.applied_ms: int | None = None  # when the running version was applied
         # skus the last apply changed (all of a full book: None); the labels follow them
         self.changed: list[str] | None = None
+        self._deltas: list[tuple[int, int, list[str]]] = []  # (base, version, skus)
 
     @property
     def version(self) -> int | None:
@@ -157,6 +158,7 @@ class PriceBookCache:
             await asyncio.to_thread(self.store.apply_full, header, rows)
         await self.catalog.install(catalog)
         self.changed, self.applied_ms = None, self._clock.now_ms()
+        self._deltas = []
         self._metrics.refresh.labels(what="pricebook", result="updated").inc()
         logger.info("store %s: price book v%d installed (%d items)", self.store_id,
                     catalog.version, len(catalog.items))
@@ -195,6 +197,17 @@ class PriceBookCache:
             except CacheError:
                 return False
         return api is not None and await self.refresh(api)
+
+    def changed_since(self, version: int) -> list[str] | None:
+        """The skus changed from ``version`` to the applied one through deltas; None when
+        a full book came between (or ``version`` is too old): everything may differ."""
+        skus: list[str] = []
+        at = version
+        for base, new, changed in self._deltas:
+            if base == at:
+                skus += changed
+                at = new
+        return skus if at == self.version else None
 
     # ---- the wire path (decision 0047) ------------------------------------------------
 
@@ -316,6 +329,11 @@ class PriceBookCache:
             raise self._refused(err.reason, err.detail) from err
         self.catalog.catalog = catalog  # one reference swap: a sale sees old or new
         self.changed, self.applied_ms = changed, self._clock.now_ms()
+        if changed is None:
+            self._deltas = []
+        else:  # the last few: labels a poll or two behind catch up without a full pass
+            self._deltas = [*self._deltas[-15:],
+                            (payload["base_version"], payload["version"], changed)]
         self._metrics.refresh.labels(what="pricebook", result="updated").inc()
         logger.info("store %s: price book v%d applied (%s, %d items)", self.store_id,
                     payload["version"], "full" if changed is None else

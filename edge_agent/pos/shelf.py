@@ -10,8 +10,9 @@ of the basket or on who buys, so a label cannot promise them; near-expiry markdo
 to marked lots, not to the shelf. The label's promo text names the markdown that set the
 price.
 
-``ShelfSync`` recomputes the book when the till installs a new price book or snapshot,
-and every ``interval_s`` (so time windows open and close on the shelf as at the till),
+``ShelfSync`` recomputes the book when the till installs a new price book or snapshot
+(after a price-book delta, only the skus it changed: ``changes``, decision 0047) and
+every ``interval_s`` (so time windows open and close on the shelf as at the till),
 off the event loop; it hands the e-shelf-label drivers a new version only when a price
 or text changed, and the drivers send jobs only for the labels that changed.
 """
@@ -38,8 +39,9 @@ LabelTarget = LabelSink  # what the sync needs of an e-shelf-label driver (capab
 
 
 def shelf_items(catalog: Catalog, snapshot: PromotionSnapshot | None, *, store: Store,
-                now_ms: int) -> dict[str, PriceBookItem]:
-    """sku -> what its label shows: the one-unit, no-member price under the markdowns."""
+                now_ms: int, skus: Iterable[str] | None = None) -> dict[str, PriceBookItem]:
+    """sku -> what its label shows: the one-unit, no-member price under the markdowns
+    (of every item, or of those of ``skus`` in the catalog)."""
     markdowns = tuple(p for p in (snapshot.promotions if snapshot else ())
                       if p.kind in SHELF_KINDS
                       and getattr(p, "near_expiry_within_min", None) is None)
@@ -47,7 +49,8 @@ def shelf_items(catalog: Catalog, snapshot: PromotionSnapshot | None, *, store: 
     ruleset = compile(PromotionSnapshot(version=snapshot.version if snapshot else 0,
                                         currency=catalog.currency, promotions=markdowns))
     items: dict[str, PriceBookItem] = {}
-    for sku in sorted(catalog.items):
+    wanted = catalog.items if skus is None else {s for s in skus if s in catalog.items}
+    for sku in sorted(wanted):
         basket = Basket(id=f"shelf-{sku}", currency=catalog.currency,
                         lines=(Line(line_id="1", sku=sku, qty=1),))
         priced = price(basket, catalog, ruleset, None, now_ms, store)
@@ -67,6 +70,9 @@ class ShelfMetrics:
         self.version = Gauge(
             "storefleet_shelf_price_version", "version of the shelf prices last pushed",
             registry=registry)
+        self.computed = Counter(
+            "storefleet_shelf_skus_computed", "shelf prices computed, by sku (after a "
+            "price-book delta only its skus)", registry=registry)
 
 
 class ShelfSync:
@@ -75,7 +81,10 @@ class ShelfSync:
     def __init__(self, *, inputs: Callable[[], tuple[Catalog | None, PromotionSnapshot | None]],
                  labels: Callable[[], Iterable[LabelTarget]], store: Store, clock: Clock,
                  registry: CollectorRegistry, interval_s: float = 60.0,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0,
+                 changes: Callable[[int], list[str] | None] | None = None) -> None:
+        """``changes(version)``: the skus the price book changed since ``version``, None
+        when unknown (a full book): then every label is recomputed."""
         self._inputs = inputs
         self._labels = labels
         self._store = store
@@ -87,6 +96,11 @@ class ShelfSync:
         self.version = 0
         self._seen: tuple[int, int | None, int] | None = None  # catalog, snapshot, targets
         self._applied: dict[str, int] = {}  # device id -> version it took
+        self._changes = changes
+        # what self.items was computed from: catalog version, snapshot version, and when
+        # it was last computed whole (time windows move every label)
+        self._basis: tuple[int, int | None] | None = None
+        self._whole_at = float("-inf")
 
     async def sync_once(self, *, force: bool = False) -> bool:
         """Recompute and push if anything changed; True when labels were given a book."""
@@ -94,13 +108,26 @@ class ShelfSync:
         if catalog is None:
             return False
         targets = list(self._labels())
+        skus = self._changed_skus(catalog, snapshot)
         try:
-            items = await asyncio.to_thread(shelf_items, catalog, snapshot, store=self._store,
-                                            now_ms=self._clock.now_ms())
+            fresh = await asyncio.to_thread(shelf_items, catalog, snapshot, store=self._store,
+                                            now_ms=self._clock.now_ms(), skus=skus)
         except Exception as err:  # a catalog the engine refuses: keep the labels as they are
             self.metrics.syncs.labels(result="failed").inc()
             logger.error("shelf prices not computed: %s", err)
             return False
+        self.metrics.computed.inc(len(fresh))
+        if skus is None:
+            items = fresh
+            self._whole_at = self._clock.monotonic()
+        else:
+            items = dict(self.items)
+            for sku in skus:
+                if sku in fresh:
+                    items[sku] = fresh[sku]
+                else:
+                    items.pop(sku, None)
+        self._basis = (catalog.version, snapshot.version if snapshot else None)
         changed = items != self.items
         if changed:
             # seconds since the epoch: increasing across restarts, as the labels' book
@@ -128,6 +155,18 @@ class ShelfSync:
             self.metrics.syncs.labels(result="pushed").inc()
             self.metrics.version.set(self.version)
         return took > 0
+
+    def _changed_skus(self, catalog: Catalog, snapshot: PromotionSnapshot | None
+                      ) -> list[str] | None:
+        """The skus to recompute, None for all: only a new price book on the same
+        snapshot, whose changes are known, within an interval of the last whole pass."""
+        basis = self._basis
+        if (self._changes is None or basis is None or not self.items
+                or basis[1] != (snapshot.version if snapshot else None)
+                or basis[0] == catalog.version
+                or self._clock.monotonic() - self._whole_at >= self._interval_s):
+            return None
+        return self._changes(basis[0])
 
     async def run(self) -> None:
         """Forever: on a new price book, snapshot or label driver, and every interval."""

@@ -2,7 +2,8 @@
 against the real cloud app over HTTP (ASGI): the full book signed, compressed,
 downloaded, verified and applied; a delta on its base; a delta on another base makes
 it fetch the full book; a tampered header or body refused, counted, the old book keeps
-pricing; a book held until its effective time; the till prices while a book applies."""
+pricing; a book held until its effective time; the till prices while a book applies;
+the shelf labels follow, after a delta only for its skus."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from cloud.publish import MemoryPublisher
 from edge_agent.pos.cache import CacheMetrics, CatalogCache, CloudApi, load_keys
 from edge_agent.pos.pricebook import PriceBookCache
 from edge_agent.pos.pricestore import PriceStore
+from edge_agent.pos.shelf import ShelfSync
 from pricing import Basket, Line, PromotionSnapshot, Store, compile, price
 from protocols.clock import ManualClock
+from protocols.esl import PriceBook
 from tests.cloud.conftest import ADMIN, DEVICE_S1, api_client, auth, make_settings
 
 SIGNER = SnapshotSigner.generate()
@@ -228,3 +231,55 @@ async def test_till_prices_while_a_full_book_applies(box: Box) -> None:
         await task
     assert len(priced) > 10 and set(priced) <= {107, 108}
     assert box.sale("sku-00007") == 108
+
+
+class Labels:
+    """An e-shelf-label driver's capability (``LabelSink``): keeps the last book."""
+
+    device_id = "esl-1"
+    family = "esl"
+
+    def __init__(self) -> None:
+        self.book: PriceBook | None = None
+
+    def apply_price_book(self, book: PriceBook) -> dict[str, Any]:
+        self.book = book
+        return {"labels": len(book.items)}
+
+
+async def test_labels_follow_a_delta_for_its_skus_only(box: Box) -> None:
+    await box.publish(items=items(N))
+    assert await box.cache.refresh(box.api)
+    labels = Labels()
+    registry = CollectorRegistry()
+    sync = ShelfSync(inputs=lambda: (box.cache.catalog.catalog, None), labels=lambda: [labels],
+                     store=Store(id="s1", currency="EUR"), clock=box.clock,
+                     registry=registry, changes=box.cache.changed_since)
+
+    def computed() -> float:
+        return registry.get_sample_value("storefleet_shelf_skus_computed_total") or 0.0
+
+    assert await sync.sync_once()
+    assert computed() == N and labels.book is not None
+    assert labels.book.items["sku-00007"].price_minor == 107
+
+    await box.publish(changes=True, items=[{"sku": "sku-00007", "price": 5},
+                                           {"sku": "new", "price": 9}], remove=["sku-00008"])
+    await box.publish(changes=True, items=[{"sku": "sku-00009", "price": 6}])
+    assert await box.cache.refresh(box.api)  # one delta of both versions
+    assert await sync.sync_once()
+    assert computed() == N + 3  # sku-00008 is gone: nothing to compute for it
+    book = labels.book
+    assert book is not None and len(book.items) == N
+    assert (book.items["sku-00007"].price_minor, book.items["new"].price_minor,
+            book.items["sku-00009"].price_minor) == (5, 9, 6)
+    assert "sku-00008" not in book.items and book.items["sku-00010"].price_minor == 110
+
+    # a full book in between: every label again
+    await box.publish(items=items(10))
+    box.net.request_hook = lambda r: httpx.Request(
+        r.method, r.url.copy_remove_param("base"), headers=r.headers)
+    assert await box.cache.refresh(box.api)
+    assert await sync.sync_once()
+    assert computed() == N + 3 + 10 and labels.book is not None
+    assert len(labels.book.items) == 10
