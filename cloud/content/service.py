@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -104,7 +105,8 @@ class ContentMetrics:
 
 def _stores(session: Session, req: ContentPublish) -> list[str]:
     try:
-        stores = stores_of(session, stores=req.stores, regions=req.regions, groups=req.groups)
+        stores = stores_of(session, stores=list(dict.fromkeys(req.stores)),  # once each
+                           regions=req.regions, groups=req.groups)
     except RolloutError as err:  # the shared selection's refusal, as ours
         raise ContentError(err.status, err.detail, reason=err.reason) from err
     if not stores:
@@ -164,6 +166,12 @@ def build(session: Session, req: ContentPublish, *, signer: SnapshotSigner,
                           signed=signer.sign(manifest.model_dump(mode="json")))
         session.add(row)
         rows.append(Built(store_id=store, version=manifest.version, signed=row.signed))
+    try:
+        session.flush()
+    except sa_exc.IntegrityError as err:
+        # Two publishes at once on PostgreSQL: the loser's transaction is rolled back.
+        raise ContentError(409, "another publish gave these stores the same version at "
+                           "the same time; publish again", reason="conflict") from err
     return rows
 
 

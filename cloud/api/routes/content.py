@@ -73,6 +73,7 @@ class StoreContentPublic(BaseModel):
              summary="Publish content (inline documents, assets by sha256) as each selected "
              "store's next signed manifest, retained on content/manifest",
              responses={404: {"description": "an asset that was never uploaded"},
+                        409: {"description": "a concurrent publish to the same stores"},
                         413: {"description": "inline documents too large"},
                         422: {"description": "an empty selection or an artifact that is "
                               "not an asset"}})

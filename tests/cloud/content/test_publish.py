@@ -70,7 +70,7 @@ async def test_publish_signs_one_manifest_per_selected_store(db_url: str) -> Non
         out = await publish(c, 201, stores=["s2"], regions=["north"], groups=["pilot"],
                             assets=[{"sha256": ASSET, "name": "jingle.wav"}])
         assert out["versions"] == {"s2": 1, "s1": 1, "s3": 1} and out["failed"] == []
-        again = await publish(c, 201, stores=["s1"])
+        again = await publish(c, 201, stores=["s1", "s1"])  # a store named twice: once
         assert again["versions"] == {"s1": 2}  # versions rise per store
 
         retained = publisher.retained[topics.content_manifest("s1")]
