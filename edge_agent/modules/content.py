@@ -32,6 +32,7 @@ through the outbox (``protocols.content.ContentStatusReport``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -260,7 +261,8 @@ class Content(Module):
 
     async def _apply_loop(self) -> None:
         while True:
-            await self._wake.wait()
+            if self._pending is None:  # else resume it (this task restarted after a crash)
+                await self._wake.wait()
             self._wake.clear()
             if self._pending is None:
                 continue
@@ -273,9 +275,9 @@ class Content(Module):
                 await self._refuse(err)
                 continue
             except ArtifactUnavailable:  # logged by the cache; the partial file is kept
-                if not self._wake.is_set():
-                    await asyncio.sleep(self.settings.retry_s)
-                self._wake.set()  # the newest pending one, or this one again
+                # again after retry_s, or at once for a newer manifest
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.retry_s)
                 continue
             if self._pending is not None and self._pending[0] is not manifest:
                 continue  # a newer manifest came while fetching: apply that one

@@ -201,18 +201,11 @@ async def test_kill9_mid_apply_leaves_old_or_new(
         assert not missing, f"manifest {applied[0]} applied without {missing}"
         return applied
 
+    cas = data_dir / "content" / "cas"
     async with cloud.serving() as http:
-        with agent_process(store=store, cloud=cloud, uplink=uplink, local=local,
-                           data_dir=data_dir, log=log) as first:
-            await publish(http, store, [await upload(http, b"one" * 1000, "one")], "day-1")
-            await wait_until(lambda: on_disk() is not None, within_s=30,
-                             what="manifest 1 applied")
-            first.send_signal(signal.SIGKILL)
-            first.wait(5)
+        one = await upload(http, b"one" * 1000, "one")
         # 12 MiB in 6 assets: fetching them takes long enough to be cut twice
         shas = [await upload(http, os.urandom(2 * 1024 * 1024), f"big-{i}") for i in range(6)]
-        await publish(http, store, shas, "day-2")
-        cas = data_dir / "content" / "cas"
 
         def fetched() -> int:
             """Bytes of manifest 2's assets on disk, whole or partial."""
@@ -221,10 +214,15 @@ async def test_kill9_mid_apply_leaves_old_or_new(
                        if p.is_file())
 
         cut_mid_apply = 0
-        for _ in range(2):
+        for run in range(2):
             before = fetched()
             with agent_process(store=store, cloud=cloud, uplink=uplink, local=local,
                                data_dir=data_dir, log=log) as agent:
+                if run == 0:
+                    await publish(http, store, [one], "day-1")
+                    await wait_until(lambda: on_disk() is not None, within_s=30,
+                                     what="manifest 1 applied")
+                    await publish(http, store, shas, "day-2")
                 # killed as soon as this run has fetched something more
                 await wait_until(lambda b=before: fetched() > b, within_s=30,  # type: ignore[misc]
                                  what="manifest 2's assets being fetched")
