@@ -58,6 +58,10 @@ def _contradiction(detail: str) -> RolloutError:
 
 def _device_for(sel: Selection, artifact: Artifact) -> str | None:
     """The one device every target gets, or None when ``models`` picks one per store."""
+    if artifact.kind == "asset":  # no installer takes it; content has its own path
+        raise RolloutError(422, "a content asset reaches stores in their content manifest "
+                           "(POST /api/v1/content/publish, decision 0046), not by rollout",
+                           reason="wrong_target")
     if sel.models:
         if artifact.kind != "firmware":
             raise _contradiction(f"a {artifact.kind} artifact cannot target device models; "

@@ -94,6 +94,10 @@ async def test_publish_signs_one_manifest_per_selected_store(db_url: str) -> Non
         await publish(c, 422)
         r = await c.post("/api/v1/content/publish", headers=auth(TECH), json={"stores": ["s1"]})
         assert r.status_code == 403
+        # an asset is no rollout's artifact: it would reach no installer on the box
+        r = await c.post("/api/v1/rollouts", headers=auth(ADMIN),
+                         json={"sha256": ASSET, "stores": ["s1"], "canary_size": 1})
+        assert r.status_code == 422 and "content manifest" in r.json()["detail"], r.text
 
         # s3 reports manifest 1 applied: converged; s1 (published 2) is still pending
         hook = ContentHook(app.state.content.metrics)
