@@ -98,6 +98,20 @@ def bench_rollout(
     raise typer.Exit(rollout_main(argv + (["--json"] if as_json else [])))
 
 
+@bench_app.command("pricebook")
+def bench_pricebook(
+    as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
+    skus: int = typer.Option(1_000_000, min=1, help="items in the book"),
+    changes: int = typer.Option(10_000, min=1, help="changes in the delta"),
+) -> None:
+    """A 1,000,000-SKU price book from HQ to a store's till, then a 10,000-change delta:
+    wire bytes, build and apply seconds, longest till pause."""
+    from bench.pricebook import main as pricebook_main
+
+    argv = ["--skus", str(skus), "--changes", str(changes)]
+    raise typer.Exit(pricebook_main(argv + (["--json"] if as_json else [])))
+
+
 @app.command("version")
 def version() -> None:
     """Print the storefleet version."""

@@ -43,7 +43,8 @@ FIELDS = ("sku", "name", "category", "price", "earns_points")
 # Level 3 is zstd's default: a million SKUs compress in well under a second; higher
 # levels cost seconds of cloud time per store for a few percent of bytes.
 ZSTD_LEVEL = 3
-# Rows per line of the body: ~600 KB of JSON, a few milliseconds to parse at the box.
+# Rows per line of the body: ~600 KB of JSON, a few milliseconds to parse at the box
+# (each json.loads holds the GIL while the till waits).
 CHUNK_ROWS = 10_000
 
 ItemDict = Mapping[str, Any]  # pricing.Item as JSON: sku, name, category, price, earns_points
@@ -74,8 +75,8 @@ def _columns(items: Iterable[ItemDict]) -> dict[str, list[Any]]:
 
 def encode_body(upserts: Iterable[ItemDict], removals: Iterable[str] = ()) -> bytes:
     rows, gone = sorted(upserts, key=lambda i: str(i["sku"])), sorted(removals)
-    lines = [{"upsert": _columns(rows[i:i + CHUNK_ROWS])}
-             for i in range(0, len(rows), CHUNK_ROWS)]
+    lines: list[dict[str, Any]] = [{"upsert": _columns(rows[i:i + CHUNK_ROWS])}
+                                   for i in range(0, len(rows), CHUNK_ROWS)]
     lines += [{"remove": gone[i:i + CHUNK_ROWS]} for i in range(0, len(gone), CHUNK_ROWS)]
     raw = b"\n".join(json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode()
                      for line in lines)

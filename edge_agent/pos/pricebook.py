@@ -375,10 +375,10 @@ class Body:
     def _lines(self) -> Iterator[dict[str, Any]]:
         total = 0
         pending = b""
-        # Streamed in 4 MiB reads: no single call holds the GIL for a whole book.
+        # Streamed in 1 MiB reads (a few ms each): no single call holds the GIL for long.
         with zstandard.ZstdDecompressor().stream_reader(self._book.body) as reader:
             while True:
-                chunk = reader.read(4 * 1024 * 1024)
+                chunk = reader.read(1024 * 1024)
                 total += len(chunk)
                 if total > MAX_RAW_BYTES:
                     raise CacheError("invalid", f"body inflates beyond {MAX_RAW_BYTES} bytes")
