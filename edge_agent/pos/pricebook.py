@@ -33,6 +33,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,7 +320,7 @@ class PriceBookCache:
         body = Body(book)
         try:
             if payload["base_version"] is None:
-                await asyncio.to_thread(store.apply_full, book.header, body.upserts())
+                await apply_full_in_child(store, book)
                 changed: list[str] | None = None
             else:
                 # removals follow the upserts in the body: known once these are consumed
@@ -406,3 +408,69 @@ class Body:
         payload = self._book.payload
         if count != payload["upserts"] or len(self.removals) != payload["removals"]:
             raise CacheError("invalid", "price book body does not hold the header's counts")
+
+
+# ---- the full apply in a child process -----------------------------------------------
+
+# The child's exit status for a body that does not hold what its header says.
+_EXIT_INVALID = 3
+
+
+async def apply_full_in_child(store: PriceStore, book: WireBook) -> None:
+    """Apply a full book in a child process (``python -m edge_agent.pos.pricebook``).
+
+    Parsing and inserting a million rows in a thread of the agent shares the GIL and the
+    cores with the till's loop: it waited up to 100 ms (decision 0047, bench). The child
+    writes the same SQLite file in the same one transaction, so a kill -9 of either
+    leaves the old book or the new one. ``CacheError`` if the child refuses the body
+    (``invalid``) or fails (``apply``)."""
+    work = store.path.parent / f"{store.path.name}.incoming"
+    body, header = work.with_suffix(".body"), work.with_suffix(".json")
+
+    def stage() -> None:
+        body.write_bytes(book.body)
+        header.write_text(json.dumps(book.payload))
+
+    def unstage() -> None:
+        body.unlink(missing_ok=True)
+        header.unlink(missing_ok=True)
+
+    await asyncio.to_thread(stage)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_agent.pos.pricebook", str(store.path), str(body),
+        str(header), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await proc.communicate()
+    except BaseException:  # cancelled: the child's transaction is rolled back with it
+        proc.kill()
+        await proc.wait()
+        raise
+    finally:
+        await asyncio.to_thread(unstage)
+    detail = err.decode(errors="replace").strip()[-500:]
+    if proc.returncode == _EXIT_INVALID:
+        raise CacheError("invalid", detail)
+    if proc.returncode != 0:
+        raise CacheError("apply", f"child exited {proc.returncode}: {detail}")
+
+
+def _child(argv: list[str]) -> int:
+    """``python -m edge_agent.pos.pricebook DB BODY HEADER``: apply one verified full book
+    (the parent checked the signature and the body's sha256 before staging it)."""
+    # Background work: at nice +10 the till's process (nice 0) gets a core first when
+    # both want one (CFS weights 110 against 1024). The child shares no lock with it, so
+    # running it slower cannot stall the till the way a low-priority thread holding the
+    # GIL would.
+    os.nice(10)
+    db, body, header = (Path(a) for a in argv)
+    book = WireBook(payload=json.loads(header.read_text()), body=body.read_bytes())
+    try:
+        PriceStore(db).apply_full(book.header, Body(book).upserts())
+    except CacheError as err:
+        print(err, file=sys.stderr)
+        return _EXIT_INVALID
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child(sys.argv[1:]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,11 @@ from prometheus_client import CollectorRegistry
 
 from cloud.db.models import Store as StoreRow
 from cloud.main import create_app
+from cloud.pricebook import wire
 from cloud.promotions.signing import SnapshotSigner, raw_public
 from cloud.publish import MemoryPublisher
-from edge_agent.pos.cache import CacheMetrics, CatalogCache, CloudApi, load_keys
-from edge_agent.pos.pricebook import PriceBookCache
+from edge_agent.pos.cache import CacheError, CacheMetrics, CatalogCache, CloudApi, load_keys
+from edge_agent.pos.pricebook import PriceBookCache, WireBook, apply_full_in_child
 from edge_agent.pos.pricestore import PriceStore
 from edge_agent.pos.shelf import ShelfSync
 from pricing import Basket, Line, PromotionSnapshot, Store, compile, price
@@ -283,3 +285,25 @@ async def test_labels_follow_a_delta_for_its_skus_only(box: Box) -> None:
     assert await sync.sync_once()
     assert computed() == N + 3 + 10 and labels.book is not None
     assert len(labels.book.items) == 10
+
+
+async def test_full_book_applied_in_a_child_process_refused_whole(tmp_path: Path) -> None:
+    """A full book is applied by a child process; a body that does not hold what its
+    (signed) header says is refused there and the store keeps its book."""
+    store = PriceStore(tmp_path / "book.db")
+    items = {f"sku-{i}": {"sku": f"sku-{i}", "price": i} for i in range(2000)}
+    good = wire.build(SIGNER, store_id="s1", version=1, currency="EUR", effective_ms=0,
+                      published_ms=0, items=items)
+    await apply_full_in_child(store, WireBook(payload=good.payload, body=good.body))
+    state = store.state()
+    assert state is not None and (state.version, state.items) == (1, 2000)
+
+    lying = wire.build(SIGNER, store_id="s1", version=2, currency="EUR", effective_ms=0,
+                       published_ms=0, items=items)
+    payload = {**lying.payload, "upserts": 2001}  # what the header says, not the body
+    with pytest.raises(CacheError) as err:
+        await apply_full_in_child(store, WireBook(payload=payload, body=lying.body))
+    assert err.value.reason == "invalid" and "counts" in err.value.detail
+    state = store.state()
+    assert state is not None and (state.version, state.items) == (1, 2000)
+    assert not [n for n in os.listdir(tmp_path) if "incoming" in n]  # staged files gone
