@@ -18,8 +18,9 @@ The cloud pushes the store's book in a retained ``PriceBookAnnouncement`` on
 At scale (decision 0047) the book travels as a signed header and a zstd body
 (``cloud.pricebook.wire``; ``GET .../price-book/wire?base=<applied version>``): the
 header is verified like a document, the body by the sha256 and size the header signs,
-and the book is applied into the box's SQLite ``PriceStore`` (one transaction, in a
-worker thread, in chunks) before the till's catalog is swapped by reference. A delta
+and the book is applied into the box's SQLite ``PriceStore`` (one transaction, in
+chunks; a full book by a child process, ``apply_full_in_child``; a delta in a worker
+thread) before the till's catalog is swapped by reference. A delta
 applies only on its base; on any other base the full book is fetched (counted
 ``result="base_mismatch"``). A tampered body is ``body_hash``. A book whose
 ``effective_ms`` is still ahead is held (``pending``) and applied by ``apply_due``.
