@@ -148,7 +148,10 @@ async def fleet(tmp_path: Path, brokers: Callable[[], Mosquitto], n: int, *,
             # Started together: one by one, 20 boxes spent 12 s waiting on connects.
             agents = list(await asyncio.gather(*(
                 stack.enter_async_context(running_agent(cfg)) for cfg in configs)))
-            http = await stack.enter_async_context(httpx.AsyncClient(base_url=url))
+            # the cloud shares this loop with the agents and their simulators: on a busy
+            # CI box (two test workers) an upload can take longer than httpx's 5 s default
+            http = await stack.enter_async_context(httpx.AsyncClient(base_url=url,
+                                                                     timeout=30))
 
             async def all_born() -> bool:
                 r = await http.get("/api/v1/stores", headers=auth(ADMIN))
