@@ -30,6 +30,7 @@ from cloud.api.docs import install_docs
 from cloud.api.problems import install_problem_handlers
 from cloud.api.routes import (
     artifacts,
+    audio,
     commands,
     content,
     coupons,
@@ -189,7 +190,7 @@ def create_app(
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_path_scope)],
                     responses=_AUTH_RESPONSES)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions,
-                   pricebooks, artifacts, rollouts, store_targeting, content):
+                   pricebooks, artifacts, rollouts, store_targeting, content, audio):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
     if settings.enrolment.ca_dir:

@@ -10,11 +10,19 @@ command / desired-shadow key ``audio_schedule``) and tells each unit what to pla
 ``store/audio/{unit}/up/playing``          up    ``UnitPlaying``: the unit applied ``seq``
 ``store/audio/{unit}/up/status``           up    ``UnitStatus``: heartbeat
 ``store/presence/{sensor}/up/presence``    up    ``PresenceReport``: a shopper is near
+``store/audio/{unit}/down/asset``          down  ``AssetChunk``: part of an asset (WAV)
+``store/audio/{unit}/up/asset``            up    ``AssetAck``: bytes of it the unit holds
 =========================================  ====  =====================================
 
 The output is state, not a command stream: a unit that reconnects gets the retained
 current output and plays from there; a stale ``seq`` is ignored. Gains are in dB
 relative to full scale; music under an announcement is ducked by ``duck_db``.
+
+Days (decision 0048): a daypart, announcement or spot plays on the ISO weekdays in
+``days`` (None: every day); on a date in ``holidays`` only items marked ``holiday``
+play, and those play on no other date. Assets are WAV (PCM 16-bit mono), sent to the
+unit in acknowledged chunks: the unit answers each with the offset it holds, so a
+transfer resumes where it stopped and an asset the unit has is never sent again.
 """
 
 from __future__ import annotations
@@ -33,8 +41,12 @@ PLAYING = "playing"
 STATUS = "status"
 PRESENCE_KIND = "presence"
 PRESENCE = "presence"
+ASSET = "asset"
+# 24 KiB of audio is 32 KiB of base64: well inside a unit's bus buffer (64 KiB).
+ASSET_CHUNK_MAX = 24 * 1024
 
 Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
+_DATE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 # -96 dB is below a 16-bit converter's floor; +12 dB is the most any unit's amp takes.
 Gain = Field(default=0.0, ge=-96.0, le=12.0)
@@ -43,6 +55,18 @@ Gain = Field(default=0.0, ge=-96.0, le=12.0)
 def hhmm_seconds(value: str) -> int:
     hours, minutes = value.split(":")
     return int(hours) * 3600 + int(minutes) * 60
+
+
+def _check_days(value: list[int] | None) -> list[int] | None:
+    if value is not None and not all(1 <= d <= 7 for d in value):
+        raise ValueError("days are ISO weekdays, 1 (Monday) to 7 (Sunday)")
+    return value
+
+
+def check_dates(value: list[str]) -> list[str]:
+    if not all(_DATE.match(d) for d in value):
+        raise ValueError("a holiday is a date, YYYY-MM-DD")
+    return value
 
 
 def _check_hhmm(value: str | None) -> str | None:
@@ -72,8 +96,11 @@ class Daypart(Msg):
     playlist: list[Id] = Field(min_length=1, max_length=1000)
     zones: list[Id] | None = None  # None = every zone
     gain_db: float = Gain
+    days: list[int] | None = Field(default=None, max_length=7)  # ISO weekdays; None = all
+    holiday: bool = False  # True: plays on holidays only; False: never on a holiday
 
     _hhmm = field_validator("start", "end")(_check_hhmm)
+    _days = field_validator("days")(_check_days)
 
 
 class Announcement(Msg):
@@ -83,8 +110,11 @@ class Announcement(Msg):
     zones: list[Id] | None = None
     gain_db: float = Gain
     priority: int = Field(default=100, ge=0, le=1000)
+    days: list[int] | None = Field(default=None, max_length=7)
+    holiday: bool = False
 
     _hhmm = field_validator("at")(_check_hhmm)
+    _days = field_validator("days")(_check_days)
 
 
 class Spot(Msg):
@@ -100,8 +130,11 @@ class Spot(Msg):
     zones: list[Id] | None = None
     gain_db: float = Gain
     priority: int = Field(default=10, ge=0, le=1000)
+    days: list[int] | None = Field(default=None, max_length=7)
+    holiday: bool = False
 
     _hhmm = field_validator("start", "end")(_check_hhmm)
+    _days = field_validator("days")(_check_days)
 
     @model_validator(mode="after")
     def _interval_needs_every(self) -> Spot:
@@ -120,6 +153,9 @@ class AudioSchedule(Msg):
     dayparts: list[Daypart] = Field(default_factory=list, max_length=48)
     announcements: list[Announcement] = Field(default_factory=list, max_length=200)
     spots: list[Spot] = Field(default_factory=list, max_length=200)
+    holidays: list[str] = Field(default_factory=list, max_length=366)  # YYYY-MM-DD, local
+
+    _dates = field_validator("holidays")(check_dates)
 
     @model_validator(mode="after")
     def _references_exist(self) -> AudioSchedule:
@@ -178,3 +214,23 @@ class PresenceReport(Msg):
     v: Literal[1] = 1
     present: bool
     ts: EpochMs
+
+
+class AssetChunk(Msg):
+    """``offset`` 0 with empty ``data_b64`` asks what the unit holds (its ack says)."""
+
+    v: Literal[1] = 1
+    sha256: str = Sha256
+    size: int = Field(gt=0, le=64 * 1024 * 1024)  # the whole asset
+    offset: int = Field(ge=0)
+    data_b64: str = Field(default="", max_length=ASSET_CHUNK_MAX * 4 // 3 + 4)
+
+
+class AssetAck(Msg):
+    """The unit holds ``have`` bytes of the asset; ``complete`` once verified."""
+
+    v: Literal[1] = 1
+    sha256: str = Sha256
+    have: int = Field(ge=0)
+    complete: bool = False
+    error: str | None = Field(default=None, max_length=200)  # e.g. "sha256_mismatch"

@@ -131,6 +131,12 @@ class Command(Base):
 # and the model/migration drift test. Artifacts of rollouts (decision 0036):
 from cloud.db import models_artifacts as models_artifacts  # noqa: E402
 
+# Audio schedules authored at HQ (decision 0048):
+from cloud.db import models_audio as models_audio  # noqa: E402
+
+# Content manifests and each store's applied content (decision 0046):
+from cloud.db import models_content as models_content  # noqa: E402
+
 # Store identities and revoked certificates (decision 0035):
 from cloud.db import models_enrolment as models_enrolment  # noqa: E402
 
@@ -142,6 +148,3 @@ from cloud.db import models_orders as models_orders  # noqa: E402
 
 # Rollouts, their targets and failed (store, device, artifact) pairs (decision 0040):
 from cloud.db import models_rollouts as models_rollouts  # noqa: E402
-
-# Content manifests and each store's applied content (decision 0046):
-from cloud.db import models_content as models_content  # noqa: E402

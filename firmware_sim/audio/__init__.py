@@ -10,9 +10,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from firmware_sim.audio.unit import AudioUnitSim, Segment, start_audio_unit_sim, tone_hz
+    from firmware_sim.audio.unit import (
+        AudioUnitSim,
+        Pcm,
+        Segment,
+        decode_wav,
+        start_audio_unit_sim,
+        write_wav,
+    )
 
-__all__ = ["AudioUnitSim", "Segment", "start_audio_unit_sim", "tone_hz"]
+__all__ = ["AudioUnitSim", "Pcm", "Segment", "decode_wav", "start_audio_unit_sim", "write_wav"]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,9 +2,13 @@
 
 It applies each ``AudioOutput`` it receives (a stale ``seq`` is ignored), keeps a log
 of what it played - one ``Segment`` per zone, layer, track and gain, from when it
-started to when it stopped - and renders any time span of that log to a WAV file
-(stdlib ``wave``): a sine tone per track id, at the segment's gain, music and voice
-mixed. Tests assert what played when and at what level from the segments or the WAV.
+started to when it stopped - and renders any time span of that log to PCM or a WAV
+file: each segment plays the asset it names (a WAV, PCM 16-bit mono, that the driver
+sent in ``AssetChunk``s, decoded with the stdlib ``wave``) from the segment's offset
+into the track, at its gain, music and voice mixed. A segment whose asset the unit was
+never sent renders as silence and is counted (``stats["missing_asset"]``), as a real
+unit with no file would stay silent. Tests assert what played when and at what level
+from the segments or the rendered samples (decision 0048).
 
 Segments start at the output's ``ts`` (when the agent says it takes effect), so a
 test on a ``ManualClock`` gets exact times regardless of bus latency. The log is a
@@ -13,23 +17,29 @@ bounded deque: a unit flooded with outputs forgets its oldest segments, never gr
 
 from __future__ import annotations
 
-import array
 import asyncio
+import base64
+import binascii
 import hashlib
+import io
 import logging
-import math
 import wave
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from firmware_sim.busdevice import BusDeviceSim
 from protocols import decode, encode, topics
 from protocols.audio import (
+    ASSET,
     DEVICE_KIND,
     OUTPUT,
     PLAYING,
     STATUS,
+    AssetAck,
+    AssetChunk,
     AudioOutput,
     Layer,
     UnitPlaying,
@@ -42,8 +52,7 @@ from protocols.ids import uuid7
 logger = logging.getLogger(__name__)
 
 MAX_OUTPUT_BYTES = 64 * 1024
-# Tone amplitude at 0 dB: leaves headroom for music + voice mixed before clipping.
-FULL_SCALE = 0.5
+MAX_CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -51,6 +60,7 @@ class Segment:
     zone: str
     layer: str  # "music" or "voice"
     track_id: str
+    sha256: str
     kind: str
     item: str
     start_ms: int
@@ -62,15 +72,45 @@ class Segment:
         return self.start_ms <= t_ms and (self.end_ms is None or t_ms < self.end_ms)
 
 
-def tone_hz(track_id: str) -> float:
-    """A stable tone per track id, 200-1000 Hz (under 8 kHz sampling's Nyquist)."""
-    return 200.0 + int(hashlib.sha256(track_id.encode()).hexdigest()[:4], 16) % 800
+@dataclass(frozen=True, slots=True)
+class Pcm:
+    """A decoded asset: samples as floats in [-1, 1) at ``rate`` Hz."""
+
+    samples: np.ndarray
+    rate: int
+
+
+class UnsupportedAudio(ValueError):
+    """An asset that is not a WAV of PCM 16-bit mono."""
+
+
+def decode_wav(data: bytes) -> Pcm:
+    try:
+        with wave.open(io.BytesIO(data)) as w:
+            if w.getnchannels() != 1 or w.getsampwidth() != 2:
+                raise UnsupportedAudio(f"{w.getnchannels()} channel(s) of "
+                                       f"{8 * w.getsampwidth()} bit; the unit plays 16-bit mono")
+            frames = w.readframes(w.getnframes())
+            rate = w.getframerate()
+    except (wave.Error, EOFError) as err:
+        raise UnsupportedAudio(f"not a WAV file: {err}") from err
+    return Pcm(np.frombuffer(frames, dtype="<i2").astype(np.float64) / 32768.0, rate)
+
+
+def write_wav(path: Path, samples: np.ndarray, *, rate: int) -> None:
+    pcm = (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
 
 
 class AudioUnitSim(BusDeviceSim):
     kind = DEVICE_KIND
     model = "sim-audio"
     down_type = OUTPUT
+    more_down_types = (ASSET,)
 
     def __init__(
         self,
@@ -92,6 +132,8 @@ class AudioUnitSim(BusDeviceSim):
         self.stats: Counter[str] = Counter()
         self._next_status_ms = self.clock.now_ms()
         self.applied = asyncio.Event()
+        self.assets: dict[str, Pcm] = {}  # sha256 -> decoded, once complete and verified
+        self._partial: dict[str, bytearray] = {}
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -108,6 +150,46 @@ class AudioUnitSim(BusDeviceSim):
         if self.on_output(payload):
             playing = UnitPlaying(seq=self.seq, ts=self.clock.now_ms())
             await self.publish_up(PLAYING, encode(playing))
+
+    async def on_down(self, type_: str, payload: bytes) -> None:
+        ack = self.on_chunk(payload)
+        if ack is not None:
+            await self.publish_up(ASSET, encode(ack))
+
+    # ---- assets -------------------------------------------------------------------------
+
+    def on_chunk(self, payload: bytes) -> AssetAck | None:
+        """Take one chunk if it is the next; the ack says what the unit holds."""
+        try:
+            chunk = decode(payload, AssetChunk, max_bytes=MAX_CHUNK_BYTES)
+            data = base64.b64decode(chunk.data_b64, validate=True)
+        except (ProtocolError, binascii.Error) as err:
+            self.stats["bad_chunk"] += 1
+            logger.debug("audio sim %s: bad chunk: %s", self.unit_id, err)
+            return None
+        sha = chunk.sha256
+        if sha in self.assets:
+            return AssetAck(sha256=sha, have=chunk.size, complete=True)
+        held = self._partial.setdefault(sha, bytearray())
+        if data and chunk.offset == len(held) and len(held) + len(data) <= chunk.size:
+            held += data
+            self.stats["chunks"] += 1
+        elif data:
+            self.stats["out_of_order_chunk"] += 1  # the ack tells the driver where to go on
+        if len(held) < chunk.size:
+            return AssetAck(sha256=sha, have=len(held))
+        del self._partial[sha]
+        if hashlib.sha256(held).hexdigest() != sha:
+            self.stats["bad_asset"] += 1
+            return AssetAck(sha256=sha, have=0, error="sha256_mismatch")
+        try:
+            self.assets[sha] = decode_wav(bytes(held))
+        except UnsupportedAudio as err:
+            self.stats["bad_asset"] += 1
+            logger.warning("audio sim %s: asset %s refused: %s", self.unit_id, sha[:12], err)
+            return AssetAck(sha256=sha, have=0, error="unsupported_format")
+        self.stats["assets"] += 1
+        return AssetAck(sha256=sha, have=chunk.size, complete=True)
 
     # ---- playback log ---------------------------------------------------------------------
 
@@ -141,8 +223,9 @@ class AudioUnitSim(BusDeviceSim):
         for key, layer in wanted.items():
             if key not in self.current:
                 seg = Segment(zone=key[0], layer=key[1], track_id=layer.track_id,
-                              kind=layer.kind, item=layer.item, start_ms=output.ts,
-                              gain_db=layer.gain_db, track_started_ms=layer.started_ms)
+                              sha256=layer.sha256, kind=layer.kind, item=layer.item,
+                              start_ms=output.ts, gain_db=layer.gain_db,
+                              track_started_ms=layer.started_ms)
                 self.current[key] = seg
                 self.segments.append(seg)
         self.stats["outputs"] += 1
@@ -156,11 +239,10 @@ class AudioUnitSim(BusDeviceSim):
                 return seg
         return None
 
-    def render_wav(self, path: Path, *, zone: str, start_ms: int, end_ms: int,
-                   sample_rate: int = 8000) -> int:
-        """Render [start, end) of one zone to a mono 16-bit WAV; returns frames written."""
-        frames = max(0, (end_ms - start_ms) * sample_rate // 1000)
-        mix = [0.0] * frames
+    def render(self, *, zone: str, start_ms: int, end_ms: int, rate: int = 8000) -> np.ndarray:
+        """Mix [start, end) of one zone: each segment's asset from its track offset."""
+        frames = max(0, (end_ms - start_ms) * rate // 1000)
+        mix = np.zeros(frames)
         for seg in self.segments:
             if seg.zone != zone:
                 continue
@@ -168,21 +250,29 @@ class AudioUnitSim(BusDeviceSim):
             hi = min(end_ms, seg.end_ms if seg.end_ms is not None else end_ms)
             if hi <= lo:
                 continue
-            amp = FULL_SCALE * 10 ** (seg.gain_db / 20)
-            w = 2 * math.pi * tone_hz(seg.track_id) / sample_rate
-            first = (lo - start_ms) * sample_rate // 1000
-            last = (hi - start_ms) * sample_rate // 1000
-            mix[first:last] = [m + amp * math.sin(w * i)
-                               for i, m in zip(range(first, last), mix[first:last], strict=True)]
-        peak = 32767
-        pcm = array.array("h", [peak if s >= 1.0 else -peak if s <= -1.0 else int(s * peak)
-                                for s in mix])
-        with wave.open(str(path), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(sample_rate)
-            out.writeframes(pcm.tobytes())
-        return frames
+            pcm = self.assets.get(seg.sha256)
+            if pcm is None:
+                self.stats["missing_asset"] += 1
+                continue
+            first = (lo - start_ms) * rate // 1000
+            last = (hi - start_ms) * rate // 1000
+            # sample i of the mix is at start + i/rate, into the track at that minus its
+            # start; in integers (a float floor jitters by a sample), nearest-below
+            into = (start_ms - seg.track_started_ms) * rate + np.arange(first, last,
+                                                                        dtype=np.int64) * 1000
+            index = into * pcm.rate // (1000 * rate)
+            inside = (index >= 0) & (index < len(pcm.samples))
+            part = np.zeros(last - first)
+            part[inside] = pcm.samples[index[inside]]
+            mix[first:last] += part * 10 ** (seg.gain_db / 20)
+        return mix
+
+    def render_wav(self, path: Path, *, zone: str, start_ms: int, end_ms: int,
+                   sample_rate: int = 8000) -> int:
+        """Render [start, end) of one zone to a mono 16-bit WAV; returns frames written."""
+        mix = self.render(zone=zone, start_ms=start_ms, end_ms=end_ms, rate=sample_rate)
+        write_wav(path, mix, rate=sample_rate)
+        return len(mix)
 
 
 async def start_audio_unit_sim(

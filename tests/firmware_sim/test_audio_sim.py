@@ -26,13 +26,15 @@ from tests.services import Mosquitto
 pytestmark = pytest.mark.mosquitto
 
 
-async def make_driver(ctx: MqttContext, cache: Path) -> AudioDriver:
+async def make_driver(ctx: MqttContext, cache: Path, *, unit: bool = True) -> AudioDriver:
     drv = AudioDriver(DeviceConfig(device_id="U1", family="audio",
                                    options={"cache_dir": str(cache)}), ctx)
     drv.subscribe()
     for track in TRACK_MS:
         await drv.put_asset(asset(track))
     await drv.set_schedule(schedule_doc())
+    if unit:
+        await drv.sync_assets()  # the unit gets the WAVs it will play, in chunks over the bus
     return drv
 
 
@@ -125,7 +127,7 @@ async def test_unit_reconnect_and_garbage_and_flood(mosquitto: Mosquitto, tmp_pa
     clock = ManualClock()
     clock.advance(9 * 3600)
     async with MqttContext(clock=clock, host=mosquitto.host, port=mosquitto.port) as ctx:
-        drv = await make_driver(ctx, tmp_path / "cache")
+        drv = await make_driver(ctx, tmp_path / "cache", unit=False)
         await drv.tick()  # published (retained) while no unit is connected
         unit = await start_audio_unit_sim(mosquitto.url, unit_id="U1", clock=clock,
                                           autostep=False, max_segments=50)

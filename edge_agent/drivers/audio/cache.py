@@ -54,6 +54,13 @@ class AssetCache:
             return False
         return hashlib.sha256(data).hexdigest() == sha256
 
+    def read(self, sha256: str) -> bytes:
+        """The asset's bytes; OSError when it is missing or does not match its hash."""
+        data = self.path(sha256).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise OSError(f"asset {sha256[:12]} is corrupt")
+        return data
+
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.assets.iterdir() if p.is_file())
 

@@ -7,6 +7,9 @@ so playback goes on while the cloud is unreachable. At each change of the schedu
 output the driver publishes the unit's ``AudioOutput`` (retained, with a rising
 ``seq``); between changes it sleeps until ``Scheduler.next_change_ms``. Presence
 reports (``store/presence/{sensor}/up/presence``) start presence-triggered spots.
+The schedule's cached assets go to the unit in acknowledged, resumable chunks
+(``transfer.AssetSender``; again after the unit reboots), so the unit plays the real
+recordings (WAV) it was sent (decision 0048).
 
 Options (``AudioOptions``): ``zones`` (list; default every zone of the schedule),
 ``cache_dir`` (default ``<agent data_dir>/audio/<device id>``), ``tick_s`` (longest
@@ -31,6 +34,7 @@ from pydantic import Field, PositiveFloat, ValidationError
 from edge_agent.drivers.audio.cache import AssetCache
 from edge_agent.drivers.audio.metrics import audio_metrics
 from edge_agent.drivers.audio.schedule import Scheduler
+from edge_agent.drivers.audio.transfer import AssetSender, AssetTransferError
 from edge_agent.drivers.base import (
     CommandArgs,
     CommandRejected,
@@ -48,12 +52,14 @@ from edge_agent.drivers.base import (
 from edge_agent.drivers.links import TokenBucket
 from protocols import decode, encode, topics
 from protocols.audio import (
+    ASSET,
     DEVICE_KIND,
     OUTPUT,
     PLAYING,
     PRESENCE,
     PRESENCE_KIND,
     STATUS,
+    AssetAck,
     AudioOutput,
     AudioSchedule,
     PresenceReport,
@@ -81,6 +87,7 @@ class AudioOptions(DriverOptions):
     # Units send a status every 10 s; three missed ones and the unit counts as offline.
     offline_after_s: PositiveFloat = 30.0
     max_msgs_per_s: PositiveFloat = 50.0
+    asset_ack_timeout_s: PositiveFloat = 2.0  # no ack for a chunk this long: ask again
 
 
 class ScheduleArgs(CommandArgs):
@@ -120,6 +127,11 @@ class AudioDriver(Driver):
         self.acked_seq = 0
         self.last_seen_ms: int | None = None
         self._wake = asyncio.Event()
+        self._sync_wanted = asyncio.Event()  # the schedule, the cache or the unit changed
+        self._sync_failed = False
+        self.unit_boot: str | None = None
+        self.sender = AssetSender(config.device_id, self._publish_chunk,
+                                  ack_timeout_s=opts.asset_ack_timeout_s)
         self._subscribed = False
         self._loaded = False
 
@@ -150,6 +162,7 @@ class AudioDriver(Driver):
         self.metrics.missing.labels(device_id=self.device_id).set(len(missing))
         self.metrics.version.labels(device_id=self.device_id).set(schedule.version)
         self._wake.set()
+        self._sync_wanted.set()
 
     async def set_schedule(self, document: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -174,6 +187,42 @@ class AudioDriver(Driver):
         if self.scheduler is not None and self.missing:
             await self._activate(self.scheduler.schedule)  # a missing track may be playable now
         return digest
+
+    async def _publish_chunk(self, payload: bytes) -> None:
+        topic = topics.local(DEVICE_KIND, self.device_id, "down", ASSET)
+        await self.ctx.publish_local(topic, payload, qos=1, retain=False)
+
+    async def sync_assets(self) -> int:
+        """Send the unit every cached asset of the schedule it lacks; returns how many
+        were sent. A failed asset is counted and logged, and the others still go."""
+        if self.scheduler is None:
+            return 0
+        schedule = self.scheduler.schedule
+        wanted = sorted({schedule.tracks[t].sha256 for t in self.scheduler.playable}
+                        - self.sender.unit_has)
+        sent = 0
+        self._sync_failed = False
+        for sha in wanted:
+            try:
+                data = await asyncio.to_thread(self.cache.read, sha)  # re-hash: a thread
+                sent_bytes = await self.sender.send(sha, data)
+            except (OSError, AssetTransferError) as err:
+                reason = err.reason if isinstance(err, AssetTransferError) else "cache"
+                self.metrics.asset_failures.labels(device_id=self.device_id, reason=reason).inc()
+                logger.error("audio %s: %s", self.device_id, err)
+                self._sync_failed = True  # the unit's next status tries again
+                if reason == "stalled":
+                    break  # the unit does not answer: the other assets would stall too
+                continue
+            self.metrics.asset_bytes.labels(device_id=self.device_id).inc(sent_bytes)
+            sent += 1
+        return sent
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted.clear()
+            await self.sync_assets()
 
     @command("audio_schedule", ScheduleArgs)
     @command("set_schedule", ScheduleArgs)
@@ -216,6 +265,11 @@ class AudioDriver(Driver):
         if not self._loaded:
             await self._load_cached()
         self.last_output = None  # after a restart, publish the current output again
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._sync_loop(), name=f"audio-assets-{self.device_id}")
+            await self._output_loop()
+
+    async def _output_loop(self) -> None:
         while True:
             wait_s = await self.tick()
             self._wake.clear()
@@ -253,6 +307,12 @@ class AudioDriver(Driver):
     async def _on_unit(self, device_id: str, type_: str, payload: bytes) -> None:
         if device_id != self.device_id:
             return  # another unit's driver
+        if type_ == ASSET:  # acks pace the transfer itself: not rate limited
+            try:
+                self.sender.on_ack(decode(payload, AssetAck, max_bytes=MAX_MESSAGE_BYTES))
+            except ProtocolError as err:
+                self._bad(getattr(err, "reason", "invalid"))
+            return
         if not self._bucket.take():
             self._bad("flood")
             return
@@ -261,7 +321,13 @@ class AudioDriver(Driver):
                 playing = decode(payload, UnitPlaying, max_bytes=MAX_MESSAGE_BYTES)
                 self.acked_seq = max(self.acked_seq, min(playing.seq, self.seq))
             elif type_ == STATUS:
-                decode(payload, UnitStatus, max_bytes=MAX_MESSAGE_BYTES)
+                status = decode(payload, UnitStatus, max_bytes=MAX_MESSAGE_BYTES)
+                if status.boot_id != self.unit_boot:  # a rebooted unit holds no assets
+                    self.unit_boot = status.boot_id
+                    self.sender.unit_rebooted()
+                    self._sync_wanted.set()
+                elif self._sync_failed:
+                    self._sync_wanted.set()
             else:
                 self._bad("unknown_type")
                 return
@@ -301,6 +367,7 @@ class AudioDriver(Driver):
             "seq": self.seq,
             "acked_seq": self.acked_seq,
             "playing": playing,
+            "assets_on_unit": len(self.sender.unit_has),
         }
 
     def health(self) -> DeviceHealth:

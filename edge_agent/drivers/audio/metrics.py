@@ -21,6 +21,14 @@ class AudioMetrics:
             "storefleet_audio_missing_assets", "schedule tracks without a cached asset",
             ["device_id"], registry=registry,
         )
+        self.asset_bytes = Counter(
+            "storefleet_audio_asset_bytes_sent", "asset bytes sent to units in chunks",
+            ["device_id"], registry=registry,
+        )
+        self.asset_failures = Counter(
+            "storefleet_audio_asset_failures", "assets that did not reach a unit",
+            ["device_id", "reason"], registry=registry,
+        )
         self.version = Gauge(
             "storefleet_audio_schedule_version", "version of the schedule being played",
             ["device_id"], registry=registry,

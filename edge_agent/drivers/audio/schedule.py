@@ -6,6 +6,9 @@ item plays over it (fixed-time announcements, interval spots, presence-triggered
 spots; the highest priority wins, announcements before spots on a tie). Music under a
 voice item is ducked by ``duck_db``; every layer gets its zone's ``volume_db``.
 
+Each item plays on its ``days`` (ISO weekdays) of the local date its window starts
+on; on a date in the schedule's ``holidays`` only items marked ``holiday`` play.
+
 The only state is when each presence spot last started (``on_presence``): a presence
 spot plays when a shopper is near and stays silent otherwise, and not again before
 its ``cooldown_s``. ``next_change_ms`` bounds when the output can next change, so a
@@ -52,6 +55,7 @@ class Scheduler:
         ok = set(schedule.tracks) if available is None else set(available)
         self.playable = {t for t in schedule.tracks if t in ok}
         self._presence_started: dict[tuple[str, str], int] = {}  # (spot, zone) -> ms
+        self.holidays = frozenset(schedule.holidays)
 
     # ---- time of day -------------------------------------------------------------------
 
@@ -66,6 +70,15 @@ class Scheduler:
         if hi <= lo:  # wraps past midnight, e.g. 22:00-02:00
             hi += DAY_MS
         return lo, hi
+
+    def _plays_on(self, item: Daypart | Announcement | Spot, base_ms: int) -> bool:
+        """Does ``item`` play on the local day starting at ``base_ms`` (a midnight)?"""
+        # Noon of that day: a midnight derived by subtracting 24 h is off by an hour
+        # across a DST change; noon is always inside the right date.
+        day = dt.datetime.fromtimestamp(base_ms / 1000 + 43_200, tz=self.tz).date()
+        if (day.isoformat() in self.holidays) != item.holiday:
+            return False
+        return item.days is None or day.isoweekday() in item.days
 
     # ---- presence -------------------------------------------------------------------------
 
@@ -91,12 +104,10 @@ class Scheduler:
         return started
 
     def _in_window(self, spot: Spot, now_ms: int) -> bool:
-        if spot.start is None and spot.end is None:
-            return True
         midnight = self._midnight_ms(now_ms)
         for base in (midnight - DAY_MS, midnight):  # a window wrapping midnight from yesterday
             lo, hi = self._window(base, spot.start, spot.end)
-            if lo <= now_ms < hi:
+            if lo <= now_ms < hi and self._plays_on(spot, base):
                 return True
         return False
 
@@ -125,7 +136,7 @@ class Scheduler:
                 continue
             for base in (midnight - DAY_MS, midnight):
                 lo, hi = self._window(base, part.start, part.end)
-                if lo <= now_ms < hi:
+                if lo <= now_ms < hi and self._plays_on(part, base):
                     return part, lo
         return None
 
@@ -181,7 +192,7 @@ class Scheduler:
         duration = self.schedule.tracks[ann.track_id].duration_ms
         for base in (midnight - DAY_MS, midnight):
             start = base + hhmm_seconds(ann.at) * 1000
-            if start <= now_ms < start + duration:
+            if start <= now_ms < start + duration and self._plays_on(ann, base):
                 return start
         return None
 
@@ -191,7 +202,7 @@ class Scheduler:
         midnight = self._midnight_ms(now_ms)
         for base in (midnight - DAY_MS, midnight):
             lo, hi = self._window(base, spot.start, spot.end)
-            if lo <= now_ms < hi:
+            if lo <= now_ms < hi and self._plays_on(spot, base):
                 start = lo + (now_ms - lo) // every * every
                 # a spot that would run past its window's end does not start
                 return start if now_ms < start + duration and start + duration <= hi else None
