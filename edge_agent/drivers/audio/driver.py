@@ -210,7 +210,8 @@ class AudioDriver(Driver):
                 reason = err.reason if isinstance(err, AssetTransferError) else "cache"
                 self.metrics.asset_failures.labels(device_id=self.device_id, reason=reason).inc()
                 logger.error("audio %s: %s", self.device_id, err)
-                self._sync_failed = True  # the unit's next status tries again
+                # the unit's next status tries again, unless it cannot play the file
+                self._sync_failed |= reason != "unsupported_format"
                 if reason == "stalled":
                     break  # the unit does not answer: the other assets would stall too
                 continue
