@@ -4,10 +4,15 @@ device simulator), and how the demo names device families in its summary."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
+import functools
 import hashlib
+import io
 import logging
+import math
+import wave
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,19 +41,31 @@ def device_families(devices: Iterable[Mapping[str, Any]]) -> list[str]:
     return sorted({FAMILY_OF[d["kind"]] for d in devices if d["online"] and d["kind"] in FAMILY_OF})
 
 
-# Two short "tracks": the simulated audio unit plays a tone per track id.
-_TRACKS = {"music-a": 180_000, "music-b": 240_000, "promo-milk": 20_000}
+# Three short tracks, real WAV (16-bit mono, 8 kHz: the unit plays what it is sent), each
+# a tone of its own: small enough to travel inside an ``audio_asset`` command.
+_TRACKS = {"music-a": (4_000, 330.0), "music-b": (4_000, 440.0), "promo-milk": (2_000, 660.0)}
+_RATE = 8_000
 
 
+@functools.cache
 def _asset(track: str) -> bytes:
-    return f"storefleet demo audio: {track}".encode()
+    duration_ms, hz = _TRACKS[track]
+    frames = array.array("h", (int(8_000 * math.sin(2 * math.pi * hz * i / _RATE))
+                               for i in range(_RATE * duration_ms // 1000)))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(_RATE)
+        w.writeframes(frames.tobytes())
+    return out.getvalue()
 
 
 def audio_schedule(version: int = 1) -> dict[str, Any]:
     return {
         "version": version,
         "tracks": {t: {"sha256": hashlib.sha256(_asset(t)).hexdigest(), "duration_ms": ms}
-                   for t, ms in _TRACKS.items()},
+                   for t, (ms, _) in _TRACKS.items()},
         "zones": {"floor": {"volume_db": -6.0}},
         # Open around the clock so the demo plays whenever it runs.
         "dayparts": [{"name": "all-day", "start": "00:00", "end": "24:00",
