@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from cloud.api.deps import AdminRole, AppState, PrincipalDep, ReadRole, SessionDep, StateDep
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.routes.shadows import _set_desired
+from cloud.api.routes.shadows import set_desired
 from cloud.api.schemas import ShadowDesiredUpdate
 from cloud.audio.compile import check_spec, day_plan, effective_schedule, latest, store_context
 from cloud.audio.errors import AudioError
@@ -42,7 +42,7 @@ from cloud.db.models import Device, Shadow
 from cloud.db.models_artifacts import Artifact
 from cloud.db.models_audio import AudioScheduleVersion
 from cloud.rollouts.errors import RolloutError
-from cloud.rollouts.targeting import Selection, _union
+from cloud.rollouts.targeting import stores_of
 from protocols.audio import DEVICE_KIND
 from protocols.ids import Id
 
@@ -160,8 +160,8 @@ def _plan(session: Session, body: PublishBody) -> tuple[dict[str, list[str]], li
     """Audio units per selected store, and the selected stores without one."""
     stmt = select(Device.store_id, Device.device_id).where(Device.kind == DEVICE_KIND)
     if body.stores or body.regions or body.groups:
-        chosen = _union(session, Selection(stores=body.stores, regions=body.regions,
-                                           groups=body.groups, models=[], device=None))
+        chosen = stores_of(session, stores=body.stores, regions=body.regions,
+                           groups=body.groups)
         stmt = stmt.where(Device.store_id.in_(chosen))
     else:
         chosen = []
@@ -215,7 +215,7 @@ async def _send(app: AppState, store_id: str, device_id: str, doc: dict[str, Any
         state, version = await asyncio.to_thread(read)
         state[KEY] = doc
         try:
-            shadow = await _set_desired(app, store_id, device_id, ShadowDesiredUpdate(
+            shadow = await set_desired(app, store_id, device_id, ShadowDesiredUpdate(
                 state=state, expected_version=version), patch=False)
         except ApiProblem as err:
             if err.status != 409 or attempt == SHADOW_RETRIES - 1:

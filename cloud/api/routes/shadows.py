@@ -173,8 +173,9 @@ def _write_desired(
     return shadow
 
 
-async def _set_desired(app: AppState, store_id: str, target: str, body: ShadowDesiredUpdate,
-                       *, patch: bool) -> ShadowPublic:
+async def set_desired(app: AppState, store_id: str, target: str, body: ShadowDesiredUpdate,
+                      *, patch: bool) -> ShadowPublic:
+    """Check, store and publish a desired state (also used by HQ's audio publishing)."""
     _check_keys(target, body.state)
     async with app.shadow_lock:  # versions are published in the order they are stored
         now = app.clock.now_ms()
@@ -209,7 +210,7 @@ def _device(device_id: str) -> str:
 async def put_desired(
     store_id: StoreId, target: Target, body: ShadowDesiredUpdate, app: StateDep, _: AdminRole
 ) -> ShadowPublic:
-    return await _set_desired(app, store_id, target, body, patch=False)
+    return await set_desired(app, store_id, target, body, patch=False)
 
 
 @router.patch(f"{AGENT_PATH}/desired", responses=_WRITE_RESPONSES,
@@ -217,14 +218,14 @@ async def put_desired(
 async def patch_desired(
     store_id: StoreId, target: Target, body: ShadowDesiredUpdate, app: StateDep, _: AdminRole
 ) -> ShadowPublic:
-    return await _set_desired(app, store_id, target, body, patch=True)
+    return await set_desired(app, store_id, target, body, patch=True)
 
 
 @router.put(f"{DEVICE_PATH}/desired", responses=_WRITE_RESPONSES,
                     summary="Replace a device's desired state; its driver applies it")
 async def put_device_desired(store_id: StoreId, device_id: DeviceId, body: ShadowDesiredUpdate,
                              app: StateDep, _: AdminRole) -> ShadowPublic:
-    return await _set_desired(app, store_id, _device(device_id), body, patch=False)
+    return await set_desired(app, store_id, _device(device_id), body, patch=False)
 
 
 @router.patch(f"{DEVICE_PATH}/desired", responses=_WRITE_RESPONSES,
@@ -232,5 +233,5 @@ async def put_device_desired(store_id: StoreId, device_id: DeviceId, body: Shado
 async def patch_device_desired(store_id: StoreId, device_id: DeviceId,
                                body: ShadowDesiredUpdate, app: StateDep,
                                _: AdminRole) -> ShadowPublic:
-    return await _set_desired(app, store_id, _device(device_id), body, patch=True)
+    return await set_desired(app, store_id, _device(device_id), body, patch=True)
 
