@@ -180,8 +180,12 @@ def test_sigterm_ends_the_demo_with_the_plain_summary(start_demo: Starter) -> No
         assert time.monotonic() < deadline, status
         time.sleep(1)
     assert status["state"] == "completed", status
-    device = json.loads(_fleet("device", "show", "S001-vend-01", "--json", api=api, token=token))
-    assert device["driver"]["firmware_version"] == "2.0.0"
+    # the box reports the board's new version with its next health report
+    deadline = time.monotonic() + 30
+    while (device := json.loads(_fleet("device", "show", "S001-vend-01", "--json", api=api,
+                                       token=token)))["driver"]["firmware_version"] != "2.0.0":
+        assert time.monotonic() < deadline, device["driver"]
+        time.sleep(1)
 
     rc = _stop(proc, signal.SIGTERM)
     stdout = out.read_text()
