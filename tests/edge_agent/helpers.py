@@ -21,7 +21,7 @@ from protocols.clock import Clock
 from protocols.codec import encode
 from protocols.ids import uuid7
 from protocols.messages import DeviceEvent, DeviceState
-from tests.services import Mosquitto
+from tests.services import Mosquitto, free_port
 
 _stores = itertools.count(1)
 
@@ -38,6 +38,9 @@ def make_config(
         "data_dir": tmp_path / "agent",
         "cloud_url": uplink.url,
         "local_bus": local.url if local is not None else "embedded",
+        # An embedded bus gets a port of its own: the default 1884 is the README's,
+        # which the demo and deployment tests bind in parallel workers.
+        "local_bus_port": free_port(),
         "metrics_port": 0,
         "keepalive_s": 2,  # quick Last Will in the tests
         "reconnect_min_s": 0.1,
