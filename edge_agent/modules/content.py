@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from prometheus_client import Counter
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from edge_agent.errors import AgentError
+from edge_agent.fsutil import write_atomically
 from edge_agent.kernel.artifacts import (
     ArtifactApi,
     ArtifactCache,
@@ -127,22 +127,6 @@ class ContentMetrics:
         self.listener_errors = Counter(
             "storefleet_content_listener_errors", "on_applied consumers that raised",
             registry=registry)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """``path`` holds the old bytes or ``data``, whatever happens (temp, fsync, rename,
-    then fsync of the directory so the rename itself survives a power cut)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class Content(Module):
