@@ -7,6 +7,12 @@ book version it should be on, small documents carried inline (``schedule``,
 ``playlists``, ...) and the assets (artifacts of target ``content``) they name by
 sha256. Versions rise per store; the box applies a manifest only when every asset is
 in its cache, and reports what it runs as a ``content_status`` event.
+
+Each asset says which document uses it (``doc``: ``schedule``, ``playlists``, or ""
+for assets published on their own), so one document can be replaced in a store's next
+manifest without touching the others' assets. The report carries, per *part* (the
+till's price book, the audio units' schedule, the screens' playlists), the version the
+consumer on the box actually took and since when, and the store's shelf-label counts.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class ContentAsset(BaseModel):
     sha256: Sha256
     size: int = Field(ge=0)
     name: str = Field(min_length=1, max_length=200)
+    doc: str = Field(default="", max_length=64)  # the document that uses it; "": none
 
 
 class ContentManifest(BaseModel):
@@ -50,9 +57,42 @@ class ContentManifest(BaseModel):
     @property
     def schedule_version(self) -> str | None:
         """The ``version`` the schedule document gives itself, if any."""
-        schedule = self.documents.get("schedule")
-        version = schedule.get("version") if isinstance(schedule, dict) else None
+        return self.document_version("schedule")
+
+    def document_version(self, key: str) -> str | None:
+        """The ``version`` the document ``key`` gives itself, if any."""
+        document = self.documents.get(key)
+        version = document.get("version") if isinstance(document, dict) else None
         return None if version is None else str(version)[:64]
+
+    def assets_of(self, doc: str) -> list[ContentAsset]:
+        return [a for a in self.assets if a.doc == doc]
+
+
+# The parts a box reports as applied (the ``parts`` keys): the till's price book, the
+# audio units' schedule, the screens' playlists.
+PARTS = ("pricebook", "schedule", "playlists")
+
+
+class PartApplied(BaseModel):
+    """One consumer's applied version (what it runs, not what it was told)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: str = Field(max_length=64)
+    applied_ms: int = Field(ge=0)
+    detail: str = Field(default="", max_length=DETAIL_MAX)  # why it could not, or ""
+
+
+class LabelCounts(BaseModel):
+    """Shelf labels of the store: showing the applied book's price (``current``), sent
+    and not yet acknowledged (``pending``), acknowledged an older price (``stale``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    current: int = Field(default=0, ge=0)
+    pending: int = Field(default=0, ge=0)
+    stale: int = Field(default=0, ge=0)
 
 
 class ContentStatusReport(BaseModel):
@@ -69,3 +109,5 @@ class ContentStatusReport(BaseModel):
     assets_missing: int = Field(default=0, ge=0)
     # The last refusal (a tampered manifest or asset), "" when the last one applied.
     detail: str = Field(default="", max_length=DETAIL_MAX)
+    parts: dict[str, PartApplied] = Field(default_factory=dict, max_length=len(PARTS))
+    labels: LabelCounts | None = None

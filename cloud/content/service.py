@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ from protocols.artifacts import ArtifactKind, Sha256
 from protocols.content import (
     MAX_ASSETS,
     MAX_DOCUMENTS_BYTES,
+    PARTS,
     ContentAsset,
     ContentManifest,
     ContentStatusReport,
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 # Convergence states of a store (the gauge's labels and the status API's ``state``).
 STATES = ("converged", "pending", "refused", "unpublished")
+LABEL_STATES = ("current", "pending", "stale")
 
 
 class ContentError(CloudError):
@@ -98,6 +100,14 @@ class ContentMetrics:
             "storefleet_content_stores", "Stores by content convergence state (converged, "
             "pending, refused: the box refused its newest manifest, unpublished)",
             ["state"], registry=registry)
+        self.parts = Gauge(
+            "storefleet_content_parts", "Stores by part (pricebook: the till's book, "
+            "schedule: the audio units', playlists: the screens') and convergence state",
+            ["part", "state"], registry=registry)
+        self.labels = Gauge(
+            "storefleet_content_labels", "Shelf labels of every store by state (current: "
+            "the applied book's price, pending: sent, not acknowledged, stale: an older "
+            "price acknowledged)", ["state"], registry=registry)
         self.publish_seconds = Gauge(
             "storefleet_content_last_publish_seconds", "Wall time of the last publish, "
             "building and announcing every store's manifest", registry=registry)
@@ -145,6 +155,19 @@ def _price_books(session: Session, stores: list[str]) -> dict[str, int | None]:
             for s in stores}
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a store's next manifest changes: ``documents`` replace those keys (``None``
+    removes one) and ``assets`` are those documents' assets (each with its ``doc``);
+    ``loose`` replaces the assets published on their own (``doc`` ""), kept when None.
+    Everything else (other documents and their assets) carries over from the store's
+    previous manifest, so publishing a schedule never drops the playlists."""
+
+    documents: Mapping[str, dict[str, Any] | None]
+    assets: Sequence[ContentAsset] = ()
+    loose: Sequence[ContentAsset] | None = None
+
+
 def build(session: Session, req: ContentPublish, *, signer: SnapshotSigner,
           now_ms: int) -> list[Built]:
     """Each selected store's next manifest, signed and recorded (not yet announced)."""
@@ -152,16 +175,21 @@ def build(session: Session, req: ContentPublish, *, signer: SnapshotSigner,
         raise ContentError(413, f"documents take more than {MAX_DOCUMENTS_BYTES} bytes of "
                            "JSON; upload large content as assets", reason="too_large")
     stores = _stores(session, req)
-    assets = _assets(session, req.assets)
+    change = Change(documents=req.documents, loose=_assets(session, req.assets))
+    return compose(session, dict.fromkeys(stores, change), signer=signer, now_ms=now_ms)
+
+
+def compose(session: Session, changes: Mapping[str, Change], *, signer: SnapshotSigner,
+            now_ms: int) -> list[Built]:
+    """Each store's next manifest: its previous one with ``changes[store]`` applied and
+    its current price book version, signed and recorded (announce them after commit)."""
+    stores = list(changes)
     books = _price_books(session, stores)
-    last: dict[str, int] = {store: v for store, v in session.execute(
-        select(ManifestRow.store_id, func.max(ManifestRow.version))
-        .where(ManifestRow.store_id.in_(stores)).group_by(ManifestRow.store_id))}
+    previous = _newest(session, stores)
     rows = []
     for store in stores:
-        manifest = ContentManifest(store_id=store, version=last.get(store, 0) + 1,
-                                   created_ms=now_ms, price_book_version=books[store],
-                                   documents=req.documents, assets=assets)
+        manifest = _next(store, previous.get(store), changes[store],
+                         price_book_version=books[store], now_ms=now_ms)
         row = ManifestRow(store_id=store, version=manifest.version, created_ms=now_ms,
                           signed=signer.sign(manifest.model_dump(mode="json")))
         session.add(row)
@@ -173,6 +201,45 @@ def build(session: Session, req: ContentPublish, *, signer: SnapshotSigner,
         raise ContentError(409, "another publish gave these stores the same version at "
                            "the same time; publish again", reason="conflict") from err
     return rows
+
+
+def _next(store: str, base: ContentManifest | None, change: Change, *,
+          price_book_version: int | None, now_ms: int) -> ContentManifest:
+    documents = dict(base.documents) if base else {}
+    replaced = set(change.documents)
+    for key, doc in change.documents.items():
+        if doc is None:
+            documents.pop(key, None)
+        else:
+            documents[key] = doc
+    if len(json.dumps(documents)) > MAX_DOCUMENTS_BYTES:
+        raise ContentError(413, f"store {store}'s documents would take more than "
+                           f"{MAX_DOCUMENTS_BYTES} bytes of JSON; upload large content "
+                           "as assets", reason="too_large")
+    if change.loose is not None:
+        replaced.add("")
+    kept = [a for a in base.assets if a.doc not in replaced] if base else []
+    new = [*change.assets, *(change.loose or ())]
+    assets = list({(a.doc, a.sha256): a for a in [*kept, *new]}.values())
+    if len(assets) > MAX_ASSETS:
+        raise ContentError(422, f"store {store}'s manifest would name {len(assets)} assets, "
+                           f"at most {MAX_ASSETS}", reason="too_many_assets")
+    return ContentManifest(store_id=store, version=(base.version if base else 0) + 1,
+                           created_ms=now_ms, price_book_version=price_book_version,
+                           documents=documents, assets=assets)
+
+
+def _newest(session: Session, stores: list[str]) -> dict[str, ContentManifest]:
+    """Each store's newest recorded manifest (as signed: the payload, not re-verified:
+    we wrote it)."""
+    newest = (select(ManifestRow.store_id, func.max(ManifestRow.version).label("v"))
+              .where(ManifestRow.store_id.in_(stores)).group_by(ManifestRow.store_id)
+              .subquery())
+    rows = session.execute(
+        select(ManifestRow.store_id, ManifestRow.signed)
+        .join(newest, (ManifestRow.store_id == newest.c.store_id)
+              & (ManifestRow.version == newest.c.v)))
+    return {s: ContentManifest.model_validate(signed["payload"]) for s, signed in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +270,18 @@ async def announce(publisher: Publisher, rows: Sequence[Built], *,
 
 
 @dataclass(frozen=True, slots=True)
+class PartState:
+    """One part of a store's content: the version HQ published and the one the box's
+    consumer took, since when."""
+
+    published: str | None
+    applied: str | None
+    applied_ms: int | None
+    state: str  # converged | pending | refused | unpublished
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class StoreContent:
     store_id: str
     state: str
@@ -216,6 +295,8 @@ class StoreContent:
     assets_missing: int
     detail: str
     reported_ms: int | None
+    parts: dict[str, PartState]
+    labels: dict[str, int] | None
 
 
 def _state(published: int | None, report: ContentStatus | None) -> str:
@@ -226,16 +307,42 @@ def _state(published: int | None, report: ContentStatus | None) -> str:
     return "refused" if report is not None and report.detail else "pending"
 
 
+def _part(published: str | None, applied: Mapping[str, Any] | None) -> PartState:
+    version = str(applied["version"]) if applied else None
+    detail = str(applied.get("detail", "")) if applied else ""
+    if published is None:
+        state = "unpublished"
+    elif version == published:
+        state = "converged"
+    else:
+        state = "refused" if detail else "pending"
+    return PartState(published=published, applied=version,
+                     applied_ms=applied.get("applied_ms") if applied else None,
+                     state=state, detail=detail)
+
+
+def _parts(manifest: ContentManifest | None, book: int | None,
+           report: ContentStatus | None) -> dict[str, PartState]:
+    applied = (report.parts or {}) if report else {}
+    published = {"pricebook": None if book is None else str(book),
+                 "schedule": manifest.document_version("schedule") if manifest else None,
+                 "playlists": manifest.document_version("playlists") if manifest else None}
+    return {part: _part(published[part], applied.get(part)) for part in PARTS}
+
+
 def status(session: Session, *, only: Collection[str] | None = None) -> list[StoreContent]:
-    """Per store (every known store, or those in ``only``): published against applied."""
+    """Per store (every known store, or those in ``only``): published against applied,
+    as a whole manifest and per part."""
     stores = sorted(only) if only is not None else list(
         session.scalars(select(Store.store_id).order_by(Store.store_id)))
-    published = _published(session, stores)
+    published = _newest(session, stores)
+    books = _price_books(session, stores)
     reports = {r.store_id: r for r in session.scalars(
         select(ContentStatus).where(ContentStatus.store_id.in_(stores)))}
     out = []
     for s in stores:
-        version, ms = published.get(s, (None, None))
+        m = published.get(s)
+        version, ms = (m.version, m.created_ms) if m else (None, None)
         r = reports.get(s)
         out.append(StoreContent(
             store_id=s, state=_state(version, r), published_version=version,
@@ -245,27 +352,27 @@ def status(session: Session, *, only: Collection[str] | None = None) -> list[Sto
             schedule_version=r.schedule_version if r else None,
             assets_present=r.assets_present if r else 0,
             assets_missing=r.assets_missing if r else 0,
-            detail=r.detail if r else "", reported_ms=r.reported_ms if r else None))
+            detail=r.detail if r else "", reported_ms=r.reported_ms if r else None,
+            parts=_parts(m, books[s], r), labels=r.labels if r else None))
     return out
-
-
-def _published(session: Session, stores: list[str]) -> dict[str, tuple[int, int]]:
-    newest = (select(ManifestRow.store_id, func.max(ManifestRow.version).label("v"))
-              .where(ManifestRow.store_id.in_(stores)).group_by(ManifestRow.store_id)
-              .subquery())
-    rows = session.execute(
-        select(ManifestRow.store_id, ManifestRow.version, ManifestRow.created_ms)
-        .join(newest, (ManifestRow.store_id == newest.c.store_id)
-              & (ManifestRow.version == newest.c.v)))
-    return {s: (v, ms) for s, v, ms in rows}
 
 
 def refresh_gauge(session: Session, metrics: ContentMetrics) -> None:
     counts = dict.fromkeys(STATES, 0)
+    parts = {(p, st): 0 for p in PARTS for st in STATES}
+    labels = dict.fromkeys(LABEL_STATES, 0)
     for row in status(session):
         counts[row.state] += 1
+        for part, p in row.parts.items():
+            parts[(part, p.state)] += 1
+        for state in LABEL_STATES:
+            labels[state] += int((row.labels or {}).get(state, 0))
     for state, n in counts.items():
         metrics.stores.labels(state=state).set(n)
+    for (part, state), n in parts.items():
+        metrics.parts.labels(part=part, state=state).set(n)
+    for state, n in labels.items():
+        metrics.labels.labels(state=state).set(n)
 
 
 class ContentHook:
@@ -292,6 +399,8 @@ class ContentHook:
         row.schedule_version = report.schedule_version
         row.assets_present, row.assets_missing = report.assets_present, report.assets_missing
         row.detail, row.reported_ms = report.detail, event.ts
+        row.parts = {k: p.model_dump() for k, p in report.parts.items() if k in PARTS}
+        row.labels = report.labels.model_dump() if report.labels else None
         self.metrics.reports.labels(result="stored").inc()
         session.flush()
         refresh_gauge(session, self.metrics)

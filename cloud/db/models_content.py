@@ -2,7 +2,7 @@
 
 ``content_manifests`` keeps every signed manifest published to a store (its version
 rises per store); ``content_status`` the latest ``content_status`` report of each store
-(which manifest it applied, since when, its price book and schedule versions).
+(which manifest it applied, since when, what each consumer took, its labels).
 """
 
 from __future__ import annotations
@@ -37,3 +37,8 @@ class ContentStatus(Base):
     assets_missing: Mapped[int]
     detail: Mapped[str] = mapped_column(String(500))  # the last refusal, or ""
     reported_ms: Mapped[int]  # the box's time of the report
+    # {"pricebook"|"schedule"|"playlists": {"version", "applied_ms", "detail"}}: what
+    # each consumer on the box took (protocols.content.PartApplied), and the shelf
+    # labels' {"current", "pending", "stale"} (migration 0018)
+    parts: Mapped[dict[str, Any] | None]
+    labels: Mapped[dict[str, Any] | None]

@@ -21,12 +21,14 @@ capability          used by                                provided by (family)
 ``LABEL_SINK``      shelf sync (pos/shelf.py)               esl
 ``CART_FLEET``      in-aisle: sessions, scans, screens      cart
 ``BUSY``            rollouts: defer while busy (0043)       vending, esl, cart
+``AUDIO_PLAYER``    the store's schedule from content       audio
+                    (modules/audio.py, 0050)
 ==================  =====================================  ==========================
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from edge_agent.drivers.base import DeviceHealth
@@ -112,6 +114,23 @@ class BusyReporter(Protocol):
     def busy_reason(self) -> str | None: ...
 
 
+@runtime_checkable
+class AudioPlayer(Protocol):
+    """An audio unit that plays a schedule of cached assets (decision 0048)."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def schedule_version(self) -> int | None: ...
+
+    async def has_asset(self, sha256: str) -> bool: ...
+
+    async def put_asset(self, data: bytes) -> str: ...
+
+    async def set_schedule(self, document: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
 class Capability(Generic[T]):
     """A capability to look drivers up by (``DriverSupervisor.find``)."""
 
@@ -133,9 +152,11 @@ LABEL_SINK = Capability[LabelSink]("label_sink", LabelSink)
 SCREEN_SINK = Capability[ScreenSink]("screen_sink", ScreenSink)
 CART_FLEET = Capability[CartFleet]("cart_fleet", CartFleet)
 BUSY = Capability[BusyReporter]("busy", BusyReporter)
+AUDIO_PLAYER = Capability[AudioPlayer]("audio_player", AudioPlayer)
 
 CAPABILITIES: tuple[Capability[Any], ...] = (
-    RECEIPT_PRINTER, SCANNER, CUSTOMER_DISPLAY, LABEL_SINK, SCREEN_SINK, CART_FLEET, BUSY)
+    RECEIPT_PRINTER, SCANNER, CUSTOMER_DISPLAY, LABEL_SINK, SCREEN_SINK, CART_FLEET, BUSY,
+    AUDIO_PLAYER)
 
 
 def capabilities_of(driver: object) -> list[str]:

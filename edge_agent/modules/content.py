@@ -26,7 +26,10 @@ once the cache is over its bound. At start the applied manifest is read back (an
 verified again), so the store runs its content with the cloud unreachable.
 
 Each applied or refused manifest, and every start, is one ``content_status`` event
-through the outbox (``protocols.content.ContentStatusReport``).
+through the outbox (``protocols.content.ContentStatusReport``). The consumers say
+what they actually took (``report_part``: the till its price book, the audio driver its
+schedule, the screens their playlists; ``report_labels``: the shelf labels' counts);
+those changes are reported too, gathered over ``REPORT_GATHER_S`` into one event.
 """
 
 from __future__ import annotations
@@ -54,7 +57,14 @@ from edge_agent.kernel.artifacts import (
 from edge_agent.kernel.module import Module, ModuleSettings, PayloadHandler
 from edge_agent.metrics import registry_scoped
 from protocols.artifacts import CONTENT_TARGET
-from protocols.content import DETAIL_MAX, ContentManifest, ContentStatusReport
+from protocols.content import (
+    DETAIL_MAX,
+    PARTS,
+    ContentManifest,
+    ContentStatusReport,
+    LabelCounts,
+    PartApplied,
+)
 from protocols.errors import StorefleetError
 from protocols.signed import SignatureError, load_public_keys, verify_signed
 
@@ -68,6 +78,9 @@ logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 APPLIED = "applied.json"
+# Consumers report at start and after each change, often several at once (a book and
+# the labels it moved): gathered for this long into one content_status event.
+REPORT_GATHER_S = 0.5
 
 
 class ContentRefused(AgentError):
@@ -151,6 +164,9 @@ class Content(Module):
         self._wake = asyncio.Event()
         self._listeners: list[Listener] = []
         self._detail = ""  # the last refusal, reported until a manifest applies
+        self._parts: dict[str, PartApplied] = {}
+        self._labels: LabelCounts | None = None
+        self._report_wanted = asyncio.Event()
 
     # ---- the API other modules use ----------------------------------------------------
 
@@ -160,6 +176,26 @@ class Content(Module):
         self._listeners.append(listener)
         if self.applied is not None:
             self._tell(listener, self.applied)
+
+    def report_part(self, part: str, version: str | int, *, applied_ms: int,
+                    detail: str = "") -> None:
+        """A consumer took ``version`` of its part (``PARTS``) at ``applied_ms``; the
+        cloud shows it per store. Same version and detail again: nothing to report."""
+        if part not in PARTS:
+            raise ValueError(f"unknown content part {part!r}; one of {', '.join(PARTS)}")
+        now = PartApplied(version=str(version)[:64], applied_ms=applied_ms,
+                          detail=detail[:DETAIL_MAX])
+        old = self._parts.get(part)
+        if old is not None and (old.version, old.detail) == (now.version, now.detail):
+            return
+        self._parts[part] = now
+        self._report_wanted.set()
+
+    def report_labels(self, counts: LabelCounts) -> None:
+        """The store's shelf labels: current, pending, stale (reported when changed)."""
+        if counts != self._labels:
+            self._labels = counts
+            self._report_wanted.set()
 
     # ---- declarations -----------------------------------------------------------------
 
@@ -171,6 +207,7 @@ class Content(Module):
 
     async def start(self, tasks: Supervisor) -> None:
         tasks.start("content-apply", self._apply_loop)
+        tasks.start("content-report", self._report_loop)
         await self._report()
 
     async def close(self) -> None:
@@ -179,7 +216,9 @@ class Content(Module):
     def diagnostics(self) -> dict[str, Any]:
         applied = self.applied
         return {"applied_version": applied.manifest.version if applied else None,
-                "pending_version": self._pending[0].version if self._pending else None}
+                "pending_version": self._pending[0].version if self._pending else None,
+                "parts": {k: p.model_dump() for k, p in self._parts.items()},
+                "labels": self._labels.model_dump() if self._labels else None}
 
     # ---- receiving --------------------------------------------------------------------
 
@@ -324,6 +363,13 @@ class Content(Module):
     def _present(self, manifest: ContentManifest) -> int:
         return sum(self.cache.path(a.sha256).is_file() for a in manifest.assets)
 
+    async def _report_loop(self) -> None:
+        while True:
+            await self._report_wanted.wait()
+            await asyncio.sleep(REPORT_GATHER_S)
+            self._report_wanted.clear()
+            await self._report()
+
     async def _report(self) -> None:
         applied = self.applied
         manifest = applied.manifest if applied else None
@@ -335,7 +381,7 @@ class Content(Module):
             schedule_version=manifest.schedule_version if manifest else None,
             assets_present=present,
             assets_missing=(len(manifest.assets) - present) if manifest else 0,
-            detail=self._detail)
+            detail=self._detail, parts=dict(self._parts), labels=self._labels)
         try:
             await self.kernel.sink.emit_event("content_status", device_id="agent",
                                               data=report.model_dump(mode="json"))

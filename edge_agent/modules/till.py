@@ -1,12 +1,18 @@
 """The till and the order desk (``[till]``; on by default): sales priced from signed
-snapshots and price books, online orders, receipts on the store's peripherals."""
+snapshots and price books, online orders, receipts on the store's peripherals.
+
+With the content module running, the till reports the price book it actually prices
+with, and since when, as the ``pricebook`` part of the store's content status (decision
+0050): HQ sees per store when a price change reached the till."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge_agent.kernel.module import Module, PayloadHandler
+from edge_agent.modules.content import Content
 from edge_agent.pos.peripherals import PosPeripherals
 from edge_agent.pos.runtime import PosRuntime
 from edge_agent.pos.settings import TillSettings
@@ -21,6 +27,10 @@ class Till(Module):
     name = "till"
     Settings = TillSettings
     default_on: ClassVar[bool] = True
+    after = ("content",)  # reports its price book there when content runs
+    # How often the applied price book is compared with the one last reported: a book
+    # changes a few times a day; HQ's view may lag this much behind the till.
+    REPORT_POLL_S: ClassVar[float] = 0.5
 
     def __init__(self, kernel: Kernel, settings: TillSettings) -> None:
         super().__init__(kernel, settings)
@@ -56,6 +66,18 @@ class Till(Module):
 
     async def start(self, tasks: Supervisor) -> None:
         tasks.start("pos-sync", self.pos.sync_forever)
+        content = self.kernel.module("content")
+        if isinstance(content, Content):
+            tasks.start("till-content-report", lambda: self._report_book(content))
+
+    async def _report_book(self, content: Content) -> None:
+        book = self.pos.pricebook
+        while True:
+            version, applied_ms = book.version, book.applied_ms
+            if version is not None:  # same version again: report_part ignores it
+                content.report_part("pricebook", version,
+                                    applied_ms=applied_ms or self.kernel.clock.now_ms())
+            await asyncio.sleep(self.REPORT_POLL_S)
 
     async def close(self) -> None:
         await self.pos.close()

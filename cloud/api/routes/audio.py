@@ -7,13 +7,14 @@ every store gets its compiled document.
     GET  /audio/schedule                      the newest version as authored
     GET  /stores/{store}/audio/schedule?day=  the store's effective schedule, and what
                                               plays on ``day`` (default: today there)
-    POST /audio/schedule/publish              send it to the audio units of the selected
-                                              stores (stores, regions, groups; none: every
-                                              store with one) as their desired
-                                              ``audio_schedule`` (decision 0037)
+    POST /audio/schedule/publish              the selected stores' (stores, regions,
+                                              groups; none: every store with an audio
+                                              unit) next content manifests carry it
 
-The desired shadow carries the schedule until the signed content manifest (decision
-0046) does; a store's units converge to it like to any desired key.
+Each store's signed content manifest (decision 0046) carries its compiled schedule as
+the ``schedule`` document and the recordings as assets; the box hands both to its audio
+units (edge_agent/modules/audio.py) and reports when they run it (decision 0050). A
+single unit can still be given a schedule through its desired ``audio_schedule``.
 """
 
 from __future__ import annotations
@@ -30,28 +31,28 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cloud.api.deps import AdminRole, AppState, PrincipalDep, ReadRole, SessionDep, StateDep
+from cloud.api.deps import AdminRole, PrincipalDep, ReadRole, SessionDep, StateDep
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.routes.shadows import set_desired
-from cloud.api.schemas import ShadowDesiredUpdate
+from cloud.api.routes.content import ContentDep
 from cloud.audio.compile import check_spec, day_plan, effective_schedule, latest, store_context
 from cloud.audio.errors import AudioError
 from cloud.audio.model import AudioScheduleSpec
-from cloud.db.models import Device, Shadow
+from cloud.content.service import Built, Change, ContentError, announce, compose, refresh_gauge
+from cloud.db.models import Device
 from cloud.db.models_artifacts import Artifact
 from cloud.db.models_audio import AudioScheduleVersion
 from cloud.rollouts.errors import RolloutError
 from cloud.rollouts.targeting import stores_of
 from protocols.audio import DEVICE_KIND
+from protocols.content import ContentAsset
 from protocols.ids import Id
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["audio"], route_class=JsonRoute)
 StoreId = Annotated[Id, Path(description="store id")]
-KEY = "audio_schedule"  # the audio driver's desired key (protocols.shadow_keys)
-SHADOW_RETRIES = 3  # another writer between our read and our write: read again
+DOC = "schedule"  # the content manifest's document (edge_agent/modules/audio.py)
 
 
 class ScheduleSaved(BaseModel):
@@ -79,15 +80,12 @@ class PublishBody(BaseModel):
     groups: list[Id] = Field(default_factory=list, max_length=100)
 
 
-class UnitPublished(BaseModel):
-    store_id: str
-    device_id: str
-    desired_version: int
-
-
 class Published(BaseModel):
-    version: int
-    units: list[UnitPublished]
+    version: int  # the schedule's
+    manifests: dict[str, int] = Field(description="store -> the content manifest version "
+                                      "that carries the schedule")
+    failed: list[str] = Field(description="stores whose manifest the broker did not take "
+                              "(publish again)")
     without_unit: list[str] = Field(description="selected stores with no audio unit known")
 
 
@@ -172,55 +170,58 @@ def _plan(session: Session, body: PublishBody) -> tuple[dict[str, list[str]], li
     return units, [s for s in chosen if s not in units]
 
 
-def _desired(session: Session, store_id: str, device_id: str) -> tuple[dict[str, Any], int]:
-    shadow = session.get(Shadow, (store_id, device_id))
-    return (dict(shadow.desired or {}), shadow.desired_version) if shadow else ({}, 0)
+def _changes(session: Session, stores: list[str], day: dt.date) -> dict[str, Change]:
+    """Each store's schedule document and its recordings, as a manifest change."""
+    changes: dict[str, Change] = {}
+    sizes: dict[str, int] = {}
+    for store_id in stores:
+        doc = effective_schedule(session, store_id, day)
+        wanted = {t["sha256"] for t in doc["tracks"].values()} - set(sizes)
+        if wanted:
+            sizes.update((sha, size) for sha, size in session.execute(
+                select(Artifact.sha256, Artifact.size).where(Artifact.sha256.in_(wanted))))
+        assets = {t["sha256"]: ContentAsset(sha256=t["sha256"], size=sizes[t["sha256"]],
+                                            name=(t.get("title") or track)[:200], doc=DOC)
+                  for track, t in sorted(doc["tracks"].items())}
+        changes[store_id] = Change(documents={DOC: doc}, assets=list(assets.values()))
+    return changes
 
 
-@router.post("/audio/schedule/publish", summary="Send the newest schedule, compiled per "
-             "store, to the audio units of the selected stores",
+@router.post("/audio/schedule/publish", status_code=201, summary="Publish the newest "
+             "schedule, compiled per store, in the selected stores' content manifests",
              responses={404: {"description": "none saved yet"},
+                        409: {"description": "a concurrent publish to the same stores"},
                         422: {"description": "an empty region or group, or a store's "
-                              "overrides that do not compile"},
-                        503: {"description": "stored, but the broker did not take it"}})
-async def publish_schedule(body: PublishBody, app: StateDep, _: AdminRole) -> Published:
-    today = dt.datetime.fromtimestamp(app.clock.now_ms() / 1000, dt.UTC).date()
+                              "overrides that do not compile"}})
+async def publish_schedule(body: PublishBody, app: StateDep, content: ContentDep,
+                           _: AdminRole) -> Published:
+    # a day early: a store west of UTC may still be on yesterday
+    since = (dt.datetime.fromtimestamp(app.clock.now_ms() / 1000, dt.UTC).date()
+             - dt.timedelta(days=1))
 
-    def plan() -> tuple[dict[str, list[str]], list[str], dict[str, dict[str, Any]]]:
-        with app.reader() as session:
+    def run() -> tuple[list[Built], list[str], int]:
+        with app.writer.begin() as session:
             units, without = _plan(session, body)
-            # a day early: a store west of UTC may still be on yesterday
-            docs = {s: effective_schedule(session, s, today - dt.timedelta(days=1))
-                    for s in units}
-        return units, without, docs
+            changes = _changes(session, list(units), since)
+            row = latest(session)
+            version = row.version if row is not None else 0
+            built = compose(session, changes, signer=content.signer,
+                            now_ms=app.clock.now_ms())
+        return built, without, version
+
+    def gauge() -> None:
+        with app.reader() as session:
+            refresh_gauge(session, content.metrics)
+
     try:
-        units, without, docs = await asyncio.to_thread(plan)
+        built, without, version = await asyncio.to_thread(run)  # database work off the loop
     except (AudioError, RolloutError) as err:
         raise _problem(err) from err
-    published: list[UnitPublished] = []
-    for store_id, devices in units.items():
-        for device_id in devices:
-            published.append(await _send(app, store_id, device_id, docs[store_id]))
-    version = next(iter(docs.values()))["version"] if docs else 0
-    logger.info("audio schedule v%d published to %d unit(s)", version, len(published))
-    return Published(version=version, units=published, without_unit=without)
-
-
-async def _send(app: AppState, store_id: str, device_id: str, doc: dict[str, Any]) -> UnitPublished:
-    """Replace the unit's desired schedule (not merge: a track removed must go)."""
-    for attempt in range(SHADOW_RETRIES):
-        def read() -> tuple[dict[str, Any], int]:
-            with app.reader() as session:
-                return _desired(session, store_id, device_id)
-        state, version = await asyncio.to_thread(read)
-        state[KEY] = doc
-        try:
-            shadow = await set_desired(app, store_id, device_id, ShadowDesiredUpdate(
-                state=state, expected_version=version), patch=False)
-        except ApiProblem as err:
-            if err.status != 409 or attempt == SHADOW_RETRIES - 1:
-                raise
-            continue
-        return UnitPublished(store_id=store_id, device_id=device_id,
-                             desired_version=shadow.desired_version)
-    raise AssertionError("unreachable")  # pragma: no cover
+    except ContentError as err:
+        raise ApiProblem(err.status, err.detail, reason=err.reason) from err
+    failed = await announce(app.publisher, built, metrics=content.metrics)
+    await asyncio.to_thread(gauge)
+    logger.info("audio schedule v%d published to %d store(s) (%d failed)", version,
+                len(built), len(failed))
+    return Published(version=version, manifests={b.store_id: b.version for b in built},
+                     failed=failed, without_unit=without)

@@ -54,6 +54,20 @@ class PublishResult(BaseModel):
     seconds: float
 
 
+class PartPublic(BaseModel):
+    published: str | None  # the version HQ published (None: nothing yet)
+    applied: str | None  # the version the box's consumer took
+    applied_ms: int | None  # since when (the box's clock)
+    state: str  # converged | pending | refused | unpublished
+    detail: str  # why the box could not take it, or ""
+
+
+class LabelsPublic(BaseModel):
+    current: int
+    pending: int
+    stale: int
+
+
 class StoreContentPublic(BaseModel):
     store_id: str
     state: str  # converged | pending | refused | unpublished
@@ -67,6 +81,8 @@ class StoreContentPublic(BaseModel):
     assets_missing: int
     detail: str
     reported_ms: int | None
+    parts: dict[str, PartPublic]  # pricebook, schedule, playlists
+    labels: LabelsPublic | None
 
 
 @router.post("/publish", status_code=201,
@@ -105,7 +121,8 @@ async def publish_content(body: ContentPublish, app: StateDep, content: ContentD
 
 
 @router.get("/status", summary="Per store: the manifest published against the one "
-            "applied, since when, and its price book and schedule versions")
+            "applied, since when; per part (price book, schedule, playlists) the version "
+            "published against the one the box took and since when; shelf-label counts")
 def content_status(session_state: StateDep, principal: PrincipalDep, _: ReadRole,
                    store_id: Annotated[Id | None, Query()] = None
                    ) -> list[StoreContentPublic]:

@@ -49,6 +49,7 @@ from edge_agent.drivers.base import (
     first_error,
     register,
 )
+from edge_agent.drivers.capabilities import AudioPlayer
 from edge_agent.drivers.links import TokenBucket
 from protocols import decode, encode, topics
 from protocols.audio import (
@@ -100,7 +101,7 @@ class AssetArgs(CommandArgs):
 
 
 @register
-class AudioDriver(Driver):
+class AudioDriver(Driver, AudioPlayer):
     family = "audio"
     Options = AudioOptions
     options: AudioOptions
@@ -181,6 +182,13 @@ class AudioDriver(Driver):
         await asyncio.to_thread(self.cache.save_schedule, encode(schedule))  # fsync: thread
         await self._activate(schedule)
         return {"applied": True, "version": schedule.version, "missing_assets": self.missing}
+
+    @property
+    def schedule_version(self) -> int | None:
+        return self.scheduler.schedule.version if self.scheduler else None
+
+    async def has_asset(self, sha256: str) -> bool:
+        return await asyncio.to_thread(self.cache.has, sha256)  # re-hashes: a thread
 
     async def put_asset(self, data: bytes) -> str:
         digest = await asyncio.to_thread(self.cache.put, data)  # fsync: thread

@@ -1,11 +1,12 @@
 """Audio schedules authored through the API (decision 0048) on SQLite and PostgreSQL:
 validated with clear 422s, compiled per store (region, group and store overrides, the
-store's time zone, holidays), and published to the stores' audio units as their
-desired ``audio_schedule``."""
+store's time zone, holidays), and published in the stores' signed content manifests
+(decision 0050)."""
 
 from __future__ import annotations
 
 import copy
+import json
 import datetime as dt
 from typing import Any
 
@@ -22,7 +23,8 @@ from protocols import encode, topics
 from protocols.audio import AudioSchedule
 from protocols.clock import ManualClock
 from protocols.codec import decode
-from protocols.messages import Birth, DeviceInfo, ShadowDesired
+from protocols.messages import Birth, DeviceInfo
+from protocols.signed import load_public_keys, verify_signed
 from tests.cloud.conftest import ADMIN, TECH, api_client, auth, make_settings
 from tests.edge_agent.drivers.audio.fixtures import schedule_doc
 
@@ -133,18 +135,24 @@ async def test_author_compile_and_publish(db_url: str) -> None:
 
         # publish: every store with an audio unit, then a selection
         r = await c.post(f"{URL}/publish", headers=auth(ADMIN), json={})
-        assert r.status_code == 200, r.text
-        assert [(u["store_id"], u["device_id"]) for u in r.json()["units"]] == [
-            ("s1", "U1"), ("s2", "U2")]
-        msg = publisher.retained[topics.shadow_desired("s1", "U1")]
-        desired = decode(msg.payload, ShadowDesired)
-        sent = AudioSchedule.model_validate(desired.state["audio_schedule"])
+        assert r.status_code == 201, r.text
+        assert r.json()["manifests"] == {"s1": 1, "s2": 1} and r.json()["version"] == 2
+        keys = {k["key_id"]: k["public_key"] for k in
+                (await c.get("/api/v1/promotions/keys", headers=auth(TECH))).json()}
+        manifest = verify_signed(json.loads(
+            publisher.retained[topics.content_manifest("s1")].payload),
+            load_public_keys(keys.values()))
+        schedule = manifest["documents"]["schedule"]
+        sent = AudioSchedule.model_validate(schedule)
         assert sent.version == 2 and sent.timezone == "Europe/Berlin"
         assert [a.name for a in sent.announcements] == ["opening", "closing", "lunch"]
+        # the recordings ride as the manifest's assets of the schedule, by sha256
+        assert {a["sha256"] for a in manifest["assets"]} == {
+            t.sha256 for t in sent.tracks.values()}
+        assert {a["doc"] for a in manifest["assets"]} == {"schedule"}
         r = await c.post(f"{URL}/publish", headers=auth(ADMIN),
                          json={"regions": ["north"], "stores": ["s3"]})
-        assert r.json()["units"] == [{"store_id": "s1", "device_id": "U1",
-                                      "desired_version": 2}]
+        assert r.json()["manifests"] == {"s1": 2}  # s1's next manifest
         assert r.json()["without_unit"] == ["s3"]
         r = await c.post(f"{URL}/publish", headers=auth(ADMIN), json={"regions": ["south"]})
         assert r.status_code == 422 and r.json()["type"].endswith("/empty_selection")
@@ -153,6 +161,6 @@ async def test_author_compile_and_publish(db_url: str) -> None:
     try:
         with make_session_factory(engine)() as session:
             doc = effective_schedule(session, "s1", dt.date(2026, 12, 1))
-        assert doc == desired.state["audio_schedule"] | {"holidays": ["2026-12-25"]}
+        assert doc == schedule | {"holidays": ["2026-12-25"]}
     finally:
         engine.dispose()

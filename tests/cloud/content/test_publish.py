@@ -80,7 +80,8 @@ async def test_publish_signs_one_manifest_per_selected_store(db_url: str) -> Non
         assert payload["price_book_version"] == book and payload["assets"] == []
         first = verify_document(json.loads(
             publisher.retained[topics.content_manifest("s3")].payload), signer.trusted())
-        assert first["assets"] == [{"sha256": ASSET, "size": 4096, "name": "jingle.wav"}]
+        assert first["assets"] == [{"sha256": ASSET, "size": 4096, "name": "jingle.wav",
+                                    "doc": ""}]
         assert first["documents"] == {"schedule": {"version": "s1"}}
         assert topics.content_manifest("s4") not in publisher.retained
 
