@@ -85,8 +85,9 @@ class PartApplied(BaseModel):
 
 
 class LabelCounts(BaseModel):
-    """Shelf labels of the store: showing the applied book's price (``current``), sent
-    and not yet acknowledged (``pending``), acknowledged an older price (``stale``)."""
+    """Shelf labels of the store: showing what the till's book and promotions say
+    (``current``), sent and not yet confirmed by the label (``pending``), not confirmed
+    within the ESL driver's stale bound: out of radio reach, flat battery (``stale``)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 

@@ -106,8 +106,8 @@ class ContentMetrics:
             ["part", "state"], registry=registry)
         self.labels = Gauge(
             "storefleet_content_labels", "Shelf labels of every store by state (current: "
-            "the applied book's price, pending: sent, not acknowledged, stale: an older "
-            "price acknowledged)", ["state"], registry=registry)
+            "showing the till's price, pending: sent, not confirmed, stale: not confirmed "
+            "within the stale bound)", ["state"], registry=registry)
         self.publish_seconds = Gauge(
             "storefleet_content_last_publish_seconds", "Wall time of the last publish, "
             "building and announcing every store's manifest", registry=registry)

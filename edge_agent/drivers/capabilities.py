@@ -21,6 +21,8 @@ capability          used by                                provided by (family)
 ``LABEL_SINK``      shelf sync (pos/shelf.py)               esl
 ``CART_FLEET``      in-aisle: sessions, scans, screens      cart
 ``BUSY``            rollouts: defer while busy (0043)       vending, esl, cart
+``LABEL_COUNTER``   the store's label counts (content        esl
+                    status, modules/shelf.py, 0050)
 ``AUDIO_PLAYER``    the store's schedule from content       audio
                     (modules/audio.py, 0050)
 ==================  =====================================  ==========================
@@ -115,6 +117,14 @@ class BusyReporter(Protocol):
 
 
 @runtime_checkable
+class LabelCounter(Protocol):
+    """E-shelf labels by state: ``(current, pending, stale)``: showing what they should,
+    sent and not yet confirmed, not confirmed within the driver's stale bound."""
+
+    def label_counts(self) -> tuple[int, int, int]: ...
+
+
+@runtime_checkable
 class AudioPlayer(Protocol):
     """An audio unit that plays a schedule of cached assets (decision 0048)."""
 
@@ -153,10 +163,11 @@ SCREEN_SINK = Capability[ScreenSink]("screen_sink", ScreenSink)
 CART_FLEET = Capability[CartFleet]("cart_fleet", CartFleet)
 BUSY = Capability[BusyReporter]("busy", BusyReporter)
 AUDIO_PLAYER = Capability[AudioPlayer]("audio_player", AudioPlayer)
+LABEL_COUNTER = Capability[LabelCounter]("label_counter", LabelCounter)
 
 CAPABILITIES: tuple[Capability[Any], ...] = (
     RECEIPT_PRINTER, SCANNER, CUSTOMER_DISPLAY, LABEL_SINK, SCREEN_SINK, CART_FLEET, BUSY,
-    AUDIO_PLAYER)
+    AUDIO_PLAYER, LABEL_COUNTER)
 
 
 def capabilities_of(driver: object) -> list[str]:

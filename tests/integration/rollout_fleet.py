@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -107,13 +107,17 @@ async def fleet(tmp_path: Path, brokers: Callable[[], Mosquitto], n: int, *,
                 modules: Mapping[str, Any] | None = None,
                 faults: Mapping[int, VendingFaults] | None = None,
                 cabinet_options: Mapping[str, Any] | None = None,
-                content_signer: SnapshotSigner | None = None) -> AsyncIterator[Fleet]:
+                content_signer: SnapshotSigner | None = None,
+                devices: Sequence[Mapping[str, Any]] = (),
+                till: bool = False) -> AsyncIterator[Fleet]:
     """``n`` boxes with a vending cabinet each; ``updates`` adds to their updates module's
     settings; ``faults``: box index -> the faults of its cabinet; ``modules``: the
     other modules each box runs (section -> settings); ``cabinet_options``: every
     box's vending driver options (over the quick polling below); ``content_signer``: the
     cloud's signing key (content manifests, price books); given, every box also runs
-    the ``content`` module (decision 0046) trusting it and the release key."""
+    the ``content`` module (decision 0046) trusting it and the release key; ``devices``:
+    more devices on every box (beside its cabinet); ``till``: the till follows the
+    cloud's price books (signed by ``content_signer``)."""
     broker = brokers()
     signer = SnapshotSigner.generate()
     app = create_app(make_settings(f"sqlite:///{tmp_path / 'cloud.db'}", broker.url,
@@ -130,6 +134,9 @@ async def fleet(tmp_path: Path, brokers: Callable[[], Mosquitto], n: int, *,
     content = {} if content_signer is None else {"content": {
         "cloud_api": url, "cloud_api_token": DEVICE, "release_keys": [key], "retry_s": 0.2,
         "trusted_keys": [content_signer.public_keys()[0]["public_key"]]}}
+    if till and content_signer is not None:
+        content["till"] = {"cloud_api": url, "cloud_api_token": DEVICE,
+                           "trusted_keys": [content_signer.public_keys()[0]["public_key"]]}
     sims = [await start_vending_sim(faults=(faults or {}).get(i)) for i in range(n)]
     try:
         while not server.started:
@@ -140,7 +147,7 @@ async def fleet(tmp_path: Path, brokers: Callable[[], Mosquitto], n: int, *,
                 tmp_path / f"box{i}", uplink=broker, local=brokers(),
                 devices=[{"id": "vend-1", "family": "vending", "options": {
                     "port": cabinet.port.path, "poll_interval_s": 0.01,
-                    "reply_timeout_s": 0.1, **(cabinet_options or {})}}],
+                    "reply_timeout_s": 0.1, **(cabinet_options or {})}}, *devices],
                 modules={**(modules or {}), **content, "updates": {
                     "cloud_api": url, "cloud_api_token": DEVICE,
                     "trusted_keys": [key], **(updates or {})}})

@@ -38,7 +38,7 @@ from edge_agent.drivers.base import (
     first_error,
     register,
 )
-from edge_agent.drivers.capabilities import BusyReporter, LabelSink
+from edge_agent.drivers.capabilities import BusyReporter, LabelCounter, LabelSink
 from edge_agent.drivers.esl.firmware import EslFirmware, EslFirmwareOptions
 from edge_agent.drivers.esl.labels import AckResult, LabelBook, LabelBookError
 from edge_agent.drivers.esl.metrics import esl_metrics
@@ -94,7 +94,7 @@ class UnbindLabels(CommandArgs):
 
 
 @register
-class EslDriver(Driver, LabelSink, BusyReporter):
+class EslDriver(Driver, LabelSink, BusyReporter, LabelCounter):
     family = "esl"
     Options = EslOptions
     options: EslOptions
@@ -172,6 +172,10 @@ class EslDriver(Driver, LabelSink, BusyReporter):
     @command("bind_labels", BindLabels)
     async def _bind(self, args: BindLabels) -> dict[str, Any]:
         return {"jobs": self.bind_labels(args.labels)}
+
+    def label_counts(self) -> tuple[int, int, int]:
+        counts = self.book.counts(now_ms=self.ctx.clock.now_ms())
+        return counts.acked, counts.pending, counts.stale
 
     @command("unbind_labels", UnbindLabels)
     async def _unbind(self, args: UnbindLabels) -> dict[str, Any]:
