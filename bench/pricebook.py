@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from bench.rollout import ADMIN_TOKEN, DEVICE_TOKEN, BenchError, cloud, mosquitto
+from bench._services import ADMIN_TOKEN, DEVICE_TOKEN, BenchError, cloud, mosquitto
 from edge_agent.pos.cache import CacheMetrics, CatalogCache, CloudApi, load_keys
 from edge_agent.pos.pricebook import PriceBookCache
 from edge_agent.pos.pricestore import PriceStore

@@ -11,13 +11,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from bench._services import free_port, wait_port  # one copy, shared with the benches
 
 REQUIRE = os.environ.get("STOREFLEET_REQUIRE_SERVICES") == "1"
 
@@ -26,23 +26,6 @@ def unavailable(reason: str) -> None:
     if REQUIRE:
         pytest.fail(f"required service unavailable: {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, *, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def find_mosquitto() -> str | None:
@@ -323,7 +306,7 @@ class Prometheus:
                  f"--web.listen-address=127.0.0.1:{self.port}"],
                 stdout=log, stderr=log,
             )
-        if not wait_port(self.port, timeout=20):
+        if not wait_port(self.port, timeout_s=20):
             self.stop()
             unavailable("prometheus did not start")
 
