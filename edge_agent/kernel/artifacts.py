@@ -119,6 +119,14 @@ class ArtifactApi:
                         request.url.path, err)
         return await self._client.send(request, stream=stream)
 
+    async def route_through(self, transport: httpx.AsyncBaseTransport) -> None:
+        """Send every later call through ``transport``, with the same URL, token and
+        timeout: a secondary box through its store's primary (decision 0049)."""
+        old = self._client
+        self._client = httpx.AsyncClient(base_url=old.base_url, headers=old.headers,
+                                         transport=transport, timeout=old.timeout)
+        await old.aclose()
+
     async def manifest(self, sha256: str) -> Any:
         try:
             response = await self._send(
@@ -191,20 +199,32 @@ class ArtifactCache:
 
     def manifest(self, sha256: str) -> ArtifactManifest | None:
         """The manifest of a cached artifact (verified again: the disk is not trusted)."""
+        found = self.signed(sha256)
+        return None if found is None else found[0]
+
+    def signed(self, sha256: str) -> tuple[ArtifactManifest, Any] | None:
+        """A cached artifact's manifest and the signed document it came in (verified
+        again), for the store's peer cache to serve as the cloud did (decision 0049)."""
         try:
             signed = json.loads((self.root / f"{sha256}.json").read_text(encoding="utf-8"))
-            return self._verify(sha256, signed)
+            return self._verify(sha256, signed), signed
         except (OSError, ValueError, ArtifactRefused):
             return None
 
-    async def fetch(self, sha256: str, *, target: str) -> Path:
-        """The verified bytes of ``sha256`` for ``target``, downloading what is missing."""
+    def verify(self, sha256: str, signed: Any) -> ArtifactManifest:
+        """The manifest ``signed`` vouches for, if a release key signed it and it is the
+        manifest of ``sha256``; else ``ArtifactRefused`` (not counted here)."""
+        return self._verify(sha256, signed)
+
+    async def fetch(self, sha256: str, *, target: str, signed: Any = None) -> Path:
+        """The verified bytes of ``sha256`` for ``target``, downloading what is missing;
+        ``signed``: its manifest document when the caller already fetched it."""
         if not _SHA256.match(sha256):
             raise self._refuse(ArtifactRefused("manifest", sha256, "not a sha256"))
         lock = self._locks.setdefault(sha256, asyncio.Lock())
         async with lock:
             try:
-                path, result = await self._fetch(sha256, target=target)
+                path, result = await self._fetch(sha256, target=target, signed=signed)
             except ArtifactRefused as err:
                 self.metrics.fetched.labels(result="refused").inc()
                 raise self._refuse(err) from None
@@ -236,14 +256,15 @@ class ArtifactCache:
             raise ArtifactRefused("manifest", sha256, f"manifest is for {manifest.sha256}")
         return manifest
 
-    async def _fetch(self, sha256: str, *, target: str) -> tuple[Path, str]:
+    async def _fetch(self, sha256: str, *, target: str, signed: Any) -> tuple[Path, str]:
         final = self.path(sha256)
         cached = await asyncio.to_thread(self.manifest, sha256)
         if cached is not None and await asyncio.to_thread(final.is_file):
             self._check_target(cached, target)
             await asyncio.to_thread(os.utime, final)  # recently used: evicted last
             return final, "cached"
-        signed = await self.api.manifest(sha256)
+        if signed is None:
+            signed = await self.api.manifest(sha256)
         manifest = self._verify(sha256, signed)
         self._check_target(manifest, target)
         await self._download(manifest, json.dumps(signed))

@@ -129,6 +129,14 @@ class CloudApi:
         self._client = httpx.AsyncClient(base_url=base_url, headers=headers,
                                          transport=transport, timeout=timeout_s)
 
+    async def route_through(self, transport: httpx.AsyncBaseTransport) -> None:
+        """Send every later call through ``transport``, with the same URL, token and
+        timeout: a secondary box through its store's primary (decision 0049)."""
+        old = self._client
+        self._client = httpx.AsyncClient(base_url=old.base_url, headers=old.headers,
+                                         transport=transport, timeout=old.timeout)
+        await old.aclose()
+
     async def request(self, method: str, path: str, *,
                       json_body: dict[str, Any] | None = None) -> Any:
         try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -46,6 +45,7 @@ from cloud.artifacts.service import ArtifactService
 from cloud.artifacts.storage import BlobReader
 from cloud.settings import Role
 from protocols.artifacts import SHA256_PATTERN, TARGET_PATTERN, ArtifactKind, ArtifactManifest
+from protocols.ranges import RangeNotSatisfiable, byte_range
 
 logger = logging.getLogger(__name__)
 
@@ -79,35 +79,6 @@ class ReleaseKey(BaseModel):
     key_id: str
     public_key: str = Field(description="raw Ed25519 public key, base64")
     current: bool
-
-
-class RangeNotSatisfiable(Exception):
-    pass
-
-
-# One range of the three forms RFC 9110 defines: first-last, first-, -suffix length.
-_ONE_RANGE = re.compile(r"^bytes=(?:(\d+)-(\d*)|-(\d+))$")
-
-
-def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The ``[start, end)`` that ``Range: header`` asks of a ``size``-byte blob; None for
-    the whole blob (no header, several ranges, or one we do not parse: RFC 9110 lets a
-    server ignore those); ``RangeNotSatisfiable`` for a range past the end."""
-    match = _ONE_RANGE.match((header or "").replace(" ", ""))
-    if match is None:
-        return None
-    first, last, suffix = match.groups()
-    if suffix is not None:
-        if int(suffix) == 0 or size == 0:
-            raise RangeNotSatisfiable
-        return max(size - int(suffix), 0), size
-    start = int(first)
-    end = size if not last else min(int(last) + 1, size)
-    if start >= size:
-        raise RangeNotSatisfiable
-    if start >= end:
-        return None  # last before first: not a valid range, so ignored
-    return start, end
 
 
 class BlobResponse(StreamingResponse):
