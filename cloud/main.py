@@ -42,6 +42,7 @@ from cloud.api.routes import (
     pricebooks,
     promotions,
     rollouts,
+    screens,
     shadows,
     store_targeting,
     stores,
@@ -190,7 +191,7 @@ def create_app(
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_path_scope)],
                     responses=_AUTH_RESPONSES)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions,
-                   pricebooks, artifacts, rollouts, store_targeting, content, audio):
+                   pricebooks, artifacts, rollouts, store_targeting, content, audio, screens):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
     if settings.enrolment.ca_dir:

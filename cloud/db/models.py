@@ -148,3 +148,6 @@ from cloud.db import models_orders as models_orders  # noqa: E402
 
 # Rollouts, their targets and failed (store, device, artifact) pairs (decision 0040):
 from cloud.db import models_rollouts as models_rollouts  # noqa: E402
+
+# Screen playlists authored at HQ (decision 0051):
+from cloud.db import models_screens as models_screens  # noqa: E402
