@@ -10,8 +10,9 @@ primary).
 
 - Three boxes: the asset and the price book's body are downloaded from the cloud once;
   every box applies the same manifest, with the same verified bytes, and the same book.
-- The primary's cached asset changed on its disk: a new secondary refuses the bytes the
-  primary serves (``tampered``), counted, and applies nothing.
+- The primary's cached asset and book body changed on its disk: a new secondary refuses
+  the bytes the primary serves (``tampered``, ``body_hash``), counted, and applies
+  neither.
 - The primary stopped: the secondaries fall back to the cloud (counted) for a new
   manifest's asset and a new book, and apply both.
 """
@@ -188,7 +189,8 @@ async def test_one_download_per_store_tampering_refused_primary_down_falls_back(
         # The primary served each secondary the asset (from its cache or the one
         # download), and the book's body to them and its own till (in process).
         assert sum(served(primary, "artifact").values()) == 2
-        assert served(primary, "book_body") == {"cache": 2, "upstream": 1, "coalesced": 0}
+        bodies = served(primary, "book_body")
+        assert bodies["upstream"] == 1 and bodies["cache"] + bodies["coalesced"] == 2
         assert metric(primary, "storefleet_peer_served_bytes_total", what="artifact") == \
             2 * len(jingle)
         for box in seconds:
@@ -198,11 +200,14 @@ async def test_one_download_per_store_tampering_refused_primary_down_falls_back(
                           via="peer") == 1
             assert metric(box, "storefleet_peer_fallbacks_total", reason="unreachable") == 0
 
-        # The primary's copy changed on its disk: a new secondary refuses what it serves.
+        # The primary's copies changed on its disk: a new secondary refuses what it serves.
         cached = primary.config.data_dir / "content" / "cas" / sha
         data = bytearray(cached.read_bytes())
         data[100] ^= 0xFF
         cached.write_bytes(bytes(data))
+        books = sorted((primary.config.data_dir / "peer" / "books").glob("*.zst"))
+        assert [p.name for p in books] == [f"{v1}-full.zst"]
+        books[0].write_bytes(books[0].read_bytes()[:-1] + b"\x00")
         third = await boxes.enter_async_context(running_agent(
             store.config("box3", primary=False)))
         await wait_until(lambda: metric(third, "storefleet_content_manifests_total",
@@ -210,6 +215,10 @@ async def test_one_download_per_store_tampering_refused_primary_down_falls_back(
                          what="the third box refused the tampered asset")
         assert metric(third, "storefleet_artifact_refused_total", reason="tampered") == 1
         assert applied(third) is None
+        await wait_until(lambda: metric(third, "storefleet_pos_cache_refresh_total",
+                                        what="pricebook", result="body_hash") >= 1,
+                         within_s=20, what="the third box refused the tampered book")
+        assert book(third) is None and store.cloud.gets(body_path) == 1
         assert not (third.config.data_dir / "content" / "cas" / sha).exists()
         assert store.cloud.gets(f"/api/v1/artifacts/{sha}/content") == 1
         seconds.append(third)
