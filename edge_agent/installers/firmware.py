@@ -39,7 +39,13 @@ class FirmwareInstaller:
             result = await self.kernel.drivers.command(
                 offer.device, "firmware_update",
                 {"path": str(path), "version": offer.version, "sha256": offer.sha256})
-        except (CommandRejected, DriverError) as err:  # counted by the driver supervisor
+        except CommandRejected as err:
+            if err.reason == "busy":  # a vend began after busy() said free: wait again
+                return "deferred", f"busy: {err.detail}"
+            logger.warning("rollout %s: %s refused the firmware: %s", offer.rollout_id,
+                           offer.device, err)
+            return "failed", f"refused: {err}"
+        except DriverError as err:  # counted by the driver supervisor
             logger.warning("rollout %s: %s refused the firmware: %s", offer.rollout_id,
                            offer.device, err)
             return "failed", f"refused: {err}"

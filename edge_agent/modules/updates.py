@@ -196,10 +196,19 @@ class Updates(Module):
         except ArtifactError as err:  # counted and logged by the cache
             return "failed", f"{err.reason}: {err.detail}"
         await self._report(args, "fetched")
-        if (reason := await self._wait_until_free(args, installer)) is not None:
-            return "failed", f"busy: {reason}"
-        await self._report(args, "installing")
-        return await installer.install(args.offer(), path)
+        while True:
+            if (reason := await self._wait_until_free(args, installer)) is not None:
+                return "failed", f"busy: {reason}"
+            await self._report(args, "installing")
+            step, detail = await installer.install(args.offer(), path)
+            if step != "deferred":
+                return step, detail
+            # The device became busy between the check and the install (a customer
+            # started a vend): nothing was changed, so wait until it is free again.
+            self._install_results.labels(result="busy_at_install").inc()
+            logger.info("rollout %s: %s became busy as the install began (%s); waiting",
+                        args.rollout_id, args.device, detail)
+            await asyncio.sleep(self.settings.busy_retry_min_s)
 
     async def _wait_until_free(self, args: InstallArgs, installer: Installer) -> str | None:
         """Defer while the target is busy: ``deferred`` is reported once (its event id

@@ -81,3 +81,29 @@ async def test_a_cabinet_mid_vend_defers_the_firmware_until_the_vend_ends(
         assert metric(agent, "storefleet_rollout_installs_total",
                       result="busy_past_deadline") == 1
         assert cabinet.firmware_version == "2.0.0"  # the board was never touched
+
+
+async def test_a_vend_that_begins_as_the_install_starts_defers_it_instead_of_failing(
+    tmp_path: Path, mosquitto_factory: Callable[[], Mosquitto]
+) -> None:
+    """The race a busy store hits: the box checked the cabinet free, then the reader's
+    poll opened a customer's session before FW_START, and the board answers BUSY.
+    Nothing was changed, so the install waits for the vend to end instead of failing
+    the rollout. The board's session is opened behind the driver's back here (the
+    driver polls seldom), so every FW_START meets it until the customer leaves."""
+    async with fleet(tmp_path, mosquitto_factory, 1, updates=FAST_RETRY,
+                     cabinet_options={"poll_interval_s": 30.0}) as f:
+        agent, cabinet = f.agents[0], f.cabinets[0]
+        cabinet.session_open = True  # as the board's POLL reply to a tap leaves it
+        assert agent.drivers.health()["vend-1"]["session"] == "idle"  # as the box sees it
+        created = await f.create(await f.upload(GOOD, "2.0.0"), f.stores)
+        await wait_until(lambda: metric(agent, "storefleet_rollout_installs_total",
+                                        result="busy_at_install") >= 2,
+                         what="the board refused FW_START as busy, twice")
+        assert (await f.get(created["id"]))["state"] == "running"  # not failed, not halted
+        assert cabinet.firmware_version == "1.0.0"
+        cabinet.session_open = False  # the customer walks off
+        done = await f.until(created["id"], "completed")
+        assert done["targets"][0]["state"] == "succeeded"
+        assert cabinet.firmware_version == "2.0.0"
+        assert metric(agent, "storefleet_rollout_installs_total", result="failed") == 0
