@@ -42,15 +42,18 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_agent.cartscreen.server import EmbeddedServer
 from edge_agent.errors import AgentError
 from edge_agent.kernel.artifacts import CHUNK, ArtifactRefused, ArtifactUnavailable
 from edge_agent.peer.artifacts import PeerArtifacts
 from edge_agent.peer.books import BookCache, BookError, BookRefused
+from edge_agent.peer.transport import PEER_HEADER
 from protocols.ranges import RangeNotSatisfiable, byte_range
 
 logger = logging.getLogger(__name__)
@@ -174,12 +177,29 @@ def peer_app(*, store_id: str, tokens: Collection[str], artifacts: PeerArtifacts
         return await _file(request, path, etag=None, what="book_body", metrics=metrics,
                            media_type="application/zstd")
 
-    return Starlette(routes=[
+    return Starlette(middleware=[Middleware(_Marked)], routes=[
         Route("/api/v1/artifacts/{sha256}", manifest),
         Route("/api/v1/artifacts/{sha256}/content", content),
         Route("/api/v1/stores/{store_id}/price-book/wire", header),
         Route("/api/v1/stores/{store_id}/price-book/wire/body", body),
     ])
+
+
+class _Marked:
+    """Adds ``PEER_HEADER`` to every answer: the boxes tell the primary's answers (a
+    relayed 404 included) from those of whatever else may listen at its address."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (PEER_HEADER.encode(), b"1")]
+            await send(message)
+
+        await self.app(scope, receive, marked)
 
 
 def _int_param(request: Request, name: str) -> int | None:

@@ -9,10 +9,12 @@ bytes, the store's price-book wire header and body) goes to the primary, path, q
 and headers unchanged (the box's own bearer token with it); every other request goes to
 the cloud as before. When the primary gives no answer (no connection within
 ``connect_timeout_s``, no response head within ``wait_s``: it may be downloading a
-large artifact for us) or refuses (401, 403, any 5xx: it cannot serve this), the same
-request goes to the cloud: counted in ``storefleet_peer_fallbacks_total{reason}`` and
-logged, so a failed primary never stops a secondary's content. A 4xx the primary relays
-from the cloud (404 nothing published, 416) is the answer.
+large artifact for us), refuses (401, 403, any 5xx: it cannot serve this) or is not a
+peer server at all (no ``Storefleet-Peer`` header: a wrong ``primary_url``, a proxy in
+the way), the same request goes to the cloud: counted in
+``storefleet_peer_fallbacks_total{reason}`` and logged, so a failed primary never stops
+a secondary's content. A 4xx the primary relays from the cloud (404 nothing published,
+416) is the answer.
 
 Nothing from the primary is trusted more than the cloud: the callers verify signatures,
 sizes and hashes exactly as they do for the cloud's answers, and refuse a bad one.
@@ -27,6 +29,9 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter
 
 logger = logging.getLogger(__name__)
+
+# Every answer of a primary's peer server carries it; one without is not the primary's.
+PEER_HEADER = "storefleet-peer"
 
 _PEERED = (
     (re.compile(r"^/api/v1/artifacts/[0-9a-f]{64}$"), "manifest"),
@@ -51,7 +56,8 @@ class PeerClientMetrics:
             ["what", "via"], registry=registry)
         self.fallbacks = Counter(
             "storefleet_peer_fallbacks", "Requests sent to the cloud because the primary "
-            "did not answer (unreachable, timeout) or could not serve (http_<status>)",
+            "did not answer (unreachable, timeout), could not serve (http_<status>) or is "
+            "not a peer server (not_peer)",
             ["reason"], registry=registry)
 
 
@@ -82,11 +88,15 @@ class PeerTransport(httpx.AsyncBaseTransport):
             reason, detail = "unreachable", repr(err)
         else:
             status = response.status_code
-            if status not in (401, 403) and status < 500:
+            if PEER_HEADER not in response.headers:
+                reason = "not_peer"  # a wrong primary_url, a proxy: not our primary
+            elif status in (401, 403) or status >= 500:
+                reason = f"http_{status}"
+            else:
                 self.metrics.requests.labels(what=what, via="peer").inc()
                 return response
             await response.aclose()
-            reason, detail = f"http_{status}", f"HTTP {status}"
+            detail = f"HTTP {status}"
         self.metrics.fallbacks.labels(reason=reason).inc()
         self.metrics.requests.labels(what=what, via="cloud").inc()
         logger.warning("peer %s did not serve %s (%s: %s); asking the cloud", self.primary,

@@ -5,8 +5,9 @@ secondaries' ``ArtifactCache``s routed through ``PeerTransport``.
 
 Concurrent requests for one artifact make one cloud download; a secondary's partial
 download resumes from the primary with ``Range``; tokens other than the store's are
-401 and another store's price book 403 (counted); a primary that cannot serve (503)
-or refuses the caller (401) sends the secondary to the cloud, counted.
+401 and another store's price book 403 (counted); a primary that cannot serve (503),
+refuses the caller (401), is gone, or is not a peer server at all sends the secondary
+to the cloud, counted.
 """
 
 from __future__ import annotations
@@ -161,5 +162,11 @@ async def test_a_primary_that_cannot_serve_sends_the_box_to_the_cloud(
         gone = await secondary(cloud, tmp_path / "gone" / "cas", reg, dead)
         assert (await gone.fetch(SHA, target=TARGET)).read_bytes() == BODY
         assert sample(reg, "storefleet_peer_fallbacks_total", reason="unreachable") == 2
-        for c in (box, gone):
+
+        # Something else at the primary's address (here the cloud itself, a wrong
+        # primary_url): its answers lack the peer header, so the box asks the cloud.
+        wrong = await secondary(cloud, tmp_path / "wrong" / "cas", reg, cloud.url)
+        assert (await wrong.fetch(SHA, target=TARGET)).read_bytes() == BODY
+        assert sample(reg, "storefleet_peer_fallbacks_total", reason="not_peer") == 2
+        for c in (box, gone, wrong):
             await c.api.aclose()
