@@ -184,7 +184,8 @@ def test_the_shipped_example_configuration_builds_an_agent(tmp_path: Path) -> No
                        .replace("/etc/storefleet/", f"{etc}/"))
     agent = Agent(load_config(example, data_dir=tmp_path / "box", metrics_port=0),
                   registry=CollectorRegistry())
-    assert set(agent.modules) == {"till", "shelf", "in_aisle", "selfupdate", "audio"}  # default on
+    assert set(agent.modules) == {"till", "shelf", "in_aisle", "selfupdate", "audio",
+                                  "screens"}  # default on
     assert agent.get(Till).settings.store.time_zone == "Europe/Berlin"
     assert agent.config.cloud.tls
     assert [c.device_id for c in agent.device_configs()] == ["printer-1"]
