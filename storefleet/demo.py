@@ -111,13 +111,18 @@ def _modules(full_store: bool, *, api: str, token: str, trusted_key: str,
     signed with the cloud's release key), and in the whole store the till following the
     cloud, in-aisle coupons and cart screens on the demo layout and sample data, and the
     carts' basket cameras (product recognition, vision-cued coupons, "seen but not
-    scanned" alarms)."""
+    scanned" alarms), and the content manifest (the audio schedule, decision 0050)."""
     updates = {"cloud_api": api, "cloud_api_token": token, "trusted_keys": [release_key]}
     if not full_store:
         return {"updates": updates}
+    # the store's signed content manifest: manifests signed with the cloud's signing
+    # key (as price books), assets with its release key (as rollout artifacts)
+    content = {"cloud_api": api, "cloud_api_token": token, "trusted_keys": [trusted_key],
+               "release_keys": [release_key], "retry_s": 2.0}
     return {"till": _till_settings(full_store, api=api, token=token, trusted_key=trusted_key,
                                    currency=currency),
-            "in_aisle": _in_aisle_settings(full_store), "vision": {}, "updates": updates}
+            "in_aisle": _in_aisle_settings(full_store), "vision": {}, "updates": updates,
+            "content": content}
 
 
 def _sample_firmware(directory: Path, *, model: str, version: str) -> Path:

@@ -1,12 +1,17 @@
 """What HQ does in the demo once the store is up: push the store's content to its
-devices through the real path (REST API -> MQTT command -> agent -> driver ->
-device simulator), and how the demo names device families in its summary."""
+devices through the real paths, and how the demo names device families in its summary.
+
+The shelf labels get their price book as a device command (REST API -> MQTT command ->
+agent -> driver -> access point simulator). The audio schedule goes the way HQ runs it
+for a chain (decisions 0046, 0048, 0050): the WAV recordings uploaded as content assets,
+the chain schedule saved and published into the store's signed content manifest; the
+box fetches and verifies the assets, hands them and the schedule to its audio unit, and
+reports the ``schedule`` part, which the demo waits for."""
 
 from __future__ import annotations
 
 import array
 import asyncio
-import base64
 import functools
 import hashlib
 import io
@@ -42,7 +47,7 @@ def device_families(devices: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 # Three short tracks, real WAV (16-bit mono, 8 kHz: the unit plays what it is sent), each
-# a tone of its own: small enough to travel inside an ``audio_asset`` command.
+# a tone of its own.
 _TRACKS = {"music-a": (4_000, 330.0), "music-b": (4_000, 440.0), "promo-milk": (2_000, 660.0)}
 _RATE = 8_000
 
@@ -90,22 +95,44 @@ async def _command(http: httpx.AsyncClient, store_id: str, target: str, name: st
 
 
 async def push_store_content(http: httpx.AsyncClient, store_id: str, *,
-                             shelf_book: dict[str, Any]) -> dict[str, str]:
+                             shelf_book: dict[str, Any], wait_s: float = 30.0
+                             ) -> dict[str, str]:
     """Send the price book (``esl_price_book`` arguments: version, currency, items) to the
-    e-shelf labels and the schedule (with its assets) to the audio unit; returns each
-    command's final status."""
+    e-shelf labels, and publish the audio schedule with its recordings in the store's
+    content manifest; returns each step's final status ("ok" when done)."""
     statuses: dict[str, str] = {}
-    esl, audio = f"{store_id}-esl-01", f"{store_id}-audio-01"
+    esl = f"{store_id}-esl-01"
     res = await _command(http, store_id, esl, "esl_price_book", shelf_book)
     statuses["esl_price_book"] = str(res.get("status"))
     for track in _TRACKS:
-        res = await _command(http, store_id, audio, "audio_asset",
-                             {"data_b64": base64.b64encode(_asset(track)).decode()})
-        statuses[f"audio_asset:{track}"] = str(res.get("status"))
-    res = await _command(http, store_id, audio, "audio_schedule",
-                         {"schedule": audio_schedule()})
-    statuses["audio_schedule"] = str(res.get("status"))
+        r = await http.post("/api/v1/artifacts", content=_asset(track), params={
+            "kind": "asset", "target": "content", "version": track})
+        statuses[f"asset:{track}"] = "ok" if r.status_code in (200, 201) else r.text[:200]
+    spec = audio_schedule()
+    del spec["version"]  # the cloud numbers the versions it keeps
+    r = await http.put("/api/v1/audio/schedule", json=spec)
+    statuses["audio_schedule_saved"] = "ok" if r.status_code == 201 else r.text[:200]
+    version = str(r.json().get("version")) if r.status_code == 201 else None
+    r = await http.post("/api/v1/audio/schedule/publish", json={"stores": [store_id]})
+    statuses["audio_schedule_published"] = "ok" if r.status_code == 201 else r.text[:200]
+    statuses["audio_schedule_playing"] = await _schedule_taken(http, store_id, version,
+                                                               wait_s=wait_s)
     bad = {k: v for k, v in statuses.items() if v != "ok"}
     if bad:
         logger.warning("store content not fully applied: %s", bad)
     return statuses
+
+
+async def _schedule_taken(http: httpx.AsyncClient, store_id: str, version: str | None, *,
+                          wait_s: float) -> str:
+    """"ok" once the store reports its audio units run ``version``, else what it says."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    part: dict[str, Any] = {}
+    while version is not None and asyncio.get_running_loop().time() < deadline:
+        rows = (await http.get("/api/v1/content/status",
+                               params={"store_id": store_id})).json()
+        part = rows[0]["parts"]["schedule"] if rows else {}
+        if part.get("state") == "converged" and part.get("applied") == version:
+            return "ok"
+        await asyncio.sleep(0.5)
+    return f"{part.get('state', 'no report')}: {part.get('detail', '')}".strip(": ")
