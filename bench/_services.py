@@ -117,8 +117,13 @@ def cloud(workdir: Path, *, broker: str) -> Iterator[tuple[str, int]]:
     with open(workdir / "cloud.log", "ab") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
     try:
-        if not wait_port(port, timeout_s=60):
-            raise BenchError(f"the cloud did not listen on {port} (see {workdir}/cloud.log)")
+        deadline = time.monotonic() + 60  # migrations and imports, on a loaded box
+        while not wait_port(port, timeout_s=0.5):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                # the run's directory goes with it: say here what the cloud said
+                said = (workdir / "cloud.log").read_text(errors="replace")[-2000:]
+                raise BenchError(f"the cloud did not listen on {port} (exit status "
+                                 f"{proc.poll()}); its log ends:\n{said}")
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -14,23 +14,28 @@ simulator's: these boxes have no device to flash, so ``KeepInstaller`` takes the
 verified file as installed. A flash, a venv install or a model check costs the box its
 own time, not the cloud anything; what the bench measures is the distribution.
 
-The boxes share one local-bus broker. They run no device, so nothing is published on
-it; the local topics carry no store id, so boxes with devices would each need their own
-(as ``tests/integration/rollout_fleet.py`` gives them).
+The boxes share one local-bus broker when they run no device: nothing is published on
+it. The local topics carry no store id, so boxes with devices each get their own
+(``local_bus`` a list, one URL per box; ``bench/content.py`` runs an audio unit per
+store). ``modules`` adds modules beside ``updates`` and ``devices`` gives a box its
+devices, by store id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from edge_agent.app import Agent
 from edge_agent.config import AgentConfig
+from edge_agent.drivers.base import DeviceConfig
 from edge_agent.installers import Offer
 from edge_agent.modules.updates import Updates
 from protocols.artifacts import ArtifactKind
@@ -60,12 +65,14 @@ class SimulatedFleet:
     root: Path
     boxes: int
     cloud_broker: str
-    local_bus: str
+    local_bus: str | Sequence[str]  # one for every box, or one per box
     api_url: str
     token: str
     trusted_keys: list[str]
     kind: ArtifactKind = ArtifactKind.FIRMWARE  # what KeepInstaller stands in for
     prefix: str = "box"
+    modules: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # beside updates
+    devices: Callable[[str], list[dict[str, Any]]] | None = None  # a store's devices
     agents: list[Agent] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -76,10 +83,14 @@ class SimulatedFleet:
 
     def _agent(self, i: int) -> Agent:
         store = f"{self.prefix}-{i:04d}"
+        bus = self.local_bus if isinstance(self.local_bus, str) else self.local_bus[i]
+        devices = [DeviceConfig.from_dict(d) for d in self.devices(store)] if self.devices else []
         config = AgentConfig(
             store_id=store, data_dir=self.root / store, cloud_url=self.cloud_broker,
-            local_bus=self.local_bus, metrics_port=0,  # a hundred boxes, no ports
-            modules={"updates": {"cloud_api": self.api_url, "cloud_api_token": self.token,
+            local_bus=bus, metrics_port=0,  # a hundred boxes, no ports
+            devices=tuple(devices),
+            modules={**self.modules,
+                     "updates": {"cloud_api": self.api_url, "cloud_api_token": self.token,
                                  "trusted_keys": self.trusted_keys}})
         agent = Agent(config, registry=CollectorRegistry())
         updates = agent.modules["updates"]

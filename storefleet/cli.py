@@ -112,6 +112,24 @@ def bench_pricebook(
     raise typer.Exit(pricebook_main(argv + (["--json"] if as_json else [])))
 
 
+@bench_app.command("content")
+def bench_content(
+    as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
+    stores: int = typer.Option(100, min=1, help="simulated stores"),
+    recording_s: float = typer.Option(30.0, "--recording-s", min=0.1,
+                                      help="length of the new recording (8 kHz WAV)"),
+    timeout_s: float = typer.Option(300.0, "--timeout-s", min=1,
+                                    help="give up on any one wait after this long"),
+) -> None:
+    """A new audio schedule published to 100 simulated stores: seconds until each
+    store's audio unit plays it, against one store alone; cloud bytes and RSS."""
+    from bench.content import main as content_main
+
+    argv = ["--stores", str(stores), "--recording-s", str(recording_s),
+            "--timeout-s", str(timeout_s)]
+    raise typer.Exit(content_main(argv + (["--json"] if as_json else [])))
+
+
 @app.command("version")
 def version() -> None:
     """Print the storefleet version."""

@@ -1,0 +1,378 @@
+"""A new audio schedule from HQ to 100 simulated stores: how long from publishing it
+until every store's audio unit plays it (issue 15, decisions 0046, 0048, 0050).
+
+What runs: Mosquitto for the cloud, and one per store for its local bus (the local
+topics carry no store id: stores sharing a broker would see each other's units); the
+cloud as its own process (``storefleet cloud serve --ingest``: API, MQTT publisher,
+ingest, SQLite), so that its peak RSS is its own; in this process the stores
+(``firmware_sim.fleet``: each the production agent with the ``content`` and ``audio``
+modules and an audio unit driver) and each store's simulated audio unit
+(``firmware_sim.audio``) on that store's bus.
+
+The path measured, all of it real: HQ uploads a WAV recording (``POST /artifacts``,
+kind ``asset``), saves the chain's schedule playing it all day (``PUT
+/audio/schedule``) and publishes it (``POST /audio/schedule/publish``: each store's
+signed content manifest, retained on its ``content/manifest`` topic). Each box checks
+the manifest, downloads the recording from the cloud into its content cache
+(signature, sha256), switches, hands recording and schedule to its audio unit driver,
+which sends the recording to the unit in acknowledged chunks over the store's bus and
+the output naming it. A store *plays* the schedule when its unit's current music
+segment is the new recording and the unit holds that recording decoded (a unit that
+was told to play a track it does not have would be silent): checked on the units every
+``POLL_S``.
+
+- ``publish_s``: the publish API call. ``playing_s``: p50 / p95 / max over the stores
+  of the time from the publish call to the store playing; ``all_playing_s`` the time
+  until the last one does (the max).
+- ``applied_s``: until the box switched to the manifest (checked, recording downloaded
+  and verified): the rest of ``playing_s`` is the hand-over to the unit over its bus.
+- ``converged_s``: the same until the cloud's ``GET /content/status`` shows the store's
+  ``schedule`` part converged (the box reported that its units took the schedule,
+  through its outbox and ingest; polled every ``STATUS_POLL_S``).
+- ``baseline_s``: in the same run, before the fleet-wide publish, one more store
+  (running beside the others) given a schedule of its own alone, publish to playing.
+- ``asset_bytes_served``: the cloud's own counter of artifact bytes sent during the
+  fleet-wide publish; ``unit_bytes_sent``: what the drivers sent their units.
+- ``cloud_peak_rss_mb``, ``stores_peak_rss_mb`` (this process: agents and units),
+  ``local_buses_pss_mb`` (the stores' Mosquittos together at the end, proportional set
+  size: they share their libraries' pages).
+
+    python -m bench.content --json                     # 100 stores
+    storefleet bench content --json --stores 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench._services import (
+    ADMIN_TOKEN,
+    DEVICE_TOKEN,
+    BenchError,
+    cloud,
+    metric_value,
+    mosquitto,
+    mosquittos,
+    peak_rss_mb,
+)
+from edge_agent.app import Agent
+from edge_agent.modules.content import AppliedContent, Content
+from firmware_sim.audio import AudioUnitSim, start_audio_unit_sim
+from firmware_sim.fleet import SimulatedFleet
+
+POLL_S = 0.02  # how often the units are looked at: the resolution of playing_s
+STATUS_POLL_S = 0.25  # how often the cloud's content status is asked for
+RATE = 8000  # Hz, 16-bit mono: what the demo's and the tests' recordings use
+ZONE = "floor"
+TRACK = "tone"
+BASELINE = "base"  # the baseline store's prefix
+
+
+def recording(hz: int, seconds: float) -> bytes:
+    """A WAV of PCM 16-bit mono: a tone at half of full scale."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    samples = np.round(0.5 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2")
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(samples.tobytes())
+    return out.getvalue()
+
+
+def schedule(sha256: str, *, seconds: float) -> dict[str, Any]:
+    """The chain's schedule (``cloud.audio.model.AudioScheduleSpec``): the recording,
+    looped all day every day, so any time of the run plays it."""
+    return {"tracks": {TRACK: {"sha256": sha256, "duration_ms": int(seconds * 1000),
+                               "title": f"bench tone {sha256[:8]}"}},
+            "zones": {ZONE: {"volume_db": -6.0}},
+            "dayparts": [{"name": "all-day", "start": "00:00", "end": "24:00",
+                          "playlist": [TRACK]}]}
+
+
+def plays(unit: AudioUnitSim, sha256: str) -> bool:
+    segment = unit.current.get((ZONE, "music"))
+    return segment is not None and segment.sha256 == sha256 and sha256 in unit.assets
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in (0, 100]): a value some store really took."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+async def until(what: str, done: Callable[[], Awaitable[bool]], *, timeout_s: float,
+                every_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await done():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        await asyncio.sleep(every_s)
+
+
+def body_of(r: httpx.Response, what: str) -> Any:
+    if r.status_code >= 300:
+        raise BenchError(f"{what}: {r.status_code} {r.text[:300]}")
+    return r.json()
+
+
+class Hq:
+    """HQ's side through the API: upload a recording, save the schedule, publish it,
+    read the stores' content status."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def new_schedule(self, hz: int, seconds: float) -> tuple[str, int]:
+        """Upload a recording, save a schedule playing it: (its sha256, the version)."""
+        r = await self.http.post("/api/v1/artifacts", content=recording(hz, seconds),
+                                 params={"kind": "asset", "target": "content",
+                                         "version": f"tone-{hz}"})
+        sha = body_of(r, "upload")["payload"]["sha256"]
+        r = await self.http.put("/api/v1/audio/schedule", json=schedule(sha, seconds=seconds))
+        return sha, int(body_of(r, "save")["version"])
+
+    async def publish(self, stores: list[str]) -> dict[str, Any]:
+        r = await self.http.post("/api/v1/audio/schedule/publish", json={"stores": stores})
+        body: dict[str, Any] = body_of(r, "publish")
+        if body["failed"] or body["without_unit"] or len(body["manifests"]) != len(stores):
+            raise BenchError(f"publish did not reach every store: {body}")
+        return body
+
+    async def converged(self, version: int) -> set[str]:
+        """The stores whose ``schedule`` part shows ``version`` converged."""
+        rows = body_of(await self.http.get("/api/v1/content/status"), "content status")
+        return {s["store_id"] for s in rows
+                if (part := s["parts"].get("schedule"))
+                and part["state"] == "converged" and part["published"] == str(version)}
+
+
+async def watch(units: dict[str, AudioUnitSim], sha256: str, t0: float, *,
+                timeout_s: float) -> dict[str, float]:
+    """Seconds from t0 until each store's unit plays the recording."""
+    seen: dict[str, float] = {}
+    deadline = t0 + timeout_s
+    while len(seen) < len(units):
+        now = time.perf_counter()
+        for store, unit in units.items():
+            if store not in seen and plays(unit, sha256):
+                seen[store] = now - t0
+        if now > deadline:
+            raise BenchError(f"{len(units) - len(seen)} of {len(units)} stores not playing "
+                             f"after {timeout_s:.0f} s, e.g. {sorted(set(units) - set(seen))[:3]}")
+        await asyncio.sleep(POLL_S)
+    return seen
+
+
+async def watch_status(hq: Hq, stores: list[str], version: int, t0: float,
+                       stop: asyncio.Event) -> dict[str, float]:
+    """Seconds from t0 until the cloud shows each store's schedule part converged."""
+    seen: dict[str, float] = {}
+    while len(seen) < len(stores) and not stop.is_set():
+        done = await hq.converged(version)
+        now = time.perf_counter()
+        seen.update((s, now - t0) for s in stores if s in done and s not in seen)
+        await asyncio.sleep(STATUS_POLL_S)
+    return seen
+
+
+def note_applied(agents: list[Agent], version: int, t0: float) -> dict[str, float]:
+    """Seconds from t0 until each box switched to a manifest carrying schedule
+    ``version`` (downloaded and verified its recording): filled in as they do."""
+    seen: dict[str, float] = {}
+    for agent in agents:
+        content = agent.modules["content"]
+        assert isinstance(content, Content)
+
+        def listener(applied: AppliedContent, store: str = agent.config.store_id) -> None:
+            doc = applied.manifest.documents.get("schedule")
+            if isinstance(doc, dict) and doc.get("version") == version:
+                seen.setdefault(store, time.perf_counter() - t0)
+
+        content.on_applied(listener)
+    return seen
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 2), "p95": round(percentile(values, 95), 2),
+            "max": round(max(values), 2)} if values else {}
+
+
+def pss_kb(pid: int) -> int:
+    """The process's proportional set size: its RSS with shared pages (a hundred
+    Mosquittos map the same libraries) divided among those who share them."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="ascii").splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError as err:
+        raise BenchError(f"cannot read the PSS of {pid} (Linux /proc): {err}") from err
+    raise BenchError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
+async def measure(tmp: Path, *, stores: int, seconds: float, timeout_s: float
+                  ) -> dict[str, Any]:
+    names = [f"store-{i:04d}" for i in range(stores)]
+    with mosquitto(tmp / "cloud-broker") as cloud_broker, \
+            mosquittos([tmp / "bus" / s for s in [*names, f"{BASELINE}-0000"]]) as buses, \
+            cloud(tmp / "cloud", broker=cloud_broker) as (api, cloud_pid):
+        async with AsyncExitStack() as stack:
+            http = await stack.enter_async_context(httpx.AsyncClient(
+                base_url=api, timeout=120, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}))
+            hq = Hq(http)
+            release = [k["public_key"] for k in (await http.get("/api/v1/artifacts/keys")).json()]
+            signing = [k["public_key"] for k in (await http.get("/api/v1/promotions/keys")).json()]
+            started = time.perf_counter()
+
+            def unit_of(store: str) -> str:
+                return f"{store}-audio"
+
+            modules = {"content": {"cloud_api": api, "cloud_api_token": DEVICE_TOKEN,
+                                   "trusted_keys": signing, "release_keys": release,
+                                   "retry_s": 1.0}}
+            fleets: list[SimulatedFleet] = []
+            units: dict[str, AudioUnitSim] = {}
+            for prefix, count, bus_urls in (("store", stores, [b.url for b in buses[:-1]]),
+                                            (BASELINE, 1, [buses[-1].url])):
+                fleet = SimulatedFleet(
+                    tmp / prefix, boxes=count, cloud_broker=cloud_broker, local_bus=bus_urls,
+                    api_url=api, token=DEVICE_TOKEN, trusted_keys=release, prefix=prefix,
+                    modules=modules,
+                    devices=lambda s: [{"id": unit_of(s), "family": "audio"}])
+                fleets.append(await stack.enter_async_context(fleet))
+                for store, url in zip(fleet.stores, bus_urls, strict=True):
+                    unit = await start_audio_unit_sim(url, unit_id=unit_of(store))
+                    stack.push_async_callback(unit.aclose)
+                    units[store] = unit
+            measured, base = fleets[0].stores, fleets[1].stores[0]
+
+            async def all_known() -> bool:  # born, with their units (what publish selects)
+                r = await http.get("/api/v1/devices", params={"kind": "audio", "limit": 5000})
+                return len(r.json()) >= stores + 1
+            await until("every store's audio unit known to the cloud", all_known,
+                        timeout_s=timeout_s)
+            fleet_up_s = time.perf_counter() - started
+
+            # The baseline: one store alone, the others running beside it.
+            sha, _ = await hq.new_schedule(440, seconds)
+            t0 = time.perf_counter()
+            await hq.publish([base])
+            baseline = await watch({base: units[base]}, sha, t0, timeout_s=timeout_s)
+
+            served_before = metric_value((await http.get("/metrics")).text,
+                                         "storefleet_artifact_served_bytes_total")
+            sha, version = await hq.new_schedule(660, seconds)
+            stop = asyncio.Event()
+            t0 = time.perf_counter()
+            applied = note_applied(fleets[0].agents, version, t0)
+            status_task = asyncio.create_task(watch_status(hq, measured, version, t0, stop),
+                                              name="bench-content-status")
+            try:
+                published = await hq.publish(measured)
+                publish_s = time.perf_counter() - t0
+                playing = await watch({s: units[s] for s in measured}, sha, t0,
+                                      timeout_s=timeout_s)
+                try:  # the status lags the units by the box's report and ingest
+                    converged = await asyncio.wait_for(asyncio.shield(status_task), 30)
+                except TimeoutError:
+                    stop.set()
+                    converged = await status_task
+            finally:
+                stop.set()
+                await asyncio.gather(status_task, return_exceptions=True)
+            metrics = (await http.get("/metrics")).text
+            served = metric_value(metrics, "storefleet_artifact_served_bytes_total")
+            unit_bytes = sum(
+                agent.metrics.registry.get_sample_value(
+                    "storefleet_audio_asset_bytes_sent_total",
+                    {"device_id": unit_of(agent.config.store_id)}) or 0.0
+                for agent in fleets[0].agents)
+            cloud_rss = peak_rss_mb(cloud_pid)
+            buses_pss = sum(pss_kb(b.pid) for b in buses) / 1024
+    times = list(playing.values())
+    return {
+        "bench": "content",
+        "stores": stores,
+        "playing": len(playing),
+        "recording_bytes": len(recording(660, seconds)),
+        "recording_s": seconds,
+        "manifests": len(published["manifests"]),
+        "schedule_version": version,
+        "publish_s": round(publish_s, 3),
+        "playing_s": spread(times),
+        "all_playing_s": round(max(times), 2),
+        "mean_playing_s": round(statistics.fmean(times), 2),
+        "applied_s": spread(list(applied.values())),
+        "converged": len(converged),
+        "converged_s": spread(list(converged.values())),
+        "baseline_s": round(baseline[base], 2),
+        "all_playing_vs_baseline": round(max(times) / baseline[base], 1),
+        "asset_bytes_served": int(served - served_before),
+        "unit_bytes_sent": int(unit_bytes),
+        "cloud_peak_rss_mb": cloud_rss,
+        "stores_peak_rss_mb": peak_rss_mb(os.getpid()),
+        "local_buses_pss_mb": round(buses_pss, 1),
+        "fleet_up_s": round(fleet_up_s, 2),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="storefleet bench content",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument("--stores", type=int, default=100, help="simulated stores")
+    parser.add_argument("--recording-s", type=float, default=30.0,
+                        help="length of the new recording (8 kHz 16-bit mono WAV)")
+    parser.add_argument("--timeout-s", type=float, default=300.0,
+                        help="give up on any one wait after this long")
+    args = parser.parse_args(argv)
+    if args.stores < 1 or args.recording_s <= 0:
+        parser.error("--stores and --recording-s must be positive")
+    # A hundred agents log their connects and applies: only what went wrong is shown.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="sf-bench-content-") as tmp:
+        try:
+            r = asyncio.run(measure(Path(tmp), stores=args.stores, seconds=args.recording_s,
+                                    timeout_s=args.timeout_s))
+        except BenchError as err:
+            print(f"bench content: {err}", file=sys.stderr)
+            return 2
+    p = r["playing_s"]
+    print(f"schedule v{r['schedule_version']} ({r['recording_bytes'] / 1024:.0f} KiB "
+          f"recording) to {r['stores']} stores: publish call {r['publish_s']} s; playing "
+          f"p50 {p['p50']} s, p95 {p['p95']} s, all {r['all_playing_s']} s "
+          f"(one store alone: {r['baseline_s']} s, x{r['all_playing_vs_baseline']})")
+    print(f"cloud: {r['asset_bytes_served'] / 1024 / 1024:.1f} MiB served, peak RSS "
+          f"{r['cloud_peak_rss_mb']} MiB; stores' process peak RSS {r['stores_peak_rss_mb']} "
+          f"MiB; local buses {r['local_buses_pss_mb']} MiB (PSS); status converged for "
+          f"{r['converged']} stores, max {r['converged_s'].get('max')} s")
+    if args.json:
+        print(json.dumps(r, sort_keys=True))
+    return 0 if r["playing"] == r["stores"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
