@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fleet import artifacts, content, output, provision, rollouts
+from fleet import artifacts, content, output, provision, rollouts, screens
 from fleet.output import Exit
 from fleet.session import call_api
 
@@ -39,6 +39,7 @@ app.add_typer(device_app, name="device")
 app.add_typer(artifacts.app, name="artifact")
 app.add_typer(rollouts.app, name="rollout")  # decision 0040
 app.add_typer(content.app, name="content")  # decision 0046
+app.add_typer(screens.app, name="screens")  # decision 0051
 
 ApiOpt = Annotated[str | None, typer.Option(
     "--api", envvar="STOREFLEET_API", show_default=False,

@@ -4,16 +4,19 @@ real headless Chromium on the box's signage page.
 
 HQ publishes a promotion, uploads three real PNGs, saves playlists (an image for
 today in the store's time zone, one for the other days, one limited to the bakery, a
-card with the promotion) and publishes them. The box applies the manifest, the status
-API shows the ``playlists`` part converged with the time the box took it, and the
-signage page at the entrance rotates the image of today's window (decoded by the
-browser) and the card with the promotion's live name and discount; it never lists the
-other days' image nor the bakery's, which the bakery's own page shows.
+card with the promotion) and publishes them with the ``fleet screens`` CLI. The box
+applies the manifest, the status API shows the ``playlists`` part converged with the
+time the box took it, and the signage page at the entrance rotates the image of today's
+window (decoded by the browser) and the card with the promotion's live name and
+discount; it never lists the other days' image nor the bakery's, which the bakery's own
+page shows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import struct
 import zlib
 from collections.abc import Callable
@@ -29,6 +32,7 @@ from edge_agent.modules.screens import Screens
 from tests.cloud.conftest import ADMIN, auth
 from tests.edge_agent.cartscreen.browser import chromium, chromium_page
 from tests.edge_agent.helpers import wait_until
+from tests.fleet.test_fleet_artifacts import fleet as fleet_cli
 from tests.integration.rollout_fleet import Fleet, fleet, until_true
 from tests.services import Mosquitto
 
@@ -89,22 +93,30 @@ async def test_hq_publishes_playlists_and_the_signage_shows_them(
         hero = await upload(f, png(4, 3, (200, 30, 30)), "hero-1")
         other = await upload(f, png(5, 5, (30, 200, 30)), "other-1")
         bread = await upload(f, png(6, 2, (30, 30, 200)), "bread-1")
-        r = await f.http.put("/api/v1/screens/playlists", headers=auth(ADMIN), json={
-            "playlists": [{"name": "signage", "surface": "signage", "items": [
-                {"id": "hero", "kind": "image", "sha256": hero, "duration_s": 1,
-                 "windows": [{"days": [today], "start": "00:00", "end": "24:00"}]},
-                {"id": "other-days", "kind": "image", "sha256": other, "duration_s": 1,
-                 "windows": [{"days": [d for d in range(1, 8) if d != today]}]},
-                {"id": "bread", "kind": "image", "sha256": bread, "duration_s": 1,
-                 "zones": ["bakery"]},
-                {"id": "deal", "kind": "card", "title": "Today only",
-                 "promotion_id": PROMOTION["id"], "duration_s": 1},
-            ]}]})
-        assert r.status_code == 201, r.text
-        r = await f.http.post("/api/v1/screens/playlists/publish", headers=auth(ADMIN),
-                              json={"stores": [store]})
-        assert r.status_code == 201, r.text
-        assert r.json()["manifests"] == {store: 1}
+        playlists = {"playlists": [{"name": "signage", "surface": "signage", "items": [
+            {"id": "hero", "kind": "image", "sha256": hero, "duration_s": 1,
+             "windows": [{"days": [today], "start": "00:00", "end": "24:00"}]},
+            {"id": "other-days", "kind": "image", "sha256": other, "duration_s": 1,
+             "windows": [{"days": [d for d in range(1, 8) if d != today]}]},
+            {"id": "bread", "kind": "image", "sha256": bread, "duration_s": 1,
+             "zones": ["bakery"]},
+            {"id": "deal", "kind": "card", "title": "Today only",
+             "promotion_id": PROMOTION["id"], "duration_s": 1},
+        ]}]}
+        (tmp_path / "playlists.json").write_text(json.dumps(playlists))
+
+        async def cli(*args: str) -> Any:  # the fleet CLI, a real subprocess
+            done = await asyncio.to_thread(fleet_cli, str(f.http.base_url), ADMIN, *args,
+                                           "--json", config=tmp_path / "config")
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        assert (await cli("screens", "put", str(tmp_path / "playlists.json")))["version"] == 1
+        shown_at = await cli("screens", "show", "--store", store, "--zone", "bakery")
+        assert [n["item"]["id"] for n in shown_at["now"]["signage"]] == [
+            "hero", "bread", "deal"]
+        out = await cli("screens", "publish", "--store", store)
+        assert out["manifests"] == {store: 1} and out["failed"] == []
 
         # ---- the box applies; HQ sees the playlists part converged, with its time ----
         await wait_until(lambda: screens.player.version == 1, within_s=30,
