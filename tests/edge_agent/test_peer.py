@@ -18,8 +18,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 
+from edge_agent.app import Agent
+from edge_agent.errors import ConfigError
 from edge_agent.kernel.artifacts import ArtifactApi, ArtifactCache
 from edge_agent.metrics import registry_scoped
 from edge_agent.peer.artifacts import PeerArtifacts
@@ -27,8 +30,9 @@ from edge_agent.peer.server import PeerServer, PeerServerMetrics, peer_app
 from edge_agent.peer.transport import PeerClientMetrics, PeerTransport
 from protocols.signed import load_public_keys
 from tests.cloud.conftest import DEVICE, DEVICE_S1, auth
+from tests.edge_agent.helpers import make_config
 from tests.edge_agent.test_artifacts import BODY, SHA, TARGET, Cloud, cloud_with
-from tests.services import free_port
+from tests.services import Mosquitto, free_port
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -170,3 +174,13 @@ async def test_a_primary_that_cannot_serve_sends_the_box_to_the_cloud(
         assert sample(reg, "storefleet_peer_fallbacks_total", reason="not_peer") == 2
         for c in (box, gone, wrong):
             await c.api.aclose()
+
+
+def test_a_primary_without_the_store_token_or_a_secondary_with_a_port_is_refused(
+        tmp_path: Path) -> None:
+    for peer, wanted in (({}, "device token"), ({"primary_url": "http://10.0.0.2:8790",
+                                                  "port": 8790}, "does not listen")):
+        cfg = make_config(tmp_path, uplink=Mosquitto(workdir=tmp_path), local=None,
+                          modules={"peer": peer})
+        with pytest.raises(ConfigError, match=wanted):
+            Agent(cfg, registry=CollectorRegistry())
