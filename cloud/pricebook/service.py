@@ -10,9 +10,11 @@ an older book" is a plain integer comparison at the till.
 The document a store downloads (``GET /api/v1/stores/{id}/price-book``) or receives in a
 ``PriceBookAnnouncement`` is ``{payload, key_id, signature}`` (``SnapshotSigner``, the
 promotion snapshot key), payload = ``{kind, store_id, version, chain_version,
-store_version, published_ms, catalog}`` with ``catalog`` a ``pricing.Catalog`` whose
-``version`` is that version, so every sale priced with it records it
-(``PricedBasket.catalog_version``).
+store_version, published_ms, effective_ms, catalog}`` with ``catalog`` a
+``pricing.Catalog`` whose ``version`` is that version, so every sale priced with it
+records it (``PricedBasket.catalog_version``). ``effective_ms`` is the wire header's
+(the newest part's, else its publish time): the box holds a document, like a wire book,
+until then (decision 0047).
 """
 
 from __future__ import annotations
@@ -106,14 +108,16 @@ def store_payload(session: Session, store_id: str, *, version: int | None = None
     items: dict[str, dict[str, Any]] = {}
     for part in parts:
         items.update({i["sku"]: i for i in part.items})
-    effective = max(p.version for p in parts)
-    catalog = Catalog(version=effective, currency=parts[0].currency,
+    newest = max(parts, key=lambda p: p.version)
+    catalog = Catalog(version=newest.version, currency=parts[0].currency,
                       items={sku: Item.model_validate(i) for sku, i in sorted(items.items())})
     return {
-        "kind": DOCUMENT_KIND, "store_id": store_id, "version": effective,
+        "kind": DOCUMENT_KIND, "store_id": store_id, "version": newest.version,
         "chain_version": chain.version if chain else None,
         "store_version": own.version if own else None,
         "published_ms": max(p.published_ms for p in parts),
+        # as on the wire (store_items): the box holds the book until then
+        "effective_ms": newest.effective_ms or newest.published_ms,
         "catalog": catalog.model_dump(mode="json"),
     }
 

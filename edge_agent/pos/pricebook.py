@@ -22,10 +22,19 @@ and the book is applied into the box's SQLite ``PriceStore`` (one transaction, i
 chunks; a full book by a child process, ``apply_full_in_child``; a delta in a worker
 thread) before the till's catalog is swapped by reference. A delta
 applies only on its base; on any other base the full book is fetched (counted
-``result="base_mismatch"``). A tampered body is ``body_hash``. A book whose
-``effective_ms`` is still ahead is held (``pending``) and applied by ``apply_due``.
-Small inline books (the announcement's ``document``) are also written into the store,
-so the store is always the applied book.
+``result="base_mismatch"``). A tampered body is ``body_hash``. Small inline books
+(the announcement's ``document``) are also written into the store, so the store is
+always the applied book.
+
+Effective time, on both paths: a verified book (wire header and body, or document)
+whose ``effective_ms`` is still ahead is held (``pending``, counted ``result=
+"pending"``) and applied by ``apply_due``, which the till's sync loop calls every
+second whether or not the cloud answers. The held book is also written, as received
+(the signed header or document, then the body), to ``pricebook.held`` with
+``write_atomically``; ``load`` verifies it again and holds it, so a restart or a
+``kill -9`` before its time still applies it at its time with the cloud unreachable.
+A held book is dropped (and its file removed) once a book at least as new is applied
+(``result="superseded"``), or when it cannot apply on the applied book.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
+from edge_agent.fsutil import write_atomically
 from edge_agent.pos.cache import (
     CacheError,
     CacheMetrics,
@@ -89,6 +99,49 @@ class WireBook:
                       published_ms=p["published_ms"], body_sha256=p["body_sha256"])
 
 
+@dataclass(frozen=True)
+class SignedBook:
+    """A verified book as received: the signed wire header and the body it vouches for,
+    or a signed document (``catalog`` set: the announcement's inline book, the document
+    route). What ``pending`` holds until its effective time, persisted as received so
+    that it is verified again at load."""
+
+    signed: Mapping[str, Any]
+    body: bytes = b""
+    catalog: Catalog | None = None
+
+    @property
+    def payload(self) -> Mapping[str, Any]:
+        payload: Mapping[str, Any] = self.signed["payload"]
+        return payload
+
+    @property
+    def version(self) -> int:
+        return int(self.payload["version"])
+
+    @property
+    def effective_ms(self) -> int:
+        """When the store starts charging it; a document from a cloud that did not say:
+        on arrival (0)."""
+        return int(self.payload.get("effective_ms") or 0)
+
+    @property
+    def wire(self) -> WireBook:
+        return WireBook(payload=dict(self.payload), body=self.body)
+
+    def to_bytes(self) -> bytes:
+        """The held file: the signed header or document as one JSON line, then the body
+        (empty for a document). One file, so one rename commits both."""
+        return json.dumps(self.signed, separators=(",", ":")).encode() + b"\n" + self.body
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 class PriceBookCache:
     def __init__(self, path: Path, *, store_id: str, keys: Mapping[str, Ed25519PublicKey],
                  catalog: CatalogCache, metrics: CacheMetrics,
@@ -100,7 +153,9 @@ class PriceBookCache:
         self._metrics = metrics
         self.store = store
         self._clock = clock or SystemClock()
-        self.pending: WireBook | None = None  # verified, waiting for its effective time
+        self.pending: SignedBook | None = None  # verified, waiting for its effective time
+        # ... and on disk, so that a restart before that time still applies it then
+        self.held_path = path.with_name(f"{path.stem}.held")
         self.applied_ms: int | None = None  # when the running version was applied
         # skus the last apply changed (all of a full book: None); the labels follow them
         self.changed: list[str] | None = None
@@ -112,7 +167,8 @@ class PriceBookCache:
 
     async def load(self) -> bool:
         """After ``CatalogCache.load``: use the cached signed book or the applied store,
-        whichever is newer."""
+        whichever is newer; then hold the held book again (verified again), and apply
+        it if its time came while the box was down."""
         loaded = await self._load_document()
         if self.store is not None:
             state = await asyncio.to_thread(self.store.state)
@@ -120,7 +176,74 @@ class PriceBookCache:
             if state is not None and (current is None or state.version > current):
                 self.catalog.catalog = await asyncio.to_thread(self.store.catalog)
                 loaded = True
-        return loaded
+        await self._restore_held()
+        return await self.apply_due() or loaded
+
+    async def _restore_held(self) -> None:
+        data = await asyncio.to_thread(_read_bytes, self.held_path)
+        if data is None:
+            return
+        try:
+            book = await self._verify_held(data)
+        except (CacheError, ValueError, KeyError, TypeError) as err:
+            # Left on disk: a later hold replaces it and a later apply removes it (keys
+            # fetched on first use are not known yet at load).
+            self._metrics.refresh.labels(what="pricebook", result="bad_cache").inc()
+            logger.error("held price book %s unusable: %s", self.held_path, err)
+            return
+        current = self.version
+        if current is not None and book.version <= current:
+            self.pending = book
+            await self._drop_superseded()
+            return
+        self.pending = book
+        logger.info("store %s: price book v%d held again from disk until %d",
+                    self.store_id, book.version, book.effective_ms)
+
+    async def _verify_held(self, data: bytes) -> SignedBook:
+        head, _, body = data.partition(b"\n")
+        signed = json.loads(head)
+        payload = verify(signed, self.keys)
+        if payload.get("kind") != WIRE_KIND:
+            return SignedBook(signed=signed, catalog=self._verified_catalog(signed))
+        self._check_header(payload)
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
+        if len(body) != payload["body_size"] or digest != payload["body_sha256"]:
+            raise CacheError("body_hash", f"held body of v{payload['version']} is not the "
+                                          "one its header signs")
+        return SignedBook(signed=signed, body=body)
+
+    async def _hold(self, book: SignedBook) -> None:
+        """Keep a verified book until its effective time, in memory and on disk."""
+        held = self.pending
+        if held is not None and held.version >= book.version:
+            self._metrics.refresh.labels(what="pricebook", result="unchanged").inc()
+            return
+        # Held before it is written: an apply finishing meanwhile sees a newer held book
+        # and leaves the file alone (_drop_superseded).
+        self.pending = book
+        try:
+            # fsync: blocking, off the loop
+            await asyncio.to_thread(write_atomically, self.held_path, book.to_bytes())
+        except OSError as err:  # held in memory still: applied at its time unless restarted
+            self._metrics.refresh.labels(what="pricebook", result="held_not_saved").inc()
+            logger.error("store %s: held price book v%d not saved: %s", self.store_id,
+                         book.version, err)
+        self._metrics.refresh.labels(what="pricebook", result="pending").inc()
+        logger.info("store %s: price book v%d held until %d", self.store_id, book.version,
+                    book.effective_ms)
+
+    async def _drop_superseded(self) -> None:
+        """After an apply: a held book no newer than the applied one is dropped."""
+        held, current = self.pending, self.version
+        if held is not None and (current is None or held.version > current):
+            return  # still ahead: keep it
+        if held is not None:
+            self.pending = None
+            self._metrics.refresh.labels(what="pricebook", result="superseded").inc()
+            logger.info("store %s: held price book v%d dropped: v%s is applied",
+                        self.store_id, held.version, current)
+        await asyncio.to_thread(self.held_path.unlink, missing_ok=True)
 
     async def _load_document(self) -> bool:
         text = await asyncio.to_thread(_read, self.path)
@@ -137,7 +260,8 @@ class PriceBookCache:
         return True
 
     async def install(self, document: Mapping[str, Any]) -> bool:
-        """Verify and install a signed book; False if it is the installed version.
+        """Verify and install a signed book; False if it is the installed version or
+        is held until its ``effective_ms`` (as on the wire path).
 
         Raises ``CacheError`` (counted here) for anything refused."""
         try:
@@ -149,13 +273,23 @@ class PriceBookCache:
         if catalog is None:
             self._metrics.refresh.labels(what="pricebook", result="unchanged").inc()
             return False
-        await asyncio.to_thread(_write_atomic, self.path, json.dumps(document))
+        book = SignedBook(signed=document, catalog=catalog)
+        if book.effective_ms > self._clock.now_ms():
+            await self._hold(book)
+            return False
+        await self._install(book)
+        return True
+
+    async def _install(self, book: SignedBook) -> None:
+        catalog = book.catalog
+        assert catalog is not None
+        await asyncio.to_thread(_write_atomic, self.path, json.dumps(book.signed))
         if self.store is not None:
+            published = int(book.payload.get("published_ms", 0))
             header = Header(version=catalog.version, base_version=None,
                             currency=catalog.currency,
-                            effective_ms=int(document["payload"].get("published_ms", 0)),
-                            published_ms=int(document["payload"].get("published_ms", 0)),
-                            body_sha256=catalog.ruleset_hash())
+                            effective_ms=book.effective_ms or published,
+                            published_ms=published, body_sha256=catalog.ruleset_hash())
             rows = [(i.sku, i.name, i.category, i.price, i.earns_points)
                     for i in catalog.items.values()]
             await asyncio.to_thread(self.store.apply_full, header, rows)
@@ -165,7 +299,7 @@ class PriceBookCache:
         self._metrics.refresh.labels(what="pricebook", result="updated").inc()
         logger.info("store %s: price book v%d installed (%d items)", self.store_id,
                     catalog.version, len(catalog.items))
-        return True
+        await self._drop_superseded()
 
     async def refresh(self, api: CloudApi) -> bool:
         """Download the store's book; True when a newer one was installed."""
@@ -241,8 +375,9 @@ class PriceBookCache:
             log("store %s: price book not refreshed: %s", self.store_id, err)
             return False
 
-    async def _fetch(self, api: CloudApi, base: int | None) -> WireBook | None:
-        """The verified header and body; None when it is not newer than ours."""
+    async def _fetch(self, api: CloudApi, base: int | None) -> SignedBook | None:
+        """The verified header and body; None when it is not newer than ours (applied,
+        or held: its body is not downloaded again)."""
         query = "" if base is None else f"?base={base}"
         reply = await api.request("GET", f"/api/v1/stores/{self.store_id}/price-book/wire"
                                          f"{query}")
@@ -252,6 +387,9 @@ class PriceBookCache:
         except (KeyError, TypeError) as err:
             raise self._refused("invalid", f"wire reply: {err!r}") from err
         if payload is None:
+            return None
+        if self.pending is not None and payload["version"] <= self.pending.version:
+            self._metrics.refresh.labels(what="pricebook", result="unchanged").inc()
             return None
         if not isinstance(path, str) or not path.startswith("/api/v1/"):
             raise self._refused("invalid", f"body path {path!r}")
@@ -263,23 +401,15 @@ class PriceBookCache:
         if len(body) != payload["body_size"] or digest != payload["body_sha256"]:
             raise self._refused("body_hash", f"body of v{payload['version']} is not the "
                                              "one its header signs")
-        return WireBook(payload=payload, body=body)
+        return SignedBook(signed=reply["header"], body=body)
 
     def _verify_header(self, document: Mapping[str, Any], base: int | None
                        ) -> dict[str, Any] | None:
         try:
             payload = verify(document, self.keys)
+            self._check_header(payload)
         except CacheError as err:
             raise self._refused(err.reason, err.detail) from err
-        if payload.get("kind") != WIRE_KIND or payload.get("format") != WIRE_FORMAT:
-            raise self._refused("invalid", f"not a price book header: {payload.get('kind')!r}")
-        if payload.get("store_id") != self.store_id:
-            raise self._refused("store", f"price book for {payload.get('store_id')!r}, "
-                                         f"not {self.store_id!r}")
-        for key in ("version", "effective_ms", "published_ms", "body_size", "upserts",
-                    "removals"):
-            if not isinstance(payload.get(key), int) or isinstance(payload[key], bool):
-                raise self._refused("invalid", f"header field {key}")
         if payload.get("base_version") is not None and payload["base_version"] != base:
             raise BaseMismatch(base=payload["base_version"], installed=base)
         if base is not None and payload["version"] <= base:
@@ -287,36 +417,61 @@ class PriceBookCache:
             return None
         return payload
 
+    def _check_header(self, payload: Mapping[str, Any]) -> None:
+        """A verified header's content; ``CacheError`` (not counted here)."""
+        if payload.get("kind") != WIRE_KIND or payload.get("format") != WIRE_FORMAT:
+            raise CacheError("invalid", f"not a price book header: {payload.get('kind')!r}")
+        if payload.get("store_id") != self.store_id:
+            raise CacheError("store", f"price book for {payload.get('store_id')!r}, "
+                                      f"not {self.store_id!r}")
+        for key in ("version", "effective_ms", "published_ms", "body_size", "upserts",
+                    "removals"):
+            if not isinstance(payload.get(key), int) or isinstance(payload[key], bool):
+                raise CacheError("invalid", f"header field {key}")
+
     def _refused(self, reason: str, detail: str) -> CacheError:
         self._metrics.refresh.labels(what="pricebook", result=reason).inc()
         logger.warning("store %s: price book refused: %s: %s", self.store_id, reason, detail)
         return CacheError(reason, detail)
 
-    async def _take(self, book: WireBook) -> bool:
-        if book.payload["effective_ms"] > self._clock.now_ms():
-            self.pending = book
-            self._metrics.refresh.labels(what="pricebook", result="pending").inc()
-            logger.info("store %s: price book v%d held until %d", self.store_id,
-                        book.payload["version"], book.payload["effective_ms"])
+    async def _take(self, book: SignedBook) -> bool:
+        if book.effective_ms > self._clock.now_ms():
+            await self._hold(book)
             return False
         return await self._apply(book)
 
     async def apply_due(self) -> bool:
-        """Apply the held book once its effective time has come."""
+        """Apply the held book once its effective time has come (the till's sync loop
+        calls this every second, with or without the cloud)."""
         book = self.pending
-        if book is None or book.payload["effective_ms"] > self._clock.now_ms():
+        if book is None or book.effective_ms > self._clock.now_ms():
             return False
+        current = self.version
+        if current is not None and book.version <= current:
+            await self._drop_superseded()
+            return False
+        # Taken: once applied, the file goes too (_drop_superseded); a crash before that
+        # finds it no newer than the applied book at the next load.
         self.pending = None
         try:
+            if book.catalog is not None:
+                await self._install(book)
+                return True
             return await self._apply(book)
         except BaseMismatch as err:  # something else was applied meanwhile: next refresh
             self._metrics.refresh.labels(what="pricebook", result="base_mismatch").inc()
             logger.warning("store %s: held price book dropped: %s", self.store_id, err)
-            return False
+        except CacheError as err:  # counted where it was found (_refused)
+            logger.warning("store %s: held price book v%d dropped: %s", self.store_id,
+                           book.version, err)
+        if self.pending is None:  # nothing newer was held meanwhile
+            await asyncio.to_thread(self.held_path.unlink, missing_ok=True)
+        return False
 
-    async def _apply(self, book: WireBook) -> bool:
+    async def _apply(self, signed: SignedBook) -> bool:
         assert self.store is not None
         store = self.store
+        book = signed.wire
         payload = book.payload
         body = Body(book)
         try:
@@ -341,26 +496,35 @@ class PriceBookCache:
         logger.info("store %s: price book v%d applied (%s, %d items)", self.store_id,
                     payload["version"], "full" if changed is None else
                     f"delta of {len(changed)}", payload["items"])
+        await self._drop_superseded()
         return True
 
     def _accept(self, document: Mapping[str, Any]) -> Catalog | None:
         """The verified catalog, None if it is the installed version; ``CacheError``."""
-        payload = verify(document, self.keys)
-        if payload.get("kind") != DOCUMENT_KIND or payload.get("store_id") != self.store_id:
-            raise CacheError("store", f"price book for {payload.get('store_id')!r}, "
-                                      f"not {self.store_id!r}")
-        try:
-            catalog = Catalog.model_validate(payload["catalog"])
-        except (KeyError, ValidationError) as err:
-            raise CacheError("invalid", f"catalog: {err}") from err
-        if catalog.version != payload.get("version"):
-            raise CacheError("invalid", "catalog version differs from the document's")
+        catalog = self._verified_catalog(document)
         current = self.version
         if current is not None and catalog.version < current:
             raise CacheError("stale", f"version {catalog.version} is older than the "
                                       f"installed {current}")
         if current is not None and catalog.version == current:
             return None
+        return catalog
+
+    def _verified_catalog(self, document: Mapping[str, Any]) -> Catalog:
+        payload = verify(document, self.keys)
+        if payload.get("kind") != DOCUMENT_KIND or payload.get("store_id") != self.store_id:
+            raise CacheError("store", f"price book for {payload.get('store_id')!r}, "
+                                      f"not {self.store_id!r}")
+        effective = payload.get("effective_ms")  # absent from older clouds' documents
+        if effective is not None and (not isinstance(effective, int)
+                                      or isinstance(effective, bool)):
+            raise CacheError("invalid", "effective_ms is not an integer")
+        try:
+            catalog = Catalog.model_validate(payload["catalog"])
+        except (KeyError, ValidationError) as err:
+            raise CacheError("invalid", f"catalog: {err}") from err
+        if catalog.version != payload.get("version"):
+            raise CacheError("invalid", "catalog version differs from the document's")
         return catalog
 
 

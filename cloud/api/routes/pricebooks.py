@@ -73,7 +73,8 @@ class PriceBookPublished(BaseModel):
 
 class SignedPriceBook(BaseModel):
     payload: dict[str, Any] = Field(description="kind, store_id, version, chain_version, "
-                                    "store_version, published_ms, catalog (pricing.Catalog)")
+                                    "store_version, published_ms, effective_ms (the store "
+                                    "charges it from then), catalog (pricing.Catalog)")
     key_id: str
     signature: str = Field(description="base64 Ed25519 over the payload's canonical JSON")
 

@@ -1,6 +1,7 @@
 """Price books on the wire (decision 0047): a signed header whose sha256 vouches for a
 zstd body; the full book, or the delta from the store's base; changes published on top
-of the latest version; effective times; SQLite and PostgreSQL."""
+of the latest version; effective times, the same in the signed document and the
+announcement; SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from cloud.main import create_app
 from cloud.promotions.errors import SignatureInvalid
 from cloud.promotions.signing import SnapshotSigner, verify_document
 from cloud.publish import MemoryPublisher
+from protocols import decode, topics
 from protocols.clock import ManualClock
+from protocols.messages import PriceBookAnnouncement
 from tests.cloud.conftest import ADMIN, DEVICE_S1, api_client, auth, make_settings
 
 SIGNER = SnapshotSigner.generate()
@@ -127,3 +130,33 @@ async def test_nothing_published_and_empty_books(client: httpx.AsyncClient) -> N
     r = await client.post("/api/v1/price-books", headers=auth(ADMIN),
                           json={"changes": True, "items": [], "remove": ["sku-00000"]})
     assert r.status_code == 422
+
+
+async def test_document_and_announcement_say_the_wire_effective_time(db_url: str) -> None:
+    """The signed document (the document route and the announcement's inline book) says
+    when the store starts charging it, the same time as the wire header (decision
+    0047): the box holds either until then."""
+    publisher = MemoryPublisher()
+    app = create_app(make_settings(db_url), registry=CollectorRegistry(),
+                     publisher=publisher, clock=CLOCK, signer=SIGNER)
+    async with api_client(app) as c:
+        with app.state.cloud.writer.begin() as s:
+            s.add(Store(store_id="s1", online=True))
+        v1 = (await publish(c, items=items(10)))["version"]
+        due = CLOCK.now_ms() + 3_600_000
+        v2 = (await publish(c, changes=True, items=[{"sku": "sku-00001", "price": 1}],
+                            effective_ms=due))["version"]
+        r = await c.get("/api/v1/stores/s1/price-book", headers=auth(DEVICE_S1))
+        document = verify_document(r.json(), SIGNER.trusted())
+        header, _ = await wire(c, "s1", base=v1)
+        assert document["version"] == header["version"] == v2
+        assert document["effective_ms"] == header["effective_ms"] == due
+        sent = decode(publisher.retained[topics.content_pricebook("s1")].payload,
+                      PriceBookAnnouncement)
+        assert sent.document is not None
+        assert verify_document(sent.document, SIGNER.trusted())["effective_ms"] == due
+        # as of v1 (no effective time given): effective when published
+        r = await c.get("/api/v1/stores/s1/price-book", headers=auth(DEVICE_S1),
+                        params={"version": v1})
+        old = verify_document(r.json(), SIGNER.trusted())
+        assert old["effective_ms"] == old["published_ms"]

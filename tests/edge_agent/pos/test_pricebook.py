@@ -18,6 +18,7 @@ from edge_agent.pos.cache import CacheError, CacheMetrics, CatalogCache, load_ke
 from edge_agent.pos.pricebook import PriceBookCache
 from pricing import Catalog, Item
 from protocols import encode
+from protocols.clock import ManualClock
 from protocols.messages import PriceBookAnnouncement
 
 SIGNER = SnapshotSigner.generate()
@@ -25,17 +26,19 @@ KEYS = load_keys([base64.b64encode(raw_public(SIGNER.public_key)).decode()])
 
 
 def signed(version: int, milk: int, *, store: str = "s1",
-           signer: SnapshotSigner = SIGNER) -> dict[str, Any]:
+           signer: SnapshotSigner = SIGNER, **extra: Any) -> dict[str, Any]:
     catalog = Catalog.of([Item(sku="milk", category="dairy", price=milk),
                           Item(sku="bread", price=350)], version=version, currency="EUR")
     return signer.sign({"kind": "storefleet.pricebook", "store_id": store, "version": version,
-                        "published_ms": 1, "catalog": catalog.model_dump(mode="json")})
+                        "published_ms": 1, "catalog": catalog.model_dump(mode="json"),
+                        **extra})
 
 
-def make(tmp_path: Path, registry: CollectorRegistry) -> PriceBookCache:
+def make(tmp_path: Path, registry: CollectorRegistry,
+         clock: ManualClock | None = None) -> PriceBookCache:
     return PriceBookCache(tmp_path / "pricebook.json", store_id="s1", keys=KEYS,
                           catalog=CatalogCache(tmp_path / "catalog.json"),
-                          metrics=CacheMetrics(registry))
+                          metrics=CacheMetrics(registry), clock=clock)
 
 
 def count(registry: CollectorRegistry, result: str) -> float:
@@ -95,3 +98,42 @@ async def test_announcement_inline_and_repeats(tmp_path: Path) -> None:
     assert not await books.handle_announcement(b"{not json", None)
     assert count(registry, "signature") == count(registry, "invalid") == 1
     assert books.version == 2
+
+
+async def test_document_held_until_its_effective_time_across_a_restart(
+        tmp_path: Path) -> None:
+    """A document that says it takes effect later (decision 0047) is held, on disk too,
+    not installed at once; a newer one effective now drops it."""
+    clock = ManualClock()
+    registry = CollectorRegistry()
+    books = make(tmp_path, registry, clock)
+    assert await books.install(signed(2, 150))  # no effective_ms (older clouds): at once
+    due = clock.now_ms() + 60_000
+    assert not await books.install(signed(3, 99, effective_ms=due))
+    assert books.version == 2 and count(registry, "pending") == 1
+    assert books.pending is not None and books.pending.version == 3
+    assert not await books.install(signed(3, 99, effective_ms=due))  # a repeat: held
+    assert count(registry, "pending") == 1
+
+    again = make(tmp_path, CollectorRegistry(), clock)  # restarted, no cloud at all
+    assert await again.load()
+    assert again.version == 2 and again.pending is not None
+    assert not await again.apply_due()
+    clock.advance(60)
+    assert await again.apply_due()
+    assert again.version == 3 and again.catalog.catalog is not None
+    assert again.catalog.catalog.items["milk"].price == 99
+    assert not (tmp_path / "pricebook.held").exists()
+
+    # Held v5 for later; v6 effective now is installed and drops it.
+    assert not await again.install(signed(5, 80, effective_ms=clock.now_ms() + 60_000))
+    assert (tmp_path / "pricebook.held").exists()
+    assert await again.install(signed(6, 70))
+    assert again.pending is None and not (tmp_path / "pricebook.held").exists()
+    clock.advance(120)
+    assert not await again.apply_due() and again.version == 6
+
+    bad = signed(7, 1, effective_ms="soon")
+    with pytest.raises(CacheError) as err:
+        await again.install(bad)
+    assert err.value.reason == "invalid"

@@ -3,13 +3,17 @@ against the real cloud app over HTTP (ASGI): the full book signed, compressed,
 downloaded, verified and applied; a delta on its base; a delta on another base makes
 it fetch the full book; a tampered header or body refused, counted, the old book keeps
 pricing; a book held until its effective time; the till prices while a book applies;
-the shelf labels follow, after a delta only for its skus."""
+the shelf labels follow, after a delta only for its skus; a held book survives a
+restart and applies at its time with the cloud unreachable; a signed document is held
+until its effective time like a wire book."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
+import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,3 +311,192 @@ async def test_full_book_applied_in_a_child_process_refused_whole(tmp_path: Path
     state = store.state()
     assert state is not None and (state.version, state.items) == (1, 2000)
     assert not [n for n in os.listdir(tmp_path) if "incoming" in n]  # staged files gone
+
+
+# ---- held books across restarts; both paths honour effective_ms (decision 0047) -------
+
+HOUR_MS = 3_600_000
+
+
+def unreachable_api() -> CloudApi:
+    """A real client to a local port nothing listens on: every call is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return CloudApi(f"http://127.0.0.1:{port}", token=DEVICE_S1, timeout_s=2)
+
+
+@pytest.mark.parametrize("changes", [True, False], ids=["delta", "full"])
+async def test_held_book_survives_a_restart_and_applies_with_the_cloud_down(
+        box: Box, tmp_path: Path, changes: bool) -> None:
+    """The box holds a future book, restarts before its time (the old cache object is
+    simply abandoned, as a kill -9 would) with the cloud unreachable, and still applies
+    it once its time comes."""
+    data = tmp_path / "box"
+    v1 = await box.publish(items=items(N))
+    assert await box.cache.refresh(box.api)
+    due = box.clock.now_ms() + HOUR_MS
+    if changes:
+        v2 = await box.publish(changes=True, items=[{"sku": "sku-00001", "price": 1}],
+                               effective_ms=due)
+    else:
+        v2 = await box.publish(items=[{**i, "price": 1} for i in items(N)], effective_ms=due)
+    assert not await box.cache.refresh(box.api)
+    assert box.cache.pending is not None and box.cache.pending.version == v2
+    assert (data / "pricebook.held").exists()
+    assert not any(n.startswith(".") for n in os.listdir(data))  # no temp file left
+
+    registry = CollectorRegistry()
+    again = new_cache(data, registry, box.clock)
+    down = unreachable_api()
+    try:
+        assert await again.load()
+        assert again.version == v1 and again.pending is not None
+        assert (again.pending.version, again.pending.effective_ms) == (v2, due)
+        assert not await again.refresh(down)  # the cloud is unreachable
+        assert registry.get_sample_value("storefleet_pos_cache_refresh_total",
+                                         {"what": "pricebook", "result": "network"}) == 1
+        box.clock.advance(3599)
+        assert not await again.apply_due() and again.version == v1
+        box.clock.advance(1)
+        assert await again.apply_due()
+    finally:
+        await down.aclose()
+    assert again.version == v2 and again.pending is None
+    assert not (data / "pricebook.held").exists()
+    state = again.store.state() if again.store else None
+    assert state is not None and state.version == v2
+    catalog = again.catalog.catalog
+    assert catalog is not None and catalog.items["sku-00001"].price == 1
+    assert (catalog.items["sku-00002"].price == 102) is changes
+
+    third = new_cache(data, CollectorRegistry(), box.clock)  # nothing held any more
+    assert await third.load()
+    assert third.version == v2 and third.pending is None
+
+
+async def test_held_book_due_while_the_box_was_down_applies_at_load(box: Box,
+                                                                   tmp_path: Path) -> None:
+    v1 = await box.publish(items=items(10))
+    assert await box.cache.refresh(box.api)
+    v2 = await box.publish(changes=True, items=[{"sku": "sku-00003", "price": 3}],
+                           effective_ms=box.clock.now_ms() + HOUR_MS)
+    assert not await box.cache.refresh(box.api) and box.cache.version == v1
+    box.clock.advance(2 * 3600)  # the box was off when the book became due
+    again = new_cache(tmp_path / "box", CollectorRegistry(), box.clock)
+    assert await again.load()
+    assert again.version == v2 and again.pending is None
+    assert again.catalog.catalog is not None
+    assert again.catalog.catalog.items["sku-00003"].price == 3
+
+
+async def test_held_book_dropped_when_a_newer_book_is_applied(box: Box,
+                                                              tmp_path: Path) -> None:
+    data = tmp_path / "box"
+    await box.publish(items=items(10))
+    assert await box.cache.refresh(box.api)
+    await box.publish(changes=True, items=[{"sku": "sku-00001", "price": 1}],
+                      effective_ms=box.clock.now_ms() + HOUR_MS)
+    assert not await box.cache.refresh(box.api)
+    held = (data / "pricebook.held").read_bytes()
+    v3 = await box.publish(changes=True, items=[{"sku": "sku-00002", "price": 2}])
+    assert await box.cache.refresh(box.api)  # v3 now, on top of v1 (it holds v2's change)
+    assert box.cache.version == v3 and box.cache.pending is None
+    assert box.count("superseded") == 1
+    assert not (data / "pricebook.held").exists()
+    assert (box.sale("sku-00001"), box.sale("sku-00002")) == (1, 2)
+
+    # A crash between the apply and the file's removal: the file is dropped at load.
+    (data / "pricebook.held").write_bytes(held)
+    registry = CollectorRegistry()
+    again = new_cache(data, registry, box.clock)
+    assert await again.load()
+    assert again.version == v3 and again.pending is None
+    assert registry.get_sample_value("storefleet_pos_cache_refresh_total",
+                                     {"what": "pricebook", "result": "superseded"}) == 1
+    assert not (data / "pricebook.held").exists()
+    box.clock.advance(2 * 3600)
+    assert not await again.apply_due() and again.version == v3
+
+
+async def test_tampered_held_file_is_refused_at_load(box: Box, tmp_path: Path) -> None:
+    data = tmp_path / "box"
+    v1 = await box.publish(items=items(10))
+    assert await box.cache.refresh(box.api)
+    await box.publish(changes=True, items=[{"sku": "sku-00001", "price": 1}],
+                      effective_ms=box.clock.now_ms() + HOUR_MS)
+    assert not await box.cache.refresh(box.api)
+    held = (data / "pricebook.held").read_bytes()
+    (data / "pricebook.held").write_bytes(held[:-1] + bytes([held[-1] ^ 1]))  # the body
+    registry = CollectorRegistry()
+    again = new_cache(data, registry, box.clock)
+    assert await again.load()
+    assert again.version == v1 and again.pending is None
+    assert registry.get_sample_value("storefleet_pos_cache_refresh_total",
+                                     {"what": "pricebook", "result": "bad_cache"}) == 1
+    box.clock.advance(2 * 3600)
+    assert not await again.apply_due() and again.version == v1
+
+
+async def test_document_with_a_future_effective_time_is_held_like_the_wire(
+        box: Box, tmp_path: Path) -> None:
+    """The signed document (the announcement's inline book, the document route) says
+    when it takes effect; the box holds it until then, across a restart, as a wire
+    book."""
+    data = tmp_path / "box"
+    v1 = await box.publish(items=items(10))
+    assert await box.cache.refresh(box.api)
+    due = box.clock.now_ms() + HOUR_MS
+    v2 = await box.publish(changes=True, items=[{"sku": "sku-00001", "price": 1}],
+                           effective_ms=due)
+    r = await box.cloud.get("/api/v1/stores/s1/price-book", headers=auth(DEVICE_S1))
+    assert r.status_code == 200, r.text
+    document = r.json()
+    assert document["payload"]["effective_ms"] == due
+    assert not await box.cache.install(document)  # inline, as an announcement brings it
+    assert box.cache.version == v1 and box.sale("sku-00001") == 101
+    assert box.cache.pending is not None and box.cache.pending.version == v2
+    assert not await box.cache.refresh(box.api)  # the wire offers it too: held already
+    assert box.count("pending") == 1
+
+    again = new_cache(data, CollectorRegistry(), box.clock)
+    assert await again.load()
+    assert again.version == v1 and again.pending is not None
+    assert not await again.apply_due()
+    box.clock.advance(3600)
+    assert await again.apply_due()
+    assert again.version == v2 and again.pending is None
+    assert not (data / "pricebook.held").exists()
+    state = again.store.state() if again.store else None
+    assert state is not None and (state.version, state.effective_ms) == (v2, due)
+    catalog = again.catalog.catalog
+    assert catalog is not None and catalog.items["sku-00001"].price == 1
+
+
+async def test_delta_apply_never_waits_on_the_loop(box: Box) -> None:
+    """The store's SQLite work runs in worker threads: with another writer holding the
+    database's write lock for a second, the loop keeps turning while the delta waits
+    for it (any SQLite call on the loop would stall it that long)."""
+    await box.publish(items=items(N))
+    assert await box.cache.refresh(box.api)
+    v2 = await box.publish(changes=True, items=[{"sku": "sku-00001", "price": 1}])
+    assert box.cache.store is not None
+    blocker = sqlite3.connect(box.cache.store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # writers wait; WAL readers (the till) do not
+    refresh = asyncio.create_task(box.cache.refresh(box.api), name="refresh")
+    gaps: list[float] = []
+    loop = asyncio.get_running_loop()
+    try:
+        last = loop.time()
+        while loop.time() - last < 5 and len(gaps) < 100:  # ~1 s of 10 ms ticks
+            await asyncio.sleep(0.01)
+            gaps.append(loop.time() - last)
+            last = loop.time()
+            assert box.sale("sku-00001") == 101  # the till prices with the old book
+        assert not refresh.done()  # still waiting for the lock, in its thread
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert await refresh
+    assert box.cache.version == v2 and box.sale("sku-00001") == 1
+    assert max(gaps) < 0.5, f"the loop stalled {max(gaps):.2f} s"
