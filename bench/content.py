@@ -18,8 +18,8 @@ the manifest, downloads the recording from the cloud into its content cache
 which sends the recording to the unit in acknowledged chunks over the store's bus and
 the output naming it. A store *plays* the schedule when its unit's current music
 segment is the new recording and the unit holds that recording decoded (a unit that
-was told to play a track it does not have would be silent): checked on the units every
-``POLL_S``.
+was told to play a track it does not have would be silent), stamped by the unit when
+the message that made it so was taken.
 
 - ``publish_s``: the publish API call. ``playing_s``: p50 / p95 / max over the stores
   of the time from the publish call to the store playing; ``all_playing_s`` the time
@@ -27,12 +27,16 @@ was told to play a track it does not have would be silent): checked on the units
 - ``applied_s``: until the box switched to the manifest (checked, recording downloaded
   and verified): the rest of ``playing_s`` is the hand-over to the unit over its bus.
 - ``converged_s``: the same until the cloud's ``GET /content/status`` shows the store's
-  ``schedule`` part converged (the box reported that its units took the schedule,
-  through its outbox and ingest; polled every ``STATUS_POLL_S``).
+  ``schedule`` part converged (the box reported, through its outbox and ingest, that
+  every unit's driver runs the schedule: that can come before the unit holds the
+  recording; polled every ``STATUS_POLL_S``).
 - ``baseline_s``: in the same run, before the fleet-wide publish, one more store
   (running beside the others) given a schedule of its own alone, publish to playing.
 - ``asset_bytes_served``: the cloud's own counter of artifact bytes sent during the
   fleet-wide publish; ``unit_bytes_sent``: what the drivers sent their units.
+- ``stores_cpu_s``, ``cloud_cpu_s``: CPU seconds of this process and of the cloud's
+  from the publish to the last store playing (``wall_s``): the stores share one
+  process on this machine's cores, where each has a box of its own.
 - ``cloud_peak_rss_mb``, ``stores_peak_rss_mb`` (this process: agents and units),
   ``local_buses_pss_mb`` (the stores' Mosquittos together at the end, proportional set
   size: they share their libraries' pages).
@@ -76,10 +80,10 @@ from bench._services import (
 )
 from edge_agent.app import Agent
 from edge_agent.modules.content import AppliedContent, Content
-from firmware_sim.audio import AudioUnitSim, start_audio_unit_sim
+from firmware_sim.audio import AudioUnitSim
 from firmware_sim.fleet import SimulatedFleet
 
-POLL_S = 0.02  # how often the units are looked at: the resolution of playing_s
+POLL_S = 0.1  # how often the bench looks whether every unit plays (stamps are exact)
 STATUS_POLL_S = 0.25  # how often the cloud's content status is asked for
 RATE = 8000  # Hz, 16-bit mono: what the demo's and the tests' recordings use
 ZONE = "floor"
@@ -113,6 +117,30 @@ def schedule(sha256: str, *, seconds: float) -> dict[str, Any]:
 def plays(unit: AudioUnitSim, sha256: str) -> bool:
     segment = unit.current.get((ZONE, "music"))
     return segment is not None and segment.sha256 == sha256 and sha256 in unit.assets
+
+
+class TimedUnit(AudioUnitSim):
+    """The simulated unit, noting when it first plays ``wanted``: after the message
+    (an output or an asset's last chunk) that made it play, not at the bench's next
+    look."""
+
+    wanted: str | None = None
+    playing_at: float | None = None
+
+    def expect(self, sha256: str) -> None:
+        self.wanted, self.playing_at = sha256, None
+
+    def _check(self) -> None:
+        if self.playing_at is None and self.wanted and plays(self, self.wanted):
+            self.playing_at = time.perf_counter()
+
+    async def on_message(self, payload: bytes) -> None:
+        await super().on_message(payload)
+        self._check()
+
+    async def on_down(self, type_: str, payload: bytes) -> None:
+        await super().on_down(type_, payload)
+        self._check()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -167,21 +195,16 @@ class Hq:
                 and part["state"] == "converged" and part["published"] == str(version)}
 
 
-async def watch(units: dict[str, AudioUnitSim], sha256: str, t0: float, *,
-                timeout_s: float) -> dict[str, float]:
-    """Seconds from t0 until each store's unit plays the recording."""
-    seen: dict[str, float] = {}
+async def watch(units: dict[str, TimedUnit], t0: float, *, timeout_s: float
+                ) -> dict[str, float]:
+    """Seconds from t0 until each store's unit played what it ``expect``s."""
     deadline = t0 + timeout_s
-    while len(seen) < len(units):
-        now = time.perf_counter()
-        for store, unit in units.items():
-            if store not in seen and plays(unit, sha256):
-                seen[store] = now - t0
-        if now > deadline:
-            raise BenchError(f"{len(units) - len(seen)} of {len(units)} stores not playing "
-                             f"after {timeout_s:.0f} s, e.g. {sorted(set(units) - set(seen))[:3]}")
+    while behind := sorted(s for s, u in units.items() if u.playing_at is None):
+        if time.perf_counter() > deadline:
+            raise BenchError(f"{len(behind)} of {len(units)} stores not playing after "
+                             f"{timeout_s:.0f} s, e.g. {behind[:3]}")
         await asyncio.sleep(POLL_S)
-    return seen
+    return {s: u.playing_at - t0 for s, u in units.items() if u.playing_at is not None}
 
 
 async def watch_status(hq: Hq, stores: list[str], version: int, t0: float,
@@ -218,6 +241,16 @@ def spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 2)} if values else {}
 
 
+def cpu_s(pid: int) -> float:
+    """User and system CPU seconds the process has used (``/proc/<pid>/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    except OSError as err:
+        raise BenchError(f"cannot read the CPU time of {pid} (Linux /proc): {err}") from err
+    # utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the command name
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pss_kb(pid: int) -> int:
     """The process's proportional set size: its RSS with shared pages (a hundred
     Mosquittos map the same libraries) divided among those who share them."""
@@ -251,7 +284,7 @@ async def measure(tmp: Path, *, stores: int, seconds: float, timeout_s: float
                                    "trusted_keys": signing, "release_keys": release,
                                    "retry_s": 1.0}}
             fleets: list[SimulatedFleet] = []
-            units: dict[str, AudioUnitSim] = {}
+            units: dict[str, TimedUnit] = {}
             for prefix, count, bus_urls in (("store", stores, [b.url for b in buses[:-1]]),
                                             (BASELINE, 1, [buses[-1].url])):
                 fleet = SimulatedFleet(
@@ -261,7 +294,8 @@ async def measure(tmp: Path, *, stores: int, seconds: float, timeout_s: float
                     devices=lambda s: [{"id": unit_of(s), "family": "audio"}])
                 fleets.append(await stack.enter_async_context(fleet))
                 for store, url in zip(fleet.stores, bus_urls, strict=True):
-                    unit = await start_audio_unit_sim(url, unit_id=unit_of(store))
+                    unit = TimedUnit(url, unit_id=unit_of(store))
+                    await unit.start()
                     stack.push_async_callback(unit.aclose)
                     units[store] = unit
             measured, base = fleets[0].stores, fleets[1].stores[0]
@@ -275,14 +309,18 @@ async def measure(tmp: Path, *, stores: int, seconds: float, timeout_s: float
 
             # The baseline: one store alone, the others running beside it.
             sha, _ = await hq.new_schedule(440, seconds)
+            units[base].expect(sha)
             t0 = time.perf_counter()
             await hq.publish([base])
-            baseline = await watch({base: units[base]}, sha, t0, timeout_s=timeout_s)
+            baseline = await watch({base: units[base]}, t0, timeout_s=timeout_s)
 
             served_before = metric_value((await http.get("/metrics")).text,
                                          "storefleet_artifact_served_bytes_total")
             sha, version = await hq.new_schedule(660, seconds)
+            for store in measured:
+                units[store].expect(sha)
             stop = asyncio.Event()
+            cpu0 = cpu_s(os.getpid()), cpu_s(cloud_pid)
             t0 = time.perf_counter()
             applied = note_applied(fleets[0].agents, version, t0)
             status_task = asyncio.create_task(watch_status(hq, measured, version, t0, stop),
@@ -290,8 +328,10 @@ async def measure(tmp: Path, *, stores: int, seconds: float, timeout_s: float
             try:
                 published = await hq.publish(measured)
                 publish_s = time.perf_counter() - t0
-                playing = await watch({s: units[s] for s in measured}, sha, t0,
+                playing = await watch({s: units[s] for s in measured}, t0,
                                       timeout_s=timeout_s)
+                wall_s = time.perf_counter() - t0
+                cpu = cpu_s(os.getpid()) - cpu0[0], cpu_s(cloud_pid) - cpu0[1]
                 try:  # the status lags the units by the box's report and ingest
                     converged = await asyncio.wait_for(asyncio.shield(status_task), 30)
                 except TimeoutError:
@@ -329,6 +369,11 @@ async def measure(tmp: Path, *, stores: int, seconds: float, timeout_s: float
         "all_playing_vs_baseline": round(max(times) / baseline[base], 1),
         "asset_bytes_served": int(served - served_before),
         "unit_bytes_sent": int(unit_bytes),
+        # CPU seconds from the publish to the last store playing, against the wall time:
+        # the stores share one process (two cores), where each store has its own box
+        "stores_cpu_s": round(cpu[0], 1),
+        "cloud_cpu_s": round(cpu[1], 1),
+        "wall_s": round(wall_s, 2),
         "cloud_peak_rss_mb": cloud_rss,
         "stores_peak_rss_mb": peak_rss_mb(os.getpid()),
         "local_buses_pss_mb": round(buses_pss, 1),
