@@ -83,6 +83,8 @@ from edge_agent.modules.content import AppliedContent, Content
 from firmware_sim.audio import AudioUnitSim
 from firmware_sim.fleet import SimulatedFleet
 
+logger = logging.getLogger(__name__)
+
 POLL_S = 0.1  # how often the bench looks whether every unit plays (stamps are exact)
 STATUS_POLL_S = 0.25  # how often the cloud's content status is asked for
 RATE = 8000  # Hz, 16-bit mono: what the demo's and the tests' recordings use
@@ -170,6 +172,7 @@ class Hq:
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
+        self.errors = 0  # status requests that failed in transport (asked again)
 
     async def new_schedule(self, hz: int, seconds: float) -> tuple[str, int]:
         """Upload a recording, save a schedule playing it: (its sha256, the version)."""
@@ -212,7 +215,15 @@ async def watch_status(hq: Hq, stores: list[str], version: int, t0: float,
     """Seconds from t0 until the cloud shows each store's schedule part converged."""
     seen: dict[str, float] = {}
     while len(seen) < len(stores) and not stop.is_set():
-        done = await hq.converged(version)
+        try:
+            done = await hq.converged(version)
+        except httpx.TransportError as err:
+            # e.g. a kept-alive connection the loaded cloud closed as it was reused:
+            # counted, logged, asked again (the units' stamps are the main measure)
+            hq.errors += 1
+            logger.warning("content status: %r; asking again", err)
+            await asyncio.sleep(STATUS_POLL_S)
+            continue
         now = time.perf_counter()
         seen.update((s, now - t0) for s in stores if s in done and s not in seen)
         await asyncio.sleep(STATUS_POLL_S)
@@ -364,6 +375,7 @@ async def measure(tmp: Path, *, stores: int, seconds: float, timeout_s: float
         "mean_playing_s": round(statistics.fmean(times), 2),
         "applied_s": spread(list(applied.values())),
         "converged": len(converged),
+        "status_errors": hq.errors,
         "converged_s": spread(list(converged.values())),
         "baseline_s": round(baseline[base], 2),
         "all_playing_vs_baseline": round(max(times) / baseline[base], 1),
@@ -404,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
                                     timeout_s=args.timeout_s))
         except BenchError as err:
             print(f"bench content: {err}", file=sys.stderr)
+            return 2
+        except httpx.HTTPError as err:  # the cloud's API went away mid-run
+            print(f"bench content: {err!r} from the cloud's API", file=sys.stderr)
             return 2
     p = r["playing_s"]
     print(f"schedule v{r['schedule_version']} ({r['recording_bytes'] / 1024:.0f} KiB "
