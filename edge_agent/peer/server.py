@@ -54,6 +54,7 @@ from edge_agent.kernel.artifacts import CHUNK, ArtifactRefused, ArtifactUnavaila
 from edge_agent.peer.artifacts import PeerArtifacts
 from edge_agent.peer.books import BookCache, BookError, BookRefused
 from edge_agent.peer.transport import PEER_HEADER
+from protocols.problems import TYPE_BASE
 from protocols.ranges import RangeNotSatisfiable, byte_range
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class PeerServerMetrics:
 
 
 def _problem(status: int, reason: str, detail: str) -> JSONResponse:
-    return JSONResponse({"type": f"urn:storefleet:peer:{reason}", "title": reason,
+    return JSONResponse({"type": TYPE_BASE + reason, "title": reason,
                          "status": status, "detail": detail}, status_code=status,
                         media_type="application/problem+json")
 
