@@ -11,6 +11,7 @@ once and serves the others from its caches.
   headers (fresh for a few seconds) and bodies (by version, verified).
 - ``server.py``: the primary's HTTP server for the other boxes (the cloud's paths,
   ``Range``, the store's device token).
+- ``once.py``: ``Once``, concurrent requests for one key sharing one run of the work.
 
 The module that wires them into a box is ``edge_agent.modules.peer`` (``[peer]``).
 """
