@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
 from edge_agent.errors import AgentError
 
@@ -51,6 +52,7 @@ class EmbeddedServer(uvicorn.Server):
 class CartScreenServer:
     def __init__(self, app: Starlette, *, host: str, port: int) -> None:
         self.host = host
+        self.app = app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -67,6 +69,11 @@ class CartScreenServer:
                                 ws_per_message_deflate=False)
         self._server = EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
+
+    def add_routes(self, routes: Sequence[BaseRoute]) -> None:
+        """Serve ``routes`` too (another module's pages on the same origin, such as the
+        screens' signage: a cart page can then ask them without CORS)."""
+        self.app.router.routes.extend(routes)
 
     @property
     def url(self) -> str:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from edge_agent.modules.screens import Screens
 from tests.cloud.conftest import ADMIN, auth
 from tests.edge_agent.cartscreen.browser import chromium, chromium_page
 from tests.edge_agent.helpers import wait_until
+from tests.edge_agent.screens.media import png
 from tests.fleet.test_fleet_artifacts import fleet as fleet_cli
 from tests.integration.rollout_fleet import Fleet, fleet, until_true
 from tests.services import Mosquitto
@@ -41,17 +40,6 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.browser]
 TIMEZONE = "Asia/Tokyo"  # not the test machine's: the box must use the document's
 PROMOTION = {"kind": "markdown", "id": "P-apples", "name": "Winter apples",
              "percent_bp": 2_000, "scope": {"skus": ["apple"]}}
-
-
-def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
-    """A real PNG (8-bit RGB, one colour) the browser decodes."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 async def upload(f: Fleet, body: bytes, version: str) -> str:

@@ -118,6 +118,44 @@
     reminderTimer = setTimeout(() => { $("scan-reminder").hidden = true; }, 30000);
   }
 
+  // An idle cart (no member, empty basket) shows the store's cart playlist for its zone,
+  // item by item, from the screens module on this same server (decision 0051); nothing
+  // when the box has none. Text goes in with textContent only.
+  async function idleLoop() {
+    let next = 0;
+    for (;;) {
+      const b = state && state.basket;
+      let items = [];
+      if (state && !state.member && !(b && b.lines.length)) {
+        const q = new URLSearchParams({ surface: "cart" });
+        if (state.position && state.position.zone) q.set("zone", state.position.zone);
+        try {
+          const r = await fetch(`/screens/now?${q}`, { cache: "no-store" });
+          if (r.ok) items = (await r.json()).items;
+        } catch (e) { /* the box is restarting: try again */ }
+      }
+      const box = $("idle-loop");
+      let wait = 10000;  // idle check when nothing plays
+      if (items.length) {
+        const item = items[next++ % items.length];
+        const node = item.kind === "image" ? el("img", { src: item.url, alt: item.title || item.id })
+          : item.kind === "video" ? el("video", { src: item.url, autoplay: "", loop: "", playsinline: "" })
+          : el("div", { class: "idle-card" }, el("b", {}, item.title), el("div", {}, item.card.name),
+            el("div", { class: "save" }, item.card.offer));
+        if (item.kind === "video") node.muted = true;  // autoplay is allowed muted only
+        box.dataset.itemId = item.id;
+        box.replaceChildren(node);
+        box.hidden = false;
+        wait = item.duration_s * 1000;
+      } else {
+        box.dataset.itemId = "";
+        box.replaceChildren();
+        box.hidden = true;
+      }
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+
   function render() { renderReminder(); if (state) { renderMember(); renderBasket(); renderCoupons(); renderSide(); } }
 
   async function refresh() {
@@ -238,5 +276,6 @@
     translate();
     await refresh();
     connect();
+    idleLoop();
   })();
 })();
