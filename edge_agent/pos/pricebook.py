@@ -135,6 +135,11 @@ class SignedBook:
         return json.dumps(self.signed, separators=(",", ":")).encode() + b"\n" + self.body
 
 
+def _save(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # a box with no book yet
+    write_atomically(path, data)
+
+
 def _read_bytes(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -224,7 +229,7 @@ class PriceBookCache:
         self.pending = book
         try:
             # fsync: blocking, off the loop
-            await asyncio.to_thread(write_atomically, self.held_path, book.to_bytes())
+            await asyncio.to_thread(_save, self.held_path, book.to_bytes())
         except OSError as err:  # held in memory still: applied at its time unless restarted
             self._metrics.refresh.labels(what="pricebook", result="held_not_saved").inc()
             logger.error("store %s: held price book v%d not saved: %s", self.store_id,
