@@ -40,13 +40,16 @@ def test_bench_content_every_store_plays_and_the_figures_agree(tmp_path: Path) -
     # each store switched to the manifest before its unit could play the recording
     assert 0 < applied["p50"] <= playing["p50"] and applied["max"] <= playing["max"]
     assert 0 < r["converged_s"]["p50"] <= r["converged_s"]["max"]
-    assert r["baseline_s"] > 0
+    assert len(r["baseline_rounds_s"]) == 3 and min(r["baseline_rounds_s"]) > 0
+    assert r["baseline_s"] == sorted(r["baseline_rounds_s"])[1]  # their median
     # the ratio is of the unrounded times: the rounded ones give it within rounding
     assert r["all_playing_vs_baseline"] == pytest.approx(
         r["all_playing_s"] / r["baseline_s"], rel=0.1, abs=0.1)
-    # each store fetched the recording from the cloud once and sent it to its unit once
+    # each store fetched the recording from the cloud once, and sent it to its unit (a
+    # chunk whose ack is late is sent again: on a loaded box, a little more than once)
     assert r["asset_bytes_served"] == STORES * r["recording_bytes"]
-    assert r["unit_bytes_sent"] == STORES * r["recording_bytes"]
+    assert STORES * r["recording_bytes"] <= r["unit_bytes_sent"] < 2 * STORES * r[
+        "recording_bytes"]
     assert 30 < r["cloud_peak_rss_mb"] < 2048 and 30 < r["stores_peak_rss_mb"] < 4096
     assert 0 < r["local_buses_pss_mb"]
     assert list(tmp_path.glob("sf-bench-content-*")) == []  # the stores' data removed
