@@ -6,8 +6,8 @@ store's time zone, holidays), and published in the stores' signed content manife
 from __future__ import annotations
 
 import copy
-import json
 import datetime as dt
+import json
 from typing import Any
 
 import httpx
@@ -22,7 +22,6 @@ from cloud.publish import MemoryPublisher
 from protocols import encode, topics
 from protocols.audio import AudioSchedule
 from protocols.clock import ManualClock
-from protocols.codec import decode
 from protocols.messages import Birth, DeviceInfo
 from protocols.signed import load_public_keys, verify_signed
 from tests.cloud.conftest import ADMIN, TECH, api_client, auth, make_settings
