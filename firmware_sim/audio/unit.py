@@ -214,10 +214,12 @@ class AudioUnitSim(BusDeviceSim):
         for key in list(self.current):
             layer = wanted.get(key)
             seg = self.current[key]
-            # The same track from the same start at the same gain goes on; anything else
-            # (another track, a restart of it, a gain change such as ducking) is a new segment.
-            if layer is None or (layer.track_id, layer.started_ms, layer.gain_db) != (
-                    seg.track_id, seg.track_started_ms, seg.gain_db):
+            # The same recording of the same track from the same start at the same gain
+            # goes on; anything else (another track, a new schedule's recording under the
+            # same track id, a restart, a gain change such as ducking) is a new segment.
+            if layer is None or (layer.track_id, layer.sha256, layer.started_ms,
+                                 layer.gain_db) != (seg.track_id, seg.sha256,
+                                                    seg.track_started_ms, seg.gain_db):
                 seg.end_ms = output.ts
                 del self.current[key]
         for key, layer in wanted.items():

@@ -165,3 +165,24 @@ async def test_unit_reconnect_and_garbage_and_flood(mosquitto: Mosquitto, tmp_pa
             assert unit.stats["outputs"] == 1
         finally:
             await unit.aclose()
+
+
+def test_a_new_recording_under_the_same_track_id_plays_at_once() -> None:
+    """A new schedule may give a track id another recording: the unit plays the new one
+    from that output on, not the old one until the track's loop comes round."""
+    from protocols.audio import AudioOutput, Layer, ZoneOutput
+
+    unit = AudioUnitSim("mqtt://127.0.0.1:1", unit_id="U1")  # never connected
+
+    def output(seq: int, ts: int, sha: str) -> bytes:
+        music = Layer(track_id="m1", sha256=sha, kind="music", item="day", started_ms=1_000,
+                      gain_db=-6.0)
+        return encode(AudioOutput(seq=seq, ts=ts, zones=[ZoneOutput(zone="floor",
+                                                                    music=music)]))
+
+    old, new = "a" * 64, "b" * 64
+    assert unit.on_output(output(1, 2_000, old))
+    assert unit.on_output(output(2, 5_000, new))
+    assert unit.current[("floor", "music")].sha256 == new
+    assert [(s.sha256, s.start_ms, s.end_ms) for s in unit.segments] == [
+        (old, 2_000, 5_000), (new, 5_000, None)]
