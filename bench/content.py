@@ -21,6 +21,11 @@ segment is the new recording and the unit holds that recording decoded (a unit t
 was told to play a track it does not have would be silent), stamped by the unit when
 the message that made it so was taken.
 
+The stores start with a first schedule (all at once: ``first_schedule_playing_s``,
+the same spread for boxes that had none); the figures below are for a new one
+replacing it, as HQ changes music or announcements: the units hold the old recording
+and are sent the new one.
+
 - ``publish_s``: the publish API call. ``playing_s``: p50 / p95 / max over the stores
   of the time from the publish call to the store playing; ``all_playing_s`` the time
   until the last one does (the max).
@@ -92,7 +97,7 @@ RATE = 8000  # Hz, 16-bit mono: what the demo's and the tests' recordings use
 ZONE = "floor"
 TRACK = "tone"
 BASELINE = "base"  # the baseline store's prefix
-BASELINE_HZ, FLEET_HZ = 440, 660  # each round's recording a tone of its own
+FIRST_HZ, BASELINE_HZ, FLEET_HZ = 330, 440, 660  # each recording a tone of its own
 
 
 def recording(hz: int, seconds: float) -> bytes:
@@ -254,6 +259,13 @@ def spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 2)} if values else {}
 
 
+def sent_to_units(agents: list[Agent]) -> float:
+    """Asset bytes the stores' audio drivers have sent their units, all together."""
+    return sum(sum(sample.value for sample in metric.samples
+                   if sample.name == "storefleet_audio_asset_bytes_sent_total")
+               for agent in agents for metric in agent.metrics.registry.collect())
+
+
 def cpu_s(pid: int) -> float:
     """User and system CPU seconds the process has used (``/proc/<pid>/stat``)."""
     try:
@@ -320,6 +332,15 @@ async def measure(tmp: Path, *, stores: int, seconds: float, baseline_rounds: in
                         timeout_s=timeout_s)
             fleet_up_s = time.perf_counter() - started
 
+            # Every store's first schedule (boxes with none yet): what is measured below
+            # is a new schedule replacing the one a store plays.
+            sha, _ = await hq.new_schedule(FIRST_HZ, seconds)
+            for unit in units.values():
+                unit.expect(sha)
+            t0 = time.perf_counter()
+            await hq.publish([*measured, base])
+            first = await watch(units, t0, timeout_s=timeout_s)
+
             # The baseline: one store alone, the others running beside it; each round a
             # new recording and schedule (the median: one sample swings with the load).
             baseline = []
@@ -331,6 +352,7 @@ async def measure(tmp: Path, *, stores: int, seconds: float, baseline_rounds: in
                 baseline.append((await watch({base: units[base]}, t0,
                                              timeout_s=timeout_s))[base])
 
+            sent_before = sent_to_units(fleets[0].agents)
             served_before = metric_value((await http.get("/metrics")).text,
                                          "storefleet_artifact_served_bytes_total")
             sha, version = await hq.new_schedule(FLEET_HZ, seconds)
@@ -359,11 +381,7 @@ async def measure(tmp: Path, *, stores: int, seconds: float, baseline_rounds: in
                 await asyncio.gather(status_task, return_exceptions=True)
             metrics = (await http.get("/metrics")).text
             served = metric_value(metrics, "storefleet_artifact_served_bytes_total")
-            unit_bytes = sum(
-                agent.metrics.registry.get_sample_value(
-                    "storefleet_audio_asset_bytes_sent_total",
-                    {"device_id": unit_of(agent.config.store_id)}) or 0.0
-                for agent in fleets[0].agents)
+            unit_bytes = sent_to_units(fleets[0].agents) - sent_before
             cloud_rss = peak_rss_mb(cloud_pid)
             buses_pss = sum(pss_kb(b.pid) for b in buses) / 1024
     times = list(playing.values())
@@ -383,6 +401,7 @@ async def measure(tmp: Path, *, stores: int, seconds: float, baseline_rounds: in
         "converged": len(converged),
         "status_errors": hq.errors,
         "converged_s": spread(list(converged.values())),
+        "first_schedule_playing_s": spread([first[s] for s in measured]),
         "baseline_s": round(statistics.median(baseline), 2),
         "baseline_rounds_s": [round(b, 2) for b in baseline],
         "all_playing_vs_baseline": round(max(times) / statistics.median(baseline), 1),

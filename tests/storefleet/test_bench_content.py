@@ -40,6 +40,8 @@ def test_bench_content_every_store_plays_and_the_figures_agree(tmp_path: Path) -
     # each store switched to the manifest before its unit could play the recording
     assert 0 < applied["p50"] <= playing["p50"] and applied["max"] <= playing["max"]
     assert 0 < r["converged_s"]["p50"] <= r["converged_s"]["max"]
+    first = r["first_schedule_playing_s"]  # the schedule the new one replaces
+    assert 0 < first["p50"] <= first["p95"] <= first["max"]
     assert len(r["baseline_rounds_s"]) == 3 and min(r["baseline_rounds_s"]) > 0
     assert r["baseline_s"] == sorted(r["baseline_rounds_s"])[1]  # their median
     # the ratio is of the unrounded times: the rounded ones give it within rounding
