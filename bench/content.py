@@ -78,6 +78,7 @@ from bench._services import (
     ADMIN_TOKEN,
     DEVICE_TOKEN,
     BenchError,
+    Broker,
     cloud,
     metric_value,
     mosquitto,
@@ -288,6 +289,54 @@ def pss_kb(pid: int) -> int:
     raise BenchError(f"no Pss in /proc/{pid}/smaps_rollup")
 
 
+def unit_of(store: str) -> str:
+    return f"{store}-audio"
+
+
+async def start_stores(stack: AsyncExitStack, tmp: Path, http: httpx.AsyncClient, *,
+                       stores: int, buses: list[Broker], cloud_broker: str, api: str
+                       ) -> tuple[list[SimulatedFleet], dict[str, TimedUnit]]:
+    """The measured stores and the baseline's (two fleets), each store's agent on its
+    own bus with its audio unit there; stopped by ``stack``."""
+    release = [k["public_key"] for k in body_of(await http.get("/api/v1/artifacts/keys"),
+                                                "release keys")]
+    signing = [k["public_key"] for k in body_of(await http.get("/api/v1/promotions/keys"),
+                                                "signing keys")]
+    modules = {"content": {"cloud_api": api, "cloud_api_token": DEVICE_TOKEN,
+                           "trusted_keys": signing, "release_keys": release,
+                           "retry_s": 1.0}}
+    fleets: list[SimulatedFleet] = []
+    units: dict[str, TimedUnit] = {}
+    for prefix, count, bus_urls in (("store", stores, [b.url for b in buses[:-1]]),
+                                    (BASELINE, 1, [buses[-1].url])):
+        fleet = SimulatedFleet(
+            tmp / prefix, boxes=count, cloud_broker=cloud_broker, local_bus=bus_urls,
+            api_url=api, token=DEVICE_TOKEN, trusted_keys=release, prefix=prefix,
+            modules=modules, devices=lambda s: [{"id": unit_of(s), "family": "audio"}])
+        fleets.append(await stack.enter_async_context(fleet))
+        for store, url in zip(fleet.stores, bus_urls, strict=True):
+            unit = TimedUnit(url, unit_id=unit_of(store))
+            await unit.start()
+            stack.push_async_callback(unit.aclose)
+            units[store] = unit
+    return fleets, units
+
+
+async def alone(hq: Hq, store: str, unit: TimedUnit, *, rounds: int, seconds: float,
+                timeout_s: float) -> list[float]:
+    """The baseline: one store alone, the others running beside it, publish to playing;
+    each round a new recording and schedule (their median: one sample swings with the
+    load)."""
+    times = []
+    for i in range(rounds):
+        sha, _ = await hq.new_schedule(BASELINE_HZ + 20 * i, seconds)
+        unit.expect(sha)
+        t0 = time.perf_counter()
+        await hq.publish([store])
+        times.append((await watch({store: unit}, t0, timeout_s=timeout_s))[store])
+    return times
+
+
 async def measure(tmp: Path, *, stores: int, seconds: float, baseline_rounds: int,
                   timeout_s: float) -> dict[str, Any]:
     names = [f"store-{i:04d}" for i in range(stores)]
@@ -298,31 +347,9 @@ async def measure(tmp: Path, *, stores: int, seconds: float, baseline_rounds: in
             http = await stack.enter_async_context(httpx.AsyncClient(
                 base_url=api, timeout=120, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}))
             hq = Hq(http)
-            release = [k["public_key"] for k in (await http.get("/api/v1/artifacts/keys")).json()]
-            signing = [k["public_key"] for k in (await http.get("/api/v1/promotions/keys")).json()]
             started = time.perf_counter()
-
-            def unit_of(store: str) -> str:
-                return f"{store}-audio"
-
-            modules = {"content": {"cloud_api": api, "cloud_api_token": DEVICE_TOKEN,
-                                   "trusted_keys": signing, "release_keys": release,
-                                   "retry_s": 1.0}}
-            fleets: list[SimulatedFleet] = []
-            units: dict[str, TimedUnit] = {}
-            for prefix, count, bus_urls in (("store", stores, [b.url for b in buses[:-1]]),
-                                            (BASELINE, 1, [buses[-1].url])):
-                fleet = SimulatedFleet(
-                    tmp / prefix, boxes=count, cloud_broker=cloud_broker, local_bus=bus_urls,
-                    api_url=api, token=DEVICE_TOKEN, trusted_keys=release, prefix=prefix,
-                    modules=modules,
-                    devices=lambda s: [{"id": unit_of(s), "family": "audio"}])
-                fleets.append(await stack.enter_async_context(fleet))
-                for store, url in zip(fleet.stores, bus_urls, strict=True):
-                    unit = TimedUnit(url, unit_id=unit_of(store))
-                    await unit.start()
-                    stack.push_async_callback(unit.aclose)
-                    units[store] = unit
+            fleets, units = await start_stores(stack, tmp, http, stores=stores, buses=buses,
+                                               cloud_broker=cloud_broker, api=api)
             measured, base = fleets[0].stores, fleets[1].stores[0]
 
             async def all_known() -> bool:  # born, with their units (what publish selects)
@@ -341,16 +368,8 @@ async def measure(tmp: Path, *, stores: int, seconds: float, baseline_rounds: in
             await hq.publish([*measured, base])
             first = await watch(units, t0, timeout_s=timeout_s)
 
-            # The baseline: one store alone, the others running beside it; each round a
-            # new recording and schedule (the median: one sample swings with the load).
-            baseline = []
-            for i in range(baseline_rounds):
-                sha, _ = await hq.new_schedule(BASELINE_HZ + 20 * i, seconds)
-                units[base].expect(sha)
-                t0 = time.perf_counter()
-                await hq.publish([base])
-                baseline.append((await watch({base: units[base]}, t0,
-                                             timeout_s=timeout_s))[base])
+            baseline = await alone(hq, base, units[base], rounds=baseline_rounds,
+                                   seconds=seconds, timeout_s=timeout_s)
 
             sent_before = sent_to_units(fleets[0].agents)
             served_before = metric_value((await http.get("/metrics")).text,
