@@ -78,6 +78,9 @@ logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 APPLIED = "applied.json"
+# What each consumer last reported: a restarted box says "since" the time it first took
+# a version, not the time it started again.
+PARTS_FILE = "parts.json"
 # Consumers report at start and after each change, often several at once (a book and
 # the labels it moved): gathered for this long into one content_status event.
 REPORT_GATHER_S = 0.5
@@ -186,8 +189,10 @@ class Content(Module):
         now = PartApplied(version=str(version)[:64], applied_ms=applied_ms,
                           detail=detail[:DETAIL_MAX])
         old = self._parts.get(part)
-        if old is not None and (old.version, old.detail) == (now.version, now.detail):
-            return
+        if old is not None and old.version == now.version:
+            if old.detail == now.detail:
+                return
+            now = now.model_copy(update={"applied_ms": old.applied_ms})  # since then
         self._parts[part] = now
         self._report_wanted.set()
 
@@ -204,6 +209,24 @@ class Content(Module):
 
     async def open(self) -> None:
         self.applied = await asyncio.to_thread(self._load)
+        self._parts = await asyncio.to_thread(self._load_parts)
+
+    def _load_parts(self) -> dict[str, PartApplied]:
+        try:
+            saved = json.loads((self.root / PARTS_FILE).read_text(encoding="utf-8"))
+            return {k: PartApplied.model_validate(v) for k, v in saved.items() if k in PARTS}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, AttributeError) as err:  # a disk fault or a hand edit
+            self.metrics.manifests.labels(result="parts_unreadable").inc()
+            logger.error("content: %s unreadable; parts are reported afresh: %s",
+                         self.root / PARTS_FILE, err)
+            return {}
+
+    def _save_parts(self, parts: dict[str, PartApplied]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.root / PARTS_FILE, json.dumps(
+            {k: p.model_dump() for k, p in parts.items()}).encode())
 
     async def start(self, tasks: Supervisor) -> None:
         tasks.start("content-apply", self._apply_loop)
@@ -369,6 +392,11 @@ class Content(Module):
             await asyncio.sleep(REPORT_GATHER_S)
             self._report_wanted.clear()
             await self._report()
+            try:
+                await asyncio.to_thread(self._save_parts, dict(self._parts))  # fsync: thread
+            except OSError as err:
+                self.metrics.manifests.labels(result="parts_unsaved").inc()
+                logger.error("content: parts not saved: %s", err)
 
     async def _report(self) -> None:
         applied = self.applied
