@@ -15,6 +15,8 @@ need_apt=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto mosquitto-clients)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+# the three-node broker cluster test (decision 0053): ~35 MB download, ~57 MB on disk
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
 # headless Chromium for the cart-screen end-to-end test (Playwright drives it; its own
 # browser download is not used)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
