@@ -48,6 +48,9 @@ TokenOpt = Annotated[str | None, typer.Option(
     "--token", envvar="STOREFLEET_TOKEN", show_default=False,
     help="API bearer token [default: what `fleet login` saved]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+LimitOpt = Annotated[int | None, typer.Option(
+    "--limit", min=1, show_default=False,
+    help="at most N rows [default: all of them, fetched a page at a time]")]
 WaitOpt = Annotated[float, typer.Option(help="seconds to wait for the box's answer")]
 
 STORE_COLUMNS = ["store_id", "online", "bd_seq", "agent_version", "devices_online",
@@ -84,8 +87,8 @@ def login(
 
 
 def _list_stores(api: str | None, token: str | None, region: str | None, offline: bool,
-                 as_json: bool) -> None:
-    rows = call_api(api, token, lambda c: c.stores(region=region,
+                 as_json: bool, limit: int | None) -> None:
+    rows = call_api(api, token, lambda c: c.stores(region=region, limit=limit,
                                                  online=False if offline else None))
     if as_json:
         output.print_json(rows)
@@ -99,17 +102,19 @@ OfflineOpt = Annotated[bool, typer.Option("--offline", help="only stores that ar
 
 @stores_app.callback(invoke_without_command=True)
 def stores(ctx: typer.Context, region: RegionOpt = None, offline: OfflineOpt = False,
-           api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+           api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+           limit: LimitOpt = None) -> None:
     """List stores with their online status and device counts."""
     if ctx.invoked_subcommand is None:
-        _list_stores(api, token, region, offline, as_json)
+        _list_stores(api, token, region, offline, as_json, limit)
 
 
 @stores_app.command("ls")
 def stores_ls(region: RegionOpt = None, offline: OfflineOpt = False, api: ApiOpt = None,
-              token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+              token: TokenOpt = None, as_json: JsonOpt = False,
+              limit: LimitOpt = None) -> None:
     """List stores with their online status and device counts."""
-    _list_stores(api, token, region, offline, as_json)
+    _list_stores(api, token, region, offline, as_json, limit)
 
 
 @store_app.command("show")
@@ -140,8 +145,8 @@ UnhealthyOpt = Annotated[bool, typer.Option("--unhealthy",
 
 
 def _list_devices(api: str | None, token: str | None, store: str | None, kind: str | None,
-                  unhealthy: bool, as_json: bool) -> None:
-    rows = call_api(api, token, lambda c: c.devices(store, kind=kind,
+                  unhealthy: bool, as_json: bool, limit: int | None) -> None:
+    rows = call_api(api, token, lambda c: c.devices(store, kind=kind, limit=limit,
                                                  online=False if unhealthy else None))
     if as_json:
         output.print_json(rows)
@@ -152,17 +157,18 @@ def _list_devices(api: str | None, token: str | None, store: str | None, kind: s
 @devices_app.callback(invoke_without_command=True)
 def devices(ctx: typer.Context, store: StoreOpt = None, kind: KindOpt = None,
             unhealthy: UnhealthyOpt = False, api: ApiOpt = None, token: TokenOpt = None,
-            as_json: JsonOpt = False) -> None:
+            as_json: JsonOpt = False, limit: LimitOpt = None) -> None:
     """List devices with their online status."""
     if ctx.invoked_subcommand is None:
-        _list_devices(api, token, store, kind, unhealthy, as_json)
+        _list_devices(api, token, store, kind, unhealthy, as_json, limit)
 
 
 @devices_app.command("ls")
 def devices_ls(store: StoreOpt = None, kind: KindOpt = None, unhealthy: UnhealthyOpt = False,
-               api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+               api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+               limit: LimitOpt = None) -> None:
     """List devices with their online status."""
-    _list_devices(api, token, store, kind, unhealthy, as_json)
+    _list_devices(api, token, store, kind, unhealthy, as_json, limit)
 
 
 def _find_device(c: FleetClient, ref: str) -> dict[str, Any]:

@@ -1,7 +1,13 @@
-"""A small typed client for the cloud REST API (used by the CLI and by tests)."""
+"""A small typed client for the cloud REST API (used by the CLI and by tests).
+
+The listings (stores, devices) come a page at a time: ``pages`` follows the API's
+``X-Next-Cursor`` until the last page or ``limit`` rows (decision 0052), so a chain's
+200,000 devices are many bounded requests, never one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,6 +33,10 @@ class FleetError(StorefleetError):
         self.title = title
         self.detail = detail
         self.problem = problem
+
+
+PAGE_SIZE = 500  # the API's default page (cloud.api.paging.DEFAULT_LIMIT)
+NEXT_CURSOR = "X-Next-Cursor"
 
 
 class FleetClient:
@@ -81,7 +91,9 @@ class FleetClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One request; its JSON answer (None when empty)."""
-        resp = self.raw(method, path, **kwargs)
+        return self._json(self.raw(method, path, **kwargs), path)
+
+    def _json(self, resp: httpx.Response, path: str) -> Any:
         if not resp.content:
             return None
         try:
@@ -90,10 +102,38 @@ class FleetClient:
             raise FleetError(resp.status_code, f"{self._base_url}{path} did not answer JSON",
                              resp.headers.get("content-type")) from err
 
-    def stores(self, *, region: str | None = None,
-               online: bool | None = None) -> list[dict[str, Any]]:
+    def pages(self, path: str, params: dict[str, Any] | None = None, *,
+              limit: int | None = None, page_size: int = PAGE_SIZE
+              ) -> Iterator[list[dict[str, Any]]]:
+        """Each page of a listing, following its cursor to the end, or until ``limit``
+        rows (None: all of them)."""
+        left = limit
+        cursor: str | None = None
+        while left is None or left > 0:
+            query = {**(params or {}), "limit": page_size if left is None
+                     else min(page_size, left)}
+            if cursor is not None:
+                query["cursor"] = cursor
+            resp = self.raw("GET", path, params=query)
+            page = self._json(resp, path)
+            if not isinstance(page, list):
+                raise FleetError(resp.status_code, f"{self._base_url}{path} did not answer "
+                                 "a list", type(page).__name__)
+            yield page
+            if left is not None:
+                left -= len(page)
+            if (cursor := resp.headers.get(NEXT_CURSOR)) is None:
+                return
+
+    def listing(self, path: str, params: dict[str, Any] | None = None, *,
+                limit: int | None = None) -> list[dict[str, Any]]:
+        """Every row of a listing (or the first ``limit``), fetched a page at a time."""
+        return [row for page in self.pages(path, params, limit=limit) for row in page]
+
+    def stores(self, *, region: str | None = None, online: bool | None = None,
+               limit: int | None = None) -> list[dict[str, Any]]:
         params = _present(region=region, online=online)
-        return list(self.request("GET", "/api/v1/stores", params=params))
+        return self.listing("/api/v1/stores", params, limit=limit)
 
     def store(self, store_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v1/stores/{store_id}"))
@@ -105,9 +145,10 @@ class FleetClient:
         kind: str | None = None,
         online: bool | None = None,
         device_id: str | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
         params = _present(store_id=store_id, kind=kind, online=online, device_id=device_id)
-        return list(self.request("GET", "/api/v1/devices", params=params))
+        return self.listing("/api/v1/devices", params, limit=limit)
 
     def events(
         self,
@@ -117,8 +158,9 @@ class FleetClient:
         after: str | None = None,
         limit: int = 50,
     ) -> dict[str, Any]:
+        """One page of events (``{items, next}``); pass ``next`` back as ``after``."""
         params: dict[str, Any] = {"limit": limit}
-        for key, value in (("store_id", store_id), ("kind", kind), ("after", after)):
+        for key, value in (("store_id", store_id), ("kind", kind), ("cursor", after)):
             if value is not None:
                 params[key] = value
         return dict(self.request("GET", "/api/v1/events", params=params))

@@ -74,7 +74,8 @@ class EventPublic(Public):
 class EventPage(BaseModel):
     items: list[EventPublic]
     next: str | None = Field(
-        description="cursor of the next page (pass it as `after`); null at the end"
+        description="cursor of the next page (pass it as `cursor`; the same as the "
+        "`X-Next-Cursor` header); null at the end"
     )
 
 

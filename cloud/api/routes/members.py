@@ -1,16 +1,26 @@
-"""Loyalty members: join, look up by phone, points, stored value, commissions."""
+"""Loyalty members: join, list, look up by phone, points, stored value, commissions."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud.api.deps import StateDep
+from cloud.api.deps import PrincipalDep, StateDep
 from cloud.api.json_body import JsonRoute
+from cloud.api.paging import (
+    DEFAULT_LIMIT,
+    NEXT_HEADERS,
+    Cursor,
+    Limit,
+    cut,
+    decode_cursor,
+    set_next,
+)
+from cloud.api.problems import ApiProblem
 from cloud.api.routes.retail_common import (
     HqRole,
     MemberId,
@@ -31,6 +41,7 @@ from protocols.ids import Id
 router = APIRouter(prefix="/members", tags=["members"], route_class=JsonRoute)
 
 Key = Annotated[Text, Field(min_length=1, max_length=128)]
+MEMBERS = "members"  # the listing's name in its cursors
 
 
 class MemberCreate(BaseModel):
@@ -55,6 +66,19 @@ class MemberPublic(BaseModel):
     tier: str | None = Field(description="tier now; the pricing engine's Member.tier")
     points_balance: int
     stored_value_balance: int
+    is_distributor: bool
+    referred_by: str | None
+    recruited_by: str | None
+
+
+class MemberSummary(BaseModel):
+    """A row of the member list: what the members table holds. Balances and tier are
+    computed per member (``GET /members/{member_id}``), too dear for 5,000 rows a page."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    member_id: str
+    created_ms: int
     is_distributor: bool
     referred_by: str | None
     recruited_by: str | None
@@ -145,6 +169,31 @@ def create(body: MemberCreate, state: StateDep, retail: RetailDep, _: TillRole) 
         return _public(s, member, retail, now)
 
     return writes(state, work)
+
+
+@router.get("", summary="List members in member_id order (their enrolment order: uuid7)",
+            responses={200: {"headers": NEXT_HEADERS}})
+def list_members(request: Request, response: Response, state: StateDep, who: PrincipalDep,
+                 _: HqRole, is_distributor: bool | None = None, limit: Limit = DEFAULT_LIMIT,
+                 cursor: Cursor = None) -> list[MemberSummary]:
+    # Members belong to the chain, not to a store: a token scoped to stores has no
+    # members of its own to list (decision 0052).
+    if not who.chain_wide:
+        raise ApiProblem(403, "members belong to the chain: listing them takes a chain-wide "
+                         "token", reason="forbidden_store")
+    stmt = select(Member).order_by(Member.member_id).limit(limit + 1)
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, MEMBERS, (str,))
+        stmt = stmt.where(Member.member_id > after)
+    if is_distributor is not None:
+        stmt = stmt.where(Member.is_distributor == is_distributor)
+
+    def work(s: Session) -> list[MemberSummary]:
+        rows, nxt = cut(list(s.scalars(stmt)), limit, MEMBERS, lambda m: (m.member_id,))
+        set_next(request, response, nxt)
+        return [MemberSummary.model_validate(m) for m in rows]
+
+    return reads(state, work)
 
 
 @router.post("/lookup", summary="Find a member by phone number (POST keeps it out of URLs)",

@@ -1,16 +1,31 @@
-"""Stores and their devices: the cloud's view rebuilt from births, deaths and telemetry."""
+"""Stores and their devices: the cloud's view rebuilt from births, deaths and telemetry.
+
+Both lists come in keyset pages (``cloud.api.paging``, decision 0052): stores by
+``store_id``, a store's devices by ``device_id`` (the primary keys).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import Integer, Select, func, select
 from sqlalchemy.orm import Session
 
 from cloud.api.deps import PrincipalDep, ReadRole, SessionDep
 from cloud.api.json_body import JsonRoute
+from cloud.api.paging import (
+    DEFAULT_LIMIT,
+    NEXT_HEADERS,
+    Cursor,
+    Limit,
+    cut,
+    decode_cursor,
+    set_next,
+)
 from cloud.api.problems import ApiProblem
+from cloud.api.routes.devices import LISTING as DEVICE_LISTING
+from cloud.api.routes.devices import device_key, device_page
 from cloud.api.schemas import DevicePublic, StoreDetailPublic, StorePublic
 from cloud.db.models import Device, Store
 from cloud.db.models_loyalty import StoreRegion
@@ -21,16 +36,19 @@ router = APIRouter(prefix="/stores", tags=["stores"], route_class=JsonRoute)
 StoreId = Annotated[Id, Path(description="store id")]
 
 
+LISTING = "stores"
+
+
+def _device_counts() -> Select[str, int, Any]:
+    return select(
+        Device.store_id,
+        func.count().label("total"),
+        func.sum(func.cast(Device.online, Integer)).label("online"),
+    ).group_by(Device.store_id)
+
+
 def _with_counts() -> Select[Any]:
-    counts = (
-        select(
-            Device.store_id,
-            func.count().label("total"),
-            func.sum(func.cast(Device.online, Integer)).label("online"),
-        )
-        .group_by(Device.store_id)
-        .subquery()
-    )
+    counts = _device_counts().subquery()
     return select(Store, counts.c.total, counts.c.online).outerjoin(
         counts, counts.c.store_id == Store.store_id
     )
@@ -42,15 +60,23 @@ def _public(cls: type[StorePublic], store: Store, total: int | None, online: int
     )
 
 
-@router.get("", summary="List stores with online status and device counts")
+@router.get("", summary="List stores with online status and device counts",
+            responses={200: {"headers": NEXT_HEADERS}})
 def list_stores(
+    request: Request,
+    response: Response,
     session: SessionDep,
     _: ReadRole,
     who: PrincipalDep,
     region: Annotated[Id | None, Query(description="stores HQ put in this region")] = None,
     online: bool | None = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> list[StorePublic]:
-    stmt = _with_counts().order_by(Store.store_id)
+    stmt = select(Store).order_by(Store.store_id).limit(limit + 1)
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, LISTING, (str,))
+        stmt = stmt.where(Store.store_id > after)
     if region is not None:
         stmt = stmt.where(Store.store_id.in_(
             select(StoreRegion.store_id).where(StoreRegion.region == region)))
@@ -58,8 +84,13 @@ def list_stores(
         stmt = stmt.where(Store.online == online)
     if (allowed := who.allowed_stores(session)) is not None:
         stmt = stmt.where(Store.store_id.in_(sorted(allowed)))  # a scoped token: its own
-    rows = session.execute(stmt).all()
-    return [_public(StorePublic, s, total, online) for s, total, online in rows]
+    stores, nxt = cut(list(session.scalars(stmt)), limit, LISTING, lambda s: (s.store_id,))
+    set_next(request, response, nxt)
+    # Device counts of this page's stores only: one range of the devices' primary key
+    # each, where a join to counts of every store would group the whole chain per page.
+    counts = {row.store_id: (row.total, row.online) for row in session.execute(
+        _device_counts().where(Device.store_id.in_([s.store_id for s in stores])))}
+    return [_public(StorePublic, s, *counts.get(s.store_id, (0, 0))) for s in stores]
 
 
 def load_store(session: Session, store_id: str) -> Store:
@@ -86,11 +117,16 @@ def get_store(store_id: StoreId, session: SessionDep, _: ReadRole) -> StoreDetai
 @router.get(
     "/{store_id}/devices",
     summary="Devices of one store",
-    responses={404: {"description": "unknown store"}},
+    responses={200: {"headers": NEXT_HEADERS}, 404: {"description": "unknown store"}},
 )
-def list_store_devices(store_id: StoreId, session: SessionDep, _: ReadRole) -> list[DevicePublic]:
+def list_store_devices(store_id: StoreId, request: Request, response: Response,
+                       session: SessionDep, _: ReadRole, limit: Limit = DEFAULT_LIMIT,
+                       cursor: Cursor = None) -> list[DevicePublic]:
+    # The same pages and cursors as /devices?store_id= (the path's store is in scope:
+    # enforce_path_scope checked it). A bad cursor is refused before the store is looked up.
+    stmt = device_page(select(Device).where(Device.store_id == store_id),
+                       cursor=cursor, limit=limit)
     load_store(session, store_id)
-    devices = session.scalars(
-        select(Device).where(Device.store_id == store_id).order_by(Device.device_id)
-    )
-    return [DevicePublic.model_validate(d) for d in devices]
+    rows, nxt = cut(list(session.scalars(stmt)), limit, DEVICE_LISTING, device_key)
+    set_next(request, response, nxt)
+    return [DevicePublic.model_validate(d) for d in rows]
