@@ -134,6 +134,9 @@ class AudioPlayer(Protocol):
     @property
     def schedule_version(self) -> int | None: ...
 
+    @property
+    def unit_ready(self) -> bool: ...  # the unit holds every recording it plays
+
     async def has_asset(self, sha256: str) -> bool: ...
 
     async def put_asset(self, data: bytes) -> str: ...

@@ -7,8 +7,9 @@ manifest's assets of ``doc`` ``schedule``. When the content module applies a man
 this module gives every audio unit of the store (drivers with the ``AUDIO_PLAYER``
 capability) the assets it lacks, copied from the content cache, then the schedule; the
 driver sends them on to the unit over its bus (``drivers/audio/transfer.py``). When
-every unit runs the schedule's version it is reported as the ``schedule`` part of the
-store's content status, with the time, so HQ sees when the store took it.
+every unit runs the schedule's version and holds its recordings (acknowledged by the
+unit), it is reported as the ``schedule`` part of the store's content status, with the
+time, so HQ sees when the store plays it.
 
 A unit that comes later (configured by a shadow, restarted with an empty cache) gets it
 at the next check, every ``check_s``. A unit that refuses (bad document, full cache) is
@@ -45,6 +46,8 @@ DOCUMENT = "schedule"  # the manifest's document (and its assets' ``doc``)
 class AudioSettings(ModuleSettings):
     # Units configured after the manifest applied get the schedule within this long.
     check_s: float = Field(default=5.0, gt=0)
+    # While a unit is still receiving its recordings, it is looked at this often.
+    transfer_check_s: float = Field(default=0.25, gt=0)
 
 
 class AudioMetrics:
@@ -70,6 +73,7 @@ class Audio(Module):
         self._applied: AppliedContent | None = None
         self._wake = asyncio.Event()
         self._problems: dict[str, str] = {}  # unit -> why it does not run the schedule
+        self._transferring = False  # a unit runs the schedule, its recordings on the way
 
     async def start(self, tasks: Supervisor) -> None:
         if self.content is None:
@@ -93,8 +97,10 @@ class Audio(Module):
 
     async def _loop(self) -> None:
         while True:
+            wait_s = (self.settings.transfer_check_s if self._transferring
+                      else self.settings.check_s)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.check_s)
+                await asyncio.wait_for(self._wake.wait(), wait_s)
             self._wake.clear()
             await self.hand_over()
 
@@ -126,6 +132,9 @@ class Audio(Module):
                 self.metrics.handed.labels(result="applied").inc()
         behind = [u.device_id for u in units
                   if u.schedule_version is None or u.schedule_version < version]
+        self._transferring = not behind and not all(u.unit_ready for u in units)
+        if self._transferring:
+            return  # reported once the units hold the recordings
         if not behind:
             self.content.report_part(DOCUMENT, version, applied_ms=self.kernel.clock.now_ms())
         elif self._problems:

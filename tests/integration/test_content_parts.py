@@ -136,6 +136,8 @@ async def test_hq_sees_when_each_store_took_a_price_and_an_announcement(
         assert r.status_code == 201, r.text
         assert set(r.json()["manifests"]) == set(f.stores) and r.json()["failed"] == []
         rows = await part_converged(f, "schedule", first)
+        # converged means played: every unit already holds the recording it was sent
+        assert all(sha("near") in u.assets for u in units)
         applied_first = {s: rows[s]["parts"]["schedule"]["applied_ms"] for s in f.stores}
 
         async def all_play(track: str) -> bool:
@@ -155,6 +157,7 @@ async def test_hq_sees_when_each_store_took_a_price_and_an_announcement(
                               json={})  # every store with an audio unit
         assert r.status_code == 201 and set(r.json()["manifests"]) == set(f.stores), r.text
         rows = await part_converged(f, "schedule", second)
+        assert all(sha("m2") in u.assets for u in units)
         for store in f.stores:
             assert rows[store]["parts"]["schedule"]["applied_ms"] > applied_first[store]
             assert rows[store]["parts"]["pricebook"]["state"] == "converged"  # untouched

@@ -187,6 +187,15 @@ class AudioDriver(Driver, AudioPlayer):
     def schedule_version(self) -> int | None:
         return self.scheduler.schedule.version if self.scheduler else None
 
+    @property
+    def unit_ready(self) -> bool:
+        """The unit holds every recording its schedule plays (sent and acknowledged)."""
+        if self.scheduler is None:
+            return False
+        schedule = self.scheduler.schedule
+        wanted = {schedule.tracks[t].sha256 for t in self.scheduler.playable}
+        return wanted <= self.sender.unit_has
+
     async def has_asset(self, sha256: str) -> bool:
         return await asyncio.to_thread(self.cache.has, sha256)  # re-hashes: a thread
 
