@@ -93,7 +93,7 @@ class Item(BaseModel):
     kind: Literal["image", "video", "card"]
     sha256: Sha256 | None = None  # image, video: the asset
     title: str = Field(default="", max_length=200)
-    promotion_id: str | None = Field(default=None, min_length=1, max_length=128)  # card
+    promotion_id: Id | None = None  # card: the live promotion it shows
     # one item is on screen this long; a video is cut (or looped) to it
     duration_s: int = Field(default=10, ge=1, le=3600)
     windows: list[Window] = Field(default_factory=list, max_length=32)
