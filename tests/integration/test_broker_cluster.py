@@ -4,7 +4,7 @@
 outbox (a window in flight; whatever has no PUBACK is sent again after a reconnect) and
 ingest holds a persistent QoS 1 session, both on node 1. ``kill -9`` of node 1 mid-stream:
 both reconnect to the surviving nodes and every event arrives (duplicates allowed; the
-cloud stores once by event id).
+cloud stores once by event id). A third client's Last Will dies with node 1.
 
 ``test_what_the_cluster_does_not_do``: pins the limits storefleet has to design around
 with RabbitMQ 3.10 (Debian 12): ``$share`` is granted and delivers nothing, and a
@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ KILL_AFTER = 500  # events ingest has received when node 1 dies
 WINDOW = 20  # the store's publishes in flight (aiomqtt's default inflight window)
 PUBLISH_TIMEOUT_S = 5.0  # a publish to a dead node is abandoned after this
 INGEST_ID = "ingest-cluster-1"
+WILL_WAIT_S = 8.0  # after the kill: more than 1.5 x the Will client's 5 s keepalive
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]
 def client(node: RabbitNode, identifier: str, **kwargs: object) -> aiomqtt.Client:
     return aiomqtt.Client("127.0.0.1", node.mqtt_port, identifier=identifier, username=USER,
                           password=PASSWORD, timeout=PUBLISH_TIMEOUT_S, **kwargs)  # type: ignore[arg-type]
+
+
+async def drain(c: aiomqtt.Client, wait_s: float = 1.5) -> list[tuple[str, bytes]]:
+    """What arrives within ``wait_s``."""
+    got: list[tuple[str, bytes]] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            async for m in c.messages:
+                assert isinstance(m.payload, bytes)
+                got.append((str(m.topic), m.payload))
+    return got
+
+
+@contextlib.asynccontextmanager
+async def until_lost(c: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+    """A connection whose node may die under it: leaving it does not raise."""
+    try:
+        async with c:
+            yield c
+    except aiomqtt.MqttError:
+        pass
 
 
 @dataclass
@@ -153,17 +175,26 @@ async def test_node_loss_mid_stream_loses_nothing(cluster: RabbitCluster) -> Non
         killed_at.append(time.monotonic())
         await asyncio.to_thread(cluster.kill, 1)  # blocking wait for the process
 
-    started = time.monotonic()
-    killer = asyncio.create_task(kill_node_1(), name="kill-node-1")
-    await store([n1, n2, n3], sent, killed_at)
-    try:
-        await asyncio.wait_for(done.wait(), 60)
-    finally:
-        ingest_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ingest_task
-        await killer
-    elapsed = time.monotonic() - started
+    async with contextlib.AsyncExitStack() as stack:
+        # A third store on node 1 with a Last Will, watched from node 3.
+        watcher = await stack.enter_async_context(client(n3, "will-watch"))
+        await watcher.subscribe("sf/v1/S003/state", qos=1)
+        await stack.enter_async_context(until_lost(client(
+            n1, "S003", keepalive=5, will=aiomqtt.Will("sf/v1/S003/state", b"death", qos=1))))
+
+        started = time.monotonic()
+        killer = asyncio.create_task(kill_node_1(), name="kill-node-1")
+        await store([n1, n2, n3], sent, killed_at)
+        try:
+            await asyncio.wait_for(done.wait(), 60)
+        finally:
+            ingest_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ingest_task
+            await killer
+        elapsed = time.monotonic() - started
+        # Past 1.5 keepalives after the kill: a live broker would have sent the Will.
+        wills = await drain(watcher, max(0.5, killed_at[0] + WILL_WAIT_S - time.monotonic()))
 
     missing = sorted(set(range(EVENTS)) - got.received)
     after = await asyncio.to_thread(cluster.queue_members, queue)
@@ -181,6 +212,9 @@ async def test_node_loss_mid_stream_loses_nothing(cluster: RabbitCluster) -> Non
     assert before["leader"] == n1.name and after["leader"] != n1.name, (before, after)
     # Redeliveries are bounded by what was in flight at the kill (window and prefetch).
     assert got.duplicates <= 2 * WINDOW + 10, got.duplicates
+    # The Will lived in node 1's connection process and died with it (decision 0053):
+    # a store's death is known from its next birth or from the cloud's own timeout.
+    assert wills == [], "RabbitMQ now sends a dead node's Wills: see decision 0053"
 
     # The killed node comes back with its data and rejoins; the next test has three nodes.
     await asyncio.to_thread(cluster.start_node, 1)
@@ -192,15 +226,6 @@ async def test_node_loss_mid_stream_loses_nothing(cluster: RabbitCluster) -> Non
 
 async def test_what_the_cluster_does_not_do(cluster: RabbitCluster) -> None:
     n2, n3 = cluster.node(2), cluster.node(3)
-
-    async def drain(c: aiomqtt.Client, wait_s: float = 1.5) -> list[tuple[str, bytes]]:
-        got: list[tuple[str, bytes]] = []
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_s):
-                async for m in c.messages:
-                    assert isinstance(m.payload, bytes)
-                    got.append((str(m.topic), m.payload))
-        return got
 
     # $share: SUBACK grants QoS 1, then nothing arrives; a plain subscriber gets all.
     async with client(n2, "share-w1") as w1, client(n3, "share-w2") as w2, \
