@@ -28,6 +28,18 @@ class IngestMetrics:
         self.events_stored = Counter(
             "storefleet_ingest_events_stored", "Events newly stored", registry=registry
         )
+        self.events_stored_by_kind = Counter(
+            "storefleet_ingest_events_stored_by_kind",
+            "Events newly stored, by kind (sales, coupons issued and redeemed ...)",
+            ["kind"], registry=registry,
+        )
+        self.event_delay = Histogram(
+            "storefleet_ingest_event_delay_seconds",
+            "From a live event's time on its box to its storing (ingest lag; replayed "
+            "historical events are left out; box clocks are NTP-synchronised)",
+            registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+        )
         self.events_acked = Counter(
             "storefleet_ingest_events_acked",
             "Events acknowledged to their store after commit (topics.ack, decision 0028)",

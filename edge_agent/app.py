@@ -114,7 +114,10 @@ class Agent:
                              context=self.driver_context, metrics=self.metrics,
                              request_rebirth=self.uplink.request_rebirth,
                              report=self._report_shadow, signature=self._report_signature,
-                             interval_s=config.health_interval_s)
+                             interval_s=config.health_interval_s,
+                             own_readings=lambda: {
+                                 "outbox_depth": self.outbox.depth(),
+                                 "outbox_oldest_age_s": self.outbox.oldest_age_ms() / 1000})
         # The modules (till, shelf, in-aisle, vision, ...): found, configured from their
         # own sections, built in dependency order (decision 0030).
         self.modules: dict[str, Module] = {}

@@ -28,6 +28,8 @@ from protocols.messages import Birth, CommandResult, Death, Event, ShadowReporte
 
 logger = logging.getLogger(__name__)
 
+AGENT = "agent"  # telemetry of the box itself, not of a device
+
 
 @dataclass
 class Outcome:
@@ -37,9 +39,14 @@ class Outcome:
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     stale: int = 0
+    stored_kinds: Counter[str] = field(default_factory=Counter)  # EVENT_KINDS: bounded
+    # seconds from a live (not historical) event's time on the box to its storing
+    live_delays_s: list[float] = field(default_factory=list)
 
     def add(self, other: Outcome) -> None:
         self.events_stored += other.events_stored
+        self.stored_kinds.update(other.stored_kinds)
+        self.live_delays_s.extend(other.live_delays_s)
         self.duplicates += other.duplicates
         self.rejected.update(other.rejected)
         self.stale += other.stale
@@ -74,6 +81,9 @@ def apply_batch(session: Session, items: list[Inbound], *, now_ms: int) -> Outco
             _touch_store(session, store_id, now_ms=now_ms)
         inserted = insert_events(session, list(events.values()))
         out.events_stored += len(inserted)
+        out.stored_kinds.update(events[key]["kind"] for key in inserted)
+        out.live_delays_s.extend(max(0, now_ms - events[key]["ts"]) / 1000
+                                 for key in inserted if not events[key]["historical"])
         out.duplicates += len(events) - len(inserted)
     upsert_latest_telemetry(session, list(telemetry.values()))
     return out
@@ -176,6 +186,9 @@ def apply_telemetry(
     latest: dict[tuple[str, str, str], dict[str, Any]],
 ) -> None:
     _touch_store(session, store_id, now_ms=now_ms)
+    if msg.device_id == AGENT:  # the box's own readings (outbox): latest values only, no
+        _latest(store_id, msg, latest)  # device row (decision 0054)
+        return
     newest = max(s.ts for s in msg.samples)
     dev = session.get(Device, (store_id, msg.device_id))
     if dev is None:
@@ -183,7 +196,13 @@ def apply_telemetry(
         session.add(dev)
     dev.online = True
     dev.last_seen_ms = max(dev.last_seen_ms or 0, newest)
-    values: dict[str, Any] = dict(dev.health or {})
+    dev.health = {**(dev.health or {}), **_latest(store_id, msg, latest)}  # a new dict
+
+
+def _latest(store_id: str, msg: Telemetry,
+            latest: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
+    """Keep the newest sample per metric in ``latest``; returns the values that won."""
+    values: dict[str, Any] = {}
     for sample in sorted(msg.samples, key=lambda s: s.ts):
         for metric, value in sample.values.items():
             key = (store_id, msg.device_id, metric)
@@ -192,7 +211,7 @@ def apply_telemetry(
                 latest[key] = {"store_id": store_id, "device_id": msg.device_id,
                                "metric": metric, "value": value, "ts": sample.ts}
                 values[metric] = value
-    dev.health = values  # a new dict, so the ORM sees the change
+    return values
 
 
 def apply_reported(

@@ -222,6 +222,10 @@ class IngestWorker:
         for reason, n in result.outcome.rejected.items():
             m.rejected.labels(reason=reason).inc(n)
         m.events_stored.inc(result.outcome.events_stored)
+        for kind, n in result.outcome.stored_kinds.items():
+            m.events_stored_by_kind.labels(kind=kind).inc(n)
+        for delay_s in result.outcome.live_delays_s:
+            m.event_delay.observe(delay_s)
         m.duplicates.inc(result.outcome.duplicates)
         m.stale.inc(result.outcome.stale)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from edge_agent.commands import CommandError, CommandRefused
@@ -20,6 +20,7 @@ from protocols.messages import DEVICE_TEXT_MAX, DeviceInfo
 
 logger = logging.getLogger(__name__)
 
+AGENT = "agent"  # device id and kind of the agent's own telemetry
 # Health fields that describe the device rather than measure it.
 _NOT_TELEMETRY = frozenset({"family", "model", "last_error", "online", "alarms"})
 
@@ -37,6 +38,7 @@ class DeviceHub:
         report: Callable[[], Awaitable[None]],
         signature: Callable[[], object],
         interval_s: float,
+        own_readings: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self._configured = configured
         self.drivers = drivers
@@ -47,6 +49,7 @@ class DeviceHub:
         self._report = report  # report the agent's shadow now
         self._signature = signature  # alarms and task states: a change is reported
         self._interval_s = interval_s
+        self._own_readings = own_readings  # the agent's own (outbox), as device "agent"
         self._desired: dict[str, Any] = {}
         self.live = False  # configure() needs the running loop
         self._health_sig: dict[str, Any] = {}
@@ -118,6 +121,8 @@ class DeviceHub:
             values["online"] = bool(h["online"])
             values["alarms"] = len(h["alarms"])
             self._context.telemetry(str(h["family"]), device_id, values)
+        if self._own_readings is not None:  # the cloud's fleet gauges read these (0054)
+            self._context.telemetry(AGENT, AGENT, self._own_readings())
 
     async def watch(self) -> None:
         """Refresh driver gauges and telemetry; on a change that a reader acts on, report
