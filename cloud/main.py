@@ -55,6 +55,7 @@ from cloud.content.service import ContentHook, ContentMetrics
 from cloud.db.engine import make_engine, make_session_factory, writer
 from cloud.db.migrate import upgrade
 from cloud.enrolment.metrics import EnrolmentMetrics
+from cloud.fleet_metrics import FleetCollector
 from cloud.ingest.hooks import PostCommitHooks
 from cloud.ingest.worker import IngestWorker
 from cloud.loyalty.ingest import LoyaltyHook
@@ -114,6 +115,9 @@ def create_app(
         registry=registry,
         metrics=ApiMetrics(registry),
     )
+    # HQ's fleet gauges, computed from the database on scrape (decision 0054)
+    registry.register(FleetCollector(sessions=state.reader, clock=state.clock,
+                                     registry=registry))
     order_metrics = OrderMetrics(registry)
     job_metrics = JobMetrics(registry)
     rollout_metrics = RolloutMetrics(registry)
