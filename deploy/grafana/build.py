@@ -66,6 +66,15 @@ CLOUD = [
      "sum(increase(storefleet_ingest_drained_total[1h]))", "none", False),
     ("Ingest database errors / s", "sum(rate(storefleet_ingest_db_errors_total[5m]))", "ops",
      True),
+    # decision 0054: ingest lag, from a live event's time on its box to its storing
+    ("Ingest lag p99 (live events, box time to stored)",
+     "histogram_quantile(0.99, sum by (le) "
+     "(rate(storefleet_ingest_event_delay_seconds_bucket[5m])))", "s", True),
+    ("Post-commit hook errors / s by hook",
+     "sum by (hook) (rate(storefleet_ingest_hook_errors_total[5m]))", "ops", False),
+    ("API 5xx responses / s by route",
+     "sum by (route) (rate(storefleet_api_requests_total{status=~\"5..\"}[5m]))", "reqps",
+     False),
     ("API requests / s by status",
      "sum by (status) (rate(storefleet_api_requests_total[1m]))", "reqps", True),
     ("API rejected requests / s by reason",
@@ -78,6 +87,90 @@ CLOUD = [
      "sum by (reason) (increase(storefleet_reprice_mismatches_total[1h]))", "none", False),
     ("Sales audit: unaudited sales (1 h) by reason",
      "sum by (reason) (increase(storefleet_sales_unaudited_total[1h]))", "none", False),
+]
+
+# HQ's dashboards (decision 0054) read only the cloud's fleet gauges and counters: no
+# store box is scraped. Every API replica exports the same fleet gauges, so a figure is
+# the max over instances (max by its labels), then summed over regions or families.
+_DEVICES = "max by (family, region, state) (storefleet_fleet_devices)"
+
+CHAIN = [
+    ("Stores online",
+     'sum(max by (region) (storefleet_fleet_stores{state="online"}))', "none", True),
+    ("Stores offline",
+     'sum(max by (region) (storefleet_fleet_stores{state="offline"}))', "none", True),
+    ("Stores offline by region", 'max by (region) (storefleet_fleet_stores{state="offline"})',
+     "none", True),
+    ("Share of stores online by region",
+     'max by (region) (storefleet_fleet_stores{state="online"}) / '
+     "sum by (region) (max by (region, state) (storefleet_fleet_stores))", "percentunit", True),
+    ("Devices online by family",
+     'sum by (family) (max by (family, region) (storefleet_fleet_devices{state="online"}))',
+     "none", True),
+    ("Active device alarms by kind",
+     "sum by (kind) (max by (family, kind) (storefleet_fleet_device_alarms))", "none", False),
+    ("Events waiting in store outboxes by region",
+     "max by (region) (storefleet_fleet_outbox_events)", "none", True),
+    ("Oldest event waiting in a store outbox by region",
+     "max by (region) (storefleet_fleet_outbox_oldest_age_seconds)", "s", True),
+    ("Stores behind (oldest outbox event over 60 s) by region",
+     "max by (region) (storefleet_fleet_outbox_stores_behind)", "none", True),
+    ("Content convergence: stores by state", "max by (state) (storefleet_content_stores)",
+     "none", False),
+    ("Shelf labels by state (stale: not confirmed in time)",
+     "max by (state) (storefleet_content_labels)", "none", False),
+    ("Rollouts by state", "max by (state) (storefleet_fleet_rollouts)", "none", False),
+    ("Targets of running rollouts by state",
+     "max by (state) (storefleet_fleet_rollout_targets)", "none", False),
+    ("Chain events stored / s by kind",
+     "sum by (kind) (rate(storefleet_ingest_events_stored_by_kind_total[1m]))", "ops", True),
+]
+
+DEVICES = [
+    ("Devices by family and state", f"sum by (family, state) ({_DEVICES})", "none", True),
+    ("Devices offline by region",
+     'sum by (region) (max by (family, region) (storefleet_fleet_devices{state="offline"}))',
+     "none", True),
+    ("Share of devices offline by family",
+     'sum by (family) (max by (family, region) (storefleet_fleet_devices{state="offline"})) / '
+     f"sum by (family) ({_DEVICES})", "percentunit", True),
+    ("Active alarms by family and kind",
+     "max by (family, kind) (storefleet_fleet_device_alarms)", "none", False),
+    ("Device alarm events stored / s",
+     'sum(rate(storefleet_ingest_events_stored_by_kind_total{kind="device_alarm"}[5m]))',
+     "ops", False),
+    ("Fleet gauge computation time", "max(storefleet_fleet_collect_seconds)", "s", True),
+    ("Fleet gauge computations failed (1 h)",
+     "sum(increase(storefleet_fleet_collect_errors_total[1h]))", "none", True),
+]
+
+RETAIL = [
+    ("Sales stored / s",
+     'sum(rate(storefleet_ingest_events_stored_by_kind_total{kind="sale"}[5m]))', "ops",
+     False),
+    ("Refunds stored / s",
+     'sum(rate(storefleet_ingest_events_stored_by_kind_total{kind="refund"}[5m]))', "ops",
+     False),
+    ("Vends stored / s",
+     'sum(rate(storefleet_ingest_events_stored_by_kind_total{kind="vend"}[5m]))', "ops",
+     False),
+    ("Coupons issued in stores / s",
+     'sum(rate(storefleet_ingest_events_stored_by_kind_total{kind="coupon_issued"}[5m]))',
+     "ops", False),
+    ("Coupons redeemed in stores / s",
+     'sum(rate(storefleet_ingest_events_stored_by_kind_total{kind="coupon_redeemed"}[5m]))',
+     "ops", False),
+    ("Coupons issued by loyalty campaigns / s by trigger",
+     "sum by (trigger) (rate(storefleet_loyalty_coupons_issued_total[5m]))", "ops", False),
+    ("Coupon redemptions / s by result",
+     "sum by (result) (rate(storefleet_loyalty_coupon_redemptions_total[5m]))", "ops", False),
+    ("Sales re-priced by the cloud / s", "sum(rate(storefleet_repriced_sales_total[5m]))",
+     "ops", False),
+    ("Online orders placed / s by fulfilment",
+     "sum by (fulfilment) (rate(storefleet_orders_placed_total[5m]))", "ops", False),
+    ("Member visits stored / s",
+     'sum(rate(storefleet_ingest_events_stored_by_kind_total{kind="member_visit"}[5m]))',
+     "ops", False),
 ]
 
 
@@ -115,8 +208,11 @@ def main() -> None:
     here = Path(__file__).parent / "dashboards"
     here.mkdir(exist_ok=True)
     for uid, title, panels in (
-        ("storefleet-stores", "storefleet — store boxes", STORES),
+        ("storefleet-stores", "storefleet — store detail (a store box's own metrics)", STORES),
         ("storefleet-cloud", "storefleet — cloud ingest and API", CLOUD),
+        ("storefleet-chain", "storefleet — chain overview", CHAIN),
+        ("storefleet-devices", "storefleet — devices and alarms", DEVICES),
+        ("storefleet-retail", "storefleet — retail: sales and coupons", RETAIL),
     ):
         text = json.dumps(dashboard(uid, title, panels), indent=2) + "\n"
         (here / f"{uid}.json").write_text(text)
