@@ -1,8 +1,9 @@
 """What the fleet benches start and read: Mosquitto brokers on free loopback ports, the
-cloud as its own process (``storefleet cloud serve --ingest``), a process's peak RSS and
-a metric from a Prometheus text page. One place for ``bench/rollout.py``,
-``bench/pricebook.py`` and ``bench/content.py``; the tests' broker fixtures import
-``free_port`` and ``wait_port`` from here too.
+cloud as its own process (``storefleet cloud serve --ingest``), a process's peak RSS, a
+metric from a Prometheus text page and a throwaway PostgreSQL server. One place for
+``bench/rollout.py``, ``bench/pricebook.py``, ``bench/content.py`` and
+``bench/ingest.py``; the tests' fixtures import ``free_port``, ``wait_port`` and
+``Postgres`` from here too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Tokens of this run only (the cloud is started by the bench and stopped at its end).
@@ -149,3 +150,70 @@ def peak_rss_mb(pid: int) -> float:
 def metric_value(text: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
+
+
+def find_pg_bin() -> Path | None:
+    for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (base / "initdb").exists():
+            return base
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster in a temp dir, run as the postgres user when root.
+
+    ``fsync``: off for tests (a lost cluster is recreated); on where a benchmark measures
+    durable commits. ``start`` raises ``BenchError`` when it cannot start."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    bindir: Path | None = None
+    fsync: bool = False
+
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
+        if os.geteuid() == 0:
+            args = ["runuser", "-u", "postgres", "--", *args]
+        return subprocess.run(args, capture_output=True, timeout=120, check=False)
+
+    def start(self) -> None:
+        self.bindir = find_pg_bin()
+        if self.bindir is None:
+            raise BenchError("PostgreSQL is not installed (apt-get install postgresql)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        data = self.workdir / "data"
+        if os.geteuid() == 0:
+            # initdb refuses to run as root: the cluster belongs to 'postgres',
+            # which must be able to reach the directory.
+            for parent in (self.workdir.parent, self.workdir):
+                parent.chmod(0o755)
+            shutil.chown(self.workdir, "postgres", "postgres")
+        res = self._run([str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                         "-A", "trust", "-E", "UTF8"])
+        if res.returncode != 0:
+            raise BenchError(f"initdb failed: {res.stderr.decode(errors='replace')[-500:]}")
+        opts = (f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1"
+                f" -c fsync={'on' if self.fsync else 'off'}")
+        res = self._run([str(self.bindir / "pg_ctl"), "-D", str(data), "-o", opts,
+                         "-l", str(self.workdir / "pg.log"), "-w", "start"])
+        if res.returncode != 0 or not wait_port(self.port):
+            raise BenchError(
+                f"postgres did not start: {res.stderr.decode(errors='replace')[-500:]}")
+
+    def stop(self) -> None:
+        if self.bindir is not None:
+            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.workdir / "data"),
+                       "-m", "immediate", "stop"])
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)

@@ -130,6 +130,26 @@ def bench_content(
     raise typer.Exit(content_main(argv + (["--json"] if as_json else [])))
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
+    db: str = typer.Option("sqlite", help="sqlite or postgres"),
+    events: int = typer.Option(100_000, min=1, help="events queued for each drain"),
+    workers: str = typer.Option("1,2,4", help="ingest worker counts, comma-separated"),
+    baseline_rounds: int = typer.Option(3, "--baseline-rounds", min=1,
+                                        help="bare subscriber drains (the median counts)"),
+    timeout_s: float = typer.Option(600.0, "--timeout-s", min=1,
+                                    help="give up on a drain after this long"),
+) -> None:
+    """Events per second one ingest worker stores durably from a broker backlog, against
+    a bare paho subscriber counting the same; then 2 and 4 workers sharing it."""
+    from bench.ingest import main as ingest_main
+
+    argv = ["--db", db, "--events", str(events), "--workers", workers,
+            "--baseline-rounds", str(baseline_rounds), "--timeout-s", str(timeout_s)]
+    raise typer.Exit(ingest_main(argv + (["--json"] if as_json else [])))
+
+
 @app.command("version")
 def version() -> None:
     """Print the storefleet version."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import _services
 from bench._services import free_port, wait_port  # one copy, shared with the benches
 
 REQUIRE = os.environ.get("STOREFLEET_REQUIRE_SERVICES") == "1"
@@ -183,96 +184,15 @@ def shipped_cloud_broker(workdir: Path, *, admin: tuple[str, str]) -> Mosquitto:
                      pki=certs)
 
 
-def find_pg_bin() -> Path | None:
-    for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (base / "initdb").exists():
-            return base
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-@dataclass
-class Postgres:
-    """A throwaway PostgreSQL cluster in a temp dir, run as the postgres user when root."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    bindir: Path | None = None
-
-    def _run(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
-        if os.geteuid() == 0:
-            args = ["runuser", "-u", "postgres", "--", *args]
-        return subprocess.run(args, capture_output=True, timeout=120, check=False)
+class Postgres(_services.Postgres):
+    """``bench._services.Postgres`` (one copy, shared with the benches), whose failure
+    to start skips the test, or fails it under ``STOREFLEET_REQUIRE_SERVICES=1``."""
 
     def start(self) -> None:
-        self.bindir = find_pg_bin()
-        if self.bindir is None:
-            unavailable("PostgreSQL is not installed (apt-get install postgresql)")
-        assert self.bindir is not None
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        data = self.workdir / "data"
-        if os.geteuid() == 0:
-            # initdb refuses to run as root: the cluster belongs to 'postgres',
-            # which must be able to reach the directory.
-            for parent in (self.workdir.parent, self.workdir):
-                parent.chmod(0o755)
-            shutil.chown(self.workdir, "postgres", "postgres")
-        res = self._run(
-            [
-                str(self.bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-            ]
-        )
-        if res.returncode != 0:
-            unavailable(f"initdb failed: {res.stderr.decode(errors='replace')[-500:]}")
-        opts = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        res = self._run(
-            [
-                str(self.bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                opts,
-                "-l",
-                str(self.workdir / "pg.log"),
-                "-w",
-                "start",
-            ]
-        )
-        if res.returncode != 0 or not wait_port(self.port):
-            unavailable(f"postgres did not start: {res.stderr.decode(errors='replace')[-500:]}")
-
-    def stop(self) -> None:
-        if self.bindir is not None:
-            self._run(
-                [
-                    str(self.bindir / "pg_ctl"),
-                    "-D",
-                    str(self.workdir / "data"),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ]
-            )
-
-    def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
-
-    def create_database(self, name: str) -> str:
-        import psycopg
-
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+        try:
+            super().start()
+        except _services.BenchError as err:
+            unavailable(str(err))
 
 
 @dataclass
