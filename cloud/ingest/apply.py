@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db.models import Command, Device, Shadow, Store
-from cloud.db.writes import insert_events, upsert_latest_telemetry
+from cloud.db.writes import insert_events, touch_stores, upsert_latest_telemetry
 from cloud.ingest.decode import Inbound
 from protocols.messages import Birth, CommandResult, Death, Event, ShadowReported, Telemetry
 
@@ -77,8 +77,9 @@ def apply_batch(session: Session, items: list[Inbound], *, now_ms: int) -> Outco
             if not apply_command_result(session, item.store_id, msg):
                 out.rejected["unknown_cmd_id"] += 1
     if events:
-        for store_id in {row["store_id"] for row in events.values()}:
-            _touch_store(session, store_id, now_ms=now_ms)
+        stores = {row["store_id"] for row in events.values()}
+        for store_id in sorted(stores - touch_stores(session, stores, now_ms=now_ms)):
+            _touch_store(session, store_id, now_ms=now_ms)  # a store seen the first time
         inserted = insert_events(session, list(events.values()))
         out.events_stored += len(inserted)
         out.stored_kinds.update(events[key]["kind"] for key in inserted)

@@ -93,15 +93,18 @@ class BatchProcessor:
         result = BatchResult(Outcome())
         items: list[Inbound] = []
         for topic, payload in raw:
-            result.channels[channel_of(topic)] += 1
             try:
-                items.append(decode_uplink(topic, payload, max_payload=self._max_payload))
+                item = decode_uplink(topic, payload, max_payload=self._max_payload)
             except ProtocolError as err:
+                result.channels[channel_of(topic)] += 1
                 reason = getattr(err, "reason", "invalid")
                 result.outcome.rejected[reason] += 1
                 logger.warning("rejected message on %s: %s", topic[:200], err)
                 if (refused := _refused_state(topic, payload, err)) is not None:
                     result.refused.append(refused)
+                continue
+            result.channels[item.topic.channel] += 1
+            items.append(item)
         if self._require_enrolment:
             items = self._enrolled_only(items, result)
         if items:

@@ -11,6 +11,7 @@ checked here, so that a rejected message never reaches a transaction. Errors are
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from protocols import topics
@@ -28,6 +29,12 @@ from protocols.messages import (
 
 UplinkMessage = Birth | Death | Event | Telemetry | ShadowReported | CommandResult
 
+# A stream repeats a few topics (a store's event kinds and devices), and a parsed topic
+# is immutable: parse each once. Bounded, so a flood of odd topics cannot grow it; a
+# topic that does not parse raises and is not kept (decision 0055).
+_TOPICS_KEPT = 65_536
+_parse_uplink = functools.lru_cache(maxsize=_TOPICS_KEPT)(topics.parse_uplink)
+
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
@@ -42,14 +49,14 @@ class Inbound:
 def channel_of(topic: str) -> str:
     """The ``channel`` metric label of a raw topic (``invalid`` when it does not parse)."""
     try:
-        return topics.parse_uplink(topic).channel
+        return _parse_uplink(topic).channel
     except TopicError:
         return "invalid"
 
 
 def decode_uplink(topic: str, payload: bytes, *, max_payload: int) -> Inbound:
     """Raise ``DecodeError`` or ``TopicError`` for anything ingest must not store."""
-    where = topics.parse_uplink(topic)
+    where = _parse_uplink(topic)
     msg: UplinkMessage
     match where.channel:
         case "state":

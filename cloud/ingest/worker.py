@@ -116,6 +116,7 @@ class IngestWorker:
             drain_idle_s=drain_idle_s,
         )
         self.connected = self._subscriber.connected  # set while subscribed; tests wait on it
+        self._rebirth: asyncio.Task[None] | None = None
 
     async def run(self, stop_event: asyncio.Event | None = None) -> None:
         """Supervise the connection until ``stop_event`` is set (or the task is cancelled)."""
@@ -129,6 +130,8 @@ class IngestWorker:
             self.metrics.stops.labels(outcome=report.outcome).inc()
         finally:
             self.metrics.connected.set(0)
+            if self._rebirth is not None:
+                self._rebirth.cancel()
             if self._own_engine:
                 self._engine.dispose()
 
@@ -141,9 +144,19 @@ class IngestWorker:
         # existed were never queued for it. Ask every store to be born again
         # (Sparkplug's rule for a host application coming online); a store answers
         # with its current birth, which ingest applies idempotently by bd_seq.
-        await self._subscriber.publish(
-            topics.fleet("rebirth"), encode(RebirthRequest(ts=self._clock.now_ms())), qos=1)
+        # Not awaited here: the broker's PUBACK comes after all it holds for this
+        # session (a backlog after an outage), and storing must not wait for that.
+        self._rebirth = asyncio.create_task(self._ask_rebirth(), name="ingest: rebirth")
         self.metrics.connected.set(1)
+
+    async def _ask_rebirth(self) -> None:
+        request = encode(RebirthRequest(ts=self._clock.now_ms()))
+        try:
+            await self._subscriber.publish(topics.fleet("rebirth"), request, qos=1)
+        except aiomqtt.MqttError as err:
+            # The connection went: the subscriber counts that (on_error), and the next
+            # connect asks again.
+            logger.warning("ingest: rebirth request not sent: %s", err)
 
     def _on_error(self, err: Exception) -> None:
         self.metrics.connected.set(0)

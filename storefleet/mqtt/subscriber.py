@@ -15,7 +15,12 @@ or ``batch_max`` messages) and the batch goes to ``handle``, which commits it. O
 ``handle`` returns are the batch's QoS 1 messages acknowledged (PUBACK), in arrival
 order (MQTT 3.1.1 wants PUBACKs in the order the PUBLISHes came). ``handle`` may return
 what to do once the batch is acknowledged (ingest tells the stores which events it
-committed). If ``handle`` raises, nothing of the batch is acknowledged: the session ends,
+committed): it is started, in batch order, and not awaited: the broker's PUBACK to a
+publish made in it queues behind every message the broker is sending this session (a
+whole backlog after an outage), so awaiting it made each batch wait for the stream to be
+read to its end (decision 0055). At most ``after_max`` run at once (beyond, the oldest
+is awaited); an error in one ends the session as a broker error does. If ``handle``
+raises, nothing of the batch is acknowledged: the session ends,
 the broker redelivers the batch to the next one, and the error goes to ``on_error``
 (the caller logs and counts it) when its type is one of ``retry_on``; any other error
 ends ``run`` (a bug, for the supervisor to count and restart).
@@ -47,9 +52,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import aiomqtt
 
@@ -59,7 +65,7 @@ from protocols.broker import BrokerAddress
 logger = logging.getLogger(__name__)
 
 Batch = list[aiomqtt.Message]
-AfterAck = Callable[[], Awaitable[None]]
+AfterAck = Callable[[], Coroutine[Any, Any, None]]
 """What to do once a batch is acknowledged (e.g. tell the senders it is committed)."""
 BatchHandler = Callable[[Batch], Awaitable[AfterAck | None]]
 
@@ -72,6 +78,10 @@ DRAIN_S = 5.0
 # sends what it queued for us as fast as we acknowledge, so a pause this long on a
 # working connection means the session is empty (a round trip is milliseconds).
 DRAIN_IDLE_S = 0.5
+# AfterAcks running at once: a batch's publishes complete when the broker's PUBACKs come,
+# after everything it queued for this session before them; 1,024 batches of 500 cover a
+# backlog of half a million messages, at a few KiB each.
+AFTER_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,7 @@ class AckSubscriber:
         on_dropped: Callable[[int], None] | None = None,
         drain_s: float = DRAIN_S,
         drain_idle_s: float = DRAIN_IDLE_S,
+        after_max: int = AFTER_MAX,
         mqtt_logger: logging.Logger | None = None,
     ) -> None:
         """``name`` starts this subscriber's log lines; ``on_connect`` runs once subscribed
@@ -152,12 +163,14 @@ class AckSubscriber:
         self._on_dropped = on_dropped or (lambda qos: None)
         self._drain_s = drain_s
         self._drain_idle_s = drain_idle_s
+        self._after_max = after_max
         self._mqtt_logger = mqtt_logger
         self.connected = asyncio.Event()  # set while subscribed
         self._client: aiomqtt.Client | None = None
         self._queue: _BoundedQueue | None = None
         self._pending: asyncio.Future[aiomqtt.Message] | None = None  # next, being awaited
         self._handler_failed = False  # the last session ended in a handler error
+        self._afters: deque[asyncio.Task[None]] = deque()  # AfterAcks running, oldest first
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
                       retain: bool = False) -> None:
@@ -214,6 +227,14 @@ class AckSubscriber:
             finally:
                 self._client = None
                 self.connected.clear()
+                # The session is going: a publish on it cannot complete (what it would
+                # have told the senders they learn from their re-sends, decision 0028).
+                afters, self._afters = list(self._afters), deque()
+                for after in afters:
+                    after.cancel()
+                for after in afters:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await after
                 # A message taken but not handled was not acknowledged: the broker
                 # redelivers it to the next session.
                 pending, self._pending = self._pending, None
@@ -257,8 +278,12 @@ class AckSubscriber:
                                    message.mid, rc)
         self._handler_failed = False
         self._backoff.reset()
+        while self._afters and self._afters[0].done():
+            self._afters.popleft().result()  # an error in one is this session's
         if after is not None:
-            await after()
+            self._afters.append(asyncio.create_task(after(), name=f"{self._name}: after ack"))
+            while len(self._afters) > self._after_max:
+                await self._afters.popleft()
 
     async def _next_batch(self, messages: aiomqtt.client.MessagesIterator,
                           stop: asyncio.Event | None, *,
@@ -326,6 +351,8 @@ class AckSubscriber:
                 break
             await self._settle(client, batch)
             drained += len(batch)
+        while self._afters:  # what the senders should hear, before the session ends
+            await self._afters.popleft()
         logger.info("%s: clean stop: unsubscribed, drained %d messages in %.1f s (%s)%s",
                     self._name, drained, time.monotonic() - started,
                     "idle" if idle else "deadline",
