@@ -107,3 +107,8 @@ from firmware_sim.esl.cli import register as _register_esl_sim  # noqa: E402
 
 _register_esl_sim(app)
 _register_audio_sim(app)
+
+# Many store boxes on the cloud broker (load generator): storefleet sim fleet
+from firmware_sim.loadgen.cli import register as _register_loadgen  # noqa: E402
+
+_register_loadgen(app)

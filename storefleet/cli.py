@@ -130,6 +130,25 @@ def bench_content(
     raise typer.Exit(content_main(argv + (["--json"] if as_json else [])))
 
 
+@bench_app.command("fleet")
+def bench_fleet(
+    as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
+    stores: int = typer.Option(5000, min=1, help="simulated stores"),
+    rate: float = typer.Option(0.02, min=0, help="events per second per store"),
+    processes: int = typer.Option(0, min=0, help="simulator processes (0: by store count)"),
+    steady_s: float = typer.Option(20.0, "--steady-s", min=1, help="steady-state window"),
+    timeout_s: float = typer.Option(600.0, "--timeout-s", min=1,
+                                    help="give up on any one wait after this long"),
+) -> None:
+    """5,000 simulated stores on one Mosquitto and one cloud: connections held, events
+    stored per second, recovery after a broker restart, command fan-out to all."""
+    from bench.fleet import main as fleet_main
+
+    argv = ["--stores", str(stores), "--rate", str(rate), "--processes", str(processes),
+            "--steady-s", str(steady_s), "--timeout-s", str(timeout_s)]
+    raise typer.Exit(fleet_main(argv + (["--json"] if as_json else [])))
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
