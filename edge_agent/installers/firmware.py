@@ -28,7 +28,12 @@ class FirmwareInstaller:
 
     def busy(self, offer: Offer) -> str | None:
         """The device's own busy signal (``BusyReporter``: a vend session, a price book
-        reaching the shelf); a family without one is never busy."""
+        reaching the shelf); a family without one is never busy. A device that is offline
+        (a board rebooting, a cable pulled) cannot take it now either: it waits, until
+        the offer's deadline, like a busy one."""
+        health = self.kernel.drivers.health().get(offer.device)
+        if health is not None and not health.get("online"):
+            return "the device is offline"
         for device in self.kernel.drivers.find(BUSY):
             if device.device_id == offer.device:
                 return device.busy_reason()
@@ -40,7 +45,8 @@ class FirmwareInstaller:
                 offer.device, "firmware_update",
                 {"path": str(path), "version": offer.version, "sha256": offer.sha256})
         except CommandRejected as err:
-            if err.reason == "busy":  # a vend began after busy() said free: wait again
+            if err.reason in ("busy", "offline"):  # it changed after busy() said free
+                # (a vend began, the board dropped off): nothing was sent; wait again
                 return "deferred", f"busy: {err.detail}"
             logger.warning("rollout %s: %s refused the firmware: %s", offer.rollout_id,
                            offer.device, err)

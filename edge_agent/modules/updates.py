@@ -204,7 +204,11 @@ class Updates(Module):
             if step != "deferred":
                 return step, detail
             # The device became busy between the check and the install (a customer
-            # started a vend): nothing was changed, so wait until it is free again.
+            # started a vend): nothing was changed, so wait until it is free again,
+            # up to the offer's deadline.
+            if self.kernel.clock.now_ms() >= args.offer().deadline_ms:
+                self._install_results.labels(result="busy_past_deadline").inc()
+                return "failed", detail
             self._install_results.labels(result="busy_at_install").inc()
             logger.info("rollout %s: %s became busy as the install began (%s); waiting",
                         args.rollout_id, args.device, detail)
