@@ -187,8 +187,12 @@ def _drain_bare(broker: str, *, events: int, broker_pid: int, timeout_s: float,
         seconds = time.monotonic() - started
         if line.strip() != f"done {events}":
             raise BenchError(f"the bare subscriber said {line.strip()!r}")
-        return Drain(seconds, events, [_cpu_s(procs[0].pid) - cpu[1]],
-                     _cpu_s(broker_pid) - cpu[0])
+        drain = Drain(seconds, events, [_cpu_s(procs[0].pid) - cpu[1]],
+                      _cpu_s(broker_pid) - cpu[0])
+    # Ended, or the broker would queue a copy of every later drain's backlog for it
+    # (each share group gets its own); the workers end theirs at a clean stop.
+    _end_session(broker, client_id)
+    return drain
 
 
 def _drain_ingest(broker: str, database_url: str, *, events: int, workers: int,
@@ -243,6 +247,18 @@ def _create_sessions(broker: str, client_ids: Sequence[str], *, group: str) -> N
             raise BenchError(f"{client_id}: no SUBACK from the broker")
         client.disconnect()
         client.loop_stop()
+
+
+def _end_session(broker: str, client_id: str) -> None:
+    """MQTT 3.1.1: a ``clean_session=True`` connect discards the client id's session."""
+    client = _paho(broker, client_id, clean_session=True)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.loop_start()
+    if not connected.wait(10):
+        raise BenchError(f"{client_id}: no CONNACK from the broker")
+    client.disconnect()
+    client.loop_stop()
 
 
 def _queue_events(broker: str, *, events: int, run_id: str) -> None:
