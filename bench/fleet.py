@@ -20,7 +20,9 @@ priced and audited.
 - ``command_fanout_s``: ``ping`` to every store: there is no fleet-wide command in the
   API (``cloud/api/routes/commands.py``), so concurrent ``POST
   /stores/{id}/commands`` (``FANOUT_CONCURRENCY`` at once), then ``GET
-  /commands/{id}`` until each has its result; from the first POST to the last result.
+  /commands/{id}`` until each has its result; from the first POST to the last result
+  (null when some had none within ``--timeout-s``: ``command_results`` says how many
+  are ``pending``; the results queue in ingest behind the events).
 
     python -m bench.fleet --stores 5000 --json
     storefleet bench fleet --stores 20 --json
@@ -65,6 +67,7 @@ logger = logging.getLogger(__name__)
 STORES_PER_PROCESS = 2_500  # what one asyncio process holds with room (see decision 0057)
 FANOUT_CONCURRENCY = 64  # API requests in flight during the fan-out
 POLL_S = 0.5
+FANOUT_POLL_S = 2.0  # between rounds of reading the pending commands' status
 PREFIX = "BF"
 PROMOTION = {"kind": "threshold", "id": "bench-spend-10", "min_spend": 1_000,
              "amount_off": 100}
@@ -179,8 +182,10 @@ def events_stored(metrics_text: str) -> float:
 
 
 async def fan_out(http: httpx.AsyncClient, store_ids: list[str], *,
-                  timeout_s: float) -> tuple[float, dict[str, int]]:
-    """``ping`` every store, collect every result: (seconds, results by status)."""
+                  timeout_s: float) -> tuple[float | None, dict[str, int]]:
+    """``ping`` every store, collect every result: (seconds, results by status); the
+    seconds are None when some had no result within ``timeout_s`` (counted as
+    ``pending``: the other figures of the run still stand)."""
     gate = asyncio.Semaphore(FANOUT_CONCURRENCY)
 
     async def post(store_id: str) -> str:
@@ -202,14 +207,18 @@ async def fan_out(http: httpx.AsyncClient, store_ids: list[str], *,
     by_status: dict[str, int] = {}
     while pending:
         if time.perf_counter() - start > timeout_s:
-            raise BenchError(f"{len(pending)} commands without a result after {timeout_s} s")
+            logger.warning("%d commands without a result after %.0f s", len(pending),
+                           timeout_s)
+            return None, {**by_status, "pending": len(pending)}
         statuses = await asyncio.gather(*(result(c) for c in pending))
         for s in statuses:
             if s != "pending":
                 by_status[s] = by_status.get(s, 0) + 1
         pending = [c for c, s in zip(pending, statuses, strict=True) if s == "pending"]
         if pending:
-            await asyncio.sleep(POLL_S)
+            # Each round reads every pending command: rounds apart, so that the reads do
+            # not take from ingest the cloud's time that the results need.
+            await asyncio.sleep(FANOUT_POLL_S)
     return time.perf_counter() - start, by_status
 
 
@@ -284,7 +293,8 @@ async def _measure(args: argparse.Namespace, broker: Mosquitto, api: str, cloud_
             "events_stored_per_s": round((after - before) / steady_s, 1),
             "events_offered_per_s": round((produced1 - produced0) / steady_s, 1),
             "recovery_s": round(recovery_s, 2), "outage_s": args.outage_s,
-            "command_fanout_s": round(fanout_s, 2), "commands_ok": results.get("ok", 0),
+            "command_fanout_s": None if fanout_s is None else round(fanout_s, 2),
+            "commands_ok": results.get("ok", 0),
             "command_results": results,
             "sales_audited": audit.get("audited"), "sales_mismatched": audit.get("mismatched"),
             "sales_unaudited": audit.get("unaudited"),
@@ -300,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", type=int, default=5_000)
     parser.add_argument("--processes", type=int, default=0,
                         help=f"simulator processes (0: one per {STORES_PER_PROCESS} stores)")
-    parser.add_argument("--rate", type=float, default=0.02, help="events/s per store")
+    parser.add_argument("--rate", type=float, default=0.01, help="events/s per store")
     parser.add_argument("--tele-interval-s", type=float, default=120.0,
                         help="each store's telemetry (a fridge, its outbox) this often")
     parser.add_argument("--steady-s", type=float, default=20.0)

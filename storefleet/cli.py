@@ -134,7 +134,7 @@ def bench_content(
 def bench_fleet(
     as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
     stores: int = typer.Option(5000, min=1, help="simulated stores"),
-    rate: float = typer.Option(0.02, min=0, help="events per second per store"),
+    rate: float = typer.Option(0.01, min=0, help="events per second per store"),
     processes: int = typer.Option(0, min=0, help="simulator processes (0: by store count)"),
     steady_s: float = typer.Option(20.0, "--steady-s", min=1, help="steady-state window"),
     timeout_s: float = typer.Option(600.0, "--timeout-s", min=1,
