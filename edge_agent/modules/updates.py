@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
@@ -44,7 +45,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from edge_agent.commands import CommandError, CommandRefused, CommandSpec
 from edge_agent.installers import Installer, Offer, installers
-from edge_agent.kernel.artifacts import ArtifactApi, ArtifactCache, ArtifactError
+from edge_agent.kernel.artifacts import (
+    ArtifactApi,
+    ArtifactCache,
+    ArtifactError,
+    ArtifactUnavailable,
+)
 from edge_agent.kernel.module import Module, ModuleSettings
 from edge_agent.metrics import registry_scoped
 from protocols.artifacts import Sha256, Target, Version, kind_of_target
@@ -192,7 +198,7 @@ class Updates(Module):
         """Fetch, then install; reports the steps on the way, returns the last one."""
         await self._report(args, "fetching")
         try:
-            path = await self.cache.fetch(args.sha256, target=args.target)
+            path = await self._fetch_until_deadline(args)
         except ArtifactError as err:  # counted and logged by the cache
             return "failed", f"{err.reason}: {err.detail}"
         await self._report(args, "fetched")
@@ -213,6 +219,24 @@ class Updates(Module):
             logger.info("rollout %s: %s became busy as the install began (%s); waiting",
                         args.rollout_id, args.device, detail)
             await asyncio.sleep(self.settings.busy_retry_min_s)
+
+    async def _fetch_until_deadline(self, args: InstallArgs) -> Path:
+        """The artifact in the cache. The cloud unreachable or a download cut (a failed
+        pair is never offered again, so a network blip must not fail the device) is
+        retried, resumed from what arrived, until the offer's deadline; a refusal
+        (tampered, unsigned, wrong target) ends it at once."""
+        s = self.settings
+        backoff = Backoff(min_s=s.busy_retry_min_s,
+                          max_s=max(s.busy_retry_min_s, s.busy_retry_max_s))
+        while True:
+            try:
+                return await self.cache.fetch(args.sha256, target=args.target)
+            except ArtifactUnavailable:
+                left_s = (args.offer().deadline_ms - self.kernel.clock.now_ms()) / 1000
+                if left_s <= 0:
+                    raise
+                self._install_results.labels(result="fetch_retried").inc()
+                await asyncio.sleep(min(backoff.next(), left_s))
 
     async def _wait_until_free(self, args: InstallArgs, installer: Installer) -> str | None:
         """Defer while the target is busy: ``deferred`` is reported once (its event id
