@@ -137,7 +137,10 @@ async def test_a_birth_ingest_cannot_take_is_refused_and_the_store_alarms(
                 lambda: metric(agent, "storefleet_uplink_birth_refused_total",
                                reason="too_large") >= 2,
                 within_s=20, what="the refusal counted (twice: refused again on retry)")
-            # The refusal is explicit, on ready, for this session's birth.
+            # The refusal is explicit, on ready, for this session's birth (the test's own
+            # subscriber may get it a moment after the agent did).
+            await wait_until(lambda: bool(seen.on(topics.ready(store))),
+                             what="the refusal seen on ready")
             answers = [decode(p, BirthRefused) for p in seen.on(topics.ready(store))]
             assert answers and answers[0].reason == "too_large"
             assert answers[0].bd_seq == agent.uplink.bd_seq
