@@ -26,7 +26,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,11 +34,12 @@ from sqlalchemy.orm import Session
 from cloud.api.deps import AdminRole, PrincipalDep, ReadRole, SessionDep, StateDep
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.routes.content import ContentDep
+from cloud.api.routes.content import ContentDep, publish_manifests
+from cloud.api.routes.store_targeting import StoreSelection
 from cloud.audio.compile import check_spec, day_plan, effective_schedule, latest, store_context
 from cloud.audio.errors import AudioError
 from cloud.audio.model import AudioScheduleSpec
-from cloud.content.service import Built, Change, ContentError, announce, compose, refresh_gauge
+from cloud.content.service import Built, Change, ContentError, compose
 from cloud.db.models import Device
 from cloud.db.models_artifacts import Artifact
 from cloud.db.models_audio import AudioScheduleVersion
@@ -72,14 +73,6 @@ class StoreSchedule(BaseModel):
     plan: dict[str, Any] = Field(description="what plays on the day asked for")
 
 
-class PublishBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    stores: list[Id] = Field(default_factory=list, max_length=10_000)
-    regions: list[Id] = Field(default_factory=list, max_length=100)
-    groups: list[Id] = Field(default_factory=list, max_length=100)
-
-
 class Published(BaseModel):
     version: int  # the schedule's
     manifests: dict[str, int] = Field(description="store -> the content manifest version "
@@ -89,7 +82,7 @@ class Published(BaseModel):
     without_unit: list[str] = Field(description="selected stores with no audio unit known")
 
 
-def _problem(err: AudioError | RolloutError) -> ApiProblem:
+def _problem(err: AudioError | RolloutError | ContentError) -> ApiProblem:
     return ApiProblem(err.status, err.detail, reason=err.reason)
 
 
@@ -154,10 +147,10 @@ def get_store_schedule(store_id: StoreId, session: SessionDep, _: ReadRole,
     return StoreSchedule(store_id=store_id, schedule=doc, plan=day_plan(doc, day))
 
 
-def _plan(session: Session, body: PublishBody) -> tuple[dict[str, list[str]], list[str]]:
+def _plan(session: Session, body: StoreSelection) -> tuple[dict[str, list[str]], list[str]]:
     """Audio units per selected store, and the selected stores without one."""
     stmt = select(Device.store_id, Device.device_id).where(Device.kind == DEVICE_KIND)
-    if body.stores or body.regions or body.groups:
+    if not body.everything:
         chosen = stores_of(session, stores=body.stores, regions=body.regions,
                            groups=body.groups)
         stmt = stmt.where(Device.store_id.in_(chosen))
@@ -193,34 +186,23 @@ def _changes(session: Session, stores: list[str], day: dt.date) -> dict[str, Cha
                         409: {"description": "a concurrent publish to the same stores"},
                         422: {"description": "an empty region or group, or a store's "
                               "overrides that do not compile"}})
-async def publish_schedule(body: PublishBody, app: StateDep, content: ContentDep,
+async def publish_schedule(body: StoreSelection, app: StateDep, content: ContentDep,
                            _: AdminRole) -> Published:
     # a day early: a store west of UTC may still be on yesterday
     since = (dt.datetime.fromtimestamp(app.clock.now_ms() / 1000, dt.UTC).date()
              - dt.timedelta(days=1))
 
-    def run() -> tuple[list[Built], list[str], int]:
-        with app.writer.begin() as session:
-            units, without = _plan(session, body)
-            changes = _changes(session, list(units), since)
-            row = latest(session)
-            version = row.version if row is not None else 0
-            built = compose(session, changes, signer=content.signer,
-                            now_ms=app.clock.now_ms())
-        return built, without, version
-
-    def gauge() -> None:
-        with app.reader() as session:
-            refresh_gauge(session, content.metrics)
+    def make(session: Session) -> tuple[list[Built], tuple[list[str], int]]:
+        units, without = _plan(session, body)
+        changes = _changes(session, list(units), since)
+        row = latest(session)
+        built = compose(session, changes, signer=content.signer, now_ms=app.clock.now_ms())
+        return built, (without, row.version if row is not None else 0)
 
     try:
-        built, without, version = await asyncio.to_thread(run)  # database work off the loop
-    except (AudioError, RolloutError) as err:
+        built, failed, (without, version) = await publish_manifests(app, content, make)
+    except (AudioError, RolloutError, ContentError) as err:
         raise _problem(err) from err
-    except ContentError as err:
-        raise ApiProblem(err.status, err.detail, reason=err.reason) from err
-    failed = await announce(app.publisher, built, metrics=content.metrics)
-    await asyncio.to_thread(gauge)
     logger.info("audio schedule v%d published to %d store(s) (%d failed)", version,
                 len(built), len(failed))
     return Published(version=version, manifests={b.store_id: b.version for b in built},

@@ -6,13 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
-from cloud.api.deps import AdminRole, PrincipalDep, ReadRole, StateDep, scoped_store_filter
+from cloud.api.deps import (
+    AdminRole,
+    AppState,
+    PrincipalDep,
+    ReadRole,
+    StateDep,
+    scoped_store_filter,
+)
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
 from cloud.content.service import (
@@ -45,6 +54,31 @@ def get_content(request: Request) -> ContentState:
 
 
 ContentDep = Annotated[ContentState, Depends(get_content)]
+
+T = TypeVar("T")
+
+
+async def publish_manifests(app: AppState, content: ContentState,
+                            make: Callable[[Session], tuple[list[Built], T]]
+                            ) -> tuple[list[Built], list[str], T]:
+    """The one publish path of the content routes: ``make`` builds the stores' next
+    manifests in one writer transaction (off the loop), each is announced retained on
+    its store's topic, and the content gauges are refreshed. Returns the manifests, the
+    stores whose announcement the broker refused (counted, logged: publish again) and
+    ``make``'s own result. ``make``'s errors reach the caller, nothing announced."""
+
+    def run() -> tuple[list[Built], T]:
+        with app.writer.begin() as session:
+            return make(session)
+
+    def gauge() -> None:
+        with app.reader() as session:
+            refresh_gauge(session, content.metrics)
+
+    built, extra = await asyncio.to_thread(run)  # blocking database work, off the loop
+    failed = await announce(app.publisher, built, metrics=content.metrics)
+    await asyncio.to_thread(gauge)
+    return built, failed, extra
 
 
 class PublishResult(BaseModel):
@@ -97,20 +131,13 @@ async def publish_content(body: ContentPublish, app: StateDep, content: ContentD
                           _: AdminRole) -> PublishResult:
     started = time.monotonic()
 
-    def run() -> list[Built]:
-        with app.writer.begin() as session:
-            return build(session, body, signer=content.signer, now_ms=app.clock.now_ms())
-
-    def gauge() -> None:
-        with app.reader() as session:
-            refresh_gauge(session, content.metrics)
+    def make(session: Session) -> tuple[list[Built], None]:
+        return build(session, body, signer=content.signer, now_ms=app.clock.now_ms()), None
 
     try:
-        built = await asyncio.to_thread(run)  # blocking database work, off the loop
+        built, failed, _nothing = await publish_manifests(app, content, make)
     except ContentError as err:
         raise ApiProblem(err.status, err.detail, reason=err.reason) from err
-    failed = await announce(app.publisher, built, metrics=content.metrics)
-    await asyncio.to_thread(gauge)
     seconds = time.monotonic() - started
     content.metrics.publish_seconds.set(seconds)
     logger.info("content published to %d stores in %.2f s (%d failed)", len(built),

@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 from cloud.api.deps import AdminRole, PrincipalDep, ReadRole, SessionDep, StateDep
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
-from cloud.api.routes.audio import PublishBody
-from cloud.api.routes.content import ContentDep
-from cloud.content.service import Built, Change, ContentError, announce, compose, refresh_gauge
+from cloud.api.routes.content import ContentDep, publish_manifests
+from cloud.api.routes.store_targeting import StoreSelection
+from cloud.content.service import Built, Change, ContentError, compose
 from cloud.db.models import Store
 from cloud.db.models_artifacts import Artifact
 from cloud.db.models_screens import ScreenPlaylistsVersion
@@ -169,11 +169,11 @@ def get_store_playlists(
                           at=playlists.local(at).isoformat())
 
 
-def _selected(session: Session, body: PublishBody) -> list[str]:
+def _selected(session: Session, body: StoreSelection) -> list[str]:
     """The selected stores (none: every store the cloud knows); 422 for a store named
     that the cloud has never heard of."""
     known = set(session.scalars(select(Store.store_id)))
-    if not (body.stores or body.regions or body.groups):
+    if body.everything:
         return sorted(known)
     chosen = stores_of(session, stores=body.stores, regions=body.regions, groups=body.groups)
     if unknown := [s for s in chosen if s not in known]:
@@ -206,31 +206,24 @@ def _changes(session: Session, stores: list[str]) -> dict[str, Change]:
                         409: {"description": "a concurrent publish to the same stores"},
                         422: {"description": "an empty region or group, an unknown store, "
                               "or no store at all"}})
-async def publish_playlists(body: PublishBody, app: StateDep, content: ContentDep,
+async def publish_playlists(body: StoreSelection, app: StateDep, content: ContentDep,
                             _: AdminRole) -> Published:
-    def run() -> tuple[list[Built], int]:
-        with app.writer.begin() as session:
-            row = latest(session)
-            if row is None:
-                raise ScreensError(404, "no screen playlists have been saved",
-                                   reason="nothing_published")
-            stores = _selected(session, body)
-            if not stores:
-                raise ScreensError(422, "no store is known yet", reason="empty_selection")
-            built = compose(session, _changes(session, stores), signer=content.signer,
-                            now_ms=app.clock.now_ms())
+    def make(session: Session) -> tuple[list[Built], int]:
+        row = latest(session)
+        if row is None:
+            raise ScreensError(404, "no screen playlists have been saved",
+                               reason="nothing_published")
+        stores = _selected(session, body)
+        if not stores:
+            raise ScreensError(422, "no store is known yet", reason="empty_selection")
+        built = compose(session, _changes(session, stores), signer=content.signer,
+                        now_ms=app.clock.now_ms())
         return built, row.version
 
-    def gauge() -> None:
-        with app.reader() as session:
-            refresh_gauge(session, content.metrics)
-
     try:
-        built, version = await asyncio.to_thread(run)  # database work off the loop
+        built, failed, version = await publish_manifests(app, content, make)
     except (ScreensError, RolloutError, ContentError) as err:
         raise _problem(err) from err
-    failed = await announce(app.publisher, built, metrics=content.metrics)
-    await asyncio.to_thread(gauge)
     logger.info("screen playlists v%d published to %d store(s) (%d failed)", version,
                 len(built), len(failed))
     return Published(version=version, manifests={b.store_id: b.version for b in built},

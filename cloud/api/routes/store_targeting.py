@@ -3,6 +3,7 @@
 Store groups (hq-admin): ``PUT``/``DELETE /groups/{group}/stores/{store_id}``, ``GET
 /groups``; a store may be in several groups, and a rollout's ``groups`` reach them all.
 Regions are HQ's ``store_regions`` (``PUT /regions/{region}/stores/{store_id}``).
+``StoreSelection`` is the request body part that names stores, regions and groups.
 
 Maintenance windows: ``PUT /stores/{store_id}/maintenance {timezone, window}`` (hq-admin,
 or a store manager for its own store: the path scope checks a scoped token),
@@ -36,6 +37,21 @@ WindowRole = Annotated[Role, Depends(require_role(
     ADMINS | {Role.STORE_MANAGER}, "set a store's maintenance window"))]
 
 NO_WINDOW = "no maintenance window: rollouts are offered at once"
+
+
+class StoreSelection(BaseModel):
+    """Which stores a publish reaches: named stores, regions and groups (their union);
+    all empty: every store. Shared by the content routes (audio, screens)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stores: list[Id] = Field(default_factory=list, max_length=10_000)
+    regions: list[Id] = Field(default_factory=list, max_length=100)
+    groups: list[Id] = Field(default_factory=list, max_length=100)
+
+    @property
+    def everything(self) -> bool:
+        return not (self.stores or self.regions or self.groups)
 
 
 class GroupPublic(BaseModel):
