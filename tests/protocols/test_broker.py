@@ -79,3 +79,86 @@ def test_client_options() -> None:
     assert system == aiomqtt.TLSParameters()
     assert BrokerAddress("h", 1).with_credentials(username="S001", password=None) == \
         BrokerAddress("h", 1, "S001")
+
+
+# ---- several hosts: a clustered broker (decision 0062) ---------------------------------
+
+CLUSTER = "mqtts://S001:pw@n1:8883,n2:8884,n3"
+
+
+def test_parse_a_host_list() -> None:
+    addr = BrokerAddress.parse(CLUSTER, setting="cloud_url")
+    assert addr == BrokerAddress("n1", 8883, "S001", "pw", tls=True,
+                                 more_hosts=(("n2", 8884), ("n3", 8883)))
+    assert addr.hosts == (("n1", 8883), ("n2", 8884), ("n3", 8883))
+    assert addr.url == "mqtts://n1:8883,n2:8884,n3:8883"  # each port given, no password
+    assert BrokerAddress.parse(addr.url, setting="x").hosts == addr.hosts
+    # Default ports by scheme, IPv6 in brackets, one host is the one-host address.
+    assert BrokerAddress.parse("mqtt://a,[::1]:1999", setting="x").hosts == (
+        ("a", 1883), ("::1", 1999))
+    assert BrokerAddress.parse("mqtt://a,[::1]:1999", setting="x").url == \
+        "mqtt://a:1883,[::1]:1999"
+    assert BrokerAddress.parse("mqtt://a", setting="x").more_hosts == ()
+    # A client that does not fail over gets the first host.
+    assert addr.client_options()["hostname"] == "n1" and addr.client_options()["port"] == 8883
+
+
+@pytest.mark.parametrize(("url", "detail"), [
+    ("mqtt://n1,,n3", r"\(host 2, ''\) has an empty host"),
+    ("mqtt://n1,n2,", r"\(host 3, ''\) has an empty host"),
+    ("mqtt://n1:1883,n2:x", r"\(host 2, 'n2:x'\) has a bad port"),
+    ("mqtt://n1,n2:99999", r"\(host 2, 'n2:99999'\) has a bad port"),
+    ("mqtt://n1,:1883", r"\(host 2, ':1883'\) has no host"),
+    ("mqtt://n1,n2:1883,n1:1883", "lists n1:1883 twice"),
+    ("mqtt://n1,n2/sf", "has no path"),
+    ("mqtt://S001:hunter2@n1,[::1", "Invalid IPv6 URL"),
+])
+def test_bad_host_lists_say_which_host(url: str, detail: str) -> None:
+    with pytest.raises(BrokerAddressError, match=detail) as caught:
+        BrokerAddress.parse(url, setting="cloud_url")
+    assert caught.value.setting == "cloud_url"
+    assert "hunter2" not in str(caught.value)
+
+
+def test_each_host_keeps_credentials_and_tls_files(tmp_path: Path) -> None:
+    addr = BrokerAddress.parse(CLUSTER, setting="cloud_url").with_tls(
+        ca_file=tmp_path / "ca.crt", prefix="cloud")
+    each = addr.each_host()
+    assert [(a.host, a.port) for a in each] == list(addr.hosts)
+    assert all(a.more_hosts == () and a.password == "pw" and a.ca_file == tmp_path / "ca.crt"
+               for a in each)
+    assert each[1].client_options()["hostname"] == "n2"
+
+
+def test_rotation_goes_round_every_host_in_an_order_kept_per_client() -> None:
+    addr = BrokerAddress.parse(CLUSTER, setting="cloud_url")
+    rotation = addr.rotation(seed="S001")
+    picks = [next(rotation).host for _ in range(7)]
+    assert sorted(picks[:3]) == ["n1", "n2", "n3"]  # every host once per round
+    assert picks[3:6] == picks[:3] and picks[6] == picks[0]  # then again, in that order
+    assert rotation.current is not None and rotation.current.host == picks[6]
+    # The same client id, the same order: in every run and every process.
+    again = addr.rotation(seed="S001")
+    assert [next(again).host for _ in range(3)] == picks[:3]
+    # One host: always that host.
+    one = BrokerAddress.parse("mqtt://u@a:1", setting="x").rotation(seed="S001")
+    assert {next(one) for _ in range(3)} == {BrokerAddress("a", 1, "u")}
+
+
+def test_rotation_spreads_clients_and_a_dead_nodes_clients() -> None:
+    """3,000 stores: about a third start on each node, and those of a node that dies
+    move to both survivors, not all to the node listed after it."""
+    addr = BrokerAddress.parse(CLUSTER, setting="cloud_url")
+    first: dict[str, int] = {"n1": 0, "n2": 0, "n3": 0}
+    after_n1: dict[str, int] = {"n2": 0, "n3": 0}
+    for i in range(3000):
+        rotation = addr.rotation(seed=f"S{i:05d}")
+        host = next(rotation).host
+        first[host] += 1
+        if host == "n1":
+            after_n1[next(rotation).host] += 1
+    assert all(800 < n < 1200 for n in first.values()), first  # 1,000 each, +-20 %
+    assert all(n > 0.35 * first["n1"] for n in after_n1.values()), after_n1
+    # Without a seed, a fresh draw per rotation.
+    unseeded = {next(addr.rotation()).host for _ in range(60)}
+    assert unseeded == {"n1", "n2", "n3"}
