@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,8 @@ from protocols.codec import encode
 from protocols.ids import uuid7
 from protocols.messages import DeviceEvent, DeviceState
 from tests.services import Mosquitto, free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 _stores = itertools.count(1)
 
@@ -165,3 +171,28 @@ async def publish_events(
     topic = topics.local(kind, device_id, "up", "evt")
     for ev in events:
         await client.publish(topic, encode(ev), qos=1)
+
+
+@contextlib.contextmanager
+def agent_process(*, store_id: str, conf: Path, cloud_url: str, local_url: str,
+                  data_dir: Path, log: Path, log_level: str = "WARNING"
+                  ) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m edge_agent run`` as its own process (the kill -9 tests' agent), its
+    output appended to ``log``; SIGTERM (then SIGKILL after 15 s) on leaving, unless the
+    test already killed it."""
+    cmd = [sys.executable, "-m", "edge_agent", "run", "--config", str(conf),
+           "--store", store_id, "--cloud", cloud_url, "--local-bus", local_url,
+           "--data-dir", str(data_dir), "--metrics-port", "0", "--log-level", log_level]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -17,46 +14,18 @@ import pytest
 
 from protocols import topics
 from protocols.codec import encode
-from tests.edge_agent.helpers import device_event, new_store_id, wait_until, watch
+from tests.edge_agent.helpers import (
+    agent_process,
+    device_event,
+    new_store_id,
+    wait_until,
+    watch,
+)
 from tests.services import Mosquitto
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 N_EVENTS = 2000
-
-
-@contextlib.contextmanager
-def agent_process(
-    *, store_id: str, cloud: Mosquitto, local: Mosquitto, data_dir: Path, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    # No cloud ingest in this test: the uplink broker's PUBACK is the end of the line,
-    # so the agent must not wait for the cloud to answer its birth.
-    conf = data_dir.parent / "agent-no-cloud.toml"
-    conf.write_text("[agent]\nawait_cloud_ready = false\n")
-    cmd = [
-        sys.executable, "-m", "edge_agent", "run",
-        "--config", str(conf),
-        "--store", store_id,
-        "--cloud", cloud.url,
-        "--local-bus", local.url,
-        "--data-dir", str(data_dir),
-        "--metrics-port", "0",
-        "--log-level", "WARNING",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
 
 
 async def test_kill9_mid_stream_loses_no_event(
@@ -69,6 +38,13 @@ async def test_kill9_mid_stream_loses_no_event(
     produced = {e.id for e in events}
     topic = topics.evt(store_id, "sale")
     local_topic = topics.local("pos", "pos-1", "up", "evt")
+    # No cloud ingest in this test: the uplink broker's PUBACK is the end of the line,
+    # so the agent must not wait for the cloud to answer its birth.
+    conf = tmp_path / "agent-no-cloud.toml"
+    conf.write_text("[agent]\nawait_cloud_ready = false\n")
+    run_agent = functools.partial(agent_process, store_id=store_id, conf=conf,
+                                  cloud_url=uplink_broker.url, local_url=local_broker.url,
+                                  data_dir=data_dir, log=log)
 
     async with watch(uplink_broker, store_id) as seen:
 
@@ -83,10 +59,7 @@ async def test_kill9_mid_stream_loses_no_event(
                     if i % 20 == 19:
                         await asyncio.sleep(pause_s)  # a steady stream, not one burst
 
-            with agent_process(
-                store_id=store_id, cloud=uplink_broker, local=local_broker,
-                data_dir=data_dir, log=log,
-            ) as first:  # fmt: skip
+            with run_agent() as first:
                 # Probes (another kind) until one arrives: then the agent's persistent local
                 # session exists, and the broker keeps everything for it from here on.
                 probe_topic = topics.evt(store_id, "member_visit")
@@ -103,10 +76,7 @@ async def test_kill9_mid_stream_loses_no_event(
                 killed_at = len(seen_ids())
                 await producer  # the rest queues at the local broker for the agent's session
             assert killed_at < N_EVENTS, "the kill was not mid-stream"
-            with agent_process(
-                store_id=store_id, cloud=uplink_broker, local=local_broker,
-                data_dir=data_dir, log=log,
-            ) as second:  # fmt: skip
+            with run_agent() as second:
                 await wait_until(lambda: seen_ids() == produced, within_s=60, what="all events")
                 assert second.poll() is None
 

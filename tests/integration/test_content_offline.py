@@ -18,8 +18,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,9 @@ from edge_agent.app import Agent
 from edge_agent.cartscreen.server import EmbeddedServer
 from edge_agent.modules.content import AppliedContent, Content
 from tests.cloud.conftest import ADMIN, DEVICE, auth, make_settings
+from tests.edge_agent.helpers import (
+    agent_process as run_agent_process,
+)
 from tests.edge_agent.helpers import (
     make_config,
     metric,
@@ -151,29 +153,16 @@ async def test_cloud_unreachable_keeps_applied_content_then_converges(
             await until_true(converged, what="the status API shows manifest 2 applied")
 
 
-@contextlib.contextmanager
 def agent_process(*, store: str, cloud: Cloud, uplink: Mosquitto, local: Mosquitto,
-                  data_dir: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+                  data_dir: Path, log: Path) -> contextlib.AbstractContextManager[
+                      subprocess.Popen[bytes]]:
+    """The agent as its own process with the content module on ``cloud``."""
     conf = data_dir.parent / "agent.toml"
     content = cloud.content_settings()
     conf.write_text("[agent]\nawait_cloud_ready = false\n\n[content]\n" + "".join(
         f"{k} = {json.dumps(v)}\n" for k, v in content.items()))
-    cmd = [sys.executable, "-m", "edge_agent", "run", "--config", str(conf),
-           "--store", store, "--cloud", uplink.url, "--local-bus", local.url,
-           "--data-dir", str(data_dir), "--metrics-port", "0", "--log-level", "WARNING"]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    return run_agent_process(store_id=store, conf=conf, cloud_url=uplink.url,
+                             local_url=local.url, data_dir=data_dir, log=log)
 
 
 def applied_on_disk(data_dir: Path, cloud: Cloud) -> tuple[int, list[str]] | None:

@@ -6,14 +6,12 @@ that book at its time."""
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from cloud.promotions.signing import SnapshotSigner, raw_public
 from edge_agent.pos.pricestore import BaseMismatch, Header, PriceStore
 from tests.cloud.conftest import ADMIN, DEVICE_S1, auth
+from tests.edge_agent.helpers import agent_process
 from tests.integration.test_retail_e2e import cloud_server, until
 from tests.services import Mosquitto
 
@@ -121,8 +120,9 @@ async def test_kill9_while_a_book_is_held_it_applies_on_time_with_the_cloud_gone
         conf.write_text(f'[agent]\nawait_cloud_ready = false\n\n[till]\n'
                         f'cloud_api = "{api_url}"\ncloud_api_token = "{DEVICE_S1}"\n'
                         f'trusted_keys = ["{key}"]\nrefresh_interval_s = 1.0\n')
-        with agent_process(conf=conf, cloud=cloud_broker, local=local_broker,
-                           data_dir=data, log=log) as first:
+        with agent_process(store_id="s1", conf=conf, cloud_url=cloud_broker.url,
+                           local_url=local_broker.url, data_dir=data, log=log,
+                           log_level="INFO") as first:
             await until(lambda: version() == v1, timeout=60, what="v1 applied")
             due = int(time.time() * 1000) + 15_000  # past the kill and the restart
             r = await hq.post("/api/v1/price-books", json={
@@ -136,8 +136,9 @@ async def test_kill9_while_a_book_is_held_it_applies_on_time_with_the_cloud_gone
         assert version() == v1 and time.time() * 1000 < due
     cloud_broker.stop()  # the cloud's API and broker are gone
 
-    with agent_process(conf=conf, cloud=cloud_broker, local=local_broker,
-                       data_dir=data, log=log) as second:
+    with agent_process(store_id="s1", conf=conf, cloud_url=cloud_broker.url,
+                       local_url=local_broker.url, data_dir=data, log=log,
+                       log_level="INFO") as second:
         await until(lambda: b"held again from disk" in log.read_bytes(), timeout=30,
                     what="the held book restored")
         seen, now_ms = version(), time.time() * 1000
@@ -153,25 +154,3 @@ async def test_kill9_while_a_book_is_held_it_applies_on_time_with_the_cloud_gone
 
 BOOK = [{"sku": "milk", "name": "Milk 1l", "category": "dairy", "price": 199},
         {"sku": "bread", "category": "bakery", "price": 350}]
-
-
-@contextlib.contextmanager
-def agent_process(*, conf: Path, cloud: Mosquitto, local: Mosquitto, data_dir: Path,
-                  log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m edge_agent run`` for store s1, the till's settings in ``conf``."""
-    cmd = [sys.executable, "-m", "edge_agent", "run", "--config", str(conf),
-           "--store", "s1", "--cloud", cloud.url, "--local-bus", local.url,
-           "--data-dir", str(data_dir), "--metrics-port", "0", "--log-level", "INFO"]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
