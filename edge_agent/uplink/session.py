@@ -78,6 +78,8 @@ class UplinkSupervisor:
             outbox, window=config.publish_window, metrics=metrics, cloud_acks=acks
         )
         self._backoff = Backoff(min_s=config.reconnect_min_s, max_s=config.reconnect_max_s)
+        # A clustered broker: each session connects to the next node (decision 0062).
+        self._hosts = config.cloud.rotation(seed=config.store_id)
         self._rebirth = asyncio.Event()
         self._cloud_ready = asyncio.Event()
         self._link: UplinkLink | None = None
@@ -116,7 +118,7 @@ class UplinkSupervisor:
             self.bd_seq = await self._kv.incr("bd_seq")
             self._metrics.bd_seq.set(self.bd_seq)
             link = UplinkLink(
-                self._config.cloud,
+                next(self._hosts),
                 store_id=self._config.store_id,
                 bd_seq=self.bd_seq,
                 keepalive_s=self._config.keepalive_s,
