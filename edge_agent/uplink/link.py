@@ -10,6 +10,11 @@ yields downlink messages. It does not reconnect; ``uplink.session`` supervises i
 ``refused``, ``network``) for the session to count: a broker that refuses the store's
 certificate under TLS 1.3 does so after the client's handshake has completed, so aiomqtt
 only reports a timeout; paho logs the TLS alert, which ``_TlsAlerts`` keeps for the error.
+
+A link is one host. With a clustered broker (``cloud_url`` listing the nodes, decision
+0062) the session hands each new link the next host of its ``HostRotation``, so a
+node that died, or never answered, costs one backoff and the next session is on
+another node; the outbox then re-sends whatever the cloud has not acknowledged.
 """
 
 from __future__ import annotations
@@ -97,6 +102,11 @@ class UplinkLink:
         )
         # aiomqtt logs a warning above 10 pending calls; our window is deliberately larger.
         self._client.pending_calls_threshold = window + 16
+
+    @property
+    def address(self) -> BrokerAddress:
+        """The broker host this link connects to (one node of a cluster)."""
+        return self._address
 
     async def __aenter__(self) -> Self:
         alerts = _TlsAlerts()
