@@ -107,6 +107,8 @@ class StoreSettings:
 class AgentConfig:
     store_id: str
     data_dir: Path
+    # One broker, or a cluster's nodes: mqtts://n1:8883,n2:8883,n3:8883 (each session
+    # connects to the next node, decision 0062).
     cloud_url: str = "mqtt://127.0.0.1:1883"
     # Credentials in fields win over credentials in cloud_url. The password is best
     # read from a file (cloud_password_file, 0600), never typed on a command line; the

@@ -17,6 +17,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from edge_agent.config import AgentConfig
+from edge_agent.errors import ConfigError
 from protocols import topics
 from protocols.broker import BrokerAddress
 from tests.edge_agent.helpers import make_config, metric, running_agent, wait_until
@@ -77,3 +79,12 @@ async def test_the_agent_moves_to_another_host_when_its_host_dies(
         # Born again on the survivor: a session there, with the whole birth handshake.
         assert await _retained_birth(brokers[other], config.store_id) is not None
         assert agent.uplink.connected
+
+
+def test_cloud_url_takes_a_host_list_and_names_it_in_errors(tmp_path: Path) -> None:
+    config = AgentConfig(store_id="S001", data_dir=tmp_path,
+                         cloud_url="mqtts://S001@n1:8883,n2:8883,n3")
+    assert config.cloud.hosts == (("n1", 8883), ("n2", 8883), ("n3", 8883))
+    assert config.cloud.username == "S001" and config.cloud.tls
+    with pytest.raises(ConfigError, match=r"cloud_url.*\(host 2, ''\) has an empty host"):
+        AgentConfig(store_id="S001", data_dir=tmp_path, cloud_url="mqtts://n1,,n3")
