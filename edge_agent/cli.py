@@ -36,7 +36,8 @@ def run(
     cloud: Annotated[
         str | None,
         typer.Option("--cloud", envvar="STOREFLEET_CLOUD_URL",
-                     help="cloud broker, mqtt://host:port or mqtts://host:8883 (TLS)"),
+                     help="cloud broker, mqtt://host:port or mqtts://host:8883 (TLS); "
+                          "a cluster: mqtts://n1:8883,n2:8883,n3:8883"),
     ] = None,
     cloud_username: Annotated[
         str | None,
