@@ -38,7 +38,8 @@ DbOpt = Annotated[
 MqttOpt = Annotated[
     str | None,
     typer.Option("--mqtt", envvar="STOREFLEET_MQTT_URL", show_envvar=True,
-                 help="broker URL [default: mqtt://127.0.0.1:1883]"),
+                 help="broker URL, or a cluster's: mqtt://n1:1883,n2:1883,n3:1883 "
+                      "[default: mqtt://127.0.0.1:1883]"),
 ]
 LogOpt = Annotated[str, typer.Option("--log-level", envvar="STOREFLEET_LOG_LEVEL")]
 

@@ -8,7 +8,8 @@ Environment variables (all optional):
 =================================  =========================================================
 ``STOREFLEET_DATABASE_URL``        SQLAlchemy URL (``sqlite:///./storefleet.db``)
 ``STOREFLEET_MQTT_URL``            ``mqtt://host:port`` or ``mqtts://host:8883`` (TLS)
-                                  (``mqtt://127.0.0.1:1883``)
+                                  (``mqtt://127.0.0.1:1883``); a cluster's nodes:
+                                  ``mqtt://n1:1883,n2:1883,n3:1883`` (decision 0062)
 ``STOREFLEET_MQTT_USERNAME``       broker user name
 ``STOREFLEET_MQTT_PASSWORD``       broker password
 ``STOREFLEET_MQTT_CA``             mqtts://: CA file of the broker's certificate
