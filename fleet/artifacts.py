@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleet import output
+from fleet.options import ApiOpt, JsonOpt, TokenOpt
 from fleet.output import Exit
 from fleet.session import call_api
 
@@ -34,13 +35,6 @@ app = typer.Typer(help="Artifacts: agent releases, device firmware, ONNX models.
 COLUMNS = ["sha256", "kind", "target", "version", "size", "created_ms"]
 UPLOAD_TIMEOUT_S = 60.0  # per read or write of a big upload, not for the whole of it
 
-ApiOpt = Annotated[str | None, typer.Option(
-    "--api", envvar="STOREFLEET_API", show_default=False,
-    help="cloud API base URL [default: what `fleet login` saved]")]
-TokenOpt = Annotated[str | None, typer.Option(
-    "--token", envvar="STOREFLEET_TOKEN", show_default=False,
-    help="API bearer token [default: what `fleet login` saved]")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
 

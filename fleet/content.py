@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleet import output
-from fleet.artifacts import ApiOpt, JsonOpt, TokenOpt
+from fleet.options import (
+    ApiOpt,
+    GroupsOpt,
+    JsonOpt,
+    RegionsOpt,
+    StoresOpt,
+    TokenOpt,
+    selection,
+)
 from fleet.session import call_api
 
 if TYPE_CHECKING:
@@ -106,12 +114,7 @@ def status_cmd(
 
 @app.command("publish")
 def publish_cmd(
-    store: Annotated[list[str] | None, typer.Option("--store", help="a store (repeat)")
-                     ] = None,
-    region: Annotated[list[str] | None, typer.Option(
-        "--region", help="the stores of a region (repeat)")] = None,
-    group: Annotated[list[str] | None, typer.Option(
-        "--group", help="the stores of a store group (repeat)")] = None,
+    store: StoresOpt = None, region: RegionsOpt = None, group: GroupsOpt = None,
     doc: Annotated[list[str] | None, typer.Option(
         "--doc", help="NAME=FILE: a JSON document carried inline (schedule, playlists)")
                    ] = None,
@@ -130,8 +133,7 @@ def publish_cmd(
             raise output.fail(f"--doc {name}: {err}", output.Exit.USAGE) from err
     assets = [dict(zip(("sha256", "name"), _pair(v, "--asset"), strict=True))
               for v in asset or []]
-    body = {"stores": store or [], "regions": region or [], "groups": group or [],
-            "documents": documents, "assets": assets}
+    body = {**selection(store, region, group), "documents": documents, "assets": assets}
     out = call_api(api, token, _req("POST", "/api/v1/content/publish", json=body))
     if as_json:
         output.print_json(out)

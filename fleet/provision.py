@@ -21,18 +21,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleet import output
+from fleet.options import ApiOpt, TokenOpt
 from fleet.output import Exit
 from fleet.session import call_api
 
 if TYPE_CHECKING:
     from fleet.client import FleetClient
 
-ApiOpt = Annotated[str | None, typer.Option(
-    "--api", envvar="STOREFLEET_API", show_default=False,
-    help="cloud API base URL [default: what `fleet login` saved]")]
-TokenOpt = Annotated[str | None, typer.Option(
-    "--token", envvar="STOREFLEET_TOKEN", show_default=False,
-    help="API bearer token [default: what `fleet login` saved]")]
 StoreArg = Annotated[str, typer.Argument(help="store id")]
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleet import output
-from fleet.artifacts import ApiOpt, JsonOpt, TokenOpt
+from fleet.options import ApiOpt, GroupsOpt, JsonOpt, RegionsOpt, TokenOpt, selection
 from fleet.session import call_api
 
 if TYPE_CHECKING:
@@ -81,10 +81,8 @@ def create_cmd(
     sha256: Annotated[str, typer.Argument(help="the artifact's sha256 (fleet artifact ls)")],
     store: Annotated[list[str] | None, typer.Option(
         "--store", help="a target store (repeat; the first is the canary)")] = None,
-    region: Annotated[list[str] | None, typer.Option(
-        "--region", help="the stores of a region (repeat)")] = None,
-    group: Annotated[list[str] | None, typer.Option(
-        "--group", help="the stores of a store group (repeat)")] = None,
+    region: RegionsOpt = None,
+    group: GroupsOpt = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="firmware: the stores with a device of this model, each its own "
         "(repeat)")] = None,
@@ -102,9 +100,8 @@ def create_cmd(
     """Start a rollout to any union of stores, regions and groups (and for firmware the
     stores with a device of a model); the first wave is offered at once, inside each
     store's maintenance window."""
-    body = {"sha256": sha256, "device": device, "stores": store or [],
-            "regions": region or [], "groups": group or [], "models": model or [],
-            "canary_size": canary,
+    body = {"sha256": sha256, "device": device, **selection(store, region, group),
+            "models": model or [], "canary_size": canary,
             "wave_size": wave_size, "success_pct": success_pct,
             "failure_threshold": failure_threshold, "deadline_s": deadline_s}
     rollout = call_api(api, token, _req("POST", "/api/v1/rollouts", json=body))

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleet import output
-from fleet.artifacts import ApiOpt, JsonOpt, TokenOpt
+from fleet.options import (
+    ApiOpt,
+    GroupsOpt,
+    JsonOpt,
+    RegionsOpt,
+    StoresOpt,
+    TokenOpt,
+    selection,
+)
 from fleet.session import call_api
 
 if TYPE_CHECKING:
@@ -73,17 +81,12 @@ def show_cmd(
 
 @app.command("publish")
 def publish_cmd(
-    store: Annotated[list[str] | None, typer.Option("--store", help="a store (repeat)")
-                     ] = None,
-    region: Annotated[list[str] | None, typer.Option(
-        "--region", help="the stores of a region (repeat)")] = None,
-    group: Annotated[list[str] | None, typer.Option(
-        "--group", help="the stores of a store group (repeat)")] = None,
+    store: StoresOpt = None, region: RegionsOpt = None, group: GroupsOpt = None,
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Publish the newest playlists in the selected stores' (none: every store's)
     next content manifests."""
-    body = {"stores": store or [], "regions": region or [], "groups": group or []}
+    body = selection(store, region, group)
     out = call_api(api, token, _req("POST", f"{URL}/publish", json=body))
     if as_json:
         output.print_json(out)
