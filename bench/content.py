@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import logging
 import math
@@ -65,14 +64,12 @@ import statistics
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 from bench._services import (
     ADMIN_TOKEN,
@@ -88,6 +85,7 @@ from bench._services import (
 from edge_agent.app import Agent
 from edge_agent.modules.content import AppliedContent, Content
 from firmware_sim.audio import AudioUnitSim
+from firmware_sim.audio.unit import tone_wav
 from firmware_sim.fleet import SimulatedFleet
 
 logger = logging.getLogger(__name__)
@@ -103,15 +101,7 @@ FIRST_HZ, BASELINE_HZ, FLEET_HZ = 330, 440, 660  # each recording a tone of its 
 
 def recording(hz: int, seconds: float) -> bytes:
     """A WAV of PCM 16-bit mono: a tone at half of full scale."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    samples = np.round(0.5 * 32767 * np.sin(2 * np.pi * hz * t)).astype("<i2")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(samples.tobytes())
-    return out.getvalue()
+    return tone_wav(hz, seconds, rate=RATE)
 
 
 def schedule(sha256: str, *, seconds: float) -> dict[str, Any]:

@@ -10,14 +10,10 @@ reports the ``schedule`` part, which the demo waits for."""
 
 from __future__ import annotations
 
-import array
 import asyncio
 import functools
 import hashlib
-import io
 import logging
-import math
-import wave
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -54,16 +50,10 @@ _RATE = 8_000
 
 @functools.cache
 def _asset(track: str) -> bytes:
+    from firmware_sim.audio.unit import tone_wav  # numpy: only when the demo runs
+
     duration_ms, hz = _TRACKS[track]
-    frames = array.array("h", (int(8_000 * math.sin(2 * math.pi * hz * i / _RATE))
-                               for i in range(_RATE * duration_ms // 1000)))
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(_RATE)
-        w.writeframes(frames.tobytes())
-    return out.getvalue()
+    return tone_wav(hz, duration_ms / 1000, rate=_RATE, amplitude=0.25)
 
 
 def audio_schedule(version: int = 1) -> dict[str, Any]:

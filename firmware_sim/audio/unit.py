@@ -97,13 +97,27 @@ def decode_wav(data: bytes) -> Pcm:
     return Pcm(np.frombuffer(frames, dtype="<i2").astype(np.float64) / 32768.0, rate)
 
 
-def write_wav(path: Path, samples: np.ndarray, *, rate: int) -> None:
+def encode_wav(samples: np.ndarray, *, rate: int) -> bytes:
+    """A WAV file of PCM 16-bit mono from float samples in [-1, 1) (clipped)."""
     pcm = (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return out.getvalue()
+
+
+def tone_wav(hz: float, seconds: float, *, rate: int = 8_000, amplitude: float = 0.5) -> bytes:
+    """A recording that is one sine tone (the demo's and the benches' stand-in for
+    music): tell recordings apart by their frequency."""
+    t = np.arange(int(seconds * rate)) / rate
+    return encode_wav(amplitude * np.sin(2 * np.pi * hz * t), rate=rate)
+
+
+def write_wav(path: Path, samples: np.ndarray, *, rate: int) -> None:
+    path.write_bytes(encode_wav(samples, rate=rate))
 
 
 class AudioUnitSim(BusDeviceSim):
