@@ -58,7 +58,7 @@ from protocols.messages import (
     EventsAck,
     RebirthRequest,
 )
-from storefleet.mqtt.subscriber import DRAIN_IDLE_S, DRAIN_S, AckSubscriber, AfterAck
+from storefleet.mqtt.subscriber import DRAIN_IDLE_S, DRAIN_S, AckSubscriber, AfterAck, Batch
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class IngestWorker:
 
     async def _on_connect(self) -> None:
         logger.info("ingest: connected to %s as %s (share group %s)",
-                    self.settings.mqtt_url, self.settings.ingest_client_id,
+                    self.settings.mqtt.url, self.settings.ingest_client_id,
                     self.settings.share_group)
         # Births are retained, but a broker does not deliver retained messages to
         # shared subscriptions, and births published before this worker's session
@@ -167,10 +167,10 @@ class IngestWorker:
             self.metrics.connect_failures.inc()
             logger.warning("ingest: broker connection failed or lost: %s", err)
 
-    async def _handle(self, batch: list[aiomqtt.Message]) -> AfterAck:
+    async def _handle(self, batch: Batch) -> AfterAck:
         """Store the batch (the subscriber acknowledges it when this returns); then tell
         the stores what is committed."""
-        raw = [(m.topic.value, _as_bytes(m.payload)) for m in batch]
+        raw = [(m.topic, m.payload) for m in batch]
         started = time.perf_counter()
         # Decoding and the transaction block (SQLite fsync, network round trips to
         # PostgreSQL): run them in a thread so the loop keeps reading the socket and
@@ -255,10 +255,4 @@ async def run_ingest(
     """Run one ingest worker until ``stop_event`` is set (the demo and the CLI use this)."""
     worker = IngestWorker(settings, registry=registry, clock=clock, hooks=hooks, drain_s=drain_s)
     await worker.run(stop_event)
-
-
-def _as_bytes(payload: Any) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return str(payload).encode() if payload is not None else b""
 
