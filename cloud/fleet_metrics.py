@@ -5,10 +5,11 @@
 HQ watches a 5,000-store chain from the cloud's ``/metrics`` alone, never by scraping
 every store box. On a scrape this collector reads the database with a handful of
 ``GROUP BY`` queries (stores, devices, the stores whose devices report alarms, the
-boxes' own outbox telemetry, rollouts) and keeps the answer for ``cache_s``, so several
-Prometheus servers, or a scrape every second, cost one computation per ``cache_s``.
-Every API replica exports the same figures: dashboards and alerts take ``max`` over
-instances, never ``sum``.
+boxes' own outbox telemetry, rollouts) and the stores' content convergence
+(``cloud.content.service.figures``: one pass over the manifests and the boxes'
+reports), and keeps the answer for ``cache_s``, so several Prometheus servers, or a
+scrape every second, cost one computation per ``cache_s``. Every API replica exports
+the same figures: dashboards and alerts take ``max`` over instances, never ``sum``.
 
 Labels are bounded: ``region`` (HQ's own ``store_regions``; ``none`` for a store in no
 region), ``family`` (a device's kind), alarm ``kind``, and fixed ``state`` values; never
@@ -43,6 +44,8 @@ from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.content.service import ContentFigures
+from cloud.content.service import figures as content_figures
 from cloud.db.models import Device, Shadow, Store, TelemetryLatest
 from cloud.db.models_loyalty import StoreRegion
 from cloud.db.models_rollouts import Rollout, RolloutTarget
@@ -77,6 +80,7 @@ class FleetFigures:
     outbox_reporting: Tally[str] = field(default_factory=Tally)
     rollouts: Tally[str] = field(default_factory=Tally)  # state
     rollout_targets: Tally[str] = field(default_factory=Tally)
+    content: ContentFigures | None = None
     seconds: float = 0.0
 
 
@@ -156,6 +160,7 @@ def compute(session: Session) -> FleetFigures:
             .where(Rollout.state.in_(ACTIVE_ROLLOUTS))
             .group_by(RolloutTarget.state)):
         out.rollout_targets[_code(state)] += n
+    out.content = content_figures(session)
     out.seconds = time.perf_counter() - started
     return out
 
@@ -245,6 +250,17 @@ def _families(f: FleetFigures) -> Iterator[Metric]:
     yield gauge("storefleet_fleet_rollout_targets", "Targets of running and paused "
                 "rollouts by state", ["state"],
                 (((s,), v) for s, v in f.rollout_targets.items()))
+    if (c := f.content) is not None:
+        yield gauge("storefleet_content_stores", "Stores by content convergence state "
+                    "(converged, pending, refused: the box refused its newest manifest, "
+                    "unpublished)", ["state"], (((s,), v) for s, v in c.stores.items()))
+        yield gauge("storefleet_content_parts", "Stores by part (pricebook: the till's "
+                    "book, schedule: the audio units', playlists: the screens') and "
+                    "convergence state", ["part", "state"], c.parts.items())
+        yield gauge("storefleet_content_labels", "Shelf labels of every store by state "
+                    "(current: showing the till's price, pending: sent, not confirmed, "
+                    "stale: not confirmed within the stale bound)", ["state"],
+                    (((s,), v) for s, v in c.labels.items()))
 
 
 class _Bounded:

@@ -96,18 +96,6 @@ class ContentMetrics:
         self.reports = Counter(
             "storefleet_content_reports", "content_status reports from boxes, by result "
             "(stored, stale: older than the stored one)", ["result"], registry=registry)
-        self.stores = Gauge(
-            "storefleet_content_stores", "Stores by content convergence state (converged, "
-            "pending, refused: the box refused its newest manifest, unpublished)",
-            ["state"], registry=registry)
-        self.parts = Gauge(
-            "storefleet_content_parts", "Stores by part (pricebook: the till's book, "
-            "schedule: the audio units', playlists: the screens') and convergence state",
-            ["part", "state"], registry=registry)
-        self.labels = Gauge(
-            "storefleet_content_labels", "Shelf labels of every store by state (current: "
-            "showing the till's price, pending: sent, not confirmed, stale: not confirmed "
-            "within the stale bound)", ["state"], registry=registry)
         self.publish_seconds = Gauge(
             "storefleet_content_last_publish_seconds", "Wall time of the last publish, "
             "building and announcing every store's manifest", registry=registry)
@@ -357,22 +345,29 @@ def status(session: Session, *, only: Collection[str] | None = None) -> list[Sto
     return out
 
 
-def refresh_gauge(session: Session, metrics: ContentMetrics) -> None:
-    counts = dict.fromkeys(STATES, 0)
+@dataclass(frozen=True, slots=True)
+class ContentFigures:
+    """The chain's content convergence, counted over every store: HQ's gauges
+    ``storefleet_content_stores{state}``, ``_parts{part,state}``, ``_labels{state}``,
+    exported with the fleet gauges on scrape (``cloud.fleet_metrics``), so every API
+    replica serves the same figures and no box report recounts the chain."""
+
+    stores: dict[str, int]  # state -> stores
+    parts: dict[tuple[str, str], int]  # (part, state) -> stores
+    labels: dict[str, int]  # state -> shelf labels
+
+
+def figures(session: Session) -> ContentFigures:
+    stores = dict.fromkeys(STATES, 0)
     parts = {(p, st): 0 for p in PARTS for st in STATES}
     labels = dict.fromkeys(LABEL_STATES, 0)
     for row in status(session):
-        counts[row.state] += 1
+        stores[row.state] += 1
         for part, p in row.parts.items():
             parts[(part, p.state)] += 1
         for state in LABEL_STATES:
             labels[state] += int((row.labels or {}).get(state, 0))
-    for state, n in counts.items():
-        metrics.stores.labels(state=state).set(n)
-    for (part, state), n in parts.items():
-        metrics.parts.labels(part=part, state=state).set(n)
-    for state, n in labels.items():
-        metrics.labels.labels(state=state).set(n)
+    return ContentFigures(stores=stores, parts=parts, labels=labels)
 
 
 class ContentHook:
@@ -402,5 +397,3 @@ class ContentHook:
         row.parts = {k: p.model_dump() for k, p in report.parts.items() if k in PARTS}
         row.labels = report.labels.model_dump() if report.labels else None
         self.metrics.reports.labels(result="stored").inc()
-        session.flush()
-        refresh_gauge(session, self.metrics)

@@ -31,7 +31,6 @@ from cloud.content.service import (
     ContentPublish,
     announce,
     build,
-    refresh_gauge,
     status,
 )
 from cloud.promotions.signing import SnapshotSigner
@@ -63,7 +62,7 @@ async def publish_manifests(app: AppState, content: ContentState,
                             ) -> tuple[list[Built], list[str], T]:
     """The one publish path of the content routes: ``make`` builds the stores' next
     manifests in one writer transaction (off the loop), each is announced retained on
-    its store's topic, and the content gauges are refreshed. Returns the manifests, the
+    its store's topic. Returns the manifests, the
     stores whose announcement the broker refused (counted, logged: publish again) and
     ``make``'s own result. ``make``'s errors reach the caller, nothing announced."""
 
@@ -71,13 +70,8 @@ async def publish_manifests(app: AppState, content: ContentState,
         with app.writer.begin() as session:
             return make(session)
 
-    def gauge() -> None:
-        with app.reader() as session:
-            refresh_gauge(session, content.metrics)
-
     built, extra = await asyncio.to_thread(run)  # blocking database work, off the loop
     failed = await announce(app.publisher, built, metrics=content.metrics)
-    await asyncio.to_thread(gauge)
     return built, failed, extra
 
 
