@@ -3,7 +3,10 @@ snapshots and price books, online orders, receipts on the store's peripherals.
 
 With the content module running, the till reports the price book it actually prices
 with, and since when, as the ``pricebook`` part of the store's content status (decision
-0050): HQ sees per store when a price change reached the till."""
+0050): HQ sees per store when a price change reached the till.
+
+With ``[till.lanes]`` the store's lane terminals sell through this till over HTTP
+(``edge_agent.till``, decision 0063)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from edge_agent.kernel.module import Module, PayloadHandler
 from edge_agent.modules.content import Content
 from edge_agent.pos.peripherals import PosPeripherals
 from edge_agent.pos.runtime import PosRuntime
-from edge_agent.pos.settings import TillSettings
+from edge_agent.till.runtime import LaneService, printer_of
+from edge_agent.till.settings import TillModuleSettings
 from protocols import topics
 
 if TYPE_CHECKING:
@@ -25,18 +29,22 @@ if TYPE_CHECKING:
 
 class Till(Module):
     name = "till"
-    Settings = TillSettings
+    Settings = TillModuleSettings
     default_on: ClassVar[bool] = True
     after = ("content",)  # reports its price book there when content runs
     # How often the applied price book is compared with the one last reported: a book
     # changes a few times a day; HQ's view may lag this much behind the till.
     REPORT_POLL_S: ClassVar[float] = 0.5
 
-    def __init__(self, kernel: Kernel, settings: TillSettings) -> None:
+    def __init__(self, kernel: Kernel, settings: TillModuleSettings) -> None:
         super().__init__(kernel, settings)
         self.pos = PosRuntime(settings, store_id=kernel.store_id, data_dir=kernel.data_dir,
                               clock=kernel.clock, registry=kernel.registry, sink=kernel.sink,
                               online=kernel.online, peripherals=self._peripherals)
+        self.lanes = None if settings.lanes is None else LaneService(
+            settings.lanes, pos=self.pos, sink=kernel.sink, clock=kernel.clock,
+            online=kernel.online, printers=printer_of(kernel.drivers),
+            registry=kernel.registry)
 
     def _peripherals(self) -> PosPeripherals | None:
         """The till's printer, scanner and display among the running drivers, if any."""
@@ -69,6 +77,12 @@ class Till(Module):
         content = self.kernel.module("content")
         if isinstance(content, Content):
             tasks.start("till-content-report", lambda: self._report_book(content))
+        if self.lanes is not None:
+            await self.lanes.start()
+
+    async def stop(self) -> None:
+        if self.lanes is not None:
+            await self.lanes.stop()
 
     async def _report_book(self, content: Content) -> None:
         book = self.pos.pricebook
@@ -83,12 +97,13 @@ class Till(Module):
         await self.pos.close()
 
     def busy(self) -> str | None:
-        selling = self.pos.service.selling
+        selling = self.pos.service.selling + (self.lanes.lanes.selling if self.lanes else 0)
         return f"{selling} sale(s) being recorded" if selling else None
 
     def diagnostics(self) -> dict[str, Any]:
         return {"promotions_version": self.pos.promotions.version,
-                "pricebook_version": self.pos.pricebook.version}
+                "pricebook_version": self.pos.pricebook.version,
+                "lanes_url": self.lanes.url if self.lanes else None}
 
 
 MODULE = Till
