@@ -12,7 +12,7 @@ import logging
 
 from cloud.db.models_loyalty import PromotionPublication
 from cloud.errors import PublishError
-from cloud.promotions.service import store_payload
+from cloud.promotions.documents import ScopedPublication
 from cloud.promotions.signing import SnapshotSigner
 from cloud.publish import Publisher
 from protocols import encode, topics
@@ -31,12 +31,12 @@ async def announce(publisher: Publisher, publication: PromotionPublication,
                    store_ids: list[str], *, signer: SnapshotSigner) -> list[str]:
     """Publish the announcement to each store; returns the stores that failed."""
     failed = []
+    scoped = ScopedPublication(publication)  # the hashes once per scope, not per store
     for store_id in store_ids:
-        payload = store_payload(publication, store_id)
         msg = PromotionsAnnouncement(
             version=publication.version, published_ms=publication.published_ms,
             key_id=signer.key_id, path=API_PATH.format(store_id=store_id),
-            ruleset_hashes=payload["ruleset_hashes"],
+            ruleset_hashes=scoped.ruleset_hashes(store_id),
         )
         try:
             await publisher.publish(promotions_topic(store_id), encode(msg), qos=1, retain=True)

@@ -204,9 +204,16 @@ def publish(session: Session, *, now_ms: int, currency: str) -> PromotionPublica
     return publication
 
 
+def latest_version(session: Session) -> int | None:
+    """The newest version's number (the primary key's end); None while nothing has been
+    published."""
+    version = session.scalar(select(func.max(PromotionPublication.version)))
+    return None if version is None else int(version)
+
+
 def latest_publication(session: Session) -> PromotionPublication | None:
     """The newest version; None while nothing has been published (a normal state)."""
-    version = session.scalar(select(func.max(PromotionPublication.version)))
+    version = latest_version(session)
     return None if version is None else session.get(PromotionPublication, version)
 
 

@@ -82,9 +82,12 @@ class SnapshotSigner:
         return cls(key, trusted=trusted)
 
     def sign(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        signature = self._key.sign(canonical(payload))
         return {"payload": dict(payload), "key_id": self.key_id,
-                "signature": base64.b64encode(signature).decode()}
+                "signature": self.signature(canonical(payload))}
+
+    def signature(self, canonical_payload: bytes) -> str:
+        """base64 of the signature over a payload already in ``canonical`` form."""
+        return base64.b64encode(self._key.sign(canonical_payload)).decode()
 
     def public_keys(self) -> list[dict[str, Any]]:
         """The current key first, then keys still trusted during a rotation."""

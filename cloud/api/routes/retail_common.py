@@ -25,6 +25,7 @@ from cloud.loyalty.metrics import LoyaltyMetrics
 from cloud.loyalty.program import LoyaltyProgram
 from cloud.pricebook.wire import WireCache
 from cloud.promotions import errors as pe
+from cloud.promotions.documents import StoreDocuments
 from cloud.promotions.metrics import PromotionMetrics
 from cloud.promotions.reprice import Repricer
 from cloud.promotions.signing import SnapshotSigner
@@ -42,6 +43,7 @@ class RetailState:
     promotion_metrics: PromotionMetrics
     repricer: Repricer = field(default_factory=Repricer)
     price_books: WireCache = field(default_factory=WireCache)  # decision 0047
+    documents: StoreDocuments = field(default_factory=StoreDocuments)  # decision 0060
 
 
 def get_retail(request: Request) -> RetailState:

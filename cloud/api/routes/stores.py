@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import Integer, Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from cloud.api.deps import PrincipalDep, ReadRole, SessionDep
 from cloud.api.json_body import JsonRoute
@@ -73,7 +73,10 @@ def list_stores(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> list[StorePublic]:
-    stmt = select(Store).order_by(Store.store_id).limit(limit + 1)
+    # Not the birth (a store's whole device list as its agent sent it, ~2.5 KB at 20
+    # devices): the list does not show it, and decoding it was half of a page's CPU
+    # (decision 0060).
+    stmt = select(Store).options(defer(Store.birth)).order_by(Store.store_id).limit(limit + 1)
     if cursor is not None:
         (after,) = decode_cursor(cursor, LISTING, (str,))
         stmt = stmt.where(Store.store_id > after)
@@ -86,10 +89,14 @@ def list_stores(
         stmt = stmt.where(Store.store_id.in_(sorted(allowed)))  # a scoped token: its own
     stores, nxt = cut(list(session.scalars(stmt)), limit, LISTING, lambda s: (s.store_id,))
     set_next(request, response, nxt)
-    # Device counts of this page's stores only: one range of the devices' primary key
-    # each, where a join to counts of every store would group the whole chain per page.
+    # Device counts of this page's stores only, where a join to counts of every store
+    # would group the whole chain per page. The page's first..last bounds the scan of
+    # the devices' primary key: with the IN list alone PostgreSQL read every device (a
+    # sequential scan, 12 ms a page at 100,000 devices; 3 ms with it; decision 0060).
+    ids = [s.store_id for s in stores]
     counts = {row.store_id: (row.total, row.online) for row in session.execute(
-        _device_counts().where(Device.store_id.in_([s.store_id for s in stores])))}
+        _device_counts().where(Device.store_id.between(ids[0], ids[-1]),
+                               Device.store_id.in_(ids)))} if ids else {}
     return [_public(StorePublic, s, *counts.get(s.store_id, (0, 0))) for s in stores]
 
 
