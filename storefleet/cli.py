@@ -169,6 +169,30 @@ def bench_ingest(
     raise typer.Exit(ingest_main(argv + (["--json"] if as_json else [])))
 
 
+@bench_app.command("api")
+def bench_api(
+    as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
+    stores: int = typer.Option(5_000, min=1, help="stores seeded"),
+    devices: int = typer.Option(100_000, min=1, help="devices seeded"),
+    members: int = typer.Option(200_000, min=1, help="loyalty members seeded"),
+    promotions: int = typer.Option(500, min=1, help="promotions published"),
+    clients: int = typer.Option(32, min=1, help="concurrent httpx clients"),
+    seconds: float = typer.Option(10.0, min=0.1, help="measured per endpoint"),
+    limit: int = typer.Option(500, min=1, max=5_000, help="rows per listing page"),
+    replicas: int = typer.Option(1, min=1, help="cloud API processes"),
+    endpoints: str = typer.Option("", help="comma-separated subset (default: all)"),
+) -> None:
+    """The cloud's hot reads (stores, devices, a member, the promotion snapshot) on
+    PostgreSQL under concurrent clients: requests/s, p50/p99 against /healthz."""
+    from bench.api import main as api_main
+
+    argv = ["--stores", str(stores), "--devices", str(devices), "--members", str(members),
+            "--promotions", str(promotions), "--clients", str(clients),
+            "--seconds", str(seconds), "--limit", str(limit), "--replicas", str(replicas)]
+    argv += ["--endpoints", endpoints] if endpoints else []
+    raise typer.Exit(api_main(argv + (["--json"] if as_json else [])))
+
+
 @app.command("version")
 def version() -> None:
     """Print the storefleet version."""
