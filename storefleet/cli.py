@@ -193,6 +193,23 @@ def bench_api(
     raise typer.Exit(api_main(argv + (["--json"] if as_json else [])))
 
 
+@bench_app.command("till")
+def bench_till(
+    as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
+    lanes: int = typer.Option(8, min=1, help="concurrent lane terminals"),
+    sales: int = typer.Option(100, min=1, help="sales per lane, measured"),
+    items: int = typer.Option(5, min=1, help="items scanned per sale"),
+    warmup: int = typer.Option(5, min=0, help="sales per lane before measuring"),
+) -> None:
+    """Sales per second through the box's HTTP lane till with concurrent lanes (open,
+    scan, member, tender, complete into the outbox), p95/p99; in-process baseline."""
+    from bench.till import main as till_main
+
+    argv = ["--lanes", str(lanes), "--sales", str(sales), "--items", str(items),
+            "--warmup", str(warmup)]
+    raise typer.Exit(till_main(argv + (["--json"] if as_json else [])))
+
+
 @app.command("version")
 def version() -> None:
     """Print the storefleet version."""
