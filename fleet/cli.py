@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fleet import artifacts, content, output, provision, rollouts, screens
+from fleet import artifacts, content, fanout, output, provision, rollouts, screens
 from fleet.output import Exit
 from fleet.session import call_api
 
@@ -275,10 +275,23 @@ def _check_result(result: dict[str, Any]) -> None:
 @app.command()
 def cmd(
     target: Annotated[str, typer.Argument(
-        help="a store id (its agent), STORE/DEVICE, or a device id only one store has")],
+        help="a store id (its agent), STORE/DEVICE, or a device id only one store has; "
+             "with --all/--region/--group/--store: the device in each store (agent, or a "
+             "device id)")],
     name: Annotated[str, typer.Argument(
         help="ping | get_diagnostics | get_logs | set_log_level | rebirth | a module's or "
              "driver's command")],
+    everything: Annotated[bool, typer.Option(
+        "--all", help="fleet-wide: every store (one request, a progress bar)")] = False,
+    region: Annotated[list[str] | None, typer.Option(
+        "--region", help="fleet-wide: the stores of a region (repeat)")] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="fleet-wide: the stores of a store group (repeat)")] = None,
+    store: Annotated[list[str] | None, typer.Option(
+        "--store", help="fleet-wide: a store (repeat)")] = None,
+    ttl: Annotated[int, typer.Option(
+        "--ttl", min=1, max=86_400, help="fleet-wide: seconds each store's command lives")
+                   ] = 300,
     arg: Annotated[list[str] | None, typer.Option("--arg", help="key=value (repeatable)")] = None,
     args_json: Annotated[str | None, typer.Option(
         "--json", help="the arguments as one JSON object (--arg adds to it)")] = None,
@@ -291,10 +304,31 @@ def cmd(
 ) -> None:
     """Send a command to a store's agent or a device, wait for the result and print it as
     JSON, with who sent it and why (exit 3 when it is not ok, 4 when no answer came within
-    --wait; 2 when a sensitive command lacks --reason, 6 when your role may not send it)."""
+    --wait; 2 when a sensitive command lacks --reason, 6 when your role may not send it).
+    Fleet-wide (--all, --region, --group, --store): one command per store, a progress
+    bar until every store answered, then the counts and the first failures (exit 3 when
+    any failed or expired, 4 when some had not answered within --wait)."""
     from fleet.client import FleetError
 
     args = _parse_args(arg, args_json)
+    chosen = fanout.selection(everything=everything, stores=store or [],
+                              regions=region or [], groups=group or [])
+    if chosen is not None:
+        def send_all(c: FleetClient) -> dict[str, Any]:
+            try:
+                return fanout.run(c, name, chosen, device=target, args=args, reason=reason,
+                                  ttl_s=ttl, wait=wait)
+            except FleetError as err:
+                if err.problem == "reason_required":  # decision 0044
+                    raise output.fail(f"{err} (say why with --reason \"...\")",
+                                      Exit.USAGE) from err
+                raise
+
+        done = call_api(api, token, send_all)
+        output.print_json(done)
+        if (code := fanout.exit_code(done)) is not Exit.OK:
+            raise typer.Exit(int(code))
+        return
 
     def send(c: FleetClient) -> dict[str, Any]:
         store, device = target, "agent"

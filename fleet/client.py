@@ -184,6 +184,27 @@ class FleetClient:
     def command(self, cmd_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v1/commands/{cmd_id}"))
 
+    def send_fleet_command(self, name: str, selection: dict[str, Any], *,
+                           args: dict[str, Any] | None = None, target: str = "agent",
+                           ttl_s: int = 300, reason: str | None = None,
+                           idempotency_key: str | None = None) -> dict[str, Any]:
+        """One command to every store of ``selection`` (``{"all": True}`` or stores,
+        regions, groups), decision 0061; the fan-out with its counts."""
+        body: dict[str, Any] = {**selection, "name": name, "args": args or {},
+                                "target": target, "ttl_s": ttl_s}
+        if reason is not None:
+            body["reason"] = reason
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return dict(self.request("POST", "/api/v1/fleet/commands", json=body,
+                                 headers=headers))
+
+    def fleet_command(self, fanout_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/v1/fleet/commands/{fanout_id}"))
+
+    def fleet_command_failures(self, fanout_id: str, *, limit: int | None = None
+                               ) -> list[dict[str, Any]]:
+        return self.listing(f"/api/v1/fleet/commands/{fanout_id}/failures", limit=limit)
+
     def shadow(self, store_id: str, target: str = "agent") -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v1/stores/{store_id}/shadow/{target}"))
 

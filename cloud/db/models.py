@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
@@ -106,7 +115,16 @@ class Shadow(Base):
 
 class Command(Base):
     __tablename__ = "commands"
-    __table_args__ = (Index("ix_commands_store", "store_id", "created_ms"),)
+    __table_args__ = (
+        Index("ix_commands_store", "store_id", "created_ms"),
+        # A fan-out's progress is a count by status, its failures a page by cmd_id: both
+        # from the index alone (decision 0061).
+        Index("ix_commands_fanout", "fanout_id", "status", "cmd_id"),
+        # A retried POST with the same Idempotency-Key finds the first command. Per
+        # sender: one token cannot reach another's command by guessing its key. NULLs
+        # are distinct (SQLite and PostgreSQL): commands without a key never collide.
+        UniqueConstraint("sender", "idempotency_key", name="uq_commands_idempotency"),
+    )
 
     cmd_id: Mapped[str] = mapped_column(Id, primary_key=True)
     store_id: Mapped[str] = mapped_column(Id)
@@ -124,6 +142,33 @@ class Command(Base):
     sender: Mapped[str | None] = mapped_column(String(128))
     sender_role: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
+    # The fleet-wide command it is one of, and the client's idempotency key (decision
+    # 0061); None on single commands and on rows from before migration 0020.
+    fanout_id: Mapped[str | None] = mapped_column(Id)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+
+
+class CommandFanout(Base):
+    """One command sent to a selection of stores: a ``Command`` row per store carries
+    its ``fanout_id``; progress is counted from those rows (decision 0061)."""
+
+    __tablename__ = "command_fanouts"
+    __table_args__ = (
+        UniqueConstraint("sender", "idempotency_key", name="uq_command_fanouts_idempotency"),
+    )
+
+    fanout_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    target: Mapped[str] = mapped_column(Id)
+    name: Mapped[str] = mapped_column(Id)
+    args: Mapped[dict[str, Any]]
+    selection: Mapped[dict[str, Any]]  # {"all": bool, "stores", "regions", "groups"}
+    stores: Mapped[int]  # commands created, one per store selected
+    expires_at: Mapped[int]
+    created_ms: Mapped[int]
+    sender: Mapped[str | None] = mapped_column(String(128))
+    sender_role: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
 
 
 
