@@ -17,12 +17,12 @@ priced and audited.
 - ``recovery_s``: Mosquitto killed and started again on its port; from the kill until
   every store is connected again, answered by the cloud, and every event made before
   the broker listened again has left its outbox (the cloud acknowledged it).
-- ``command_fanout_s``: ``ping`` to every store: there is no fleet-wide command in the
-  API (``cloud/api/routes/commands.py``), so concurrent ``POST
-  /stores/{id}/commands`` (``FANOUT_CONCURRENCY`` at once), then ``GET
-  /commands/{id}`` until each has its result; from the first POST to the last result
-  (null when some had none within ``--timeout-s``: ``command_results`` says how many
-  are ``pending``; the results queue in ingest behind the events).
+- ``command_fanout_s``: ``ping`` to every store as one fleet-wide command (``POST
+  /fleet/commands {"all": true}``, decision 0061: one command per store inserted in one
+  transaction, published pipelined), then ``GET /fleet/commands/{id}`` (a count by
+  status) until every store's result is stored; from the POST to the last result (null
+  when some had none within ``--timeout-s``: ``command_results`` says how many are
+  ``pending``). ``command_post_s``: the POST alone (5,000 rows and publishes).
 
     python -m bench.fleet --stores 5000 --json
     storefleet bench fleet --stores 20 --json
@@ -65,9 +65,8 @@ from firmware_sim.loadgen.fleet import raise_fd_limit
 logger = logging.getLogger(__name__)
 
 STORES_PER_PROCESS = 2_500  # what one asyncio process holds with room (see decision 0057)
-FANOUT_CONCURRENCY = 64  # API requests in flight during the fan-out
 POLL_S = 0.5
-FANOUT_POLL_S = 2.0  # between rounds of reading the pending commands' status
+FANOUT_POLL_S = 0.5  # between reads of the fan-out's progress (one GROUP BY each)
 PREFIX = "BF"
 PROMOTION = {"kind": "threshold", "id": "bench-spend-10", "min_spend": 1_000,
              "amount_off": 100}
@@ -181,45 +180,36 @@ def events_stored(metrics_text: str) -> float:
     return sum(float(v) for v in re.findall(pattern, metrics_text, re.MULTILINE))
 
 
-async def fan_out(http: httpx.AsyncClient, store_ids: list[str], *,
-                  timeout_s: float) -> tuple[float | None, dict[str, int]]:
-    """``ping`` every store, collect every result: (seconds, results by status); the
-    seconds are None when some had no result within ``timeout_s`` (counted as
-    ``pending``: the other figures of the run still stand)."""
-    gate = asyncio.Semaphore(FANOUT_CONCURRENCY)
-
-    async def post(store_id: str) -> str:
-        async with gate:
-            r = await http.post(f"/api/v1/stores/{store_id}/commands",
-                                # lives as long as the bench waits for it
-                                json={"name": "ping", "ttl_s": int(timeout_s) + 60})
-        if r.status_code != 202:
-            raise BenchError(f"command to {store_id}: {r.status_code} {r.text[:200]}")
-        return str(r.json()["cmd_id"])
-
-    async def result(cmd_id: str) -> str:
-        async with gate:
-            r = await http.get(f"/api/v1/commands/{cmd_id}")
-        return str(r.json()["status"]) if r.status_code == 200 else "pending"
-
+async def fan_out(http: httpx.AsyncClient, stores: int, *,
+                  timeout_s: float) -> tuple[float | None, dict[str, int], float]:
+    """``ping`` every store with one fleet-wide command and follow it until every result
+    is stored: (seconds, results by status, seconds of the POST); the seconds are None
+    when some had no result within ``timeout_s`` (counted as ``pending``: the other
+    figures of the run still stand)."""
     start = time.perf_counter()
-    pending = await asyncio.gather(*(post(s) for s in store_ids))
-    by_status: dict[str, int] = {}
-    while pending:
+    r = await http.post("/api/v1/fleet/commands",
+                        # lives as long as the bench waits for it
+                        json={"all": True, "name": "ping", "ttl_s": int(timeout_s) + 60},
+                        headers={"Idempotency-Key": f"bench-fleet-{os.getpid()}"})
+    post_s = time.perf_counter() - start
+    if r.status_code != 202:
+        raise BenchError(f"fleet-wide command: {r.status_code} {r.text[:200]}")
+    fanout = r.json()
+    if fanout["stores"] != stores:
+        raise BenchError(f"fleet-wide command reached {fanout['stores']} of {stores} stores")
+    path = f"/api/v1/fleet/commands/{fanout['fanout_id']}"
+    while not fanout["done"]:
         if time.perf_counter() - start > timeout_s:
-            logger.warning("%d commands without a result after %.0f s", len(pending),
-                           timeout_s)
-            return None, {**by_status, "pending": len(pending)}
-        statuses = await asyncio.gather(*(result(c) for c in pending))
-        for s in statuses:
-            if s != "pending":
-                by_status[s] = by_status.get(s, 0) + 1
-        pending = [c for c, s in zip(pending, statuses, strict=True) if s == "pending"]
-        if pending:
-            # Each round reads every pending command: rounds apart, so that the reads do
-            # not take from ingest the cloud's time that the results need.
-            await asyncio.sleep(FANOUT_POLL_S)
-    return time.perf_counter() - start, by_status
+            logger.warning("%d commands without a result after %.0f s",
+                           fanout["counts"]["sent"], timeout_s)
+            results = {k: v for k, v in fanout["by_status"].items() if k != "pending"}
+            return None, {**results, "pending": fanout["counts"]["sent"]}, post_s
+        await asyncio.sleep(FANOUT_POLL_S)
+        r = await http.get(path)
+        if r.status_code != 200:
+            raise BenchError(f"fleet-wide command's progress: {r.status_code} {r.text[:200]}")
+        fanout = r.json()
+    return time.perf_counter() - start, dict(fanout["by_status"]), post_s
 
 
 async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -282,8 +272,7 @@ async def _measure(args: argparse.Namespace, broker: Mosquitto, api: str, cloud_
         recovery_s = time.perf_counter() - killed
 
         # ---- command fan-out ----
-        store_ids = [f"{PREFIX}{i:05d}" for i in range(n)]
-        fanout_s, results = await fan_out(http, store_ids, timeout_s=timeout)
+        fanout_s, results, post_s = await fan_out(http, n, timeout_s=timeout)
         audit = (await http.get("/api/v1/promotions/audit")).json()
         final = fleet_status(procs)
         return {
@@ -294,7 +283,7 @@ async def _measure(args: argparse.Namespace, broker: Mosquitto, api: str, cloud_
             "events_offered_per_s": round((produced1 - produced0) / steady_s, 1),
             "recovery_s": round(recovery_s, 2), "outage_s": args.outage_s,
             "command_fanout_s": None if fanout_s is None else round(fanout_s, 2),
-            "commands_ok": results.get("ok", 0),
+            "command_post_s": round(post_s, 2), "commands_ok": results.get("ok", 0),
             "command_results": results,
             "sales_audited": audit.get("audited"), "sales_mismatched": audit.get("mismatched"),
             "sales_unaudited": audit.get("unaudited"),

@@ -53,6 +53,11 @@ class AgentMetrics:
             ["reason"],
             registry=r,
         )
+        self.births_unanswered = Counter(
+            "storefleet_uplink_births_unanswered_total",
+            "births the cloud did not answer in time, so published again (with backoff)",
+            registry=r,
+        )
         self.birth_refused_alarm = Gauge(
             "storefleet_uplink_birth_refused_alarm",
             "1 while cloud ingest refuses this store's birth (the outbox cannot drain)",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -45,6 +46,21 @@ BirthFactory = Callable[[int], Birth]
 DownlinkHandler = Callable[[UplinkLink, str, bytes], Awaitable[None]]
 
 _DEATH_TIMEOUT_S = 3.0  # a clean shutdown waits at most this long for the Death's PUBACK
+# An unanswered birth is sent again after cloud_ready_timeout_s to twice that, the ceiling
+# doubling up to this many times it (10 s -> 240 s, as the load generator's stores).
+_BIRTH_RETRY_MAX_FACTOR = 24.0
+
+
+def birth_retry(timeout_s: float, *, rng: random.Random | None = None) -> Backoff:
+    """The waits between births of one session that the cloud does not answer: capped
+    exponential backoff with full jitter (``protocols.backoff``), never below
+    ``timeout_s``. A fixed interval had every store that lost one broker (5,000 after a
+    restart) publish its birth again in the same second, every interval, to an ingest
+    already behind in births (decision 0057); doubling thins them out and the jitter
+    spreads them (decision 0061)."""
+    retry = Backoff(min_s=timeout_s, max_s=timeout_s * _BIRTH_RETRY_MAX_FACTOR, rng=rng)
+    retry.next()  # the first step is min_s exactly, without jitter: start past it
+    return retry
 
 
 class UplinkSupervisor:
@@ -78,6 +94,7 @@ class UplinkSupervisor:
             outbox, window=config.publish_window, metrics=metrics, cloud_acks=acks
         )
         self._backoff = Backoff(min_s=config.reconnect_min_s, max_s=config.reconnect_max_s)
+        self._rng = random.Random()  # the birth retry's jitter: each store its own
         # A clustered broker: each session connects to the next node (decision 0062).
         self._hosts = config.cloud.rotation(seed=config.store_id)
         self._rebirth = asyncio.Event()
@@ -192,13 +209,16 @@ class UplinkSupervisor:
         be subscribed yet. No answer within the timeout: publish the birth again (the
         cloud may have missed it, e.g. it subscribed after we were born)."""
         if self._config.await_cloud_ready:
+            retry = birth_retry(self._config.cloud_ready_timeout_s, rng=self._rng)
+            wait_s = self._config.cloud_ready_timeout_s  # the first answer is due then
             while not self._cloud_ready.is_set():
                 try:
-                    await asyncio.wait_for(self._cloud_ready.wait(),
-                                           self._config.cloud_ready_timeout_s)
+                    await asyncio.wait_for(self._cloud_ready.wait(), wait_s)
                 except TimeoutError:
-                    logger.info("no answer from the cloud to birth %d yet; born again",
-                                link.bd_seq)
+                    wait_s = retry.next()
+                    logger.info("no answer from the cloud to birth %d yet; born again "
+                                "(next in %.2f s)", link.bd_seq, wait_s)
+                    self._metrics.births_unanswered.inc()
                     await self._send_birth(link)
         await self._publisher.run(link, historical_upto=historical_upto)
 

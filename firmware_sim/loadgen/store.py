@@ -5,12 +5,13 @@ Each session: ``bd_seq`` + 1; connect with client id = store id, a persistent se
 and the Last Will ``Death(bd_seq)`` (retained, QoS 1, on ``state``); publish the retained
 ``Birth``; subscribe to the store's downlink. Then, together: the publisher (waits for
 the cloud's ``ready`` for this ``bd_seq``, born again when none comes within
-``ready_timeout_s``; then sends the outbox, QoS 1, at most ``window`` events awaiting the
-cloud's ``ack``, each due again after ``ack_timeout_s``), the downlink (``ready``,
-``ack``, commands answered on ``cmd-res``, promotion announcements, fleet rebirth), and
-telemetry (QoS 0). A lost session is followed by a reconnect with jittered backoff
-(``protocols.backoff``); ``storm()`` cuts the connection as a network would, so the broker
-publishes the Will; ``stop`` ends it cleanly with a ``Death`` of our own.
+``ready_timeout_s`` and after each jittered, doubling wait; then sends the outbox, QoS 1,
+at most ``window`` events awaiting the cloud's ``ack``, each due again after
+``ack_timeout_s``), the downlink (``ready``, ``ack``, commands answered on ``cmd-res``,
+promotion announcements, fleet rebirth), and telemetry (QoS 0). A lost session is
+followed by a reconnect with jittered backoff (``protocols.backoff``); ``storm()`` cuts
+the connection as a network would, so the broker publishes the Will; ``stop`` ends it
+cleanly with a ``Death`` of our own.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class SimStore:
         self._drop = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._historical_upto = 0  # events up to this seq were made before the session
+        self._rng = rng
         self._backoff = Backoff(min_s=settings.reconnect_min_s, max_s=settings.reconnect_max_s,
                                 rng=rng)
         self._announced: PromotionsAnnouncement | None = None
@@ -207,6 +209,12 @@ class SimStore:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         s = self._settings
         if s.cloud:  # drain only once the cloud answered this birth (decision 0012)
+            # Doubling with full jitter, as the agent (birth_retry): thousands of stores
+            # born again at a fixed interval, or doubling in step, bury an ingest that is
+            # behind in births (decisions 0057, 0061).
+            retry = Backoff(min_s=s.ready_timeout_s, max_s=s.ready_timeout_max_s,
+                            rng=self._rng)
+            retry.next()  # the first step is min_s exactly: start past it
             wait_s = s.ready_timeout_s
             while not self._ready.is_set():
                 try:
@@ -214,9 +222,7 @@ class SimStore:
                 except TimeoutError:
                     self._stats.count("ready_timeout")
                     await self._birth(client)
-                    # Doubling: thousands of stores born again at a fixed interval
-                    # bury an ingest that is behind in births (decision 0057).
-                    wait_s = min(wait_s * 2, s.ready_timeout_max_s)
+                    wait_s = retry.next()
         loop = asyncio.get_running_loop()
         ack_timeout = s.ack_timeout_s if s.cloud else float("inf")
         while True:
