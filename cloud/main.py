@@ -44,6 +44,7 @@ from cloud.api.routes import (
     rollouts,
     screens,
     shadows,
+    store_members,
     store_targeting,
     stores,
 )
@@ -61,6 +62,7 @@ from cloud.ingest.worker import IngestWorker
 from cloud.loyalty.ingest import LoyaltyHook
 from cloud.loyalty.metrics import LoyaltyMetrics
 from cloud.loyalty.program import LoyaltyProgram
+from cloud.loyalty.spends import SpendHook, SpendMetrics
 from cloud.metrics import ApiMetrics
 from cloud.orders import OrderMetrics
 from cloud.orders import hooks as order_hooks
@@ -122,6 +124,7 @@ def create_app(
     job_metrics = JobMetrics(registry)
     rollout_metrics = RolloutMetrics(registry)
     content_metrics = ContentMetrics(registry)
+    spend_metrics = SpendMetrics(registry)
     offerer = RolloutOfferer(sessions=state.writer, reader=state.reader,
                              publisher=state.publisher, clock=state.clock, metrics=rollout_metrics,
                              interval_s=settings.rollout_interval_s)
@@ -155,14 +158,22 @@ def create_app(
                                   hooks=ingest_hooks(registry, retail=retail,
                                                      orders=order_metrics,
                                                      rollouts=rollout_metrics,
-                                                     content=content_metrics))
+                                                     content=content_metrics,
+                                                     spends=spend_metrics))
             app.state.ingest = worker
             task = tasks.start("ingest", lambda: worker.run(stop), stop=stop)
+        snapshots_task: asyncio.Task[None] | None = None
+        if settings.member_snapshot_interval_s > 0 and settings.member_code_secret:
+            refresher = store_members.SnapshotRefresher(  # decision 0064
+                state, app.state.content, app.state.member_store, retail.program,
+                interval_s=settings.member_snapshot_interval_s)
+            snapshots_task = tasks.start("member-snapshots", lambda: refresher.run(stop),
+                                         stop=stop)
         try:
             yield
         finally:
             stop.set()
-            for running in (task, jobs_task, offers_task):
+            for running in (task, jobs_task, offers_task, snapshots_task):
                 if running is not None:
                     await running
             if own_publisher and isinstance(state.publisher, MqttPublisher):
@@ -184,6 +195,9 @@ def create_app(
     app.state.orders = orders_routes.OrdersState(metrics=order_metrics)
     app.state.rollouts = rollouts.RolloutState(offerer=offerer)
     app.state.content = content.ContentState(signer=retail.signer, metrics=content_metrics)
+    app.state.member_store = store_members.MemberStoreState(
+        secret=settings.member_code_secret, spend_metrics=spend_metrics,
+        snapshot_metrics=store_members.SnapshotMetrics(registry))
     app.state.artifacts = artifacts.ArtifactState(service=ArtifactService(
         storage=artifact_storage(settings, registry=registry),
         signer=release or release_signer(settings), writer=state.writer, clock=state.clock,
@@ -195,7 +209,8 @@ def create_app(
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(enforce_path_scope)],
                     responses=_AUTH_RESPONSES)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions,
-                   pricebooks, artifacts, rollouts, store_targeting, content, audio, screens):
+                   pricebooks, artifacts, rollouts, store_targeting, content, audio, screens,
+                   store_members):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
     if settings.enrolment.ca_dir:
@@ -229,7 +244,8 @@ def make_retail(
 def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
                  orders: OrderMetrics | None = None,
                  rollouts: RolloutMetrics | None = None,
-                 content: ContentMetrics | None = None) -> PostCommitHooks:
+                 content: ContentMetrics | None = None,
+                 spends: SpendMetrics | None = None) -> PostCommitHooks:
     """What stored events trigger: loyalty (points, coupons, commissions) and re-pricing."""
     hooks = PostCommitHooks(registry=registry)
     hooks.register("loyalty", {"sale", "refund"},
@@ -244,6 +260,9 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
     # Content (decision 0046): each store's newest report of the manifest it applied.
     hooks.register("content", {"content_status"},
                    ContentHook(content or ContentMetrics(registry)))
+    # Members at the store (decision 0064): offline spends settled once each.
+    hooks.register("member_spends", {"member_spend"},
+                   SpendHook(spends or SpendMetrics(registry)))
     return hooks
 
 

@@ -22,6 +22,8 @@ Environment variables (all optional):
 ``STOREFLEET_KEEPALIVE_S``         MQTT keepalive seconds
 ``STOREFLEET_MAX_PAYLOAD``         largest accepted payload in bytes
 ``STOREFLEET_MEMBER_HASH_KEY``     server secret for keyed phone-number hashes (>= 16 chars)
+``STOREFLEET_MEMBER_CODE_SECRET``  chain secret of the member codes' day keys (>= 16 chars)
+``STOREFLEET_MEMBER_SNAPSHOT_INTERVAL_S`` seconds between member snapshots; ``0`` = on request
 ``STOREFLEET_SIGNING_KEY_FILE``    Ed25519 private key (PEM) signing promotion snapshots
 ``STOREFLEET_TRUSTED_KEYS``        older public keys still announced (base64, comma list)
 ``STOREFLEET_ARTIFACT_DIR``        where uploaded artifacts are kept (``./artifacts``); with
@@ -209,6 +211,12 @@ class CloudSettings(BaseModel):
     # Loyalty: the HMAC key of phone-number hashes. None = phone lookups are refused
     # (a random per-process key would silently orphan every stored hash on restart).
     member_hash_key: SecretStr | None = None
+    # Members at the store (decision 0064): the chain secret the members' day keys are
+    # derived from (member codes); None = no member codes, no member snapshots.
+    member_code_secret: SecretStr | None = None
+    # Seconds between publishing every store's member snapshot; 0 = only on request.
+    # A day: the snapshot carries today's and tomorrow's keys.
+    member_snapshot_interval_s: float = Field(default=0.0, ge=0, le=86_400)
     # Promotions: the Ed25519 signing key (PEM file); None = an ephemeral key per
     # process (demo, tests), logged as a warning. trusted_keys: previous public keys
     # (raw, base64) still listed for stores during a key rotation.
@@ -348,15 +356,15 @@ class CloudSettings(BaseModel):
                              "sensitive commands")
         return value
 
-    @field_validator("member_hash_key")
+    @field_validator("member_hash_key", "member_code_secret")
     @classmethod
     def _check_hash_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             raw = value.get_secret_value()
             # 16 chars: below that the key could be brute-forced together with the
-            # small space of phone numbers.
+            # small space of phone numbers (or of member ids and days).
             if raw.strip().lower() in PLACEHOLDER_TOKENS or len(raw) < 16:
-                raise ValueError("member_hash_key is a placeholder or shorter than 16 chars")
+                raise ValueError("the key is a placeholder or shorter than 16 chars")
         return value
 
     @property
@@ -387,9 +395,9 @@ class CloudSettings(BaseModel):
             data["share_group"] = None if group.strip().lower() in ("", "none", "-") else group
         if raw_tokens := env.get(ENV_PREFIX + "API_TOKENS"):
             data["api_tokens"] = parse_tokens(raw_tokens)
-        for name in ("member_hash_key", "signing_key_file", "currency", "artifact_dir",
-                     "release_key_file", "artifact_store", "artifact_s3_endpoint_url",
-                     "artifact_s3_region", "artifact_s3_access_key_id",
+        for name in ("member_hash_key", "member_code_secret", "signing_key_file", "currency",
+                     "artifact_dir", "release_key_file", "artifact_store",
+                     "artifact_s3_endpoint_url", "artifact_s3_region", "artifact_s3_access_key_id",
                      "artifact_s3_secret_access_key"):
             if raw := env.get(ENV_PREFIX + name.upper()):
                 data[name] = raw
@@ -401,6 +409,8 @@ class CloudSettings(BaseModel):
             data["scheduler_interval_s"] = float(raw)
         if raw := env.get(ENV_PREFIX + "ROLLOUT_INTERVAL_S"):
             data["rollout_interval_s"] = float(raw)
+        if raw := env.get(ENV_PREFIX + "MEMBER_SNAPSHOT_INTERVAL_S"):
+            data["member_snapshot_interval_s"] = float(raw)
         if (raw := env.get(ENV_PREFIX + "SENSITIVE_COMMAND_ROLES")) is not None:
             data["sensitive_command_roles"] = frozenset(
                 r.strip() for r in raw.split(",") if r.strip())

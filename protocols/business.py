@@ -22,6 +22,7 @@ BUSINESS_EVENT_KINDS: frozenset[str] = frozenset(
         "vend",
         "coupon_redeemed",  # a redemption changes what a sale charged
         "order_status",  # a customer's online order moving on (paid, picked, handed over)
+        "member_spend",  # a member's points or stored value spent offline (decision 0064)
     }
 )
 

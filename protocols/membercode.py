@@ -48,7 +48,9 @@ STEP_MS = 30_000  # 30 s, as TOTP authenticators and payment codes use
 DAY_MS = 86_400_000
 WINDOW = 1  # steps either way: the end of a shown code's life and 30 s of clock skew
 MAC_BYTES = 12  # 96 bits: no guessing within a code's 90 s life
-KEY_BYTES = 32  # a day key: HMAC-SHA256 output, whole
+# A day key: HMAC-SHA256 cut to 128 bits, enough for an HMAC key, and 22 characters in
+# the store's member snapshot (a store's members ride inline in its content manifest).
+KEY_BYTES = 16
 _MAX_ID = 64  # protocols.ids: ids are at most 64 characters
 _DAY_LABEL = b"storefleet.member-day/1"
 _CODE_LABEL = b"storefleet.member-code/2"
@@ -93,7 +95,7 @@ def day_key(secret: bytes, member_id: str, *, day: int) -> bytes:
     if len(secret) < 16:  # 128 bits at least: the whole chain's codes hang on it
         raise ValueError("the member code secret must have at least 16 bytes")
     message = b"|".join((_DAY_LABEL, member_id.encode(), str(day).encode()))
-    return hmac.new(secret, message, hashlib.sha256).digest()
+    return hmac.new(secret, message, hashlib.sha256).digest()[:KEY_BYTES]
 
 
 def mac_of(key: bytes, member_id: str, step: int) -> bytes:

@@ -33,6 +33,7 @@ EVENT_KINDS: frozenset[str] = frozenset(
         "firmware_update",  # a device firmware update's outcome (decision 0039)
         "rollout_status",  # a step of a rollout's install on the box (decision 0040)
         "content_status",  # the content manifest a box runs (decision 0046)
+        "member_spend",  # points or stored value spent at a box offline (decision 0064)
     }
 )
 

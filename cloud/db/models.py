@@ -188,6 +188,9 @@ from cloud.db import models_enrolment as models_enrolment  # noqa: E402
 # Loyalty and promotions:
 from cloud.db import models_loyalty as models_loyalty  # noqa: E402
 
+# Members at the store: home stores, spends authorised or settled (decision 0064):
+from cloud.db import models_members as models_members  # noqa: E402
+
 # Online orders, stock, store locations and offline coupon ranges (same reason).
 from cloud.db import models_orders as models_orders  # noqa: E402
 

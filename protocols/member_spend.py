@@ -1,0 +1,47 @@
+"""A member's points or stored-value spend made at a store box (decision 0064).
+
+The ``data`` of a ``member_spend`` event (a business event: never dropped) and the body
+of the cloud's ``POST /api/v1/members/{member_id}/authorise``. ``spend_id`` is the box's
+idempotency key: the cloud applies a spend of a store once, whichever of the two
+brings it first (an authorisation whose answer was lost, then its offline event).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols.ids import Id
+
+KIND = "member_spend"
+# "spend:<store>/<spend id>" is the ledger's key: a 64-char store and 40 fit its 128.
+SPEND_ID_MAX = 40
+MAX_AMOUNT = 10**12  # points or minor units: far above any basket, below a BigInteger
+
+Unit = Literal["points", "stored_value"]
+
+
+class SpendRequest(BaseModel):
+    """What a box asks the cloud to authorise (the member is in the path)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    store_id: Id
+    spend_id: str = Field(min_length=1, max_length=SPEND_ID_MAX, pattern=r"^[A-Za-z0-9_-]+$")
+    unit: Unit
+    amount: int = Field(gt=0, le=MAX_AMOUNT)
+    spent_ms: int = Field(ge=0)
+
+
+class MemberSpendData(BaseModel):
+    """The ``data`` of a ``member_spend`` event: a spend the box made offline."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: Literal[1] = 1
+    spend_id: str = Field(min_length=1, max_length=SPEND_ID_MAX, pattern=r"^[A-Za-z0-9_-]+$")
+    member_id: Id
+    unit: Unit
+    amount: int = Field(gt=0, le=MAX_AMOUNT)
+    spent_ms: int = Field(ge=0)
