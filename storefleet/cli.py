@@ -210,6 +210,28 @@ def bench_till(
     raise typer.Exit(till_main(argv + (["--json"] if as_json else [])))
 
 
+@bench_app.command("edge")
+def bench_edge(
+    as_json: bool = typer.Option(False, "--json", help="end with a one-line JSON result"),
+    duration_s: float = typer.Option(600.0, "--duration-s", min=1,
+                                     help="how long the agent's RSS and CPU are sampled"),
+    sample_s: float = typer.Option(5.0, "--sample-s", min=0.1, help="between samples"),
+    carts: int = typer.Option(300, min=0, help="smart carts shopping"),
+    outage_events: int = typer.Option(0, "--outage-events", min=0,
+                                      help="events replayed after the outage (0: the "
+                                           "store's event rate times an hour)"),
+    timeout_s: float = typer.Option(600.0, "--timeout-s", min=1,
+                                    help="give up on any one wait after this long"),
+) -> None:
+    """The edge agent with every device family and 300 carts: its RSS and CPU over
+    10 minutes, then an hour-long outage's outbox replayed, against a bare publisher."""
+    from bench.edge import main as edge_main
+
+    argv = ["--duration-s", str(duration_s), "--sample-s", str(sample_s), "--carts",
+            str(carts), "--outage-events", str(outage_events), "--timeout-s", str(timeout_s)]
+    raise typer.Exit(edge_main(argv + (["--json"] if as_json else [])))
+
+
 @app.command("version")
 def version() -> None:
     """Print the storefleet version."""
