@@ -18,6 +18,8 @@ store's or to the cloud's table.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,6 +65,22 @@ class MemberSnapshot(BaseModel):
     # Members the store should have had but that did not fit (largest stores): the box
     # asks the cloud for them while it is reachable.
     omitted: int = Field(default=0, ge=0)
+
+
+_NOT_DIGITS = re.compile(r"[^0-9]")
+
+
+def phone_hash(key: bytes, phone: str) -> str:
+    """The cloud's keyed hash of a phone (``cloud.loyalty.members.phone_hash``, the same
+    normalisation: digits only, a leading ``+`` as ``00``), for a box that holds the key
+    (``[members] phone_key``); ``ValueError`` for no phone number."""
+    raw = phone.strip()
+    digits = _NOT_DIGITS.sub("", raw)
+    if raw.startswith("+"):
+        digits = "00" + digits
+    if not 6 <= len(digits) <= 20:  # as the cloud: 6..20 digits
+        raise ValueError("phone must have 6-20 digits")
+    return hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()
 
 
 def phone_entry(salt: str, phone_hash: str) -> str:

@@ -18,6 +18,7 @@ from cloud.loyalty.store_snapshot import MAX_MEMBERS, SnapshotConfig, build
 from protocols import membercode as mc
 from protocols.clock import ManualClock
 from protocols.member_snapshot import MemberSnapshot, as_document, phone_entry
+from protocols.member_snapshot import phone_hash as box_phone_hash
 from tests.cloud.loyalty.conftest import HASH_KEY, new_member
 
 SECRET = b"test-member-code-secret-0001"
@@ -127,3 +128,9 @@ def test_the_largest_stores_are_cut_and_say_so(sessions: sessionmaker[Session],
     assert per_member < 170, per_member
     assert size[1] + MAX_MEMBERS * per_member < 200 * 1024  # room for the other documents
     assert MemberSnapshot.model_validate(as_document(doc)) == doc
+
+
+def test_the_box_hashes_phones_as_the_cloud_does() -> None:
+    for phone in ("+49 170-1234567", "0049 1701234567", "(030) 1234567"):
+        assert box_phone_hash(HASH_KEY.get_secret_value().encode(), phone) == \
+            phone_hash(HASH_KEY, phone)
