@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prometheus_client import CollectorRegistry
 
 from cloud.db.models_loyalty import PromotionPublication
@@ -145,11 +146,13 @@ class LaneStore:
 async def lane_store(workdir: Path, lanes: list[dict[str, Any]], *, serve: bool = True,
                      port: int = 0, registry: CollectorRegistry | None = None,
                      printers: Callable[[str], ReceiptPrinter | None] = lambda _: None,
-                     clock: Clock | None = None, till: dict[str, Any] | None = None
+                     clock: Clock | None = None, till: dict[str, Any] | None = None,
+                     transport: httpx.AsyncBaseTransport | None = None
                      ) -> AsyncIterator[LaneStore]:
     """A store box's till with its lanes: the signed promotion snapshot and the catalog
     installed, a real SQLite ledger and outbox under ``workdir``; with ``serve`` the
-    lanes' HTTP server listens on 127.0.0.1:``port``."""
+    lanes' HTTP server listens on 127.0.0.1:``port``. ``till``: more ``[till]``
+    settings (``cloud_api``, ...); ``transport``: how the till reaches that cloud."""
     clock = clock or SystemClock()
     signer = SnapshotSigner.generate()
     settings = TillModuleSettings.model_validate({
@@ -161,7 +164,8 @@ async def lane_store(workdir: Path, lanes: list[dict[str, Any]], *, serve: bool 
     await sink.open()
     online = [True]
     pos = PosRuntime(settings, store_id=STORE, data_dir=workdir, clock=clock,
-                     registry=registry, sink=sink, online=lambda: online[0])
+                     registry=registry, sink=sink, online=lambda: online[0],
+                     transport=transport)
     await pos.open()
     service = LaneService(settings.lanes, pos=pos, sink=sink, clock=clock,
                           online=lambda: online[0], printers=printers, registry=registry)

@@ -52,7 +52,9 @@ class LaneRig:
 @contextlib.asynccontextmanager
 async def lane_rig(tmp_path: Path, *, lanes: int = 2, printers: int = 0,
                    till: dict[str, Any] | None = None,
-                   lane_printer: dict[int, str] | None = None) -> AsyncIterator[LaneRig]:
+                   lane_printer: dict[int, str] | None = None,
+                   transport: httpx.AsyncBaseTransport | None = None
+                   ) -> AsyncIterator[LaneRig]:
     """``lanes`` lanes; the first ``printers`` of them print on a simulator each;
     ``lane_printer`` names other printers (lane index -> device id)."""
     spec: list[dict[str, Any]] = list(lanes_of(lanes))
@@ -84,7 +86,7 @@ async def lane_rig(tmp_path: Path, *, lanes: int = 2, printers: int = 0,
         await wait_until(lambda: all(d.health().online for d in drivers.values()),
                          within_s=5, what="printers online")
         async with lane_store(tmp_path, spec, registry=registry, printers=printer,
-                              till=till) as store:
+                              till=till, transport=transport) as store:
             assert store.service.url is not None
             yield LaneRig(store, store.service.url, spec, registry, tmp_path, sims, drivers)
     finally:
