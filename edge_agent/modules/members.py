@@ -177,7 +177,8 @@ class Members(Module):
     # ---- lifetime ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.spends = await asyncio.to_thread(self._load)
+        since = self.kernel.clock.now_ms() - KEEP_MS
+        self.spends = [s for s in await asyncio.to_thread(self._load) if s.spent_ms > since]
 
     async def start(self, tasks: Supervisor) -> None:
         base, token = self.settings.cloud_api, self.settings.cloud_api_token
