@@ -256,6 +256,8 @@ async def test_eight_lanes_at_once_lose_nothing(tmp_path: Path) -> None:
 
 async def test_openapi_document_and_keepalive_latency(tmp_path: Path) -> None:
     async with lane_rig(tmp_path, lanes=1) as rig, rig.client(0) as http:
+        r = await http.get("/till", follow_redirects=True)
+        assert r.status_code == 200 and 'id="scan-code"' in r.text  # the cashier screen
         doc = (await http.get("/till/openapi.json")).json()
         paths = doc["paths"]
         assert {"/till/v1/baskets", "/till/v1/baskets/{basket_id}/items",
