@@ -43,9 +43,10 @@ from protocols import membercode
 from protocols.member_snapshot import CouponHeld, MemberSnapshot, SnapshotMember, phone_entry
 
 CHUNK = 500  # ids per IN list: far below SQLite's 32,766 bound variables
-# Inline in the content manifest (256 KiB for all documents) at ~200 bytes a member;
-# a store with more members gets them from the cloud while it is online.
-MAX_MEMBERS = 1_000
+# Inline in the content manifest (256 KiB for all its documents): ~200 bytes a member
+# with a phone entry (measured, decision 0064), so 800 take ~160 KiB and leave the
+# schedule and playlists room; a store with more asks the cloud for the rest online.
+MAX_MEMBERS = 800
 SEEN_DAYS = 30  # a member who shopped here within a month is likely back
 
 
