@@ -24,7 +24,6 @@ from edge_agent.drivers.capabilities import ReceiptPrinter
 from edge_agent.drivers.supervisor import DriverSupervisor
 from edge_agent.pos.runtime import PosRuntime
 from edge_agent.pos.sales import EventSink
-from edge_agent.till.api import create_app
 from edge_agent.till.members import CloudMembers
 from edge_agent.till.service import LaneTills
 from edge_agent.till.settings import LanesSettings
@@ -60,6 +59,10 @@ class LaneService:
         return self.server.url if self.server is not None else None
 
     async def start(self) -> None:
+        # Imported here: FastAPI costs the agent's start-up ~0.3 s, and a box without
+        # lanes (the default) never serves them.
+        from edge_agent.till.api import create_app
+
         self.server = CartScreenServer(create_app(self.lanes), host=self.settings.host,
                                        port=self.settings.port)
         await self.server.start()

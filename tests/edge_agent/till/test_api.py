@@ -276,4 +276,4 @@ async def test_openapi_document_and_keepalive_latency(tmp_path: Path) -> None:
             r = await http.post(f"/till/v1/baskets/{bid}/items", json={"code": "sku-00001"})
             took.append(time.perf_counter() - t0)
             assert r.status_code == 200
-        assert statistics.median(took) < 0.025, took
+        assert statistics.median(took) < 0.035, took  # Nagle: each one 40 ms or more
