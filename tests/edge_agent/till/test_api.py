@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -276,4 +275,5 @@ async def test_openapi_document_and_keepalive_latency(tmp_path: Path) -> None:
             r = await http.post(f"/till/v1/baskets/{bid}/items", json={"code": "sku-00001"})
             took.append(time.perf_counter() - t0)
             assert r.status_code == 200
-        assert statistics.median(took) < 0.035, took  # Nagle: each one 40 ms or more
+        # with Nagle every one waits 40 ms or more; the fastest shows it on a busy machine
+        assert min(took) < 0.030, took
