@@ -89,7 +89,7 @@ class BatchProcessor:
         self._max_payload = max_payload
         self._hooks = hooks
 
-    def process(self, raw: list[tuple[str, bytes]]) -> BatchResult:
+    def process(self, raw: list[tuple[str, bytes | bytearray]]) -> BatchResult:
         result = BatchResult(Outcome())
         items: list[Inbound] = []
         for topic, payload in raw:
@@ -198,7 +198,8 @@ class BatchProcessor:
             raise DatabaseUnavailable(f"{type(err).__name__}: {err}") from err
 
 
-def _refused_state(topic: str, payload: bytes, err: ProtocolError) -> RefusedBirth | None:
+def _refused_state(topic: str, payload: bytes | bytearray,
+                   err: ProtocolError) -> RefusedBirth | None:
     """The refusal to answer for a ``state`` message that failed decoding, else None."""
     try:
         where = topics.parse_uplink(topic)

@@ -54,7 +54,7 @@ def channel_of(topic: str) -> str:
         return "invalid"
 
 
-def decode_uplink(topic: str, payload: bytes, *, max_payload: int) -> Inbound:
+def decode_uplink(topic: str, payload: bytes | bytearray, *, max_payload: int) -> Inbound:
     """Raise ``DecodeError`` or ``TopicError`` for anything ingest must not store."""
     where = _parse_uplink(topic)
     msg: UplinkMessage

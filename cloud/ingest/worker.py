@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 import aiomqtt
 from prometheus_client import CollectorRegistry
@@ -58,7 +57,7 @@ from protocols.messages import (
     EventsAck,
     RebirthRequest,
 )
-from storefleet.mqtt.subscriber import DRAIN_IDLE_S, DRAIN_S, AckSubscriber, AfterAck
+from storefleet.mqtt.subscriber import DRAIN_IDLE_S, DRAIN_S, AckSubscriber, AfterAck, Batch
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +166,10 @@ class IngestWorker:
             self.metrics.connect_failures.inc()
             logger.warning("ingest: broker connection failed or lost: %s", err)
 
-    async def _handle(self, batch: list[aiomqtt.Message]) -> AfterAck:
+    async def _handle(self, batch: Batch) -> AfterAck:
         """Store the batch (the subscriber acknowledges it when this returns); then tell
         the stores what is committed."""
-        raw = [(m.topic.value, _as_bytes(m.payload)) for m in batch]
+        raw = [(m.topic, m.payload) for m in batch]
         started = time.perf_counter()
         # Decoding and the transaction block (SQLite fsync, network round trips to
         # PostgreSQL): run them in a thread so the loop keeps reading the socket and
@@ -255,10 +254,4 @@ async def run_ingest(
     """Run one ingest worker until ``stop_event`` is set (the demo and the CLI use this)."""
     worker = IngestWorker(settings, registry=registry, clock=clock, hooks=hooks, drain_s=drain_s)
     await worker.run(stop_event)
-
-
-def _as_bytes(payload: Any) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return str(payload).encode() if payload is not None else b""
 

@@ -45,7 +45,7 @@ from protocols.codec import decode, decode_device_event, encode
 from protocols.errors import ProtocolError
 from protocols.messages import DeviceEvent, DeviceState, Event, Telemetry
 from storefleet.mqtt.payloads import count_bad
-from storefleet.mqtt.subscriber import AckSubscriber, NotConnected
+from storefleet.mqtt.subscriber import AckSubscriber, Batch, NotConnected
 
 logger = logging.getLogger(__name__)
 _mqtt_logger = mqtt_logger(f"{__name__}.mqtt")  # paho's records for the local-bus client
@@ -172,7 +172,7 @@ class LocalBusConsumer:
         else:  # lost or not made: one warning per outage
             self._outage.lost(LinkError("local", str(err)))
 
-    async def _process(self, batch: list[aiomqtt.Message]) -> None:
+    async def _process(self, batch: Batch) -> None:
         """Commit the batch's events, then run the driver handlers; the subscriber
         acknowledges the batch when this returns."""
         rows: list[NewRow] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -140,46 +139,101 @@ async def test_an_error_it_is_not_told_to_retry_ends_run(mosquitto: Mosquitto) -
             await asyncio.wait_for(task, 10)
 
 
-class PubackLog(logging.Handler):
-    """paho's own record of each PUBACK it sends (through the client's logger)."""
+class PubackTap:
+    """A TCP relay between a subscriber and the broker that reads the MQTT packets the
+    subscriber sends and keeps each PUBACK's message id, in the order they went on the
+    wire (the subscriber writes a batch's PUBACKs at once: a log line per PUBACK no
+    longer exists to count)."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
+    def __init__(self, broker: Mosquitto) -> None:
+        self._broker = broker
         self.mids: list[int] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("Sending PUBACK") and isinstance(record.args, tuple):
-            mid = record.args[0]
-            assert isinstance(mid, int)
-            self.mids.append(mid)
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        """The relay's broker URL while the block runs."""
+        server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            yield f"mqtt://127.0.0.1:{port}"
+        finally:
+            server.close()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _relay(self, client_r: asyncio.StreamReader,
+                     client_w: asyncio.StreamWriter) -> None:
+        broker_r, broker_w = await asyncio.open_connection(self._broker.host,
+                                                          self._broker.port)
+        for coro in (self._pipe(broker_r, client_w, tap=False),
+                     self._pipe(client_r, broker_w, tap=True)):
+            task = asyncio.create_task(coro, name="puback tap")
+            self._tasks.add(task)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *,
+                    tap: bool) -> None:
+        pending = bytearray()
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+                if tap:
+                    pending += data
+                    self._take_packets(pending)
+        finally:
+            sink.close()
+
+    def _take_packets(self, pending: bytearray) -> None:
+        """Consume the whole MQTT packets at the start of ``pending`` (fixed header: a
+        type byte, then the remaining length in up to four 7-bit groups)."""
+        while len(pending) >= 2:
+            length, shift, at = 0, 0, 1
+            while True:
+                if at >= len(pending):
+                    return  # the length is not all here yet
+                byte = pending[at]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                at += 1
+                if not byte & 0x80:
+                    break
+            if len(pending) < at + length:
+                return
+            if pending[0] >> 4 == 4:  # PUBACK: the message id is its body
+                self.mids.append(int.from_bytes(pending[at:at + 2], "big"))
+            del pending[:at + length]
 
 
 async def test_pubacks_follow_the_commit_in_arrival_order(mosquitto: Mosquitto) -> None:
-    sent = PubackLog()
-    mqtt_log = logging.getLogger("test.subscriber.mqtt")
-    mqtt_log.setLevel(logging.DEBUG)
-    mqtt_log.addHandler(sent)
+    """Every PUBACK on the wire after its batch's handler returned, one per message, in
+    the order the messages came (MQTT 3.1.1, 4.6)."""
+    tap = PubackTap(mosquitto)
     received: list[int] = []
     acked_during_handler: list[int] = []
     committed = Collect()
 
     async def commit(batch: Batch) -> None:
-        received.extend(m.mid for m in batch)
-        acked_during_handler.extend(mid for mid in (m.mid for m in batch) if mid in sent.mids)
+        mids = [m.mid for m in batch]
+        received.extend(mids)
+        acked_during_handler.extend(mid for mid in mids if mid in tap.mids)
         await asyncio.sleep(0.01)  # a commit takes a while; the next batch gathers
+        acked_during_handler.extend(mid for mid in mids if mid in tap.mids)
         await committed(batch)
 
-    try:
-        sub = subscriber(mosquitto, commit, window_s=0.05, batch_max=20, mqtt_logger=mqtt_log)
+    async with tap.running() as url:
+        sub = AckSubscriber(BrokerAddress.parse(url, setting="test"), client_id="t-sub",
+                            filters=["t/sub/#"], handle=commit, name="test",
+                            backoff=Backoff(min_s=0.05, max_s=0.2), window_s=0.05,
+                            batch_max=20)
         async with running(sub):
             await publish(mosquitto.url, numbered(200))
-            await wait_until(lambda: len(sent.mids) >= 200)
-    finally:
-        mqtt_log.removeHandler(sent)
+            await wait_until(lambda: len(tap.mids) >= 200)
     assert committed.payloads == [p for _, p in numbered(200)]  # arrival order, once each
     assert max(len(b) for b in committed.batches) <= 20 and len(committed.batches) >= 10
     assert acked_during_handler == []  # no PUBACK before the handler returned
-    assert sent.mids == received  # one PUBACK each, in the order the messages came
+    assert tap.mids == received  # one PUBACK each, in the order the messages came
 
 
 async def test_clean_stop_drains_then_ends_the_session(mosquitto: Mosquitto) -> None:
