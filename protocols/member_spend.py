@@ -8,7 +8,7 @@ brings it first (an authorisation whose answer was lost, then its offline event)
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,8 @@ SPEND_ID_MAX = 40
 MAX_AMOUNT = 10**12  # points or minor units: far above any basket, below a BigInteger
 
 Unit = Literal["points", "stored_value"]
+# The one id type (decision 0031), shorter: "spend-<id>" is also the event's id.
+SpendId = Annotated[Id, Field(max_length=SPEND_ID_MAX)]
 
 
 class SpendRequest(BaseModel):
@@ -28,7 +30,7 @@ class SpendRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     store_id: Id
-    spend_id: str = Field(min_length=1, max_length=SPEND_ID_MAX, pattern=r"^[A-Za-z0-9_-]+$")
+    spend_id: SpendId
     unit: Unit
     amount: int = Field(gt=0, le=MAX_AMOUNT)
     spent_ms: int = Field(ge=0)
@@ -40,7 +42,7 @@ class MemberSpendData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     v: Literal[1] = 1
-    spend_id: str = Field(min_length=1, max_length=SPEND_ID_MAX, pattern=r"^[A-Za-z0-9_-]+$")
+    spend_id: SpendId
     member_id: Id
     unit: Unit
     amount: int = Field(gt=0, le=MAX_AMOUNT)

@@ -142,7 +142,8 @@ class SnapshotsPublished(BaseModel):
 
 @router.post("/members/{member_id}/authorise", summary="Authorise a member's points or "
              "stored-value spend at a store now (idempotent by store and spend_id)",
-             responses={409: {"description": "insufficient_balance, or the spend_id was "
+             responses={404: {"description": "no such member"},
+                        409: {"description": "insufficient_balance, or the spend_id was "
                               "another spend"}, 403: {"description": "another store's token"}})
 def authorise(member_id: MemberId, body: SpendRequest, state: StateDep,
               principal: PrincipalDep, members: MemberStoreDep, _: TillRole) -> SpendPublic:
@@ -158,7 +159,8 @@ def authorise(member_id: MemberId, body: SpendRequest, state: StateDep,
     return writes(state, work)
 
 
-@router.put("/members/{member_id}/home-store", summary="Bind a member to a home store")
+@router.put("/members/{member_id}/home-store", summary="Bind a member to a home store",
+            responses={404: {"description": "no such member or store"}})
 def put_home_store(member_id: MemberId, body: HomeStore, state: StateDep,
                    principal: PrincipalDep, _: TillRole) -> HomeStorePublic:
     def work(s: Session) -> HomeStorePublic:
@@ -181,7 +183,8 @@ def put_home_store(member_id: MemberId, body: HomeStore, state: StateDep,
 
 @router.get("/members/{member_id}/code-keys", summary="The member's day keys for today "
             "and tomorrow (UTC), for the member's app to show member codes",
-            responses={503: {"description": "no member_code_secret configured"}})
+            responses={404: {"description": "no such member"},
+                       503: {"description": "no member_code_secret configured"}})
 def code_keys(member_id: MemberId, state: StateDep, members: MemberStoreDep,
               _: HqRole) -> CodeKeys:
     def work(s: Session) -> CodeKeys:
