@@ -194,6 +194,8 @@ class AckSubscriber:
         (``publish`` works in it); ``on_error`` gets every broker error (``MqttError``)
         and every handler error of a ``retry_on`` type before the reconnect."""
         self._address = address
+        # A clustered broker: each connect goes to the next node (decision 0062).
+        self._hosts = address.rotation(seed=client_id)
         self._client_id = client_id
         self._filters = list(filters)
         self._handle = handle
@@ -287,7 +289,7 @@ class AckSubscriber:
     @contextlib.asynccontextmanager
     async def _connect(self, *, clean_session: bool) -> AsyncIterator[aiomqtt.Client]:
         client = aiomqtt.Client(
-            **self._address.client_options(),  # mqtt:// or mqtts:// (decision 0032)
+            **next(self._hosts).client_options(),  # mqtt(s)://, the next node (0032, 0062)
             identifier=self._client_id,
             # persistent session: the broker keeps what we missed (True only to end it)
             clean_session=clean_session,
