@@ -72,7 +72,6 @@ from bench._services import (
     cloud,
     free_port,
     metric_value,
-    mosquitto,
 )
 from bench.fleet import Mosquitto
 
@@ -83,6 +82,7 @@ OUTAGE_DEVICE = "S001-sensor-outage"  # the sensor whose readings fill the outbo
 OUTAGE_KIND = "sensor"
 BASELINE_WINDOW = 100  # the agent's publish_window: QoS 1 publishes in flight
 OUTAGE_S = 3600  # the outage the outbox is filled for: an hour
+FILL_CHUNK = 5_000  # outage events published at once: half the agent's local_queue_max
 POLL_S = 0.1  # outbox and metrics polls while replaying
 WAIT_S = 120.0  # any one wait for a service (agent up, store online, outbox filled)
 GOAL_RSS_MB = 200.0  # issue 16: the agent under 200 MB, and flat
@@ -338,12 +338,19 @@ async def outage(*, uplink: Mosquitto, local_url: str, page: AgentMetricsPage,
     host, port = local_url.removeprefix("mqtt://").rsplit(":", 1)
     topic = topics.local(OUTAGE_KIND, OUTAGE_DEVICE, "up", "evt")
     t0 = time.perf_counter()
-    await asyncio.to_thread(publish_qos1, host, int(port), [(topic, p) for _, p in made],
-                            window=BASELINE_WINDOW, client_id="bench-edge-outage-sensor")
+    # In chunks the agent takes in before the next: an hour's events at once left most of
+    # them queued for the agent's session, and after a session restart Mosquitto sent
+    # them past its inflight bound, over the agent's receive queue, which restarted the
+    # session again, and so on (decision 0059: the fill stalled at 27,000 of 101,000).
+    for first in range(0, events, FILL_CHUNK):
+        chunk = made[first:first + FILL_CHUNK]
+        await asyncio.to_thread(publish_qos1, host, int(port), [(topic, p) for _, p in chunk],
+                                window=BASELINE_WINDOW, client_id="bench-edge-outage-sensor")
+        taken = first + len(chunk)
 
-    async def filled() -> bool:
-        return await asyncio.to_thread(outbox.held) >= events
-    await until(f"{events} events in the agent's outbox", filled, timeout_s=timeout_s)
+        async def filled(taken: int = taken) -> bool:
+            return await asyncio.to_thread(outbox.held) >= taken
+        await until(f"{taken} events in the agent's outbox", filled, timeout_s=timeout_s)
     fill_s = time.perf_counter() - t0
     missing = set(ids) - await asyncio.to_thread(outbox.ids)
     if missing:
@@ -438,6 +445,20 @@ def store_config(tmp: Path, *, uplink: str, local: str, api: str, metrics_port: 
     return agent_toml(kernel, modules), f"http://127.0.0.1:{port}"
 
 
+def store_bus(workdir: Path) -> Mosquitto:
+    """The store's own Mosquitto with the flow control of
+    ``deploy/mosquitto/store-bus.conf``: at most 200 QoS 1 messages in flight to a
+    client, so a device's backlog reaches the agent at the pace it acknowledges (with
+    no bound the broker sends all of it at once, past the agent's receive queue, and
+    the agent's session restarts over and over: decision 0059)."""
+    bus = Mosquitto(workdir)
+    (workdir / "mosquitto.conf").write_text(
+        f"listener {bus.port} 127.0.0.1\nallow_anonymous true\n"
+        "max_queued_messages 100000\nmax_inflight_messages 200\n"
+        + ("user root\n" if os.geteuid() == 0 else ""))  # workdir is root's
+    return bus
+
+
 def rss_figures(samples: list[Sample], *, warmup_s: float) -> dict[str, Any]:
     steady = [s for s in samples if s.t >= warmup_s]
     cpu = [s.cpu_pct for s in samples[1:]]
@@ -459,11 +480,12 @@ async def measure(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     from storefleet.demo import DEMO_DWELL_S
     from storefleet.demo_content import device_families
 
-    uplink = Mosquitto(tmp / "uplink")
+    uplink, bus = Mosquitto(tmp / "uplink"), store_bus(tmp / "local")
     uplink.start()
+    bus.start()
+    local = bus.url
     try:
-        with mosquitto(tmp / "local") as local, \
-                cloud(tmp / "cloud", broker=uplink.url) as (api, cloud_pid):
+        with cloud(tmp / "cloud", broker=uplink.url) as (api, cloud_pid):
             async with contextlib.AsyncExitStack() as stack:
                 http = await stack.enter_async_context(httpx.AsyncClient(
                     base_url=api, timeout=60,
@@ -531,6 +553,11 @@ async def measure(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
                 except TimeoutError:
                     logger.warning("the store simulator was slow to stop; cut off")
                 rate = enqueued / window_s
+                memory = rss_figures(samples, warmup_s=min(args.warmup_s, args.duration_s / 3))
+                # said now: the outage part can fail or be stopped (the samples are kept)
+                print(f"part 1: {json.dumps(memory)}; {rate:.2f} events/s; samples "
+                      f"{[(round(x.t), round(x.rss_mb, 1)) for x in samples]}",
+                      file=sys.stderr, flush=True)
                 events = args.outage_events or max(1, round(rate * OUTAGE_S))
                 part2 = await outage(uplink=uplink, local_url=local, page=page,
                                      outbox_db=tmp / "edge" / "outbox.db",
@@ -546,7 +573,7 @@ async def measure(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
                         "pos" if d["family"] in {"printer", "scanner", "display"}
                         else str(d["family"]) for d in wired}),
                     "devices_online": sum(1 for d in devices if d["online"]),
-                    **rss_figures(samples, warmup_s=min(args.warmup_s, args.duration_s / 3)),
+                    **memory,
                     "rss_goal_mb": GOAL_RSS_MB,
                     "agent_peak_rss_mb": round(psutil.Process(pid).memory_info().rss / 2**20, 1),
                     "events_enqueued": int(enqueued),
@@ -566,6 +593,7 @@ async def measure(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
                 }
     finally:
         uplink.kill()
+        bus.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
