@@ -93,6 +93,8 @@ class MqttPublisher:
         self._lock = asyncio.Lock()
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: aiomqtt.Client | None = None
+        # A cluster's hosts: each new connection goes to the next (decision 0062).
+        self._hosts = settings.mqtt.rotation(seed=self._client_id)
 
     async def _connect(self) -> aiomqtt.Client:
         if self._client is not None:
@@ -101,8 +103,9 @@ class MqttPublisher:
             if not self._client._disconnected.done():
                 return self._client
             await self._drop()
+        address = next(self._hosts)
         client = aiomqtt.Client(
-            **self._settings.mqtt.client_options(),  # mqtt:// or mqtts:// (decision 0032)
+            **address.client_options(),  # mqtt:// or mqtts:// (decision 0032)
             identifier=self._client_id,
             keepalive=self._settings.keepalive_s,
             timeout=PUBLISH_TIMEOUT_S,
@@ -111,7 +114,7 @@ class MqttPublisher:
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(client)
         self._stack, self._client = stack, client
-        logger.info("publisher connected to %s as %s", self._settings.mqtt.url, self._client_id)
+        logger.info("publisher connected to %s as %s", address.url, self._client_id)
         return client
 
     async def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> None:

@@ -18,7 +18,7 @@ from protocols import encode, topics
 from protocols.clock import ManualClock
 from protocols.messages import Birth, CommandResult, DeviceInfo, Event
 from tests.cloud.conftest import ADMIN, MANAGER, TECH, api_client, auth, make_settings
-from tests.services import Mosquitto
+from tests.services import Mosquitto, free_port
 
 
 def ingest(db_url: str, messages: list[tuple[str, bytes]], clock: ManualClock) -> None:
@@ -195,3 +195,21 @@ async def test_mqtt_publisher_reconnects_after_broker_restart(mosquitto: Mosquit
         await late.subscribe("sf/v1/s1/shadow/agent/desired", qos=1)
         msg = await asyncio.wait_for(anext(late.messages), 10)
         assert msg.payload == b"2"
+
+
+async def test_publisher_moves_past_a_dead_cluster_host(mosquitto: Mosquitto,
+                                                        db_url: str) -> None:
+    """The API's publisher holds a cluster's host list (decision 0062): whichever host it
+    tries first, a dead one costs one try and the message reaches the live broker."""
+    dead = free_port()  # nothing listens there
+    url = f"mqtt://127.0.0.1:{dead},{mosquitto.host}:{mosquitto.port}"
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as watcher:
+        await watcher.subscribe("hosts/#", qos=1)
+        for i in range(4):  # client ids seed the order: some start on the dead host
+            publisher = MqttPublisher(make_settings(db_url, url), client_id=f"api-{i}")
+            try:
+                await publisher.publish(f"hosts/{i}", b"x", qos=1, retain=False)
+            finally:
+                await publisher.aclose()
+            msg = await asyncio.wait_for(anext(watcher.messages), 10)
+            assert str(msg.topic) == f"hosts/{i}"
