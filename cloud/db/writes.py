@@ -43,8 +43,12 @@ def insert_events(session: Session,
         # One statement of nine arrays: its text never changes, so psycopg parses it
         # once and the server prepares it, where a 500-row VALUES list was parsed by
         # psycopg in Python for every batch (half of a PostgreSQL batch's time).
-        params = {col: [row[col] for row in rows] for col in _EVENT_COLUMNS}
-        params["data"] = [_json_text(d) for d in params["data"]]
+        params: dict[str, Any] = {col: [row[col] for row in rows]
+                                  for col in _EVENT_COLUMNS if col != "data"}
+        # The data as one JSON array, not a json[]: psycopg quotes and escapes each
+        # element of a text array in Python, character by character (60 % of a batch's
+        # time, decision 0058).
+        params["data"] = "[" + ",".join(_json_text(row["data"]) for row in rows) + "]"
         result = connection.execute(_PG_INSERT_EVENTS, params)
         return {(row.store_id, row.id) for row in result}
     # SQLite: multi-row INSERTs of fixed text, given to the driver as they are. Through
@@ -92,7 +96,9 @@ _PG_INSERT_EVENTS = text(
     " received_ms)"
     " SELECT * FROM unnest(CAST(:store_id AS text[]), CAST(:id AS text[]),"
     " CAST(:kind AS text[]), CAST(:device_id AS text[]), CAST(:seq AS bigint[]),"
-    " CAST(:ts AS bigint[]), CAST(:historical AS boolean[]), CAST(:data AS json[]),"
+    " CAST(:ts AS bigint[]), CAST(:historical AS boolean[]),"
+    " ARRAY(SELECT value FROM json_array_elements(CAST(:data AS json)) WITH ORDINALITY"
+    " ORDER BY ordinality),"
     " CAST(:received_ms AS bigint[]))"
     " ON CONFLICT (store_id, id) DO NOTHING RETURNING store_id, id"
 )
