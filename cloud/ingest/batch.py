@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import exc as sa_exc
@@ -89,7 +90,7 @@ class BatchProcessor:
         self._max_payload = max_payload
         self._hooks = hooks
 
-    def process(self, raw: list[tuple[str, bytes | bytearray]]) -> BatchResult:
+    def process(self, raw: Sequence[tuple[str, bytes | bytearray]]) -> BatchResult:
         result = BatchResult(Outcome())
         items: list[Inbound] = []
         for topic, payload in raw:
