@@ -25,13 +25,27 @@ the broker redelivers the batch to the next one, and the error goes to ``on_erro
 (the caller logs and counts it) when its type is one of ``retry_on``; any other error
 ends ``run`` (a bug, for the supervisor to count and restart).
 
+Batches are handled from the connect on, not from the SUBACK: the broker sends a
+persistent session what it queued as soon as it accepts the connection, and with no
+in-flight cap (decision 0002) all of it before the SUBACK; those messages are the
+session's and are acknowledged as any other. The SUBACK (and a clean stop's UNSUBACK)
+times out only when nothing at all came for ``subscribe_timeout_s``, so a backlog that
+takes longer to read does not end the session (it did: nothing was acknowledged and the
+broker sent it all again, every time; amendment to decision 0058). ``on_connect`` runs,
+and ``connected`` is set, once subscribed.
+
 Reconnects use the shared capped backoff (``protocols.backoff``). A working session
 resets it; a session that connected but whose handler failed does not, so a handler
 that keeps failing (a database down) is retried ever more slowly, not in a loop.
 
 Bounded memory (``queue_max``): beyond it a QoS 0 message is dropped and a QoS 1 message
-is left unacknowledged (both reported to ``on_dropped``); the session is then restarted
-at once, so the broker redelivers what was skipped (it never left the broker).
+is left unacknowledged (both reported to ``on_dropped``); once a QoS 1 message was
+skipped every later one is dropped too, and once the batches have taken what the inbox
+held (all of it came before the first skipped one: their PUBACKs stay in arrival order)
+the session is restarted, so the broker redelivers what was skipped (it never left the
+broker). Restarting right after the batch in hand made a session ack one batch of a
+backlog the broker then sent whole again (decision 0059's livelock, 0058's amendment);
+now it acks ``queue_max``.
 
 A batch holds paho's own ``MQTTMessage`` objects (``topic``, ``payload``, ``qos``,
 ``mid``), taken from paho's ``on_message`` into this module's inbox, not through
@@ -61,12 +75,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiomqtt
 from paho.mqtt.client import MQTTMessage
@@ -76,6 +91,8 @@ from protocols.backoff import Backoff
 from protocols.broker import BrokerAddress
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Received = MQTTMessage
 """A received message as paho parsed it: ``topic`` (str), ``payload``, ``qos``, ``mid``."""
@@ -97,6 +114,10 @@ DRAIN_IDLE_S = 0.5
 # after everything it queued for this session before them; 1,024 batches of 500 cover a
 # backlog of half a million messages, at a few KiB each.
 AFTER_MAX = 1024
+# The SUBACK (UNSUBACK) must come within this long of the SUBSCRIBE or of the last
+# message received before it (aiomqtt's default timeout): a broker that neither answers
+# nor sends is gone; one that is sending a backlog first is not (see ``_acked``).
+SUBSCRIBE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -114,20 +135,23 @@ class NotConnected(aiomqtt.MqttError):
 
 
 class _Overflow(Exception):
-    """The receive queue overflowed: reconnect so the broker redelivers what we skipped."""
+    """The receive queue overflowed and what it held is handled: reconnect so the broker
+    redelivers what we skipped."""
 
 
 class _Inbox:
     """What paho received this session and no batch took yet: paho's ``on_message`` puts
     (in the event loop's thread: aiomqtt reads the socket there), ``take`` empties.
     Bounded by us (``limit``): beyond it a message is reported to ``on_dropped`` and a
-    skipped QoS 1 message flags the session for a reconnect."""
+    skipped QoS 1 message flags the session for a reconnect, and every later message is
+    then dropped too (reported as well)."""
 
     def __init__(self, *, limit: int | None, on_dropped: Callable[[int], None]) -> None:
         self.limit = limit
         self.overflowed = False
         self._on_dropped = on_dropped
         self._messages: deque[Received] = deque()
+        self.received = 0  # messages paho handed over, dropped ones too: the link is alive
         self._waiter: asyncio.Future[None] | None = None
         self._want = 0  # wake the waiter once this many are here (one wake per batch)
 
@@ -136,7 +160,8 @@ class _Inbox:
 
     def put(self, _client: Any, _userdata: Any, message: Received) -> None:
         """paho's ``on_message``."""
-        if self.limit is not None and len(self._messages) >= self.limit:
+        self.received += 1
+        if self.overflowed or (self.limit is not None and len(self._messages) >= self.limit):
             self._on_dropped(message.qos)
             if message.qos > 0:
                 self.overflowed = True  # unacknowledged: redelivered after a reconnect
@@ -188,11 +213,13 @@ class AckSubscriber:
         drain_s: float = DRAIN_S,
         drain_idle_s: float = DRAIN_IDLE_S,
         after_max: int = AFTER_MAX,
+        subscribe_timeout_s: float = SUBSCRIBE_TIMEOUT_S,
         mqtt_logger: logging.Logger | None = None,
     ) -> None:
         """``name`` starts this subscriber's log lines; ``on_connect`` runs once subscribed
         (``publish`` works in it); ``on_error`` gets every broker error (``MqttError``)
-        and every handler error of a ``retry_on`` type before the reconnect."""
+        and every handler error of a ``retry_on`` type before the reconnect;
+        ``subscribe_timeout_s``: how long a SUBACK may take with nothing arriving."""
         self._address = address
         # A clustered broker: each connect goes to the next node (decision 0062).
         self._hosts = address.rotation(seed=client_id)
@@ -212,6 +239,7 @@ class AckSubscriber:
         self._drain_s = drain_s
         self._drain_idle_s = drain_idle_s
         self._after_max = after_max
+        self._subscribe_timeout_s = subscribe_timeout_s
         self._mqtt_logger = mqtt_logger
         self.connected = asyncio.Event()  # set while subscribed
         self._client: aiomqtt.Client | None = None
@@ -252,27 +280,34 @@ class AckSubscriber:
     # ---- one session ----------------------------------------------------------------------
 
     async def _session(self, stop: asyncio.Event | None) -> StopReport:
-        """Connect, subscribe, handle until ``stop``; then drain and say how it went."""
+        """Connect, subscribe, handle until ``stop``; then drain and say how it went.
+        Batches are handled while the SUBACK is pending (see the module docstring)."""
         async with self._connect(clean_session=False) as client:
-            for filter_ in self._filters:
-                await client.subscribe(filter_, qos=1)
-            self._client = client
+            inbox = self._inbox
+            assert inbox is not None  # set by _connect
+            subscribing = asyncio.create_task(self._acked(
+                lambda: client.subscribe([(f, 1) for f in self._filters], timeout=math.inf),
+                client, inbox, "SUBACK"), name=f"{self._name}: subscribe")
+            subscribed = False
             try:
-                if self._on_connect is not None:
-                    await self._on_connect()
-                self.connected.set()
-                if not self._handler_failed:
-                    self._backoff.reset()  # a working connection (see the module docstring)
-                inbox = self._inbox
-                assert inbox is not None  # set by _connect
                 while stop is None or not stop.is_set():
-                    batch = await self._next_batch(client, inbox, stop)
+                    if subscribing.done() and not subscribed:
+                        await self._subscribed(client, subscribing)
+                        subscribed = True
+                    pending = set() if subscribing.done() else {subscribing}
+                    batch = await self._next_batch(client, inbox, stop, until=pending)
                     if batch:
                         await self._settle(client, batch)
-                    if inbox.overflowed:
+                    if inbox.overflowed and not inbox:  # what came before the gap is in
                         raise _Overflow
+                # Stopped before subscribed: the UNSUBSCRIBE must follow the SUBACK
+                # (what arrives meanwhile waits in the inbox for the drain).
+                await subscribing
                 return await self._drain(client, inbox)
             finally:
+                subscribing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await subscribing  # its error, if any, was this session's: raised
                 self._client = None
                 self.connected.clear()
                 # The session is going: a publish on it cannot complete (what it would
@@ -285,6 +320,43 @@ class AckSubscriber:
                         await after
                 # What the inbox still holds was not acknowledged: the broker redelivers
                 # it to the next session.
+
+    async def _subscribed(self, client: aiomqtt.Client,
+                          subscribing: asyncio.Task[Any]) -> None:
+        """The SUBACK came (or the subscribe failed: raise that)."""
+        subscribing.result()
+        self._client = client
+        if self._on_connect is not None:
+            await self._on_connect()
+        self.connected.set()
+        if not self._handler_failed:
+            self._backoff.reset()  # a working connection (see the module docstring)
+
+    async def _acked(self, call: Callable[[], Awaitable[T]], client: aiomqtt.Client, inbox: _Inbox,
+                     what: str) -> T:
+        """``call`` (a subscribe or an unsubscribe, made without aiomqtt's timeout), but
+        ``MqttError`` once the connection dropped or nothing at all came for
+        ``subscribe_timeout_s``: the broker answers after what it queued before the
+        answer, so while messages keep coming the answer is still on its way."""
+        answer: asyncio.Future[T] = asyncio.ensure_future(call())
+        disconnected = _disconnected(client)
+        ends: set[asyncio.Future[Any]] = {answer, disconnected}
+        try:
+            while True:
+                seen = inbox.received
+                await asyncio.wait(ends, timeout=self._subscribe_timeout_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if answer.done():
+                    return answer.result()
+                if disconnected.done():
+                    raise aiomqtt.MqttError(f"disconnected while waiting for the {what}")
+                if inbox.received == seen:
+                    raise aiomqtt.MqttError(f"no {what} and no message within "
+                                            f"{self._subscribe_timeout_s} s")
+                logger.debug("%s: %d messages before the %s so far", self._name,
+                             inbox.received, what)
+        finally:
+            answer.cancel()
 
     @contextlib.asynccontextmanager
     async def _connect(self, *, clean_session: bool) -> AsyncIterator[aiomqtt.Client]:
@@ -325,26 +397,29 @@ class AckSubscriber:
                 await self._afters.popleft()
 
     async def _next_batch(self, client: aiomqtt.Client, inbox: _Inbox,
-                          stop: asyncio.Event | None, *,
-                          wait_s: float | None = None) -> Batch:
-        """A batch, once the first message came; empty if ``stop`` was set or nothing
-        came within ``wait_s`` first. ``MqttError`` once the connection dropped."""
+                          stop: asyncio.Event | None, *, wait_s: float | None = None,
+                          until: set[asyncio.Task[Any]] | None = None) -> Batch:
+        """A batch, once the first message came; empty if ``stop`` was set, one of
+        ``until`` completed or nothing came within ``wait_s`` first. ``MqttError`` once
+        the connection dropped."""
         stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        ends: set[asyncio.Future[Any]] = {*(until or ())}
         try:
             # The first message, then more for up to ``window_s``, or ``batch_max``.
-            until: set[asyncio.Future[Any]] = {_disconnected(client)}
+            until_: set[asyncio.Future[Any]] = {_disconnected(client), *ends}
             if stopped is not None:
-                until.add(stopped)
-            await self._wait(client, inbox, 1, within_s=wait_s, until=until)
+                until_.add(stopped)
+            await self._wait(client, inbox, 1, within_s=wait_s, until=until_)
             if not inbox:
                 return []
             deadline = time.monotonic() + self._window_s
             while len(inbox) < self._batch_max:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (stop is not None and stop.is_set()):
+                if (remaining <= 0 or (stop is not None and stop.is_set())
+                        or any(end.done() for end in ends)):
                     break
                 await self._wait(client, inbox, self._batch_max, within_s=remaining,
-                                 until=until)
+                                 until=until_)
         finally:
             if stopped is not None:
                 stopped.cancel()
@@ -367,10 +442,10 @@ class AckSubscriber:
         already routed to this session until idle or ``drain_s`` passed."""
         started = time.monotonic()
         deadline = started + self._drain_s
-        for filter_ in self._filters:
-            # After the UNSUBACK the broker routes the group's new messages to the other
-            # members only; what it queued for us it still delivers (Mosquitto does).
-            await client.unsubscribe(filter_)
+        # After the UNSUBACK the broker routes the group's new messages to the other
+        # members only; what it queued for us it still delivers (Mosquitto does).
+        await self._acked(lambda: client.unsubscribe(self._filters, timeout=math.inf),
+                          client, inbox, "UNSUBACK")
         drained, idle = 0, False
         while (remaining := deadline - time.monotonic()) > 0:
             batch = await self._next_batch(client, inbox, None,

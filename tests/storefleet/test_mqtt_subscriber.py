@@ -3,13 +3,15 @@
 What it promises, each broken on purpose: a batch is acknowledged only after its handler
 returned (a subscriber cancelled or failing in between gets the batch again), in the
 order it arrived; a clean stop drains and ends the session, a crash keeps it; a full
-receive queue loses nothing.
+receive queue loses nothing; a backlog sent before the SUBACK, or larger than the
+receive queue, drains instead of coming again whole at each restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -314,3 +316,85 @@ async def test_publish_needs_a_session(mosquitto: Mosquitto) -> None:
     sub = subscriber(mosquitto, Collect())
     with pytest.raises(aiomqtt.MqttError, match="not connected"):
         await sub.publish(TOPIC, b"x")
+
+
+async def test_a_backlog_longer_to_read_than_the_subscribe_timeout_drains(
+        mosquitto: Mosquitto) -> None:
+    """With no in-flight cap (as decision 0002 configures Mosquitto) the broker sends a
+    persistent session's whole backlog before the SUBACK. Reading it takes longer than
+    the subscribe timeout: the batches are handled and acknowledged meanwhile, and the
+    wait for the SUBACK does not end the session while messages flow (before, it timed
+    out, the session ended unacknowledged, and the broker sent everything again: a
+    livelock, decision 0059)."""
+    async with running(subscriber(mosquitto, Collect())):
+        pass  # cancelled: a crash, the session queues for this client id
+    backlog = [(TOPIC, f"m{i:05d}".encode() + bytes(2_000)) for i in range(6_000)]
+    await publish_fast(mosquitto.url, backlog)
+
+    committed = Collect()
+    connects: list[float] = []
+    errors: list[Exception] = []
+    timeout_s = 0.05
+    started = time.monotonic()
+
+    async def on_connect() -> None:
+        connects.append(time.monotonic() - started)
+
+    sub = subscriber(mosquitto, committed, subscribe_timeout_s=timeout_s,
+                     on_connect=on_connect, on_error=errors.append)
+    task = asyncio.create_task(sub.run(), name="test-subscriber")
+    try:
+        await wait_until(lambda: len(committed.payloads) >= len(backlog), timeout=30)
+        await wait_until(lambda: bool(connects), timeout=10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert committed.payloads == [p for _, p in backlog]  # each once, in order
+    assert errors == [] and len(connects) == 1  # one session, never restarted
+    assert connects[0] > timeout_s  # the SUBACK did come after the timeout
+    back = Collect()
+    async with running(subscriber(mosquitto, back)):
+        await asyncio.sleep(0.5)
+    assert back.payloads == []  # all acknowledged: the broker holds nothing more
+
+
+async def publish_fast(url: str, messages: list[tuple[str, bytes]]) -> None:
+    """QoS 1 publishes without waiting for each PUBACK before the next."""
+    host, port = url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port), max_inflight_messages=500) as client:
+        client.pending_calls_threshold = 1_000  # a backlog on purpose: no warning each
+        for at in range(0, len(messages), 500):
+            await asyncio.gather(*(client.publish(t, p, qos=1)
+                                   for t, p in messages[at:at + 500]))
+
+
+async def test_an_overflowed_session_acks_what_it_holds_before_restarting(
+        mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    """A backlog ten times ``queue_max``, read faster than it is handled: each session
+    handles and acknowledges the ``queue_max`` messages that came before the first one
+    it skipped, then restarts; it drains in about ten sessions, not one per batch
+    (decision 0059's livelock)."""
+    async with running(subscriber(mosquitto, Collect())):
+        pass  # cancelled: the session queues for this client id
+    backlog = numbered(1_000)
+    await publish_fast(mosquitto.url, backlog)
+    committed = Collect()
+    dropped: list[int] = []
+
+    async def slow(batch: Batch) -> None:
+        await asyncio.sleep(0.005)  # a commit: the broker's backlog outruns it
+        await committed(batch)
+
+    sub = subscriber(mosquitto, slow, queue_max=100, batch_max=10,
+                     on_dropped=dropped.append, backoff=Backoff(min_s=0.01, max_s=0.01))
+    task = asyncio.create_task(sub.run(), name="test-subscriber")
+    try:
+        await wait_until(lambda: set(committed.payloads) == {p for _, p in backlog},
+                         timeout=30)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    restarts = caplog.text.count("receive queue overflowed")
+    assert dropped and 0 < restarts <= 1_000 // 100 + 2  # one batch a session: ~100
