@@ -107,6 +107,7 @@ class ScanSubscription:
         if self.queue.full():
             self.queue.get_nowait()  # a slow consumer sees the newest positions
             self.dropped += 1
+            self._owner.metrics.scans_dropped.inc()
         self.queue.put_nowait(report)
 
     def close(self) -> None:
@@ -131,6 +132,9 @@ class CartMetrics:
                               registry=r)
         self.screen = Counter("storefleet_cart_screen_messages",
                               "screen messages sent, by outcome", ["outcome"], registry=r)
+        self.scans_dropped = Counter(
+            "storefleet_cart_scans_dropped", "scan reports a slow subscriber (positioning, "
+            "coupon triggers) never saw: its queue was full, the oldest went", registry=r)
 
 
 _METRICS: weakref.WeakKeyDictionary[Any, CartMetrics] = weakref.WeakKeyDictionary()

@@ -66,6 +66,7 @@ async def test_sessions_scans_and_screen_messages(
     async with watch(uplink_broker, store) as seen, running_agent(cfg) as agent:
         driver = cart_driver(agent)
         sub = driver.subscribe_scans()
+        slow = driver.subscribe_scans(maxsize=2)  # never read: its oldest go, counted
         async with running(sim):
             # scan reports at ~5 Hz, fanned out to subscribers, naming real beacon keys
             first = await asyncio.wait_for(sub.__anext__(), 5)
@@ -90,6 +91,9 @@ async def test_sessions_scans_and_screen_messages(
             # whole sessions: start (member from the QR code) and end with the basket
             await wait_until(lambda: len(sim.sessions) >= 2, within_s=20, what="a whole session")
         sub.close()
+        slow.close()
+        assert slow.queue.qsize() == 2 and slow.dropped >= 8, slow.dropped
+        assert metric(agent, "storefleet_cart_scans_dropped_total") == slow.dropped
         with pytest.raises(ScreenTimeout):  # the cart is gone: no ack
             await driver.send_screen("cart-01", title="anyone?", timeout_s=0.3)
 
