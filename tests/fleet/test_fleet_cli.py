@@ -546,18 +546,26 @@ def test_logs_and_follow(cloud: Cloud) -> None:
     assert loud.returncode == Exit.USAGE and "--level must be one of" in loud.stderr
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOREFLEET_")}
+    # PYTHONFAULTHANDLER: if Ctrl-C does not stop it, SIGABRT makes it print every
+    # thread's stack, so the failure says where it hung.
     follow = subprocess.Popen(
         [str(FLEET), "logs", AGENT_STORE, "--follow", "--interval", "0.3", "--api", cloud.url,
          "--token", TECH], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**env, "COLUMNS": "200"})
-    try:
-        time.sleep(2)  # the first poll is done: what follows is new
-        later = json.loads(fleet("cmd", AGENT_STORE, "ping", "--wait", "30", "--api",
-                                 cloud.url, "--token", ADMIN).stdout)
-        time.sleep(3)
-    finally:
-        follow.send_signal(signal.SIGINT)
-        out, err = follow.communicate(timeout=30)
+        env={**env, "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"})
+    with follow:  # its pipes closed whatever happens
+        try:
+            time.sleep(2)  # the first poll is done: what follows is new
+            later = json.loads(fleet("cmd", AGENT_STORE, "ping", "--wait", "30", "--api",
+                                     cloud.url, "--token", ADMIN).stdout)
+            time.sleep(3)
+        finally:
+            follow.send_signal(signal.SIGINT)
+            try:
+                out, err = follow.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                follow.send_signal(signal.SIGABRT)
+                _, err = follow.communicate(timeout=10)
+                pytest.fail(f"fleet logs --follow did not stop on Ctrl-C:\n{err[-4000:]}")
     assert follow.returncode == 0, err
     assert out.count(f"command ping {later['cmd_id']} -> ok") == 1  # once: no repeats
 
