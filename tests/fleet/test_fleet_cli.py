@@ -546,12 +546,15 @@ def test_logs_and_follow(cloud: Cloud) -> None:
     assert loud.returncode == Exit.USAGE and "--level must be one of" in loud.stderr
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOREFLEET_")}
-    # PYTHONFAULTHANDLER: if Ctrl-C does not stop it, SIGABRT makes it print every
-    # thread's stack, so the failure says where it hung.
+    # Started as from a terminal: SIGINT at its default (a test run started in the
+    # background by a shell inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt). PYTHONFAULTHANDLER: if Ctrl-C does not stop it, SIGABRT makes
+    # it print every thread's stack, so the failure says where it hung.
     follow = subprocess.Popen(
         [str(FLEET), "logs", AGENT_STORE, "--follow", "--interval", "0.3", "--api", cloud.url,
          "--token", TECH], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**env, "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"})
+        env={**env, "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     with follow:  # its pipes closed whatever happens
         try:
             time.sleep(2)  # the first poll is done: what follows is new
