@@ -8,7 +8,10 @@ tells an ``Outage`` what happened and it logs the edges, not the attempts::
     outage.lost(err)      # the link failed (a session ended, or a connect failed)
     outage.over()         # a session is up again: INFO with duration and failed attempts
 
-Each failed attempt inside an outage is logged at DEBUG only. The gauges
+Each failed attempt inside an outage is logged at DEBUG only, unless the broker starts
+refusing the box (cause ``tls`` or ``refused`` where the attempt before had another):
+a box whose first attempt timed out and whose later ones are refused for its
+certificate says so once. The gauges
 (``storefleet_uplink_connected``, ``storefleet_uplink_cloud_ready``) carry the state.
 Used by both reconnect loops: the uplink's and the local bus consumer's.
 
@@ -33,20 +36,28 @@ class Outage:
         self._log = log
         self._since: float | None = None  # monotonic start of the current outage
         self.failed_attempts = 0  # reconnects that failed in the current outage
+        self._cause: str | None = None  # the last failed attempt's cause, if classified
 
     @property
     def active(self) -> bool:
         return self._since is not None
 
-    def lost(self, err: BaseException) -> None:
-        """The link failed: the first failure starts an outage, later ones are counted."""
+    def lost(self, err: BaseException, *, cause: str | None = None) -> None:
+        """The link failed: the first failure starts an outage, later ones are counted.
+        ``cause`` classifies a failed connect; a refusal new in this outage is a WARNING."""
         if self._since is None:
             self._since = self._clock.monotonic()
             self.failed_attempts = 0
+            self._cause = cause
             self._log.warning("%s outage started: %s; reconnecting with backoff",
                               self._what, err)
             return
         self.failed_attempts += 1
+        changed, self._cause = cause != self._cause, cause
+        if changed and cause in ("tls", "refused"):  # "network" is what outages are
+            self._log.warning("%s outage goes on, the cause is now %s: %s",
+                              self._what, cause, err)
+            return
         self._log.debug("%s reconnect %d failed: %s", self._what, self.failed_attempts, err)
 
     def over(self) -> None:
@@ -58,6 +69,7 @@ class Outage:
                        self._what, lasted, self.failed_attempts)
         self._since = None
         self.failed_attempts = 0
+        self._cause = None
 
 
 class _LostSocketAsDebug(logging.Filter):

@@ -145,7 +145,7 @@ class UplinkSupervisor:
                 async with link:
                     await self._serve(link, stop)
             except LinkError as err:  # link lost or not made: one warning per outage
-                self._outage.lost(err)
+                self._outage.lost(err, cause=link.connect_failure)
                 if link.connect_failure is not None:  # not made: tls, refused or network
                     self._metrics.uplink_connect_failures.labels(
                         reason=link.connect_failure).inc()

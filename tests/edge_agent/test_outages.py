@@ -154,3 +154,26 @@ async def test_a_local_bus_outage_logs_one_warning_and_a_count(
 
 def _agent_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno >= level and not r.name.startswith("test.")]
+
+
+def test_a_new_cause_inside_an_outage_is_one_more_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A first attempt that timed out, then attempts refused for the certificate: the
+    operator is told about the certificate once, not about every refused attempt."""
+    from edge_agent.errors import LinkError
+    from edge_agent.uplink.outage import Outage
+    from protocols.clock import ManualClock
+
+    log = logging.getLogger("test.outage")
+    outage = Outage("uplink", clock=ManualClock(), log=log)
+    with caplog.at_level(logging.DEBUG, logger="test.outage"):
+        outage.lost(LinkError("uplink", "timed out"), cause="network")
+        for _ in range(3):
+            outage.lost(LinkError("uplink", "TLS handshake failed: UNKNOWN_CA"), cause="tls")
+        outage.lost(LinkError("uplink", "session lost"))  # a session's end has no cause
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "outage started" in warnings[0] and "timed out" in warnings[0]
+    assert "cause is now tls" in warnings[1] and "UNKNOWN_CA" in warnings[1]
+    assert outage.failed_attempts == 4

@@ -221,9 +221,12 @@ async def test_a_refused_certificate_is_logged_once_and_counted(
     log = agent.log.read_text()
     warnings = [line for line in log.splitlines()
                 if "WARNING edge_agent.uplink" in line]
-    assert len(warnings) == 1, warnings
-    assert "TLS handshake with " + broker.tls_url in warnings[0]
-    assert "UNKNOWN_CA" in warnings[0].upper()
+    # One outage. On a loaded box the first attempt may time out before paho reads the
+    # broker's alert: then one more warning says the cause is now TLS, and no more.
+    assert sum("outage started" in line for line in warnings) == 1, warnings
+    tls = [line for line in warnings if "TLS handshake with " + broker.tls_url in line]
+    assert len(tls) == 1 and len(warnings) <= 2, warnings
+    assert "UNKNOWN_CA" in tls[0].upper()
 
 
 async def test_the_cloud_publisher_connects_with_a_client_certificate(broker: Mosquitto) -> None:
