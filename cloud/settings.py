@@ -51,7 +51,8 @@ Setting both forms of one secret is an error.
 
 Token scopes (decision 0015). A store-manager or device token is bound to stores and
 gets 403 for any other store; hq-admin is chain-wide; a field-tech token is chain-wide
-unless given stores and/or regions::
+unless given stores and/or regions; a store-assistant token is bound to exactly one store
+and its ``name`` is the assistant's id (decision 0065)::
 
     STOREFLEET_API_TOKENS='tokA:hq-admin,tokB:store-manager@s1,tokC:device@s1|s2,tokD:field-tech@region=north|s9'
     STOREFLEET_API_TOKENS='{"tokB": {"role": "store-manager", "stores": ["s1"], "name": "ann"},
@@ -121,10 +122,12 @@ class Role(StrEnum):
     STORE_MANAGER = "store-manager"
     FIELD_TECH = "field-tech"
     DEVICE = "device"
+    # A shop assistant (decision 0065): one named person at exactly one store.
+    STORE_ASSISTANT = "store-assistant"
 
 
 # Roles bound to stores: without a scope such a token is a legacy, chain-wide one.
-STORE_BOUND_ROLES = frozenset({Role.STORE_MANAGER, Role.DEVICE})
+STORE_BOUND_ROLES = frozenset({Role.STORE_MANAGER, Role.DEVICE, Role.STORE_ASSISTANT})
 # Roles that may be narrowed to stores/regions but are chain-wide by default.
 SCOPABLE_ROLES = STORE_BOUND_ROLES | {Role.FIELD_TECH}
 
@@ -324,6 +327,14 @@ class CloudSettings(BaseModel):
             if grant.scoped and grant.role not in SCOPABLE_ROLES:
                 raise ValueError(f"API token {token[:4]!r}...: role {grant.role.value!r} "
                                  "is chain-wide and takes no store/region scope")
+            if grant.role is Role.STORE_ASSISTANT and (
+                    len(grant.stores) != 1 or grant.regions or grant.name is None):
+                # Never chain-wide, even with require_token_scope off: the name is the
+                # assistant's id, the one store where they work (decision 0065).
+                raise ValueError(f"API token {token[:4]!r}... (store-assistant) needs "
+                                 "exactly one store, no region and a name (the "
+                                 "assistant's id): {\"role\": \"store-assistant\", "
+                                 "\"stores\": [\"S001\"], \"name\": \"ann\"}")
             if token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < MIN_TOKEN_LEN:
                 raise ValueError(
                     f"API token {token[:4]!r}... is a placeholder or shorter than "

@@ -179,6 +179,9 @@ from cloud.db import models_artifacts as models_artifacts  # noqa: E402
 # Audio schedules authored at HQ (decision 0048):
 from cloud.db import models_audio as models_audio  # noqa: E402
 
+# Vending cabinets, their doors and pickups held in them (decision 0066):
+from cloud.db import models_cabinets as models_cabinets  # noqa: E402
+
 # Content manifests and each store's applied content (decision 0046):
 from cloud.db import models_content as models_content  # noqa: E402
 
@@ -199,3 +202,6 @@ from cloud.db import models_rollouts as models_rollouts  # noqa: E402
 
 # Screen playlists authored at HQ (decision 0051):
 from cloud.db import models_screens as models_screens  # noqa: E402
+
+# Staff assistants, members they recruited, the sales index they rank by (decision 0065):
+from cloud.db import models_staff as models_staff  # noqa: E402
