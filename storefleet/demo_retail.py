@@ -83,6 +83,10 @@ def shelf_prices(sample: dict[str, Any]) -> dict[str, Any]:
                       for sku, item in catalog["items"].items()}}
 
 
+POINTS_TENDER = {"kind": "points_tender", "id": "pay-points", "block_points": 100,
+                 "block_minor": 100}
+
+
 async def _ok(resp: httpx.Response, what: str) -> Any:
     if resp.status_code >= 300:
         raise RuntimeError(f"{what}: HTTP {resp.status_code} {resp.text[:300]}")
@@ -105,6 +109,9 @@ async def hq_setup(http: httpx.AsyncClient, store_id: str, sample: dict[str, Any
                                  json={"promotion": promo}), f"promotion {promo['id']}")
         if promo["kind"] == "coupon":
             coupon_codes.append(promo["code"])
+    # members pay with points at the lanes: 100 points are 1.00 off
+    await _ok(await http.put(f"/api/v1/promotions/{POINTS_TENDER['id']}",
+                             json={"promotion": POINTS_TENDER}), "points as a tender")
     await _ok(await http.post("/api/v1/promotions/publish"), "publish the promotions")
     for code in coupon_codes:
         await _ok(await http.post(f"/api/v1/stores/{store_id}/coupon-ranges",

@@ -64,7 +64,7 @@ class LoyaltyHook:
                            event.id, sale.member_id)
             return
         totals = sale.totals
-        if totals.points_used:
+        if totals.points_used and "points" not in sale.spends:  # else: authorised before
             try:
                 points.spend(session, sale.member_id, totals.points_used,
                              op_id=f"spend:{key}", now_ms=now_ms)

@@ -71,6 +71,10 @@ class SaleData(BaseModel):
     totals: SaleTotals = SaleTotals()
     charged: NonNeg | None = None
     """What the tenders collected; differing from ``totals.paid`` is an audit finding."""
+    spends: dict[Literal["points", "stored_value"], str] = {}
+    """Spends the store's members module had authorised for this sale (unit -> spend
+    id, decision 0064): taken then, by the cloud or settled from a ``member_spend``
+    event, so the sale's ``points_used`` is not taken again."""
 
 
 class RefundData(BaseModel):

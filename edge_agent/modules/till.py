@@ -6,7 +6,8 @@ with, and since when, as the ``pricebook`` part of the store's content status (d
 0050): HQ sees per store when a price change reached the till.
 
 With ``[till.lanes]`` the store's lane terminals sell through this till over HTTP
-(``edge_agent.till``, decision 0063)."""
+(``edge_agent.till``, decision 0063); with ``[members]`` too, they take signed member
+codes and have the member's points authorised (decision 0064)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ class Till(Module):
     name = "till"
     Settings = TillModuleSettings
     default_on: ClassVar[bool] = True
-    after = ("content",)  # reports its price book there when content runs
+    # content: reports its price book there when content runs; members: the lanes find
+    # members and authorise their spends through it when the box runs it
+    after = ("content", "members")
     # How often the applied price book is compared with the one last reported: a book
     # changes a few times a day; HQ's view may lag this much behind the till.
     REPORT_POLL_S: ClassVar[float] = 0.5
@@ -44,7 +47,7 @@ class Till(Module):
         self.lanes = None if settings.lanes is None else LaneService(
             settings.lanes, pos=self.pos, sink=kernel.sink, clock=kernel.clock,
             online=kernel.online, printers=printer_of(kernel.drivers),
-            registry=kernel.registry)
+            registry=kernel.registry, members=kernel.module("members"))
 
     def _peripherals(self) -> PosPeripherals | None:
         """The till's printer, scanner and display among the running drivers, if any."""

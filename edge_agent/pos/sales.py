@@ -229,22 +229,28 @@ class PosService:
     async def sell(self, lines: Sequence[Line], *, member: Member | None = None,
                    coupons: Sequence[str] = (), tenders: Tenders = Tenders(),
                    sale_id: str | None = None, cashier: str | None = None,
-                   till_id: str | None = None) -> Sale:
+                   till_id: str | None = None, spends: Mapping[str, str] | None = None
+                   ) -> Sale:
         """``sale_id``: the caller's idempotency key (a cart checkout id); a sale already
         recorded under it is refused as ``duplicate``. ``cashier``: who rang it up (id or
         name), printed on the receipt. ``till_id``: where it was sold when this service
         records for several points of sale (the carts: the cart's id), named in the sale
-        and on the receipt; the events still come from the service's ``till_id``."""
+        and on the receipt; the events still come from the service's ``till_id``.
+        ``spends``: the member's points / stored value already authorised for this sale
+        (unit -> spend id, ``edge_agent.till.members``): named in the sale so the cloud
+        does not take them again, and not capped again by the till's offline guard."""
         self._selling += 1
         try:
             return await self._sell(lines, member=member, coupons=coupons, tenders=tenders,
-                                    sale_id=sale_id, cashier=cashier, till_id=till_id)
+                                    sale_id=sale_id, cashier=cashier, till_id=till_id,
+                                    spends=dict(spends or {}))
         finally:
             self._selling -= 1
 
     async def _sell(self, lines: Sequence[Line], *, member: Member | None,
                     coupons: Sequence[str], tenders: Tenders, sale_id: str | None,
-                    cashier: str | None, till_id: str | None) -> Sale:
+                    cashier: str | None, till_id: str | None,
+                    spends: dict[str, str]) -> Sale:
         if not lines:
             self.metrics.refused.labels(reason="empty").inc()
             raise SaleRefused("empty", "a sale needs at least one line")
@@ -262,7 +268,7 @@ class PosService:
         capped: tuple[str, ...] = ()
         if member is None:
             points = stored_value = 0
-        elif offline:
+        elif offline and not spends:
             allow = await self.guard.allowance(member.id, points=points,
                                                stored_value=stored_value, day=day)
             points, stored_value, capped = allow.points, allow.stored_value, allow.capped
@@ -281,7 +287,8 @@ class PosService:
         range_used = [(c.code, c.range) for c in used if c.range is not None]
         events = self._events(sale_id, basket, member, priced, range_used, offline=offline,
                               now_ms=now, coupons=list(coupons), charged=charged,
-                              coupons_used=[c.code for c in used], till_id=till_id)
+                              coupons_used=[c.code for c in used], till_id=till_id,
+                              spends=spends)
         try:
             await self.ledger.record_sale(sale_id, ts=now, member_id=member.id if member else None,
                                           priced=priced.to_json(), events=events,
@@ -290,7 +297,7 @@ class PosService:
             # Most likely a range code used by a concurrent sale at another lane.
             self.metrics.refused.labels(reason="ledger").inc()
             raise SaleRefused("ledger", err.detail) from err
-        if offline and member is not None:
+        if offline and member is not None and not spends:
             await self.guard.record(member.id, points=priced.points_used,
                                     stored_value=priced.stored_value, day=day)
         await self._emit(sale_id, events)
@@ -367,8 +374,8 @@ class PosService:
     def _events(self, sale_id: str, basket: Basket, member: Member | None,
                 priced: PricedBasket, range_used: list[tuple[str, dict[str, Any]]], *,
                 offline: bool, now_ms: int, coupons: list[str],
-                coupons_used: list[str], charged: int,
-                till_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+                coupons_used: list[str], charged: int, till_id: str,
+                spends: dict[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
         cached = self.promotions.ruleset(self.channel)
         assert cached is not None and self.catalog.catalog is not None  # priced just now
         snapshot = cached[0]
@@ -394,6 +401,8 @@ class PosService:
             # minor units the tenders collected in money, change excluded: the cloud's
             # audit flags a sale whose charged differs from totals.paid
             "charged": charged,
+            # unit -> spend id of points / stored value the member module authorised
+            "spends": spends,
         }
         events = [("sale", sale_id, sale)]
         for n, (code, rng) in enumerate(range_used, start=1):

@@ -9,7 +9,7 @@
 ``DELETE /till/v1/baskets/{basket_id}``                        void it
 ``POST   /till/v1/baskets/{basket_id}/items``                  ``{"code", "qty"}``: scan
 ``DELETE /till/v1/baskets/{basket_id}/items/{code}?qty=``      take units off (all: no qty)
-``PUT    /till/v1/baskets/{basket_id}/member``                 ``{"member_id"}``/``{"phone"}``
+``PUT    /till/v1/baskets/{basket_id}/member``          ``{"code"}``/``{"member_id"}``/``{"phone"}``
 ``DELETE /till/v1/baskets/{basket_id}/member``
 ``POST   /till/v1/baskets/{basket_id}/coupons``                ``{"code"}``
 ``DELETE /till/v1/baskets/{basket_id}/coupons/{code}``
@@ -267,7 +267,7 @@ def create_app(lanes: LaneTills) -> FastAPI:
         return JSONResponse(await lanes.remove(lane, basket_id, code, qty))
 
     @app.put(f"{PREFIX}/baskets/{{basket_id}}/member", response_model=BasketOut,
-             summary="Attach the member (by member id or phone)")
+             summary="Attach the member (by signed member code, member id or phone)")
     async def member(lane: Lane, basket_id: PathId, body: MemberRef) -> Response:
         return JSONResponse(await lanes.set_member(lane, basket_id, body))
 

@@ -1,25 +1,31 @@
-"""Who the shopper at a lane is: a member reference resolved to the engine's ``Member``.
+"""Who the shopper at a lane is: a member reference resolved to the engine's ``Member``,
+and the points or stored value they pay with authorised.
 
-    ref = MemberRef(member_id="M0004")        # or MemberRef(phone="+49 151 2345678")
-    member = await directory.find(ref)        # pricing.Member
+    ref = MemberRef(code="SFM2.M0004.2941.Qx...")   # or member_id="M0004", phone="+49 151 .."
+    member = await directory.find(ref)              # pricing.Member
+    spend = await directory.authorise(member.id, unit="points", amount=300,
+                                      spend_id=f"{basket_id}-points")   # or None
 
-``CloudMembers`` asks the cloud (``GET /api/v1/members/{id}``, ``POST
+``StoreMembers`` (the box runs ``[members]``, decision 0064): the member module's signed
+snapshot and codes answer ``find`` offline, and ``authorise`` asks the cloud to take the
+spend (``POST /api/v1/members/{id}/authorise``) or decides it here within the offline
+cap. The sale then names the spend (``spends``): the cloud does not take the points a
+second time when the sale arrives.
+
+``CloudMembers`` (no ``[members]``): asks the cloud (``GET /api/v1/members/{id}``, ``POST
 /api/v1/members/lookup`` with the till's device token) for tier and balances while the
-store is online. Offline, or without a cloud API, a member id is taken as given (no
-tier, balances unknown: the receipt prints none and the offline caps apply) and a phone
-cannot be resolved (``MemberNeedsCloud``).
-
-The seam for the next slices of issue 17: the signed member snapshot answers ``find``
-offline (a second ``MemberDirectory`` tried before the cloud), and the signed, rotating
-member code becomes a third field of ``MemberRef`` verified here; the lanes' API and the
-cashier screen pass a ``MemberRef`` through unchanged.
+store is online. Offline, a member id is taken as given (no tier, balances unknown: the
+receipt prints none and the till's offline caps apply) and a phone cannot be resolved
+(``MemberNeedsCloud``). It cannot verify member codes, and does not authorise spends
+(``authorise`` answers None: the sale's ``points_used`` is taken by the cloud on arrival,
+as before).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -33,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 class MemberError(PosError):
     """A member reference that cannot be resolved (``reason``: unknown_member,
-    needs_cloud)."""
+    needs_cloud, or why a member code was refused: ``protocols.membercode.REASONS``)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -41,24 +47,78 @@ class MemberError(PosError):
         self.detail = detail
 
 
+class SpendError(PosError):
+    """A points or stored-value spend not authorised (``reason``: insufficient_balance,
+    offline_cap, unknown_member, conflict, refused)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+Unit = Literal["points", "stored_value"]
+
+
 class MemberRef(BaseModel):
-    """Exactly one of ``member_id`` and ``phone``."""
+    """Exactly one of ``code`` (the member's signed code, scanned), ``member_id`` and
+    ``phone``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    code: Annotated[str, Field(min_length=4, max_length=200,
+                               pattern=r"^[A-Za-z0-9:._-]+$")] | None = None
     member_id: Id | None = None
     phone: Annotated[str, Field(min_length=3, max_length=32,
                                 pattern=r"^\+?[0-9][0-9 ()./-]{1,30}$")] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> MemberRef:
-        if (self.member_id is None) == (self.phone is None):
-            raise ValueError("give exactly one of member_id and phone")
+        if sum(x is not None for x in (self.code, self.member_id, self.phone)) != 1:
+            raise ValueError("give exactly one of code, member_id and phone")
         return self
 
 
 class MemberDirectory(Protocol):
     async def find(self, ref: MemberRef) -> Member: ...
+
+    async def authorise(self, member_id: str, *, unit: Unit, amount: int,
+                        spend_id: str) -> str | None:
+        """The spend's id once authorised (the sale names it), None when this directory
+        does not authorise spends; ``SpendError`` when refused."""
+        ...
+
+
+class StoreMembers:
+    """The ``members`` module (``edge_agent.modules.members.Members``) as the lanes'
+    directory: its refusals become ``MemberError`` / ``SpendError``; the member is in
+    the till's currency (the one the till prices in)."""
+
+    def __init__(self, members: Any, *, currency: str) -> None:
+        self._members = members
+        self._currency = currency
+
+    async def find(self, ref: MemberRef) -> Member:
+        from edge_agent.modules.members import MemberRefused
+
+        try:
+            member: Member = await self._members.find(ref)
+        except MemberRefused as err:
+            raise MemberError(err.reason, err.detail) from err
+        return member.model_copy(update={"currency": self._currency})
+
+    async def authorise(self, member_id: str, *, unit: Unit, amount: int,
+                        spend_id: str) -> str | None:
+        from edge_agent.modules.members import SpendRefused
+
+        try:
+            done = await self._members.authorise_spend(member_id, unit=unit, amount=amount,
+                                                       spend_id=spend_id)
+        except SpendRefused as err:
+            raise SpendError(err.reason, err.detail) from err
+        except ValueError as err:  # an id or amount the members module cannot take
+            raise SpendError("invalid", str(err)) from err
+        return str(done.spend_id)
 
 
 class CloudMembers:
@@ -68,7 +128,14 @@ class CloudMembers:
         self._currency = currency
         self._online = online
 
+    async def authorise(self, member_id: str, *, unit: Unit, amount: int,
+                        spend_id: str) -> str | None:
+        return None  # the sale's points_used is taken by the cloud when the sale arrives
+
     async def find(self, ref: MemberRef) -> Member:
+        if ref.code is not None:
+            raise MemberError("codes_not_enabled", "member codes are verified by the "
+                              "[members] module, which this box does not run")
         reachable = self._api is not None and self._online()
         if not reachable:
             if ref.member_id is None:

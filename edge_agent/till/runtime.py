@@ -24,7 +24,7 @@ from edge_agent.drivers.capabilities import ReceiptPrinter
 from edge_agent.drivers.supervisor import DriverSupervisor
 from edge_agent.pos.runtime import PosRuntime
 from edge_agent.pos.sales import EventSink
-from edge_agent.till.members import CloudMembers
+from edge_agent.till.members import CloudMembers, MemberDirectory, StoreMembers
 from edge_agent.till.service import LaneTills
 from edge_agent.till.settings import LanesSettings
 from protocols.clock import Clock
@@ -46,12 +46,16 @@ class LaneService:
     def __init__(self, settings: LanesSettings, *, pos: PosRuntime, sink: EventSink,
                  clock: Clock, online: Callable[[], bool],
                  printers: Callable[[str], ReceiptPrinter | None],
-                 registry: CollectorRegistry) -> None:
-        """``printers``: the running receipt printer of a device id (``printer_of``)."""
+                 registry: CollectorRegistry, members: object | None = None) -> None:
+        """``printers``: the running receipt printer of a device id (``printer_of``);
+        ``members``: the box's members module, if it runs (else the cloud is asked)."""
         self.settings = settings
-        members = CloudMembers(api=pos.api, currency=pos.settings.currency, online=online)
+        directory: MemberDirectory = (
+            StoreMembers(members, currency=pos.settings.currency) if members is not None
+            else CloudMembers(api=pos.api, currency=pos.settings.currency, online=online))
         self.lanes = LaneTills(settings, pos=pos, sink=sink, clock=clock, online=online,
-                               members=members, printers=printers, registry=registry)
+                               members=directory, printers=printers,
+                               registry=registry)
         self.server: CartScreenServer | None = None
 
     @property

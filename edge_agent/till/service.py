@@ -44,7 +44,13 @@ from edge_agent.till.baskets import (
     CompletedSales,
     OpenBasket,
 )
-from edge_agent.till.members import MemberDirectory, MemberError, MemberRef
+from edge_agent.till.members import (
+    MemberDirectory,
+    MemberError,
+    MemberRef,
+    SpendError,
+    Unit,
+)
 from edge_agent.till.settings import LaneSettings, LanesSettings
 from pricing import Basket, PricedBasket, PricingError
 from protocols.clock import Clock
@@ -213,7 +219,9 @@ class LaneTills:
         try:
             member = await self._members.find(ref)  # may wait for the cloud
         except MemberError as err:
-            status = 404 if err.reason == "unknown_member" else 503
+            # unknown: 404; the cloud needed and away: 503; a code refused (expired,
+            # replayed, forged, ...) or not verifiable here: 403
+            status = {"unknown_member": 404, "needs_cloud": 503}.get(err.reason, 403)
             raise self.refuse(status, err.reason, err.detail) from err
         basket = self._mutable(lane, basket_id)  # still open after the wait
         basket.member, basket.member_ref = member, ref
@@ -287,10 +295,11 @@ class LaneTills:
             raise self.refuse(409, "no_tender", "set the tender before completing")
         basket.completing = True
         try:
+            spends = await self._authorise(basket)
             sale = await self._services[lane.id].sell(
                 basket.engine_lines(), member=basket.member, coupons=basket.coupons,
                 tenders=basket.tender, sale_id=basket.basket_id, cashier=cashier,
-                till_id=lane.id)
+                till_id=lane.id, spends=spends)
         except SaleRefused as err:
             if err.reason == "duplicate":  # recorded, its answer lost (a restart): done
                 self._close(basket)
@@ -314,6 +323,31 @@ class LaneTills:
         self._completed[lane.id].put(basket_id, answer)
         self.metrics.sales.labels(lane=lane.id).inc()
         return answer
+
+    async def _authorise(self, basket: OpenBasket) -> dict[str, str]:
+        """The member's points and stored value this sale pays with, authorised before
+        it is recorded (by the cloud, or offline within the cap): unit -> spend id. The
+        ids derive from the basket, so a repeated complete is the same spend."""
+        member, tender = basket.member, basket.tender
+        if member is None or tender is None or not (tender.points or tender.stored_value):
+            return {}
+        priced = self._price(basket, tender)
+        assert priced is not None  # a basket with lines
+        spends: dict[str, str] = {}
+        wanted: tuple[tuple[Unit, int], ...] = (("points", priced.points_used),
+                                                ("stored_value", priced.stored_value))
+        for unit, amount in wanted:
+            if amount <= 0:
+                continue
+            try:
+                spend_id = await self._members.authorise(
+                    member.id, unit=unit, amount=amount,
+                    spend_id=f"{basket.basket_id}-{unit[0]}")  # <= 40: a uuid7 and 2
+            except SpendError as err:
+                raise self.refuse(409, err.reason, f"{unit}: {err.detail}") from err
+            if spend_id is not None:
+                spends[unit] = spend_id
+        return spends
 
     async def sale(self, lane: LaneSettings, sale_id: str) -> dict[str, Any]:
         """A completed sale of this store (any lane's): its lines and what was returned."""
