@@ -1,9 +1,13 @@
 """Lane till benchmark: sales per second through the box's HTTP till with concurrent lanes.
 
-Each lane is a terminal doing, back to back: open a basket, scan ``--items`` items, attach
-a member (by id), set a cash tender, complete (priced by the compiled engine, written to
-the till's ledger and then to the agent's durable SQLite outbox, ``synchronous=FULL``,
-and printed: no printer here, so the receipt is built and not sent). The till serves in
+Each lane is a terminal selling, back to back, sales of ``--items`` items for a member
+(by id) paid in cash. ``--flow sale`` (the default): each sale is one ``POST
+/till/v1/sales`` (a lane terminal that rings the basket up itself); ``--flow basket``:
+open a basket, scan each item, attach the member, set the tender, complete (the cashier
+screen's way, ``--items`` + 4 requests). Either way each sale is priced by the compiled
+engine and written to the till's ledger and then to the agent's durable SQLite outbox
+(``synchronous=FULL``) before its answer, and printed (no printer here, so the receipt
+is built and not sent). The till serves in
 a child process of its own (``--serve``), as on the store box, with uvicorn in one event
 loop; the lanes are this process, over HTTP/1.1 keep-alive connections (a small client
 on asyncio streams, so the clients' CPU is not httpx's).
@@ -49,7 +53,7 @@ from edge_agent.pos.runtime import PosRuntime
 from edge_agent.storage import Database
 from edge_agent.till.members import MemberRef
 from edge_agent.till.runtime import LaneService
-from edge_agent.till.service import LaneTills, TenderIn
+from edge_agent.till.service import LaneTills, SaleIn, TenderIn
 from edge_agent.till.settings import LaneSettings, TillModuleSettings
 from edge_agent.uplink.outbox import Outbox
 from pricing import Catalog, Item
@@ -234,8 +238,15 @@ def basket_plan(rng: random.Random, items: int) -> list[str]:
     return [f"sku-{rng.randrange(SKUS):05d}" for _ in range(items)]
 
 
+def sale_body(rng: random.Random, items: int, *, seed: int, n: int) -> dict[str, Any]:
+    """One sale for ``POST /till/v1/sales``: the lines, the member, cash."""
+    return {"lines": [{"code": code} for code in basket_plan(rng, items)],
+            "member": {"member_id": f"M{seed:03d}{n % 50:03d}"},
+            "tender": {"method": "cash"}, "cashier": "bench"}
+
+
 async def http_lane(host: str, port: int, token: str, *, sales: int, items: int,
-                    seed: int, out: Timings) -> None:
+                    seed: int, out: Timings, flow: str = "sale") -> None:
     rng = random.Random(seed)
     async with Http(host, port, token) as http:
 
@@ -251,6 +262,14 @@ async def http_lane(host: str, port: int, token: str, *, sales: int, items: int,
 
         for n in range(sales):
             t0 = time.perf_counter()
+            if flow == "sale":  # the terminal rang the basket up: one request
+                sale = await call("POST", "/till/v1/sales",
+                                  sale_body(rng, items, seed=seed, n=n))
+                now = time.perf_counter()
+                out.completes.append(now - t0)
+                out.sales.append(now - t0)
+                out.sale_ids.append(sale["sale_id"])
+                continue
             basket = await call("POST", "/till/v1/baskets", expect=201)
             base = f"/till/v1/baskets/{basket['basket_id']}"
             for code in basket_plan(rng, items):
@@ -267,11 +286,19 @@ async def http_lane(host: str, port: int, token: str, *, sales: int, items: int,
 
 
 async def direct_lane(lanes: LaneTills, lane: LaneSettings, *, sales: int, items: int,
-                      seed: int, out: Timings) -> None:
+                      seed: int, out: Timings, flow: str = "sale") -> None:
     """The same sales through ``LaneTills`` itself: no HTTP, no JSON."""
     rng = random.Random(seed)
     for n in range(sales):
         t0 = time.perf_counter()
+        if flow == "sale":
+            sale = await lanes.sell(lane, SaleIn.model_validate(
+                sale_body(rng, items, seed=seed, n=n)))
+            now = time.perf_counter()
+            out.completes.append(now - t0)
+            out.sales.append(now - t0)
+            out.sale_ids.append(sale["sale_id"])
+            continue
         basket = await lanes.open(lane)
         bid = basket["basket_id"]
         for code in basket_plan(rng, items):
@@ -314,7 +341,7 @@ async def serve(workdir: Path, lanes: list[dict[str, str]]) -> None:
 
 
 async def http_phase(workdir: Path, spec: list[dict[str, str]], *, sales: int, items: int,
-                     warmup: int) -> dict[str, Any]:
+                     warmup: int, flow: str) -> dict[str, Any]:
     lanes_file = workdir / "lanes.json"  # written by ``run``
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.till", "--serve", str(workdir), str(lanes_file),
@@ -327,12 +354,12 @@ async def http_phase(workdir: Path, spec: list[dict[str, str]], *, sales: int, i
         # Warm-up: imports, the engine's first compile, the connections.
         warm = Timings()
         await asyncio.gather(*(http_lane("127.0.0.1", port, lane["token"], sales=warmup,
-                                         items=items, seed=1000 + i, out=warm)
+                                         items=items, seed=1000 + i, out=warm, flow=flow)
                                for i, lane in enumerate(spec)))
         out = Timings()
         cpu0, t0 = cpu_s(child.pid), time.perf_counter()
         await asyncio.gather(*(http_lane("127.0.0.1", port, lane["token"], sales=sales,
-                                         items=items, seed=i, out=out)
+                                         items=items, seed=i, out=out, flow=flow)
                                for i, lane in enumerate(spec)))
         wall = time.perf_counter() - t0
         till_cpu = cpu_s(child.pid) - cpu0
@@ -354,24 +381,26 @@ async def http_phase(workdir: Path, spec: list[dict[str, str]], *, sales: int, i
 
 
 async def direct_phase(workdir: Path, *, lanes: int, sales: int, items: int,
-                       warmup: int) -> dict[str, Any]:
+                       warmup: int, flow: str) -> dict[str, Any]:
     async with lane_store(workdir, lanes_of(lanes), serve=False) as store:
         till = store.lanes
         spec = till.settings.lane
         await asyncio.gather(*(direct_lane(till, lane, sales=warmup, items=items,
-                                           seed=1000 + i, out=Timings())
+                                           seed=1000 + i, out=Timings(), flow=flow)
                                for i, lane in enumerate(spec)))
         out = Timings()
         t0 = time.perf_counter()
         await asyncio.gather(*(direct_lane(till, lane, sales=sales, items=items, seed=i,
-                                           out=out) for i, lane in enumerate(spec)))
+                                           out=out, flow=flow)
+                               for i, lane in enumerate(spec)))
         wall = time.perf_counter() - t0
     return {"sales_per_s": round(len(out.sale_ids) / wall, 1),
             "sale_p95_ms": pct(out.sales, 0.95), "sale_p99_ms": pct(out.sales, 0.99),
             "complete_p95_ms": pct(out.completes, 0.95)}
 
 
-def run(*, lanes: int, sales: int, items: int, warmup: int) -> dict[str, Any]:
+def run(*, lanes: int, sales: int, items: int, warmup: int,
+        flow: str = "sale") -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-till-") as tmp:
         load0 = os.getloadavg()[0]
         (Path(tmp) / "http").mkdir()
@@ -379,12 +408,12 @@ def run(*, lanes: int, sales: int, items: int, warmup: int) -> dict[str, Any]:
         spec = lanes_of(lanes)
         (Path(tmp) / "http" / "lanes.json").write_text(json.dumps(spec))
         http = asyncio.run(http_phase(Path(tmp) / "http", spec, sales=sales, items=items,
-                                      warmup=warmup))
+                                      warmup=warmup, flow=flow))
         base = asyncio.run(direct_phase(Path(tmp) / "direct", lanes=lanes, sales=sales,
-                                        items=items, warmup=warmup))
+                                        items=items, warmup=warmup, flow=flow))
         load1 = os.getloadavg()[0]
     return {"bench": "till", "lanes": lanes, "sales_per_lane": sales, "items": items,
-            "requests_per_sale": items + 4, **http,
+            "flow": flow, "requests_per_sale": 1 if flow == "sale" else items + 4, **http,
             "baseline_sales_per_s": base["sales_per_s"],
             "baseline_sale_p95_ms": base["sale_p95_ms"],
             "baseline_sale_p99_ms": base["sale_p99_ms"],
@@ -402,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sales", type=int, default=100, help="sales per lane, measured")
     parser.add_argument("--items", type=int, default=5, help="items scanned per sale")
     parser.add_argument("--warmup", type=int, default=5, help="sales per lane before")
+    parser.add_argument("--flow", choices=("sale", "basket"), default="sale",
+                        help="sale: each sale one POST /till/v1/sales (a terminal that "
+                             "rings the basket up itself); basket: open, scan each item, "
+                             "member, tender, complete (the cashier screen's way)")
     parser.add_argument("--serve", nargs=2, metavar=("WORKDIR", "LANES_JSON"),
                         help=argparse.SUPPRESS)  # the till's child process
     args = parser.parse_args(argv)
@@ -410,10 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.lanes < 1 or args.sales < 1 or args.items < 1 or args.warmup < 0:
         parser.error("--lanes, --sales and --items are at least 1")
-    r = run(lanes=args.lanes, sales=args.sales, items=args.items, warmup=args.warmup)
+    r = run(lanes=args.lanes, sales=args.sales, items=args.items, warmup=args.warmup,
+            flow=args.flow)
     ok = r["failures"] == 0 and r["outbox_sales"] == r["completed"]
     print(f"lane till: {r['sales_per_s']:,.1f} sales/s with {r['lanes']} lanes "
-          f"({r['items']} items, {r['requests_per_sale']} requests a sale; "
+          f"({r['flow']} flow: {r['items']} items, {r['requests_per_sale']} request(s) a sale; "
           f"{r['requests_per_s']:,.0f} requests/s); requests p95 {r['p95_ms']} ms, "
           f"p99 {r['p99_ms']} ms; sale p95 {r['sale_p95_ms']} ms; till CPU "
           f"{r['till_cpu_ms_per_sale']} ms a sale; {r['outbox_sales']} of {r['completed']} "

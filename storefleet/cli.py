@@ -200,13 +200,15 @@ def bench_till(
     sales: int = typer.Option(100, min=1, help="sales per lane, measured"),
     items: int = typer.Option(5, min=1, help="items scanned per sale"),
     warmup: int = typer.Option(5, min=0, help="sales per lane before measuring"),
+    flow: str = typer.Option("sale", help="sale: one POST /till/v1/sales a sale; basket: "
+                                          "open, scan each item, member, tender, complete"),
 ) -> None:
-    """Sales per second through the box's HTTP lane till with concurrent lanes (open,
-    scan, member, tender, complete into the outbox), p95/p99; in-process baseline."""
+    """Sales per second through the box's HTTP lane till with concurrent lanes (each sale
+    priced and recorded into the outbox), p95/p99; in-process baseline."""
     from bench.till import main as till_main
 
     argv = ["--lanes", str(lanes), "--sales", str(sales), "--items", str(items),
-            "--warmup", str(warmup)]
+            "--warmup", str(warmup), "--flow", flow]
     raise typer.Exit(till_main(argv + (["--json"] if as_json else [])))
 
 

@@ -15,6 +15,7 @@
 ``DELETE /till/v1/baskets/{basket_id}/coupons/{code}``
 ``PUT    /till/v1/baskets/{basket_id}/tender``                 ``{"method", "cash_given", ...}``
 ``POST   /till/v1/baskets/{basket_id}/complete``               -> sale, receipt (printed)
+``POST   /till/v1/sales``                 a whole sale at once (lines, member, tender) -> sale
 ``GET    /till/v1/sales/{sale_id}``                            a sale's lines, returned units
 ``POST   /till/v1/sales/{sale_id}/refund``                     ``{"lines": {line_id: qty}}``
 =============================================================  ==============================
@@ -46,7 +47,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge_agent.till.members import MemberRef
-from edge_agent.till.service import LaneError, LaneTills, TenderIn
+from edge_agent.till.service import LaneError, LaneTills, SaleIn, TenderIn
 from edge_agent.till.settings import LaneSettings
 from protocols.ids import ID_PATTERN, Id
 
@@ -298,6 +299,12 @@ def create_app(lanes: LaneTills) -> FastAPI:
                        body: CompleteIn | None = None) -> Response:
         cashier = body.cashier if body is not None else None
         return JSONResponse(await lanes.complete(lane, basket_id, cashier=cashier))
+
+    @app.post(f"{PREFIX}/sales", response_model=SaleOut,
+              summary="Ring up and record a whole sale in one request (lines, member, "
+                      "coupons, tender); its sale_id makes a repeat return the same sale")
+    async def sell(lane: Lane, body: SaleIn) -> Response:
+        return JSONResponse(await lanes.sell(lane, body))
 
     @app.get(f"{PREFIX}/sales/{{sale_id}}", summary="A completed sale: lines, units returned")
     async def sale(lane: Lane, sale_id: PathId) -> Response:

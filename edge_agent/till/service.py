@@ -10,6 +10,7 @@
     await lanes.add_coupon(lane, basket_id, "CMP-welcome")
     await lanes.set_tender(lane, basket_id, TenderIn(method="cash", cash_given=2000))
     sale = await lanes.complete(lane, basket_id, cashier="Anna")   # receipt, printed
+    sale = await lanes.sell(lane, SaleIn(lines=[...], tender=...))  # all in one call
     await lanes.refund(lane, sale["sale_id"], {"1": 1})
 
 Every lane sells through its own ``PosService`` built on the till's shared parts (ledger,
@@ -54,7 +55,7 @@ from edge_agent.till.members import (
 from edge_agent.till.settings import LaneSettings, LanesSettings
 from pricing import Basket, PricedBasket, PricingError
 from protocols.clock import Clock
-from protocols.ids import uuid7
+from protocols.ids import Id, uuid7
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,30 @@ class TenderIn(BaseModel):
     cash_given: int | None = Field(default=None, ge=0, le=10**10)  # minor units, cash only
     points: int = Field(default=0, ge=0, le=10**9)  # points the member pays with
     stored_value: int = Field(default=0, ge=0, le=10**10)  # minor units of stored value
+
+
+class SaleLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: Id = Field(description="the scanned code: the catalog's sku")
+    qty: int = Field(default=1, ge=1, le=MAX_QTY)
+
+
+class SaleIn(BaseModel):
+    """A whole sale in one request, for a lane terminal that rings the basket up itself
+    (``POST /till/v1/sales``): the same checks, pricing and recording as a basket
+    opened, scanned, tendered and completed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sale_id: Id | None = Field(default=None, max_length=40, description=(
+        "the terminal's id for the sale: sent again after a lost answer, the same sale "
+        "comes back (never a second one); none: the till makes one"))
+    lines: list[SaleLineIn] = Field(min_length=1, max_length=MAX_LINES)
+    member: MemberRef | None = None
+    coupons: list[Id] = Field(default_factory=list, max_length=MAX_COUPONS)
+    tender: TenderIn
+    cashier: str | None = Field(default=None, max_length=40, description="on the receipt")
 
 
 class LanesMetrics:
@@ -253,10 +278,7 @@ class LaneTills:
     async def set_tender(self, lane: LaneSettings, basket_id: str, tender: TenderIn
                          ) -> dict[str, Any]:
         basket = self._mutable(lane, basket_id)
-        if tender.method == "card" and tender.cash_given is not None:
-            raise self.refuse(422, "invalid", "cash_given is for a cash tender")
-        if (tender.points or tender.stored_value) and basket.member is None:
-            raise self.refuse(409, "no_member", "points and stored value need a member")
+        self._check_tender(basket, tender)
         tenders = Tenders(method=tender.method, cash_given=tender.cash_given,
                           points=tender.points, stored_value=tender.stored_value)
         priced = self._price(basket, tenders)
@@ -266,6 +288,12 @@ class LaneTills:
                                                    f"less than the {priced.paid} to pay")
         basket.tender = tenders
         return self._view(basket, priced)
+
+    def _check_tender(self, basket: OpenBasket, tender: TenderIn) -> None:
+        if tender.method == "card" and tender.cash_given is not None:
+            raise self.refuse(422, "invalid", "cash_given is for a cash tender")
+        if (tender.points or tender.stored_value) and basket.member is None:
+            raise self.refuse(409, "no_member", "points and stored value need a member")
 
     async def void(self, lane: LaneSettings, basket_id: str) -> None:
         self._close(self._mutable(lane, basket_id))
@@ -348,6 +376,42 @@ class LaneTills:
             if spend_id is not None:
                 spends[unit] = spend_id
         return spends
+
+    async def sell(self, lane: LaneSettings, sale: SaleIn) -> dict[str, Any]:
+        """A whole sale in one call (``SaleIn``): a basket of this lane rung up and
+        completed at once. A refusal voids it; nothing was recorded then."""
+        sale_id = sale.sale_id or uuid7(self._clock.now_ms())
+        done = self._completed[lane.id].get(sale_id)
+        if done is not None:  # the terminal repeating itself after a lost answer
+            return {**done, "replayed": True}
+        if sale_id in self._baskets:
+            raise self.refuse(409, "basket_open", f"a basket {sale_id!r} is open")
+        basket = OpenBasket(basket_id=sale_id, lane_id=lane.id,
+                            opened_ms=self._clock.now_ms())
+        self._baskets[sale_id] = basket
+        try:
+            catalog = self.pos.catalog.catalog
+            if catalog is None:
+                raise self.refuse(503, "not_ready", "no catalog cached yet")
+            for line in sale.lines:
+                if line.code not in catalog.items:
+                    raise self.refuse(404, "unknown_item",
+                                      f"no item with scan code {line.code!r}")
+                held = basket.lines.get(line.code)
+                if (held.qty if held else 0) + line.qty > MAX_QTY:
+                    raise self.refuse(409, "too_many_units", f"a line holds {MAX_QTY} units")
+                basket.add(line.code, line.qty)
+            if sale.member is not None:
+                await self.set_member(lane, sale_id, sale.member)
+            basket.coupons.extend(dict.fromkeys(sale.coupons))
+            self._check_tender(basket, sale.tender)
+            basket.tender = Tenders(method=sale.tender.method,
+                                    cash_given=sale.tender.cash_given,
+                                    points=sale.tender.points,
+                                    stored_value=sale.tender.stored_value)
+            return await self.complete(lane, sale_id, cashier=sale.cashier)
+        finally:
+            self._close(basket)  # completed (closed already) or refused: gone
 
     async def sale(self, lane: LaneSettings, sale_id: str) -> dict[str, Any]:
         """A completed sale of this store (any lane's): its lines and what was returned."""

@@ -15,13 +15,16 @@ import pytest
 STOREFLEET = Path(sys.executable).parent / "storefleet"
 
 
-def test_bench_till_tiny_run() -> None:
+@pytest.mark.parametrize(("flow", "requests"), [("sale", 1), ("basket", 6)])
+def test_bench_till_tiny_run(flow: str, requests: int) -> None:
     run = subprocess.run([str(STOREFLEET), "bench", "till", "--json", "--lanes", "2",
-                          "--sales", "4", "--items", "2", "--warmup", "1"],
+                          "--sales", "4", "--items", "2", "--warmup", "1", "--flow", flow],
                          capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     r: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-    assert r["lanes"] == 2 and r["sales"] == 8 and r["requests_per_sale"] == 6
+    assert r["lanes"] == 2 and r["sales"] == 8 and r["flow"] == flow
+    assert r["requests_per_sale"] == requests
+    assert r["requests_per_s"] == pytest.approx(r["sales_per_s"] * requests, rel=0.05)
     assert r["failures"] == 0
     assert r["completed"] == 2 * (4 + 1) and r["outbox_sales"] == r["completed"]
     assert r["sales_per_s"] == pytest.approx(r["sales"] / r["wall_s"], rel=0.02)

@@ -277,3 +277,35 @@ async def test_openapi_document_and_keepalive_latency(tmp_path: Path) -> None:
             assert r.status_code == 200
         # with Nagle every one waits 40 ms or more; the fastest shows it on a busy machine
         assert min(took) < 0.030, took
+
+
+async def test_a_whole_sale_in_one_request_prices_records_and_replays_like_a_basket(
+        tmp_path: Path) -> None:
+    """``POST /till/v1/sales``: the same basket sold interactively and in one request
+    costs the same; sent again with its sale id it comes back, recorded once; a refused
+    one (an unknown item) leaves no basket open and records nothing."""
+    items = [("sku-00003", 2), ("sku-00007", 1), ("sku-00003", 1)]
+    async with lane_rig(tmp_path, lanes=1) as rig, rig.client(0) as lane:
+        stepwise = await sell(lane, items, member="M0004", cash_extra=None)
+        body = {"sale_id": "T1-000042", "member": {"member_id": "M0004"},
+                "lines": [{"code": c, "qty": q} for c, q in items],
+                "tender": {"method": "card"}, "cashier": "Anna"}
+        r = await lane.post("/till/v1/sales", json=body)
+        assert r.status_code == 200, r.text
+        once = r.json()
+        assert once["sale_id"] == "T1-000042" and once["replayed"] is False
+        for key in ("total", "paid", "points_earned", "charged"):
+            assert once[key] == stepwise[key], key
+        assert [ln["qty"] for ln in once["receipt"]["lines"]] == \
+            [ln["qty"] for ln in stepwise["receipt"]["lines"]] == [3, 1]
+        again = (await lane.post("/till/v1/sales", json=body)).json()
+        assert again["replayed"] is True and again["sale_id"] == "T1-000042"
+        bad = {**body, "sale_id": "T1-000043",
+               "lines": [{"code": "sku-00003"}, {"code": "no-such-sku"}]}
+        r = await lane.post("/till/v1/sales", json=bad)
+        assert (r.status_code, r.json()["reason"]) == (404, "unknown_item")
+        r = await lane.post("/till/v1/sales", json={**bad, "lines": []})
+        assert (r.status_code, r.json()["reason"]) == (422, "invalid")
+        assert rig.metric("storefleet_lanes_open_baskets") == 0
+    sales = outbox_events(rig, "sale")
+    assert {stepwise["sale_id"], "T1-000042"} == set(sales)
