@@ -48,6 +48,7 @@ from cloud.api.routes import (
     store_targeting,
     stores,
 )
+from cloud.api.routes import cabinets as cabinet_routes
 from cloud.api.routes import orders as orders_routes
 from cloud.api.routes.retail_common import RetailState
 from cloud.artifacts.service import ArtifactMetrics, ArtifactService, release_signer
@@ -63,9 +64,12 @@ from cloud.loyalty.ingest import LoyaltyHook
 from cloud.loyalty.metrics import LoyaltyMetrics
 from cloud.loyalty.program import LoyaltyProgram
 from cloud.loyalty.spends import SpendHook, SpendMetrics
+from cloud.loyalty.vends import VendLoyaltyHook
 from cloud.metrics import ApiMetrics
 from cloud.orders import OrderMetrics
 from cloud.orders import hooks as order_hooks
+from cloud.orders.cabinet_status import PickupStatusHook
+from cloud.orders.cabinets import CabinetMetrics
 from cloud.promotions.metrics import PromotionMetrics
 from cloud.promotions.reprice import RepriceHook
 from cloud.promotions.signing import SnapshotSigner
@@ -125,6 +129,7 @@ def create_app(
     rollout_metrics = RolloutMetrics(registry)
     content_metrics = ContentMetrics(registry)
     spend_metrics = SpendMetrics(registry)
+    cabinet_metrics = CabinetMetrics(registry)
     offerer = RolloutOfferer(sessions=state.writer, reader=state.reader,
                              publisher=state.publisher, clock=state.clock, metrics=rollout_metrics,
                              interval_s=settings.rollout_interval_s)
@@ -159,7 +164,8 @@ def create_app(
                                                      orders=order_metrics,
                                                      rollouts=rollout_metrics,
                                                      content=content_metrics,
-                                                     spends=spend_metrics))
+                                                     spends=spend_metrics,
+                                                     cabinets=cabinet_metrics))
             app.state.ingest = worker
             task = tasks.start("ingest", lambda: worker.run(stop), stop=stop)
         snapshots_task: asyncio.Task[None] | None = None
@@ -193,6 +199,8 @@ def create_app(
     app.state.retail = retail
     app.state.api_metrics = state.metrics
     app.state.orders = orders_routes.OrdersState(metrics=order_metrics)
+    app.state.cabinets = cabinet_routes.CabinetState(metrics=cabinet_metrics,
+                                                     signer=retail.signer)
     app.state.rollouts = rollouts.RolloutState(offerer=offerer)
     app.state.content = content.ContentState(signer=retail.signer, metrics=content_metrics)
     app.state.member_store = store_members.MemberStoreState(
@@ -213,6 +221,7 @@ def create_app(
                    store_members):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
+    api.include_router(cabinet_routes.router)
     if settings.enrolment.ca_dir:
         # Store identities only where the cloud holds a CA (decision 0035); the box
         # enrols with its one-time token, not an API token.
@@ -245,7 +254,8 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
                  orders: OrderMetrics | None = None,
                  rollouts: RolloutMetrics | None = None,
                  content: ContentMetrics | None = None,
-                 spends: SpendMetrics | None = None) -> PostCommitHooks:
+                 spends: SpendMetrics | None = None,
+                 cabinets: CabinetMetrics | None = None) -> PostCommitHooks:
     """What stored events trigger: loyalty (points, coupons, commissions) and re-pricing."""
     hooks = PostCommitHooks(registry=registry)
     hooks.register("loyalty", {"sale", "refund"},
@@ -263,6 +273,13 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
     # Members at the store (decision 0064): offline spends settled once each.
     hooks.register("member_spends", {"member_spend"},
                    SpendHook(spends or SpendMetrics(registry)))
+    # Cabinet pickup and member vends (decision 0066): a pickup's status from its box;
+    # a member's vend earns as a sale does (the loyalty hook's path).
+    hooks.register("cabinet_pickups", {"cabinet_pickup"},
+                   PickupStatusHook(metrics=cabinets or CabinetMetrics(registry)))
+    hooks.register("loyalty_vends", {"vend"},
+                   VendLoyaltyHook(LoyaltyHook(program=retail.program,
+                                               metrics=retail.loyalty_metrics)))
     return hooks
 
 

@@ -46,7 +46,9 @@ Cashless reader commands (modelled on MDB cashless level 1, carried on the same 
 POLL reply payload: event u8 then data. Events: 0x00 NONE; 0x03 BEGIN_SESSION (funds
 u32, media id u32); 0x05 VEND_APPROVED (amount u32); 0x06 VEND_DENIED; 0x07
 END_SESSION; 0x04 CANCEL_REQUEST (the customer pressed cancel); 0x20 SELECTION (door u8:
-the cabinet's keypad, which on a real machine the VMC reads itself).
+the cabinet's keypad, which on a real machine the VMC reads itself); 0x21 CODE_ENTERED
+(length u8, then that many ASCII bytes, 1..200: a code typed on the keypad or scanned by
+the cabinet's QR reader, a pickup code or a member code; decision 0066).
 
 Error reply ``0xFF``: code u8 (ErrorCode).
 
@@ -139,6 +141,10 @@ class PollEvent(enum.IntEnum):
     VEND_DENIED = 0x06
     END_SESSION = 0x07
     SELECTION = 0x20
+    CODE_ENTERED = 0x21
+
+
+CODE_MAX = 200  # a signed pickup code is ~140 characters; the frame holds 250 bytes
 
 
 class VendingFrameError(ProtocolError):
@@ -303,6 +309,7 @@ class PollReply:
     media_id: int = 0  # BEGIN_SESSION: card/media token id
     amount: int = 0  # VEND_APPROVED: amount approved, minor units
     door: int = 0  # SELECTION
+    code: str = ""  # CODE_ENTERED: printable ASCII
 
     def encode(self) -> bytes:
         head = bytes((self.event,))
@@ -312,6 +319,11 @@ class PollReply:
             return head + struct.pack(">I", self.amount)
         if self.event is PollEvent.SELECTION:
             return head + bytes((self.door,))
+        if self.event is PollEvent.CODE_ENTERED:
+            raw = self.code.encode("ascii", errors="replace")
+            if not 0 < len(raw) <= CODE_MAX:
+                raise VendingFrameError("bad_field", f"code of {len(raw)} bytes")
+            return head + bytes((len(raw),)) + raw
         return head
 
     @classmethod
@@ -333,9 +345,20 @@ class PollReply:
             if event is PollEvent.SELECTION:
                 (door,) = struct.unpack(">B", data)
                 return cls(event, door=door)
+            if event is PollEvent.CODE_ENTERED:
+                return cls(event, code=_code(data))
         except struct.error as err:
             raise VendingFrameError("bad_payload", f"{event.name}: {err}") from err
         return cls(event)
+
+
+def _code(data: bytes) -> str:
+    if not data or data[0] != len(data) - 1 or not 0 < data[0] <= CODE_MAX:
+        raise VendingFrameError("bad_payload", f"CODE_ENTERED of {len(data)} bytes")
+    raw = data[1:]
+    if not raw.isascii() or not all(0x20 < b < 0x7F for b in raw):
+        raise VendingFrameError("bad_payload", "CODE_ENTERED is not printable ASCII")
+    return raw.decode("ascii")
 
 
 def vend_request_payload(price: int, item: int) -> bytes:

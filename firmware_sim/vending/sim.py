@@ -102,6 +102,12 @@ class VendingCabinetSim:
         self._events.append(v.PollReply(v.PollEvent.SELECTION, door=door))
         self._idle.clear()
 
+    def enter_code(self, code: str) -> None:
+        """A code typed on the keypad or held to the QR reader (pickup or member code);
+        the VMC reads it on its next POLL (``CODE_ENTERED``, decision 0066)."""
+        self._events.append(v.PollReply(v.PollEvent.CODE_ENTERED, code=code))
+        self._idle.clear()
+
     def cancel(self) -> None:
         self._events.append(v.PollReply(v.PollEvent.CANCEL_REQUEST))
         self._idle.clear()

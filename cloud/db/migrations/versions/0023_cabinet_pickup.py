@@ -7,8 +7,8 @@ Create Date: 2026-12-02
 
 from __future__ import annotations
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0023"
 down_revision = "0022"
@@ -17,8 +17,50 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "cabinets",
+        sa.Column("store_id", sa.String(64), nullable=False),
+        sa.Column("cabinet_id", sa.String(64), nullable=False),
+        sa.Column("lat", sa.Float(), nullable=False),
+        sa.Column("lon", sa.Float(), nullable=False),
+        sa.Column("accepts_orders", sa.Boolean(), nullable=False),
+        sa.Column("updated_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("store_id", "cabinet_id", name="pk_cabinets"),
+    )
+    op.create_table(
+        "cabinet_doors",
+        sa.Column("store_id", sa.String(64), nullable=False),
+        sa.Column("cabinet_id", sa.String(64), nullable=False),
+        sa.Column("door", sa.Integer(), nullable=False),
+        sa.Column("sku", sa.String(64), nullable=False),
+        sa.Column("qty", sa.Integer(), nullable=False),
+        sa.Column("order_id", sa.String(64), nullable=True),
+        sa.Column("updated_ms", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint("qty >= 0", name="ck_cabinet_doors_qty_nonneg"),
+        sa.PrimaryKeyConstraint("store_id", "cabinet_id", "door", name="pk_cabinet_doors"),
+    )
+    op.create_index("ix_cabinet_doors_sku", "cabinet_doors", ["sku", "qty"])
+    op.create_table(
+        "cabinet_pickups",
+        sa.Column("order_id", sa.String(64), nullable=False),
+        sa.Column("store_id", sa.String(64), nullable=False),
+        sa.Column("cabinet_id", sa.String(64), nullable=False),
+        sa.Column("door", sa.Integer(), nullable=False),
+        sa.Column("sku", sa.String(64), nullable=False),
+        sa.Column("qty", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("expires_ms", sa.BigInteger(), nullable=False),
+        sa.Column("created_ms", sa.BigInteger(), nullable=False),
+        sa.Column("updated_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("order_id", name="pk_cabinet_pickups"),
+    )
+    op.create_index("ix_cabinet_pickups_cabinet", "cabinet_pickups",
+                    ["store_id", "cabinet_id", "status"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_cabinet_pickups_cabinet", table_name="cabinet_pickups")
+    op.drop_table("cabinet_pickups")
+    op.drop_index("ix_cabinet_doors_sku", table_name="cabinet_doors")
+    op.drop_table("cabinet_doors")
+    op.drop_table("cabinets")

@@ -1,0 +1,74 @@
+"""Cabinet pickup (decision 0066): vending cabinets, what each door holds, and the
+doors held for online orders.
+
+Imported by ``cloud.db.models`` so that ``Base.metadata`` holds these tables. Times are
+UTC epoch ms; coordinates WGS84 degrees, as ``store_locations``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloud.db.models import Base, Id
+
+
+class Cabinet(Base):
+    """A vending cabinet of a store (its device id there), and where it stands."""
+
+    __tablename__ = "cabinets"
+    __table_args__ = (PrimaryKeyConstraint("store_id", "cabinet_id", name="pk_cabinets"),)
+
+    store_id: Mapped[str] = mapped_column(Id)
+    cabinet_id: Mapped[str] = mapped_column(Id)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    accepts_orders: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_ms: Mapped[int]
+
+
+class CabinetDoor(Base):
+    """One door: the sku behind it and how many units. ``order_id`` set: the door is
+    held for that order's pickup (not sold, not offered to another order)."""
+
+    __tablename__ = "cabinet_doors"
+    __table_args__ = (
+        PrimaryKeyConstraint("store_id", "cabinet_id", "door", name="pk_cabinet_doors"),
+        CheckConstraint("qty >= 0", name="qty_nonneg"),
+        Index("ix_cabinet_doors_sku", "sku", "qty"),
+    )
+
+    store_id: Mapped[str] = mapped_column(Id)
+    cabinet_id: Mapped[str] = mapped_column(Id)
+    door: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str] = mapped_column(Id)
+    qty: Mapped[int] = mapped_column(Integer)
+    order_id: Mapped[str | None] = mapped_column(Id)
+    updated_ms: Mapped[int]
+
+
+class CabinetPickup(Base):
+    """An order to be collected from one door; ``status`` reserved | ready | picked_up |
+    expired (``protocols.pickup``)."""
+
+    __tablename__ = "cabinet_pickups"
+    __table_args__ = (Index("ix_cabinet_pickups_cabinet", "store_id", "cabinet_id", "status"),)
+
+    order_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    store_id: Mapped[str] = mapped_column(Id)
+    cabinet_id: Mapped[str] = mapped_column(Id)
+    door: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str] = mapped_column(Id)
+    qty: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    expires_ms: Mapped[int]
+    created_ms: Mapped[int]
+    updated_ms: Mapped[int]

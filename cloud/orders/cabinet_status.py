@@ -1,0 +1,111 @@
+"""A cabinet pickup's status from its store box, and its dispatch there (decision 0066).
+
+``cabinet_pickup`` events (``protocols.pickup.PickupStatusData``) are applied once each,
+recorded by event id in ``order_status_events`` beside the orders' own reports (so
+``GET /orders/{id}`` shows the whole history) with an outcome: ``applied``, ``noop``
+(already in that state), ``illegal`` (``pickup.TRANSITIONS`` refuses it),
+``wrong_store``, ``unknown_order``; a redelivered event is a ``duplicate``. Applied:
+
+==============  =======================  ============================================
+pickup          order status             the door
+==============  =======================  ============================================
+``ready``       ``ready``                stays held
+``picked_up``   ``handed_over``          its units less the order's, hold released
+``expired``     ``cancelled``            hold released, its units sellable again
+==============  =======================  ============================================
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import ValidationError
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from cloud.db.models_cabinets import CabinetDoor, CabinetPickup
+from cloud.db.models_orders import Order, OrderStatusEvent
+from cloud.errors import PublishError
+from cloud.orders.cabinets import CabinetMetrics, dispatch_message
+from cloud.publish import Publisher
+from protocols import pickup
+from protocols.codec import encode
+from protocols.messages import Event
+
+logger = logging.getLogger(__name__)
+
+
+def apply_pickup_status(session: Session, *, event_id: str, store_id: str,
+                        data: pickup.PickupStatusData, now_ms: int) -> str:
+    if session.get(OrderStatusEvent, (store_id, event_id)) is not None:
+        return "duplicate"
+    row = session.get(CabinetPickup, data.order_id, with_for_update=True)
+    order = session.get(Order, data.order_id)
+    before = order.status if order is not None else None
+    if row is None or order is None:
+        outcome = "unknown_order"
+    elif row.store_id != store_id:
+        outcome = "wrong_store"
+    elif row.status == data.status:
+        outcome = "noop"
+    elif data.status not in pickup.TRANSITIONS.get(row.status, frozenset()):
+        outcome = "illegal"
+    else:
+        outcome = "applied"
+        row.status, row.updated_ms = data.status, now_ms
+        order.status, order.updated_ms = pickup.ORDER_STATUS[data.status], now_ms
+        door = (CabinetDoor.store_id == row.store_id, CabinetDoor.cabinet_id == row.cabinet_id,
+                CabinetDoor.door == row.door, CabinetDoor.order_id == row.order_id)
+        if data.status == "picked_up":
+            session.execute(update(CabinetDoor).where(*door, CabinetDoor.qty >= row.qty)
+                            .values(qty=CabinetDoor.qty - row.qty, order_id=None,
+                                    updated_ms=now_ms))
+            session.execute(update(CabinetDoor).where(*door)  # counted short: none left
+                            .values(qty=0, order_id=None, updated_ms=now_ms))
+        elif data.status == "expired":
+            session.execute(update(CabinetDoor).where(*door)
+                            .values(order_id=None, updated_ms=now_ms))
+    session.add(OrderStatusEvent(
+        event_id=event_id, order_id=data.order_id, store_id=store_id, from_status=before,
+        to_status=pickup.ORDER_STATUS.get(data.status, data.status), outcome=outcome,
+        ts=data.ts, received_ms=now_ms))
+    session.flush()  # a concurrent worker's copy of this event fails here (primary key)
+    return outcome
+
+
+class PickupStatusHook:
+    """Callable for ``PostCommitHooks.register("cabinet_pickups", {pickup.KIND}, hook)``."""
+
+    def __init__(self, *, metrics: CabinetMetrics) -> None:
+        self.metrics = metrics
+
+    def __call__(self, session: Session, event: Event, now_ms: int) -> None:
+        try:
+            data = pickup.PickupStatusData.model_validate(event.data)
+        except ValidationError as err:
+            self.metrics.status_events.labels(outcome="bad_payload").inc()
+            logger.warning("store %s: cabinet_pickup event %s unusable: %s", event.store_id,
+                           event.id, err.errors()[0])
+            return
+        outcome = apply_pickup_status(session, event_id=event.id, store_id=event.store_id,
+                                      data=data, now_ms=now_ms)
+        self.metrics.status_events.labels(outcome=outcome).inc()
+        if outcome in ("illegal", "wrong_store", "unknown_order"):
+            logger.warning("store %s: pickup %s -> %s refused: %s", event.store_id,
+                           data.order_id, data.status, outcome)
+
+
+async def dispatch_pickup(publisher: Publisher, row: CabinetPickup, order: Order, *,
+                          now_ms: int, metrics: CabinetMetrics) -> bool:
+    """Publish the pickup to its store (``cmd/pickups``, QoS 1, not retained: a store
+    offline gets its queued pickups from its persistent session, as orders)."""
+    msg = dispatch_message(row, order, now_ms=now_ms)
+    try:
+        await publisher.publish(pickup.topic(row.store_id), encode(msg), qos=1, retain=False)
+    except PublishError as err:
+        metrics.dispatch.labels(result="failed").inc()
+        logger.error("pickup %s not published to store %s: %s", row.order_id, row.store_id,
+                     err)
+        return False
+    metrics.dispatch.labels(result="published").inc()
+    return True
