@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,12 @@ from edge_agent.cartscreen.recommend import Recommender
 from edge_agent.cartscreen.route import Grid, plan_route
 from edge_agent.cartscreen.svgmap import to_svg
 from edge_agent.inference.triggers.ledger import CouponLedger, IssuedCoupon
-from edge_agent.inference.triggers.service import EventSink, Members, StaticMembers
+from edge_agent.inference.triggers.service import (
+    EventSink,
+    MemberProfile,
+    Members,
+    StaticMembers,
+)
 from edge_agent.inference.triggers.storemap import Location, StoreMap
 from edge_agent.pos.sales import ChargeMismatch, NotReady, PosService, Sale, SaleRefused, Tenders
 from pricing import Basket, Catalog, Line, Member, PricingError, Ruleset, Store, price
@@ -47,6 +52,7 @@ from protocols.triggers import TriggerRule
 logger = logging.getLogger(__name__)
 
 MAX_LIST = 50  # shopping-list entries per cart
+MAX_VERIFIED = 1_000  # members signed in by code, remembered for their screens
 # How long an applied coupon stays reserved for its cart without a checkout: a long
 # shopping trip; a cart left with the coupon applied frees it for the member's next cart.
 RESERVATION_S = 30 * 60.0
@@ -115,6 +121,11 @@ class CartScreenBackend:
         self.ledger = ledger
         self._carts = carts
         self.members = members or StaticMembers()
+        # With the box's members module (decision 0064): a signed member code scanned on
+        # the screen is verified there (``use_member_codes``); the members it signed in,
+        # by id, newest last and bounded (a day's shoppers of a store).
+        self._member_codes: Callable[[str], Awaitable[MemberProfile]] | None = None
+        self._verified: dict[str, MemberProfile] = {}
         self.map = store_map
         self.grid = Grid(store_map) if store_map is not None else None
         self.names_zh = dict(names_zh or {})
@@ -164,20 +175,39 @@ class CartScreenBackend:
             return str(session.member_id)
         return self.view(cart_id).member_override
 
+    def _profile(self, member_id: str) -> MemberProfile | None:
+        return self._verified.get(member_id) or self.members.get(member_id)
+
+    def use_member_codes(self, verify: Callable[[str], Awaitable[MemberProfile]]) -> None:
+        """Signed member codes (``SFM2...``) are checked by ``verify`` (the members
+        module: ``ScreenError`` 403 with the refusal's reason when not accepted)."""
+        self._member_codes = verify
+
     def member_view(self, cart_id: str) -> dict[str, Any] | None:
         mid = self.member_id(cart_id)
         if mid is None:
             return None
-        profile = self.members.get(mid)
+        profile = self._profile(mid)
         return {"member_id": mid, "name": profile.name if profile else mid,
                 "tier": profile.tier if profile else None,
                 "points": profile.points if profile else 0}
 
-    def sign_in(self, cart_id: str, qr: str) -> dict[str, Any]:
-        """Member QR typed or scanned on the screen (``SFM:{member_id}``)."""
+    async def sign_in(self, cart_id: str, qr: str) -> dict[str, Any]:
+        """Member QR typed or scanned on the screen: the member's signed code when the
+        box runs the members module, else the demo's unsigned ``SFM:{member_id}``."""
         from protocols.cart import member_from_qr
+        from protocols.membercode import PREFIX
 
-        mid = member_from_qr(qr.strip())
+        qr = qr.strip()
+        if self._member_codes is not None and qr.startswith(PREFIX + "."):
+            profile = await self._member_codes(qr)
+            self._verified.pop(profile.member_id, None)
+            self._verified[profile.member_id] = profile
+            while len(self._verified) > MAX_VERIFIED:
+                self._verified.pop(next(iter(self._verified)))
+            self.view(cart_id).member_override = profile.member_id
+            return self.member_view(cart_id) or {}
+        mid = member_from_qr(qr)
         if mid is None:
             raise ScreenError(400, "not a member QR code")
         self.view(cart_id).member_override = mid
@@ -193,7 +223,7 @@ class CartScreenBackend:
         mid = self.member_id(cart_id)
         if mid is None:
             return None
-        profile = self.members.get(mid)
+        profile = self._profile(mid)
         return Member(id=mid, tier=profile.tier if profile else None, currency=currency,
                       points_balance=profile.points if profile else 0)
 

@@ -7,7 +7,7 @@
 ``GET  /api/cart/{cart_id}/state``                     member, basket, coupons (one per
                                                         code), wallet (one per promotion),
                                                         list, recs
-``POST /api/cart/{cart_id}/member``                    ``{"qr": "SFM:..."}`` sign-in
+``POST /api/cart/{cart_id}/member``       ``{"qr": "SFM2..."}`` sign-in (or the demo's ``SFM:..``)
 ``POST /api/cart/{cart_id}/coupons/{code}/apply``      apply an issued coupon -> priced basket
 ``POST /api/cart/{cart_id}/coupons/{code}/remove``     take an applied coupon off the basket,
                                                         releasing its reservation -> priced
@@ -145,7 +145,8 @@ def create_app(backend: CartScreenBackend, *, registry: CollectorRegistry) -> St
 
     async def member(request: Request) -> Response:
         cart_id = cart_of(request)
-        return JSONResponse(backend.sign_in(cart_id, str((await body(request)).get("qr", ""))))
+        qr = str((await body(request)).get("qr", ""))
+        return JSONResponse(await backend.sign_in(cart_id, qr))
 
     async def apply(request: Request) -> Response:
         cart_id = cart_of(request)

@@ -14,16 +14,19 @@ located, and the box starts with it from then on (decision 0042).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field, SecretStr
 
+from edge_agent.cartscreen.backend import ScreenError
 from edge_agent.cartscreen.checkout import cart_till
 from edge_agent.cartscreen.runtime import InAisle, InAisleSettings, check_rules
 from edge_agent.drivers.capabilities import CART_FLEET, CartFleet
+from edge_agent.inference.triggers.service import MemberProfile
 from edge_agent.kernel.module import Module, ModuleSettings
+from edge_agent.modules.members import MemberRefused, Members
 from edge_agent.modules.till import Till
 from edge_agent.shadow import ShadowKey
 
@@ -54,7 +57,7 @@ class InAisleModuleSettings(ModuleSettings):
 class InAisleModule(Module):
     name = "in_aisle"
     Settings = InAisleModuleSettings
-    after = ("till",)
+    after = ("till", "members")  # the till's pricing; the members module's codes
 
     def __init__(self, kernel: Kernel, settings: InAisleModuleSettings) -> None:
         super().__init__(kernel, settings)
@@ -91,6 +94,9 @@ class InAisleModule(Module):
             ctx=kernel.sink, carts=self.cart_driver, pos_pricing=pos_pricing,
             pos_ranges=(lambda: list(pos.ranges.ranges)) if pos is not None else None,
             pos_promotions=pos.promotions if pos is not None else None)
+        members = kernel.module("members")
+        if isinstance(members, Members):
+            self.in_aisle.backend.use_member_codes(_code_verifier(members))
         if pos is not None:
             # Paying on a cart is a sale at this store's till: same ledger, events, pricing.
             self.in_aisle.use_till(cart_till(
@@ -142,6 +148,22 @@ def _installed_positioning(kernel: Kernel) -> Path | None:
         installed.fallback("positioning", "invalid", str(err))
         return None
     return path
+
+
+
+
+def _code_verifier(members: Members) -> Callable[[str], Awaitable[MemberProfile]]:
+    """A cart screen's member sign-in by signed code, checked by the members module
+    (offline against its snapshot; refusals counted there): 403 with the reason."""
+    async def verify(code: str) -> MemberProfile:
+        try:
+            view = await members.lookup(code=code)
+        except MemberRefused as err:
+            raise ScreenError(403, f"member code refused: {err.reason}") from err
+        return MemberProfile(member_id=view.member_id, name=view.member_id, tier=view.tier,
+                             points=max(0, view.points))
+
+    return verify
 
 
 MODULE = InAisleModule

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from bench.till import lanes_of
 from edge_agent.cartscreen import SAMPLE_DATA
+from edge_agent.modules.in_aisle import InAisleModule
 from edge_agent.modules.members import Members
 from edge_agent.modules.till import Till
 from protocols import membercode
@@ -55,7 +56,9 @@ async def test_a_lane_sells_with_a_member_code_and_the_cloud_authorises_the_poin
             "lanes": {"host": "127.0.0.1", "port": 0, "lane": [lane]}}
     cfg = make_config(tmp_path / "box", uplink=broker, local=mosquitto_factory(),
                       await_cloud_ready=True, await_cloud_ack=True, modules={
-        "content": content, "members": {"phone_key": HASH_KEY}, "till": till})
+        "content": content, "members": {"phone_key": HASH_KEY}, "till": till,
+        "in_aisle": {"cartscreen_port": 0, "cartscreen_host": "127.0.0.1",
+                     "retail_data": SAMPLE_DATA}})
     store = cfg.store_id
     async with cloud.serving() as http, running_agent(cfg) as agent:
         demo = None
@@ -111,6 +114,22 @@ async def test_a_lane_sells_with_a_member_code_and_the_cloud_authorises_the_poin
         assert members.metrics.spends.labels(mode="online", result="authorised")._value.get() \
             == 1
         expected = after_spend + sale["points_earned"]
+
+        # the same member signs in on a cart screen with the code their phone shows now
+        aisle = agent.get(InAisleModule).in_aisle
+        assert aisle.url is not None
+        later = now + membercode.STEP_MS  # the next code the phone shows
+        fresh = membercode.make(membercode.day_key(SECRET.encode(), anna,
+                                                   day=membercode.day_of(later)),
+                                anna, now_ms=later)
+        forged = fresh[:-4] + ("AAAA" if not fresh.endswith("AAAA") else "BBBB")
+        async with httpx.AsyncClient(base_url=aisle.url, timeout=10) as screen:
+            r = await screen.post("/api/cart/C7/member", json={"qr": forged})
+            assert r.status_code == 403 and "forged" in r.text, r.text
+            r = await screen.post("/api/cart/C7/member", json={"qr": fresh})
+            assert r.status_code == 200, r.text
+            assert (r.json()["member_id"], r.json()["points"]) == (anna, after_spend)
+        assert members.metrics.codes.labels(result="forged")._value.get() == 1
 
         async def settled() -> bool:
             doc = (await http.get(f"/api/v1/members/{anna}")).json()
