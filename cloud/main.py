@@ -44,6 +44,8 @@ from cloud.api.routes import (
     rollouts,
     screens,
     shadows,
+    staff,
+    staff_views,
     store_members,
     store_targeting,
     stores,
@@ -77,6 +79,8 @@ from cloud.publish import MqttPublisher, Publisher
 from cloud.rollouts.service import RolloutHook, RolloutMetrics, RolloutOfferer
 from cloud.scheduler import JobMetrics, JobScheduler, retail_jobs
 from cloud.settings import CloudSettings
+from cloud.staff import StaffMetrics
+from cloud.staff.sales import SalesHook
 from cloud.supervise import TaskSupervisor
 from protocols.backoff import Backoff
 from protocols.clock import Clock, SystemClock
@@ -129,6 +133,7 @@ def create_app(
     rollout_metrics = RolloutMetrics(registry)
     content_metrics = ContentMetrics(registry)
     spend_metrics = SpendMetrics(registry)
+    staff_metrics = StaffMetrics(registry)
     cabinet_metrics = CabinetMetrics(registry)
     offerer = RolloutOfferer(sessions=state.writer, reader=state.reader,
                              publisher=state.publisher, clock=state.clock, metrics=rollout_metrics,
@@ -164,7 +169,7 @@ def create_app(
                                                      orders=order_metrics,
                                                      rollouts=rollout_metrics,
                                                      content=content_metrics,
-                                                     spends=spend_metrics,
+                                                     spends=spend_metrics, staff=staff_metrics,
                                                      cabinets=cabinet_metrics))
             app.state.ingest = worker
             task = tasks.start("ingest", lambda: worker.run(stop), stop=stop)
@@ -198,6 +203,8 @@ def create_app(
     app.state.tasks = tasks  # /healthz reads their states
     app.state.retail = retail
     app.state.api_metrics = state.metrics
+    app.state.staff = staff.StaffState(metrics=staff_metrics,  # decision 0065
+                                       secret=settings.member_code_secret)
     app.state.orders = orders_routes.OrdersState(metrics=order_metrics)
     app.state.cabinets = cabinet_routes.CabinetState(metrics=cabinet_metrics,
                                                      signer=retail.signer)
@@ -218,7 +225,7 @@ def create_app(
                     responses=_AUTH_RESPONSES)
     for module in (stores, devices, events, shadows, commands, members, coupons, promotions,
                    pricebooks, artifacts, rollouts, store_targeting, content, audio, screens,
-                   store_members):
+                   store_members, staff, staff_views):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
     api.include_router(cabinet_routes.router)
@@ -230,6 +237,7 @@ def create_app(
         app.state.enrolment_metrics = EnrolmentMetrics(registry)
     app.include_router(api)
     app.include_router(health.router)
+    staff.install_page(app)  # the assistants' page at /staff/ (decision 0065)
     install_docs(app)
     return app
 
@@ -255,6 +263,7 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
                  rollouts: RolloutMetrics | None = None,
                  content: ContentMetrics | None = None,
                  spends: SpendMetrics | None = None,
+                 staff: StaffMetrics | None = None,
                  cabinets: CabinetMetrics | None = None) -> PostCommitHooks:
     """What stored events trigger: loyalty (points, coupons, commissions) and re-pricing."""
     hooks = PostCommitHooks(registry=registry)
@@ -273,6 +282,8 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
     # Members at the store (decision 0064): offline spends settled once each.
     hooks.register("member_spends", {"member_spend"},
                    SpendHook(spends or SpendMetrics(registry)))
+    # Staff assistant (decision 0065): each sale indexed in store_sales, once.
+    hooks.register("staff_sales", {"sale"}, SalesHook(staff or StaffMetrics(registry)))
     # Cabinet pickup and member vends (decision 0066): a pickup's status from its box;
     # a member's vend earns as a sale does (the loyalty hook's path).
     hooks.register("cabinet_pickups", {"cabinet_pickup"},
