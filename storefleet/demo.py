@@ -106,7 +106,8 @@ def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
 
 
 def _modules(full_store: bool, *, api: str, token: str, trusted_key: str,
-             release_key: str, currency: str) -> dict[str, dict[str, Any]]:
+             release_key: str, currency: str, lane_token: str | None = None,
+             phone_key: str | None = None) -> dict[str, dict[str, Any]]:
     """The store box's modules: updates (rollouts of firmware, models and agent releases
     signed with the cloud's release key), and in the whole store the till following the
     cloud, in-aisle coupons and cart screens on the demo layout and sample data, and the
@@ -119,10 +120,16 @@ def _modules(full_store: bool, *, api: str, token: str, trusted_key: str,
     # key (as price books), assets with its release key (as rollout artifacts)
     content = {"cloud_api": api, "cloud_api_token": token, "trusted_keys": [trusted_key],
                "release_keys": [release_key], "retry_s": 2.0}
-    return {"till": _till_settings(full_store, api=api, token=token, trusted_key=trusted_key,
-                                   currency=currency),
-            "in_aisle": _in_aisle_settings(full_store), "vision": {}, "updates": updates,
-            "content": content}
+    till = _till_settings(full_store, api=api, token=token, trusted_key=trusted_key,
+                          currency=currency)
+    modules = {"till": till, "in_aisle": _in_aisle_settings(full_store), "vision": {},
+               "updates": updates, "content": content}
+    if lane_token is not None:  # one lane terminal over HTTP, its cashier screen at /till/
+        till["lanes"] = {"host": "127.0.0.1", "port": 0,
+                         "lane": [{"id": "lane-1", "token": lane_token}]}
+    if phone_key is not None:  # members' codes and spends at the store (decision 0064)
+        modules["members"] = {"phone_key": phone_key, "currency": currency}
+    return modules
 
 
 def _sample_firmware(directory: Path, *, model: str, version: str) -> Path:
@@ -144,6 +151,14 @@ def _in_aisle(agent: Any) -> Any:
 
     module = agent.module("in_aisle")
     return module.in_aisle if isinstance(module, InAisleModule) else None
+
+
+def _lanes_url(agent: Any) -> str | None:
+    """Where the box serves its lane terminals (``/till/v1``), if it does."""
+    from edge_agent.modules.till import Till
+
+    till = agent.module("till")
+    return till.lanes.url if isinstance(till, Till) and till.lanes is not None else None
 
 
 def _till_settings(full_store: bool, *, api: str, token: str, trusted_key: str,
@@ -231,6 +246,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     started = time.monotonic()
     token = secrets.token_urlsafe(24)
     device_token = secrets.token_urlsafe(24)  # the store box's own, bound to its store
+    lane_token = secrets.token_urlsafe(32)  # lane 1's terminal (decision 0063)
+    member_hash_key = secrets.token_urlsafe(32)  # phones hashed: cloud and box share it
     sample = demo_retail.load_sample(SAMPLE_DATA)
     currency = str(sample["catalog"]["currency"])
     api_port, broker_port = _port(opts.api_port), _port(opts.broker_port)
@@ -263,7 +280,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             artifact_dir=str(data_dir / "artifacts"),
             rollout_interval_s=1.0,  # a demo rollout advances within a second
             currency=currency,
-            member_hash_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]  # SecretStr
+            member_hash_key=member_hash_key,  # type: ignore[arg-type]  # SecretStr
+            # members' rotating codes (decision 0064): their day keys derive from it
+            member_code_secret=secrets.token_urlsafe(32),  # type: ignore[arg-type]
         )
         signer = SnapshotSigner.from_settings(settings)
         # the store box is provisioned with the cloud's public key (base64, raw Ed25519)
@@ -316,7 +335,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                         modules=_modules(opts.full_store, api=api, token=device_token,
                                          trusted_key=trusted_key,
                                          release_key=str(release.public_keys()[0]["public_key"]),
-                                         currency=currency)),
+                                         currency=currency, lane_token=lane_token,
+                                         phone_key=member_hash_key)),
             registry=agent_registry,
         )
         agent_stop = asyncio.Event()
@@ -357,6 +377,9 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         console.print(f"  cloud broker   {broker.url}   store-local bus mqtt://127.0.0.1:{local_port}")
         if opts.full_store:
             console.print(f"  printer        {printer_dir}   (receipts and pick tickets)")
+            if _lanes_url(agent) is not None:
+                console.print(f"  cashier screen {_lanes_url(agent)}/till/   "
+                              f"(lane-1 token: {lane_token})")
         console.print(f"  try: fleet stores --api {api} --token {token}")
         if opts.full_store:
             firmware = _sample_firmware(data_dir / "firmware", model="sim-lockboard",
@@ -417,6 +440,13 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                                             name="demo-cashier"),
                         asyncio.create_task(demo_retail.online_order(http, agent, retail),
                                             name="demo-online-order")]
+                    lanes_url = _lanes_url(agent)
+                    if lanes_url is not None and await demo_retail.members_at_the_store(
+                            http, agent, retail, opts.store_id):
+                        retail_tasks.append(asyncio.create_task(
+                            demo_retail.lane_shopper(http, agent, retail, till_stop,
+                                                     lane_url=lanes_url, token=lane_token),
+                            name="demo-lane-shopper"))
             deadline = None if opts.duration is None else started + opts.duration
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 if sim_task.done():
@@ -567,6 +597,8 @@ def _retail_ok(summary: dict[str, Any]) -> bool:
             and summary["charged_differs"] == 0
             and summary["coupon_flags_not_allocated"] == 0
             and summary["member_points"] == summary["member_points_expected"]
+            and summary["lane_sales"] >= 1 and summary["lane_points_used"] > 0
+            and summary["lane_code_replays_refused"] == summary["lane_sales"]
             and summary["pick_ticket_printed"]
             and summary["online_order_status"] == "handed_over"
             and summary["shelf_prices_checked"] > 0 and not summary["shelf_prices_differ"]

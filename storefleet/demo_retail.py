@@ -40,6 +40,7 @@ import httpx
 from edge_agent.modules.till import Till
 from edge_agent.pos.sales import PosError, Tenders
 from pricing import Basket, Line, Member
+from protocols import membercode
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class RetailDemo:
     order_id: str | None = None
     order_store: str | None = None
     order_steps_done: list[str] = field(default_factory=list)
+    member_points_used: int = 0
+    lane_sales: list[str] = field(default_factory=list)  # sold at the lane over HTTP
+    lane_code_refused: int = 0  # the member's code shown twice: refused as replayed
     errors: list[str] = field(default_factory=list)
 
 
@@ -213,6 +217,65 @@ async def online_order(http: httpx.AsyncClient, agent: Any, demo: RetailDemo, *,
         demo.order_steps_done.append(step)
 
 
+async def members_at_the_store(http: httpx.AsyncClient, agent: Any, demo: RetailDemo,
+                               store_id: str, *, timeout_s: float = 30.0) -> bool:
+    """HQ makes the demo member a member of this store and publishes the store's member
+    snapshot (signed, in its content manifest); until the box has taken it."""
+    assert demo.member_id is not None
+    await _ok(await http.put(f"/api/v1/members/{demo.member_id}/home-store",
+                             json={"store_id": store_id}), "the member's home store")
+    await _ok(await http.post("/api/v1/member-snapshots/publish",
+                              json={"stores": [store_id]}), "publish the member snapshot")
+    members = agent.module("members")
+    if await _poll(lambda: members is not None and members.snapshot is not None,
+                   timeout_s=timeout_s):
+        return True
+    demo.errors.append("the box did not take the member snapshot")
+    return False
+
+
+async def member_code(http: httpx.AsyncClient, member_id: str, *, now_ms: int) -> str:
+    """The code the member's phone shows now: the app fetches the member's day keys
+    from the cloud and signs the current time step (``protocols.membercode``)."""
+    doc = await _ok(await http.get(f"/api/v1/members/{member_id}/code-keys"),
+                    "the member's code keys")
+    key = membercode.decode_key(doc["keys"][str(membercode.day_of(now_ms))])
+    return membercode.make(key, member_id, now_ms=now_ms)
+
+
+async def lane_shopper(http: httpx.AsyncClient, agent: Any, demo: RetailDemo,
+                       stop: asyncio.Event, *, lane_url: str, token: str,
+                       every_s: float = 31.0, seed: int = 11) -> None:
+    """The member at lane 1: shows the code on their phone, the lane terminal sends the
+    whole sale (``POST /till/v1/sales``) paying 100 points and the rest by card; the box
+    has the cloud authorise the points. The code shown again is refused (replayed). A
+    code is good for one 30 s step, so one sale a step."""
+    rng = random.Random(seed)
+    assert demo.member_id is not None
+    async with httpx.AsyncClient(base_url=lane_url, timeout=10,
+                                 headers={"Authorization": f"Bearer {token}"}) as lane:
+        while not stop.is_set():
+            code = await member_code(http, demo.member_id, now_ms=agent.clock.now_ms())
+            skus = rng.sample(sorted(demo.names), rng.randint(2, 4))
+            body = {"lines": [{"code": sku, "qty": rng.randint(1, 2)} for sku in skus],
+                    "member": {"code": code}, "cashier": "Lane 1",
+                    "tender": {"method": "card", "points": 100}}
+            resp = await lane.post("/till/v1/sales", json=body)
+            if resp.status_code != 200:
+                demo.errors.append(f"lane sale: HTTP {resp.status_code} {resp.text[:200]}")
+                return
+            sale = resp.json()
+            demo.till_sales.append(sale["sale_id"])
+            demo.lane_sales.append(sale["sale_id"])
+            demo.member_points_earned += int(sale["points_earned"])
+            demo.member_points_used += int(sale["points_used"])
+            again = await lane.post("/till/v1/sales", json={**body, "sale_id": None})
+            if again.status_code == 403 and again.json().get("reason") == "replayed":
+                demo.lane_code_refused += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every_s)
+
+
 async def order_status(http: httpx.AsyncClient, order_id: str) -> str:
     resp = await http.get(f"/api/v1/orders/{order_id}")
     return str(resp.json().get("status")) if resp.status_code == 200 else "unknown"
@@ -299,7 +362,11 @@ async def retail_summary(http: httpx.AsyncClient, demo: RetailDemo, *, store_id:
         "sales_audit_pending": audit.get("pending"),
         "charged_differs": audit.get("charged_differs"),
         "member_points": member.get("points_balance"),
-        "member_points_expected": WELCOME_POINTS + demo.member_points_earned,
+        "member_points_expected": (WELCOME_POINTS + demo.member_points_earned
+                                   - demo.member_points_used),
+        "lane_sales": len(demo.lane_sales),
+        "lane_points_used": demo.member_points_used,
+        "lane_code_replays_refused": demo.lane_code_refused,
         "online_order_store": demo.order_store,
         "online_order_status": status,
         "online_order_history": history,
