@@ -133,6 +133,12 @@ def test_ctrl_c_ends_the_demo_with_the_full_summary(tmp_path: Path,
     assert summary["charged_differs"] == 0
     assert summary["coupon_flags_not_allocated"] == 0
     assert summary["member_points"] == summary["member_points_expected"] > 500
+    # lane 1 over HTTP: the member's signed code, points authorised by the cloud (and
+    # taken once: the balance above), the same code shown again refused as replayed
+    assert summary["lane_sales"] >= 1
+    assert summary["lane_points_used"] == 100 * summary["lane_sales"]
+    assert summary["lane_code_replays_refused"] == summary["lane_sales"]
+    assert "cashier screen http://127.0.0.1:" in stderr
     assert summary["online_order_store"] == "S001"
     assert summary["online_order_history"] == ["accepted", "picking", "ready", "handed_over"]
     assert summary["pick_ticket_printed"] is True
