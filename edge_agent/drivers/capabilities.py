@@ -25,6 +25,8 @@ capability          used by                                provided by (family)
                     status, modules/shelf.py, 0050)
 ``AUDIO_PLAYER``    the store's schedule from content       audio
                     (modules/audio.py, 0050)
+``CODE_CABINET``    pickup and member codes at a cabinet    vending
+                    (modules/cabinets.py, 0066)
 ==================  =====================================  ==========================
 """
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # the families import this module: no import cycle at run tim
     from edge_agent.drivers.cart.driver import ScanSubscription, ScreenResult
     from edge_agent.drivers.cart.state import Session
     from edge_agent.drivers.printer.drawer import CashDrawer
+    from edge_agent.drivers.vending.desk import CabinetDesk
     from protocols.aim import Scan
     from protocols.esl import PriceBook
 
@@ -144,6 +147,17 @@ class AudioPlayer(Protocol):
     async def set_schedule(self, document: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class CodeCabinet(Protocol):
+    """A cabinet where a pickup or member code can be entered: the box's desk that
+    answers the codes is attached to it (decision 0066)."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    def attach_desk(self, desk: CabinetDesk | None) -> None: ...
+
+
 class Capability(Generic[T]):
     """A capability to look drivers up by (``DriverSupervisor.find``)."""
 
@@ -167,10 +181,11 @@ CART_FLEET = Capability[CartFleet]("cart_fleet", CartFleet)
 BUSY = Capability[BusyReporter]("busy", BusyReporter)
 AUDIO_PLAYER = Capability[AudioPlayer]("audio_player", AudioPlayer)
 LABEL_COUNTER = Capability[LabelCounter]("label_counter", LabelCounter)
+CODE_CABINET = Capability[CodeCabinet]("code_cabinet", CodeCabinet)
 
 CAPABILITIES: tuple[Capability[Any], ...] = (
     RECEIPT_PRINTER, SCANNER, CUSTOMER_DISPLAY, LABEL_SINK, SCREEN_SINK, CART_FLEET, BUSY,
-    AUDIO_PLAYER, LABEL_COUNTER)
+    AUDIO_PLAYER, LABEL_COUNTER, CODE_CABINET)
 
 
 def capabilities_of(driver: object) -> list[str]:

@@ -17,9 +17,18 @@ The driver polls the reader and runs the cashless session (``protocols.mdb``): a
 selection becomes a vend request; an approval releases the door, and the door state
 is always read back before the vend is declared a success. Every settled vend emits
 exactly one ``vend`` event whose id is derived from the session id (a retried emit is
-stored once). Commands: ``unlock`` {door: 0..15} (sensitive: only with a reason,
-decision 0044), ``status``, ``firmware_update`` (``vending/firmware.py``, decision 0039;
-refused while a vend session is open).
+stored once).
+
+Codes (decision 0066): a code entered or scanned at the cabinet (``CODE_ENTERED``) goes
+to the desk the ``cabinets`` module attached (``vending/desk.py``). A pickup code opens
+its one door (read back, the result told to the desk); a member code makes the next
+vend within ``MEMBER_WINDOW_MS`` the member's. With a desk, every vend is priced by the
+engine (the cabinet's promotions, the member if any) and its ``vend`` event carries the
+sale's fields; doors held for pickups are not sold.
+
+Commands: ``unlock`` {door: 0..15} (sensitive: only with a reason, decision 0044),
+``status``, ``firmware_update`` (``vending/firmware.py``, decision 0039; refused while
+a vend session is open).
 """
 
 from __future__ import annotations
@@ -45,9 +54,17 @@ from edge_agent.drivers.base import (
 from edge_agent.drivers.capabilities import BusyReporter
 from edge_agent.drivers.firmware import FirmwareUpdate
 from edge_agent.drivers.links import SerialOptions, link_metrics, open_link
+from edge_agent.drivers.vending.desk import (
+    CabinetDesk,
+    CodeRefused,
+    MemberHere,
+    OpenDoor,
+    VendItem,
+)
 from edge_agent.drivers.vending.firmware import VendingFirmware, VendingFirmwareOptions
 from edge_agent.drivers.vending.transport import BoardClient
 from edge_agent.metrics import registry_scoped
+from pricing import Member
 from protocols import mdb
 from protocols import vending as v
 from protocols.ids import uuid7
@@ -55,6 +72,9 @@ from protocols.ids import uuid7
 logger = logging.getLogger(__name__)
 
 UNLOCK_SETTLE_S = 0.05  # a latch needs a few ms to release before the door sensor reads open
+# A member code counts for the cabinet's next vend within this long: the member shows the
+# code, then taps a card and presses a key, as at a till; then it is forgotten.
+MEMBER_WINDOW_MS = 60_000
 
 
 # The lock board addresses 16 doors (one status bitmap of 16 bits).
@@ -69,6 +89,7 @@ class Slot(BaseModel):
     item: int = Field(ge=0, lt=65536)  # two bytes on the wire (VEND_REQUEST)
     price: int = Field(ge=0)  # minor units
     sku: str | None = None
+    best_before_ms: int | None = Field(None, ge=0)  # near-expiry markdowns (decision 0066)
 
 
 class VendingOptions(VendingFirmwareOptions, SerialOptions):
@@ -101,6 +122,10 @@ class VendingDriver(Driver, BusyReporter):
         self._last_seen: int | None = None
         self._status: v.CabinetStatus | None = None
         self._jammed: set[int] = set()
+        self._codes = _code_counter(ctx)
+        self._desk: CabinetDesk | None = None
+        self._member: tuple[Member, int] | None = None  # and until when (ms)
+        self._sale: tuple[str, dict[str, Any]] | None = None  # session id, sale fields
         self.firmware = VendingFirmware(device_id=self.device_id, ctx=ctx,
                                         options=self.options, request=self._request)
 
@@ -167,16 +192,21 @@ class VendingDriver(Driver, BusyReporter):
         if reply.event is ev.BEGIN_SESSION:
             self._session = mdb.transition(s, mdb.Begin(uuid7(self.ctx.clock.now_ms()),
                                                         reply.funds, reply.media_id))
+        elif reply.event is ev.CODE_ENTERED:
+            await self._on_code(reply.code)
         elif reply.event is ev.SELECTION:
             slot = self._planogram.get(reply.door)
-            if slot is None or s.state is not mdb.State.SESSION:
-                logger.info("%s: selection of door %d not vendable", self.device_id, reply.door)
+            held = self._desk is not None and self._desk.held(self.device_id, reply.door)
+            if slot is None or held or s.state is not mdb.State.SESSION:
+                logger.info("%s: selection of door %d not vendable%s", self.device_id,
+                            reply.door, " (held for a pickup)" if held else "")
                 if s.state is mdb.State.SESSION:
                     self._session = mdb.transition(s, mdb.Cancel())
                     await self._request(v.Cmd.SESSION_DONE)
                 return
-            self._session = mdb.transition(s, mdb.Request(slot.price, slot.item, reply.door))
-            await self._request(v.Cmd.VEND_REQUEST, v.vend_request_payload(slot.price, slot.item))
+            price = self._price(reply.door, slot)
+            self._session = mdb.transition(s, mdb.Request(price, slot.item, reply.door))
+            await self._request(v.Cmd.VEND_REQUEST, v.vend_request_payload(price, slot.item))
         elif reply.event is ev.VEND_APPROVED:
             self._session = mdb.transition(s, mdb.Approved(reply.amount))
             ok = await self._dispense(self._session.door)
@@ -198,6 +228,64 @@ class VendingDriver(Driver, BusyReporter):
             await self._emit_vend()  # an approved vend the reader ended is still reported
             self._session = mdb.Session()
 
+    def _price(self, door: int, slot: Slot) -> int:
+        """The vend's price: the engine's with a desk (the member's, if a member code
+        came within the window), else the planogram's."""
+        member = None
+        if self._member is not None:
+            member, until = self._member
+            self._member = None  # one vend per code
+            if self.ctx.clock.now_ms() > until:
+                member = None
+        if self._desk is None or self._session.session_id is None:
+            return slot.price
+        priced = self._desk.price_vend(
+            self.device_id, VendItem(door=door, item=slot.item, sku=slot.sku,
+                                     price=slot.price, best_before_ms=slot.best_before_ms),
+            member)
+        if priced is None:
+            return slot.price
+        self._sale = (self._session.session_id, priced.sale)
+        return priced.price
+
+    async def _on_code(self, code: str) -> None:
+        desk = self._desk
+        if desk is None:
+            self._codes.labels(device=self.device_id, result="no_desk").inc()
+            logger.warning("%s: a code was entered but no cabinets module answers codes",
+                           self.device_id)
+            return
+        answer = await desk.code_entered(self.device_id, code)
+        if isinstance(answer, CodeRefused):
+            self._codes.labels(device=self.device_id, result=answer.reason).inc()
+            return  # the desk logged why
+        if isinstance(answer, MemberHere):
+            self._member = (answer.member, self.ctx.clock.now_ms() + MEMBER_WINDOW_MS)
+            self._codes.labels(device=self.device_id, result="member").inc()
+            return
+        assert isinstance(answer, OpenDoor)
+        if self._session.state is not mdb.State.IDLE:  # a customer is mid-vend: try later
+            await desk.door_result(self.device_id, answer.order_id, opened=False)
+            self._codes.labels(device=self.device_id, result="busy").inc()
+            logger.warning("%s: pickup %s not opened: a vend session is in progress",
+                           self.device_id, answer.order_id)
+            return
+        try:
+            opened = await self._dispense(answer.door)
+        except DriverError:
+            # The board may or may not have opened it (a lost reply): the pickup stays
+            # claimed, so no second opening; staff see it in the log and the metric.
+            self._codes.labels(device=self.device_id, result="pickup_unknown").inc()
+            logger.error("%s: pickup %s: door %d unlock unanswered; left claimed",
+                         self.device_id, answer.order_id, answer.door)
+            raise
+        await desk.door_result(self.device_id, answer.order_id, opened=opened)
+        self._codes.labels(device=self.device_id,
+                           result="pickup_opened" if opened else "pickup_jammed").inc()
+
+    def attach_desk(self, desk: CabinetDesk | None) -> None:
+        self._desk = desk
+
     async def _settle(self) -> None:
         await self._emit_vend()
         await self._request(v.Cmd.SESSION_DONE)
@@ -207,10 +295,12 @@ class VendingDriver(Driver, BusyReporter):
         if not s.vend_settled or s.session_id is None or s.session_id in self._emitted:
             return
         slot = self._planogram.get(s.door)
+        data = mdb.vend_event_data(s, device_id=self.device_id,
+                                   item_sku=slot.sku if slot else None)
+        if self._sale is not None and self._sale[0] == s.session_id:
+            data = self._sale[1] | data  # the engine's sale fields beside the vend's own
         await self.ctx.emit_event(
-            "vend", device_id=self.device_id,
-            data=mdb.vend_event_data(s, device_id=self.device_id,
-                                     item_sku=slot.sku if slot else None),
+            "vend", device_id=self.device_id, data=data,
             event_id=mdb.vend_event_id(self.ctx.store_id, self.device_id, s.session_id))
         self._emitted.add(s.session_id)
         if len(self._emitted) > 1024:  # only the current session can repeat; stay bounded
@@ -280,6 +370,13 @@ class VendingDriver(Driver, BusyReporter):
         self._board_online()
         st = await self._read_status()
         return {"open_doors": sorted(st.open_doors), "temperature_c": st.temperature_c}
+
+
+def _code_counter(ctx: DriverContext) -> Counter:
+    return registry_scoped(ctx.registry, "vending_codes", lambda r: Counter(
+        "storefleet_vending_codes", "codes entered at cabinets, by result (pickup_opened, "
+        "pickup_jammed, pickup_unknown, member, busy, no_desk, or the refusal's reason)",
+        ["device", "result"], registry=r))
 
 
 def _vend_counter(ctx: DriverContext) -> Counter:
