@@ -127,12 +127,18 @@ def cloud(workdir: Path, *, broker: str) -> Iterator[tuple[str, int]]:
                                  f"{proc.poll()}); its log ends:\n{said}")
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], *, grace_s: float = 30.0) -> None:
+    """SIGTERM (a clean stop: the agent and the cloud finish what they hold), then
+    SIGKILL after ``grace_s``."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def peak_rss_mb(pid: int) -> float:

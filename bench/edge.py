@@ -50,7 +50,6 @@ import os
 import platform
 import random
 import re
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -72,6 +71,7 @@ from bench._services import (
     cloud,
     free_port,
     metric_value,
+    stop_process,
 )
 from bench.fleet import Mosquitto
 
@@ -191,12 +191,7 @@ def agent_process(workdir: Path, config: str) -> Iterator[int]:
     try:
         yield proc.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 def agent_log_tail(workdir: Path) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.cluster_services import RabbitCluster
 from tests.integration.harness import Proc
 from tests.services import Mosquitto, free_port
 
@@ -164,3 +165,14 @@ async def wait_for(
             return loop.time() - start
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    """Three RabbitMQ nodes clustered (``tests.cluster_services``), for one test module."""
+    c = RabbitCluster(Path(tmp_path_factory.mktemp("rabbit")))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()

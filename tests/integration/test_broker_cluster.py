@@ -20,9 +20,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiomqtt
 import pytest
@@ -43,16 +42,6 @@ WINDOW = 20  # the store's publishes in flight (aiomqtt's default inflight windo
 PUBLISH_TIMEOUT_S = 5.0  # a publish to a dead node is abandoned after this
 INGEST_ID = "ingest-cluster-1"
 WILL_WAIT_S = 8.0  # after the kill: more than 1.5 x the Will client's 5 s keepalive
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
-    c = RabbitCluster(Path(tmp_path_factory.mktemp("rabbit")))
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def client(node: RabbitNode, identifier: str, **kwargs: object) -> aiomqtt.Client:

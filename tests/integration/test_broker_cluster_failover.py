@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,16 +49,6 @@ EVENTS = 2000  # at RATE, ~10 s of stream: the kill lands well inside it
 RATE = 200  # events/s from the store's devices
 KILL_AFTER = 500  # events stored in the cloud when the node dies
 SAMPLE_S = 0.1  # the figures' resolution
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
-    c = RabbitCluster(Path(tmp_path_factory.mktemp("rabbit")))
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def cluster_url(cluster: RabbitCluster) -> str:
