@@ -1,4 +1,5 @@
-"""The retail jobs loop: settle commissions, expire points, expire coupons.
+"""The retail jobs loop: settle commissions, expire points, expire coupons, cancel
+online orders left unpaid.
 
     scheduler = JobScheduler(retail_jobs(program), sessions=writer_sessions, clock=clock,
                              interval_s=300, registry=registry, holder="api-7f3a")
@@ -40,6 +41,7 @@ from cloud.db.models_loyalty import JobLease
 from cloud.loyalty import distribution, points
 from cloud.loyalty.coupons import expire_coupons
 from cloud.loyalty.program import LoyaltyProgram
+from cloud.orders.payments import expire_unpaid
 from protocols.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ def retail_jobs(program: LoyaltyProgram) -> tuple[Job, ...]:
             s, now_ms=now, program=program)),
         Job("expire_points", lambda s, now: points.expire_due(s, now_ms=now)),
         Job("expire_coupons", lambda s, now: expire_coupons(s, now_ms=now)),
+        # Online orders left unpaid give their stock back (decision 0067).
+        Job("expire_unpaid_orders", lambda s, now: expire_unpaid(s, now_ms=now)),
     )
 
 

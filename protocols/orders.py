@@ -87,6 +87,11 @@ class OrderDispatch(Msg):
     note: str = Field(default="", max_length=300)
     created_ms: EpochMs
     ts: EpochMs
+    # The price fixed at placement (decision 0067), None on unpriced orders: ``paid``
+    # online, or ``at_store``: the store collects ``total`` at pickup or delivery.
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    total: int | None = Field(default=None, ge=0)
+    payment: Literal["paid", "at_store"] = "at_store"
 
 
 class OrderStatusData(Msg):

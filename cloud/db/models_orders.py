@@ -53,6 +53,9 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_store_status", "store_id", "status"),
         Index("ix_orders_created", "created_ms", "order_id"),
+        # One provider payment pays one order: a reused reference is a replay.
+        Index("uq_orders_payment_ref", "payment_ref", unique=True),
+        Index("ix_orders_payment_created", "payment", "created_ms"),  # unpaid expiry
     )
 
     order_id: Mapped[str] = mapped_column(Id, primary_key=True)
@@ -71,6 +74,18 @@ class Order(Base):
     updated_ms: Mapped[int]
     # pending | published | failed: whether the broker took the dispatch.
     dispatch: Mapped[str] = mapped_column(String(16), default="pending")
+    # Priced at placement by the engine's online channel (decision 0067): the totals in
+    # minor units of ``currency``, the lines and promotions applied in ``priced``. None
+    # on orders placed before migration 0024.
+    currency: Mapped[str | None] = mapped_column(String(3))
+    total: Mapped[int | None]
+    priced: Mapped[dict[str, Any] | None]
+    # due (waits for its payment notice, not dispatched) | paid | at_store (collected
+    # at pickup or delivery: the cloud takes no online payments).
+    payment: Mapped[str] = mapped_column(String(16), default="at_store",
+                                         server_default="at_store")
+    paid_ms: Mapped[int | None]
+    payment_ref: Mapped[str | None] = mapped_column(String(128))
 
 
 class OrderStatusEvent(Base):
@@ -140,3 +155,16 @@ class CouponFlag(Base):
     reason: Mapped[str] = mapped_column(String(24))  # double_use | not_allocated | expired
     first_event_id: Mapped[str | None] = mapped_column(Id)
     detected_ms: Mapped[int]
+
+
+class StockMove(Base):
+    """A store event that moved stock (sale, refund, vend), applied once: keyed by store
+    and event id like the events themselves (decision 0067)."""
+
+    __tablename__ = "stock_moves"
+
+    store_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    event_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    units: Mapped[int]  # signed: units taken (-) or put back (+) over all skus
+    applied_ms: Mapped[int]

@@ -9,7 +9,11 @@
 ``dispatch``        publish an order to its store (``cmd/orders``, QoS 1)
 ``coupon_ranges``   code ranges pre-allocated to stores; reconciling offline
                     redemptions (double use flagged)
-``hooks``           ``register(hooks, metrics)``: the ingest post-commit hooks
+``pricing``         the order priced at placement by the engine's online channel
+``payments``        the signed payment notice (``protocols.payments``); unpaid expiry
+``earn``            a paid order handed over earns through loyalty's sale path
+``stock``           sales, refunds and vends keep ``stock`` true (once per event)
+``hooks``           ``register(hooks, metrics, loyalty)``: the ingest post-commit hooks
 ==================  ================================================================
 """
 
@@ -18,7 +22,9 @@ from cloud.orders.errors import (
     InvalidOrder,
     NoStoreAvailable,
     OrderError,
+    PaymentRefused,
     UnknownOrder,
+    Unpriceable,
 )
 from cloud.orders.metrics import OrderMetrics
 
@@ -28,5 +34,7 @@ __all__ = [
     "NoStoreAvailable",
     "OrderError",
     "OrderMetrics",
+    "PaymentRefused",
     "UnknownOrder",
+    "Unpriceable",
 ]

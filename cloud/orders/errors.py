@@ -6,8 +6,12 @@
      |                          (``missing``: sku -> units short at the nearest store)
      +-- IdempotencyConflict    the idempotency key was used for a different request
      +-- UnknownOrder           no such order / range / store location (``what``, ``key``)
+     +-- Unpriceable            the routed store's price book or promotions cannot price
+     |                          the order (``reason``: unknown_sku, no_price_book,
+     |                          currency, coupon_unusable)
+     +-- PaymentRefused         a payment notice refused (``outcome``, ``status``)
 
-Routes map them to problem+json (422, 409, 409, 404).
+Routes map them to problem+json (422, 409, 409, 404, 422, ``status``).
 """
 
 from __future__ import annotations
@@ -45,3 +49,21 @@ class UnknownOrder(OrderError):
         super().__init__(f"no {what} {key!r}")
         self.what = what
         self.key = key
+
+
+class Unpriceable(OrderError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class PaymentRefused(OrderError):
+    """``outcome`` labels the metric; ``status`` is the HTTP answer the gateway gets
+    (a refused notice is not a payment: the gateway reverses it)."""
+
+    def __init__(self, outcome: str, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.status = status
+        self.detail = detail

@@ -28,3 +28,22 @@ class OrderMetrics:
         self.coupon_redemptions = Counter(
             "storefleet_offline_coupon_redemptions",
             "offline range-coupon redemptions accepted", registry=registry)
+        # Decision 0067: priced and paid orders, stock kept true by the stores' events.
+        self.payment_notices = Counter(
+            "storefleet_order_payment_notices",
+            "payment notices for online orders by outcome (paid, duplicate, bad_signature, "
+            "bad_notice, unknown_order, amount_mismatch, replay, already_paid, cancelled, "
+            "not_configured)", ["outcome"], registry=registry)
+        self.points_earned = Counter(
+            "storefleet_order_points_earned",
+            "points credited to members for online orders handed over or delivered",
+            registry=registry)
+        self.stock_moves = Counter(
+            "storefleet_stock_moves",
+            "store events applied to stock, by kind and outcome (applied, duplicate, "
+            "no_lines, order: an online order's goods, bad_payload)", ["kind", "outcome"],
+            registry=registry)
+        self.stock_short = Counter(
+            "storefleet_stock_short_units",
+            "units a store sold beyond the cloud's stock level (floored at 0)",
+            registry=registry)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from cloud.db.models_orders import Order, StockLevel, StoreLocation
 from cloud.orders import routing
 from cloud.orders.errors import IdempotencyConflict, InvalidOrder, NoStoreAvailable, UnknownOrder
+from cloud.orders.pricing import OrderPricer
 from protocols.ids import uuid7
 from protocols.orders import Customer, Fulfilment, OrderDispatch, OrderLine
 
@@ -37,6 +38,7 @@ class OrderRequest:
     member_id: str | None = None
     note: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    coupons: tuple[str, ...] = ()  # codes the shopper presents (decision 0067)
 
     def need(self) -> dict[str, int]:
         """Units per sku (the same sku on two lines is one need)."""
@@ -47,7 +49,7 @@ class OrderRequest:
 
     def digest(self) -> str:
         """What the idempotency key is bound to: a retry must send the same order."""
-        doc = {
+        doc: dict[str, Any] = {
             "fulfilment": self.fulfilment,
             "lines": sorted((ln.sku, ln.qty) for ln in self.lines),
             "customer": self.customer.model_dump(mode="json"),
@@ -56,12 +58,16 @@ class OrderRequest:
             "lon": self.lon,
             "note": self.note,
         }
+        if self.coupons:  # only then: keys of orders placed before keep their digest
+            doc["coupons"] = list(self.coupons)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def place_order(session: Session, request: OrderRequest, *, key: str,
-                now_ms: int) -> tuple[Order, bool]:
-    """Route and reserve; returns (order, created). A retried key returns its order."""
+def place_order(session: Session, request: OrderRequest, *, key: str, now_ms: int,
+                pricer: OrderPricer | None = None,
+                payment: str = "at_store") -> tuple[Order, bool]:
+    """Route, reserve and (``pricer``) price; returns (order, created). A retried key
+    returns its order, price included. ``payment``: ``due`` or ``at_store``."""
     digest = request.digest()
     existing = session.scalar(select(Order).where(Order.idempotency_key == key))
     if existing is not None:
@@ -85,6 +91,10 @@ def place_order(session: Session, request: OrderRequest, *, key: str,
             )
             try:
                 with session.begin_nested():
+                    if pricer is not None:  # coupons redeemed inside this savepoint
+                        pricer.price_order(session, order, lines=request.lines,
+                                           coupons=request.coupons, now_ms=now_ms,
+                                           payment=payment)
                     session.add(order)
             except sa_exc.IntegrityError:
                 # The same key placed by a concurrent retry: theirs won, return it.
@@ -109,6 +119,8 @@ def dispatch_message(order: Order, *, now_ms: int) -> OrderDispatch:
         lines=[OrderLine.model_validate(ln) for ln in order.lines],
         customer=Customer.model_validate(order.customer), member_id=order.member_id,
         note=order.note, created_ms=order.created_ms, ts=now_ms,
+        currency=order.currency, total=order.total,
+        payment="paid" if order.payment == "paid" else "at_store",
     )
 
 

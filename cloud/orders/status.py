@@ -11,12 +11,14 @@ Each event is recorded once by its id (``order_status_events``) with its outcome
 =================  =============================================================
 
 A redelivered event (same id) is a ``duplicate`` and changes nothing. A cancel gives
-the reserved units back to the store's stock.
+the reserved units back to the store's stock. An order that reaches ``handed_over`` or
+``delivered`` earns its member the points priced at placement (``earn``, decision 0067).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -30,8 +32,12 @@ from protocols.orders import OrderStatusData, can_transition
 logger = logging.getLogger(__name__)
 
 
+Earn = Callable[[Session, Order, int], None]
+"""Credits an order's points (``cloud.orders.earn.OrderEarner``)."""
+
+
 def apply_status(session: Session, *, event_id: str, store_id: str, data: OrderStatusData,
-                 now_ms: int) -> str:
+                 now_ms: int, earn: Earn | None = None) -> str:
     """Apply one status report; returns its outcome (see the module docstring)."""
     if session.get(OrderStatusEvent, (store_id, event_id)) is not None:
         return "duplicate"
@@ -51,6 +57,8 @@ def apply_status(session: Session, *, event_id: str, store_id: str, data: OrderS
         order.updated_ms = now_ms
         if data.status == "cancelled":
             routing.release(session, order.store_id, order.lines, now_ms=now_ms)
+        elif data.status in ("handed_over", "delivered") and earn is not None:
+            earn(session, order, now_ms)
     session.add(OrderStatusEvent(
         event_id=event_id, order_id=data.order_id, store_id=store_id, from_status=before,
         to_status=data.status, outcome=outcome, ts=data.ts, received_ms=now_ms))
@@ -61,8 +69,9 @@ def apply_status(session: Session, *, event_id: str, store_id: str, data: OrderS
 class OrderStatusHook:
     """Callable for ``PostCommitHooks.register("orders", {"order_status"}, hook)``."""
 
-    def __init__(self, *, metrics: OrderMetrics) -> None:
+    def __init__(self, *, metrics: OrderMetrics, earn: Earn | None = None) -> None:
         self.metrics = metrics
+        self.earn = earn
 
     def __call__(self, session: Session, event: Event, now_ms: int) -> None:
         try:
@@ -73,7 +82,7 @@ class OrderStatusHook:
                            event.id, err.errors()[0])
             return
         outcome = apply_status(session, event_id=event.id, store_id=event.store_id,
-                               data=data, now_ms=now_ms)
+                               data=data, now_ms=now_ms, earn=self.earn)
         self.metrics.status_events.labels(outcome=outcome).inc()
         if outcome in ("illegal", "wrong_store", "unknown_order"):
             logger.warning("store %s: order %s -> %s refused: %s", event.store_id,

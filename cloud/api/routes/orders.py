@@ -9,8 +9,10 @@ ranges stores redeem offline.
 ``POST /orders``                       hq-admin,     place (Idempotency-Key header or
                                        manager       ``idempotency_key``); 409 no store
 ``GET  /orders``, ``/orders/{id}``     readers       with the status history
-``POST /orders/{id}/dispatch``         hq-admin,     publish to the store again
-                                       field-tech
+``POST /orders/{id}/dispatch``         hq-admin,     publish to the store again (paid or
+                                       field-tech    ``at_store`` orders only)
+``POST /order-payments/notify``        no token:     the payment gateway's signed notice
+                                       its HMAC      (decision 0067); dispatches on payment
 ``POST /stores/{id}/coupon-ranges``    hq-admin      allocate a range to a store
 ``GET  /stores/{id}/coupon-ranges``    readers,      what the store box downloads
                                        device
@@ -42,6 +44,7 @@ from cloud.api.deps import (
 )
 from cloud.api.json_body import JsonRoute
 from cloud.api.problems import ApiProblem
+from cloud.api.routes.retail_common import RetailDep
 from cloud.api.schemas import Text
 from cloud.db.models_orders import CouponFlag, Order, OrderStatusEvent
 from cloud.orders import coupon_ranges, service
@@ -51,16 +54,25 @@ from cloud.orders.errors import (
     InvalidOrder,
     NoStoreAvailable,
     OrderError,
+    PaymentRefused,
     UnknownOrder,
+    Unpriceable,
 )
 from cloud.orders.metrics import OrderMetrics
+from cloud.orders.payments import accept_notice, payment_payload
+from cloud.orders.pricing import OrderPricer
 from cloud.settings import Role
 from protocols.ids import Id
 from protocols.orders import Customer, Fulfilment, OrderLine
+from protocols.payments import SIGNATURE_HEADER
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["orders"], route_class=JsonRoute)
+# Routes the payment gateway calls: authenticated by the notice's HMAC, not a token.
+public_router = APIRouter(tags=["orders"])
+
+MAX_NOTICE = 4096  # a notice is ~300 bytes; anything far larger is not one
 
 StoreId = Annotated[Id, Path(description="store id")]
 OrderId = Annotated[Id, Path(description="order id")]
@@ -120,6 +132,9 @@ class OrderCreate(_Body):
     lines: list[OrderLine] = Field(min_length=1, max_length=200)
     customer: Customer
     member_id: Id | None = None
+    coupons: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=10,
+        description="coupon codes: a member's coupons or public codes (decision 0067)")
     note: Text = Field(default="", max_length=300)
     lat: float = Field(ge=-90, le=90, description="delivery address or the shopper's position")
     lon: float = Field(ge=-180, le=180)
@@ -146,6 +161,11 @@ class OrderPublic(BaseModel):
     created_ms: int
     updated_ms: int
     dispatch: str
+    price: dict[str, Any] | None = Field(
+        default=None, description="fixed at placement, minor units (decision 0067)")
+    payment: dict[str, Any] = Field(
+        default_factory=dict, description="state (due, paid, at_store), amount, currency; "
+                                          "payload: what a due order's payment names")
     history: list[StatusChange] = Field(default_factory=list)
 
 
@@ -161,6 +181,10 @@ def _public(order: Order, history: list[OrderStatusEvent] | None = None) -> Orde
         status=order.status, lines=order.lines, customer=order.customer,
         member_id=order.member_id, note=order.note, distance_m=order.distance_m,
         created_ms=order.created_ms, updated_ms=order.updated_ms, dispatch=order.dispatch,
+        price=order.priced,
+        payment={"state": order.payment, "amount": order.total, "currency": order.currency,
+                 "payload": payment_payload(order) if order.payment == "due" else None,
+                 "paid_ms": order.paid_ms},
         history=[StatusChange(event_id=h.event_id, from_status=h.from_status,
                               to_status=h.to_status, outcome=h.outcome, ts=h.ts)
                  for h in history or ()],
@@ -176,6 +200,9 @@ def _problem(err: OrderError, metrics: OrderMetrics) -> ApiProblem:
         return ApiProblem(409, str(err), reason="idempotency_conflict")
     if isinstance(err, UnknownOrder):
         return ApiProblem(404, str(err))
+    if isinstance(err, Unpriceable):
+        metrics.rejected.labels(reason=err.reason).inc()
+        return ApiProblem(422, err.detail, reason=err.reason)
     if isinstance(err, InvalidOrder):
         metrics.rejected.labels(reason="invalid").inc()
         return ApiProblem(422, err.detail, reason="invalid")
@@ -216,9 +243,10 @@ def get_stock(store_id: StoreId, session: SessionDep, _: ReadRole) -> dict[str, 
 
 
 def _place(sessions: sessionmaker[Session], request: service.OrderRequest, key: str,
-           now_ms: int) -> tuple[Order, bool]:
+           now_ms: int, pricer: OrderPricer, payment: str) -> tuple[Order, bool]:
     with sessions.begin() as session:
-        return service.place_order(session, request, key=key, now_ms=now_ms)
+        return service.place_order(session, request, key=key, now_ms=now_ms, pricer=pricer,
+                                   payment=payment)
 
 
 def _set_dispatch(sessions: sessionmaker[Session], order_id: str, result: str) -> None:
@@ -241,7 +269,8 @@ async def _publish(app: Any, orders: OrdersState, order: Order) -> str:
                409: {"description": "no store can fulfil it, or the key was reused"}},
 )
 async def create_order(
-    body: OrderCreate, app: StateDep, orders: OrdersDep, _: OrderRole, response: Response,
+    body: OrderCreate, app: StateDep, orders: OrdersDep, retail: RetailDep, _: OrderRole,
+    response: Response,
     idempotency_key: Annotated[Text | None, Header(min_length=8, max_length=128)] = None,
 ) -> OrderPublic:
     key = idempotency_key or body.idempotency_key
@@ -250,17 +279,21 @@ async def create_order(
                          reason="invalid")
     request = service.OrderRequest(
         fulfilment=body.fulfilment, lines=tuple(body.lines), customer=body.customer,
-        lat=body.lat, lon=body.lon, member_id=body.member_id, note=body.note)
+        lat=body.lat, lon=body.lon, member_id=body.member_id, note=body.note,
+        coupons=tuple(body.coupons))
+    pricer = OrderPricer(repricer=retail.repricer, program=retail.program)
+    # With online payments on, an order waits for its notice before it is dispatched.
+    payment = "due" if app.settings.order_payment_secret is not None else "at_store"
     try:
         order, created = await asyncio.to_thread(_place, app.writer, request, key,
-                                                 app.clock.now_ms())
+                                                 app.clock.now_ms(), pricer, payment)
     except OrderError as err:
         raise _problem(err, orders.metrics) from err
     if created:
         orders.metrics.placed.labels(fulfilment=order.fulfilment).inc()
     else:
         response.status_code = 200
-    if created or order.dispatch != "published":
+    if order.payment != "due" and (created or order.dispatch != "published"):
         order.dispatch = await _publish(app, orders, order)
     response.headers["Location"] = f"/api/v1/orders/{order.order_id}"
     return _public(order)
@@ -308,6 +341,10 @@ async def redispatch(order_id: OrderId, app: StateDep, orders: OrdersDep,
     order = await asyncio.to_thread(load)
     if order is None:
         raise ApiProblem(404, f"no order {order_id!r}")
+    if order.payment == "due":
+        orders.metrics.dispatch.labels(result="unpaid").inc()
+        raise ApiProblem(409, f"order {order_id} is not paid yet: it is dispatched on "
+                              "payment", reason="unpaid")
     order.dispatch = await _publish(app, orders, order)
     if order.dispatch != "published":
         raise ApiProblem(503, f"order {order_id} not published", reason="publish_failed")
@@ -354,3 +391,41 @@ def list_flags(
     return [{"event_id": f.event_id, "code": f.code, "store_id": f.store_id,
              "reason": f.reason, "first_event_id": f.first_event_id,
              "detected_ms": f.detected_ms} for f in session.scalars(stmt)]
+
+
+# ---- payments (decision 0067) ----------------------------------------------------------------
+
+
+@public_router.post(
+    "/order-payments/notify",
+    summary="The payment gateway's signed notice that an online order was paid",
+    responses={401: {"description": "bad or missing X-Storefleet-Signature"},
+               404: {"description": "no such order, or a payload the cloud never issued"},
+               409: {"description": "wrong amount, already paid, replay, cancelled"},
+               503: {"description": "the cloud takes no online payments"}})
+async def payment_notice(request: Request, app: StateDep, orders: OrdersDep) -> OrderPublic:
+    body = await request.body()
+    if len(body) > MAX_NOTICE:
+        raise ApiProblem(413, "payment notice too large", reason="too_large")
+    secret = app.settings.order_payment_secret
+    signature = request.headers.get(SIGNATURE_HEADER)
+
+    def apply() -> tuple[Order, str]:
+        with app.writer.begin() as session:
+            return accept_notice(
+                session, body, signature, now_ms=app.clock.now_ms(),
+                secret=None if secret is None else secret.get_secret_value())
+
+    try:
+        order, outcome = await asyncio.to_thread(apply)
+    except PaymentRefused as err:
+        orders.metrics.payment_notices.labels(outcome=err.outcome).inc()
+        logger.warning("payment notice refused (%s): %s", err.outcome, err.detail)
+        raise ApiProblem(err.status, err.detail, reason=err.outcome) from err
+    orders.metrics.payment_notices.labels(outcome=outcome).inc()
+    if outcome == "paid":
+        logger.info("order %s paid (%d %s), dispatching to store %s", order.order_id,
+                    order.total or 0, order.currency, order.store_id)
+    if order.dispatch != "published":  # paid now, or an earlier publish failed
+        order.dispatch = await _publish(app, orders, order)
+    return _public(order)

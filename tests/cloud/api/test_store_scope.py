@@ -60,6 +60,9 @@ async def client(db_url: str, registry: CollectorRegistry) -> AsyncIterator[http
 
 async def place_order_at(c: httpx.AsyncClient, store: str, key: str) -> str:
     """Only ``store`` has stock, so routing must pick it."""
+    r = await c.post("/api/v1/price-books", headers=auth(ADMIN),  # orders are priced
+                     json={"items": [{"sku": "milk", "price": 200}]})
+    assert r.status_code == 201, r.text
     r = await c.put(f"/api/v1/stores/{store}/stock", headers=auth(ADMIN),
                     json={"levels": {"milk": 5}})
     assert r.status_code == 200, r.text

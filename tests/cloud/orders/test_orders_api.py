@@ -31,7 +31,14 @@ def order_body(**kw: Any) -> dict[str, Any]:
     return body
 
 
-async def setup_stores(client: httpx.AsyncClient, stock: dict[str, dict[str, int]]) -> None:
+async def setup_stores(client: httpx.AsyncClient, stock: dict[str, dict[str, int]], *,
+                       prices: bool = True) -> None:
+    if prices:  # orders are priced at placement (decision 0067)
+        r = await client.post("/api/v1/price-books", headers=auth(ADMIN),
+                              json={"items": [{"sku": "milk", "price": 200},
+                                              {"sku": "bread", "price": 250},
+                                              {"sku": "cola", "price": 150}]})
+        assert r.status_code == 201, r.text
     for store, (lat, lon) in STORES.items():
         r = await client.put(f"/api/v1/stores/{store}/location", headers=auth(ADMIN),
                              json={"lat": lat, "lon": lon})

@@ -1,0 +1,140 @@
+"""Stock kept true by what the stores sell: the ``stock`` rows routing reads.
+
+The ingest hook takes the stores' own events (decision 0067):
+
+===========  ===================================================  ===============
+kind         what moves                                           units
+===========  ===================================================  ===============
+``sale``     ``basket.lines`` (till, lane till and cart sales)    taken
+``vend``     ``sku`` of a vend whose ``outcome`` is ``success``   one taken
+``refund``   ``refund.lines`` (``pricing.RefundResult``)          put back
+===========  ===================================================  ===============
+
+Exactly once per event: a ``stock_moves`` row keyed by (store, event id) is inserted
+first (``ON CONFLICT DO NOTHING RETURNING``); a redelivered or re-sent event finds it and
+moves nothing. A sku the store has no ``stock`` row for is not sold online and is left
+alone. A sale beyond the cloud's level (a count that was already stale) floors the level
+at 0 and is counted in ``storefleet_stock_short_units_total``: the store sold what it
+had, so the cloud's number was wrong, not the sale.
+
+An online order's units were taken at placement (``routing.reserve``): an event that
+names an ``order_id`` (the till ringing up an order paid at the store, a cabinet handing
+one out) moves nothing here (outcome ``order``), so they are not taken twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.orm import Session
+
+from cloud.db.models_orders import StockLevel, StockMove
+from cloud.db.writes import dialect_insert
+from cloud.orders.metrics import OrderMetrics
+from protocols.messages import Event
+
+logger = logging.getLogger(__name__)
+
+KINDS = frozenset({"sale", "refund", "vend"})
+
+
+class _Line(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    qty: Annotated[int, Field(ge=0, le=10_000_000)]
+
+
+class _Lines(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    lines: list[_Line] = Field(default_factory=list, max_length=10_000)
+
+
+class _SaleStock(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    basket: _Lines | None = None
+
+
+class _RefundStock(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    refund: _Lines | None = None
+
+
+class _VendStock(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    sku: str | None = None
+    outcome: str = ""
+
+
+def moves_of(event: Event) -> dict[str, int]:
+    """sku -> signed units the event moves (negative: taken). Raises ValidationError."""
+    out: dict[str, int] = {}
+    if event.data.get("order_id"):
+        return out  # an online order's goods: reserved when it was placed
+    if event.kind == "vend":
+        vend = _VendStock.model_validate(event.data)
+        if vend.outcome == "success" and vend.sku:
+            out[vend.sku] = -1
+        return out
+    sign, lines = ((-1, _SaleStock.model_validate(event.data).basket) if event.kind == "sale"
+                   else (1, _RefundStock.model_validate(event.data).refund))
+    for line in lines.lines if lines is not None else ():
+        out[line.sku] = out.get(line.sku, 0) + sign * line.qty
+    return {sku: units for sku, units in out.items() if units}
+
+
+def apply_moves(session: Session, event: Event, moves: Mapping[str, int], *,
+                now_ms: int) -> tuple[bool, int]:
+    """Apply ``moves`` once for this event; returns (applied, units short)."""
+    first = session.execute(
+        dialect_insert(session, StockMove).values(
+            store_id=event.store_id, event_id=event.id, kind=event.kind,
+            units=sum(moves.values()), applied_ms=now_ms)
+        .on_conflict_do_nothing().returning(StockMove.event_id)).first()
+    if first is None:
+        return False, 0
+    short = 0
+    for sku, units in sorted(moves.items()):  # sorted: rows locked in one order
+        row = session.get(StockLevel, (event.store_id, sku), with_for_update=True)
+        if row is None:
+            continue  # not sold online at this store
+        short += max(0, -units - row.qty)
+        row.qty = max(0, row.qty + units)
+        row.updated_ms = now_ms
+    session.flush()
+    return True, short
+
+
+class StockHook:
+    """Callable for ``PostCommitHooks.register("stock", KINDS, hook)``."""
+
+    def __init__(self, *, metrics: OrderMetrics) -> None:
+        self.metrics = metrics
+
+    def __call__(self, session: Session, event: Event, now_ms: int) -> None:
+        try:
+            moves = moves_of(event)
+        except ValidationError as err:
+            self.metrics.stock_moves.labels(kind=event.kind, outcome="bad_payload").inc()
+            logger.warning("store %s: %s event %s unusable for stock: %s", event.store_id,
+                           event.kind, event.id, err.errors()[0])
+            return
+        if not moves:
+            outcome = "order" if event.data.get("order_id") else "no_lines"
+            self.metrics.stock_moves.labels(kind=event.kind, outcome=outcome).inc()
+            return
+        applied, short = apply_moves(session, event, moves, now_ms=now_ms)
+        self.metrics.stock_moves.labels(kind=event.kind,
+                                        outcome="applied" if applied else "duplicate").inc()
+        if short:
+            self.metrics.stock_short.inc(short)
+            logger.warning("store %s: %s event %s sold %d units beyond the cloud's stock "
+                           "level (floored at 0)", event.store_id, event.kind, event.id,
+                           short)
