@@ -228,6 +228,8 @@ def create_app(
                    store_members, staff, staff_views):
         api.include_router(module.router)
     api.include_router(orders_routes.router)
+    # The payment gateway's notices carry an HMAC, not an API token (decision 0067).
+    app.include_router(orders_routes.public_router, prefix=API_PREFIX)
     api.include_router(cabinet_routes.router)
     if settings.enrolment.ca_dir:
         # Store identities only where the cloud holds a CA (decision 0035); the box
@@ -267,12 +269,13 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
                  cabinets: CabinetMetrics | None = None) -> PostCommitHooks:
     """What stored events trigger: loyalty (points, coupons, commissions) and re-pricing."""
     hooks = PostCommitHooks(registry=registry)
-    hooks.register("loyalty", {"sale", "refund"},
-                   LoyaltyHook(program=retail.program, metrics=retail.loyalty_metrics))
+    loyalty = LoyaltyHook(program=retail.program, metrics=retail.loyalty_metrics)
+    hooks.register("loyalty", {"sale", "refund"}, loyalty)
     hooks.register("reprice", {"sale"},
                    RepriceHook(metrics=retail.promotion_metrics, repricer=retail.repricer))
-    # Orders: order_status state machine; offline coupon-range reconciliation.
-    order_hooks.register(hooks, metrics=orders or OrderMetrics(registry))
+    # Orders: order_status state machine (a handed-over order earns through ``loyalty``);
+    # offline coupon-range reconciliation; stock kept true by sales (decision 0067).
+    order_hooks.register(hooks, metrics=orders or OrderMetrics(registry), loyalty=loyalty)
     # Rollouts: a box's install report advances, halts or completes its rollout.
     hooks.register("rollouts", {"rollout_status"},
                    RolloutHook(rollouts or RolloutMetrics(registry)))

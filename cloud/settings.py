@@ -23,6 +23,8 @@ Environment variables (all optional):
 ``STOREFLEET_MAX_PAYLOAD``         largest accepted payload in bytes
 ``STOREFLEET_MEMBER_HASH_KEY``     server secret for keyed phone-number hashes (>= 16 chars)
 ``STOREFLEET_MEMBER_CODE_SECRET``  chain secret of the member codes' day keys (>= 16 chars)
+``STOREFLEET_ORDER_PAYMENT_SECRET``  HMAC key of online orders' payment notices (>= 16
+                                   chars; unset: orders are paid at the store)
 ``STOREFLEET_MEMBER_SNAPSHOT_INTERVAL_S`` seconds between member snapshots; ``0`` = on request
 ``STOREFLEET_SIGNING_KEY_FILE``    Ed25519 private key (PEM) signing promotion snapshots
 ``STOREFLEET_TRUSTED_KEYS``        older public keys still announced (base64, comma list)
@@ -217,6 +219,9 @@ class CloudSettings(BaseModel):
     # Members at the store (decision 0064): the chain secret the members' day keys are
     # derived from (member codes); None = no member codes, no member snapshots.
     member_code_secret: SecretStr | None = None
+    # Online orders (decision 0067): the HMAC key of the payment gateway's notices; set,
+    # orders are paid online and dispatched on payment; None = collected at the store.
+    order_payment_secret: SecretStr | None = None
     # Seconds between publishing every store's member snapshot; 0 = only on request.
     # A day: the snapshot carries today's and tomorrow's keys.
     member_snapshot_interval_s: float = Field(default=0.0, ge=0, le=86_400)
@@ -367,7 +372,7 @@ class CloudSettings(BaseModel):
                              "sensitive commands")
         return value
 
-    @field_validator("member_hash_key", "member_code_secret")
+    @field_validator("member_hash_key", "member_code_secret", "order_payment_secret")
     @classmethod
     def _check_hash_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
@@ -406,7 +411,8 @@ class CloudSettings(BaseModel):
             data["share_group"] = None if group.strip().lower() in ("", "none", "-") else group
         if raw_tokens := env.get(ENV_PREFIX + "API_TOKENS"):
             data["api_tokens"] = parse_tokens(raw_tokens)
-        for name in ("member_hash_key", "member_code_secret", "signing_key_file", "currency",
+        for name in ("member_hash_key", "member_code_secret", "order_payment_secret",
+                     "signing_key_file", "currency",
                      "artifact_dir", "release_key_file", "artifact_store",
                      "artifact_s3_endpoint_url", "artifact_s3_region", "artifact_s3_access_key_id",
                      "artifact_s3_secret_access_key"):
@@ -434,7 +440,8 @@ class CloudSettings(BaseModel):
 
 # The secrets that may come from a file named by ``<VARIABLE>_FILE``.
 SECRET_FILE_VARIABLES = ("MQTT_PASSWORD", "MEMBER_HASH_KEY", "API_TOKENS",
-                         "BROKER_ADMIN_PASSWORD", "ARTIFACT_S3_SECRET_ACCESS_KEY")
+                         "BROKER_ADMIN_PASSWORD", "ARTIFACT_S3_SECRET_ACCESS_KEY",
+                         "ORDER_PAYMENT_SECRET")
 
 
 def _with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
