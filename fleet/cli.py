@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleet import artifacts, content, fanout, output, provision, rollouts, screens
+from fleet.options import ApiOpt, JsonOpt, TokenOpt
 from fleet.output import Exit
 from fleet.session import call_api
 
@@ -41,13 +42,6 @@ app.add_typer(rollouts.app, name="rollout")  # decision 0040
 app.add_typer(content.app, name="content")  # decision 0046
 app.add_typer(screens.app, name="screens")  # decision 0051
 
-ApiOpt = Annotated[str | None, typer.Option(
-    "--api", envvar="STOREFLEET_API", show_default=False,
-    help="cloud API base URL [default: what `fleet login` saved, else http://127.0.0.1:8000]")]
-TokenOpt = Annotated[str | None, typer.Option(
-    "--token", envvar="STOREFLEET_TOKEN", show_default=False,
-    help="API bearer token [default: what `fleet login` saved]")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 LimitOpt = Annotated[int | None, typer.Option(
     "--limit", min=1, show_default=False,
     help="at most N rows [default: all of them, fetched a page at a time]")]

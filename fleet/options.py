@@ -15,7 +15,7 @@ import typer
 
 ApiOpt = Annotated[str | None, typer.Option(
     "--api", envvar="STOREFLEET_API", show_default=False,
-    help="cloud API base URL [default: what `fleet login` saved]")]
+    help="cloud API base URL [default: what `fleet login` saved, else http://127.0.0.1:8000]")]
 TokenOpt = Annotated[str | None, typer.Option(
     "--token", envvar="STOREFLEET_TOKEN", show_default=False,
     help="API bearer token [default: what `fleet login` saved]")]
