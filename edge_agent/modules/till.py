@@ -11,7 +11,6 @@ codes and have the member's points authorised (decision 0064)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,9 +34,6 @@ class Till(Module):
     # content: reports its price book there when content runs; members: the lanes find
     # members and authorise their spends through it when the box runs it
     after = ("content", "members")
-    # How often the applied price book is compared with the one last reported: a book
-    # changes a few times a day; HQ's view may lag this much behind the till.
-    REPORT_POLL_S: ClassVar[float] = 0.5
 
     def __init__(self, kernel: Kernel, settings: TillModuleSettings) -> None:
         super().__init__(kernel, settings)
@@ -78,23 +74,15 @@ class Till(Module):
     async def start(self, tasks: Supervisor) -> None:
         tasks.start("pos-sync", self.pos.sync_forever)
         content = self.kernel.module("content")
-        if isinstance(content, Content):
-            tasks.start("till-content-report", lambda: self._report_book(content))
+        if isinstance(content, Content):  # same version again: report_part ignores it
+            self.pos.pricebook.on_applied(lambda version, applied_ms: content.report_part(
+                "pricebook", version, applied_ms=applied_ms))
         if self.lanes is not None:
             await self.lanes.start()
 
     async def stop(self) -> None:
         if self.lanes is not None:
             await self.lanes.stop()
-
-    async def _report_book(self, content: Content) -> None:
-        book = self.pos.pricebook
-        while True:
-            version, applied_ms = book.version, book.applied_ms
-            if version is not None:  # same version again: report_part ignores it
-                content.report_part("pricebook", version,
-                                    applied_ms=applied_ms or self.kernel.clock.now_ms())
-            await asyncio.sleep(self.REPORT_POLL_S)
 
     async def close(self) -> None:
         await self.pos.close()

@@ -45,7 +45,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,30 @@ class PriceBookCache:
         # skus the last apply changed (all of a full book: None); the labels follow them
         self.changed: list[str] | None = None
         self._deltas: list[tuple[int, int, list[str]]] = []  # (base, version, skus)
+        self._listeners: list[Callable[[int, int], None]] = []
+
+    def on_applied(self, callback: Callable[[int, int], None]) -> None:
+        """``callback(version, applied_ms)`` after each book this cache applies, and now
+        for the one it runs (loaded from disk: since now). The till reports it as the
+        store's ``pricebook`` content part (decision 0050)."""
+        self._listeners.append(callback)
+        if self.version is not None:
+            self._call(callback)
+
+    def _announce(self) -> None:
+        for callback in self._listeners:
+            self._call(callback)
+
+    def _call(self, callback: Callable[[int, int], None]) -> None:
+        version = self.version
+        assert version is not None
+        if self.applied_ms is None:
+            self.applied_ms = self._clock.now_ms()
+        try:
+            callback(version, self.applied_ms)
+        except Exception:  # a listener's fault must not undo an applied book
+            self._metrics.refresh.labels(what="pricebook", result="listener_failed").inc()
+            logger.exception("price book v%d: a listener failed", version)
 
     @property
     def version(self) -> int | None:
@@ -301,6 +325,7 @@ class PriceBookCache:
         await self.catalog.install(catalog)
         self.changed, self.applied_ms = None, self._clock.now_ms()
         self._deltas = []
+        self._announce()
         self._metrics.refresh.labels(what="pricebook", result="updated").inc()
         logger.info("store %s: price book v%d installed (%d items)", self.store_id,
                     catalog.version, len(catalog.items))
@@ -497,6 +522,7 @@ class PriceBookCache:
         else:  # the last few: labels a poll or two behind catch up without a full pass
             self._deltas = [*self._deltas[-15:],
                             (payload["base_version"], payload["version"], changed)]
+        self._announce()
         self._metrics.refresh.labels(what="pricebook", result="updated").inc()
         logger.info("store %s: price book v%d applied (%s, %d items)", self.store_id,
                     payload["version"], "full" if changed is None else
