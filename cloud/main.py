@@ -289,7 +289,7 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
     hooks.register("staff_sales", {"sale"}, SalesHook(staff or StaffMetrics(registry)))
     # Cabinet pickup and member vends (decision 0066): a pickup's status from its box;
     # a member's vend earns as a sale does (the loyalty hook's path).
-    hooks.register("cabinet_pickups", {"cabinet_pickup"},
+    hooks.register("cabinet_pickups", {"cabinet_pickup", "vend"},
                    PickupStatusHook(metrics=cabinets or CabinetMetrics(registry)))
     hooks.register("loyalty_vends", {"vend"},
                    VendLoyaltyHook(LoyaltyHook(program=retail.program,

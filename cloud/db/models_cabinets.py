@@ -72,3 +72,18 @@ class CabinetPickup(Base):
     expires_ms: Mapped[int]
     created_ms: Mapped[int]
     updated_ms: Mapped[int]
+
+
+class CabinetVend(Base):
+    """A vend taken off its door's units, once per (store, event id): a redelivered
+    ``vend`` event finds its row and moves nothing."""
+
+    __tablename__ = "cabinet_vends"
+    __table_args__ = (PrimaryKeyConstraint("store_id", "event_id", name="pk_cabinet_vends"),)
+
+    store_id: Mapped[str] = mapped_column(Id)
+    event_id: Mapped[str] = mapped_column(Id)
+    cabinet_id: Mapped[str] = mapped_column(Id)
+    door: Mapped[int] = mapped_column(Integer)
+    moved: Mapped[bool] = mapped_column(Boolean)  # false: no such door, or none left
+    received_ms: Mapped[int]

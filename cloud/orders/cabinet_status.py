@@ -13,6 +13,11 @@ pickup          order status             the door
 ``picked_up``   ``handed_over``          its units less the order's, hold released
 ``expired``     ``cancelled``            hold released, its units sellable again
 ==============  =======================  ============================================
+
+A ``vend`` event that dispensed (``outcome`` ``success``) takes one unit off its door
+(``cabinet`` and ``door`` of the event), once per (store, event id) (``cabinet_vends``),
+so routing does not send an order to a door a walk-up emptied. A door the cloud does not
+know, or one already at 0 (a stale count), moves nothing and is counted.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from cloud.db.models_cabinets import CabinetDoor, CabinetPickup
+from cloud.db.models_cabinets import CabinetDoor, CabinetPickup, CabinetVend
 from cloud.db.models_orders import Order, OrderStatusEvent
 from cloud.errors import PublishError
 from cloud.orders.cabinets import CabinetMetrics, dispatch_message
@@ -73,13 +78,37 @@ def apply_pickup_status(session: Session, *, event_id: str, store_id: str,
     return outcome
 
 
+def apply_vend(session: Session, *, event_id: str, store_id: str, cabinet_id: str,
+               door: int, now_ms: int) -> str:
+    """One unit off the door of a dispensed vend: ``taken``, ``duplicate``, ``unknown_door``
+    or ``empty``."""
+    if session.get(CabinetVend, (store_id, event_id)) is not None:
+        return "duplicate"
+    result = session.execute(
+        update(CabinetDoor)
+        .where(CabinetDoor.store_id == store_id, CabinetDoor.cabinet_id == cabinet_id,
+               CabinetDoor.door == door, CabinetDoor.qty >= 1)
+        .values(qty=CabinetDoor.qty - 1, updated_ms=now_ms))
+    moved = result.rowcount == 1  # type: ignore[attr-defined]
+    outcome = "taken" if moved else (
+        "empty" if session.get(CabinetDoor, (store_id, cabinet_id, door)) else "unknown_door")
+    session.add(CabinetVend(store_id=store_id, event_id=event_id, cabinet_id=cabinet_id,
+                            door=door, moved=moved, received_ms=now_ms))
+    session.flush()  # a concurrent worker's copy fails here (primary key): one move
+    return outcome
+
+
 class PickupStatusHook:
-    """Callable for ``PostCommitHooks.register("cabinet_pickups", {pickup.KIND}, hook)``."""
+    """Callable for ``PostCommitHooks.register("cabinet_pickups", {pickup.KIND, "vend"},
+    hook)``: pickup reports, and the door units of dispensed vends."""
 
     def __init__(self, *, metrics: CabinetMetrics) -> None:
         self.metrics = metrics
 
     def __call__(self, session: Session, event: Event, now_ms: int) -> None:
+        if event.kind == "vend":
+            self._vend(session, event, now_ms)
+            return
         try:
             data = pickup.PickupStatusData.model_validate(event.data)
         except ValidationError as err:
@@ -93,6 +122,29 @@ class PickupStatusHook:
         if outcome in ("illegal", "wrong_store", "unknown_order"):
             logger.warning("store %s: pickup %s -> %s refused: %s", event.store_id,
                            data.order_id, data.status, outcome)
+
+
+    def _vend(self, session: Session, event: Event, now_ms: int) -> None:
+        data = event.data
+        if data.get("outcome") != "success":
+            return
+        cabinet, door = data.get("cabinet"), data.get("door")
+        if not isinstance(cabinet, str) or not isinstance(door, int) or not 0 <= door < 16:
+            self.metrics.door_vends.labels(outcome="bad_payload").inc()
+            logger.warning("store %s: vend event %s names no cabinet door", event.store_id,
+                           event.id)
+            return
+        if len(cabinet) > 64:
+            self.metrics.door_vends.labels(outcome="bad_payload").inc()
+            logger.warning("store %s: vend event %s: cabinet id too long", event.store_id,
+                           event.id)
+            return
+        outcome = apply_vend(session, event_id=event.id, store_id=event.store_id,
+                             cabinet_id=cabinet, door=door, now_ms=now_ms)
+        self.metrics.door_vends.labels(outcome=outcome).inc()
+        if outcome == "empty":
+            logger.warning("store %s: cabinet %s door %d vended with none left in the "
+                           "cloud's count (stale)", event.store_id, cabinet, door)
 
 
 async def dispatch_pickup(publisher: Publisher, row: CabinetPickup, order: Order, *,

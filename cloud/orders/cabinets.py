@@ -59,6 +59,10 @@ class CabinetMetrics:
             "storefleet_cabinet_pickup_events", "cabinet_pickup events by outcome "
             "(applied, noop, duplicate, illegal, wrong_store, unknown_order, bad_payload)",
             ["outcome"], registry=registry)
+        self.door_vends = Counter(
+            "storefleet_cabinet_door_vends", "dispensed vends taken off their door's units "
+            "by outcome (taken, duplicate, empty, unknown_door, bad_payload)", ["outcome"],
+            registry=registry)
 
 
 @dataclass(frozen=True, slots=True)

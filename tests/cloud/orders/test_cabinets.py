@@ -181,3 +181,30 @@ async def test_a_members_vend_earns_points_once(client: httpx.AsyncClient,
     proc.process([vend("v1", "success", member)])  # redelivered: earns nothing more
     doc = (await client.get(f"/api/v1/members/{member}", headers=auth(ADMIN))).json()
     assert doc["points_balance"] == 24
+
+
+async def test_dispensed_vends_take_their_door_units_once(
+        client: httpx.AsyncClient, clock: ManualClock) -> None:
+    await setup_cabinets(client)
+    proc, reg = processor(client, clock)
+
+    def vend(eid: str, door: int, outcome: str = "success",
+             cabinet: str = "vend-1") -> tuple[str, bytes]:
+        return event("S-mitte", "vend", eid, {"session_id": eid, "cabinet": cabinet,
+                                              "door": door, "outcome": outcome})
+
+    # door 2's one sandwich and one of door 5's two go to walk-ups; a denied vend and an
+    # unknown cabinet move nothing; door 2 once more is a stale count
+    proc.process([vend("w1", 2), vend("w2", 5), vend("w2", 5), vend("w3", 5, "denied"),
+                  vend("w4", 2), vend("w5", 3, cabinet="vend-7"),
+                  event("S-mitte", "vend", "w6", {"outcome": "success", "door": "x"})])
+    proc.process([vend("w1", 2)])  # redelivered
+    cab = (await client.get("/api/v1/stores/S-mitte/cabinets/vend-1", headers=auth(TECH))).json()
+    assert (cab["doors"]["2"]["qty"], cab["doors"]["5"]["qty"]) == (0, 1)
+    count = lambda o: metric(reg, "storefleet_cabinet_door_vends_total", outcome=o)  # noqa: E731
+    assert (count("taken"), count("duplicate"), count("empty"), count("unknown_door"),
+            count("bad_payload")) == (2, 2, 1, 1, 1)
+    # routing sees it: a two-sandwich order no longer fits the near cabinet
+    r = (await client.post("/api/v1/cabinet-orders", headers=auth(MANAGER),
+                           json=body("after-vends", qty=2))).json()
+    assert r["cabinet_id"] == "vend-9"

@@ -56,9 +56,20 @@ def upgrade() -> None:
     )
     op.create_index("ix_cabinet_pickups_cabinet", "cabinet_pickups",
                     ["store_id", "cabinet_id", "status"])
+    op.create_table(
+        "cabinet_vends",
+        sa.Column("store_id", sa.String(64), nullable=False),
+        sa.Column("event_id", sa.String(64), nullable=False),
+        sa.Column("cabinet_id", sa.String(64), nullable=False),
+        sa.Column("door", sa.Integer(), nullable=False),
+        sa.Column("moved", sa.Boolean(), nullable=False),
+        sa.Column("received_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("store_id", "event_id", name="pk_cabinet_vends"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("cabinet_vends")
     op.drop_index("ix_cabinet_pickups_cabinet", table_name="cabinet_pickups")
     op.drop_table("cabinet_pickups")
     op.drop_index("ix_cabinet_doors_sku", table_name="cabinet_doors")
