@@ -41,7 +41,8 @@ class OrderMetrics:
         self.stock_moves = Counter(
             "storefleet_stock_moves",
             "store events applied to stock, by kind and outcome (applied, duplicate, "
-            "no_lines, order: an online order's goods, bad_payload)", ["kind", "outcome"],
+            "no_lines, order: an online order's goods, cabinet: a door-counted cabinet's, "
+            "bad_payload)", ["kind", "outcome"],
             registry=registry)
         self.stock_short = Counter(
             "storefleet_stock_short_units",

@@ -19,7 +19,10 @@ had, so the cloud's number was wrong, not the sale.
 
 An online order's units were taken at placement (``routing.reserve``): an event that
 names an ``order_id`` (the till ringing up an order paid at the store, a cabinet handing
-one out) moves nothing here (outcome ``order``), so they are not taken twice.
+one out) moves nothing here (outcome ``order``), so they are not taken twice. One unit,
+one ledger: a vend from a cabinet the cloud keeps by its doors (``cabinets``, decision
+0066) is that cabinet's door count's business and moves no store stock (outcome
+``cabinet``); any other cabinet is stocked from the store's own goods.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
+from cloud.db.models_cabinets import Cabinet
 from cloud.db.models_orders import StockLevel, StockMove
 from cloud.db.writes import dialect_insert
 from cloud.orders.metrics import OrderMetrics
@@ -129,6 +133,11 @@ class StockHook:
         if not moves:
             outcome = "order" if event.data.get("order_id") else "no_lines"
             self.metrics.stock_moves.labels(kind=event.kind, outcome=outcome).inc()
+            return
+        cabinet = event.data.get("cabinet")
+        if event.kind == "vend" and isinstance(cabinet, str) and \
+                session.get(Cabinet, (event.store_id, cabinet)) is not None:
+            self.metrics.stock_moves.labels(kind=event.kind, outcome="cabinet").inc()
             return
         applied, short = apply_moves(session, event, moves, now_ms=now_ms)
         self.metrics.stock_moves.labels(kind=event.kind,

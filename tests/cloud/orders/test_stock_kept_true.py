@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from cloud.main import ingest_hooks
+from cloud.orders.cabinets import set_cabinet
 from cloud.orders.metrics import OrderMetrics
 from pricing import Basket, Catalog, Item, Line, PromotionSnapshot, Store, price, refund
 from protocols import mdb, topics
@@ -134,10 +135,16 @@ async def test_a_sale_beyond_the_cloud_level_floors_at_zero_and_is_counted(
     # An online order rung up at the till: its units were reserved at placement.
     ordered = wire("S-mitte", "sale", "ord-1", {"order_id": "o-1", "basket": {
         "lines": [{"line_id": "l1", "sku": "milk", "qty": 1}]}}, "pos")
+    # A pickup cabinet counts its goods by door (decision 0066): not the store's stock.
+    with app.state.cloud.writer.begin() as s:
+        set_cabinet(s, "S-mitte", "vend-1", lat=52.52, lon=13.40, accepts_orders=True,
+                    doors={3: ("milk", 4)}, now_ms=TS)
+    from_doors = vend("S-mitte", "s-9", "milk", "success")
     async with running(worker):
-        await publish(mosquitto.url, [ordered, oversold, bad])
+        await publish(mosquitto.url, [ordered, from_doors, oversold, bad])
         await wait_until(lambda: metric(reg, "storefleet_stock_moves_total", kind="sale",
                                         outcome="bad_payload") == 1)
         await wait_until(lambda: metric(reg, "storefleet_stock_short_units_total") == 2)
     assert await levels(client, "S-mitte") == {"milk": 0}
     assert metric(reg, "storefleet_stock_moves_total", kind="sale", outcome="order") == 1
+    assert metric(reg, "storefleet_stock_moves_total", kind="vend", outcome="cabinet") == 1
