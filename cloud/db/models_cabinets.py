@@ -25,7 +25,10 @@ class Cabinet(Base):
     """A vending cabinet of a store (its device id there), and where it stands."""
 
     __tablename__ = "cabinets"
-    __table_args__ = (PrimaryKeyConstraint("store_id", "cabinet_id", name="pk_cabinets"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("store_id", "cabinet_id", name="pk_cabinets"),
+        Index("ix_cabinets_lat", "lat", "lon"),  # routing's box around the shopper
+    )
 
     store_id: Mapped[str] = mapped_column(Id)
     cabinet_id: Mapped[str] = mapped_column(Id)
@@ -42,8 +45,9 @@ class CabinetDoor(Base):
     __tablename__ = "cabinet_doors"
     __table_args__ = (
         PrimaryKeyConstraint("store_id", "cabinet_id", "door", name="pk_cabinet_doors"),
+        # No index by sku: routing asks per cabinet (the primary key's prefix); an sku
+        # index made SQLite scan a whole sku's doors for every cabinet of the box.
         CheckConstraint("qty >= 0", name="qty_nonneg"),
-        Index("ix_cabinet_doors_sku", "sku", "qty"),
     )
 
     store_id: Mapped[str] = mapped_column(Id)

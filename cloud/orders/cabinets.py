@@ -8,7 +8,11 @@ caller's session and never commit.
 
 Routing is the orders' rule applied to cabinets: the nearest cabinet accepting orders
 (haversine, ``cloud.orders.routing``; ties to the lower store, then cabinet id) that has
-a free door holding the order's sku in the quantity. A cabinet pickup is one door, so
+a free door holding the order's sku in the quantity. A chain has ~200,000 cabinets, so
+the database is asked in rings (``RINGS_M``): cabinets with such a door inside a
+lat/lon box around the shopper (``ix_cabinets_lat``), kept if within the ring's radius
+by haversine; the box holds the whole circle, so the nearest of those is the nearest of
+all. An empty ring widens to the next; the last is unbounded. A cabinet pickup is one door, so
 one sku (several lines of it add up). The door is held with a conditional ``UPDATE ...
 WHERE order_id IS NULL AND qty >= n`` (the row the update matched is the one race
 winner, as ``routing.reserve``); a lost race moves on to the next door or cabinet. The
@@ -23,18 +27,19 @@ import base64
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from cloud.db.models_cabinets import Cabinet, CabinetDoor, CabinetPickup
 from cloud.db.models_orders import Order
 from cloud.orders.errors import IdempotencyConflict, InvalidOrder, NoStoreAvailable
-from cloud.orders.routing import haversine_m
+from cloud.orders.routing import EARTH_RADIUS_M, haversine_m
 from cloud.promotions.signing import SnapshotSigner
 from protocols import pickup
 from protocols.ids import uuid7
@@ -44,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOLD_MS = 24 * 3_600_000  # a day to collect: the usual promise of pickup lockers
 MAX_DOORS = 16  # the lock board addresses 16 doors
+# Search radii: a walk, a town, a region, then anywhere (a shopper far from every
+# cabinet is told the nearest one, however far: the order still fits somewhere).
+RINGS_M: tuple[float | None, ...] = (2_000.0, 20_000.0, 200_000.0, None)
 
 
 class CabinetMetrics:
@@ -117,11 +125,8 @@ def place_cabinet_order(session: Session, request: CabinetOrderRequest, *, key: 
             raise IdempotencyConflict(key)
         return PlacedPickup(existing, row, pickup_code(signer, row), created=False)
     sku, qty = request.need()
-    cabinets = session.scalars(select(Cabinet).where(Cabinet.accepts_orders)).all()
-    ranked = sorted(cabinets, key=lambda c: (haversine_m(request.lat, request.lon, c.lat, c.lon),
-                                             c.store_id, c.cabinet_id))
     order_id = uuid7(now_ms)
-    for cab in ranked:
+    for cab in _nearest_with_door(session, sku=sku, qty=qty, lat=request.lat, lon=request.lon):
         door = _hold_door(session, cab, sku=sku, qty=qty, order_id=order_id, now_ms=now_ms)
         if door is None:
             continue
@@ -152,9 +157,31 @@ def place_cabinet_order(session: Session, request: CabinetOrderRequest, *, key: 
         logger.info("cabinet order %s -> store %s cabinet %s door %d (%d m)", order_id,
                     cab.store_id, cab.cabinet_id, door, distance)
         return PlacedPickup(order, row, pickup_code(signer, row), created=True)
-    raise NoStoreAvailable(
-        f"no cabinet accepting orders has a free door with {sku} x{qty}" if ranked
-        else "no cabinet accepts online orders", candidates=len(ranked))
+    raise NoStoreAvailable(f"no cabinet accepting orders has a free door with {sku} x{qty}",
+                           candidates=0)
+
+
+def _nearest_with_door(session: Session, *, sku: str, qty: int, lat: float,
+                       lon: float) -> Iterator[Cabinet]:
+    """Cabinets with a free door of ``qty`` x ``sku``, nearest first, ring by ring (a
+    cabinet a lost race skipped in one ring may come again in the next: harmless)."""
+    free = exists().where(
+        CabinetDoor.store_id == Cabinet.store_id, CabinetDoor.cabinet_id == Cabinet.cabinet_id,
+        CabinetDoor.sku == sku, CabinetDoor.qty >= qty, CabinetDoor.order_id.is_(None))
+    for radius in RINGS_M:
+        stmt = select(Cabinet).where(Cabinet.accepts_orders, free)
+        if radius is not None:
+            dlat = math.degrees(radius / EARTH_RADIUS_M)
+            # a degree of longitude shrinks with cos(lat); near a pole take all of them
+            dlon = min(180.0, dlat / max(math.cos(math.radians(lat)), 1e-6))
+            stmt = stmt.where(Cabinet.lat.between(lat - dlat, lat + dlat),
+                              Cabinet.lon.between(lon - dlon, lon + dlon))
+        found = [(haversine_m(lat, lon, c.lat, c.lon), c.store_id, c.cabinet_id, c)
+                 for c in session.scalars(stmt)]
+        inside = sorted((f for f in found if radius is None or f[0] <= radius),
+                        key=lambda f: f[:3])
+        for *_, cab in inside:
+            yield cab
 
 
 def _hold_door(session: Session, cab: Cabinet, *, sku: str, qty: int, order_id: str,

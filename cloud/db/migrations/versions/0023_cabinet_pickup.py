@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("updated_ms", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("store_id", "cabinet_id", name="pk_cabinets"),
     )
+    op.create_index("ix_cabinets_lat", "cabinets", ["lat", "lon"])
     op.create_table(
         "cabinet_doors",
         sa.Column("store_id", sa.String(64), nullable=False),
@@ -39,7 +40,6 @@ def upgrade() -> None:
         sa.CheckConstraint("qty >= 0", name="ck_cabinet_doors_qty_nonneg"),
         sa.PrimaryKeyConstraint("store_id", "cabinet_id", "door", name="pk_cabinet_doors"),
     )
-    op.create_index("ix_cabinet_doors_sku", "cabinet_doors", ["sku", "qty"])
     op.create_table(
         "cabinet_pickups",
         sa.Column("order_id", sa.String(64), nullable=False),
@@ -72,6 +72,6 @@ def downgrade() -> None:
     op.drop_table("cabinet_vends")
     op.drop_index("ix_cabinet_pickups_cabinet", table_name="cabinet_pickups")
     op.drop_table("cabinet_pickups")
-    op.drop_index("ix_cabinet_doors_sku", table_name="cabinet_doors")
     op.drop_table("cabinet_doors")
+    op.drop_index("ix_cabinets_lat", table_name="cabinets")
     op.drop_table("cabinets")
