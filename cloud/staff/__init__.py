@@ -18,7 +18,8 @@ Every function takes the caller's session and never commits: the caller owns the
 transaction.
 """
 
-from cloud.staff.errors import JoinCodeRefused, NotAssistant, NotLapsed, StaffError
+from cloud.staff.errors import JoinCodeRefused, NoCampaign, NotAssistant, NotLapsed, StaffError
 from cloud.staff.metrics import StaffMetrics
 
-__all__ = ["JoinCodeRefused", "NotAssistant", "NotLapsed", "StaffError", "StaffMetrics"]
+__all__ = ["JoinCodeRefused", "NoCampaign", "NotAssistant", "NotLapsed", "StaffError",
+           "StaffMetrics"]

@@ -6,7 +6,9 @@
      +-- JoinCodeRefused         a join code not accepted (``reason``: malformed |
      |                           forged | expired | unknown_assistant | retired)
      +-- NotLapsed               a one-tap coupon for a member who bought recently
-                                 (``member_id``, ``last_ms``)
+     |                           (``member_id``, ``last_ms``)
+     +-- NoCampaign              the one-tap coupon's campaign does not exist yet
+                                 (``campaign_id``): HQ creates it
 
 Loyalty's own errors (``cloud.loyalty.errors``: NotFound, Conflict, NotConfigured)
 pass through unchanged.
@@ -42,3 +44,10 @@ class NotLapsed(StaffError):
         self.member_id = member_id
         self.last_ms = last_ms
         self.since_ms = since_ms
+
+
+class NoCampaign(StaffError):
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__(f"the win-back campaign {campaign_id!r} does not exist; HQ "
+                         "creates it with POST /api/v1/campaigns")
+        self.campaign_id = campaign_id

@@ -21,10 +21,10 @@ from cloud.db.models_loyalty import Campaign, Coupon
 from cloud.db.models_members import MemberHomeStore
 from cloud.db.models_staff import StaffCoupon
 from cloud.loyalty.coupons import issue_coupon
-from cloud.loyalty.errors import NotConfigured, NotFound
+from cloud.loyalty.errors import NotFound
 from cloud.loyalty.members import get_member
 from cloud.loyalty.program import DAY_MS
-from cloud.staff.errors import NotLapsed
+from cloud.staff.errors import NoCampaign, NotLapsed
 from cloud.staff.lists import last_activity
 
 logger = logging.getLogger(__name__)
@@ -45,13 +45,12 @@ def give(session: Session, *, store_id: str, member_id: str, campaign_id: str,
          lapsed_days: int, issued_by: str, now_ms: int) -> Given:
     """The win-back coupon of ``member_id``'s current lapse (issued now, or the one
     already given). ``NotFound`` unless they are the store's home member; ``NotLapsed``
-    if they were active within ``lapsed_days``; ``NotConfigured`` without the campaign."""
+    if they were active within ``lapsed_days``; ``NoCampaign`` without the campaign."""
     home = session.get(MemberHomeStore, member_id)
     if home is None or home.store_id != store_id:
         raise NotFound("member", f"{member_id} at store {store_id}")
     if session.get(Campaign, campaign_id) is None:
-        raise NotConfigured(f"the win-back campaign {campaign_id!r} (create it with "
-                            "POST /api/v1/campaigns)")
+        raise NoCampaign(campaign_id)
     get_member(session, member_id, for_update=True)  # one press at a time per member
     lapse_ms = last_activity(session, member_id)
     assert lapse_ms is not None  # the member row exists (locked above)

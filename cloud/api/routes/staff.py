@@ -47,7 +47,13 @@ from cloud.loyalty import errors as le
 from cloud.settings import Role
 from cloud.staff import assistants
 from cloud.staff import join as joining
-from cloud.staff.errors import JoinCodeRefused, NotAssistant, NotLapsed, StaffError
+from cloud.staff.errors import (
+    JoinCodeRefused,
+    NoCampaign,
+    NotAssistant,
+    NotLapsed,
+    StaffError,
+)
 from cloud.staff.metrics import StaffMetrics
 from protocols import joincode, membercode
 from protocols.ids import Id
@@ -119,6 +125,8 @@ def staff_problem(err: Exception) -> ApiProblem:
             return ApiProblem(403, str(err), reason=f"{err.why}_assistant")
         case NotLapsed():
             return ApiProblem(409, str(err), reason="not_lapsed")
+        case NoCampaign():
+            return ApiProblem(409, str(err), reason="no_winback_campaign")
     return problem_of(err)
 
 
@@ -196,7 +204,9 @@ class AssistantPublic(BaseModel):
 
 @router.post("/stores/{store_id}/assistants", status_code=201,
              summary="Register (or rename, or bring back) an assistant of the store",
-             responses={404: {"description": "unknown store"},
+             responses={200: {"model": AssistantPublic, "description": "already an "
+                              "assistant of this store: renamed, or brought back"},
+                        404: {"description": "unknown store"},
                         409: {"description": "the id is an assistant of another store"}})
 def add_assistant(store_id: StoreId, body: AssistantCreate, response: Response, state: StateDep,
                   staff: StaffDep, _: ManageRole) -> AssistantPublic:
@@ -300,7 +310,9 @@ class Joined(BaseModel):
 @router.post("/join", status_code=201, summary="A shopper joins with an assistant's join "
              "code: a member of that store, recruited by that assistant (idempotent by "
              "join_id)",
-             responses={403: {"description": "join_forged: not a code this cloud signed"},
+             responses={200: {"model": Joined, "description": "this join_id joined "
+                              "before: the same member (replayed)"},
+                        403: {"description": "join_forged: not a code this cloud signed"},
                         409: {"description": "the phone is a member already, the join_id "
                               "was another join, or join_unknown_assistant"},
                         410: {"description": "join_expired, or join_retired: the assistant "

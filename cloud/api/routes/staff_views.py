@@ -172,9 +172,11 @@ class GivenPublic(BaseModel):
 
 @router.post("/lapsed/{member_id}/coupon", status_code=201,
              summary="The one-tap coupon for a lapsed home member (one per lapse)",
-             responses={404: {"description": "not a home member of this store"},
-                        409: {"description": "not_lapsed: bought within the days"},
-                        503: {"description": "the win-back campaign does not exist"}})
+             responses={200: {"model": GivenPublic, "description": "already given for "
+                              "this lapse: the same coupon (replayed)"},
+                        404: {"description": "not a home member of this store"},
+                        409: {"description": "not_lapsed: bought within the days; "
+                              "no_winback_campaign: HQ has not created it"}})
 def give_coupon(store_id: StoreId, member_id: MemberId, response: Response, state: StateDep,
                 staff: StaffDep, caller: CallerDep, days: Days | None = None) -> GivenPublic:
     def work(s: Session) -> GivenPublic:

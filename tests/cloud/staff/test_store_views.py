@@ -116,7 +116,7 @@ async def test_lists_coupon_and_rankings(db_url: str) -> None:
             # The one-tap coupon: needs the win-back campaign, then once per lapse.
             give = f"/api/v1/staff/stores/S001/lapsed/{m1}/coupon?days=30"
             r = await c.post(give, headers=auth(ANN))
-            assert r.status_code == 503 and r.json()["type"].endswith("not_configured")
+            assert r.status_code == 409 and r.json()["type"].endswith("no_winback_campaign")
             r = await c.post("/api/v1/campaigns", headers=auth(ADMIN), json={
                 "campaign_id": "winback", "name": "We miss you", "trigger": "manual",
                 "benefit": {"amount_off": 500}, "validity_days": 14})
