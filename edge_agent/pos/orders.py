@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from edge_agent.pos.ledger import PosLedger, StoredOrder
 from edge_agent.pos.peripherals import PeripheralUnavailable, PosError, PosPeripherals
+from edge_agent.pos.receipt import money
 from edge_agent.pos.sales import EventSink
 from protocols.clock import Clock
 from protocols.codec import decode
@@ -88,6 +89,11 @@ def ticket_lines(order: OrderDispatch) -> list[str]:
         lines.append(f"Deliver to: {order.customer.address}")
     lines.append("-" * 20)
     lines += [f"{ln.qty:>3} x {ln.sku}  {ln.name}".rstrip() for ln in order.lines]
+    if order.total is not None and order.currency is not None:
+        # The price fixed at placement (decision 0067): paid online, or what the store
+        # collects at pickup or delivery.
+        what = "PAID ONLINE" if order.payment == "paid" else "TO COLLECT"
+        lines += ["-" * 20, f"{what}: {money(order.total)} {order.currency}"]
     if order.note:
         lines += ["-" * 20, f"Note: {order.note}"]
     return lines
