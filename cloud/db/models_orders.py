@@ -46,6 +46,9 @@ class StockLevel(Base):
     sku: Mapped[str] = mapped_column(Id, primary_key=True)
     qty: Mapped[int] = mapped_column(Integer)
     updated_ms: Mapped[int]
+    # When ``qty`` was last set by a count (``PUT .../stock``): a store event from before
+    # it is already in the count and moves nothing (decision 0067). None: never counted.
+    counted_ms: Mapped[int | None]
 
 
 class Order(Base):

@@ -44,6 +44,10 @@ class OrderMetrics:
             "no_lines, order: an online order's goods, cabinet: a door-counted cabinet's, "
             "bad_payload)", ["kind", "outcome"],
             registry=registry)
+        self.stock_stale = Counter(
+            "storefleet_stock_stale_units",
+            "units of store events older than the sku's last count (already in it)",
+            registry=registry)
         self.stock_short = Counter(
             "storefleet_stock_short_units",
             "units a store sold beyond the cloud's stock level (floored at 0)",

@@ -173,9 +173,10 @@ def set_stock(session: Session, store_id: str, levels: Mapping[str, int], *,
             raise InvalidOrder(f"stock of {sku!r} cannot be negative")
         row = session.get(StockLevel, (store_id, sku))
         if row is None:
-            session.add(StockLevel(store_id=store_id, sku=sku, qty=qty, updated_ms=now_ms))
+            session.add(StockLevel(store_id=store_id, sku=sku, qty=qty, updated_ms=now_ms,
+                                   counted_ms=now_ms))
         else:
-            row.qty, row.updated_ms = qty, now_ms
+            row.qty, row.updated_ms, row.counted_ms = qty, now_ms, now_ms
     session.flush()
     return get_stock(session, store_id)
 

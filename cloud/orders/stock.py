@@ -13,7 +13,10 @@ kind         what moves                                           units
 Exactly once per event: a ``stock_moves`` row keyed by (store, event id) is inserted
 first (``ON CONFLICT DO NOTHING RETURNING``); a redelivered or re-sent event finds it and
 moves nothing. A sku the store has no ``stock`` row for is not sold online and is left
-alone. A sale beyond the cloud's level (a count that was already stale) floors the level
+alone, and so is a sku counted after the event happened (``counted_ms`` of the last
+``PUT .../stock`` above the event's ``ts``: a store that sold offline and reports late is
+already in the count; counted in ``storefleet_stock_stale_units_total``). A sale beyond
+the cloud's level (a count that was already stale) floors the level
 at 0 and is counted in ``storefleet_stock_short_units_total``: the store sold what it
 had, so the cloud's number was wrong, not the sale.
 
@@ -95,25 +98,29 @@ def moves_of(event: Event) -> dict[str, int]:
 
 
 def apply_moves(session: Session, event: Event, moves: Mapping[str, int], *,
-                now_ms: int) -> tuple[bool, int]:
-    """Apply ``moves`` once for this event; returns (applied, units short)."""
+                now_ms: int) -> tuple[bool, int, int]:
+    """Apply ``moves`` once for this event; returns (applied, units short, units already
+    in a later count)."""
     first = session.execute(
         dialect_insert(session, StockMove).values(
             store_id=event.store_id, event_id=event.id, kind=event.kind,
             units=sum(moves.values()), applied_ms=now_ms)
         .on_conflict_do_nothing().returning(StockMove.event_id)).first()
     if first is None:
-        return False, 0
-    short = 0
+        return False, 0, 0
+    short = stale = 0
     for sku, units in sorted(moves.items()):  # sorted: rows locked in one order
         row = session.get(StockLevel, (event.store_id, sku), with_for_update=True)
         if row is None:
             continue  # not sold online at this store
+        if row.counted_ms is not None and event.ts < row.counted_ms:
+            stale += abs(units)
+            continue
         short += max(0, -units - row.qty)
         row.qty = max(0, row.qty + units)
         row.updated_ms = now_ms
     session.flush()
-    return True, short
+    return True, short, stale
 
 
 class StockHook:
@@ -139,9 +146,13 @@ class StockHook:
                 session.get(Cabinet, (event.store_id, cabinet)) is not None:
             self.metrics.stock_moves.labels(kind=event.kind, outcome="cabinet").inc()
             return
-        applied, short = apply_moves(session, event, moves, now_ms=now_ms)
+        applied, short, stale = apply_moves(session, event, moves, now_ms=now_ms)
         self.metrics.stock_moves.labels(kind=event.kind,
                                         outcome="applied" if applied else "duplicate").inc()
+        if stale:
+            self.metrics.stock_stale.inc(stale)
+            logger.info("store %s: %s event %s is older than the last stock count: %d "
+                        "units left as counted", event.store_id, event.kind, event.id, stale)
         if short:
             self.metrics.stock_short.inc(short)
             logger.warning("store %s: %s event %s sold %d units beyond the cloud's stock "

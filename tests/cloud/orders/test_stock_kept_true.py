@@ -19,6 +19,7 @@ from cloud.orders.cabinets import set_cabinet
 from cloud.orders.metrics import OrderMetrics
 from pricing import Basket, Catalog, Item, Line, PromotionSnapshot, Store, price, refund
 from protocols import mdb, topics
+from protocols.clock import ManualClock
 from protocols.ids import uuid7
 from tests.cloud.conftest import (
     ADMIN,
@@ -43,9 +44,9 @@ _seq = iter(range(1, 1_000))
 
 
 def wire(store: str, kind: str, event_id: str, data: dict[str, Any],
-         device: str) -> tuple[str, bytes]:
+         device: str, ts: int = TS) -> tuple[str, bytes]:
     body = {"v": 1, "id": event_id, "kind": kind, "store_id": store, "device_id": device,
-            "seq": next(_seq), "ts": TS, "data": data}
+            "seq": next(_seq), "ts": ts, "data": data}
     return topics.evt(store, kind), json.dumps(body).encode()
 
 
@@ -148,3 +149,26 @@ async def test_a_sale_beyond_the_cloud_level_floors_at_zero_and_is_counted(
     assert await levels(client, "S-mitte") == {"milk": 0}
     assert metric(reg, "storefleet_stock_moves_total", kind="sale", outcome="order") == 1
     assert metric(reg, "storefleet_stock_moves_total", kind="vend", outcome="cabinet") == 1
+
+
+async def test_a_sale_from_before_the_last_count_is_already_in_it(
+    mosquitto: Mosquitto, db_url: str, client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """A store offline for an hour reports its sales after HQ counted its shelves."""
+    app = client.app  # type: ignore[attr-defined]
+    reg = CollectorRegistry()
+    worker = make_worker(make_settings(db_url, mosquitto.url), reg,
+                         hooks=ingest_hooks(reg, retail=app.state.retail,
+                                            orders=OrderMetrics(reg)))
+    clock.advance(3600)  # seconds
+    await setup_stores(client, {"S-mitte": {"milk": 10}})  # counted now, an hour after TS
+    lines = {"lines": [{"line_id": "l1", "sku": "milk", "qty": 2}]}
+    late = wire("S-mitte", "sale", "late-1", {"basket": lines}, "pos", ts=TS)
+    fresh = wire("S-mitte", "sale", "fresh-1", {"basket": lines}, "pos",
+                 ts=clock.now_ms() + 1)
+    async with running(worker):
+        await publish(mosquitto.url, [late, fresh])
+        await wait_until(lambda: metric(reg, "storefleet_stock_moves_total", kind="sale",
+                                        outcome="applied") == 2)
+    assert await levels(client, "S-mitte") == {"milk": 8}  # only the sale after the count
+    assert metric(reg, "storefleet_stock_stale_units_total") == 2

@@ -31,6 +31,7 @@ def upgrade() -> None:
     op.add_column("orders", sa.Column("payment_ref", sa.String(128), nullable=True))
     op.create_index("uq_orders_payment_ref", "orders", ["payment_ref"], unique=True)
     op.create_index("ix_orders_payment_created", "orders", ["payment", "created_ms"])
+    op.add_column("stock", sa.Column("counted_ms", MS, nullable=True))
     op.create_table(
         "stock_moves",
         sa.Column("store_id", ID, nullable=False),
@@ -44,6 +45,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("stock_moves")
+    with op.batch_alter_table("stock") as batch:
+        batch.drop_column("counted_ms")
     op.drop_index("ix_orders_payment_created", table_name="orders")
     op.drop_index("uq_orders_payment_ref", table_name="orders")
     with op.batch_alter_table("orders") as batch:  # SQLite drops columns by a rebuild
