@@ -202,6 +202,7 @@ def _problem(err: OrderError, metrics: OrderMetrics) -> ApiProblem:
         return ApiProblem(404, str(err))
     if isinstance(err, Unpriceable):
         metrics.rejected.labels(reason=err.reason).inc()
+        logger.warning("order refused, not priceable (%s): %s", err.reason, err.detail)
         return ApiProblem(422, err.detail, reason=err.reason)
     if isinstance(err, InvalidOrder):
         metrics.rejected.labels(reason="invalid").inc()
