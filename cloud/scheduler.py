@@ -41,6 +41,7 @@ from cloud.db.models_loyalty import JobLease
 from cloud.loyalty import distribution, points
 from cloud.loyalty.coupons import expire_coupons
 from cloud.loyalty.program import LoyaltyProgram
+from cloud.orders.cabinet_status import expire_overdue
 from cloud.orders.payments import expire_unpaid
 from protocols.clock import Clock
 
@@ -66,6 +67,8 @@ def retail_jobs(program: LoyaltyProgram) -> tuple[Job, ...]:
         Job("expire_coupons", lambda s, now: expire_coupons(s, now_ms=now)),
         # Online orders left unpaid give their stock back (decision 0067).
         Job("expire_unpaid_orders", lambda s, now: expire_unpaid(s, now_ms=now)),
+        # Cabinet pickups no box reported on free their doors (decision 0066).
+        Job("expire_cabinet_pickups", lambda s, now: expire_overdue(s, now_ms=now)),
     )
 
 

@@ -62,9 +62,12 @@ PickupState = Literal["reserved", "ready", "picked_up", "expired"]
 ORDER_STATUS: dict[str, str] = {"ready": "ready", "picked_up": "handed_over",
                                 "expired": "cancelled"}
 # Legal moves of a pickup; the box reports each once, the cloud applies them once.
+# ``expired -> picked_up``: only after the cloud's own sweep (a box offline past the
+# grace, which opened the door in time by its clock): the box's word on a door wins.
 TRANSITIONS: dict[str, frozenset[str]] = {
     "reserved": frozenset({"ready", "picked_up", "expired"}),
     "ready": frozenset({"picked_up", "expired"}),
+    "expired": frozenset({"picked_up"}),
 }
 
 

@@ -14,6 +14,12 @@ pickup          order status             the door
 ``expired``     ``cancelled``            hold released, its units sellable again
 ==============  =======================  ============================================
 
+A pickup the box never reported on (it never got the dispatch, or went away) is expired
+by the cloud's scheduler (``expire_overdue``) once ``expires_ms`` plus ``EXPIRY_GRACE_MS``
+has passed, under the event id the box would use, so the box's own ``expired`` report is
+then a duplicate. A box that was offline past the grace and reports ``picked_up`` still
+wins: the units come off the door, the order is handed over, and it is logged.
+
 A ``vend`` event that dispensed (``outcome`` ``success``) takes one unit off its door
 (``cabinet`` and ``door`` of the event), once per (store, event id) (``cabinet_vends``),
 so routing does not send an order to a door a walk-up emptied. A door the cloud does not
@@ -25,7 +31,7 @@ from __future__ import annotations
 import logging
 
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.db.models_cabinets import CabinetDoor, CabinetPickup, CabinetVend
@@ -38,6 +44,10 @@ from protocols.codec import encode
 from protocols.messages import Event
 
 logger = logging.getLogger(__name__)
+
+# How long after a code's expiry the cloud waits for the box's report before expiring
+# the pickup itself: an hour covers a box's clock skew and a short outage.
+EXPIRY_GRACE_MS = 3_600_000
 
 
 def apply_pickup_status(session: Session, *, event_id: str, store_id: str,
@@ -61,7 +71,12 @@ def apply_pickup_status(session: Session, *, event_id: str, store_id: str,
         order.status, order.updated_ms = pickup.ORDER_STATUS[data.status], now_ms
         door = (CabinetDoor.store_id == row.store_id, CabinetDoor.cabinet_id == row.cabinet_id,
                 CabinetDoor.door == row.door, CabinetDoor.order_id == row.order_id)
-        if data.status == "picked_up":
+        if data.status == "picked_up" and before == "cancelled":  # the sweep came first
+            logger.warning("store %s: pickup %s collected after the cloud expired it; "
+                           "door %d's count corrected", store_id, row.order_id, row.door)
+            session.execute(update(CabinetDoor).where(*door[:3], CabinetDoor.qty >= row.qty)
+                            .values(qty=CabinetDoor.qty - row.qty, updated_ms=now_ms))
+        elif data.status == "picked_up":
             session.execute(update(CabinetDoor).where(*door, CabinetDoor.qty >= row.qty)
                             .values(qty=CabinetDoor.qty - row.qty, order_id=None,
                                     updated_ms=now_ms))
@@ -96,6 +111,28 @@ def apply_vend(session: Session, *, event_id: str, store_id: str, cabinet_id: st
                             door=door, moved=moved, received_ms=now_ms))
     session.flush()  # a concurrent worker's copy fails here (primary key): one move
     return outcome
+
+
+def expire_overdue(session: Session, *, now_ms: int,
+                   grace_ms: int = EXPIRY_GRACE_MS) -> int:
+    """Expire the pickups whose time and grace ran out without a report from the box;
+    returns how many (a scheduler job)."""
+    rows = session.scalars(select(CabinetPickup).where(
+        CabinetPickup.status.in_(("reserved", "ready")),
+        CabinetPickup.expires_ms < now_ms - grace_ms).limit(1_000)).all()
+    done = 0
+    for row in rows:
+        data = pickup.PickupStatusData(order_id=row.order_id, cabinet_id=row.cabinet_id,
+                                       door=row.door, status="expired", ts=now_ms,
+                                       reason="no report from the store")
+        outcome = apply_pickup_status(session, store_id=row.store_id, data=data,
+                                      event_id=pickup.event_id(row.order_id, "expired"),
+                                      now_ms=now_ms)
+        if outcome == "applied":
+            done += 1
+            logger.warning("store %s: pickup %s expired by the cloud: the box never "
+                           "reported it", row.store_id, row.order_id)
+    return done
 
 
 class PickupStatusHook:

@@ -17,6 +17,7 @@ from sqlalchemy import insert, select
 from cloud.db.models_cabinets import Cabinet, CabinetDoor
 from cloud.ingest.batch import BatchProcessor
 from cloud.main import ingest_hooks
+from cloud.orders.cabinet_status import EXPIRY_GRACE_MS, expire_overdue
 from cloud.orders.cabinets import CabinetMetrics, CabinetOrderRequest, place_cabinet_order
 from cloud.orders.routing import haversine_m
 from cloud.publish import MemoryPublisher
@@ -252,3 +253,34 @@ def test_rings_find_the_nearest_cabinet_with_a_free_door(client: httpx.AsyncClie
         assert (placed.order.store_id, placed.order.distance_m) == (best[1], round(best[0]))
     # a bound, not a benchmark: 3,000 cabinets take ~5 ms an order here
     assert placing / 25 < 0.5
+
+
+async def test_the_cloud_expires_what_no_box_reported(client: httpx.AsyncClient,
+                                                      clock: ManualClock) -> None:
+    await setup_cabinets(client)
+    a = (await client.post("/api/v1/cabinet-orders", headers=auth(MANAGER),
+                           json=body("sweep-key-1"))).json()
+    b = (await client.post("/api/v1/cabinet-orders", headers=auth(MANAGER),
+                           json=body("sweep-key-2"))).json()
+    sessions = client.app.state.cloud.writer  # type: ignore[attr-defined]
+    with sessions.begin() as s:  # within the grace: nothing yet
+        assert expire_overdue(s, now_ms=a["expires_ms"] + EXPIRY_GRACE_MS - 1) == 0
+    with sessions.begin() as s:
+        assert expire_overdue(s, now_ms=a["expires_ms"] + EXPIRY_GRACE_MS + 1) == 2
+    for o in (a, b):
+        got = (await client.get(f"/api/v1/cabinet-orders/{o['order_id']}",
+                                headers=auth(MANAGER))).json()
+        assert (got["pickup_status"], got["order_status"]) == ("expired", "cancelled")
+    cab = (await client.get("/api/v1/stores/S-mitte/cabinets/vend-1", headers=auth(TECH))).json()
+    assert cab["doors"]["2"] == {"sku": "sandwich", "qty": 1, "order_id": None}
+    # the box, back after a long outage: a's door expired there too (one event id, so a
+    # duplicate); b was collected in time by the box's clock: the box's word wins
+    proc, reg = processor(client, clock)
+    proc.process([pickup_event("S-mitte", a["order_id"], "expired"),
+                  pickup_event("S-mitte", b["order_id"], "picked_up", door=5)])
+    got = (await client.get(f"/api/v1/cabinet-orders/{b['order_id']}",
+                            headers=auth(MANAGER))).json()
+    assert (got["pickup_status"], got["order_status"]) == ("picked_up", "handed_over")
+    cab = (await client.get("/api/v1/stores/S-mitte/cabinets/vend-1", headers=auth(TECH))).json()
+    assert cab["doors"]["5"] == {"sku": "sandwich", "qty": 1, "order_id": None}
+    assert metric(reg, "storefleet_cabinet_pickup_events_total", outcome="duplicate") == 1
