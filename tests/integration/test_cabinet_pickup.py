@@ -11,7 +11,8 @@ box's clock is refused and the order is cancelled, its door free again.
 
 Member vend: a signed member code entered at the cabinet makes the next vend the
 member's: priced by the engine with the cabinet's near-expiry markdown, and the points
-the engine gave are credited to the member in the cloud.
+the engine gave are credited to the member in the cloud; with the broker stopped as
+well, the points arriving once it is back.
 """
 
 from __future__ import annotations
@@ -263,6 +264,23 @@ async def test_member_code_at_the_cabinet_prices_the_vend_and_earns_points(
                 sorted(vend["applied"]) == ["near-expiry", "points"]
             assert metric(agent, "storefleet_cabinet_codes_total", kind="member",
                           result="accepted") == 1
+
+            # the store offline: the code is checked from the snapshot, the vend priced
+            # the same, and the points arrive with the event once the broker is back
+            broker.stop()
+            await wait_until(lambda: not agent.online(), within_s=20, what="the box offline")
+            later = agent.clock.now_ms() + membercode.STEP_MS  # a code of the next step
+            sim.enter_code(membercode.make(key, anna, now_ms=later))
+            sim.customer(door=0, funds=1_000)
+            await asyncio.wait_for(sim.wait_idle(), 10)
+            assert [v.price for v in sim.vends] == [350, 105, 105]
+            broker.start()
+
+            async def earned_twice() -> bool:
+                doc = (await http.get(f"/api/v1/members/{anna}")).json()
+                return int(doc["points_balance"]) == 20
+
+            await until(earned_twice, within_s=40, what="the offline vend's points")
     finally:
         sim_task.cancel()
         await asyncio.gather(sim_task, return_exceptions=True)
