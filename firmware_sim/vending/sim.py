@@ -66,6 +66,8 @@ class VendingCabinetSim:
         self.vends: list[VendRecord] = []
         self.received = 0
         self.rejected = 0
+        self.polls = 0  # POLLs answered: the VMC acts on an event before it polls again
+        self._polled = asyncio.Event()
         self._replies = 0
         self._events: deque[v.PollReply] = deque(maxlen=64)
         self._funds = 0
@@ -107,6 +109,33 @@ class VendingCabinetSim:
         the VMC reads it on its next POLL (``CODE_ENTERED``, decision 0066)."""
         self._events.append(v.PollReply(v.PollEvent.CODE_ENTERED, code=code))
         self._idle.clear()
+
+    async def settled(self, timeout_s: float = 10.0) -> None:
+        """Until every waiting event was polled, the session ended, and the VMC polled
+        once more: what it did about the last event (an unlock) is done."""
+        async with asyncio.timeout(timeout_s):
+            await self.wait_idle()
+            self._polled.clear()
+            await self._polled.wait()
+            await self.wait_idle()
+
+    async def collect(self, code: str, *, timeout_s: float = 10.0) -> list[int]:
+        """A shopper enters a pickup code: the doors it unlocked (one, or none when the
+        box refused the code)."""
+        before = len(self.unlocks)
+        self.enter_code(code)
+        await self.settled(timeout_s)
+        return self.unlocks[before:]
+
+    async def member_vend(self, code: str, *, door: int, funds: int,
+                          timeout_s: float = 10.0) -> VendRecord | None:
+        """A member shows their code, taps a card and presses ``door``: the vend the
+        reader was asked for (its price is the member's), or None."""
+        before = len(self.vends)
+        self.enter_code(code)
+        self.customer(door, funds)
+        await self.settled(timeout_s)
+        return self.vends[before] if len(self.vends) > before else None
 
     def cancel(self) -> None:
         self._events.append(v.PollReply(v.PollEvent.CANCEL_REQUEST))
@@ -213,6 +242,8 @@ class VendingCabinetSim:
         if cmd == v.Cmd.STATUS:
             return v.CabinetStatus(frozenset(self.open_doors), self.temperature_c).encode()
         if cmd == v.Cmd.POLL:
+            self.polls += 1
+            self._polled.set()
             event = self._events.popleft() if self._events else v.PollReply(v.PollEvent.NONE)
             if event.event is v.PollEvent.BEGIN_SESSION:
                 self._funds = event.funds
