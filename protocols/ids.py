@@ -43,6 +43,12 @@ Id = Annotated[str, Field(pattern=ID_PATTERN)]
 """The id type: use it for every id field of a message or an API schema."""
 
 
+# A signed code as scanned (a member code ``SFM2...``, a join code ``SFJ1...``, a
+# pickup code): longer than an id, the same characters; its own parser checks the rest.
+SIGNED_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{3,511}$"
+SignedCode = Annotated[str, Field(pattern=SIGNED_CODE_PATTERN)]
+
+
 def valid_id(value: object) -> bool:
     """True if ``value`` is an id (``Id``)."""
     return isinstance(value, str) and _ID_RE.fullmatch(value) is not None

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edge_agent.pos.cache import CacheError, CloudApi
 from edge_agent.pos.peripherals import PosError
 from pricing import Member
-from protocols.ids import Id
+from protocols.ids import Id, SignedCode
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ class MemberRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    code: Annotated[str, Field(min_length=4, max_length=200,
-                               pattern=r"^[A-Za-z0-9:._-]+$")] | None = None
+    code: SignedCode | None = None
     member_id: Id | None = None
     phone: Annotated[str, Field(min_length=3, max_length=32,
                                 pattern=r"^\+?[0-9][0-9 ()./-]{1,30}$")] | None = None

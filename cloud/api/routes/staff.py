@@ -56,7 +56,7 @@ from cloud.staff.errors import (
 )
 from cloud.staff.metrics import StaffMetrics
 from protocols import joincode, membercode
-from protocols.ids import Id
+from protocols.ids import Id, SignedCode
 
 logger = logging.getLogger(__name__)
 
@@ -282,8 +282,7 @@ def join_code(store_id: StoreId, body: JoinCodeRequest, state: StateDep, staff: 
 class JoinRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: Annotated[str, Field(min_length=1, max_length=512)] = Field(
-        description="the join code's text as scanned")
+    code: SignedCode = Field(description="the join code's text as scanned")
     join_id: Id = Field(description="idempotency key the app chose for this join")
     phone: Annotated[str, Field(max_length=32)] | None = Field(
         default=None, description="stored only as a keyed hash, for look-up")

@@ -19,7 +19,7 @@ from cloud.api.routes.retail_common import MemberId, RetailDep
 from cloud.api.routes.staff import CallerDep, StaffDep, StoreId, _run
 from cloud.loyalty.program import DAY_MS
 from cloud.staff import counter, lists, rankings, winback
-from protocols.ids import Id
+from protocols.ids import Id, SignedCode
 
 router = APIRouter(prefix="/staff/stores/{store_id}", tags=["staff assistant"],
                    route_class=JsonRoute)
@@ -34,7 +34,7 @@ PAGED: dict[int | str, dict[str, Any]] = {200: {"headers": NEXT_HEADERS}}
 class CounterLookup(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+    code: SignedCode | None = Field(
         default=None, description="the member code on the member's phone (SFM2...)")
     member_id: Id | None = Field(default=None, description="a member the store knows")
 

@@ -44,10 +44,12 @@ RUN_TIMEOUT_S = 240  # well past a normal run; a hang fails instead of blocking 
 @pytest.fixture
 def api_url(postgres_server: Postgres, tmp_path: Path) -> Iterator[str]:
     db_url = postgres_server.create_database(f"sf_fuzz_{tmp_path.name[-8:].lower()}")
-    # A hash key and a member code secret, so member routes answer as configured ones do
-    # (without them they answer a documented 503, which not_a_server_error would count).
+    # A hash key, a member code secret and an order payment secret, so member and
+    # payment routes answer as configured ones do (without them they answer a
+    # documented 503, which not_a_server_error would count).
     settings = make_settings(db_url, member_hash_key="fuzz-member-hash-key-0123",
                              member_code_secret="fuzz-member-code-secret-0123",
+                             order_payment_secret="fuzz-order-payment-secret-0123",
                              artifact_dir=str(tmp_path / "artifacts"))
     app = create_app(settings, registry=CollectorRegistry(), publisher=MemoryPublisher())
     port = free_port()
