@@ -107,7 +107,8 @@ def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
 
 def _modules(full_store: bool, *, api: str, token: str, trusted_key: str,
              release_key: str, currency: str, lane_token: str | None = None,
-             phone_key: str | None = None) -> dict[str, dict[str, Any]]:
+             phone_key: str | None = None, store_id: str = "S001"
+             ) -> dict[str, dict[str, Any]]:
     """The store box's modules: updates (rollouts of firmware, models and agent releases
     signed with the cloud's release key), and in the whole store the till following the
     cloud, in-aisle coupons and cart screens on the demo layout and sample data, and the
@@ -125,8 +126,9 @@ def _modules(full_store: bool, *, api: str, token: str, trusted_key: str,
     modules = {"till": till, "in_aisle": _in_aisle_settings(full_store), "vision": {},
                "updates": updates, "content": content}
     if lane_token is not None:  # one lane terminal over HTTP, its cashier screen at /till/
-        till["lanes"] = {"host": "127.0.0.1", "port": 0,
-                         "lane": [{"id": "lane-1", "token": lane_token}]}
+        # its receipts on the store's (simulated) receipt printer, as the till's
+        till["lanes"] = {"host": "127.0.0.1", "port": 0, "lane": [
+            {"id": "lane-1", "token": lane_token, "printer": f"{store_id}-printer-01"}]}
     if phone_key is not None:  # members' codes and spends at the store (decision 0064)
         modules["members"] = {"phone_key": phone_key, "currency": currency}
     return modules
@@ -336,7 +338,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                                          trusted_key=trusted_key,
                                          release_key=str(release.public_keys()[0]["public_key"]),
                                          currency=currency, lane_token=lane_token,
-                                         phone_key=member_hash_key)),
+                                         phone_key=member_hash_key,
+                                         store_id=opts.store_id)),
             registry=agent_registry,
         )
         agent_stop = asyncio.Event()
