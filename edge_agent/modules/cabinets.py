@@ -53,6 +53,7 @@ from edge_agent.kernel.module import Module, ModuleSettings, PayloadHandler
 from edge_agent.metrics import registry_scoped
 from edge_agent.modules.content import Content
 from edge_agent.modules.members import MemberRefused, Members
+from edge_agent.modules.till import Till
 from pricing import Basket, Catalog, Item, Line, Member, PromotionSnapshot, Store, compile
 from pricing import price as price_basket
 from pricing.ruleset import Ruleset
@@ -111,7 +112,7 @@ class Cabinets(Module):
     name = "cabinets"
     Settings = CabinetsSettings
     default_on: ClassVar[bool] = False
-    after = ("content", "members")
+    after = ("content", "members", "till")
 
     def __init__(self, kernel: Kernel, settings: CabinetsSettings) -> None:
         super().__init__(kernel, settings)
@@ -138,6 +139,9 @@ class Cabinets(Module):
             self.promotions = (snapshot, compile(snapshot))
 
     async def start(self, tasks: Supervisor) -> None:
+        if not self.keys:  # member codes still work; no pickup code can be checked
+            logger.error("cabinets: no trusted keys ([cabinets] or [content] trusted_keys): "
+                         "every pickup code will be refused as forged")
         self._attach()
         for held in list(self.pickups.values()):  # a crash may have come before the outbox
             if held.status in ("ready", "picked_up", "expired"):
@@ -302,7 +306,7 @@ class Cabinets(Module):
         totals = {k: getattr(priced, k) for k in ("subtotal", "discount", "total", "paid",
                                                   "points_earned", "points_used",
                                                   "stored_value")}
-        sale = {"member_id": member.id if member else None, "channel": "pos",
+        sale = {"member_id": member.id if member else None,
                 "snapshot_version": snapshot.version, "engine_version": priced.engine_version,
                 "ruleset_hash": snapshot.ruleset_hash(), "priced_at": now,
                 "basket": basket.model_dump(mode="json"),
@@ -318,10 +322,7 @@ class Cabinets(Module):
     def _till_promotions(self) -> tuple[PromotionSnapshot, Ruleset] | None:
         """The till's signed promotion snapshot, when the box runs a till that has one."""
         till = self.kernel.module("till")
-        pos = getattr(till, "pos", None)
-        cache = getattr(pos, "promotions", None)
-        found = cache.ruleset("pos") if cache is not None else None
-        return found if isinstance(found, tuple) else None
+        return till.pos.promotions.ruleset("pos") if isinstance(till, Till) else None
 
     # ---- keeping pickups --------------------------------------------------------------
 
