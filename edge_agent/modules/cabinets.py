@@ -25,6 +25,12 @@ snapshot), and the cabinet's next vend is the member's: priced by ``pricing.pric
 the cabinet's promotions (near-expiry markdowns by the door's best-before, points) and
 reported with the sale's fields, which earn the member's points in the cloud. Every
 refusal is counted in ``storefleet_cabinet_codes_total{kind,result}`` and logged.
+
+A pickup left ``claimed`` (the unlock's answer never came, or the box stopped between
+the claim and the door's read-back) opens nothing more until staff look at the door and
+say what they found: agent command ``pickup_resolve {order_id, opened}`` (opened: it is
+``picked_up`` and reported; not: the code works again). Claims found at start are
+logged and counted (``claimed_at_start``).
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from prometheus_client import Counter
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_agent.commands import CommandRefused, CommandSpec
 from edge_agent.drivers.capabilities import CODE_CABINET
 from edge_agent.drivers.vending.desk import (
     CodeAnswer,
@@ -60,6 +67,7 @@ from pricing.ruleset import Ruleset
 from protocols import pickup
 from protocols.codec import decode
 from protocols.errors import DecodeError, StorefleetError
+from protocols.ids import Id
 from protocols.signed import load_public_keys
 
 if TYPE_CHECKING:
@@ -85,6 +93,13 @@ class CabinetsSettings(ModuleSettings):
     expiry_check_s: float = Field(default=30.0, gt=0, le=3600)
 
 
+class ResolveArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: Id
+    opened: bool  # what staff found at the door: the goods gone, or still there
+
+
 class CabinetsMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.codes = Counter(
@@ -94,7 +109,8 @@ class CabinetsMetrics:
         self.pickups = Counter(
             "storefleet_cabinet_pickups", "Pickups at the box by what happened (new, "
             "duplicate, bad_payload, wrong_store, ready, picked_up, expired, jammed, "
-            "event_failed, unreadable)", ["result"], registry=registry)
+            "event_failed, unreadable, claimed_at_start, resolved)", ["result"],
+            registry=registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +162,11 @@ class Cabinets(Module):
         for held in list(self.pickups.values()):  # a crash may have come before the outbox
             if held.status in ("ready", "picked_up", "expired"):
                 await self._report(held, held.status)
+            elif held.status == "claimed":
+                self.metrics.pickups.labels(result="claimed_at_start").inc()
+                logger.warning("pickup %s was being opened (cabinet %s door %d) when the box "
+                               "stopped: it opens nothing until staff resolve it "
+                               "(pickup_resolve)", held.order_id, held.cabinet_id, held.door)
         tasks.start("cabinets-expiry", self._expire_forever)
 
     async def stop(self) -> None:
@@ -158,6 +179,18 @@ class Cabinets(Module):
             by[held.status] = by.get(held.status, 0) + 1
         return {"pickups": by, "trusted_keys": len(self.keys),
                 "promotions": self.promotions[0].version if self.promotions else None}
+
+    def commands(self) -> Mapping[str, CommandSpec[Any]]:
+        return {"pickup_resolve": CommandSpec(ResolveArgs, self._resolve)}
+
+    async def _resolve(self, args: ResolveArgs) -> dict[str, Any]:
+        entry = self.pickups.get(args.order_id)
+        if entry is None or entry.status != "claimed":
+            raise CommandRefused(f"pickup {args.order_id} is "
+                                 f"{entry.status if entry else 'unknown'}, not claimed")
+        await self.door_result(entry.cabinet_id, entry.order_id, opened=args.opened)
+        self.metrics.pickups.labels(result="resolved").inc()
+        return {"order_id": entry.order_id, "status": self.pickups[entry.order_id].status}
 
     def command_targets(self) -> Mapping[str, PayloadHandler]:
         return {pickup.TARGET: self.handle_dispatch}

@@ -2,7 +2,8 @@
 ``cmd/pickups`` over the real uplink broker, codes are entered at the simulated cabinet
 on its pty. A jammed door gives the code back (it opens once the latch works); a
 pickup past its time is reported expired and its code refused; duplicate, foreign and
-garbled dispatches change nothing and are counted."""
+garbled dispatches change nothing and are counted; a claim the box was stopped in the
+middle of opens nothing until staff resolve it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.app import Agent
-from edge_agent.modules.cabinets import Cabinets
+from edge_agent.commands import CommandRefused
+from edge_agent.drivers.vending.desk import OpenDoor
+from edge_agent.modules.cabinets import Cabinets, ResolveArgs
 from firmware_sim.vending import VendingFaults, start_vending_sim
 from protocols import pickup, topics
 from protocols.codec import decode, encode
@@ -103,6 +106,43 @@ async def test_jammed_door_gives_the_code_back_and_expiry_refuses_it(
         kept = json.loads((cfg.data_dir / "cabinets" / "pickups.json").read_text())
         assert sorted((p["order_id"], p["status"]) for p in kept) == [
             ("order-jam", "picked_up"), ("order-late", "expired")]
+    finally:
+        sim_task.cancel()
+        await asyncio.gather(sim_task, return_exceptions=True)
+        sim.port.close()
+
+
+async def test_a_claim_left_by_a_stop_opens_nothing_until_staff_resolve_it(
+        tmp_path: Path, uplink_broker: Mosquitto, local_broker: Mosquitto) -> None:
+    sim, sim_task = await start_vending_sim()
+    devices = [{"id": "vend-1", "family": "vending", "model": "sim-lockboard",
+                "options": {"port": sim.port.path, "poll_interval_s": 0.01,
+                            "reply_timeout_s": 0.2,
+                            "doors": {"3": {"item": 3, "price": 300, "sku": "sandwich"}}}}]
+    cfg = make_config(tmp_path, uplink=uplink_broker, local=local_broker, devices=devices,
+                      modules={"cabinets": {"trusted_keys": [PUBLIC]}})
+    try:
+        async with running_agent(cfg) as agent:
+            cabinets = cabinets_of(agent)
+            payload, code = dispatch(cfg.store_id, "order-cut", 3,
+                                     agent.clock.now_ms() + 3_600_000)
+            await cabinets.handle_dispatch(payload)
+            # the box stops between the claim and the door's read-back: claimed on disk
+            answer = await cabinets.code_entered("vend-1", code)
+            assert isinstance(answer, OpenDoor) and answer.door == 3
+        async with running_agent(cfg) as agent:
+            cabinets = cabinets_of(agent)
+            assert metric(agent, "storefleet_cabinet_pickups_total",
+                          result="claimed_at_start") == 1
+            await wait_until(lambda: agent.drivers.health().get("vend-1", {}).get("online"),
+                             what="cabinet online")
+            assert await sim.collect(code) == []  # no second opening while unresolved
+            resolve = cabinets.commands()["pickup_resolve"]
+            done = await resolve.run(ResolveArgs(order_id="order-cut", opened=False))
+            assert done == {"order_id": "order-cut", "status": "ready"}
+            assert await sim.collect(code) == [3]  # staff found the goods: it works again
+            with pytest.raises(CommandRefused):
+                await resolve.run(ResolveArgs(order_id="order-cut", opened=True))
     finally:
         sim_task.cancel()
         await asyncio.gather(sim_task, return_exceptions=True)
