@@ -218,7 +218,8 @@ def plan_skus(layout: Path) -> list[str]:
 
 
 async def start_wired_sims(store_id: str, *, printer_out_dir: Path | None = None,
-                           customer_every_s: float = CUSTOMER_EVERY_S, seed: int = 7
+                           customer_every_s: float = CUSTOMER_EVERY_S, seed: int = 7,
+                           sims: dict[str, Any] | None = None
                            ) -> tuple[list[dict[str, Any]], list[Closer]]:
     """Start the store's serial and TCP devices — a vending cabinet and a lock board on
     a pty, an ESC/POS receipt printer (with its cash drawer) on TCP, a barcode scanner
@@ -228,7 +229,9 @@ async def start_wired_sims(store_id: str, *, printer_out_dir: Path | None = None
     Customers buy at the cabinet about every ``customer_every_s`` seconds (0: none),
     some with a member card (``firmware_sim.vending.customers``): the ``vend`` events of
     the store come from the agent's vending driver running those sessions over the pty.
-    The family of each returned device is one whose simulator runs."""
+    The family of each returned device is one whose simulator runs. ``sims``, if given,
+    gets the simulators by family (``vending``: the cabinet, for a shopper's codes;
+    ``vending_customers``: its walk-up customers, to pause them)."""
     from firmware_sim.display import start_display_sim
     from firmware_sim.printer.sim import start_printer_sim
     from firmware_sim.scanner import start_scanner_sim
@@ -237,6 +240,8 @@ async def start_wired_sims(store_id: str, *, printer_out_dir: Path | None = None
 
     closers: list[Closer] = []
     cabinet, cabinet_task = await start_vending_sim()
+    if sims is not None:
+        sims["vending"] = cabinet
     customers_stop = asyncio.Event()
     customers_task: asyncio.Task[None] | None = None
     if customer_every_s > 0:
@@ -245,6 +250,8 @@ async def start_wired_sims(store_id: str, *, printer_out_dir: Path | None = None
             every_s=customer_every_s, seed=seed)
         customers_task = asyncio.create_task(customers.run(customers_stop),
                                              name="sim-vending-customers")
+        if sims is not None:
+            sims["vending_customers"] = customers
 
     async def close_cabinet() -> None:
         customers_stop.set()

@@ -107,8 +107,8 @@ def _in_aisle_settings(full_store: bool) -> dict[str, Any]:
 
 def _modules(full_store: bool, *, api: str, token: str, trusted_key: str,
              release_key: str, currency: str, lane_token: str | None = None,
-             phone_key: str | None = None, store_id: str = "S001"
-             ) -> dict[str, dict[str, Any]]:
+             phone_key: str | None = None, store_id: str = "S001",
+             cabinet_promotions: Path | None = None) -> dict[str, dict[str, Any]]:
     """The store box's modules: updates (rollouts of firmware, models and agent releases
     signed with the cloud's release key), and in the whole store the till following the
     cloud, in-aisle coupons and cart screens on the demo layout and sample data, and the
@@ -131,6 +131,9 @@ def _modules(full_store: bool, *, api: str, token: str, trusted_key: str,
             {"id": "lane-1", "token": lane_token, "printer": f"{store_id}-printer-01"}]}
     if phone_key is not None:  # members' codes and spends at the store (decision 0064)
         modules["members"] = {"phone_key": phone_key, "currency": currency}
+    if cabinet_promotions is not None:  # pickup and member codes at cabinets (0066)
+        modules["cabinets"] = {"promotions_file": str(cabinet_promotions),
+                               "currency": currency, "expiry_check_s": 5.0}
     return modules
 
 
@@ -195,7 +198,7 @@ def _metric_sum(registry: CollectorRegistry, name: str, **match: str) -> float:
 
 def _progress_line(*, t: float, stores: list[dict[str, Any]], kinds: dict[str, int],
                    produced: int, agent: Any, registry: CollectorRegistry,
-                   order: str | None) -> str:
+                   order: str | None, cabinet: str | None = None) -> str:
     """One line every couple of seconds: the pipeline, then the retail activity as the
     cloud stored it (sales by channel, vends, coupon redemptions) and as the store did it
     (coupons triggered, labels acknowledged, the online order's status)."""
@@ -211,7 +214,8 @@ def _progress_line(*, t: float, stores: list[dict[str, Any]], kinds: dict[str, i
             f"sales {sales} ({sales - cart} till, {cart} cart)  "
             f"vends {kinds.get('vend', 0)}  coupons {triggered} triggered, "
             f"{kinds.get('coupon_redeemed', 0)} redeemed  labels {labels} updated"
-            + (f"  order {order}" if order else ""))
+            + (f"  order {order}" if order else "")
+            + (f"  cabinet {cabinet}" if cabinet else ""))
 
 
 async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) -> dict[str, Any]:
@@ -315,6 +319,11 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
         printer_dir = data_dir / "printer"  # every page the simulated printer cuts
         store_devices: list[dict[str, Any]] = []
         wired_families: set[str] = set()
+        sims: dict[str, Any] = {}  # the wired simulators by family (the cabinet's codes)
+        cabinet_id: str | None = None
+        cabinet_promotions = data_dir / "cabinet-promotions.json"
+        cabinet_promotions.write_text(json.dumps(
+            {**demo_retail.CABINET_PROMOTIONS, "currency": currency}), encoding="utf-8")
         if opts.full_store:
             store_devices = store_device_configs(DEFAULT_LAYOUT, radio_path=radio_path,
                                                  store_id=opts.store_id,
@@ -322,7 +331,12 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             # Serial and TCP devices (vending, receipt printer + drawer, scanner,
             # customer display) run on ptys and a TCP port before the agent opens them.
             wired, closers = await start_wired_sims(opts.store_id,
-                                                    printer_out_dir=printer_dir)
+                                                    printer_out_dir=printer_dir, sims=sims)
+            for device in wired:  # water in door 1 is near its best-before: marked down
+                if device["family"] == "vending":
+                    cabinet_id = str(device["id"])
+                    device["options"]["doors"]["1"]["best_before_ms"] = (
+                        int(time.time() * 1000) + 2 * 3_600_000)
             store_devices += wired
             wired_families = {"pos" if d["family"] in {"printer", "scanner", "display"}
                               else str(d["family"]) for d in wired}
@@ -339,7 +353,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                                          release_key=str(release.public_keys()[0]["public_key"]),
                                          currency=currency, lane_token=lane_token,
                                          phone_key=member_hash_key,
-                                         store_id=opts.store_id)),
+                                         store_id=opts.store_id,
+                                         cabinet_promotions=cabinet_promotions)),
             registry=agent_registry,
         )
         agent_stop = asyncio.Event()
@@ -415,6 +430,14 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                     "SELECT count(*) FROM events WHERE kind = :k AND device_id = :d"),
                     {"k": kind, "d": d}).scalar() or 0) for d in sorted(device_ids))
 
+        def vends_of(member_id: str | None) -> list[dict[str, Any]]:
+            """The member's vends the cloud stored (each earned their points)."""
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text(
+                    "SELECT data FROM events WHERE kind = 'vend'"
+                    " AND json_extract(data, '$.member_id') = :m"), {"m": member_id}).all()
+            return [json.loads(r[0]) if isinstance(r[0], str) else dict(r[0]) for r in rows]
+
         def stored_twice() -> int:
             """Device events the cloud holds more than once under different ids: the same
             device, kind, timestamp and data (a redelivery that was given a new key)."""
@@ -450,6 +473,13 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                             demo_retail.lane_shopper(http, agent, retail, till_stop,
                                                      lane_url=lanes_url, token=lane_token),
                             name="demo-lane-shopper"))
+                        if cabinet_id is not None and "vending" in sims:
+                            await demo_retail.cabinet_setup(http, opts.store_id, cabinet_id)
+                            retail_tasks.append(asyncio.create_task(
+                                demo_retail.cabinet_visits(
+                                    http, agent, retail, sims["vending"],
+                                    walk_ups=sims.get("vending_customers")),
+                                name="demo-cabinet-visits"))
             deadline = None if opts.duration is None else started + opts.duration
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 if sim_task.done():
@@ -465,7 +495,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                 console.print(_progress_line(
                     t=time.monotonic() - started, stores=stores, kinds=kinds,
                     produced=sim.produced, agent=agent, registry=agent_registry,
-                    order=order))
+                    order=order, cabinet=(demo_retail.cabinet_progress(retail)
+                                          if retail is not None else None)))
 
             # What the cloud sees while the store is running ...
             stores = (await http.get("/api/v1/stores")).json()
@@ -473,7 +504,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
             # ... then stop producing and give the pipeline time to deliver everything.
             sim_stop.set()
             till_stop.set()
-            await _finish(retail_tasks, retail, timeout_s=30.0)
+            # the cabinet visit may wait up to a code step (30 s) for a fresh member code
+            await _finish(retail_tasks, retail, timeout_s=45.0)
             # Devices finish their exchange first (every produced id is acknowledged); on a
             # starved machine that can take a while, and past a minute they are cut off
             # (an id counts as produced only once its device saw it acknowledged).
@@ -496,7 +528,8 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                 retail_part = await demo_retail.retail_summary(
                     http, retail, store_id=opts.store_id,
                     sales_in_cloud=len(set(retail.till_sales) & stored_now),
-                    printer_dir=printer_dir)
+                    printer_dir=printer_dir,
+                    member_vends=await asyncio.to_thread(vends_of, retail.member_id))
                 retail_part |= demo_retail.shelf_agreement(agent)
                 produced -= set(retail.till_sales)  # device events only, below
             events_page = (await http.get("/api/v1/events", params={"limit": 1})).json()
@@ -602,6 +635,10 @@ def _retail_ok(summary: dict[str, Any]) -> bool:
             and summary["member_points"] == summary["member_points_expected"]
             and summary["lane_sales"] >= 1 and summary["lane_points_used"] > 0
             and summary["lane_code_replays_refused"] == summary["lane_sales"]
+            and summary["cabinet_pickup_doors_opened"] == [summary["cabinet_pickup_door"]]
+            and summary["cabinet_pickup_second_try_opened"] == []
+            and summary["cabinet_pickup_status"] == ["picked_up", "handed_over"]
+            and summary["cabinet_member_vends_in_cloud"] == summary["cabinet_member_vends"] >= 1
             and summary["pick_ticket_printed"]
             and summary["online_order_status"] == "handed_over"
             and summary["shelf_prices_checked"] > 0 and not summary["shelf_prices_differ"]
@@ -673,10 +710,18 @@ def demo(*, duration: float | None, as_json: bool, store: str, devices: int, rat
                           "the store and handed over; "
                           f"{summary['shelf_prices_checked']} shelf labels on the till's "
                           "prices[/green]")
+            console.print(f"[green]{summary['lane_sales']} lane sales over HTTP by the "
+                          "member's signed code, their points authorised by the cloud and "
+                          "the code refused when shown again; a cabinet pickup code opened "
+                          f"door {summary['cabinet_pickup_door']} once; the member's vend at "
+                          f"the cabinet marked down {summary['cabinet_member_vend_discount']} "
+                          f"and earned {summary['cabinet_member_vend_points']} points; the "
+                          "member's balance is what every receipt said[/green]")
         else:
             ok = False
-            console.print("[red]retail: sales, re-pricing, points, the online order or the "
-                          "shelf prices did not check out (see the summary)[/red]")
+            console.print("[red]retail: sales, re-pricing, points, the online order, the "
+                          "lane, the cabinet or the shelf prices did not check out (see the "
+                          "summary)[/red]")
     if as_json:
         typer.echo(json.dumps(summary))
     if not ok:

@@ -71,6 +71,12 @@ class RetailDemo:
     member_points_used: int = 0
     lane_sales: list[str] = field(default_factory=list)  # sold at the lane over HTTP
     lane_code_refused: int = 0  # the member's code shown twice: refused as replayed
+    cabinet_order_id: str | None = None  # an online order collected at the cabinet
+    cabinet_door: int | None = None  # the door the cloud reserved for it
+    cabinet_doors_opened: list[int] = field(default_factory=list)  # by its pickup code
+    cabinet_second_try: list[int] = field(default_factory=list)  # the same code again
+    cabinet_member_vends: int = 0  # vends the cabinet made for the member's code
+    code_steps: set[int] = field(default_factory=set)  # member code steps shown so far
     errors: list[str] = field(default_factory=list)
 
 
@@ -234,13 +240,21 @@ async def members_at_the_store(http: httpx.AsyncClient, agent: Any, demo: Retail
     return False
 
 
-async def member_code(http: httpx.AsyncClient, member_id: str, *, now_ms: int) -> str:
+async def member_code(http: httpx.AsyncClient, agent: Any, demo: RetailDemo) -> str:
     """The code the member's phone shows now: the app fetches the member's day keys
-    from the cloud and signs the current time step (``protocols.membercode``)."""
-    doc = await _ok(await http.get(f"/api/v1/members/{member_id}/code-keys"),
+    from the cloud and signs the current 30 s step (``protocols.membercode``). A box
+    takes each step's code once (a replay is refused), so the demo member, at the lane
+    and at the cabinet within the same half minute, waits for the next step."""
+    assert demo.member_id is not None
+    now_ms = agent.clock.now_ms()
+    while membercode.step_of(now_ms) in demo.code_steps:
+        await asyncio.sleep((membercode.STEP_MS - now_ms % membercode.STEP_MS) / 1000 + 0.05)
+        now_ms = agent.clock.now_ms()
+    demo.code_steps.add(membercode.step_of(now_ms))
+    doc = await _ok(await http.get(f"/api/v1/members/{demo.member_id}/code-keys"),
                     "the member's code keys")
     key = membercode.decode_key(doc["keys"][str(membercode.day_of(now_ms))])
-    return membercode.make(key, member_id, now_ms=now_ms)
+    return membercode.make(key, demo.member_id, now_ms=now_ms)
 
 
 async def lane_shopper(http: httpx.AsyncClient, agent: Any, demo: RetailDemo,
@@ -255,7 +269,7 @@ async def lane_shopper(http: httpx.AsyncClient, agent: Any, demo: RetailDemo,
     async with httpx.AsyncClient(base_url=lane_url, timeout=10,
                                  headers={"Authorization": f"Bearer {token}"}) as lane:
         while not stop.is_set():
-            code = await member_code(http, demo.member_id, now_ms=agent.clock.now_ms())
+            code = await member_code(http, agent, demo)
             skus = rng.sample(sorted(demo.names), rng.randint(2, 4))
             body = {"lines": [{"code": sku, "qty": rng.randint(1, 2)} for sku in skus],
                     "member": {"code": code}, "cashier": "Lane 1",
@@ -274,6 +288,88 @@ async def lane_shopper(http: httpx.AsyncClient, agent: Any, demo: RetailDemo,
                 demo.lane_code_refused += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every_s)
+
+
+# The cabinet's promotions (decision 0066): 30 % off what is within a day of its
+# best-before, a point per yuan paid; priced on the box by the one engine.
+CABINET_PROMOTIONS = {
+    "version": 1, "promotions": [
+        {"kind": "markdown", "id": "near-expiry", "scope": {"skus": ["WATER-500", "COLA-330"]},
+         "percent_bp": 3_000, "near_expiry_within_min": 24 * 60},
+        {"kind": "points_earn", "id": "cabinet-points", "points": 1, "per_minor": 100}]}
+PICKUP_SKU, PICKUP_UNITS = "COLA-330", 6  # what the cabinet's door 2 holds for orders
+
+
+async def cabinet_setup(http: httpx.AsyncClient, store_id: str, cabinet_id: str) -> None:
+    """HQ registers the store's cabinet: where it stands and what its doors hold (the
+    routing of cabinet orders counts on it)."""
+    lat, lon = STORE_LOCATION
+    await _ok(await http.put(f"/api/v1/stores/{store_id}/cabinets/{cabinet_id}", json={
+        "lat": lat, "lon": lon, "doors": {"2": {"sku": PICKUP_SKU, "qty": PICKUP_UNITS}}}),
+        "register the cabinet")
+
+
+async def cabinet_visits(http: httpx.AsyncClient, agent: Any, demo: RetailDemo,
+                         cabinet: Any, *, walk_ups: Any = None) -> None:
+    """A shopper orders online to collect at the nearest cabinet, then enters the pickup
+    code there: exactly the reserved door opens, once (the code again opens nothing).
+    Then the member shows their code at the cabinet and buys: the vend is theirs,
+    priced by the engine with the cabinet's near-expiry markdown, and earns points."""
+    lat, lon = SHOPPER_LOCATION
+    order = await _ok(await http.post("/api/v1/cabinet-orders", json={
+        "idempotency_key": "storefleet-demo-cabinet-1", "member_id": demo.member_id,
+        "lines": [{"sku": PICKUP_SKU, "qty": 1}], "customer": {"name": "Demo shopper"},
+        "lat": lat, "lon": lon}), "order to collect at a cabinet")
+    demo.cabinet_order_id, demo.cabinet_door = str(order["order_id"]), int(order["door"])
+    order_id = demo.cabinet_order_id
+
+    async def held() -> bool:  # the box has the pickup (dispatched over MQTT)
+        return await cabinet_status(http, order_id) == ("ready", "ready")
+
+    if not await _poll(held, timeout_s=30.0):
+        demo.errors.append(f"cabinet order {order_id} never became ready at the box")
+        return
+    if walk_ups is not None:  # the shopper has the cabinet to themselves for a moment
+        walk_ups.paused = True
+    try:
+        if not await _poll(lambda: cabinet.idle and not cabinet.open_doors, timeout_s=20.0):
+            demo.errors.append("the cabinet stayed busy: no pickup, no member vend")
+            return
+        await _collect_and_vend(http, agent, demo, cabinet, str(order["pickup_code"]))
+    finally:
+        if walk_ups is not None:
+            walk_ups.paused = False
+
+
+async def _collect_and_vend(http: httpx.AsyncClient, agent: Any, demo: RetailDemo,
+                            cabinet: Any, pickup_code: str) -> None:
+    assert demo.cabinet_door is not None
+    demo.cabinet_doors_opened = await cabinet.collect(pickup_code)
+    cabinet.close_door(demo.cabinet_door)  # the shopper took the goods
+    demo.cabinet_second_try = await cabinet.collect(pickup_code)
+    code = await member_code(http, agent, demo)
+    vend = await cabinet.member_vend(code, door=1, funds=1_000)
+    if vend is None or not vend.success:
+        demo.errors.append(f"the member's vend at the cabinet did not succeed: {vend}")
+        return
+    demo.cabinet_member_vends += 1
+
+
+def cabinet_progress(demo: RetailDemo) -> str | None:
+    """The cabinet visits for the progress line: ordered, collected, done."""
+    if demo.cabinet_order_id is None:
+        return None
+    if demo.cabinet_member_vends:
+        return "done"
+    return "collected" if demo.cabinet_doors_opened else "ordered"
+
+
+async def cabinet_status(http: httpx.AsyncClient, order_id: str) -> tuple[str, str]:
+    resp = await http.get(f"/api/v1/cabinet-orders/{order_id}")
+    if resp.status_code != 200:
+        return ("unknown", "unknown")
+    doc = resp.json()
+    return str(doc["pickup_status"]), str(doc["order_status"])
 
 
 async def order_status(http: httpx.AsyncClient, order_id: str) -> str:
@@ -329,8 +425,23 @@ async def sales_audit(http: httpx.AsyncClient, store_id: str, *,
 
 
 async def retail_summary(http: httpx.AsyncClient, demo: RetailDemo, *, store_id: str,
-                         sales_in_cloud: int, printer_dir: Path | None) -> dict[str, Any]:
+                         sales_in_cloud: int, printer_dir: Path | None,
+                         member_vends: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``member_vends``: the ``vend`` events of the demo member the cloud stored (their
+    points are in the member's balance)."""
     audit = await sales_audit(http, store_id)
+    vends = member_vends or []
+    vend_points = sum(int(v.get("totals", {}).get("points_earned", 0)) for v in vends)
+    cabinet = (await cabinet_status(http, demo.cabinet_order_id)
+               if demo.cabinet_order_id else None)
+    if demo.cabinet_order_id and cabinet != ("picked_up", "handed_over"):
+        order_id = demo.cabinet_order_id
+
+        async def collected() -> bool:
+            return await cabinet_status(http, order_id) == ("picked_up", "handed_over")
+
+        await _poll(collected, timeout_s=15.0, every_s=0.25)
+        cabinet = await cabinet_status(http, order_id)
     if demo.order_id and demo.order_steps_done:
         # the store's last step travels through its outbox like any event: wait for it
         order_id, last = demo.order_id, demo.order_steps_done[-1]
@@ -363,10 +474,19 @@ async def retail_summary(http: httpx.AsyncClient, demo: RetailDemo, *, store_id:
         "charged_differs": audit.get("charged_differs"),
         "member_points": member.get("points_balance"),
         "member_points_expected": (WELCOME_POINTS + demo.member_points_earned
-                                   - demo.member_points_used),
+                                   - demo.member_points_used + vend_points),
         "lane_sales": len(demo.lane_sales),
         "lane_points_used": demo.member_points_used,
         "lane_code_replays_refused": demo.lane_code_refused,
+        "cabinet_pickup_door": demo.cabinet_door,
+        "cabinet_pickup_doors_opened": demo.cabinet_doors_opened,
+        "cabinet_pickup_second_try_opened": demo.cabinet_second_try,
+        "cabinet_pickup_status": list(cabinet) if cabinet else None,
+        "cabinet_member_vends": demo.cabinet_member_vends,
+        "cabinet_member_vends_in_cloud": len(vends),
+        "cabinet_member_vend_discount": sum(int(v.get("totals", {}).get("discount", 0))
+                                            for v in vends),
+        "cabinet_member_vend_points": vend_points,
         "online_order_store": demo.order_store,
         "online_order_status": status,
         "online_order_history": history,

@@ -73,6 +73,8 @@ class CabinetCustomers:
     seed: int = 7
     visits: list[Visit] = field(default_factory=list)
     busy: int = 0  # arrivals that found the cabinet still in the previous session
+    # no walk-ups while set (a demo's shopper at the cabinet with a code, alone)
+    paused: bool = False
 
     def __post_init__(self) -> None:
         if not self.prices:
@@ -96,6 +98,8 @@ class CabinetCustomers:
 
     async def one(self) -> Visit | None:
         """One customer: tap, key press, wait for the session to end, take the item."""
+        if self.paused:
+            return None
         if not self.cabinet.idle:
             self.busy += 1
             return None

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.xdist_group("fixed-ports")
 
 SIX_FAMILIES = ["audio", "beacons", "carts", "esl", "pos", "vending"]
 _PROGRESS = re.compile(r"sales (\d+) \((\d+) till, (\d+) cart\)\s+vends (\d+)\s+coupons (\d+) "
-                       r"triggered, (\d+) redeemed\s+labels (\d+) updated(?:\s+order (\w+))?")
+                       r"triggered, (\d+) redeemed\s+labels (\d+) updated(?:\s+order (\w+))?"
+                       r"(?:\s+cabinet (\w+))?")
 
 
 Starter = Callable[..., tuple[subprocess.Popen[str], Path, Path]]
@@ -79,9 +80,10 @@ def test_ctrl_c_ends_the_demo_with_the_full_summary(tmp_path: Path,
     everything: the whole JSON summary, exit 0, and every check in it holds."""
     proc, out, err = start_demo("--json")
 
-    def busy(m: re.Match[str]) -> bool:  # till and cart sales, a vend, the order done
+    def busy(m: re.Match[str]) -> bool:  # till and cart sales, a vend, the order done,
+        # the cabinet pickup collected and the member's vend there
         return (int(m[2]) >= 3 and int(m[3]) >= 1 and int(m[4]) >= 1 and int(m[5]) >= 1
-                and m[8] == "handed_over")
+                and m[8] == "handed_over" and m[9] == "done")
 
     _wait_progress(proc, err, timeout_s=180, until=busy)
     rc = _stop(proc, signal.SIGINT)
@@ -139,6 +141,15 @@ def test_ctrl_c_ends_the_demo_with_the_full_summary(tmp_path: Path,
     assert summary["lane_points_used"] == 100 * summary["lane_sales"]
     assert summary["lane_code_replays_refused"] == summary["lane_sales"]
     assert "cashier screen http://127.0.0.1:" in stderr
+    # an online order collected at the cabinet: its pickup code opened exactly the door
+    # the cloud reserved, once; the member's code at the cabinet made a vend theirs,
+    # marked down near its best-before, its points in the balance above
+    assert summary["cabinet_pickup_doors_opened"] == [summary["cabinet_pickup_door"]]
+    assert summary["cabinet_pickup_second_try_opened"] == []
+    assert summary["cabinet_pickup_status"] == ["picked_up", "handed_over"]
+    assert summary["cabinet_member_vends_in_cloud"] == summary["cabinet_member_vends"] == 1
+    assert summary["cabinet_member_vend_discount"] > 0
+    assert summary["cabinet_member_vend_points"] > 0
     assert summary["online_order_store"] == "S001"
     assert summary["online_order_history"] == ["accepted", "picking", "ready", "handed_over"]
     assert summary["pick_ticket_printed"] is True
