@@ -28,14 +28,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from edge_agent.app import Agent
-from edge_agent.modules.members import Members
 from firmware_sim.vending import VendingCabinetSim, start_vending_sim
 from pricing import Markdown, PointsEarn, PromotionSnapshot, Scope
 from protocols import membercode
 from protocols.clock import SystemClock
 from tests.edge_agent.helpers import make_config, metric, running_agent, wait_until
 from tests.integration.test_content_offline import Cloud
+from tests.integration.test_members_offline import members_of
 from tests.services import Mosquitto
 
 pytestmark = [pytest.mark.mosquitto]
@@ -189,12 +188,6 @@ async def test_pickup_code_opens_exactly_its_door_once_also_offline(
         sim_task.cancel()
         await asyncio.gather(sim_task, return_exceptions=True)
         sim.port.close()
-
-
-def members_of(agent: Agent) -> Members:
-    module = agent.module("members")
-    assert isinstance(module, Members)
-    return module
 
 
 async def test_member_code_at_the_cabinet_prices_the_vend_and_earns_points(
