@@ -47,15 +47,24 @@ _ERL_ARGS = ("+S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none"
 _QUIET_PORTS = (20000, 32000)
 
 
+_GIVEN: set[int] = set()  # ports handed out in this process: never twice
+
+
 def quiet_port() -> int:
-    """A free loopback port outside the ephemeral range."""
+    """A free loopback port outside the ephemeral range, not handed out before in this
+    process (a cluster's nine ports are chosen before any node binds one; a CI run saw
+    two nodes given the same distribution port, and a later cluster may follow one
+    whose node epmd still lists)."""
     while True:
         port = random.randrange(*_QUIET_PORTS)
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.add(port)
             return port
 
 
