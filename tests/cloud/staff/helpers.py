@@ -9,15 +9,15 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from cloud.db import make_engine, upgrade
+from cloud.db import make_engine
 from cloud.db.engine import make_session_factory, writer
 from cloud.ingest.batch import BatchProcessor
 from cloud.main import ingest_hooks, make_retail
 from cloud.settings import CloudSettings
 from cloud.staff import StaffMetrics
-from protocols import encode, topics
+from protocols import topics
 from protocols.clock import ManualClock
-from protocols.messages import Birth
+from tests.cloud.api.test_store_members import born  # noqa: F401  (used by the staff tests)
 from tests.cloud.conftest import ADMIN, auth, make_settings
 
 DAY_MS = 86_400_000
@@ -43,19 +43,6 @@ def staff_settings(db_url: str) -> CloudSettings:
     base = make_settings(db_url, member_hash_key=HASH_KEY, member_code_secret=SECRET)
     return CloudSettings.model_validate({**dict(base), "api_tokens": STAFF_TOKENS,
                                          "require_token_scope": True})
-
-
-def born(db_url: str, *stores: str) -> None:
-    """The stores' boxes connected once (a ``stores`` row each)."""
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    try:
-        BatchProcessor(make_session_factory(writer(engine)), clock=ManualClock(),
-                       max_payload=65536).process([
-            (topics.state(s), encode(Birth(bd_seq=1, ts=1, agent_version="9", devices=[])))
-            for s in stores])
-    finally:
-        engine.dispose()
 
 
 class Sales:
