@@ -150,7 +150,7 @@ async def cloud_with(tmp_path: Path, *, body: bytes = BODY,
             assert not task.done(), "uvicorn did not start"
             await asyncio.sleep(0.02)
         url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             r = await http.post("/api/v1/artifacts", content=body, headers=auth(ADMIN),
                                 params={"kind": "firmware", "target": target,
                                         "version": "1.0"})
@@ -358,7 +358,7 @@ async def test_the_cache_evicts_least_recently_used_unreferenced_entries(
     registry = CollectorRegistry()
     async with cloud_with(tmp_path) as cloud:
         small = {}
-        async with httpx.AsyncClient(base_url=cloud.url) as http:
+        async with httpx.AsyncClient(base_url=cloud.url, timeout=30) as http:
             for version in ("a", "b", "c"):
                 data = version.encode() * 1000
                 r = await http.post("/api/v1/artifacts", content=data, headers=auth(ADMIN),

@@ -78,7 +78,8 @@ class Cloud:
             while not server.started:
                 assert not task.done(), "uvicorn did not start"
                 await asyncio.sleep(0.02)
-            async with httpx.AsyncClient(base_url=self.url, headers=auth(ADMIN)) as http:
+            async with httpx.AsyncClient(base_url=self.url, headers=auth(ADMIN),
+                                         timeout=30) as http:
                 yield http
         finally:
             server.should_exit = True

@@ -126,7 +126,7 @@ async def test_hq_publishes_playlists_and_the_signage_shows_them(
         assert part["applied_ms"] > 0
 
         # ---- the box's HTTP side: only the playlists' assets, the right bytes ----
-        async with httpx.AsyncClient(base_url=screens.url) as box:
+        async with httpx.AsyncClient(base_url=screens.url, timeout=30) as box:
             r = await box.get("/screens/now", params={"zone": "entrance"})
             now = r.json()
             assert now["timezone"] == TIMEZONE and now["version"] == 1

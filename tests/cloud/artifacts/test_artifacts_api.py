@@ -160,7 +160,7 @@ async def test_an_upload_cut_midway_leaves_nothing_and_is_counted(tmp_path: Path
             await asyncio.sleep(0.05)
         assert metric(registry, cut, result="cut") == 1
         assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             listed = await client.get("/api/v1/artifacts", headers=auth(ADMIN))
             assert listed.json() == []
     finally:

@@ -174,7 +174,7 @@ async def test_a_box_fetches_and_resumes_from_the_cloud_on_s3(s3: S3Store,
             assert not task.done(), "uvicorn did not start"
             await asyncio.sleep(0.02)
         url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             r = await http.post("/api/v1/artifacts", content=body, headers=auth(ADMIN),
                                 params={"kind": "firmware", "target": "firmware:esl/ap-1",
                                         "version": "1.0"})

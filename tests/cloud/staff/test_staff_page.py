@@ -40,7 +40,7 @@ async def test_one_tap_coupon_from_the_page(tmp_path: Path) -> None:
     app = create_app(settings, publisher=MemoryPublisher(), clock=clock)
     sales = Sales(db_url, settings)
     try:
-        async with served(app) as base, httpx.AsyncClient(base_url=base) as c:
+        async with served(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as c:
             await register(c, "S001", "ann", "Ann Example")
             await register(c, "S001", "bob", "Bob")
             r = await c.post("/api/v1/campaigns", headers=auth(ADMIN), json={
