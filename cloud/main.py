@@ -282,9 +282,11 @@ def ingest_hooks(registry: CollectorRegistry, *, retail: RetailState,
     # Content (decision 0046): each store's newest report of the manifest it applied.
     hooks.register("content", {"content_status"},
                    ContentHook(content or ContentMetrics(registry)))
-    # Members at the store (decision 0064): offline spends settled once each.
-    hooks.register("member_spends", {"member_spend"},
-                   SpendHook(spends or SpendMetrics(registry)))
+    # Members at the store (decision 0064): offline spends settled once each; spends
+    # whose sale was not recorded given back once (decision 0068).
+    hooks.register("member_spends", {"member_spend", "member_spend_release"},
+                   SpendHook(spends or SpendMetrics(registry),
+                             points_ttl_ms=retail.program.points_ttl_ms))
     # Staff assistant (decision 0065): each sale indexed in store_sales, once.
     hooks.register("staff_sales", {"sale"}, SalesHook(staff or StaffMetrics(registry)))
     # Cabinet pickup and member vends (decision 0066): a pickup's status from its box;

@@ -23,6 +23,7 @@ BUSINESS_EVENT_KINDS: frozenset[str] = frozenset(
         "coupon_redeemed",  # a redemption changes what a sale charged
         "order_status",  # a customer's online order moving on (paid, picked, handed over)
         "member_spend",  # a member's points or stored value spent offline (decision 0064)
+        "member_spend_release",  # a spend given back: its sale was not recorded (0068)
         "cabinet_pickup",  # an order collected at (or expired in) a cabinet (decision 0066)
     }
 )

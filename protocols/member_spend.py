@@ -4,6 +4,9 @@ The ``data`` of a ``member_spend`` event (a business event: never dropped) and t
 of the cloud's ``POST /api/v1/members/{member_id}/authorise``. ``spend_id`` is the box's
 idempotency key: the cloud applies a spend of a store once, whichever of the two
 brings it first (an authorisation whose answer was lost, then its offline event).
+A ``member_spend_release`` event (same ``data``) gives a spend back when the sale it was
+authorised for could not be recorded (decision 0068); a released spend id is never
+authorised again.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from protocols.ids import Id
 
 KIND = "member_spend"
+# A spend authorised for a sale that was then not recorded (decision 0068): its data is
+# the spend's ``MemberSpendData``; the cloud gives back what it took, once.
+RELEASE_KIND = "member_spend_release"
 # "spend:<store>/<spend id>" is the ledger's key: a 64-char store and 40 fit its 128.
 SPEND_ID_MAX = 40
 MAX_AMOUNT = 10**12  # points or minor units: far above any basket, below a BigInteger

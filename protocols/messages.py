@@ -34,6 +34,7 @@ EVENT_KINDS: frozenset[str] = frozenset(
         "rollout_status",  # a step of a rollout's install on the box (decision 0040)
         "content_status",  # the content manifest a box runs (decision 0046)
         "member_spend",  # points or stored value spent at a box offline (decision 0064)
+        "member_spend_release",  # an authorised spend whose sale was not recorded (0068)
         "cabinet_pickup",  # an order's pickup at a vending cabinet (decision 0066)
     }
 )

@@ -4,6 +4,8 @@
                                                                 # nothing, or refused
     settle(session, store_id=, spend=Spend(...), now_ms=)      # an offline spend's event:
                                                                 # never refused
+    release(session, store_id=, spend=Spend(...), now_ms=,     # its sale not recorded:
+            points_ttl_ms=)                                     # what was taken, given back
 
 A spend is named by ``(store, spend_id)`` (the box draws the id), recorded in
 ``member_spends`` and moved in the member's ledger with the same key (points op
@@ -17,6 +19,14 @@ what the balance has and records the rest as the member's ``shortfall`` (status
 ``short``), counted and logged, never lost. What a member owes is subtracted from the
 balance the snapshot shows (a negative balance at the store) and from what an online
 authorisation may spend.
+
+A spend authorised for a sale the box then could not record is released
+(``member_spend_release`` event, decision 0068): what it took goes back to the member
+(points as a ``reverse`` lot, as a refund gives them back; stored value as a ``refund``)
+under the key ``release:<store>/<spend id>``, what it left owed is owed no more, and its
+row says ``released``. A release that arrives before its offline spend records the spend
+released with nothing taken, so the spend's event, arriving late, takes nothing. A
+released spend id is not authorised again (``Conflict``): the box draws a new one.
 
 The member's row is locked first (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
 SQLite), so two spends of the same member are decided one after the other.
@@ -36,7 +46,7 @@ from cloud.db.models_members import MemberSpend
 from cloud.loyalty import points, stored_value
 from cloud.loyalty.errors import Conflict, InsufficientBalance
 from cloud.loyalty.members import get_member
-from protocols.member_spend import MemberSpendData, Unit
+from protocols.member_spend import RELEASE_KIND, MemberSpendData, Unit
 from protocols.messages import Event
 
 logger = logging.getLogger(__name__)
@@ -50,7 +60,8 @@ class SpendMetrics:
             "storefleet_member_spends", "Member spends asked for by store boxes, by mode "
             "(online, offline) and result (authorised, settled, short: settled with a "
             "shortfall the member owes, refused: online, the balance could not cover it, "
-            "replayed: the same spend again)", ["mode", "result"], registry=registry)
+            "replayed: the same spend again, released: given back, its sale not recorded)",
+            ["mode", "result"], registry=registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +81,13 @@ class SpendResult:
     amount: int
     taken: int
     shortfall: int
-    status: str  # authorised | settled | short
+    status: str  # authorised | settled | short | released
     balance: int  # the member's balance in ``unit`` after it, less what they owe
     replayed: bool = False
 
 
-def ledger_key(store_id: str, spend_id: str) -> str:
-    return f"spend:{store_id}/{spend_id}"
+def ledger_key(store_id: str, spend_id: str, op: str = "spend") -> str:
+    return f"{op}:{store_id}/{spend_id}"
 
 
 def owed(session: Session, member_id: str, unit: Unit) -> int:
@@ -105,17 +116,26 @@ def _check(spend: Spend) -> None:
         raise ValueError("a spend takes a positive amount")
 
 
+def _same(row: MemberSpend, store_id: str, spend: Spend) -> None:
+    if (row.member_id, row.unit, row.amount) != (spend.member_id, spend.unit, spend.amount):
+        raise Conflict(f"spend {spend.spend_id!r} of store {store_id} was another spend "
+                       f"({row.amount} {row.unit} of member {row.member_id})")
+
+
 def _replay(session: Session, store_id: str, spend: Spend) -> SpendResult | None:
     row = session.get(MemberSpend, (store_id, spend.spend_id))
     if row is None:
         return None
-    if (row.member_id, row.unit, row.amount) != (spend.member_id, spend.unit, spend.amount):
-        raise Conflict(f"spend {spend.spend_id!r} of store {store_id} was another spend "
-                       f"({row.amount} {row.unit} of member {row.member_id})")
-    return SpendResult(spend_id=row.spend_id, member_id=row.member_id, unit=spend.unit,
+    _same(row, store_id, spend)
+    return _result(session, row, replayed=True)
+
+
+def _result(session: Session, row: MemberSpend, *, replayed: bool) -> SpendResult:
+    unit: Unit = "points" if row.unit == "points" else "stored_value"
+    return SpendResult(spend_id=row.spend_id, member_id=row.member_id, unit=unit,
                        amount=row.amount, taken=row.taken, shortfall=row.shortfall,
-                       status=row.status,
-                       balance=balance(session, row.member_id, spend.unit), replayed=True)
+                       status=row.status, balance=balance(session, row.member_id, unit),
+                       replayed=replayed)
 
 
 def _take(session: Session, store_id: str, spend: Spend, amount: int, *,
@@ -149,6 +169,11 @@ def authorise(session: Session, *, store_id: str, spend: Spend, now_ms: int,
     _check(spend)
     get_member(session, spend.member_id, for_update=True)
     if (done := _replay(session, store_id, spend)) is not None:
+        if done.status == "released":  # its sale was not recorded: never spent again
+            if metrics is not None:
+                metrics.spends.labels(mode="online", result="refused").inc()
+            raise Conflict(f"spend {spend.spend_id!r} of store {store_id} was released; "
+                           "a new spend needs a new id")
         if metrics is not None:
             metrics.spends.labels(mode="online", result="replayed").inc()
         return done
@@ -196,18 +221,63 @@ def settle(session: Session, *, store_id: str, spend: Spend, now_ms: int,
     return result
 
 
-class SpendHook:
-    """Ingest's post-commit hook for ``member_spend``: settles each offline spend once
-    (``settle``, idempotent by store and spend id)."""
+def release(session: Session, *, store_id: str, spend: Spend, now_ms: int,
+            points_ttl_ms: int | None, metrics: SpendMetrics | None = None) -> SpendResult:
+    """Give a spend back: its sale was not recorded. What it took returns to the member
+    once and what it left owed is forgiven; released before it arrived, it takes nothing
+    when it does. The same release again changes nothing."""
+    _check(spend)
+    get_member(session, spend.member_id, for_update=True)
+    row = session.get(MemberSpend, (store_id, spend.spend_id))
+    if row is None:  # an offline spend whose own event has not arrived yet
+        mode = "offline"
+        _record(session, store_id, spend, taken=0, mode=mode, status="released",
+                now_ms=now_ms)
+        row = session.get(MemberSpend, (store_id, spend.spend_id))
+        assert row is not None  # recorded just now
+        row.shortfall = 0
+    else:
+        _same(row, store_id, spend)
+        mode = row.mode
+        if row.status == "released":
+            if metrics is not None:
+                metrics.spends.labels(mode=mode, result="replayed").inc()
+            return _result(session, row, replayed=True)
+        key = ledger_key(store_id, spend.spend_id, "release")
+        if row.taken and spend.unit == "points":
+            points.credit(session, spend.member_id, row.taken, op_id=key, now_ms=now_ms,
+                          ttl_ms=points_ttl_ms, kind="reverse")
+        elif row.taken:
+            stored_value.apply(session, spend.member_id, row.taken, kind="refund", ref=key,
+                               now_ms=now_ms)
+        row.status, row.shortfall = "released", 0
+    session.flush()
+    if metrics is not None:
+        metrics.spends.labels(mode=mode, result="released").inc()
+    logger.info("store %s: spend %s of member %s released: %d %s given back", store_id,
+                spend.spend_id, spend.member_id, row.taken, spend.unit)
+    return _result(session, row, replayed=False)
 
-    def __init__(self, metrics: SpendMetrics) -> None:
+
+class SpendHook:
+    """Ingest's post-commit hook for ``member_spend`` (settles each offline spend once,
+    ``settle``) and ``member_spend_release`` (gives a spend back once, ``release``): both
+    idempotent by store and spend id."""
+
+    def __init__(self, metrics: SpendMetrics, *, points_ttl_ms: int | None = None) -> None:
         self.metrics = metrics
+        self.points_ttl_ms = points_ttl_ms
 
     def __call__(self, session: Session, event: Event, now_ms: int) -> None:
         try:
             data = MemberSpendData.model_validate(event.data)
         except ValidationError as err:
-            raise ValueError(f"bad member_spend data: {err.errors()[0]['msg']}") from err
-        settle(session, store_id=event.store_id, spend=Spend(
-            spend_id=data.spend_id, member_id=data.member_id, unit=data.unit,
-            amount=data.amount, spent_ms=data.spent_ms), now_ms=now_ms, metrics=self.metrics)
+            raise ValueError(f"bad {event.kind} data: {err.errors()[0]['msg']}") from err
+        spend = Spend(spend_id=data.spend_id, member_id=data.member_id, unit=data.unit,
+                      amount=data.amount, spent_ms=data.spent_ms)
+        if event.kind == RELEASE_KIND:
+            release(session, store_id=event.store_id, spend=spend, now_ms=now_ms,
+                    points_ttl_ms=self.points_ttl_ms, metrics=self.metrics)
+        else:
+            settle(session, store_id=event.store_id, spend=spend, now_ms=now_ms,
+                   metrics=self.metrics)

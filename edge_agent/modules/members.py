@@ -23,12 +23,14 @@ The interface the lane till and the cart screens call (one ``Members`` per box, 
                                                       # ref.code / .member_id / .phone
     ok = await members.authorise_spend(view.member_id, unit="points", amount=300)
     ok.spend_id, ok.mode                              # "online" | "offline"
+    await members.release_spend(ok.spend_id)          # its sale was not recorded
 
 ``lookup`` raises ``MemberRefused`` (``reason``: a code's refusal, ``protocols.
 membercode.REASONS``, or ``unknown_member``, ``needs_cloud``); ``authorise_spend`` raises
 ``SpendRefused`` (``insufficient_balance``, ``offline_cap``, ``unknown_member``,
-``conflict``, ``refused``). Each is counted (``storefleet_members_codes_total{result}``,
-``storefleet_members_spends_total{mode,result}``) and logged. A member code is accepted
+``conflict``, ``released``, ``refused``). Each is counted
+(``storefleet_members_codes_total{result}``, ``storefleet_members_spends_total{mode,
+result}``) and logged. A member code is accepted
 once per box (``ReplayGuard``): the till looks the member up once per basket.
 
 A spend goes to the cloud first (``POST /api/v1/members/{id}/authorise``, idempotent by
@@ -39,6 +41,13 @@ spends.json`` (written to a temporary file, fsynced, renamed: a restart keeps th
 and balances), and an offline one goes as a ``member_spend`` event through the outbox
 (event id from the spend id; sent again at start, which the outbox and the cloud both
 take once). The cloud settles it on arrival, a shortfall recorded as owed.
+
+The same spend id asked again (a till repeating a sale after a lost answer) is the spend
+kept: nothing is asked or counted twice; the same id for another amount is ``conflict``.
+A spend whose sale could not be recorded is released (decision 0068): marked so in
+``spends.json`` first (it counts towards no balance or cap from then on), then sent as a
+``member_spend_release`` event through the outbox (again at start), and the cloud gives
+back what it took. A released id is never authorised again (``released``).
 """
 
 from __future__ import annotations
@@ -70,7 +79,7 @@ from protocols.member_snapshot import (
     phone_entry,
     phone_hash,
 )
-from protocols.member_spend import KIND, MemberSpendData, Unit
+from protocols.member_spend import KIND, RELEASE_KIND, MemberSpendData, Unit
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -115,7 +124,8 @@ class MembersMetrics:
             ["result"], registry=registry)
         self.spends = Counter(
             "storefleet_members_spends", "Points and stored-value spends, by mode (online, "
-            "offline) and result (authorised, or why not)", ["mode", "result"],
+            "offline) and result (authorised, replayed: the same id again, given_back: its "
+            "sale not recorded, or why not)", ["mode", "result"],
             registry=registry)
         self.snapshots = Counter(
             "storefleet_members_snapshots", "Member snapshots from content manifests, by "
@@ -143,6 +153,7 @@ class LocalSpend:
     amount: int
     spent_ms: int
     mode: str  # online | offline
+    released: bool = False  # its sale was not recorded: given back (decision 0068)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +205,8 @@ class Members(Module):
         for spend in self.spends:  # a crash may have come between the file and the outbox
             if spend.mode == "offline":
                 await self._emit(spend)
+            if spend.released:
+                await self._emit(spend, RELEASE_KIND)
 
     async def close(self) -> None:
         if self._http is not None:
@@ -240,7 +253,7 @@ class Members(Module):
         since = self.snapshot.created_ms if self.snapshot else 0
         spent = {"points": 0, "stored_value": 0}
         for s in self.spends:
-            if s.member_id == member_id and s.spent_ms >= since:
+            if s.member_id == member_id and s.spent_ms >= since and not s.released:
                 spent[s.unit] += s.amount
         return MemberView(member_id=member_id, tier=entry.tier,
                           points=entry.points - spent["points"],
@@ -338,6 +351,9 @@ class Members(Module):
         spend = LocalSpend(spend_id=spend_id or uuid7(now), member_id=member_id, unit=unit,
                            amount=amount, spent_ms=now, mode="online")
         try:
+            done = self._kept(spend)
+            if done is not None:  # asked again (a lost answer): the spend already made
+                return SpendAuthorised(done.spend_id, member_id, unit, amount, done.mode)
             done = await self._online(spend)
             if done is None:
                 done = await self._offline(spend)
@@ -348,6 +364,43 @@ class Members(Module):
             raise
         self.metrics.spends.labels(mode=done.mode, result="authorised").inc()
         return SpendAuthorised(done.spend_id, member_id, unit, amount, done.mode)
+
+    def _kept(self, spend: LocalSpend) -> LocalSpend | None:
+        """The spend kept under this id, if any: the same one, or ``SpendRefused``."""
+        kept = next((s for s in self.spends if s.spend_id == spend.spend_id), None)
+        if kept is None:
+            return None
+        if kept.released:
+            raise SpendRefused("released", f"spend {spend.spend_id} was released: a new "
+                               "spend needs a new id", mode=kept.mode)
+        if (kept.member_id, kept.unit, kept.amount) != (spend.member_id, spend.unit,
+                                                          spend.amount):
+            raise SpendRefused("conflict", f"spend {spend.spend_id} was {kept.amount} "
+                               f"{kept.unit} of member {kept.member_id}", mode=kept.mode)
+        self.metrics.spends.labels(mode=kept.mode, result="replayed").inc()
+        return kept
+
+    async def release_spend(self, spend_id: str) -> bool:
+        """Give back a spend whose sale was not recorded (decision 0068): kept as
+        released (it counts towards no balance or cap here), and the cloud gives back
+        what it took when the ``member_spend_release`` event arrives. False when no
+        spend is kept under the id (nothing to give back); the same release again does
+        nothing more."""
+        kept = next((s for s in self.spends if s.spend_id == spend_id), None)
+        if kept is None:
+            logger.warning("members: release of spend %s, which this box does not keep",
+                           spend_id)
+            return False
+        if not kept.released:
+            released = LocalSpend(**(asdict(kept) | {"released": True}))
+            self.spends = [released if s is kept else s for s in self.spends]
+            await self._write()
+            self.metrics.spends.labels(mode=kept.mode, result="given_back").inc()
+            logger.warning("store %s: spend %s of member %s (%d %s) released: its sale was "
+                           "not recorded", self.kernel.store_id, spend_id, kept.member_id,
+                           kept.amount, kept.unit)
+            await self._emit(released, RELEASE_KIND)
+        return True
 
     async def _online(self, spend: LocalSpend) -> LocalSpend | None:
         """The cloud's answer, or None when it cannot give one now."""
@@ -393,6 +446,7 @@ class Members(Module):
         today = membercode.day_of(spend.spent_ms)
         used = sum(s.amount for s in self.spends
                    if s.member_id == spend.member_id and s.unit == spend.unit
+                   and not s.released
                    and s.mode == "offline" and membercode.day_of(s.spent_ms) == today)
         if used + spend.amount > cap:
             raise SpendRefused("offline_cap", f"{used} {spend.unit} spent offline today, "
@@ -406,6 +460,9 @@ class Members(Module):
     async def _keep(self, spend: LocalSpend) -> None:
         now = self.kernel.clock.now_ms()
         self.spends = [s for s in self.spends if s.spent_ms > now - KEEP_MS] + [spend]
+        await self._write()
+
+    async def _write(self) -> None:
         async with self._write_lock:
             data = json.dumps([asdict(s) for s in self.spends]).encode()
             await asyncio.to_thread(self._save, data)  # a file write and fsync: off the loop
@@ -426,16 +483,17 @@ class Members(Module):
                          self.root / SPENDS, err)
             return []
 
-    async def _emit(self, spend: LocalSpend) -> None:
+    async def _emit(self, spend: LocalSpend, kind: str = KIND) -> None:
         data = MemberSpendData(spend_id=spend.spend_id, member_id=spend.member_id,
                                unit=spend.unit, amount=spend.amount, spent_ms=spend.spent_ms)
+        prefix = "release" if kind == RELEASE_KIND else "spend"
         try:
-            await self.kernel.sink.emit_event(KIND, device_id="agent", event_id=f"spend-"
-                                              f"{spend.spend_id}"[:64],
+            await self.kernel.sink.emit_event(kind, device_id="agent",
+                                              event_id=f"{prefix}-{spend.spend_id}",
                                               data=data.model_dump(mode="json"))
         except StorefleetError:  # kept in spends.json: sent again at the next start
-            self.metrics.spends.labels(mode="offline", result="event_failed").inc()
-            logger.exception("members: member_spend %s not stored in the outbox",
+            self.metrics.spends.labels(mode=spend.mode, result="event_failed").inc()
+            logger.exception("members: %s %s not stored in the outbox", kind,
                              spend.spend_id)
 
 

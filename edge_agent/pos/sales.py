@@ -114,6 +114,18 @@ class RangeLookup(Protocol):
     def lookup(self, code: str, *, now_ms: int) -> dict[str, Any] | None: ...
 
 
+class SpendAuthority(Protocol):
+    """The member's points and stored value a sale pays with, authorised once the sale is
+    priced (by the cloud, or the box's members module offline: ``edge_agent.till``) and
+    given back when the sale is then not recorded (decision 0068)."""
+
+    async def authorise(self, priced: PricedBasket) -> dict[str, str]:
+        """unit -> spend id for what ``priced`` uses; refuses by raising."""
+        ...
+
+    async def release(self, spends: Mapping[str, str]) -> None: ...
+
+
 class EventSink(Protocol):
     """The agent's outbox door (``AgentDriverContext`` / ``FakeContext`` satisfy it)."""
 
@@ -229,28 +241,29 @@ class PosService:
     async def sell(self, lines: Sequence[Line], *, member: Member | None = None,
                    coupons: Sequence[str] = (), tenders: Tenders = Tenders(),
                    sale_id: str | None = None, cashier: str | None = None,
-                   till_id: str | None = None, spends: Mapping[str, str] | None = None
+                   till_id: str | None = None, spends: SpendAuthority | None = None
                    ) -> Sale:
         """``sale_id``: the caller's idempotency key (a cart checkout id); a sale already
         recorded under it is refused as ``duplicate``. ``cashier``: who rang it up (id or
         name), printed on the receipt. ``till_id``: where it was sold when this service
         records for several points of sale (the carts: the cart's id), named in the sale
         and on the receipt; the events still come from the service's ``till_id``.
-        ``spends``: the member's points / stored value already authorised for this sale
-        (unit -> spend id, ``edge_agent.till.members``): named in the sale so the cloud
-        does not take them again, and not capped again by the till's offline guard."""
+        ``spends``: authorises the member's points / stored value once the sale is
+        priced, for exactly what it uses (``edge_agent.till``): the spends are named in
+        the sale so the cloud does not take them again, the till's offline guard does
+        not cap them again, and a sale not recorded after all gives them back."""
         self._selling += 1
         try:
             return await self._sell(lines, member=member, coupons=coupons, tenders=tenders,
                                     sale_id=sale_id, cashier=cashier, till_id=till_id,
-                                    spends=dict(spends or {}))
+                                    authority=spends)
         finally:
             self._selling -= 1
 
     async def _sell(self, lines: Sequence[Line], *, member: Member | None,
                     coupons: Sequence[str], tenders: Tenders, sale_id: str | None,
                     cashier: str | None, till_id: str | None,
-                    spends: dict[str, str]) -> Sale:
+                    authority: SpendAuthority | None) -> Sale:
         if not lines:
             self.metrics.refused.labels(reason="empty").inc()
             raise SaleRefused("empty", "a sale needs at least one line")
@@ -268,7 +281,7 @@ class PosService:
         capped: tuple[str, ...] = ()
         if member is None:
             points = stored_value = 0
-        elif offline and not spends:
+        elif offline and authority is None:
             allow = await self.guard.allowance(member.id, points=points,
                                                stored_value=stored_value, day=day)
             points, stored_value, capped = allow.points, allow.stored_value, allow.capped
@@ -284,6 +297,9 @@ class PosService:
             raise SaleRefused("unpriceable", str(err)) from err
         used = self._applied(presented, priced, refused)
         charged = self._charged(priced, tenders, refused)
+        # Authorised last, for exactly what the priced sale uses: a refusal before this
+        # point spent nothing.
+        spends = await authority.authorise(priced) if authority is not None else {}
         range_used = [(c.code, c.range) for c in used if c.range is not None]
         events = self._events(sale_id, basket, member, priced, range_used, offline=offline,
                               now_ms=now, coupons=list(coupons), charged=charged,
@@ -296,8 +312,11 @@ class PosService:
         except StorageError as err:
             # Most likely a range code used by a concurrent sale at another lane.
             self.metrics.refused.labels(reason="ledger").inc()
+            if spends:
+                assert authority is not None  # only an authority makes spends
+                await authority.release(spends)
             raise SaleRefused("ledger", err.detail) from err
-        if offline and member is not None and not spends:
+        if offline and member is not None and authority is None:
             await self.guard.record(member.id, points=priced.points_used,
                                     stored_value=priced.stored_value, day=day)
         await self._emit(sale_id, events)

@@ -4,7 +4,8 @@ and the points or stored value they pay with authorised.
     ref = MemberRef(code="SFM2.M0004.2941.Qx...")   # or member_id="M0004", phone="+49 151 .."
     member = await directory.find(ref)              # pricing.Member
     spend = await directory.authorise(member.id, unit="points", amount=300,
-                                      spend_id=f"{basket_id}-points")   # or None
+                                      spend_id=uuid7(now))   # or None
+    await directory.release(spend)    # the sale was not recorded (decision 0068)
 
 ``StoreMembers`` (the box runs ``[members]``, decision 0064): the member module's signed
 snapshot and codes answer ``find`` offline, and ``authorise`` asks the cloud to take the
@@ -79,6 +80,10 @@ class MemberRef(BaseModel):
 
 
 class MemberDirectory(Protocol):
+    # True: ``authorise`` takes the spends before the sale is recorded (the till's
+    # offline caps then do not apply); False: the cloud takes them when the sale arrives
+    authorises_spends: bool
+
     async def find(self, ref: MemberRef) -> Member: ...
 
     async def authorise(self, member_id: str, *, unit: Unit, amount: int,
@@ -87,11 +92,17 @@ class MemberDirectory(Protocol):
         does not authorise spends; ``SpendError`` when refused."""
         ...
 
+    async def release(self, spend_id: str) -> None:
+        """Give back a spend whose sale was not recorded (decision 0068)."""
+        ...
+
 
 class StoreMembers:
     """The ``members`` module (``edge_agent.modules.members.Members``) as the lanes'
     directory: its refusals become ``MemberError`` / ``SpendError``; the member is in
     the till's currency (the one the till prices in)."""
+
+    authorises_spends = True
 
     def __init__(self, members: Any, *, currency: str) -> None:
         self._members = members
@@ -119,8 +130,13 @@ class StoreMembers:
             raise SpendError("invalid", str(err)) from err
         return str(done.spend_id)
 
+    async def release(self, spend_id: str) -> None:
+        await self._members.release_spend(spend_id)
+
 
 class CloudMembers:
+    authorises_spends = False
+
     def __init__(self, *, api: CloudApi | None, currency: str,
                  online: Callable[[], bool]) -> None:
         self._api = api
@@ -130,6 +146,9 @@ class CloudMembers:
     async def authorise(self, member_id: str, *, unit: Unit, amount: int,
                         spend_id: str) -> str | None:
         return None  # the sale's points_used is taken by the cloud when the sale arrives
+
+    async def release(self, spend_id: str) -> None:
+        return None  # authorises nothing, so gives nothing back
 
     async def find(self, ref: MemberRef) -> Member:
         if ref.code is not None:

@@ -124,6 +124,41 @@ class LanesMetrics:
                                        "running", ["lane"], registry=registry)
 
 
+class BasketSpends:
+    """A basket's ``SpendAuthority``: the member's points and stored value authorised for
+    what the priced sale uses, all or nothing, and given back if the sale is then not
+    recorded (decision 0068). Each attempt draws new spend ids: a released id is never
+    authorised again, and a sale already recorded is refused (``duplicate``) before
+    anything is authorised, so a repeated complete cannot spend twice."""
+
+    def __init__(self, members: MemberDirectory, member_id: str, *,
+                 now_ms: Callable[[], int], refuse: Callable[[int, str, str], LaneError]
+                 ) -> None:
+        self._members, self._member_id = members, member_id
+        self._now_ms, self._refuse = now_ms, refuse
+
+    async def authorise(self, priced: PricedBasket) -> dict[str, str]:
+        spends: dict[str, str] = {}
+        wanted: tuple[tuple[Unit, int], ...] = (("points", priced.points_used),
+                                                ("stored_value", priced.stored_value))
+        for unit, amount in wanted:
+            if amount <= 0:
+                continue
+            try:
+                spend_id = await self._members.authorise(
+                    self._member_id, unit=unit, amount=amount, spend_id=uuid7(self._now_ms()))
+            except SpendError as err:
+                await self.release(spends)  # all or nothing: the points, not the rest
+                raise self._refuse(409, err.reason, f"{unit}: {err.detail}") from err
+            if spend_id is not None:
+                spends[unit] = spend_id
+        return spends
+
+    async def release(self, spends: Mapping[str, str]) -> None:
+        for spend_id in spends.values():
+            await self._members.release(spend_id)
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -323,11 +358,10 @@ class LaneTills:
             raise self.refuse(409, "no_tender", "set the tender before completing")
         basket.completing = True
         try:
-            spends = await self._authorise(basket)
             sale = await self._services[lane.id].sell(
                 basket.engine_lines(), member=basket.member, coupons=basket.coupons,
                 tenders=basket.tender, sale_id=basket.basket_id, cashier=cashier,
-                till_id=lane.id, spends=spends)
+                till_id=lane.id, spends=self._spends(basket))
         except SaleRefused as err:
             if err.reason == "duplicate":  # recorded, its answer lost (a restart): done
                 self._close(basket)
@@ -352,30 +386,14 @@ class LaneTills:
         self.metrics.sales.labels(lane=lane.id).inc()
         return answer
 
-    async def _authorise(self, basket: OpenBasket) -> dict[str, str]:
-        """The member's points and stored value this sale pays with, authorised before
-        it is recorded (by the cloud, or offline within the cap): unit -> spend id. The
-        ids derive from the basket, so a repeated complete is the same spend."""
-        member, tender = basket.member, basket.tender
-        if member is None or tender is None or not (tender.points or tender.stored_value):
-            return {}
-        priced = self._price(basket, tender)
-        assert priced is not None  # a basket with lines
-        spends: dict[str, str] = {}
-        wanted: tuple[tuple[Unit, int], ...] = (("points", priced.points_used),
-                                                ("stored_value", priced.stored_value))
-        for unit, amount in wanted:
-            if amount <= 0:
-                continue
-            try:
-                spend_id = await self._members.authorise(
-                    member.id, unit=unit, amount=amount,
-                    spend_id=f"{basket.basket_id}-{unit[0]}")  # <= 40: a uuid7 and 2
-            except SpendError as err:
-                raise self.refuse(409, err.reason, f"{unit}: {err.detail}") from err
-            if spend_id is not None:
-                spends[unit] = spend_id
-        return spends
+    def _spends(self, basket: OpenBasket) -> BasketSpends | None:
+        """What authorises the points and stored value the basket's sale pays with: the
+        members module (``StoreMembers``), or None when the directory does not (the
+        cloud takes ``points_used`` when the sale arrives, the till's caps apply)."""
+        if basket.member is None or not self._members.authorises_spends:
+            return None
+        return BasketSpends(self._members, basket.member.id, now_ms=self._clock.now_ms,
+                            refuse=self.refuse)
 
     async def sell(self, lane: LaneSettings, sale: SaleIn) -> dict[str, Any]:
         """A whole sale in one call (``SaleIn``): a basket of this lane rung up and

@@ -224,6 +224,65 @@ async def test_an_authorisation_whose_answer_is_lost_is_spent_once(rig: Rig) -> 
     await members.close()
 
 
+async def test_a_released_spend_is_given_back_once_and_never_spent_again(rig: Rig) -> None:
+    """Decision 0068: a spend whose sale was not recorded goes back to the member, on
+    the box at once (balance and offline cap) and in the cloud when its event arrives."""
+    members = await rig.box()
+    online = await members.authorise_spend(rig.anna, unit="points", amount=100,
+                                           spend_id="sale-1-p")
+    # asked again (a till repeating itself): the same spend, nothing asked twice
+    again = await members.authorise_spend(rig.anna, unit="points", amount=100,
+                                          spend_id="sale-1-p")
+    assert (again.spend_id, again.mode) == (online.spend_id, "online")
+    assert await rig.balance() == (400, 2_000)
+    with pytest.raises(SpendRefused) as err:  # the same id for another amount
+        await members.authorise_spend(rig.anna, unit="points", amount=90, spend_id="sale-1-p")
+    assert err.value.reason == "conflict"
+    rig.kernel.up = False
+    offline = await members.authorise_spend(rig.anna, unit="points", amount=300,
+                                            spend_id="sale-2-p")
+    assert offline.mode == "offline"
+    assert (await members.lookup(member_id=rig.anna)).points == 100  # 500 - 100 - 300
+    assert await members.release_spend("sale-2-p") is True
+    assert await members.release_spend("sale-2-p") is True  # again: nothing more
+    assert await members.release_spend("never-made") is False
+    # back on the box at once: the balance, and the day's offline cap (300) again
+    assert (await members.lookup(member_id=rig.anna)).points == 400
+    with pytest.raises(SpendRefused) as err:
+        await members.authorise_spend(rig.anna, unit="points", amount=300,
+                                      spend_id="sale-2-p")
+    assert err.value.reason == "released"
+    rig.kernel.up = True
+    assert await members.release_spend("sale-1-p") is True
+    assert [(e.kind, e.id) for e in rig.kernel.sink.events] == [
+        ("member_spend", "spend-sale-2-p"), ("member_spend_release", "release-sale-2-p"),
+        ("member_spend_release", "release-sale-1-p")]
+    assert counted(members, "storefleet_members_spends_total", mode="offline",
+                   result="given_back") == 1
+    assert counted(members, "storefleet_members_spends_total", mode="offline",
+                   result="released") == 1  # the released id asked again, refused
+    # the cloud: the online spend given back, the offline one settled then released
+    # (or released before it arrives: either way it takes nothing); twice is once
+    rig.settle()
+    rig.settle()
+    assert await rig.balance() == (500, 2_000)
+    # the cloud never authorises a released id again either
+    r = await rig.http.post(f"/api/v1/members/{rig.anna}/authorise", headers=auth(DEVICE),
+                            json={"store_id": STORE, "spend_id": "sale-1-p",
+                                  "unit": "points", "amount": 100, "spent_ms": 1})
+    assert r.status_code == 409, r.text
+    assert await rig.balance() == (500, 2_000)
+    # a restarted box keeps the release (and sends its event again: taken once)
+    await members.close()
+    restarted = await rig.box()
+    assert (await restarted.lookup(member_id=rig.anna)).points == 500
+    with pytest.raises(SpendRefused) as err:
+        await restarted.authorise_spend(rig.anna, unit="points", amount=100,
+                                        spend_id="sale-1-p")
+    assert err.value.reason == "released"
+    await restarted.close()
+
+
 def test_settings_refuse_nonsense() -> None:
     with pytest.raises(ValueError):
         MembersSettings(offline_points_cap=-1)

@@ -8,6 +8,10 @@ refused, 403 ``replayed``); the member pays part with points; the box asks the c
 take them before it records the sale, the sale names the spend, and when the sale
 arrives the cloud does not take the points a second time: the balance is the seed less
 the points used plus the points earned, exactly.
+
+A sale whose recording then fails (the box's disk full) gives its authorised points
+back (decision 0068): the release goes through the outbox and ingest, the balance is
+whole again, and the same sale id sold again spends under a new spend id, once.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import create_engine, text
 
 from bench.till import lanes_of
 from edge_agent.cartscreen import SAMPLE_DATA
+from edge_agent.errors import StorageError
 from edge_agent.modules.in_aisle import InAisleModule
 from edge_agent.modules.members import Members
 from edge_agent.modules.till import Till
@@ -41,7 +48,8 @@ SEED = 1_000
 
 
 async def test_a_lane_sells_with_a_member_code_and_the_cloud_authorises_the_points(
-        tmp_path: Path, mosquitto_factory: Callable[[], Mosquitto]) -> None:
+        tmp_path: Path, mosquitto_factory: Callable[[], Mosquitto],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     broker = mosquitto_factory()
     cloud = Cloud(tmp_path, broker)
     sample = load_sample(SAMPLE_DATA)
@@ -139,3 +147,55 @@ async def test_a_lane_sells_with_a_member_code_and_the_cloud_authorises_the_poin
         await asyncio.sleep(1.0)  # nothing more happens to the balance
         doc = (await http.get(f"/api/v1/members/{anna}")).json()
         assert int(doc["points_balance"]) == expected, (doc, sale, seeded)
+
+        # the disk is full as the next sale is recorded: its points go back
+        real_record = pos.ledger.record_sale
+
+        async def disk_full(*args: Any, **kwargs: Any) -> None:
+            raise StorageError("record_sale", "database or disk is full")
+
+        monkeypatch.setattr(pos.ledger, "record_sale", disk_full)
+        one_request = {"sale_id": "lane-sale-0068", "lines": [{"code": sku, "qty": 2}],
+                       "member": {"member_id": anna}, "tender": {"method": "card",
+                                                                  "points": 100}}
+        async with httpx.AsyncClient(base_url=till_module.lanes.url, timeout=10, headers={
+                "Authorization": f"Bearer {lane['token']}"}) as terminal:
+            # refused before it is recorded (cash short): nothing was authorised
+            short = {**one_request, "tender": {"method": "cash", "cash_given": 1,
+                                               "points": 100}}
+            r = await terminal.post("/till/v1/sales", json=short)
+            assert (r.status_code, r.json()["reason"]) == (409, "short_tender"), r.text
+            assert len(members.spends) == 1  # the first sale's
+            r = await terminal.post("/till/v1/sales", json=one_request)
+            assert (r.status_code, r.json()["reason"]) == (409, "ledger"), r.text
+            released = [s for s in members.spends if s.released]
+            assert [(s.member_id, s.unit, s.amount) for s in released] == [
+                (anna, "points", 100)]
+
+            def spend_rows() -> list[tuple[str, int, str]]:
+                with create_engine(cloud.settings.database_url).connect() as db:
+                    return [(row.spend_id, row.taken, row.status) for row in db.execute(
+                        text("SELECT spend_id, taken, status FROM member_spends "
+                             "WHERE member_id = :m ORDER BY recorded_ms"), {"m": anna})]
+
+            async def given_back() -> bool:
+                return spend_rows()[-1:] == [(released[0].spend_id, 100, "released")]
+
+            await _until_async(given_back, within_s=30, what="the release ingested")
+            doc = (await http.get(f"/api/v1/members/{anna}")).json()
+            assert int(doc["points_balance"]) == expected, doc
+            # the disk has room again: the same sale, spent once under a new id
+            monkeypatch.setattr(pos.ledger, "record_sale", real_record)
+            r = await terminal.post("/till/v1/sales", json=one_request)
+            assert r.status_code == 200, r.text
+            again = r.json()
+        assert again["points_used"] == 100
+        spent = [s.spend_id for s in members.spends if not s.released]
+        assert len(spent) == 2 and released[0].spend_id not in spent  # the first sale's, this
+        expected += again["points_earned"] - 100
+        await _until_async(settled, within_s=30, what="the second sale's points")
+        await asyncio.sleep(1.0)
+        doc = (await http.get(f"/api/v1/members/{anna}")).json()
+        assert int(doc["points_balance"]) == expected, (doc, again)
+        assert members.metrics.spends.labels(mode="online", result="given_back"
+                                             )._value.get() == 1

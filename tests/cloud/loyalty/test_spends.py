@@ -142,3 +142,65 @@ def test_the_hook_settles_member_spend_events(sessions: sessionmaker[Session],
     bad = event.model_copy(update={"data": {"spend_id": "sp-10"}})
     with sessions.begin() as s, pytest.raises(ValueError):
         hook(s, bad, clock.now_ms())
+
+
+def test_a_released_spend_is_given_back_once_and_not_authorised_again(
+        sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    """Decision 0068: the sale the spend was authorised for was not recorded."""
+    metrics = spends.SpendMetrics(registry := CollectorRegistry())
+    m = funded(sessions, clock, pts=100, sv=500)
+    with sessions.begin() as s:
+        spends.authorise(s, store_id="s1", spend=spend(m, 80), now_ms=clock.now_ms())
+        spends.authorise(s, store_id="s1", spend=spend(m, 200, "sv-1", "stored_value"),
+                         now_ms=clock.now_ms())
+    for _ in range(2):  # a redelivered release gives back once
+        with sessions.begin() as s:
+            back = spends.release(s, store_id="s1", spend=spend(m, 80), now_ms=clock.now_ms(),
+                                  points_ttl_ms=None, metrics=metrics)
+            spends.release(s, store_id="s1", spend=spend(m, 200, "sv-1", "stored_value"),
+                           now_ms=clock.now_ms(), points_ttl_ms=None)
+    assert (back.status, back.replayed) == ("released", True)
+    with sessions() as s:
+        assert points.balance(s, m) == 100 and stored_value.balance(s, m) == 500
+    assert ledger_rows(sessions, "release:s1/sp-1") == 1
+    assert ledger_rows(sessions, "release:s1/sv-1") == 1
+    assert registry.get_sample_value("storefleet_member_spends_total",
+                                     {"mode": "online", "result": "released"}) == 1
+    # the same id is not spent again: the box draws a new one
+    with sessions.begin() as s, pytest.raises(Conflict):
+        spends.authorise(s, store_id="s1", spend=spend(m, 80), now_ms=clock.now_ms())
+    # another spend's release is a conflict, not a gift
+    with sessions.begin() as s, pytest.raises(Conflict):
+        spends.release(s, store_id="s1", spend=spend(m, 99), now_ms=clock.now_ms(),
+                       points_ttl_ms=None)
+    with sessions() as s:
+        assert points.balance(s, m) == 100
+
+
+def test_a_release_before_its_offline_spend_and_of_what_was_owed(
+        sessions: sessionmaker[Session], clock: ManualClock) -> None:
+    m = funded(sessions, clock, pts=30)
+    hook = spends.SpendHook(spends.SpendMetrics(CollectorRegistry()), points_ttl_ms=None)
+    data = {"spend_id": "sp-5", "member_id": m, "unit": "points", "amount": 20,
+            "spent_ms": 4}
+    spent = Event(id="spend-sp-5", kind="member_spend", store_id="s1", seq=1, ts=5, data=data)
+    released = Event(id="release-sp-5", kind="member_spend_release", store_id="s1", seq=2,
+                     ts=6, data=data)
+    # the release overtakes its spend (two ingest workers): the spend then takes nothing
+    for event in (released, spent, released):
+        with sessions.begin() as s:
+            hook(s, event, clock.now_ms())
+    with sessions() as s:
+        assert points.balance(s, m) == 30
+        row = s.get(MemberSpend, ("s1", "sp-5"))
+        assert row is not None and (row.status, row.taken, row.shortfall) == ("released", 0, 0)
+    # an offline spend the balance could not cover: released, nothing is owed any more
+    with sessions.begin() as s:
+        spends.settle(s, store_id="s1", spend=spend(m, 50, "sp-6"), now_ms=clock.now_ms())
+    with sessions() as s:
+        assert (points.balance(s, m), spends.owed(s, m, "points")) == (0, 20)
+    with sessions.begin() as s:
+        spends.release(s, store_id="s1", spend=spend(m, 50, "sp-6"), now_ms=clock.now_ms(),
+                       points_ttl_ms=None)
+    with sessions() as s:
+        assert (points.balance(s, m), spends.owed(s, m, "points")) == (30, 0)
