@@ -461,12 +461,13 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                 # HQ publishes prices and promotions; the till sells; an order comes in.
                 retail = await demo_retail.hq_setup(http, opts.store_id, sample)
                 if await demo_retail.wait_till_synced(agent, retail):
+                    lanes_url = _lanes_url(agent)
                     retail_tasks = [
                         asyncio.create_task(demo_retail.cashier(agent, retail, till_stop),
                                             name="demo-cashier"),
-                        asyncio.create_task(demo_retail.online_order(http, agent, retail),
-                                            name="demo-online-order")]
-                    lanes_url = _lanes_url(agent)
+                        asyncio.create_task(demo_retail.online_order(
+                            http, agent, retail, lane_url=lanes_url, token=lane_token),
+                            name="demo-online-order")]
                     if lanes_url is not None and await demo_retail.members_at_the_store(
                             http, agent, retail, opts.store_id):
                         retail_tasks.append(asyncio.create_task(
@@ -641,6 +642,7 @@ def _retail_ok(summary: dict[str, Any]) -> bool:
             and summary["cabinet_member_vends_in_cloud"] == summary["cabinet_member_vends"] >= 1
             and summary["pick_ticket_printed"]
             and summary["online_order_status"] == "handed_over"
+            and summary["online_order_paid_at_lane"] is not None
             and summary["shelf_prices_checked"] > 0 and not summary["shelf_prices_differ"]
             and not summary["retail_errors"])
 
@@ -707,7 +709,7 @@ def demo(*, duration: float | None, as_json: bool, store: str, devices: int, rat
                           f"{summary['sales_audited']} sales (till and carts) re-priced by "
                           "the cloud to the same total, none unaudited, each charged what "
                           "it recorded; the online order printed at "
-                          "the store and handed over; "
+                          "the store, paid at lane 1 and handed over; "
                           f"{summary['shelf_prices_checked']} shelf labels on the till's "
                           "prices[/green]")
             console.print(f"[green]{summary['lane_sales']} lane sales over HTTP by the "

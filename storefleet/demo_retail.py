@@ -68,6 +68,7 @@ class RetailDemo:
     order_id: str | None = None
     order_store: str | None = None
     order_steps_done: list[str] = field(default_factory=list)
+    order_sale: str | None = None  # the lane sale that collected it (decision 0069)
     member_points_used: int = 0
     lane_sales: list[str] = field(default_factory=list)  # sold at the lane over HTTP
     lane_code_refused: int = 0  # the member's code shown twice: refused as replayed
@@ -198,8 +199,11 @@ async def cashier(agent: Any, demo: RetailDemo, stop: asyncio.Event, *,
 
 
 async def online_order(http: httpx.AsyncClient, agent: Any, demo: RetailDemo, *,
-                       step_s: float = 1.0) -> None:
-    """A shopper orders for pickup; the store prints it, picks it and hands it over."""
+                       step_s: float = 1.0, lane_url: str | None = None,
+                       token: str | None = None) -> None:
+    """A shopper orders for pickup; the store prints it and picks it. The shopper pays
+    for it at lane 1 (``POST /till/v1/sales`` naming the order, decision 0069), which
+    hands it over; without lanes the desk hands it over."""
     lat, lon = SHOPPER_LOCATION
     body = {"fulfilment": "pickup", "lat": lat, "lon": lon,
             "customer": {"name": "Demo shopper"}, "member_id": demo.member_id,
@@ -217,10 +221,28 @@ async def online_order(http: httpx.AsyncClient, agent: Any, demo: RetailDemo, *,
 
     if not await _poll(accepted, timeout_s=20.0):
         raise RuntimeError(f"order {order_id} was not accepted by store {demo.order_store}")
-    for step in ORDER_STEPS:  # store staff at the order desk
+    at_lane = lane_url is not None and token is not None
+    for step in ORDER_STEPS[:-1] if at_lane else ORDER_STEPS:  # staff at the order desk
         await asyncio.sleep(step_s)
         await agent.get(Till).pos.orders.advance(order_id, step)
         demo.order_steps_done.append(step)
+    if not at_lane:
+        return
+    await asyncio.sleep(step_s)
+    async with httpx.AsyncClient(base_url=str(lane_url), timeout=10,
+                                 headers={"Authorization": f"Bearer {token}"}) as lane:
+        resp = await lane.post("/till/v1/sales", json={
+            "order_id": order_id, "cashier": "Lane 1", "tender": {"method": "card"}})
+    if resp.status_code != 200:
+        demo.errors.append(f"order sale at the lane: HTTP {resp.status_code} "
+                           f"{resp.text[:200]}")
+        return
+    sale = resp.json()
+    demo.till_sales.append(sale["sale_id"])
+    demo.order_sale = sale["sale_id"]
+    demo.member_points_earned += int(sale["points_earned"])
+    if sale["order_handed_over"]:
+        demo.order_steps_done.append("handed_over")
 
 
 async def members_at_the_store(http: httpx.AsyncClient, agent: Any, demo: RetailDemo,
@@ -490,6 +512,7 @@ async def retail_summary(http: httpx.AsyncClient, demo: RetailDemo, *, store_id:
         "online_order_store": demo.order_store,
         "online_order_status": status,
         "online_order_history": history,
+        "online_order_paid_at_lane": demo.order_sale,
         "pick_ticket_printed": bool(demo.order_id and printer_dir is not None
                                     and printed_with(printer_dir, demo.order_id)),
         "retail_errors": demo.errors,

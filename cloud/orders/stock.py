@@ -20,9 +20,12 @@ the cloud's level (a count that was already stale) floors the level
 at 0 and is counted in ``storefleet_stock_short_units_total``: the store sold what it
 had, so the cloud's number was wrong, not the sale.
 
-An online order's units were taken at placement (``routing.reserve``): an event that
-names an ``order_id`` (the till ringing up an order paid at the store, a cabinet handing
-one out) moves nothing here (outcome ``order``), so they are not taken twice. One unit,
+An online order's units were taken at placement (``routing.reserve``), so they are not
+taken twice: a ``sale`` that names an ``order_id`` (a lane collecting a pickup order paid
+at the store, decision 0069) takes only what it sold beyond the order's lines, and
+nothing at all when that is nothing (outcome ``order``); an order this cloud does not
+know reserved nothing, so its sale takes every line. Any other event naming an order (a
+cabinet handing one out) moves nothing (outcome ``order``). One unit,
 one ledger: a vend from a cabinet the cloud keeps by its doors (``cabinets``, decision
 0066) is that cabinet's door count's business and moves no store stock (outcome
 ``cabinet``); any other cabinet is stocked from the store's own goods.
@@ -38,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from cloud.db.models_cabinets import Cabinet
-from cloud.db.models_orders import StockLevel, StockMove
+from cloud.db.models_orders import Order, StockLevel, StockMove
 from cloud.db.writes import dialect_insert
 from cloud.orders.metrics import OrderMetrics
 from protocols.messages import Event
@@ -80,10 +83,11 @@ class _VendStock(BaseModel):
     outcome: str = ""
 
 
-def moves_of(event: Event) -> dict[str, int]:
-    """sku -> signed units the event moves (negative: taken). Raises ValidationError."""
+def moves_of(event: Event, reserved: Mapping[str, int] | None = None) -> dict[str, int]:
+    """sku -> signed units the event moves (negative: taken). ``reserved``: the units of
+    the order a sale names, taken at placement (not again). Raises ValidationError."""
     out: dict[str, int] = {}
-    if event.data.get("order_id"):
+    if event.data.get("order_id") and event.kind != "sale":
         return out  # an online order's goods: reserved when it was placed
     if event.kind == "vend":
         vend = _VendStock.model_validate(event.data)
@@ -94,7 +98,25 @@ def moves_of(event: Event) -> dict[str, int]:
                    else (1, _RefundStock.model_validate(event.data).refund))
     for line in lines.lines if lines is not None else ():
         out[line.sku] = out.get(line.sku, 0) + sign * line.qty
+    for sku, units in (reserved or {}).items():  # a sale's: out[sku] <= 0
+        out[sku] = min(0, out.get(sku, 0) + units)
     return {sku: units for sku, units in out.items() if units}
+
+
+def reserved_units(session: Session, event: Event) -> dict[str, int] | None:
+    """The units of the order a ``sale`` names, reserved when it was placed: {} for a
+    sale naming no order, None for an order this cloud does not have at that store (it
+    reserved nothing: the sale takes every line)."""
+    order_id = event.data.get("order_id")
+    if event.kind != "sale" or not order_id:
+        return {}
+    order = session.get(Order, str(order_id))
+    if order is None or order.store_id != event.store_id:
+        return None
+    units: dict[str, int] = {}
+    for line in order.lines:
+        units[str(line["sku"])] = units.get(str(line["sku"]), 0) + int(line["qty"])
+    return units
 
 
 def apply_moves(session: Session, event: Event, moves: Mapping[str, int], *,
@@ -131,7 +153,12 @@ class StockHook:
 
     def __call__(self, session: Session, event: Event, now_ms: int) -> None:
         try:
-            moves = moves_of(event)
+            reserved = reserved_units(session, event)
+            if reserved is None:
+                logger.warning("store %s: sale %s names order %s, which this cloud does "
+                               "not have at that store: every line taken", event.store_id,
+                               event.id, event.data.get("order_id"))
+            moves = moves_of(event, {} if reserved is None else reserved)
         except ValidationError as err:
             self.metrics.stock_moves.labels(kind=event.kind, outcome="bad_payload").inc()
             logger.warning("store %s: %s event %s unusable for stock: %s", event.store_id,

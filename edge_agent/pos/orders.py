@@ -5,6 +5,7 @@
                      peripherals=lambda: pos_peripherals)
     await desk.handle(payload)                 # an OrderDispatch from cmd/orders
     await desk.advance(order_id, "picking")    # staff: picking, ready, handed_over ...
+    await desk.hand_over(order_id)             # a lane sold it: every step left, reported
 
 A received order is stored (``pos_orders``, keyed by order id) before anything else, so
 a redelivered dispatch is recognised: it prints once. The pick ticket goes to the
@@ -39,7 +40,7 @@ from protocols.clock import Clock
 from protocols.codec import decode
 from protocols.errors import DecodeError
 from protocols.ids import ID_MAX, check_id
-from protocols.orders import OrderDispatch, OrderStatusData, can_transition
+from protocols.orders import TRANSITIONS, OrderDispatch, OrderStatusData, can_transition
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,25 @@ class OrderDesk:
             await self._report(order_id, status, reason=reason)
             await self._ledger.set_order(order_id, status=status)
 
+    async def hand_over(self, order_id: str) -> list[str]:
+        """A pickup order collected at a lane (decision 0069): each status left between
+        where it is and ``handed_over`` is reported in turn (``picking``, ``ready``,
+        ``handed_over``), so the cloud sees the same steps as from the desk. Returns the
+        steps taken; ``IllegalTransition`` if it is closed (or not a pickup)."""
+        async with self._lock:
+            stored = await self._ledger.order(order_id)
+            if stored is None:
+                self.metrics.transitions.labels(result="unknown_order").inc()
+                raise PosError(f"no order {order_id!r} at this store")
+            path = _path_to(stored.doc["fulfilment"], stored.status, "handed_over")
+            if path is None:
+                self.metrics.transitions.labels(result="illegal").inc()
+                raise IllegalTransition(order_id, stored.status, "handed_over")
+            for status in path:
+                await self._report(order_id, status)
+                await self._ledger.set_order(order_id, status=status)
+            return path
+
     async def _report(self, order_id: str, status: str, *, reason: str | None = None) -> None:
         data = OrderStatusData(order_id=order_id, status=status,  # type: ignore[arg-type]
                                ts=self._clock.now_ms(), reason=reason)
@@ -176,6 +196,21 @@ class OrderDesk:
         await asyncio.to_thread(_write_ticket, path, "\n".join(lines) + "\n")
         self.metrics.tickets.labels(where="file").inc()
         return False
+
+
+def _path_to(fulfilment: str, current: str, goal: str) -> list[str] | None:
+    """The statuses from ``current`` (excluded) to ``goal``, never through
+    ``cancelled``; None when there is no such way."""
+    if fulfilment not in TRANSITIONS:
+        return None
+    path: list[str] = []
+    while current != goal:
+        steps = sorted(TRANSITIONS[fulfilment].get(current, frozenset()) - {"cancelled"})
+        if not steps:
+            return None
+        current = goal if goal in steps else steps[0]
+        path.append(current)
+    return path or None
 
 
 def _write_ticket(path: Path, text: str) -> None:

@@ -241,8 +241,8 @@ class PosService:
     async def sell(self, lines: Sequence[Line], *, member: Member | None = None,
                    coupons: Sequence[str] = (), tenders: Tenders = Tenders(),
                    sale_id: str | None = None, cashier: str | None = None,
-                   till_id: str | None = None, spends: SpendAuthority | None = None
-                   ) -> Sale:
+                   till_id: str | None = None, spends: SpendAuthority | None = None,
+                   order_id: str | None = None) -> Sale:
         """``sale_id``: the caller's idempotency key (a cart checkout id); a sale already
         recorded under it is refused as ``duplicate``. ``cashier``: who rang it up (id or
         name), printed on the receipt. ``till_id``: where it was sold when this service
@@ -251,19 +251,21 @@ class PosService:
         ``spends``: authorises the member's points / stored value once the sale is
         priced, for exactly what it uses (``edge_agent.till``): the spends are named in
         the sale so the cloud does not take them again, the till's offline guard does
-        not cap them again, and a sale not recorded after all gives them back."""
+        not cap them again, and a sale not recorded after all gives them back.
+        ``order_id``: the online order this sale collects the money for (decision 0069):
+        named in the sale, so the cloud does not take the order's units a second time."""
         self._selling += 1
         try:
             return await self._sell(lines, member=member, coupons=coupons, tenders=tenders,
                                     sale_id=sale_id, cashier=cashier, till_id=till_id,
-                                    authority=spends)
+                                    authority=spends, order_id=order_id)
         finally:
             self._selling -= 1
 
     async def _sell(self, lines: Sequence[Line], *, member: Member | None,
                     coupons: Sequence[str], tenders: Tenders, sale_id: str | None,
                     cashier: str | None, till_id: str | None,
-                    authority: SpendAuthority | None) -> Sale:
+                    authority: SpendAuthority | None, order_id: str | None) -> Sale:
         if not lines:
             self.metrics.refused.labels(reason="empty").inc()
             raise SaleRefused("empty", "a sale needs at least one line")
@@ -304,7 +306,7 @@ class PosService:
         events = self._events(sale_id, basket, member, priced, range_used, offline=offline,
                               now_ms=now, coupons=list(coupons), charged=charged,
                               coupons_used=[c.code for c in used], till_id=till_id,
-                              spends=spends)
+                              spends=spends, order_id=order_id)
         try:
             await self.ledger.record_sale(sale_id, ts=now, member_id=member.id if member else None,
                                           priced=priced.to_json(), events=events,
@@ -394,7 +396,8 @@ class PosService:
                 priced: PricedBasket, range_used: list[tuple[str, dict[str, Any]]], *,
                 offline: bool, now_ms: int, coupons: list[str],
                 coupons_used: list[str], charged: int, till_id: str,
-                spends: dict[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
+                spends: dict[str, str], order_id: str | None
+                ) -> list[tuple[str, str, dict[str, Any]]]:
         cached = self.promotions.ruleset(self.channel)
         assert cached is not None and self.catalog.catalog is not None  # priced just now
         snapshot = cached[0]
@@ -423,6 +426,8 @@ class PosService:
             # unit -> spend id of points / stored value the member module authorised
             "spends": spends,
         }
+        if order_id is not None:  # the online order collected (decision 0069)
+            sale["order_id"] = order_id
         events = [("sale", sale_id, sale)]
         for n, (code, rng) in enumerate(range_used, start=1):
             events.append(("coupon_redeemed", f"{sale_id}-c{n}", {

@@ -11,11 +11,13 @@
 ``DELETE /till/v1/baskets/{basket_id}/items/{code}?qty=``      take units off (all: no qty)
 ``PUT    /till/v1/baskets/{basket_id}/member``          ``{"code"}``/``{"member_id"}``/``{"phone"}``
 ``DELETE /till/v1/baskets/{basket_id}/member``
+``PUT    /till/v1/baskets/{basket_id}/order``                  ``{"order_id"}``: collect a pickup
+``DELETE /till/v1/baskets/{basket_id}/order``                  order paid here (decision 0069)
 ``POST   /till/v1/baskets/{basket_id}/coupons``                ``{"code"}``
 ``DELETE /till/v1/baskets/{basket_id}/coupons/{code}``
 ``PUT    /till/v1/baskets/{basket_id}/tender``                 ``{"method", "cash_given", ...}``
 ``POST   /till/v1/baskets/{basket_id}/complete``               -> sale, receipt (printed)
-``POST   /till/v1/sales``                 a whole sale at once (lines, member, tender) -> sale
+``POST   /till/v1/sales``          a whole sale at once (lines, order, member, tender) -> sale
 ``GET    /till/v1/sales/{sale_id}``                            a sale's lines, returned units
 ``POST   /till/v1/sales/{sale_id}/refund``                     ``{"lines": {line_id: qty}}``
 =============================================================  ==============================
@@ -47,7 +49,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge_agent.till.members import MemberRef
-from edge_agent.till.service import LaneError, LaneTills, SaleIn, TenderIn
+from edge_agent.till.service import LaneError, LaneTills, OrderIn, SaleIn, TenderIn
 from edge_agent.till.settings import LaneSettings
 from protocols.ids import ID_PATTERN, Id
 
@@ -104,6 +106,7 @@ class BasketOut(BaseModel):
     currency: str
     lines: list[LineOut]
     member: dict[str, Any] | None
+    order_id: str | None = Field(description="the pickup order it collects")
     coupons: list[dict[str, str]] = Field(
         description="state: applies, not_applied, pending, at_completion (a single-use "
                     "code the cloud redeems when the sale completes)")
@@ -131,6 +134,9 @@ class SaleOut(BaseModel):
     refused_coupons: dict[str, str]
     receipt: dict[str, Any]
     replayed: bool = Field(description="true: this sale was completed by an earlier call")
+    order_id: str | None = Field(description="the pickup order it collected")
+    order_handed_over: bool = Field(description="the order is handed over (false: sold, "
+                                                "but its status could not be moved on)")
 
 
 class LaneOut(BaseModel):
@@ -276,6 +282,17 @@ def create_app(lanes: LaneTills) -> FastAPI:
                 summary="Take the member off")
     async def no_member(lane: Lane, basket_id: PathId) -> Response:
         return JSONResponse(await lanes.clear_member(lane, basket_id))
+
+    @app.put(f"{PREFIX}/baskets/{{basket_id}}/order", response_model=BasketOut,
+             summary="Collect a pickup order paid here: its lines join the basket, and it "
+                     "is handed over when the sale completes")
+    async def order(lane: Lane, basket_id: PathId, body: OrderIn) -> Response:
+        return JSONResponse(await lanes.set_order(lane, basket_id, body.order_id))
+
+    @app.delete(f"{PREFIX}/baskets/{{basket_id}}/order", response_model=BasketOut,
+                summary="Take the order (and its lines) off")
+    async def no_order(lane: Lane, basket_id: PathId) -> Response:
+        return JSONResponse(await lanes.clear_order(lane, basket_id))
 
     @app.post(f"{PREFIX}/baskets/{{basket_id}}/coupons", response_model=BasketOut,
               summary="Present a coupon code")

@@ -42,6 +42,7 @@ class OpenBasket:
     member_ref: MemberRef | None = None
     coupons: list[str] = field(default_factory=list)
     tender: Tenders | None = None
+    order_id: str | None = None  # the online order it collects (decision 0069)
     next_line: int = 1
     completing: bool = False  # the sale is being recorded: the basket is fixed
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_agent.drivers.capabilities import ReceiptPrinter
 from edge_agent.pos.peripherals import PosError, PosPeripherals
@@ -56,6 +56,7 @@ from edge_agent.till.settings import LaneSettings, LanesSettings
 from pricing import Basket, PricedBasket, PricingError
 from protocols.clock import Clock
 from protocols.ids import Id, uuid7
+from protocols.orders import FINAL_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,26 @@ class SaleIn(BaseModel):
     sale_id: Id | None = Field(default=None, max_length=40, description=(
         "the terminal's id for the sale: sent again after a lost answer, the same sale "
         "comes back (never a second one); none: the till makes one"))
-    lines: list[SaleLineIn] = Field(min_length=1, max_length=MAX_LINES)
+    lines: list[SaleLineIn] = Field(default_factory=list, max_length=MAX_LINES, description=(
+        "what is sold (besides the order's lines, with order_id)"))
+    order_id: Id | None = Field(default=None, description=(
+        "a pickup order to be paid here: its lines are sold, and it is handed over"))
     member: MemberRef | None = None
     coupons: list[Id] = Field(default_factory=list, max_length=MAX_COUPONS)
     tender: TenderIn
     cashier: str | None = Field(default=None, max_length=40, description="on the receipt")
+
+    @model_validator(mode="after")
+    def _something(self) -> SaleIn:
+        if not self.lines and self.order_id is None:
+            raise ValueError("a sale needs lines or an order_id")
+        return self
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_id: Id
 
 
 class LanesMetrics:
@@ -122,6 +138,9 @@ class LanesMetrics:
         self.printer_missing = Counter("storefleet_lanes_printer_missing",
                                        "receipts not printed: the lane's printer is not "
                                        "running", ["lane"], registry=registry)
+        self.orders = Counter("storefleet_lanes_orders", "pickup orders paid at a lane, by "
+                              "result (handed_over, or not_handed_over: sold, but the "
+                              "order could not be moved on)", ["result"], registry=registry)
 
 
 class BasketSpends:
@@ -292,6 +311,80 @@ class LaneTills:
         basket.member = basket.member_ref = None
         return self._view(basket)
 
+    async def set_order(self, lane: LaneSettings, basket_id: str, order_id: str
+                        ) -> dict[str, Any]:
+        """Collect a pickup order paid at the store (decision 0069): its lines are added
+        to the basket, its member attached if the basket has none, and the sale names
+        it, so the cloud does not take its units twice; it is handed over when the sale
+        is recorded."""
+        basket = self._mutable(lane, basket_id)
+        if basket.order_id is not None:
+            raise self.refuse(409, "has_order", f"basket {basket_id} collects order "
+                                                f"{basket.order_id}: take it off first")
+        doc = await self._open_order(order_id, basket_id)
+        catalog = self.pos.catalog.catalog
+        if catalog is None:
+            raise self.refuse(503, "not_ready", "no catalog cached yet")
+        lines = [(str(ln["sku"]), int(ln["qty"])) for ln in doc["lines"]]
+        missing = [sku for sku, _ in lines if sku not in catalog.items]
+        if missing:
+            raise self.refuse(404, "unknown_item", f"order {order_id}: no item with scan "
+                                                   f"code {missing[0]!r} in the catalog")
+        new = [sku for sku, _ in lines if sku not in basket.lines]
+        if len(basket.lines) + len(set(new)) > MAX_LINES:
+            raise self.refuse(409, "too_many_lines", f"a basket holds {MAX_LINES} lines")
+        member_id = doc.get("member_id")
+        if member_id and basket.member is None:
+            ref = MemberRef(member_id=member_id)
+            try:
+                member = await self._members.find(ref)
+            except MemberError as err:  # sold without: the cashier may scan their code
+                logger.info("order %s: member %s not attached: %s", order_id, member_id, err)
+            else:
+                basket = self._mutable(lane, basket_id)  # still open after the wait
+                if basket.member is None:
+                    basket.member, basket.member_ref = member, ref
+        basket = self._mutable(lane, basket_id)
+        if basket.order_id is not None:  # another call attached one meanwhile
+            raise self.refuse(409, "has_order", f"basket {basket_id} collects order "
+                                                f"{basket.order_id}")
+        for sku, qty in lines:
+            basket.add(sku, qty)
+        basket.order_id = order_id
+        return self._view(basket)
+
+    async def clear_order(self, lane: LaneSettings, basket_id: str) -> dict[str, Any]:
+        """Take the order off the basket, and its lines with it (what is left of them)."""
+        basket = self._mutable(lane, basket_id)
+        if basket.order_id is None:
+            raise self.refuse(404, "no_order", f"basket {basket_id} collects no order")
+        stored = await self.pos.ledger.order(basket.order_id)
+        basket = self._mutable(lane, basket_id)
+        for ln in stored.doc["lines"] if stored is not None else ():
+            if ln["sku"] in basket.lines:
+                basket.remove(ln["sku"], int(ln["qty"]))
+        basket.order_id = None
+        return self._view(basket)
+
+    async def _open_order(self, order_id: str, basket_id: str) -> dict[str, Any]:
+        """The order's dispatch, if a lane may collect it now; else the refusal."""
+        stored = await self.pos.ledger.order(order_id)
+        if stored is None:
+            raise self.refuse(404, "unknown_order", f"no order {order_id!r} at this store")
+        doc = stored.doc
+        if doc.get("fulfilment") != "pickup":
+            raise self.refuse(409, "not_pickup", f"order {order_id} is for delivery")
+        if doc.get("payment") == "paid":
+            raise self.refuse(409, "order_paid", f"order {order_id} was paid online: hand "
+                                                 "it over, do not sell it again")
+        if stored.status in FINAL_STATES:
+            raise self.refuse(409, "order_closed", f"order {order_id} is {stored.status}")
+        held = next((b.basket_id for b in self._baskets.values()
+                     if b.order_id == order_id and b.basket_id != basket_id), None)
+        if held is not None:
+            raise self.refuse(409, "order_in_basket", f"order {order_id} is in basket {held}")
+        return doc
+
     async def add_coupon(self, lane: LaneSettings, basket_id: str, code: str
                          ) -> dict[str, Any]:
         basket = self._mutable(lane, basket_id)
@@ -358,10 +451,12 @@ class LaneTills:
             raise self.refuse(409, "no_tender", "set the tender before completing")
         basket.completing = True
         try:
+            if basket.order_id is not None:  # still to collect (a desk may have closed it)
+                await self._open_order(basket.order_id, basket.basket_id)
             sale = await self._services[lane.id].sell(
                 basket.engine_lines(), member=basket.member, coupons=basket.coupons,
                 tenders=basket.tender, sale_id=basket.basket_id, cashier=cashier,
-                till_id=lane.id, spends=self._spends(basket))
+                till_id=lane.id, spends=self._spends(basket), order_id=basket.order_id)
         except SaleRefused as err:
             if err.reason == "duplicate":  # recorded, its answer lost (a restart): done
                 self._close(basket)
@@ -371,6 +466,7 @@ class LaneTills:
         finally:
             basket.completing = False
         self._close(basket)
+        handed_over = await self._hand_over(basket.order_id)
         receipt = sale.receipt
         answer = {
             "sale_id": sale.sale_id, "lane_id": lane.id, "offline": sale.offline,
@@ -381,10 +477,25 @@ class LaneTills:
             "coupons_used": list(sale.coupons_used),
             "refused_coupons": dict(sale.refused_coupons),
             "receipt": receipt.model_dump(mode="json"), "replayed": False,
+            "order_id": basket.order_id, "order_handed_over": handed_over,
         }
         self._completed[lane.id].put(basket_id, answer)
         self.metrics.sales.labels(lane=lane.id).inc()
         return answer
+
+    async def _hand_over(self, order_id: str | None) -> bool:
+        """The order's goods are with the shopper: every status left is reported. A
+        failure here does not undo the sale (it is recorded): logged and counted."""
+        if order_id is None:
+            return False
+        try:
+            await self.pos.orders.hand_over(order_id)
+        except PosError as err:
+            self.metrics.orders.labels(result="not_handed_over").inc()
+            logger.error("order %s sold at a lane but not handed over: %s", order_id, err)
+            return False
+        self.metrics.orders.labels(result="handed_over").inc()
+        return True
 
     def _spends(self, basket: OpenBasket) -> BasketSpends | None:
         """What authorises the points and stored value the basket's sale pays with: the
@@ -411,6 +522,8 @@ class LaneTills:
             catalog = self.pos.catalog.catalog
             if catalog is None:
                 raise self.refuse(503, "not_ready", "no catalog cached yet")
+            if sale.order_id is not None:
+                await self.set_order(lane, sale_id, sale.order_id)
             for line in sale.lines:
                 if line.code not in catalog.items:
                     raise self.refuse(404, "unknown_item",
@@ -517,6 +630,7 @@ class LaneTills:
                       for ln in basket.lines.values()],
             "member": None if basket.member is None else {
                 "member_id": basket.member.id, "tier": basket.member.tier},
+            "order_id": basket.order_id,
             "coupons": self._coupon_states(basket, priced),
             "subtotal": priced.subtotal if priced else 0,
             "discount": priced.discount if priced else 0,

@@ -152,6 +152,8 @@ def test_ctrl_c_ends_the_demo_with_the_full_summary(tmp_path: Path,
     assert summary["cabinet_member_vend_points"] > 0
     assert summary["online_order_store"] == "S001"
     assert summary["online_order_history"] == ["accepted", "picking", "ready", "handed_over"]
+    # paid at lane 1 by a sale naming it (decision 0069), which handed it over
+    assert summary["online_order_paid_at_lane"] is not None
     assert summary["pick_ticket_printed"] is True
     assert summary["retail_errors"] == []
     # the e-shelf labels follow the till's book and markdowns: every label's price is what

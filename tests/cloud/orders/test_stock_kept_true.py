@@ -133,22 +133,56 @@ async def test_a_sale_beyond_the_cloud_level_floors_at_zero_and_is_counted(
                                             orders=OrderMetrics(reg)))
     _, oversold, _ = sale("S-mitte", "pos", [("milk", 3), ("bread", 1)])  # bread: untracked
     bad = wire("S-mitte", "sale", "bad-1", {"basket": {"lines": [{"sku": "milk"}]}}, "pos")
-    # An online order rung up at the till: its units were reserved at placement.
-    ordered = wire("S-mitte", "sale", "ord-1", {"order_id": "o-1", "basket": {
-        "lines": [{"line_id": "l1", "sku": "milk", "qty": 1}]}}, "pos")
     # A pickup cabinet counts its goods by door (decision 0066): not the store's stock.
     with app.state.cloud.writer.begin() as s:
         set_cabinet(s, "S-mitte", "vend-1", lat=52.52, lon=13.40, accepts_orders=True,
                     doors={3: ("milk", 4)}, now_ms=TS)
     from_doors = vend("S-mitte", "s-9", "milk", "success")
     async with running(worker):
-        await publish(mosquitto.url, [ordered, from_doors, oversold, bad])
+        await publish(mosquitto.url, [from_doors, oversold, bad])
         await wait_until(lambda: metric(reg, "storefleet_stock_moves_total", kind="sale",
                                         outcome="bad_payload") == 1)
         await wait_until(lambda: metric(reg, "storefleet_stock_short_units_total") == 2)
     assert await levels(client, "S-mitte") == {"milk": 0}
-    assert metric(reg, "storefleet_stock_moves_total", kind="sale", outcome="order") == 1
     assert metric(reg, "storefleet_stock_moves_total", kind="vend", outcome="cabinet") == 1
+
+
+async def test_a_sale_collecting_an_order_takes_only_what_it_sold_beyond_it(
+    mosquitto: Mosquitto, db_url: str, client: httpx.AsyncClient
+) -> None:
+    """Decision 0069: a lane sells a pickup order paid at the store; the order's units
+    were reserved at placement, so only the rest of the sale is taken."""
+    await setup_stores(client, {"S-mitte": {"milk": 5, "bread": 5, "cola": 5}})
+    r = await client.post("/api/v1/orders", headers=auth(ADMIN), json=order_body(
+        idempotency_key="collect-1"))  # milk 2, bread 1: reserved
+    assert r.status_code == 201 and r.json()["store_id"] == "S-mitte", r.text
+    order_id = r.json()["order_id"]
+    assert await levels(client, "S-mitte") == {"milk": 3, "bread": 4, "cola": 5}
+    app = client.app  # type: ignore[attr-defined]
+    reg = CollectorRegistry()
+    worker = make_worker(make_settings(db_url, mosquitto.url), reg,
+                         hooks=ingest_hooks(reg, retail=app.state.retail,
+                                            orders=OrderMetrics(reg)))
+
+    def collecting(event_id: str, order: str, lines: list[tuple[str, int]]
+                   ) -> tuple[str, bytes]:
+        return wire("S-mitte", "sale", event_id, {"order_id": order, "basket": {"lines": [
+            {"line_id": f"l{n}", "sku": sku, "qty": qty}
+            for n, (sku, qty) in enumerate(lines, 1)]}}, "pos")
+
+    # the order and one more milk and a cola; then exactly the order (another sale of
+    # the same order id, as a second lane could not make: it moves nothing); then a
+    # sale naming an order this cloud never placed (it reserved nothing: all taken)
+    beyond = collecting("col-1", order_id, [("milk", 3), ("bread", 1), ("cola", 1)])
+    exactly = collecting("col-2", order_id, [("milk", 2), ("bread", 1)])
+    unknown = collecting("col-3", "o-unknown", [("cola", 2)])
+    async with running(worker):
+        await publish(mosquitto.url, [beyond, exactly, unknown, beyond])
+        await wait_until(lambda: metric(reg, "storefleet_stock_moves_total", kind="sale",
+                                        outcome="duplicate") == 1)
+    assert await levels(client, "S-mitte") == {"milk": 2, "bread": 4, "cola": 2}
+    assert metric(reg, "storefleet_stock_moves_total", kind="sale", outcome="order") == 1
+    assert metric(reg, "storefleet_stock_moves_total", kind="sale", outcome="applied") == 2
 
 
 async def test_a_sale_from_before_the_last_count_is_already_in_it(

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from protocols.codec import encode
+from protocols.orders import Customer, OrderDispatch, OrderLine
 from tests.edge_agent.till.rig import WIDTH, LaneRig, lane_rig
 
 
@@ -309,3 +311,72 @@ async def test_a_whole_sale_in_one_request_prices_records_and_replays_like_a_bas
         assert rig.metric("storefleet_lanes_open_baskets") == 0
     sales = outbox_events(rig, "sale")
     assert {stepwise["sale_id"], "T1-000042"} == set(sales)
+
+
+def order_dispatch(order_id: str, *, payment: str = "at_store", fulfilment: str = "pickup",
+                   total: int = 1_000) -> bytes:
+    """An order as the cloud dispatches it (``cmd/orders``)."""
+    return encode(OrderDispatch(
+        order_id=order_id, store_id="S001", fulfilment=fulfilment,  # type: ignore[arg-type]
+        lines=[OrderLine(sku="sku-00003", qty=2), OrderLine(sku="sku-00007", qty=1)],
+        customer=Customer(name="Ada", address="Main St 1"), member_id="M0004",
+        created_ms=1, ts=2, currency="EUR", total=total,
+        payment=payment))  # type: ignore[arg-type]
+
+
+async def test_a_pickup_order_paid_at_a_lane_is_sold_once_and_handed_over(
+        tmp_path: Path) -> None:
+    """Decision 0069: the lane rings up the order's lines (and an extra item), the sale
+    names the order, and the order is reported through every step to handed_over. A
+    second sale of it, a paid, a delivery and an unknown order are refused."""
+    async with lane_rig(tmp_path, lanes=1) as rig, rig.client(0) as lane:
+        orders = rig.store.pos.orders
+        for order_id, payment, fulfilment in (
+                ("ord-at-store", "at_store", "pickup"), ("ord-paid", "paid", "pickup"),
+                ("ord-delivery", "at_store", "delivery"), ("ord-basket", "at_store", "pickup")):
+            assert await orders.handle(order_dispatch(
+                order_id, payment=payment, fulfilment=fulfilment)) is not None
+        r = await lane.post("/till/v1/sales", json={
+            "sale_id": "T1-ORDER-1", "order_id": "ord-at-store",
+            "lines": [{"code": "sku-00005", "qty": 1}], "tender": {"method": "card"}})
+        assert r.status_code == 200, r.text
+        sale = r.json()
+        assert (sale["order_id"], sale["order_handed_over"]) == ("ord-at-store", True)
+        assert [ln["qty"] for ln in sale["receipt"]["lines"]] == [2, 1, 1]
+        stored = await rig.store.pos.ledger.order("ord-at-store")
+        assert stored is not None and stored.status == "handed_over"
+        refusals = {}
+        for order_id in ("ord-at-store", "ord-paid", "ord-delivery", "no-such-order"):
+            r = await lane.post("/till/v1/sales", json={
+                "order_id": order_id, "tender": {"method": "card"}})
+            refusals[order_id] = (r.status_code, r.json()["reason"])
+        assert refusals == {"ord-at-store": (409, "order_closed"),
+                            "ord-paid": (409, "order_paid"),
+                            "ord-delivery": (409, "not_pickup"),
+                            "no-such-order": (404, "unknown_order")}
+        # the interactive flow: one basket holds an order; another lane's basket cannot
+        first = (await lane.post("/till/v1/baskets")).json()["basket_id"]
+        second = (await lane.post("/till/v1/baskets")).json()["basket_id"]
+        r = await lane.put(f"/till/v1/baskets/{first}/order", json={"order_id": "ord-basket"})
+        assert r.status_code == 200 and r.json()["order_id"] == "ord-basket", r.text
+        assert [(ln["code"], ln["qty"]) for ln in r.json()["lines"]] == [
+            ("sku-00003", 2), ("sku-00007", 1)]
+        r = await lane.put(f"/till/v1/baskets/{second}/order", json={"order_id": "ord-basket"})
+        assert (r.status_code, r.json()["reason"]) == (409, "order_in_basket")
+        r = await lane.delete(f"/till/v1/baskets/{first}/order")
+        assert r.status_code == 200 and (r.json()["order_id"], r.json()["lines"]) == (None, [])
+        r = await lane.put(f"/till/v1/baskets/{second}/order", json={"order_id": "ord-basket"})
+        assert r.status_code == 200, r.text
+        stored = await rig.store.pos.ledger.order("ord-basket")
+        assert stored is not None and stored.status == "accepted"  # not sold yet
+    sales = outbox_events(rig, "sale")
+    assert sales["T1-ORDER-1"]["data"]["order_id"] == "ord-at-store"
+    data = sales["T1-ORDER-1"]["data"]
+    assert [(ln["sku"], ln["qty"]) for ln in data["basket"]["lines"]] == [
+        ("sku-00003", 2), ("sku-00007", 1), ("sku-00005", 1)]
+    assert data["member_id"] == "M0004"  # the order's member, attached by the lane
+    steps = sorted((e["data"]["status"], e["id"]) for e in outbox_events(
+        rig, "order_status").values() if e["data"]["order_id"] == "ord-at-store")
+    assert [s for s, _ in steps] == sorted(["accepted", "picking", "ready", "handed_over"])
+    assert rig.metric("storefleet_lanes_orders_total", result="handed_over") == 1
+    assert rig.metric("storefleet_lanes_refused_total", reason="order_closed") == 1
