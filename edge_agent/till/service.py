@@ -348,6 +348,7 @@ class LaneTills:
         if basket.order_id is not None:  # another call attached one meanwhile
             raise self.refuse(409, "has_order", f"basket {basket_id} collects order "
                                                 f"{basket.order_id}")
+        self._not_held(order_id, basket_id)  # again: no await from here to attaching it
         for sku, qty in lines:
             basket.add(sku, qty)
         basket.order_id = order_id
@@ -379,11 +380,14 @@ class LaneTills:
                                                  "it over, do not sell it again")
         if stored.status in FINAL_STATES:
             raise self.refuse(409, "order_closed", f"order {order_id} is {stored.status}")
+        self._not_held(order_id, basket_id)
+        return doc
+
+    def _not_held(self, order_id: str, basket_id: str) -> None:
         held = next((b.basket_id for b in self._baskets.values()
                      if b.order_id == order_id and b.basket_id != basket_id), None)
         if held is not None:
             raise self.refuse(409, "order_in_basket", f"order {order_id} is in basket {held}")
-        return doc
 
     async def add_coupon(self, lane: LaneSettings, basket_id: str, code: str
                          ) -> dict[str, Any]:
@@ -457,6 +461,9 @@ class LaneTills:
                 basket.engine_lines(), member=basket.member, coupons=basket.coupons,
                 tenders=basket.tender, sale_id=basket.basket_id, cashier=cashier,
                 till_id=lane.id, spends=self._spends(basket), order_id=basket.order_id)
+            # before the basket closes: until the order is handed over, its basket still
+            # holds it, so no other basket can take it up meanwhile
+            handed_over = await self._hand_over(basket.order_id)
         except SaleRefused as err:
             if err.reason == "duplicate":  # recorded, its answer lost (a restart): done
                 self._close(basket)
@@ -466,7 +473,6 @@ class LaneTills:
         finally:
             basket.completing = False
         self._close(basket)
-        handed_over = await self._hand_over(basket.order_id)
         receipt = sale.receipt
         answer = {
             "sale_id": sale.sale_id, "lane_id": lane.id, "offline": sale.offline,
