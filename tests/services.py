@@ -12,6 +12,8 @@ import re
 import shutil
 import signal
 import subprocess
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,9 +228,25 @@ class Prometheus:
                  f"--web.listen-address=127.0.0.1:{self.port}"],
                 stdout=log, stderr=log,
             )
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until ``/-/ready`` answers 200: the port opens before the TSDB is loaded, and
+        queries meanwhile get 503 (a loaded CI box takes seconds)."""
         if not wait_port(self.port, timeout_s=20):
             self.stop()
             unavailable("prometheus did not start")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:  # 503 (HTTPError), refused, a timeout: not yet
+                pass
+            time.sleep(0.2)
+        self.stop()
+        unavailable(f"prometheus was not ready within {timeout_s:.0f} s")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import STORE, Stack, stack, wait_for
-from tests.services import Prometheus, unavailable, wait_port
+from tests.services import Prometheus, unavailable
 
 __all__ = ["stack"]  # the integration fixture, used here too
 
@@ -191,9 +191,7 @@ class RulesPrometheus(Prometheus):
             self.proc = subprocess.Popen(
                 [binary, f"--config.file={conf}", f"--storage.tsdb.path={self.workdir / 'data'}",
                  f"--web.listen-address=127.0.0.1:{self.port}"], stdout=log, stderr=log)
-        if not wait_port(self.port, timeout_s=20):
-            self.stop()
-            unavailable("prometheus did not start")
+        self.wait_ready()
 
 
 @pytest.mark.mosquitto
