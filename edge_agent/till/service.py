@@ -109,7 +109,7 @@ class SaleIn(BaseModel):
     cashier: str | None = Field(default=None, max_length=40, description="on the receipt")
 
     @model_validator(mode="after")
-    def _something(self) -> SaleIn:
+    def _lines_or_order(self) -> SaleIn:
         if not self.lines and self.order_id is None:
             raise ValueError("a sale needs lines or an order_id")
         return self
@@ -330,9 +330,15 @@ class LaneTills:
         if missing:
             raise self.refuse(404, "unknown_item", f"order {order_id}: no item with scan "
                                                    f"code {missing[0]!r} in the catalog")
-        new = [sku for sku, _ in lines if sku not in basket.lines]
-        if len(basket.lines) + len(set(new)) > MAX_LINES:
+        new = {sku for sku, _ in lines if sku not in basket.lines}
+        if len(basket.lines) + len(new) > MAX_LINES:
             raise self.refuse(409, "too_many_lines", f"a basket holds {MAX_LINES} lines")
+        units: dict[str, int] = {}
+        for sku, qty in lines:
+            units[sku] = units.get(sku, 0) + qty
+        if any((basket.lines[sku].qty if sku in basket.lines else 0) + qty > MAX_QTY
+               for sku, qty in units.items()):
+            raise self.refuse(409, "too_many_units", f"a line holds {MAX_QTY} units")
         member_id = doc.get("member_id")
         if member_id and basket.member is None:
             ref = MemberRef(member_id=member_id)

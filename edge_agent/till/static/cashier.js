@@ -45,7 +45,8 @@ async function api(method, path, body) {
 
 function setEnabled(open) {
   for (const id of ["void-basket", "scan-code", "scan-qty", "scan-btn", "member-kind",
-                    "member-value", "member-btn", "coupon-code", "coupon-btn",
+                    "member-value", "member-btn", "order-id", "order-btn",
+                    "coupon-code", "coupon-btn",
                     "tender-method", "cash-given", "tender-btn", "complete-btn"]) {
     $(id).disabled = !open;
   }
@@ -83,6 +84,8 @@ function render(b) {
   $("points").textContent = String(b ? b.points_earned : 0);
   $("member").textContent = b && b.member
     ? `Member ${b.member.member_id}${b.member.tier ? " (" + b.member.tier + ")" : ""}` : "";
+  $("order").textContent = b && b.order_id ? `Collecting order ${b.order_id}` : "";
+  $("order-clear").hidden = !(b && b.order_id);
   const coupons = $("coupons");
   coupons.replaceChildren();
   for (const c of (b ? b.coupons : [])) {
@@ -170,6 +173,16 @@ $("member-form").onsubmit = async (ev) => {
   const body = { [$("member-kind").value]: $("member-value").value.trim() };
   await act(api("PUT", `/baskets/${state.basket.basket_id}/member`, body));
 };
+
+$("order-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const order_id = $("order-id").value.trim();
+  if (!order_id) return;
+  await act(api("PUT", `/baskets/${state.basket.basket_id}/order`, { order_id }));
+  $("order-id").value = "";
+};
+
+$("order-clear").onclick = () => act(api("DELETE", `/baskets/${state.basket.basket_id}/order`));
 
 $("coupon-form").onsubmit = async (ev) => {
   ev.preventDefault();

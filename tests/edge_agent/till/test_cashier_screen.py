@@ -1,7 +1,8 @@
 """The cashier screen in a real headless Chromium (Playwright), against the lane till over
 real HTTP: sign in with the lane's token, scan and type items, take one off, attach a
 member, a coupon, a cash tender, complete (receipt on the screen and on the lane's
-printer, the sale in the outbox), then refund a unit of the sale."""
+printer, the sale in the outbox), then refund a unit of the sale; collect a pickup
+order by its id."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.edge_agent.cartscreen.browser import chromium_page
 from tests.edge_agent.till.rig import WIDTH, lane_rig
-from tests.edge_agent.till.test_api import outbox_events
+from tests.edge_agent.till.test_api import order_dispatch, outbox_events
 
 pytestmark = [pytest.mark.browser]
 
@@ -99,4 +100,34 @@ async def test_a_cashier_sells_and_refunds_on_the_screen(tmp_path: Path) -> None
         assert paid == line["paid"] // 2
         refunds = list(outbox_events(rig, "refund").values())
         assert len(refunds) == 1 and refunds[0]["data"]["paid"] == paid
+        assert errors == []
+
+
+async def test_a_cashier_collects_a_pickup_order_on_the_screen(tmp_path: Path) -> None:
+    """Decision 0069: the order id from the pick ticket brings the order's lines and
+    member into the basket; completing the sale hands the order over."""
+    async with lane_rig(tmp_path, lanes=1) as rig, chromium_page() as (page, errors):
+        assert await rig.store.pos.orders.handle(order_dispatch("ord-screen-1")) is not None
+        await page.goto(f"{rig.url}/till/")
+        await page.fill("#token", rig.lanes[0]["token"])
+        await page.click("#signin")
+        await page.click("#new-basket")
+        await page.wait_for_selector("#order-id:not([disabled])")
+        await page.fill("#order-id", "no-such-order")
+        await page.click("#order-btn")
+        await page.wait_for_selector("#error[data-reason=unknown_order]")
+        await page.fill("#order-id", "ord-screen-1")
+        await page.press("#order-id", "Enter")
+        await page.wait_for_selector("#order:has-text('ord-screen-1')")
+        await page.wait_for_selector("#lines tr[data-code=sku-00007]")
+        assert await page.is_visible("#order-clear")
+        assert "M0004" in (await page.text_content("#member") or "")
+        await page.select_option("#tender-method", "card")
+        await page.click("#tender-btn")
+        await page.click("#complete-btn")
+        await page.wait_for_selector("#receipt[data-sale-id]")
+        stored = await rig.store.pos.ledger.order("ord-screen-1")
+        assert stored is not None and stored.status == "handed_over"
+        sale_id = await page.get_attribute("#receipt", "data-sale-id") or ""
+        assert outbox_events(rig, "sale")[sale_id]["data"]["order_id"] == "ord-screen-1"
         assert errors == []
