@@ -154,6 +154,7 @@ class LocalSpend:
     spent_ms: int
     mode: str  # online | offline
     released: bool = False  # its sale was not recorded: given back (decision 0068)
+    purpose: str | None = None  # what it pays for ("sale:<sale id>"): found at start
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,15 +342,18 @@ class Members(Module):
                       stored_value_balance=max(0, view.stored_value))
 
     async def authorise_spend(self, member_id: str, *, unit: Unit, amount: int,
-                              spend_id: str | None = None) -> SpendAuthorised:
+                              spend_id: str | None = None, purpose: str | None = None
+                              ) -> SpendAuthorised:
         """Spend ``amount`` of ``unit`` for the member: by the cloud when it answers,
-        else here within the balance and the offline cap. ``spend_id``: a retry's."""
+        else here within the balance and the offline cap. ``spend_id``: a retry's.
+        ``purpose``: what it pays for (``sale:<sale id>``), kept with it, so that a
+        spend whose sale a crash left unrecorded is found (``unreleased``)."""
         now = self.kernel.clock.now_ms()
         # checked as the cloud will check it (ValueError: a bad unit, amount or id)
         MemberSpendData(spend_id=spend_id or "x", member_id=member_id, unit=unit,
                         amount=amount, spent_ms=now)
         spend = LocalSpend(spend_id=spend_id or uuid7(now), member_id=member_id, unit=unit,
-                           amount=amount, spent_ms=now, mode="online")
+                           amount=amount, spent_ms=now, mode="online", purpose=purpose)
         try:
             done = self._kept(spend)
             if done is not None:  # asked again (a lost answer): the spend already made
@@ -379,6 +383,11 @@ class Members(Module):
                                f"{kept.unit} of member {kept.member_id}", mode=kept.mode)
         self.metrics.spends.labels(mode=kept.mode, result="replayed").inc()
         return kept
+
+    def unreleased(self, prefix: str) -> list[LocalSpend]:
+        """The spends kept for a purpose starting with ``prefix`` and not released."""
+        return [s for s in self.spends
+                if not s.released and s.purpose is not None and s.purpose.startswith(prefix)]
 
     async def release_spend(self, spend_id: str) -> bool:
         """Give back a spend whose sale was not recorded (decision 0068): kept as

@@ -25,7 +25,7 @@ as before).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,6 +36,8 @@ from pricing import Member
 from protocols.ids import Id, SignedCode
 
 logger = logging.getLogger(__name__)
+
+SALE_PURPOSE = "sale:"  # a spend kept by the members module for the sale "sale:<id>"
 
 
 class MemberError(PosError):
@@ -87,13 +89,20 @@ class MemberDirectory(Protocol):
     async def find(self, ref: MemberRef) -> Member: ...
 
     async def authorise(self, member_id: str, *, unit: Unit, amount: int,
-                        spend_id: str) -> str | None:
+                        spend_id: str, sale_id: str | None = None) -> str | None:
         """The spend's id once authorised (the sale names it), None when this directory
-        does not authorise spends; ``SpendError`` when refused."""
+        does not authorise spends; ``SpendError`` when refused. ``sale_id``: the sale it
+        pays for, kept with the spend (``reconcile``)."""
         ...
 
     async def release(self, spend_id: str) -> None:
         """Give back a spend whose sale was not recorded (decision 0068)."""
+        ...
+
+    async def reconcile(self, recorded: Callable[[str], Awaitable[bool]]) -> int:
+        """At start, before the lanes sell: give back every spend kept for a sale that
+        ``recorded`` (sale id -> in the ledger?) says was never recorded (a crash came
+        between the authorisation and the ledger write). Returns how many."""
         ...
 
 
@@ -118,12 +127,13 @@ class StoreMembers:
         return member.model_copy(update={"currency": self._currency})
 
     async def authorise(self, member_id: str, *, unit: Unit, amount: int,
-                        spend_id: str) -> str | None:
+                        spend_id: str, sale_id: str | None = None) -> str | None:
         from edge_agent.modules.members import SpendRefused
 
         try:
-            done = await self._members.authorise_spend(member_id, unit=unit, amount=amount,
-                                                       spend_id=spend_id)
+            done = await self._members.authorise_spend(
+                member_id, unit=unit, amount=amount, spend_id=spend_id,
+                purpose=None if sale_id is None else f"{SALE_PURPOSE}{sale_id}")
         except SpendRefused as err:
             raise SpendError(err.reason, err.detail) from err
         except ValueError as err:  # an id or amount the members module cannot take
@@ -132,6 +142,18 @@ class StoreMembers:
 
     async def release(self, spend_id: str) -> None:
         await self._members.release_spend(spend_id)
+
+    async def reconcile(self, recorded: Callable[[str], Awaitable[bool]]) -> int:
+        released = 0
+        for spend in self._members.unreleased(SALE_PURPOSE):
+            sale_id = spend.purpose[len(SALE_PURPOSE):]
+            if not await recorded(sale_id):
+                logger.warning("spend %s of member %s (%d %s) paid for sale %s, which was "
+                               "never recorded: given back", spend.spend_id, spend.member_id,
+                               spend.amount, spend.unit, sale_id)
+                await self._members.release_spend(spend.spend_id)
+                released += 1
+        return released
 
 
 class CloudMembers:
@@ -144,11 +166,14 @@ class CloudMembers:
         self._online = online
 
     async def authorise(self, member_id: str, *, unit: Unit, amount: int,
-                        spend_id: str) -> str | None:
+                        spend_id: str, sale_id: str | None = None) -> str | None:
         return None  # the sale's points_used is taken by the cloud when the sale arrives
 
     async def release(self, spend_id: str) -> None:
         return None  # authorises nothing, so gives nothing back
+
+    async def reconcile(self, recorded: Callable[[str], Awaitable[bool]]) -> int:
+        return 0
 
     async def find(self, ref: MemberRef) -> Member:
         if ref.code is not None:

@@ -67,6 +67,7 @@ class LaneService:
         # lanes (the default) never serves them.
         from edge_agent.till.api import create_app
 
+        await self.lanes.reconcile_spends()  # before a lane can sell
         self.server = CartScreenServer(create_app(self.lanes), host=self.settings.host,
                                        port=self.settings.port)
         await self.server.start()

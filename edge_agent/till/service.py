@@ -150,10 +150,10 @@ class BasketSpends:
     authorised again, and a sale already recorded is refused (``duplicate``) before
     anything is authorised, so a repeated complete cannot spend twice."""
 
-    def __init__(self, members: MemberDirectory, member_id: str, *,
+    def __init__(self, members: MemberDirectory, member_id: str, sale_id: str, *,
                  now_ms: Callable[[], int], refuse: Callable[[int, str, str], LaneError]
                  ) -> None:
-        self._members, self._member_id = members, member_id
+        self._members, self._member_id, self._sale_id = members, member_id, sale_id
         self._now_ms, self._refuse = now_ms, refuse
 
     async def authorise(self, priced: PricedBasket) -> dict[str, str]:
@@ -165,7 +165,8 @@ class BasketSpends:
                 continue
             try:
                 spend_id = await self._members.authorise(
-                    self._member_id, unit=unit, amount=amount, spend_id=uuid7(self._now_ms()))
+                    self._member_id, unit=unit, amount=amount, spend_id=uuid7(self._now_ms()),
+                    sale_id=self._sale_id)
             except SpendError as err:
                 await self.release(spends)  # all or nothing: the points, not the rest
                 raise self._refuse(409, err.reason, f"{unit}: {err.detail}") from err
@@ -515,8 +516,16 @@ class LaneTills:
         cloud takes ``points_used`` when the sale arrives, the till's caps apply)."""
         if basket.member is None or not self._members.authorises_spends:
             return None
-        return BasketSpends(self._members, basket.member.id, now_ms=self._clock.now_ms,
-                            refuse=self.refuse)
+        return BasketSpends(self._members, basket.member.id, basket.basket_id,
+                            now_ms=self._clock.now_ms, refuse=self.refuse)
+
+    async def reconcile_spends(self) -> int:
+        """Before the lanes sell: spends a crash left without their sale are given back
+        (decision 0068)."""
+        async def recorded(sale_id: str) -> bool:
+            return await self.pos.ledger.sale(sale_id) is not None
+
+        return await self._members.reconcile(recorded)
 
     async def sell(self, lane: LaneSettings, sale: SaleIn) -> dict[str, Any]:
         """A whole sale in one call (``SaleIn``): a basket of this lane rung up and

@@ -22,6 +22,7 @@ from cloud.publish import MemoryPublisher
 from edge_agent.drivers.testing import FakeContext
 from edge_agent.modules.content import AppliedContent
 from edge_agent.modules.members import MemberRefused, Members, MembersSettings, SpendRefused
+from edge_agent.till.members import StoreMembers
 from protocols import membercode, topics
 from protocols.clock import ManualClock
 from protocols.content import ContentManifest
@@ -280,6 +281,40 @@ async def test_a_released_spend_is_given_back_once_and_never_spent_again(rig: Ri
         await restarted.authorise_spend(rig.anna, unit="points", amount=100,
                                         spend_id="sale-1-p")
     assert err.value.reason == "released"
+    await restarted.close()
+
+
+async def test_a_spend_whose_sale_a_crash_left_unrecorded_is_given_back_at_start(
+        rig: Rig) -> None:
+    """Decision 0068: the box dies between a spend's authorisation and the sale's ledger
+    write. At the next start the lanes' directory finds the spend kept for a sale the
+    ledger does not have, and gives it back; a spend whose sale was recorded stays."""
+    members = await rig.box()
+    lanes = StoreMembers(members, currency="EUR")
+    sold = await lanes.authorise(rig.anna, unit="points", amount=100, spend_id="sp-sold",
+                                 sale_id="sale-recorded")
+    lost = await lanes.authorise(rig.anna, unit="stored_value", amount=300,
+                                 spend_id="sp-lost", sale_id="sale-never-recorded")
+    assert (sold, lost) == ("sp-sold", "sp-lost")
+    assert await rig.balance() == (400, 1_700)
+    await members.close()  # the crash: no release was made
+    restarted = await rig.box()
+    asked: list[str] = []
+
+    async def recorded(sale_id: str) -> bool:  # the till's ledger: one sale recorded
+        asked.append(sale_id)
+        return sale_id == "sale-recorded"
+
+    directory = StoreMembers(restarted, currency="EUR")
+    assert await directory.reconcile(recorded) == 1
+    assert sorted(asked) == ["sale-never-recorded", "sale-recorded"]
+    assert [(s.spend_id, s.released) for s in restarted.spends] == [
+        ("sp-sold", False), ("sp-lost", True)]
+    assert await directory.reconcile(recorded) == 0  # nothing more to give back
+    assert [(e.kind, e.id) for e in rig.kernel.sink.events] == [
+        ("member_spend_release", "release-sp-lost")]
+    rig.settle()
+    assert await rig.balance() == (400, 2_000)
     await restarted.close()
 
 
