@@ -230,6 +230,7 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
     from edge_agent.cartscreen import SAMPLE_DATA
     from edge_agent.cartscreen.server import EmbeddedServer
     from edge_agent.config import AgentConfig
+    from edge_agent.errors import LinkError
     from edge_agent.localbus import amqtt_fix
     from edge_agent.localbus.embedded import EmbeddedBroker
     from firmware_sim.layouts import DEFAULT_LAYOUT
@@ -342,30 +343,58 @@ async def run_demo(opts: DemoOptions, *, console: Console, stop: asyncio.Event) 
                               else str(d["family"]) for d in wired}
             for close in closers:
                 stack.push_async_callback(close)
-        agent = Agent(
-            AgentConfig(store_id=opts.store_id, data_dir=data_dir / "edge", cloud_url=broker.url,
-                        local_bus="embedded", local_bus_port=local_port,
-                        metrics_port=metrics_port, metrics_host="127.0.0.1",
-                        devices=store_devices,  # type: ignore[arg-type]  # dicts: validated
-                        health_interval_s=1.0,
-                        modules=_modules(opts.full_store, api=api, token=device_token,
-                                         trusted_key=trusted_key,
-                                         release_key=str(release.public_keys()[0]["public_key"]),
-                                         currency=currency, lane_token=lane_token,
-                                         phone_key=member_hash_key,
-                                         store_id=opts.store_id,
-                                         cabinet_promotions=cabinet_promotions)),
-            registry=agent_registry,
-        )
-        agent_stop = asyncio.Event()
-        agent_task = asyncio.create_task(agent.run(stop=agent_stop), name="demo-agent")
+
+        def make_agent(local_port: int) -> Agent:
+            return Agent(
+                AgentConfig(store_id=opts.store_id, data_dir=data_dir / "edge",
+                            cloud_url=broker.url, local_bus="embedded",
+                            local_bus_port=local_port, metrics_port=metrics_port,
+                            metrics_host="127.0.0.1",
+                            devices=store_devices,  # type: ignore[arg-type]  # dicts: validated
+                            health_interval_s=1.0,
+                            modules=_modules(opts.full_store, api=api, token=device_token,
+                                             trusted_key=trusted_key,
+                                             release_key=str(release.public_keys()[0]
+                                                             ["public_key"]),
+                                             currency=currency, lane_token=lane_token,
+                                             phone_key=member_hash_key,
+                                             store_id=opts.store_id,
+                                             cabinet_promotions=cabinet_promotions)),
+                registry=agent_registry,
+            )
+
+        # The store-local bus's port was free when it was chosen; another program can
+        # take it before the agent binds it (seen once in CI). Then once more on a port
+        # the system picks, rather than ending the demo.
+        for attempt in (1, 2):
+            agent = make_agent(local_port)
+            agent_stop = asyncio.Event()
+            agent_task = asyncio.create_task(agent.run(stop=agent_stop), name="demo-agent")
+            ready = asyncio.create_task(agent.ready.wait(), name="demo-agent-ready")
+            await asyncio.wait({ready, agent_task}, timeout=20,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if agent.ready.is_set():
+                break
+            ready.cancel()
+            failed = agent_task.exception() if agent_task.done() else None
+            if attempt == 1 and isinstance(failed, LinkError) and \
+                    "address already in use" in str(failed):
+                logger.warning("store-local bus port %d was taken before the agent bound "
+                               "it; using another", local_port)
+                local_port = _port(0)
+                agent_registry = CollectorRegistry()  # the first agent's metrics are in the old
+                continue
+            agent_stop.set()
+            if not agent_task.done():
+                agent_task.cancel()
+            raise failed if failed is not None else TimeoutError("the agent was not ready "
+                                                                "within 20 s")
 
         async def stop_agent() -> None:
             agent_stop.set()
             await asyncio.wait_for(agent_task, timeout=20)
 
         stack.push_async_callback(stop_agent)
-        await asyncio.wait_for(agent.ready.wait(), timeout=20)
 
         sim = StoreSimulator(bus_url=f"mqtt://127.0.0.1:{local_port}", store_id=opts.store_id,
                              devices=opts.devices, rate=opts.rate, tele_interval_s=2.0,
